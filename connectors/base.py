@@ -1,0 +1,212 @@
+"""The connector contract: what the engine may ask of a platform, and what a platform declares.
+
+A connector speaks HTTP only (never the database). It declares :class:`Capabilities`, and the
+engine adapts: how to pull (change feed, sorted scan, full scan, lookup only), which writes
+exist (create, update, delete, merge, tag add/remove, upsert) and which raw fields it can write.
+
+Records cross this boundary raw (the platform's own JSON) as :class:`RawRecord`; the mapping in
+``mappings/<platform>.yaml`` turns them into canonical fields elsewhere.
+
+All network methods are ``async``: connections run concurrently and the in-process emulators are
+ASGI apps reached through ``httpx.ASGITransport``.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import SecretStr
+
+JSON = dict[str, Any]
+
+
+class PullMode(str, enum.Enum):
+    """How a platform's changes can be found."""
+
+    CHANGE_FEED = "change_feed"  # server-side filter on updated-at (GoHighLevel search)
+    SORTED_SCAN = "sorted_scan"  # list sorted by updated-at, newest first: stop at the cursor
+    FULL_SCAN = "full_scan"  # list everything every time (Acquire)
+    LOOKUP_ONLY = "lookup_only"  # no listing at all; find by phone/email (DM Champ)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A documented request budget: ``requests`` per ``per_seconds`` (None: no known limit)."""
+
+    requests: int
+    per_seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.per_seconds
+
+    def scaled(self, factor: float) -> RateLimit:
+        """The same budget with the window shrunk by ``factor`` (factor 10 = ten times faster)."""
+        return RateLimit(self.requests, self.per_seconds / factor)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a connector can do; the engine plans only what is declared here."""
+
+    pull_mode: PullMode
+    can_create: bool = True
+    can_update: bool = True
+    can_delete: bool = True
+    can_merge: bool = False
+    can_upsert: bool = False
+    tags_via_endpoint: bool = False  # tags changed by add/remove calls, never sent on update
+    # Raw top-level payload keys an update may carry (None: any mapped field).
+    updatable_fields: frozenset[str] | None = None
+    # Canonical fields a create needs (DM Champ: phones); a person without them is excluded.
+    required_for_create: tuple[str, ...] = ()
+    # Keys the platform can be searched by, in the order to try (settles in-flight creates).
+    lookup_keys: tuple[str, ...] = ("email", "phone")
+    # True when a full scan can prove a record is gone (deletion detection is allowed).
+    deletes_detectable: bool = True
+    rate_limit: RateLimit | None = None
+    # How far back an incremental pull re-reads (eventually consistent search), in seconds.
+    overlap_seconds: float = 0.0
+
+
+@dataclass
+class RawRecord:
+    """One record as the platform returned it."""
+
+    remote_id: str
+    payload: JSON
+    updated_at: datetime | None = None
+    # The platform says this record was merged into another one (Comm100 mergeToContactId).
+    merged_into: str | None = None
+    # The platform says this record is deleted (explicit signal, e.g. a soft-deleted row).
+    deleted: bool = False
+
+
+@dataclass
+class Page:
+    """A page of pulled records and the cursor to resume *after* this page.
+
+    ``cursor`` is plain JSON (stored as-is in the ``cursors`` table). ``complete`` is set on
+    the last page of a pull; when ``full_scan`` is also set, every live record was returned
+    by this pull, so a record not seen may be treated as deleted (deletion detection).
+    """
+
+    records: list[RawRecord]
+    cursor: JSON
+    complete: bool = False
+    full_scan: bool = False
+
+
+@dataclass
+class WriteResult:
+    """The outcome of a successful write: the record as it now stands when the platform
+    returned it (None when it returned only an id or nothing)."""
+
+    remote_id: str
+    record: RawRecord | None = None
+    created: bool = False
+    extra: JSON = field(default_factory=dict)
+
+
+@dataclass
+class ConnectionSettings:
+    """What a connector needs to reach one account; built from the config by the engine.
+
+    ``credentials`` values are SecretStr and are only unwrapped where a request is built.
+    ``options`` carry platform settings (GoHighLevel ``location_id`` and ``version``, Comm100
+    ``site_id``, ...). ``rate_limit`` overrides the platform's documented budget (for example a
+    scaled one against an emulator); ``None`` keeps the documented one.
+    """
+
+    name: str
+    base_url: str
+    credentials: Mapping[str, SecretStr] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float = 30.0
+    max_concurrency: int = 4
+    max_retries: int = 6
+    rate_limit: RateLimit | None = None
+
+
+class ConnectorError(Exception):
+    """Base of the errors a connector raises. Messages never carry credentials."""
+
+
+class ConfigurationError(ConnectorError):
+    """Credentials or account settings are wrong (401/403): fail fast, do not retry."""
+
+
+class RecordError(ConnectorError):
+    """A record-level rejection (a 4xx other than 401/403/429): carried back to the caller,
+    stored against that record, not retried within this run."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = body
+
+
+class NotFound(RecordError):
+    """The record does not exist on the platform (any of the platform's spellings of it)."""
+
+
+class RemoteUnavailable(ConnectorError):
+    """Retries exhausted on 429/5xx/timeouts/connection errors; the run records it and the
+    write stays pending for a later run."""
+
+
+class PaginationError(ConnectorError):
+    """The platform returned the same page token twice (a loop): fail loudly."""
+
+
+class Connector(ABC):
+    """One platform account. Subclasses fill the hooks; the shared HTTP layer
+    (``connectors/http.py``) owns retry, backoff, rate budget and redaction."""
+
+    platform: str = ""
+    capabilities: Capabilities
+
+    @abstractmethod
+    def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
+        """Yield pages of records changed since ``cursor`` (None: everything). A page's cursor
+        never moves past what that page (and the ones before it) yielded."""
+
+    async def get(self, remote_id: str) -> RawRecord | None:
+        """Fetch one record, or None when it does not exist."""
+        raise NotImplementedError(f"{self.platform}: get")
+
+    async def lookup(self, keys: Mapping[str, str]) -> str | None:
+        """Find a record's remote id by ``{"email": ..., "phone": ...}`` (normalized values),
+        trying ``capabilities.lookup_keys`` in order. None when not found."""
+        raise NotImplementedError(f"{self.platform}: lookup")
+
+    async def create(self, payload: JSON) -> WriteResult:
+        raise NotImplementedError(f"{self.platform}: create")
+
+    async def update(self, remote_id: str, changes: JSON) -> WriteResult:
+        """Send only ``changes`` (raw payload keys); the platform keeps the rest."""
+        raise NotImplementedError(f"{self.platform}: update")
+
+    async def delete(self, remote_id: str) -> None:
+        raise NotImplementedError(f"{self.platform}: delete")
+
+    async def merge(self, survivor_id: str, loser_ids: list[str]) -> WriteResult:
+        raise NotImplementedError(f"{self.platform}: merge")
+
+    async def add_tags(self, remote_id: str, tags: list[str]) -> None:
+        raise NotImplementedError(f"{self.platform}: add_tags")
+
+    async def remove_tags(self, remote_id: str, tags: list[str]) -> None:
+        raise NotImplementedError(f"{self.platform}: remove_tags")
+
+    async def upsert(self, payload: JSON) -> WriteResult:
+        raise NotImplementedError(f"{self.platform}: upsert")
+
+    async def aclose(self) -> None:
+        """Release the HTTP client."""

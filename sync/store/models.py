@@ -1,0 +1,251 @@
+"""SQLAlchemy 2 typed models of the staging store (DESIGN.md, "Data model").
+
+The same models serve SQLite (default, a file) and PostgreSQL (production, scale-out); the
+Alembic migrations in ``migrations/`` build them identically on both. Constraint names follow
+one naming convention so batch-mode migrations on SQLite can address them.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSON on SQLite, JSONB on PostgreSQL.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Integer primary keys: 64-bit on PostgreSQL; SQLite needs plain INTEGER for rowid aliasing.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both stores (SQLite keeps no zone: store naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class OutboxStatus(str, enum.Enum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    FAILED = "failed"  # record-level error; retried on later runs with backoff
+    EXCLUDED = "excluded"  # cannot go there (reason in last_error), e.g. no phone for DM Champ
+    SUPERSEDED = "superseded"  # a newer plan replaced this intent before it was sent
+
+
+class RemoteRecord(Base):
+    """A record as last pulled from (or written to) one connection."""
+
+    __tablename__ = "remote_records"
+    __table_args__ = (
+        UniqueConstraint("connection", "remote_id"),
+        Index("ix_remote_records_person_id", "person_id"),
+        Index("ix_remote_records_dirty", "dirty"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(String(64))
+    remote_id: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    remote_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    merged_into: Mapped[str | None] = mapped_column(String(128))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("persons.id", ondelete="SET NULL"))
+    # Set when the payload changed (or the record is new) and matching/reconcile has not run.
+    dirty: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Values that did not normalize, with reasons: [{"field", "kind", "reason"}].
+    invalid: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    # The id of the full scan that last saw this record (deletion detection).
+    last_scan: Mapped[int | None] = mapped_column(Integer)
+
+
+class IdentityKey(Base):
+    """A normalized matching key of a record: (kind, value) → record."""
+
+    __tablename__ = "identity_keys"
+    __table_args__ = (
+        Index("ix_identity_keys_kind_value", "kind", "value"),
+        Index("ix_identity_keys_record_id", "record_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("remote_records.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(64))  # email | phone | identity:<type>
+    value: Mapped[str] = mapped_column(String(320))
+
+
+class Person(Base):
+    """The golden record: one human, with stable id across runs."""
+
+    __tablename__ = "persons"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set when this person was folded into another (a merge); kept so old ids resolve.
+    merged_into: Mapped[int | None] = mapped_column(BigInteger)
+    dirty: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Snapshot(Base):
+    """The canonical values last confirmed for a person on a connection (the archive)."""
+
+    __tablename__ = "snapshots"
+
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True)
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Cursor(Base):
+    """Per connection: the pull position and a resumable backfill checkpoint."""
+
+    __tablename__ = "cursors"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    full_scan_id: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Outbox(Base):
+    """One planned remote write; the row (intent) is committed before the call is made."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_status_connection", "status", "connection"),
+        Index("ix_outbox_person_id", "person_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    connection: Mapped[str] = mapped_column(String(64))
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
+    op: Mapped[str] = mapped_column(String(32))  # create|update|delete|merge|add_tags|remove_tags|exclude
+    remote_id: Mapped[str | None] = mapped_column(String(128))  # target (None for create)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # raw platform payload
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # canonical values it confirms
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    result_remote_id: Mapped[str | None] = mapped_column(String(128))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Conflict(Base):
+    """A real conflict: competing values, their sources and times, the decision and the rule."""
+
+    __tablename__ = "conflicts"
+    __table_args__ = (Index("ix_conflicts_person_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    field: Mapped[str] = mapped_column(String(128))
+    # [{"connection", "value", "updated_at"}]
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    decision: Mapped[Any] = mapped_column(JSONType)
+    rule: Mapped[str] = mapped_column(String(64))
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MatchReview(Base):
+    """A matching question kept for a person to answer: an ambiguous weak-key match or a
+    duplicate on one platform."""
+
+    __tablename__ = "match_reviews"
+    __table_args__ = (UniqueConstraint("kind", "key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))  # ambiguous_match | duplicate
+    key: Mapped[str] = mapped_column(String(400))  # what ties them: "phone:+1555..." / connection
+    # [{"connection", "remote_id", "person_id"}]
+    records: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Quarantine(Base):
+    """A payload that could not be staged (malformed), with its reason; nothing is dropped."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(String(64))
+    remote_id: Mapped[str | None] = mapped_column(String(128))
+    raw: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Run(Base):
+    """Every cycle or backfill: start, end, status and counts (the canonical log line)."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # cycle | backfill | plan
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|partial|failed
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
