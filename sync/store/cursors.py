@@ -1,0 +1,106 @@
+"""Per-connection pull cursors, resumable checkpoints and full-scan deletion detection.
+
+The pull *position* advances only together with the rows it covers (see
+``StagingMixin.stage_page``); this module reads it and manages the rest of the cursor row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import or_, select, update
+
+from sync.store.models import Cursor, RemoteRecord, utcnow
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class CursorState:
+    """Where a connection's pull stands: ``position`` (incremental pull cursor, connector-
+    defined), ``checkpoint`` (a backfill's resume point) and the id of its latest full scan."""
+
+    position: dict[str, Any] | None
+    checkpoint: dict[str, Any] | None
+    full_scan_id: int
+
+
+class UnknownScan(Exception):
+    """``finish_full_scan`` was given a scan id that is not the connection's current scan."""
+
+
+def _cursor_row(session: Session, connection: str) -> Cursor:
+    """The connection's cursor row, created if missing, locked for update on PostgreSQL."""
+    row = session.execute(
+        select(Cursor).where(Cursor.connection == connection).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        row = Cursor(connection=connection, position=None, checkpoint=None, full_scan_id=0)
+        session.add(row)
+        session.flush()
+    return row
+
+
+class CursorsMixin:
+    """Cursor operations of :class:`sync.store.Store`."""
+
+    if TYPE_CHECKING:
+
+        def session(self) -> AbstractContextManager[Session]: ...
+
+    def get_cursor(self, connection: str) -> CursorState:
+        """The connection's cursor; an unknown connection starts with everything empty."""
+        with self.session() as s:
+            row = s.get(Cursor, connection)
+            if row is None:
+                return CursorState(position=None, checkpoint=None, full_scan_id=0)
+            return CursorState(row.position, row.checkpoint, row.full_scan_id)
+
+    def set_checkpoint(self, connection: str, checkpoint: dict[str, Any] | None) -> None:
+        """Record (or with ``None`` clear) a backfill's resume point."""
+        with self.session() as s:
+            row = _cursor_row(s, connection)
+            row.checkpoint = checkpoint
+            row.updated_at = utcnow()
+
+    def begin_full_scan(self, connection: str) -> int:
+        """Start a full scan of the connection and return its id; pass the id to every
+        ``stage_page(..., scan_id=...)`` of the scan and then to :meth:`finish_full_scan`."""
+        with self.session() as s:
+            row = _cursor_row(s, connection)
+            row.full_scan_id += 1
+            row.updated_at = utcnow()
+            return row.full_scan_id
+
+    def finish_full_scan(self, connection: str, scan_id: int) -> list[str]:
+        """Close a full scan: records of the connection that the scan did not see (and that are
+        not already deleted or merged away) are marked deleted (``deleted_at``, dirty) and their
+        remote ids returned.
+
+        Call this ONLY after a complete, successful scan: every page pulled and staged with
+        this ``scan_id``. Never call it after a partial, interrupted or failed scan: records on
+        the pages not pulled would be marked deleted. Raises :class:`UnknownScan` if a newer
+        scan has begun since (its pages would not carry this id)."""
+        with self.session() as s:
+            row = _cursor_row(s, connection)
+            if scan_id != row.full_scan_id or scan_id <= 0:
+                raise UnknownScan(
+                    f"scan {scan_id} is not the current full scan of {connection!r} ({row.full_scan_id})"
+                )
+            result = s.execute(
+                update(RemoteRecord)
+                .where(
+                    RemoteRecord.connection == connection,
+                    or_(RemoteRecord.last_scan.is_(None), RemoteRecord.last_scan != scan_id),
+                    RemoteRecord.deleted_at.is_(None),
+                    RemoteRecord.merged_into.is_(None),
+                )
+                .values(deleted_at=utcnow(), dirty=True)
+                .returning(RemoteRecord.remote_id)
+                .execution_options(synchronize_session=False)
+            )
+            return sorted(result.scalars().all())

@@ -1,0 +1,283 @@
+"""Bulk staging of pulled records: one page, one transaction, one cursor step.
+
+``stage_page`` upserts a page of records into ``remote_records`` with a handful of set-based
+statements (not a row-at-a-time loop): a batched look-up of the stored hashes, one
+``INSERT ... ON CONFLICT DO UPDATE`` executemany for new and changed records, one ``UPDATE``
+for records seen again unchanged, a batched delete and one executemany insert of identity keys,
+and the connection's cursor position, all committed together, so a cursor never points past
+rows that are not committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from sync.normalize import IdentityKey as NormalizedKey
+from sync.store.models import Cursor, IdentityKey, Quarantine, RemoteRecord, utcnow
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.orm import Session
+
+# Column limits of remote_records / identity_keys (sync/store/models.py). Callers (sync/stage)
+# should quarantine a record that exceeds them; stage_page refuses the page with StageError.
+MAX_REMOTE_ID_LENGTH = 128
+MAX_KEY_KIND_LENGTH = 64
+MAX_KEY_VALUE_LENGTH = 320
+
+# Ids per IN (...) list: well under SQLite's 32,766 bound parameters.
+_IN_CHUNK = 5_000
+
+
+class StageError(ValueError):
+    """A page that cannot be staged as given (e.g. a remote id longer than the column)."""
+
+
+@dataclass
+class StagedRecord:
+    """One pulled record, ready to stage.
+
+    ``payload`` is the raw platform JSON, ``payload_hash`` its :func:`payload_hash`, ``keys``
+    its normalized identity keys, ``invalid`` the values that did not normalize
+    (``[{"field", "kind", "reason"}]``). ``merged_into`` is the surviving remote id when the
+    platform reports the record merged; ``deleted`` marks a tombstone (the stored row keeps its
+    last payload and keys, so matching can still tell what the record was)."""
+
+    remote_id: str
+    payload: dict[str, Any]
+    payload_hash: str
+    remote_updated_at: datetime | None
+    keys: list[NormalizedKey]
+    invalid: list[dict[str, Any]] = field(default_factory=list)
+    merged_into: str | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a page did: counts, the record id of every remote id in the page, and the remote
+    ids that became dirty (new or changed)."""
+
+    inserted: int
+    changed: int
+    unchanged: int
+    record_ids: dict[str, int]
+    dirty: list[str]
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """A payload that could not be staged, kept with its reason."""
+
+    id: int
+    connection: str
+    remote_id: str | None
+    raw: str
+    reason: str
+    created_at: datetime
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    """A stable SHA-256 (hex) of the payload's canonical JSON: key order and whitespace do not
+    matter; values that are not JSON types hash by their ``str``."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _check(connection: str, records: Iterable[StagedRecord]) -> None:
+    for r in records:
+        if not r.remote_id or len(r.remote_id) > MAX_REMOTE_ID_LENGTH:
+            raise StageError(
+                f"{connection}: remote id of length {len(r.remote_id)} (1..{MAX_REMOTE_ID_LENGTH} allowed)"
+            )
+        if r.merged_into is not None and len(r.merged_into) > MAX_REMOTE_ID_LENGTH:
+            raise StageError(f"{connection}/{r.remote_id}: merged_into longer than {MAX_REMOTE_ID_LENGTH}")
+        for k in r.keys:
+            if len(k.kind) > MAX_KEY_KIND_LENGTH or len(k.value) > MAX_KEY_VALUE_LENGTH:
+                raise StageError(f"{connection}/{r.remote_id}: identity key {k.kind} is too long")
+
+
+class StagingMixin:
+    """Staging and quarantine operations of :class:`sync.store.Store`."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def dialect_name(self) -> str: ...
+
+        def session(self) -> AbstractContextManager[Session]: ...
+
+    def _insert(self, model: Any) -> Any:
+        dialect = postgresql if self.dialect_name == "postgresql" else sqlite
+        return dialect.insert(model.__table__)
+
+    def stage_page(
+        self,
+        connection: str,
+        records: list[StagedRecord],
+        *,
+        cursor: dict[str, Any] | None = None,
+        scan_id: int | None = None,
+    ) -> StageResult:
+        """Stage one pulled page of ``connection`` in ONE transaction.
+
+        - a new record is inserted dirty; a record whose hash, deletion state or merge target
+          changed is updated and marked dirty, its identity keys replaced;
+        - a record seen again unchanged (overlap windows repeat records) only gets ``seen_at``
+          (and ``last_scan``); it is not marked dirty;
+        - ``deleted=True`` sets ``deleted_at`` (dirty) and keeps the stored payload and keys;
+        - ``scan_id`` (from ``begin_full_scan``) marks every record of the page as seen by that
+          full scan;
+        - ``cursor``, if given, becomes the connection's pull position in the same transaction,
+          so it never moves past rows that are not committed.
+
+        A remote id repeated within the page counts once (the last occurrence wins). Raises
+        :class:`StageError` (nothing committed, cursor unmoved) for values longer than the
+        columns allow."""
+        page: dict[str, StagedRecord] = {}
+        for r in records:
+            page.pop(r.remote_id, None)  # keep page order of the last occurrence
+            page[r.remote_id] = r
+        now = utcnow()
+        rr = RemoteRecord.__table__.c
+
+        with self.session() as s:
+            # The cursor goes first: any failure below rolls it back with the rows.
+            if cursor is not None:
+                ins = self._insert(Cursor)
+                s.execute(
+                    ins.values(connection=connection, position=cursor, full_scan_id=0, updated_at=now)
+                    .on_conflict_do_update(
+                        index_elements=[Cursor.__table__.c.connection],
+                        set_={"position": ins.excluded.position, "updated_at": ins.excluded.updated_at},
+                    )
+                )
+            _check(connection, page.values())
+
+            existing: dict[str, tuple[int, str, bool, str | None]] = {}
+            for chunk in _chunks(list(page)):
+                for rid, remote_id, h, deleted_at, merged_into in s.execute(
+                    select(rr.id, rr.remote_id, rr.payload_hash, rr.deleted_at, rr.merged_into).where(
+                        rr.connection == connection, rr.remote_id.in_(chunk)
+                    )
+                ):
+                    existing[remote_id] = (rid, h, deleted_at is not None, merged_into)
+
+            upserts: list[StagedRecord] = []  # new, or changed content/state: full row written
+            newly_deleted: list[int] = []  # stored row, now a tombstone: keep payload and keys
+            unchanged: list[int] = []
+            inserted = 0
+            changed_ids: list[int] = []
+            for r in page.values():
+                ex = existing.get(r.remote_id)
+                if ex is None:
+                    upserts.append(r)
+                    inserted += 1
+                    continue
+                rid, h, was_deleted, merged = ex
+                if r.deleted:
+                    (unchanged if was_deleted else newly_deleted).append(rid)
+                elif h != r.payload_hash or was_deleted or merged != r.merged_into:
+                    upserts.append(r)
+                    changed_ids.append(rid)
+                else:
+                    unchanged.append(rid)
+
+            record_ids = {remote_id: ex[0] for remote_id, ex in existing.items()}
+            if upserts:
+                ins = self._insert(RemoteRecord)
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[rr.connection, rr.remote_id],
+                    set_={
+                        "payload": ins.excluded.payload,
+                        "payload_hash": ins.excluded.payload_hash,
+                        "remote_updated_at": ins.excluded.remote_updated_at,
+                        "seen_at": ins.excluded.seen_at,
+                        "deleted_at": ins.excluded.deleted_at,
+                        "merged_into": ins.excluded.merged_into,
+                        "invalid": ins.excluded.invalid,
+                        "dirty": True,
+                        "last_scan": func.coalesce(ins.excluded.last_scan, rr.last_scan),
+                    },
+                ).returning(rr.id, rr.remote_id)
+                rows = [
+                    {
+                        "connection": connection,
+                        "remote_id": r.remote_id,
+                        "payload": r.payload,
+                        "payload_hash": r.payload_hash,
+                        "remote_updated_at": r.remote_updated_at,
+                        "seen_at": now,
+                        "deleted_at": now if r.deleted else None,
+                        "merged_into": r.merged_into,
+                        "person_id": None,
+                        "dirty": True,
+                        "invalid": list(r.invalid) or None,
+                        "last_scan": scan_id,
+                    }
+                    for r in upserts
+                ]
+                for rid, remote_id in s.execute(stmt, rows):
+                    record_ids[remote_id] = rid
+
+            extra: dict[str, Any] = {"seen_at": now}
+            if scan_id is not None:
+                extra["last_scan"] = scan_id
+            for chunk in _chunks(newly_deleted):
+                s.execute(update(RemoteRecord.__table__).where(rr.id.in_(chunk)).values(deleted_at=now, dirty=True, **extra))
+            for chunk in _chunks(unchanged):
+                s.execute(update(RemoteRecord.__table__).where(rr.id.in_(chunk)).values(**extra))
+
+            # Identity keys of new and changed records are replaced wholesale.
+            for chunk in _chunks(changed_ids):
+                s.execute(delete(IdentityKey.__table__).where(IdentityKey.__table__.c.record_id.in_(chunk)))
+            key_rows = [
+                {"record_id": record_ids[r.remote_id], "kind": kind, "value": value}
+                for r in upserts
+                for kind, value in dict.fromkeys((k.kind, k.value) for k in r.keys)
+            ]
+            if key_rows:
+                s.execute(IdentityKey.__table__.insert(), key_rows)
+
+        return StageResult(
+            inserted=inserted,
+            changed=len(upserts) - inserted + len(newly_deleted),
+            unchanged=len(unchanged),
+            record_ids={remote_id: record_ids[remote_id] for remote_id in page},
+            dirty=[r.remote_id for r in upserts]
+            + [rid for rid, ex in existing.items() if ex[0] in set(newly_deleted)],
+        )
+
+    def quarantine(self, connection: str, remote_id: str | None, raw: str, reason: str) -> int:
+        """Keep a payload that could not be staged (malformed), with the reason; returns its id.
+        ``raw`` is stored as given: the caller passes the payload text, never credentials."""
+        with self.session() as s:
+            row = Quarantine(connection=connection, remote_id=remote_id, raw=raw, reason=reason, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def quarantined(self, connection: str | None = None) -> list[QuarantineEntry]:
+        """Quarantined payloads, oldest first; all connections unless one is given."""
+        with self.session() as s:
+            q = select(Quarantine).order_by(Quarantine.id)
+            if connection is not None:
+                q = q.where(Quarantine.connection == connection)
+            return [
+                QuarantineEntry(r.id, r.connection, r.remote_id, r.raw, r.reason, r.created_at)
+                for r in s.execute(q).scalars()
+            ]
