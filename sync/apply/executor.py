@@ -1,0 +1,364 @@
+"""Carrying out the outbox: one asyncio task per connection, all connections at once.
+
+Per connection, first the rows left *in flight* by an earlier run are settled (a create is
+never blindly repeated: upsert where the platform has one, otherwise look the contact up by
+its keys and link what is found; updates, tag calls and deletes are idempotent and are simply
+sent again). Then due rows are taken in id order, in chunks: the chunk is marked in flight
+(committed), its calls run concurrently up to the connection's concurrency, and the results are
+committed together — each row's outbox status, remote record link and snapshot in the same
+transaction.
+
+Errors are a table:
+
+* ``RecordError`` (a 4xx for one contact) → the row is ``failed`` with the platform's message
+  and a retry time (exponential backoff); the rest of the cycle goes on.
+* ``RemoteUnavailable`` (retries exhausted) → the row waits for a later run; a create stays
+  in flight, because the platform may have made it before the reply was lost.
+* ``ConfigurationError`` (401/403) → that connection stops for this run; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from connectors.base import (
+    ConfigurationError,
+    Connector,
+    NotFound,
+    PullMode,
+    RecordError,
+    RemoteUnavailable,
+    WriteResult,
+)
+from sync.store.models import OutboxStatus, utcnow
+from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore
+
+KeysOf = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry times of record-level failures: ``base * factor**(attempts-1)``, capped."""
+
+    base_s: float = 60.0
+    factor: float = 2.0
+    max_s: float = 6 * 3600.0
+
+    def next_at(self, attempts: int, now: datetime) -> datetime:
+        delay = min(self.max_s, self.base_s * self.factor ** max(attempts - 1, 0))
+        return now + timedelta(seconds=delay)
+
+
+@dataclass
+class Target:
+    """One connection to push to.
+
+    ``keys_of`` turns a raw payload into its normalized matching keys (through the mapping), so
+    a record we create is indexed for matching at once; None leaves the key index to the stage.
+    """
+
+    name: str
+    connector: Connector
+    concurrency: int = 4
+    keys_of: KeysOf | None = None
+
+
+@dataclass
+class ConnectionReport:
+    """What apply did on one connection."""
+
+    name: str
+    calls: Counter[str] = field(default_factory=Counter)
+    done: int = 0
+    failed: int = 0
+    deferred: int = 0  # left for a later run (platform unavailable, or stopped)
+    settled: int = 0  # in-flight rows from an earlier run brought to a result
+    found_by_lookup: int = 0
+    stopped: str | None = None  # why this connection stopped early
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def write_calls(self) -> int:
+        return sum(n for k, n in self.calls.items() if k not in ("lookup", "get"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calls": dict(sorted(self.calls.items())),
+            "write_calls": self.write_calls,
+            "done": self.done,
+            "failed": self.failed,
+            "deferred": self.deferred,
+            "settled": self.settled,
+            "found_by_lookup": self.found_by_lookup,
+            "stopped": self.stopped,
+            "errors": self.errors[:20],
+        }
+
+
+@dataclass
+class ApplyReport:
+    """What apply did, per connection."""
+
+    connections: dict[str, ConnectionReport] = field(default_factory=dict)
+
+    @property
+    def write_calls(self) -> int:
+        return sum(r.write_calls for r in self.connections.values())
+
+    @property
+    def done(self) -> int:
+        return sum(r.done for r in self.connections.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.connections.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: r.to_json() for name, r in sorted(self.connections.items())}
+
+
+class _Stop(Exception):
+    """The connection must stop for this run (configuration error)."""
+
+
+class ConnectionApplier:
+    """Applies the outbox of one connection."""
+
+    def __init__(
+        self,
+        outbox: OutboxStore,
+        target: Target,
+        *,
+        backoff: Backoff,
+        chunk_size: int,
+        stop: asyncio.Event | None,
+        progress: Progress | None,
+    ) -> None:
+        self.outbox = outbox
+        self.target = target
+        self.connector = target.connector
+        self.caps = target.connector.capabilities
+        self.backoff = backoff
+        self.chunk_size = max(chunk_size, target.concurrency)
+        self.stop = stop
+        self.progress = progress
+        self.report = ConnectionReport(target.name)
+        self._sem = asyncio.Semaphore(max(1, target.concurrency))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self, *, settle_only: bool = False) -> ConnectionReport:
+        try:
+            in_flight = self.outbox.in_flight(self.target.name)
+            if in_flight:
+                await self._chunk(in_flight, settling=True)
+            if settle_only:
+                return self.report
+            last_id = 0
+            while not self._stopping():
+                items = self.outbox.due(self.target.name, after_id=last_id, limit=self.chunk_size)
+                if not items:
+                    break
+                last_id = items[-1].id
+                self.outbox.mark_in_flight([i.id for i in items])
+                await self._chunk(items, settling=False)
+        except _Stop:
+            pass
+        return self.report
+
+    def _stopping(self) -> bool:
+        return self.report.stopped is not None or (self.stop is not None and self.stop.is_set())
+
+    async def _chunk(self, items: Sequence[OutboxItem], *, settling: bool) -> None:
+        results = await asyncio.gather(*(self._guarded(item, settling) for item in items))
+        completions = [r for r in results if isinstance(r, Completion)]
+        failures = [r for r in results if isinstance(r, Failure)]
+        self.outbox.record(completions, failures)
+        self.report.done += len(completions)
+        if settling:
+            self.report.settled += len(completions)
+        if self.progress is not None and completions:
+            self.progress(self.target.name, len(completions))
+        if self.report.stopped is not None:
+            raise _Stop
+
+    async def _guarded(self, item: OutboxItem, settling: bool) -> Completion | Failure:
+        async with self._sem:
+            if self._stopping():
+                # Claimed but never sent: back to pending without counting an attempt.
+                self.report.deferred += 1
+                return Failure(item.id, "not sent: run stopped", status=OutboxStatus.PENDING.value, count_attempt=False)
+            try:
+                return await self._execute(item, settling)
+            except ConfigurationError as exc:
+                self.report.stopped = f"configuration error: {exc}"
+                self.report.errors.append(self.report.stopped)
+                self.report.deferred += 1
+                return Failure(item.id, str(exc), status=OutboxStatus.PENDING.value, count_attempt=False)
+            except RecordError as exc:
+                self.report.failed += 1
+                self.report.errors.append(f"{item.op} #{item.id}: {exc}")
+                return Failure(item.id, str(exc), retry_at=self.backoff.next_at(item.attempts + (0 if settling else 1), utcnow()))
+            except (RemoteUnavailable, Exception) as exc:  # noqa: BLE001 - one bad call must not stop the cycle
+                self.report.deferred += 1
+                message = f"{type(exc).__name__}: {exc}"
+                self.report.errors.append(f"{item.op} #{item.id}: {message}")
+                # A create may have happened before the reply was lost: keep it in flight so the
+                # next run settles it by lookup instead of creating it again.
+                status = OutboxStatus.IN_FLIGHT.value if item.op == "create" else OutboxStatus.PENDING.value
+                return Failure(item.id, message, status=status)
+
+    # -- one row ------------------------------------------------------------------------------
+
+    async def _call(self, name: str, coro: Any) -> Any:
+        self.report.calls[name] += 1
+        return await coro
+
+    def _keys(self, payload: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
+        if payload is None or self.target.keys_of is None:
+            return None
+        return self.target.keys_of(payload)
+
+    async def _execute(self, item: OutboxItem, settling: bool) -> Completion:
+        if item.op == "create":
+            return await self._create(item, settling)
+        if item.op in ("update", "tag"):
+            return await self._update(item)
+        if item.op == "delete":
+            return await self._delete(item)
+        if item.op == "merge":
+            return await self._merge(item)
+        raise RecordError(0, f"unknown outbox op {item.op!r}")
+
+    async def _lookup(self, keys: Mapping[str, str]) -> str | None:
+        if not keys:
+            return None
+        self.report.calls["lookup"] += 1
+        try:
+            return await self.connector.lookup(keys)
+        except NotImplementedError:
+            return None
+
+    async def _create(self, item: OutboxItem, settling: bool) -> Completion:
+        body = item.body
+        lookup_first = settling or self.caps.pull_mode is PullMode.LOOKUP_ONLY or item.attempts >= 1
+        if lookup_first and self.caps.can_upsert:
+            result: WriteResult = await self._call("upsert", self.connector.upsert(body))
+            return self._created(item, result, body)
+        if lookup_first:
+            found = await self._lookup(item.keys)
+            if found is not None:
+                self.report.found_by_lookup += 1
+                if not settling:
+                    # Someone else's contact with these keys: bring our fields to it.
+                    changes = self._updatable(body)
+                    if changes:
+                        await self._call("update", self.connector.update(found, changes))
+                return self._created(item, WriteResult(remote_id=found), body, merge_payload=True)
+        result = await self._call("create", self.connector.create(body))
+        return self._created(item, result, body)
+
+    def _updatable(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        allowed = self.caps.updatable_fields
+        return {k: v for k, v in body.items() if allowed is None or k in allowed}
+
+    def _created(
+        self, item: OutboxItem, result: WriteResult, body: Mapping[str, Any], *, merge_payload: bool = False
+    ) -> Completion:
+        payload = result.record.payload if result.record is not None else dict(body)
+        return Completion(
+            item_id=item.id,
+            remote_id=str(result.remote_id),
+            person_id=item.person_id,
+            connection=item.connection,
+            record_payload=payload,
+            merge_payload=merge_payload and result.record is None,
+            record_updated_at=result.record.updated_at if result.record is not None else None,
+            keys=self._keys(payload),
+            snapshot=item.fields,
+        )
+
+    async def _update(self, item: OutboxItem) -> Completion:
+        assert item.remote_id is not None, "update without a target"
+        body = item.body
+        result: WriteResult | None = None
+        if body:
+            result = await self._call("update", self.connector.update(item.remote_id, body))
+        add, remove = item.payload.get("add_tags") or [], item.payload.get("remove_tags") or []
+        if add:
+            await self._call("add_tags", self.connector.add_tags(item.remote_id, list(add)))
+        if remove:
+            await self._call("remove_tags", self.connector.remove_tags(item.remote_id, list(remove)))
+        record = result.record if result is not None else None
+        payload: dict[str, Any] | None
+        if record is not None:
+            payload = record.payload
+        elif body:
+            payload = dict(body)
+            if add or remove:
+                payload.pop("tags", None)
+        else:
+            payload = None
+        return Completion(
+            item_id=item.id,
+            remote_id=item.remote_id,
+            person_id=item.person_id,
+            connection=item.connection,
+            record_payload=payload,
+            merge_payload=record is None,
+            record_updated_at=record.updated_at if record is not None else None,
+            keys=self._keys(payload) if record is not None else None,
+            snapshot=item.fields,
+        )
+
+    async def _delete(self, item: OutboxItem) -> Completion:
+        assert item.remote_id is not None, "delete without a target"
+        try:
+            await self._call("delete", self.connector.delete(item.remote_id))
+        except NotFound:
+            pass  # already gone: the intent holds
+        return Completion(item.id, item.remote_id, item.person_id, item.connection, deleted=True)
+
+    async def _merge(self, item: OutboxItem) -> Completion:
+        assert item.remote_id is not None, "merge without a survivor"
+        losers = [str(x) for x in item.payload.get("loser_ids") or []]
+        result: WriteResult = await self._call("merge", self.connector.merge(item.remote_id, losers))
+        record = result.record
+        return Completion(
+            item_id=item.id,
+            remote_id=item.remote_id,
+            person_id=item.person_id,
+            connection=item.connection,
+            record_payload=record.payload if record is not None else None,
+            keys=self._keys(record.payload) if record is not None else None,
+            snapshot=item.fields or None,
+            merged_losers=tuple(losers),
+        )
+
+
+async def apply_outbox(
+    outbox: OutboxStore,
+    targets: Sequence[Target],
+    *,
+    backoff: Backoff | None = None,
+    chunk_size: int = 64,
+    stop: asyncio.Event | None = None,
+    progress: Progress | None = None,
+    settle_only: bool = False,
+) -> ApplyReport:
+    """Send every due outbox row of every target, the connections concurrently (so the slowest
+    platform's rate limit, not the sum, bounds the run). ``settle_only`` settles in-flight rows
+    and stops (the engine does this before planning, so a planned create never races a create
+    that may already exist)."""
+    appliers = [
+        ConnectionApplier(outbox, t, backoff=backoff or Backoff(), chunk_size=chunk_size, stop=stop, progress=progress)
+        for t in targets
+    ]
+    reports = await asyncio.gather(*(a.run(settle_only=settle_only) for a in appliers))
+    return ApplyReport({r.name: r for r in reports})

@@ -1,0 +1,92 @@
+"""Snapshots: the canonical values last confirmed for a person on a connection (the archive).
+
+A snapshot moves only after a change is confirmed on the platform (``sync/apply`` calls
+:func:`put_snapshot` inside the result transaction) or when a pulled value is adopted by
+reconcile. Values are stored as the JSON form of a field dict (``fields_to_json``), with a
+hash so an unchanged snapshot is recognised without comparing every field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Engine, delete, select, tuple_
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.canonical import FieldDict, FieldValue, fields_from_json, fields_to_json
+from sync.store.models import Snapshot, utcnow
+
+
+def fields_hash(fields_json: Mapping[str, Any]) -> str:
+    """A stable hash of a snapshot's JSON form (sorted keys, sorted sets already)."""
+    blob = json.dumps(fields_json, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _as_json(fields: Mapping[str, FieldValue] | Mapping[str, Any]) -> dict[str, Any]:
+    # Accept a field dict (tuples/frozensets) or its JSON form; both end up as plain JSON.
+    return fields_to_json(fields)  # type: ignore[arg-type]
+
+
+def put_snapshot(session: Session, person_id: int, connection: str, fields: Mapping[str, Any]) -> bool:
+    """Set the snapshot of ``person_id`` on ``connection`` to ``fields`` (in the caller's
+    transaction). Returns True when the stored snapshot changed."""
+    data = _as_json(fields)
+    digest = fields_hash(data)
+    row = session.get(Snapshot, (person_id, connection))
+    if row is None:
+        session.add(Snapshot(person_id=person_id, connection=connection, fields=data, hash=digest, updated_at=utcnow()))
+        return True
+    if row.hash == digest:
+        return False
+    row.fields = data
+    row.hash = digest
+    row.updated_at = utcnow()
+    return True
+
+
+def drop_snapshot(session: Session, person_id: int, connection: str) -> None:
+    """Forget the snapshot (the record is gone from that connection)."""
+    session.execute(delete(Snapshot).where(Snapshot.person_id == person_id, Snapshot.connection == connection))
+
+
+def get_snapshot(session: Session, person_id: int, connection: str) -> FieldDict | None:
+    """The snapshot as a field dict, or None when nothing was ever confirmed there."""
+    row = session.get(Snapshot, (person_id, connection))
+    return None if row is None else fields_from_json(row.fields)
+
+
+def get_snapshots(session: Session, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], FieldDict]:
+    """Snapshots for many (person, connection) pairs at once."""
+    wanted = list(dict.fromkeys(keys))
+    out: dict[tuple[int, str], FieldDict] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = session.scalars(select(Snapshot).where(tuple_(Snapshot.person_id, Snapshot.connection).in_(chunk)))
+        for row in rows:
+            out[(row.person_id, row.connection)] = fields_from_json(row.fields)
+    return out
+
+
+class SnapshotStore:
+    """Read access to snapshots for code outside a transaction (status, tests, planning)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def get(self, person_id: int, connection: str) -> FieldDict | None:
+        with self._sessions() as session:
+            return get_snapshot(session, person_id, connection)
+
+    def for_person(self, person_id: int) -> dict[str, FieldDict]:
+        """Every connection's snapshot of one person."""
+        with self._sessions() as session:
+            rows = session.scalars(select(Snapshot).where(Snapshot.person_id == person_id))
+            return {row.connection: fields_from_json(row.fields) for row in rows}
+
+    def put(self, person_id: int, connection: str, fields: Mapping[str, Any]) -> bool:
+        with self._sessions.begin() as session:
+            return put_snapshot(session, person_id, connection, fields)
