@@ -1,0 +1,621 @@
+"""The shared HTTP layer every connector uses: retry, backoff, rate budget, redaction, paging.
+
+A connector subclasses :class:`HttpConnector` and fills small hooks (authentication, the
+platform's spelling of "not found", its error body, its rate-limit headers); the loop that sends,
+waits, retries and classifies lives here once (the Singer SDK ``RESTStream`` habit).
+
+* **Error policy** is the table :data:`ERROR_POLICY` (status code or exception class -> action),
+  looked up by :func:`classify_status` / :func:`classify_exception`. Retryable failures back off
+  exponentially with full jitter and honour ``Retry-After`` (seconds or an HTTP date).
+* **Rate budget**: :class:`RateBudget` is a client-side sliding window built from
+  ``Capabilities.rate_limit`` (or the ``ConnectionSettings.rate_limit`` override). It also reads
+  the platform's rate-limit headers (``X-RateLimit-Max`` / ``-Remaining`` /
+  ``-Interval-Milliseconds``), so a client with a known limit never provokes a 429.
+* **Concurrency** is bounded by ``ConnectionSettings.max_concurrency``; every call has a timeout
+  that is also enforced with :func:`asyncio.wait_for` (``httpx.ASGITransport`` ignores httpx's).
+* **Redaction**: secrets never reach logs or exception text; URLs are logged without their query.
+* **Non-idempotent writes** (a POST create): :meth:`HttpClient.write_once` never blindly repeats
+  a request that may have landed; it asks the connector's ``recheck`` (a lookup) first.
+* **Paging**: :class:`Paginator` detects a page token (or a page's contents) coming back twice;
+  :func:`paginate` re-fetches such a page a few times and then fails with ``PaginationError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import enum
+import hashlib
+import json
+import random
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+
+from connectors.base import (
+    Capabilities,
+    ConfigurationError,
+    Connector,
+    ConnectionSettings,
+    NotFound,
+    PaginationError,
+    RateLimit,
+    RawRecord,
+    RecordError,
+    RemoteUnavailable,
+)
+
+log = structlog.get_logger("contactsync.http")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- error policy
+
+
+class Action(str, enum.Enum):
+    """What to do with a response or an exception."""
+
+    SUCCESS = "success"
+    RETRY = "retry"  # transient: back off and try again
+    RATE_LIMITED = "rate_limited"  # 429: wait (Retry-After) and try again
+    FAIL_CONFIG = "fail_config"  # credentials/account wrong: ConfigurationError, no retry
+    RECORD_ERROR = "record_error"  # this record was rejected: RecordError, no retry
+    NOT_FOUND = "not_found"  # the record does not exist: NotFound, no retry
+
+
+#: Status or exception class -> action. Status codes not listed: 2xx/3xx succeed, other 4xx are
+#: record errors, other 5xx are retried. Exceptions are matched along their class hierarchy.
+ERROR_POLICY: Mapping[int | type[BaseException], Action] = {
+    401: Action.FAIL_CONFIG,
+    403: Action.FAIL_CONFIG,
+    404: Action.NOT_FOUND,
+    408: Action.RETRY,
+    429: Action.RATE_LIMITED,
+    500: Action.RETRY,
+    502: Action.RETRY,
+    503: Action.RETRY,
+    504: Action.RETRY,
+    asyncio.TimeoutError: Action.RETRY,
+    httpx.TimeoutException: Action.RETRY,
+    httpx.NetworkError: Action.RETRY,  # ConnectError, ReadError, WriteError, CloseError
+    httpx.RemoteProtocolError: Action.RETRY,  # the server dropped the connection mid-response
+}
+
+# Failures where the request certainly never reached the server: a non-idempotent write may
+# simply be sent again. Anything else retryable may have landed.
+_NEVER_SENT: tuple[type[BaseException], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def classify_status(status: int) -> Action:
+    """The action for an HTTP status code (see :data:`ERROR_POLICY`)."""
+    action = ERROR_POLICY.get(status)
+    if action is not None:
+        return action
+    if status < 400:
+        return Action.SUCCESS
+    if status < 500:
+        return Action.RECORD_ERROR
+    return Action.RETRY
+
+
+def classify_exception(exc: BaseException) -> Action | None:
+    """The action for a transport exception, or None when it is not a transport failure."""
+    for cls in type(exc).__mro__:
+        action = ERROR_POLICY.get(cls)  # type: ignore[call-overload]
+        if action is not None:
+            return action
+    return None
+
+
+class AmbiguousWrite(RemoteUnavailable):
+    """A non-idempotent request failed in a way where it may or may not have landed
+    (timeout, dropped connection, 5xx). Raised by ``HttpClient.request(idempotent=False)``;
+    :meth:`HttpClient.write_once` settles it with a lookup before sending again."""
+
+
+# --------------------------------------------------------------------------- redaction
+
+_SENSITIVE_PARAM = re.compile(r"(api[_-]?key|token|secret|password|passwd|signature|auth|key)", re.I)
+
+
+def redact_url(url: httpx.URL | str) -> str:
+    """A URL fit for logs and messages: no userinfo, sensitive query values replaced."""
+    u = httpx.URL(str(url))
+    params = [(k, "***" if _SENSITIVE_PARAM.search(k) else v) for k, v in u.params.multi_items()]
+    clean = u.copy_with(username=None, password=None, query=None)
+    if params:
+        clean = clean.copy_with(params=params)
+    return str(clean)
+
+
+class Redactor:
+    """Replaces known secret values (and their URL-encoded forms) in text."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        forms: set[str] = set()
+        for s in secrets:
+            if s and len(s) >= 4:  # tiny values would shred ordinary text
+                forms.add(s)
+                forms.add(httpx.URL("", params={"x": s}).query.decode()[2:])
+        self._secrets = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "***")
+        return text
+
+
+# --------------------------------------------------------------------------- rate budget
+
+
+@dataclass(frozen=True)
+class RateObservation:
+    """What a response's rate-limit headers said (any part may be unknown)."""
+
+    remaining: int | None = None
+    limit: int | None = None
+    interval_s: float | None = None
+
+
+def parse_rate_headers(headers: httpx.Headers) -> RateObservation | None:
+    """GoHighLevel-style ``X-RateLimit-Max`` / ``-Remaining`` / ``-Interval-Milliseconds``."""
+
+    def _int(name: str) -> int | None:
+        raw = headers.get(name)
+        try:
+            return int(float(raw)) if raw is not None else None
+        except ValueError:
+            return None
+
+    remaining = _int("X-RateLimit-Remaining")
+    limit = _int("X-RateLimit-Max")
+    interval_ms = _int("X-RateLimit-Interval-Milliseconds")
+    if remaining is None and limit is None and interval_ms is None:
+        return None
+    return RateObservation(remaining, limit, interval_ms / 1000.0 if interval_ms else None)
+
+
+class RateBudget:
+    """A client-side sliding window: at most ``limit.requests`` sends in any window of
+    ``limit.per_seconds`` (widened by a small safety margin, because the server counts
+    arrivals and ours are send times). ``None`` means no known limit until headers tell one."""
+
+    def __init__(self, limit: RateLimit | None, *, safety: float = 0.02, safety_min_s: float = 0.003) -> None:
+        self.limit = limit
+        self._safety = safety
+        self._safety_min_s = safety_min_s
+        self._sent: deque[float] = deque()
+        self._lock = asyncio.Lock()
+        self.waited_s = 0.0
+
+    def _window(self) -> float:
+        assert self.limit is not None
+        w = self.limit.per_seconds
+        return w + max(w * self._safety, self._safety_min_s)
+
+    def _expire(self, now: float) -> None:
+        window = self._window()
+        while self._sent and self._sent[0] <= now - window:
+            self._sent.popleft()
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits in the window, and count it as sent now."""
+        if self.limit is None:
+            return
+        async with self._lock:  # FIFO: waiters queue on the lock while the holder sleeps
+            while True:
+                now = time.monotonic()
+                self._expire(now)
+                if len(self._sent) < self.limit.requests:
+                    self._sent.append(now)
+                    return
+                wait = self._sent[0] + self._window() - now
+                self.waited_s += wait
+                await asyncio.sleep(wait)
+
+    def observe(self, obs: RateObservation) -> None:
+        """Fold what the server reported into the budget: adopt its limit when ours is
+        unknown, and when the server has counted more requests than we sent in the window
+        (other clients on the same account), count the difference as sent now."""
+        if obs.limit and obs.interval_s and self.limit is None:
+            self.limit = RateLimit(obs.limit, obs.interval_s)
+        if self.limit is None or obs.remaining is None:
+            return
+        now = time.monotonic()
+        self._expire(now)
+        server_used = (obs.limit or self.limit.requests) - obs.remaining
+        missing = server_used - len(self._sent)
+        for _ in range(max(0, min(missing, self.limit.requests))):
+            self._sent.append(now)
+
+
+# --------------------------------------------------------------------------- hooks + client
+
+
+@dataclass
+class ClientStats:
+    """Counters per client (benchmarks and tests read them)."""
+
+    requests: int = 0
+    retries: int = 0
+    http_429: int = 0
+    http_5xx: int = 0
+    timeouts: int = 0
+    connection_errors: int = 0
+    rechecks: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class HttpHooks:
+    """The small per-platform hooks the shared loop calls. Defaults suit a plain JSON API."""
+
+    platform: str = ""
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers carrying credentials (unwrap SecretStr only here)."""
+        return {}
+
+    def auth_params(self) -> dict[str, str]:
+        """Query parameters carrying credentials (DM Champ ``apiKey``); redacted in logs."""
+        return {}
+
+    def default_headers(self) -> dict[str, str]:
+        """Headers sent on every request besides the credentials."""
+        return {"Accept": "application/json"}
+
+    def classify(self, response: httpx.Response) -> Action | None:
+        """A platform override of the table for this response (None: use the table). For
+        example Acquire answers a missing record with 400 ``ERROR_RECORD_NOT_FOUND``."""
+        return None
+
+    def error_message(self, response: httpx.Response) -> str:
+        """A short human message from an error body."""
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:200] or response.reason_phrase
+        if isinstance(body, dict):
+            for key in ("message", "error", "msg", "detail", "errorMessage"):
+                value = body.get(key)
+                if value:
+                    return value if isinstance(value, str) else json.dumps(value)[:300]
+        return json.dumps(body)[:300]
+
+    def rate_headers(self, response: httpx.Response) -> RateObservation | None:
+        """The rate-limit state a response reports (GoHighLevel's header names by default)."""
+        return parse_rate_headers(response.headers)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds (decimals accepted, which
+    the emulators send when their windows are scaled down) or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+class HttpClient:
+    """One connection's HTTP client: the send/classify/retry loop over ``httpx.AsyncClient``.
+
+    ``settings.options`` may tune the backoff: ``backoff_base_s`` (default 0.5),
+    ``backoff_cap_s`` (30) and ``max_retry_after_s`` (300: a longer Retry-After gives up with
+    RemoteUnavailable rather than stall the run).
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        hooks: HttpHooks,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        default_rate_limit: RateLimit | None = None,
+    ) -> None:
+        self.settings = settings
+        self.hooks = hooks
+        self.platform = hooks.platform or settings.name
+        self.stats = ClientStats()
+        self.budget = RateBudget(settings.rate_limit or default_rate_limit)
+        self._sem = asyncio.Semaphore(max(1, settings.max_concurrency))
+        opts = settings.options
+        self.backoff_base_s = float(opts.get("backoff_base_s", 0.5))
+        self.backoff_cap_s = float(opts.get("backoff_cap_s", 30.0))
+        self.max_retry_after_s = float(opts.get("max_retry_after_s", 300.0))
+        self._redact = Redactor([v.get_secret_value() for v in settings.credentials.values()])
+        self._rng = random.Random()
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(settings.timeout_s),
+            headers=hooks.default_headers(),
+            follow_redirects=False,
+        )
+
+    # -- helpers
+
+    def redact(self, text: str) -> str:
+        """Text with every credential value of this connection replaced."""
+        return self._redact(text)
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for retry number ``attempt`` (0-based)."""
+        return self._rng.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * (2**attempt)))
+
+    def _where(self, method: str, path: str) -> str:
+        return f"{self.platform} {method} {self.redact(redact_url(path).split('?')[0])}"
+
+    # -- the loop
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+        allow: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """Send a request under the policy and return the successful response.
+
+        ``allow`` lists extra statuses returned as-is instead of raised (e.g. 404 for a
+        lookup). ``idempotent=False`` (POST create): a failure that may have landed raises
+        :class:`AmbiguousWrite` instead of being retried; 429 and never-sent connection
+        failures are still retried. Raises ConfigurationError, RecordError/NotFound,
+        RemoteUnavailable.
+        """
+        where = self._where(method, path)
+        all_params = {**(params or {}), **self.hooks.auth_params()}
+        all_headers = {**self.hooks.auth_headers(), **(headers or {})}
+        attempt = 0
+        while True:
+            wait: float | None = None
+            failure: str
+            try:
+                response = await self._send(method, path, all_params, all_headers, json_body)
+            except Exception as exc:  # noqa: BLE001 - classified below, re-raised if unknown
+                action = classify_exception(exc)
+                if action is None:
+                    raise
+                if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
+                    self.stats.timeouts += 1
+                else:
+                    self.stats.connection_errors += 1
+                failure = type(exc).__name__
+                if not idempotent and not isinstance(exc, _NEVER_SENT):
+                    raise AmbiguousWrite(f"{where}: {failure}; the write may have landed") from None
+            else:
+                status = response.status_code
+                if status in allow:
+                    return response
+                action = self.hooks.classify(response) or classify_status(status)
+                if action is Action.SUCCESS:
+                    return response
+                if status == 429:
+                    self.stats.http_429 += 1
+                elif status >= 500:
+                    self.stats.http_5xx += 1
+                message = self.redact(self.hooks.error_message(response))
+                failure = f"HTTP {status}"
+                if action is Action.FAIL_CONFIG:
+                    raise ConfigurationError(f"{where}: HTTP {status}: {message}")
+                if action is Action.NOT_FOUND:
+                    raise NotFound(status, f"{where}: {message}", _safe_body(response, self.redact))
+                if action is Action.RECORD_ERROR:
+                    raise RecordError(status, f"{where}: {message}", _safe_body(response, self.redact))
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                if wait is not None and wait > self.max_retry_after_s:
+                    raise RemoteUnavailable(f"{where}: HTTP {status}: Retry-After {wait:.0f}s is too long")
+                if not idempotent and action is not Action.RATE_LIMITED:
+                    raise AmbiguousWrite(f"{where}: HTTP {status}; the write may have landed")
+            if attempt >= self.settings.max_retries:
+                raise RemoteUnavailable(f"{where}: {failure} after {attempt + 1} attempts")
+            sleep = wait if wait is not None else self.backoff(attempt)
+            self.stats.retries += 1
+            log.info("http.retry", platform=self.platform, connection=self.settings.name,
+                     request=where, failure=failure, attempt=attempt + 1, sleep_s=round(sleep, 3))
+            await asyncio.sleep(sleep)
+            attempt += 1
+
+    async def _send(
+        self, method: str, path: str, params: Mapping[str, Any], headers: Mapping[str, str], body: Any
+    ) -> httpx.Response:
+        async with self._sem:
+            await self.budget.acquire()
+            self.stats.requests += 1
+            kwargs: dict[str, Any] = {"params": params or None, "headers": headers}
+            if body is not None:
+                kwargs["json"] = body
+            # wait_for as well: ASGITransport ignores httpx timeouts.
+            response = await asyncio.wait_for(
+                self._client.request(method, path, **kwargs), timeout=self.settings.timeout_s
+            )
+            obs = self.hooks.rate_headers(response)
+            if obs is not None:
+                self.budget.observe(obs)
+            return response
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """:meth:`request` and decode the JSON body (None for an empty body)."""
+        response = await self.request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RemoteUnavailable(f"{self._where(method, path)}: response is not JSON") from exc
+
+    async def write_once(
+        self,
+        send: Callable[[], Awaitable[T]],
+        recheck: Callable[[], Awaitable[T | None]],
+    ) -> T:
+        """Run a non-idempotent write (``send`` calls :meth:`request` with
+        ``idempotent=False``) so that it takes effect at most once: after an ambiguous failure,
+        ``recheck`` (the connector's lookup) decides whether it landed; only when it finds
+        nothing is the write sent again. Raises RemoteUnavailable when attempts run out."""
+        attempt = 0
+        while True:
+            try:
+                return await send()
+            except AmbiguousWrite as exc:
+                if attempt >= self.settings.max_retries:
+                    raise RemoteUnavailable(f"{exc}; gave up after {attempt + 1} attempts") from None
+                await asyncio.sleep(self.backoff(attempt))
+                self.stats.rechecks += 1
+                found = await recheck()
+                if found is not None:
+                    log.info("http.write_landed", platform=self.platform, connection=self.settings.name)
+                    return found
+                self.stats.retries += 1
+                attempt += 1
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _safe_body(response: httpx.Response, redact: Callable[[str], str]) -> Any:
+    """An error body for RecordError.body, with secrets redacted."""
+    try:
+        return json.loads(redact(response.text))
+    except ValueError:
+        return redact(response.text[:500])
+
+
+# --------------------------------------------------------------------------- paging
+
+
+class Paginator:
+    """Watches a pull's pages for loops: a next-page token that was already followed, or a
+    page made only of records this pull already returned (the server served a previous page
+    again). :meth:`accept` returns False for such a repeat (the caller fetches the same request
+    again); after ``max_repeats`` repeats in a row it raises :class:`PaginationError` — a loop
+    is never followed silently."""
+
+    def __init__(self, name: str, max_repeats: int = 3) -> None:
+        self.name = name
+        self.max_repeats = max_repeats
+        self._tokens: set[Hashable] = set()
+        self.repeats = 0
+        self.total_repeats = 0
+
+    def accept(self, next_token: Hashable | None, *, all_seen: bool = False) -> bool:
+        """True when the page is progress; False when it repeats (fetch it again)."""
+        repeated = (next_token is not None and next_token in self._tokens) or all_seen
+        if repeated:
+            self.repeats += 1
+            self.total_repeats += 1
+            if self.repeats > self.max_repeats:
+                raise PaginationError(f"{self.name}: the same page came back {self.repeats} times")
+            return False
+        self.repeats = 0
+        if next_token is not None:
+            self._tokens.add(next_token)
+        return True
+
+
+@dataclass
+class FetchedPage:
+    """One page as a connector fetched it: its records and the token of the next page
+    (None on the last page). ``token`` must be hashable (a number, string or tuple)."""
+
+    records: list[RawRecord]
+    next_token: Hashable | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _record_key(record: RawRecord) -> tuple[str, str]:
+    digest = hashlib.blake2b(json.dumps(record.payload, sort_keys=True, default=str).encode(), digest_size=12)
+    return record.remote_id, digest.hexdigest()
+
+
+async def paginate(
+    fetch: Callable[[Hashable | None], Awaitable[FetchedPage]],
+    *,
+    name: str,
+    start: Hashable | None = None,
+    max_repeats: int = 3,
+) -> AsyncIterator[tuple[Hashable | None, FetchedPage]]:
+    """The paging loop: ``fetch(token)`` until a page has no next token. Yields
+    ``(token_requested, page)``; a repeated page is fetched again (see :class:`Paginator`),
+    and records already yielded in this pull with the same payload are dropped, so a page
+    that shifted back over the previous one yields no duplicates. The page object yielded is
+    the one ``fetch`` returned, with ``records`` filtered."""
+    paginator = Paginator(name, max_repeats)
+    seen: set[tuple[str, str]] = set()
+    token = start
+    while True:
+        page = await fetch(token)
+        keyed = [(_record_key(r), r) for r in page.records]
+        all_seen = bool(keyed) and all(k in seen for k, _ in keyed)
+        if not paginator.accept(page.next_token, all_seen=all_seen):
+            continue
+        fresh = []
+        for key, record in keyed:
+            if key not in seen:
+                seen.add(key)
+                fresh.append(record)
+        page.records = fresh
+        yield token, page
+        if page.next_token is None:
+            return
+        token = page.next_token
+
+
+# --------------------------------------------------------------------------- connector base
+
+
+class HttpConnector(HttpHooks, Connector):
+    """A connector over :class:`HttpClient`. Subclasses set ``platform``, ``capabilities`` and
+    ``required_credentials``, fill the hooks of :class:`HttpHooks`, and implement the
+    :class:`Connector` methods with ``self.http.request`` / ``self.http.json``."""
+
+    capabilities: Capabilities
+    #: Credential names that must be present and non-empty (else ConfigurationError).
+    required_credentials: tuple[str, ...] = ()
+    #: Option names that must be present (e.g. GoHighLevel ``location_id``).
+    required_options: tuple[str, ...] = ()
+
+    def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        missing = [k for k in self.required_credentials
+                   if k not in settings.credentials or not settings.credentials[k].get_secret_value()]
+        if missing:
+            raise ConfigurationError(f"{self.platform} connection {settings.name!r}: missing credentials {missing}")
+        missing = [k for k in self.required_options if not settings.options.get(k)]
+        if missing:
+            raise ConfigurationError(f"{self.platform} connection {settings.name!r}: missing options {missing}")
+        self.settings = settings
+        self.http = HttpClient(settings, self, transport=transport, default_rate_limit=self.capabilities.rate_limit)
+
+    def secret(self, name: str) -> str:
+        """A credential's value (use only where a request is built)."""
+        return self.settings.credentials[name].get_secret_value()
+
+    @property
+    def stats(self) -> ClientStats:
+        """The HTTP counters of this connection."""
+        return self.http.stats
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
