@@ -1,0 +1,216 @@
+"""Bulk staging: counts, dirty flags, key replacement, tombstones, and the cursor moving only
+together with committed rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+import sync.store.staging as staging
+from sync.normalize import IdentityKey as Key
+from sync.store import StagedRecord, StageError, Store, payload_hash
+from sync.store.models import IdentityKey, RemoteRecord
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def rec(remote_id: str, email: str | None = None, phone: str | None = None, **extra: Any) -> StagedRecord:
+    payload: dict[str, Any] = {"id": remote_id, "email": email, "phone": phone}
+    flags = {k: extra.pop(k) for k in ("deleted", "merged_into", "invalid") if k in extra}
+    payload.update(extra)
+    keys = [Key("email", email)] if email else []
+    if phone:
+        keys.append(Key("phone", phone))
+    return StagedRecord(remote_id, payload, payload_hash(payload), T0, keys, **flags)
+
+
+def rows(store: Store, connection: str = "acq") -> dict[str, RemoteRecord]:
+    with store.session() as s:
+        found = s.execute(select(RemoteRecord).where(RemoteRecord.connection == connection)).scalars()
+        return {r.remote_id: r for r in found}
+
+
+def keys_of(store: Store, connection: str = "acq") -> dict[str, set[tuple[str, str]]]:
+    with store.session() as s:
+        q = select(RemoteRecord.remote_id, IdentityKey.kind, IdentityKey.value).join(
+            IdentityKey, IdentityKey.record_id == RemoteRecord.id
+        ).where(RemoteRecord.connection == connection)
+        out: dict[str, set[tuple[str, str]]] = {}
+        for remote_id, kind, value in s.execute(q):
+            out.setdefault(remote_id, set()).add((kind, value))
+        return out
+
+
+def clear_dirty(store: Store) -> None:
+    with store.session() as s:
+        s.execute(update(RemoteRecord).values(dirty=False))
+
+
+def test_payload_hash_ignores_key_order_and_sees_values() -> None:
+    a = payload_hash({"a": 1, "b": [1, 2], "c": {"x": "é", "y": None}})
+    assert a == payload_hash({"c": {"y": None, "x": "é"}, "b": [1, 2], "a": 1})
+    assert a != payload_hash({"a": 1, "b": [2, 1], "c": {"x": "é", "y": None}})
+    assert len(a) == 64
+
+
+def test_new_records_are_inserted_dirty_with_their_keys(store: Store) -> None:
+    result = store.stage_page(
+        "acq",
+        [rec("1", "a@x.io", "+15551230001"), rec("2", "b@x.io"), rec("3", invalid=[{"field": "phone", "kind": "phone", "reason": "bad"}])],
+    )
+    assert (result.inserted, result.changed, result.unchanged) == (3, 0, 0)
+    assert sorted(result.dirty) == ["1", "2", "3"]
+    stored = rows(store)
+    assert set(result.record_ids) == {"1", "2", "3"}
+    assert {r.remote_id: r.id for r in stored.values()} == result.record_ids
+    assert all(r.dirty and r.deleted_at is None for r in stored.values())
+    assert stored["1"].payload["email"] == "a@x.io"
+    assert stored["1"].remote_updated_at == T0
+    assert stored["3"].invalid == [{"field": "phone", "kind": "phone", "reason": "bad"}]
+    assert stored["1"].seen_at.tzinfo is not None
+    assert keys_of(store) == {"1": {("email", "a@x.io"), ("phone", "+15551230001")}, "2": {("email", "b@x.io")}}
+
+
+def test_repeated_records_are_unchanged_and_not_dirtied(store: Store) -> None:
+    page = [rec("1", "a@x.io"), rec("2", "b@x.io")]
+    store.stage_page("acq", page)
+    clear_dirty(store)
+    before = rows(store)
+    again = store.stage_page("acq", page)
+    assert (again.inserted, again.changed, again.unchanged) == (0, 0, 2)
+    assert again.dirty == []
+    after = rows(store)
+    assert not any(r.dirty for r in after.values())
+    assert after["1"].seen_at >= before["1"].seen_at
+    assert again.record_ids == {"1": before["1"].id, "2": before["2"].id}
+    assert keys_of(store) == {"1": {("email", "a@x.io")}, "2": {("email", "b@x.io")}}
+
+
+def test_changed_record_is_dirtied_and_its_keys_replaced(store: Store) -> None:
+    store.stage_page("acq", [rec("1", "a@x.io", "+15551230001"), rec("2", "b@x.io")])
+    clear_dirty(store)
+    result = store.stage_page("acq", [rec("1", "new@x.io"), rec("2", "b@x.io")])
+    assert (result.inserted, result.changed, result.unchanged) == (0, 1, 1)
+    assert result.dirty == ["1"]
+    stored = rows(store)
+    assert stored["1"].dirty and not stored["2"].dirty
+    assert stored["1"].payload["email"] == "new@x.io"
+    assert keys_of(store) == {"1": {("email", "new@x.io")}, "2": {("email", "b@x.io")}}
+
+
+def test_connections_are_separate(store: Store) -> None:
+    store.stage_page("acq", [rec("1", "a@x.io")])
+    result = store.stage_page("ghl", [rec("1", "a@x.io")])
+    assert result.inserted == 1
+    assert rows(store, "acq")["1"].id != rows(store, "ghl")["1"].id
+
+
+def test_a_remote_id_repeated_in_a_page_counts_once(store: Store) -> None:
+    result = store.stage_page("acq", [rec("1", "old@x.io"), rec("2"), rec("1", "new@x.io")])
+    assert (result.inserted, result.changed, result.unchanged) == (2, 0, 0)
+    assert rows(store)["1"].payload["email"] == "new@x.io"
+    assert keys_of(store)["1"] == {("email", "new@x.io")}
+
+
+def test_tombstone_marks_deleted_and_keeps_payload_and_keys(store: Store) -> None:
+    store.stage_page("acq", [rec("1", "a@x.io")])
+    clear_dirty(store)
+    tomb = StagedRecord("1", {"id": "1"}, payload_hash({"id": "1"}), T0, [], deleted=True)
+    result = store.stage_page("acq", [tomb])
+    assert (result.inserted, result.changed, result.unchanged) == (0, 1, 0)
+    assert result.dirty == ["1"]
+    r = rows(store)["1"]
+    assert r.deleted_at is not None and r.dirty
+    assert r.payload["email"] == "a@x.io"
+    assert keys_of(store) == {"1": {("email", "a@x.io")}}
+    clear_dirty(store)
+    assert store.stage_page("acq", [tomb]).unchanged == 1
+    assert not rows(store)["1"].dirty
+    # It comes back: a change, no longer deleted.
+    back = store.stage_page("acq", [rec("1", "a@x.io")])
+    assert back.changed == 1
+    r = rows(store)["1"]
+    assert r.deleted_at is None and r.dirty
+
+
+def test_unknown_tombstone_is_stored_deleted(store: Store) -> None:
+    result = store.stage_page("acq", [rec("9", "z@x.io", deleted=True)])
+    assert result.inserted == 1
+    assert rows(store)["9"].deleted_at is not None
+
+
+def test_a_new_merge_target_is_a_change(store: Store) -> None:
+    store.stage_page("c100", [rec("7", "a@x.io")])
+    clear_dirty(store)
+    result = store.stage_page("c100", [rec("7", "a@x.io", merged_into="8")])
+    assert result.changed == 1
+    r = rows(store, "c100")["7"]
+    assert r.merged_into == "8" and r.dirty
+
+
+def test_scan_id_marks_every_record_seen(store: Store) -> None:
+    store.stage_page("acq", [rec("1", "a@x.io"), rec("2", "b@x.io")])
+    scan = store.begin_full_scan("acq")
+    store.stage_page("acq", [rec("1", "a@x.io"), rec("2", "changed@x.io"), rec("3")], scan_id=scan)
+    assert {r.remote_id: r.last_scan for r in rows(store).values()} == {"1": scan, "2": scan, "3": scan}
+    # An incremental page afterwards does not erase what the scan saw.
+    store.stage_page("acq", [rec("2", "again@x.io")])
+    assert rows(store)["2"].last_scan == scan
+
+
+def test_cursor_advances_with_the_page(store: Store) -> None:
+    assert store.get_cursor("acq").position is None
+    store.stage_page("acq", [rec("1")], cursor={"since": "2026-03-01T12:00:00Z"})
+    assert store.get_cursor("acq").position == {"since": "2026-03-01T12:00:00Z"}
+    store.stage_page("acq", [], cursor={"since": "2026-03-02T00:00:00Z"})
+    assert store.get_cursor("acq").position == {"since": "2026-03-02T00:00:00Z"}
+    store.stage_page("acq", [rec("2")])  # no cursor given: position untouched
+    assert store.get_cursor("acq").position == {"since": "2026-03-02T00:00:00Z"}
+
+
+@pytest.mark.parametrize("bad", ["overlong_remote_id", "unserializable_payload"])
+def test_a_failed_page_commits_nothing_and_leaves_the_cursor(store: Store, bad: str) -> None:
+    store.stage_page("acq", [rec("1", "a@x.io")], cursor={"page": 1})
+    good = rec("2", "b@x.io")
+    changed = rec("1", "other@x.io")
+    if bad == "overlong_remote_id":
+        broken = rec("x" * 200)
+        expected: type[Exception] = StageError
+    else:
+        broken = rec("3")
+        broken.payload["oops"] = object()  # cannot be written as JSON: fails inside the transaction
+        expected = Exception
+    with pytest.raises(expected):
+        store.stage_page("acq", [good, changed, broken], cursor={"page": 2})
+    assert store.get_cursor("acq").position == {"page": 1}
+    assert set(rows(store)) == {"1"}
+    assert rows(store)["1"].payload["email"] == "a@x.io"
+    assert keys_of(store) == {"1": {("email", "a@x.io")}}
+
+
+def test_pages_larger_than_one_in_list(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(staging, "_IN_CHUNK", 7)
+    page = [rec(str(i), f"p{i}@x.io") for i in range(30)]
+    assert store.stage_page("acq", page).inserted == 30
+    page[3] = rec("3", "moved@x.io")
+    page[20] = rec("20", deleted=True)
+    result = store.stage_page("acq", page)
+    assert (result.inserted, result.changed, result.unchanged) == (0, 2, 28)
+    assert sorted(result.dirty) == ["20", "3"]
+    assert len(keys_of(store)) == 30
+
+
+def test_quarantine_keeps_payloads_with_reasons(store: Store) -> None:
+    first = store.quarantine("acq", "1", '{"id": "1", "name": ', "invalid JSON")
+    store.quarantine("ghl", None, "<html>", "not a contact")
+    entries = store.quarantined()
+    assert [e.id for e in entries] == [first, first + 1]
+    assert [(e.connection, e.remote_id, e.reason) for e in entries] == [
+        ("acq", "1", "invalid JSON"),
+        ("ghl", None, "not a contact"),
+    ]
+    only = store.quarantined("ghl")
+    assert len(only) == 1 and only[0].raw == "<html>" and only[0].created_at.tzinfo is not None
