@@ -1,0 +1,225 @@
+"""FieldMapping: a platform's raw payload <-> canonical field dict, as a set of lenses.
+
+Field dict semantics for writes: a key present in ``fields`` is set (``None`` or an empty value
+clears it on the platform); a key absent from ``fields`` is left as the platform has it. So a
+Plan's "only the changed fields" can be passed as-is, and ``write(read(raw).fields, raw) == raw``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.canonical import CUSTOM_PREFIX, FieldDict, is_empty
+from sync.mapping import paths
+from sync.mapping.transforms import Issue, Lens, deep_copy, value_equal
+from sync.normalize import IdentityKey, InvalidValue, normalize_identity
+
+
+class MappingError(ValueError):
+    """A mapping that cannot be loaded or cannot round-trip; the message names the field."""
+
+
+@dataclass
+class ReadResult:
+    """Canonical fields read from one raw record, and the values that did not normalize."""
+
+    fields: FieldDict
+    issues: list[Issue] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A raw key computed from canonical fields when it is required but not itself mapped
+    (Comm100 ``name``: required on create and update). Set on create, when empty, or when one
+    of its sources changes; ``fallback`` lists canonical list fields whose first item is used
+    when the sources are empty, then ``default``."""
+
+    path: str
+    sources: tuple[str, ...]
+    fallback: tuple[str, ...] = ()
+    default: str = "Unknown"
+
+
+class FieldMapping:
+    """The lens between one platform's raw payloads and canonical field dicts."""
+
+    def __init__(
+        self,
+        platform: str,
+        lenses: list[Lens],
+        *,
+        default_region: str,
+        updatable_keys: frozenset[str] | None = None,
+        always_send: tuple[str, ...] = (),
+        endpoint_fields: frozenset[str] = frozenset(),
+        derived: tuple[Derived, ...] = (),
+        source: str = "",
+    ) -> None:
+        self.platform = platform
+        self.lenses = lenses
+        self.default_region = default_region
+        self.updatable_keys = updatable_keys
+        self.always_send = always_send
+        self.endpoint_fields = frozenset(endpoint_fields)
+        self.derived = derived
+        self.source = source
+        self.readable: frozenset[str] = frozenset(f for l in lenses if l.readable for f in l.fields)
+        self.writable: frozenset[str] = frozenset(f for l in lenses if l.writable for f in l.fields)
+        self._reading = [l for l in lenses if l.readable]
+        self._writing = [l for l in lenses if l.writable]
+
+    def __repr__(self) -> str:
+        return f"FieldMapping({self.platform!r}, fields={sorted(self.readable | self.writable)})"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, raw: dict[str, Any]) -> ReadResult:
+        """Canonical, normalized values of the readable fields (empty ones left out); values
+        that do not normalize are reported in ``issues`` and left out of ``fields``."""
+        out: FieldDict = {}
+        issues: list[Issue] = []
+        for lens in self._reading:
+            values, found = lens.read(raw, self.default_region)
+            out.update(values)
+            issues.extend(found)
+        return ReadResult(out, issues)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _lens_of(self, name: str, lenses: Iterable[Lens]) -> Lens | None:
+        return next((l for l in lenses if l.owns(name)), None)
+
+    def write(self, fields: Mapping[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The full payload: a copy of ``base`` with the writable fields present in ``fields``
+        set. An unchanged value keeps its raw formatting."""
+        out = deep_copy(base)
+        touched: set[str] = set()
+        for lens in self._writing:
+            mine = {k: v for k, v in fields.items() if lens.owns(k)}
+            if not mine:
+                continue
+            current, _ = lens.read(out, self.default_region)
+            desired = dict(current)
+            for key, value in mine.items():
+                if is_empty(value):
+                    desired.pop(key, None)
+                else:
+                    desired[key] = value
+            changed = {k for k in set(current) | set(desired) if not value_equal(current.get(k), desired.get(k))}
+            if changed:
+                lens.write(desired, out, self.default_region, changed)
+                touched |= changed
+        self._derive(out, touched, created=not base)
+        return out
+
+    def _derive(self, out: dict[str, Any], touched: set[str], created: bool) -> None:
+        if not self.derived:
+            return
+        current = self.read(out).fields
+        for rule in self.derived:
+            present = paths.get(out, rule.path)
+            if not (created or is_empty(present) or touched & set(rule.sources)):
+                continue
+            parts = [current.get(s) for s in rule.sources]
+            text = " ".join(str(p) for p in parts if isinstance(p, str) and p)
+            if not text:
+                text = next((str(v[0]) for f in rule.fallback if (v := current.get(f))), rule.default)  # type: ignore[index]
+            if text != present:
+                paths.put(out, rule.path, text)
+
+    def changes(self, fields: Mapping[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        """Only the raw keys an update must send to bring ``base`` to ``fields``: nested dicts
+        (Acquire ``fields``) carry only their changed keys; keys the platform cannot update and
+        endpoint fields (GoHighLevel tags) are left out; keys the platform needs on every update
+        (Comm100 ``name``) are added. ``{}`` when nothing changes."""
+        new = self.write(fields, base)
+        diff = _diff(base or {}, new, "", self._diff_hook)
+        for name in self.endpoint_fields:
+            lens = self._lens_of(name, self._writing)
+            for path in lens.paths if lens else ():
+                _drop(diff, path)
+        if self.updatable_keys is not None:
+            diff = {k: v for k, v in diff.items() if k in self.updatable_keys}
+        if diff:
+            for key in self.always_send:
+                if key not in diff and paths.has(new, key):
+                    diff[key] = paths.get(new, key)
+        return diff
+
+    def _diff_hook(self, path: str, base: Any, new: Any) -> Any:
+        for lens in self._writing:
+            if path in lens.paths:
+                return lens.diff(path, base, new)
+        return new
+
+    def tag_changes(self, fields: Mapping[str, Any], base: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """For an endpoint ``tags`` field: (tags to add, tags to remove), sorted."""
+        if "tags" not in fields:
+            return [], []
+        have = set(self.read(base or {}).fields.get("tags") or ())  # type: ignore[arg-type]
+        want = set(fields.get("tags") or ())
+        return sorted(want - have), sorted(have - want)
+
+    # -- domain ----------------------------------------------------------------------------
+
+    def holds(self, fields: Mapping[str, Any]) -> bool:
+        """Whether every mapped value in ``fields`` can be held by this platform unchanged."""
+        return all(l.holds(dict(fields), self.default_region) for l in self.lenses)
+
+    def fit(self, fields: Mapping[str, Any]) -> FieldDict:
+        """What this platform reads back after ``fields`` are written to a new record: the
+        part of ``fields`` it can hold (writable and readable fields only). Snapshots of this
+        connection should store this, so a lossy platform (one email slot) is no change."""
+        written = self.write({k: v for k, v in fields.items() if self._lens_of(k, self._writing)}, None)
+        back = self.read(written).fields
+        return {k: v for k, v in back.items() if self._lens_of(k, self._writing)}
+
+    def keys(self, fields: Mapping[str, Any]) -> list[IdentityKey]:
+        """The matching keys of a field dict: emails, phones and identities (invalid ones skipped)."""
+        out: list[IdentityKey] = []
+        for email in fields.get("emails") or ():
+            out.append(IdentityKey("email", email))
+        for phone in fields.get("phones") or ():
+            out.append(IdentityKey("phone", phone))
+        for token in sorted(fields.get("identities") or ()):
+            kind, _, value = token.partition(":")
+            try:
+                key = normalize_identity(kind, value, self.default_region)
+            except InvalidValue:
+                continue
+            if key not in out:
+                out.append(key)
+        return out
+
+    def custom_keys(self, fields: Mapping[str, Any]) -> list[str]:
+        """The custom field keys present in a field dict."""
+        return sorted(k[len(CUSTOM_PREFIX):] for k in fields if k.startswith(CUSTOM_PREFIX))
+
+
+def _diff(base: Any, new: Any, prefix: str, hook: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        path = f"{prefix}{key}"
+        old = base.get(key) if isinstance(base, dict) else None
+        if isinstance(base, dict) and key in base and old == value:
+            continue
+        if key not in (base or {}) and value is None:
+            continue
+        if isinstance(value, dict) and isinstance(old, dict):
+            sub = _diff(old, value, path + ".", hook)
+            if sub:
+                out[key] = sub
+        else:
+            out[key] = hook(path, old, value)
+    return out
+
+
+def _drop(diff: dict[str, Any], path: str) -> None:
+    segs = paths.split(path)
+    node: Any = diff
+    for seg in segs[:-1]:
+        node = node.get(seg) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(segs[-1], None)

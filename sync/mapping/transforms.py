@@ -1,0 +1,675 @@
+"""The lenses a mapping is built from: each one reads some canonical fields out of raw payload
+paths and writes them back (DESIGN.md, "Mappings are lenses").
+
+A lens is called by :class:`sync.mapping.lens.FieldMapping` only when the canonical value it
+covers actually changes ("smart write"), so the raw formatting of an unchanged value (a phone
+written ``+1 415 555 2671``, an email with capitals) survives a write untouched. That is how both
+round-trip laws hold even though reading normalizes.
+
+Each lens also says which canonical values it can hold (:meth:`Lens.holds`): Acquire's single
+``name`` cannot hold a first name with a space in it when split on the first space, a single
+``email`` slot holds one address. Values outside that domain are what ``FieldMapping.fit`` trims.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sync.canonical import CUSTOM_PREFIX, FieldDict, FieldValue, is_empty
+from sync.mapping import paths
+from sync.normalize import InvalidValue, normalize_email, normalize_identity, normalize_identity_type, normalize_phone
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A raw value that did not normalize: kept in the raw payload, reported here."""
+
+    field: str
+    reason: str
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _text(value: Any) -> str | None:
+    """A raw scalar as stripped text; None for blanks and non-scalars."""
+    if _blank(value) or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip()
+    return text or None
+
+
+def _clean(value: Any) -> bool:
+    """A canonical string: non-empty and already stripped."""
+    return isinstance(value, str) and bool(value) and value == value.strip()
+
+
+def normalize_item(kind: str, value: Any, region: str) -> str:
+    """Normalize one list item of kind ``email``, ``phone`` or ``string``; raises InvalidValue."""
+    text = _text(value)
+    if text is None:
+        raise InvalidValue(kind, str(value), "empty or not a string")
+    if kind == "email":
+        return normalize_email(text)
+    if kind == "phone":
+        return normalize_phone(text, region)
+    return text
+
+
+class Lens:
+    """Base of all lenses. ``fields`` are canonical names (``custom.*`` for the custom family),
+    ``paths`` the raw dotted paths the lens reads and writes."""
+
+    transform: str = ""
+    invertible: bool = True  # False: read-only (no way to write the value back)
+
+    def __init__(self, fields: tuple[str, ...], paths_: tuple[str, ...], direction: str) -> None:
+        self.fields = fields
+        self.paths = paths_
+        self.direction = direction
+
+    @property
+    def readable(self) -> bool:
+        return self.direction in ("both", "in")
+
+    @property
+    def writable(self) -> bool:
+        return self.direction in ("both", "out")
+
+    def owns(self, name: str) -> bool:
+        """True when the canonical field ``name`` is covered by this lens."""
+        return name in self.fields
+
+    def read(self, raw: dict[str, Any], region: str) -> tuple[FieldDict, list[Issue]]:
+        raise NotImplementedError
+
+    def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
+        """Set the raw paths so that reading gives ``desired`` (absent keys: empty).
+        ``changed`` names the owned fields whose value differs from what ``raw`` holds."""
+        raise NotImplementedError
+
+    def holds(self, values: FieldDict, region: str) -> bool:
+        """Whether the platform can hold these canonical values (owned, non-empty ones)."""
+        raise NotImplementedError
+
+    def diff(self, path: str, base: Any, new: Any) -> Any:
+        """What an update sends for ``path`` when it changed from ``base`` to ``new``."""
+        return new
+
+
+class ScalarLens(Lens):
+    """One canonical scalar (``identity``) or boolean (``bool``) at one raw path."""
+
+    def __init__(self, field: str, path: str, direction: str, kind: str, clear: Any) -> None:
+        super().__init__((field,), (path,), direction)
+        self.transform = kind
+        self.kind = kind
+        self.clear = clear
+
+    def read(self, raw: dict[str, Any], region: str) -> tuple[FieldDict, list[Issue]]:
+        (field,), (path,) = self.fields, self.paths
+        value = paths.get(raw, path)
+        if _blank(value):
+            return {}, []
+        if self.kind == "bool":
+            parsed = _parse_bool(value)
+            if parsed is None:
+                return {}, [Issue(field, "not a boolean")]
+            return {field: parsed}, []
+        text = _text(value)
+        if text is None:
+            return {}, [Issue(field, f"expected text, found {type(value).__name__}")]
+        return {field: text}, []
+
+    def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
+        (field,), (path,) = self.fields, self.paths
+        value = desired.get(field)
+        paths.put(raw, path, self.clear if is_empty(value) else value)
+
+    def holds(self, values: FieldDict, region: str) -> bool:
+        value = values.get(self.fields[0])
+        if is_empty(value):
+            return True
+        return isinstance(value, bool) if self.kind == "bool" else _clean(value)
+
+
+def _parse_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "yes", "1", "on"):
+            return True
+        if low in ("false", "no", "0", "off"):
+            return False
+    return None
+
+
+class NameLens(Lens):
+    """A single full-name key read into first/last name (``name_split``) and joined back
+    (``name_join``). ``split="first"``: the first word is the first name; ``"last"``: the last
+    word is the last name. A lone word is always the first name."""
+
+    transform = "name_split"
+
+    def __init__(self, first: str | None, last: str | None, path: str, direction: str, split: str, clear: Any) -> None:
+        super().__init__(tuple(f for f in (first, last) if f), (path,), direction)
+        self.first, self.last, self.split, self.clear = first, last, split, clear
+
+    def _parts(self, text: str) -> tuple[str | None, str | None]:
+        words = text.split()
+        if len(words) == 1:
+            return words[0], None
+        if self.split == "first":
+            return words[0], " ".join(words[1:])
+        return " ".join(words[:-1]), words[-1]
+
+    def read(self, raw: dict[str, Any], region: str) -> tuple[FieldDict, list[Issue]]:
+        text = _text(paths.get(raw, self.paths[0]))
+        if text is None:
+            return {}, []
+        first, last = self._parts(text)
+        out: FieldDict = {}
+        if self.first and first:
+            out[self.first] = first
+        if self.last and last:
+            out[self.last] = last
+        return out, []
+
+    def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
+        current = _text(paths.get(raw, self.paths[0]))
+        first, last = self._parts(current) if current else (None, None)
+        # A lens over only one of the two parts keeps the other part as it is on the platform.
+        if self.first:
+            first = desired.get(self.first)  # type: ignore[assignment]
+        if self.last:
+            last = desired.get(self.last)  # type: ignore[assignment]
+        joined = " ".join(p for p in (first, last) if p)
+        paths.put(raw, self.paths[0], joined or self.clear)
+
+    def holds(self, values: FieldDict, region: str) -> bool:
+        first = values.get(self.first) if self.first else None
+        last = values.get(self.last) if self.last else None
+        for part in (first, last):
+            if part is not None and not (_clean(part) and " ".join(part.split()) == part):
+                return False
+        first_words = first.split() if isinstance(first, str) else []
+        last_words = last.split() if isinstance(last, str) else []
+        if last_words and not first_words:
+            return False  # a lone word reads back as the first name
+        if self.split == "first":
+            return len(first_words) <= 1
+        return len(last_words) <= 1 and (bool(last_words) or len(first_words) <= 1)
+
+
+class ListLens(Lens):
+    """An ordered list of emails / phones / strings held in a scalar primary slot and/or a
+    list of the rest (``list_first_rest``: Acquire ``email`` + ``otherEmails``; ``email`` /
+    ``phone``: one scalar slot; ``list``: one list slot). Items are normalized on read."""
+
+    def __init__(
+        self, field: str, first: str | None, rest: str | None, item: str, direction: str, transform: str, clear: Any
+    ) -> None:
+        super().__init__((field,), tuple(p for p in (first, rest) if p), direction)
+        self.first, self.rest, self.item, self.transform, self.clear = first, rest, item, transform, clear
+
+    def _raw_items(self, raw: dict[str, Any]) -> list[tuple[str, Any]]:
+        items: list[tuple[str, Any]] = []
+        if self.first:
+            value = paths.get(raw, self.first)
+            if not _blank(value):
+                items.append(("first", value))
+        if self.rest:
+            values = paths.get(raw, self.rest)
+            if isinstance(values, list):
+                items.extend(("rest", v) for v in values if not _blank(v))
+            elif not _blank(values):
+                items.append(("rest", values))
+        return items
+
+    def read(self, raw: dict[str, Any], region: str) -> tuple[FieldDict, list[Issue]]:
+        field = self.fields[0]
+        out: list[str] = []
+        issues: list[Issue] = []
+        for _, value in self._raw_items(raw):
+            try:
+                norm = normalize_item(self.item, value, region)
+            except InvalidValue as exc:
+                issues.append(Issue(field, exc.reason))
+                continue
+            if norm not in out:
+                out.append(norm)
+        return ({field: tuple(out)} if out else {}), issues
+
+    def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
+        want = list(desired.get(self.fields[0]) or ())
+        formats: dict[str, Any] = {}
+        invalid: list[Any] = []
+        for _, value in self._raw_items(raw):
+            try:
+                formats.setdefault(normalize_item(self.item, value, region), value)
+            except InvalidValue:
+                invalid.append(value)  # never dropped: kept in the list slot when there is one
+        values = [formats.get(n, n) for n in want]
+        if self.first and self.rest:
+            paths.put(raw, self.first, values[0] if values else self.clear)
+            paths.put(raw, self.rest, values[1:] + invalid)
+        elif self.first:
+            paths.put(raw, self.first, values[0] if values else self.clear)
+        elif self.rest:
+            paths.put(raw, self.rest, values + invalid)
+
+    def holds(self, values: FieldDict, region: str) -> bool:
+        value = values.get(self.fields[0])
+        if is_empty(value):
+            return True
+        if not isinstance(value, tuple) or len(set(value)) != len(value):
+            return False
+        if not self.rest and len(value) > 1:
+            return False
+        return all(_is_normal(self.item, v, region) for v in value)
+
+
+def _is_normal(kind: str, value: Any, region: str) -> bool:
+    try:
+        return normalize_item(kind, value, region) == value
+    except InvalidValue:
+        return False
+
+
+class TagsLens(Lens):
+    """Tags: a list of strings (``style: strings``) or of objects with a name (``style:
+    objects``, Acquire ``[{id, name}]``: read-only, there is no way to write one back)."""
+
+    transform = "tags_set"
+
+    def __init__(self, field: str, path: str, direction: str, style: str, key: str) -> None:
+        super().__init__((field,), (path,), direction)
+        self.style, self.key = style, key
+        self.invertible = style == "strings"
+
+    def _names(self, raw: dict[str, Any]) -> list[Any]:
+        values = paths.get(raw, self.paths[0])
+        if not isinstance(values, list):
+            return []
+        if self.style == "objects":
+            return [v.get(self.key) if isinstance(v, dict) else None for v in values]
+        return list(values)
+
+    def read(self, raw: dict[str, Any], region: str) -> tuple[FieldDict, list[Issue]]:
+        tags = frozenset(t for t in (_text(v) for v in self._names(raw)) if t)
+        return ({self.fields[0]: tags} if tags else {}), []
+
+    def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
+        want = set(desired.get(self.fields[0]) or ())
+        kept: list[Any] = []
+        seen: set[str] = set()
+        for value in self._names(raw):
+            text = _text(value)
+            if text in want and text not in seen:
+                kept.append(value)
+                seen.add(text)
+        kept.extend(sorted(want - seen))
+        paths.put(raw, self.paths[0], kept)
+
+    def holds(self, values: FieldDict, region: str) -> bool:
+        value = values.get(self.fields[0])
+        return is_empty(value) or (isinstance(value, frozenset) and all(_clean(v) for v in value))
+
+
+class CustomLens(Lens):
+    """Custom fields ``custom.<key>``: keys of a dict (``style: keys``, Acquire's ``fields``
+    minus its built-in keys) or a list of entries (``style: id_value``, GoHighLevel: read as
+    ``[{id, value}]``, written as ``[{id|key, field_value}]``; ``ids`` maps platform field ids
+    to keys, unknown ids are used as keys)."""
+
+    transform = "custom_fields"
+
+    def __init__(
+        self, path: str, direction: str, style: str, exclude: frozenset[str], ids: Mapping[str, str], clear: Any
+    ) -> None:
+        super().__init__(("custom.*",), (path,), direction)
+        self.style, self.exclude, self.clear = style, exclude, clear
+        self.ids = dict(ids)
+        self.keys_to_ids = {v: k for k, v in self.ids.items()}
+
+    def owns(self, name: str) -> bool:
+        return name.startswith(CUSTOM_PREFIX)
+
+    def _entry_key(self, entry: dict[str, Any]) -> str | None:
+        key = entry.get("key")
+        if key:
+            return str(key)
+        ident = entry.get("id")
+        return self.ids.get(str(ident), str(ident)) if ident else None
+
+    @staticmethod
+    def _entry_value(entry: dict[str, Any]) -> Any:
+        return entry["value"] if "value" in entry else entry.get("field_value")
+
+    def read(self, raw: dict[str, Any], region: str) -> tuple[FieldDict, list[Issue]]:
+        out: FieldDict = {}
+        issues: list[Issue] = []
+        node = paths.get(raw, self.paths[0])
+        pairs: list[tuple[str, Any]] = []
+        if self.style == "keys" and isinstance(node, dict):
+            pairs = [(str(k), v) for k, v in node.items() if k not in self.exclude]
+        elif self.style == "id_value" and isinstance(node, list):
+            pairs = [(k, self._entry_value(e)) for e in node if isinstance(e, dict) and (k := self._entry_key(e))]
+        for key, value in pairs:
+            if _blank(value) or value == []:
+                continue
+            text = _text(value)
+            if text is None:
+                issues.append(Issue(CUSTOM_PREFIX + key, f"unsupported value type {type(value).__name__}"))
+            else:
+                out[CUSTOM_PREFIX + key] = text
+        return out, issues
+
+    def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
+        current, _ = self.read(raw, region)
+        keys = {n[len(CUSTOM_PREFIX):] for n in set(current) | set(desired) if current.get(n) != desired.get(n)}
+        if not keys:
+            return
+        path = self.paths[0]
+        if self.style == "keys":
+            node = paths.get(raw, path)
+            node = dict(node) if isinstance(node, dict) else {}
+            for key in sorted(keys):
+                value = desired.get(CUSTOM_PREFIX + key)
+                node[key] = self.clear if is_empty(value) else value
+            paths.put(raw, path, node)
+            return
+        entries = [e for e in (paths.get(raw, path) or []) if True]
+        entries = list(entries) if isinstance(entries, list) else []
+        for key in sorted(keys):
+            value = desired.get(CUSTOM_PREFIX + key)
+            field_value = "" if is_empty(value) else value  # GoHighLevel clears with an empty value
+            index = next((i for i, e in enumerate(entries) if isinstance(e, dict) and self._entry_key(e) == key), None)
+            if index is not None and entries[index].get("id"):
+                entries[index] = {"id": entries[index]["id"], "field_value": field_value}
+            elif index is not None:
+                entries[index] = {"key": key, "field_value": field_value}
+            elif not is_empty(value):
+                ident = self.keys_to_ids.get(key)
+                entries.append({"id": ident, "field_value": value} if ident else {"key": key, "field_value": value})
+        paths.put(raw, path, entries)
+
+    def holds(self, values: FieldDict, region: str) -> bool:
+        for name, value in values.items():
+            if not self.owns(name) or is_empty(value):
+                continue
+            key = name[len(CUSTOM_PREFIX):]
+            if not key or key in self.exclude or not _clean(value):
+                return False
+            if self.style == "id_value" and key in self.ids:
+                return False  # an id used as a key would read back as its mapped key
+        return True
+
+    def diff(self, path: str, base: Any, new: Any) -> Any:
+        if self.style != "id_value" or not isinstance(new, list):
+            return new
+        # GoHighLevel updates custom fields entry by entry: send only the entries that changed.
+        old = base if isinstance(base, list) else []
+        return [e for e in new if e not in old]
+
+
+class ContactIdentitiesLens(Lens):
+    """Comm100 ``contactIdentities``: one list partitioned by identity type into emails
+    (``Email``), phones (``SMS``, after the scalar ``phone``) and the other identities
+    (``"*"``, as ``"<type>:<value>"`` tokens). Unchanged partitions are left as they are; a
+    changed one is rewritten in place, reusing the existing entries (and their ids)."""
+
+    transform = "contact_identities"
+    ITEM = {"emails": "email", "phones": "phone"}
+
+    def __init__(
+        self,
+        path: str,
+        parts: dict[str, tuple[str, ...] | None],
+        primary: dict[str, str],
+        direction: str,
+        type_key: str,
+        value_key: str,
+        type_names: Mapping[str, str],
+        clear: Any,
+    ) -> None:
+        super().__init__(tuple(parts), (path, *primary.values()), direction)
+        self.list_path = path
+        self.vendor_types = {f: t for f, t in parts.items() if t}  # vendor spellings for new entries
+        self.parts = {f: (frozenset(normalize_identity_type(x) for x in t) if t else None) for f, t in parts.items()}
+        self.primary, self.type_key, self.value_key, self.clear = primary, type_key, value_key, clear
+        self.type_names = {normalize_identity_type(k): v for k, v in type_names.items()}
+        self.explicit = frozenset().union(*(t for t in self.parts.values() if t))
+
+    def _field_of(self, entry: Any) -> str | None:
+        if not isinstance(entry, dict):
+            return None
+        try:
+            kind = normalize_identity_type(str(entry.get(self.type_key) or ""))
+        except InvalidValue:
+            return None
+        for field, types in self.parts.items():
+            if types is not None and kind in types:
+                return field
+        if kind in self.explicit:
+            return None
+        return next((f for f, t in self.parts.items() if t is None), None)
+
+    def _norm(self, field: str, entry_type: str | None, value: Any, region: str) -> str:
+        if field in self.ITEM:
+            return normalize_item(self.ITEM[field], value, region)
+        kind = normalize_identity_type(entry_type or "")
+        text = _text(value)
+        if text is None:
+            raise InvalidValue("identity", str(value), "empty value")
+        return f"{kind}:{normalize_identity(kind, text, region).value}"
+
+    def _entries(self, raw: dict[str, Any]) -> list[Any]:
+        entries = paths.get(raw, self.list_path)
+        return list(entries) if isinstance(entries, list) else []
+
+    def read(self, raw: dict[str, Any], region: str) -> tuple[FieldDict, list[Issue]]:
+        found: dict[str, list[str]] = {f: [] for f in self.parts}
+        issues: list[Issue] = []
+
+        def add(field: str, entry_type: str | None, value: Any) -> None:
+            try:
+                norm = self._norm(field, entry_type, value, region)
+            except InvalidValue as exc:
+                issues.append(Issue(field, exc.reason))
+                return
+            if norm not in found[field]:
+                found[field].append(norm)
+
+        for field, path in self.primary.items():
+            value = paths.get(raw, path)
+            if not _blank(value):
+                add(field, None, value)
+        for entry in self._entries(raw):
+            field = self._field_of(entry)
+            if field is not None and not _blank(entry.get(self.value_key)):
+                add(field, entry.get(self.type_key), entry.get(self.value_key))
+        out: FieldDict = {}
+        for field, values in found.items():
+            if values:
+                out[field] = frozenset(values) if field not in self.ITEM else tuple(values)
+        return out, issues
+
+    def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
+        entries = self._entries(raw)
+        queues: dict[str, list[Any]] = {}
+        for field in self.parts:
+            if field not in changed:
+                continue
+            existing: dict[str, Any] = {}
+            for entry in entries:
+                if self._field_of(entry) == field:
+                    try:
+                        existing.setdefault(self._norm(field, entry.get(self.type_key), entry.get(self.value_key), region), entry)
+                    except InvalidValue:
+                        pass
+            value = desired.get(field)
+            if field in self.ITEM:
+                want = list(value or ())  # type: ignore[arg-type]
+                if field in self.primary:
+                    current = paths.get(raw, self.primary[field])
+                    keep = not _blank(current) and want and _same(self.ITEM[field], current, want[0], region)
+                    paths.put(raw, self.primary[field], current if keep else (want[0] if want else self.clear))
+                    want = want[1:]
+            else:
+                kept = [t for t in (self._token(e, region) for e in entries if self._field_of(e) == field) if t]
+                tokens = set(value or ())  # type: ignore[arg-type]
+                want = [t for t in dict.fromkeys(kept) if t in tokens] + sorted(tokens - set(kept))
+            queues[field] = [existing.get(n) or self._new_entry(field, n) for n in want]
+        if not queues:
+            return
+        result: list[Any] = []
+        for entry in entries:
+            field = self._field_of(entry)
+            if field not in queues:
+                result.append(entry)
+            elif not self._valid(field, entry, region):
+                result.append(entry)  # an entry that does not normalize is kept, never dropped
+            elif queues[field]:
+                result.append(queues[field].pop(0))
+        for field in self.parts:
+            result.extend(queues.get(field, []))
+        paths.put(raw, self.list_path, result)
+
+    def _token(self, entry: Any, region: str) -> str | None:
+        field = self._field_of(entry)
+        if field is None or field in self.ITEM:
+            return None
+        try:
+            return self._norm(field, entry.get(self.type_key), entry.get(self.value_key), region)
+        except InvalidValue:
+            return None
+
+    def _valid(self, field: str, entry: Any, region: str) -> bool:
+        try:
+            self._norm(field, entry.get(self.type_key), entry.get(self.value_key), region)
+            return True
+        except InvalidValue:
+            return False
+
+    def _new_entry(self, field: str, norm: str) -> dict[str, Any]:
+        if field in self.ITEM:
+            vendor = self.vendor_types[field][0]
+            return {self.type_key: vendor, self.value_key: norm}
+        kind, _, value = norm.partition(":")
+        return {self.type_key: self.type_names.get(kind, kind), self.value_key: value}
+
+    def holds(self, values: FieldDict, region: str) -> bool:
+        for field in self.parts:
+            value = values.get(field)
+            if is_empty(value):
+                continue
+            if field in self.ITEM:
+                if not isinstance(value, tuple) or len(set(value)) != len(value):
+                    return False
+                if not all(_is_normal(self.ITEM[field], v, region) for v in value):
+                    return False
+                continue
+            if not isinstance(value, frozenset):
+                return False
+            for token in value:
+                kind, sep, text = token.partition(":")
+                if not sep or not text:
+                    return False
+                entry = {self.type_key: self.type_names.get(kind, kind), self.value_key: text}
+                if self._field_of(entry) != field or self._token(entry, region) != token:
+                    return False
+        return True
+
+
+def _same(kind: str, raw_value: Any, norm: str, region: str) -> bool:
+    try:
+        return normalize_item(kind, raw_value, region) == norm
+    except InvalidValue:
+        return False
+
+
+class IdentityFieldsLens(Lens):
+    """Identities kept in one raw key per type (DM Champ ``instagramId``, ``externalId``):
+    the platform holds at most one value of each mapped type."""
+
+    transform = "identity_fields"
+
+    def __init__(self, field: str, by_type: dict[str, str], direction: str, clear: Any) -> None:
+        super().__init__((field,), tuple(by_type.values()), direction)
+        self.by_type = {normalize_identity_type(k): v for k, v in by_type.items()}
+        self.clear = clear
+
+    def _token(self, kind: str, value: Any, region: str) -> str:
+        text = _text(value)
+        if text is None:
+            raise InvalidValue("identity", str(value), "empty value")
+        return f"{kind}:{normalize_identity(kind, text, region).value}"
+
+    def read(self, raw: dict[str, Any], region: str) -> tuple[FieldDict, list[Issue]]:
+        tokens: set[str] = set()
+        issues: list[Issue] = []
+        for kind, path in self.by_type.items():
+            value = paths.get(raw, path)
+            if _blank(value):
+                continue
+            try:
+                tokens.add(self._token(kind, value, region))
+            except InvalidValue as exc:
+                issues.append(Issue(self.fields[0], exc.reason))
+        return ({self.fields[0]: frozenset(tokens)} if tokens else {}), issues
+
+    def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
+        tokens = desired.get(self.fields[0]) or frozenset()
+        for kind, path in self.by_type.items():
+            mine = [t for t in tokens if t.partition(":")[0] == kind]  # type: ignore[union-attr]
+            current = paths.get(raw, path)
+            if mine:
+                try:
+                    if self._token(kind, current, region) == mine[0]:
+                        continue
+                except InvalidValue:
+                    pass
+                paths.put(raw, path, mine[0].partition(":")[2])
+            else:
+                paths.put(raw, path, self.clear)
+
+    def holds(self, values: FieldDict, region: str) -> bool:
+        tokens = values.get(self.fields[0])
+        if is_empty(tokens):
+            return True
+        if not isinstance(tokens, frozenset):
+            return False
+        kinds: list[str] = []
+        for token in tokens:
+            kind, _, text = token.partition(":")
+            if kind not in self.by_type:
+                return False
+            try:
+                if self._token(kind, text, region) != token:
+                    return False
+            except InvalidValue:
+                return False
+            kinds.append(kind)
+        return len(kinds) == len(set(kinds))
+
+
+def deep_copy(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """An independent copy of a raw payload (writes never mutate the caller's base)."""
+    return copy.deepcopy(raw) if raw else {}
+
+
+def value_equal(a: FieldValue, b: FieldValue) -> bool:
+    """Canonical equality where every empty value is the same."""
+    if is_empty(a) and is_empty(b):
+        return True
+    return a == b
