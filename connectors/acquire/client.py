@@ -1,0 +1,312 @@
+"""The Acquire connector: a full scan of ``/crm/objects/contact`` plus writes and native merge.
+
+Acquire has no change feed and no updated-since filter, so every pull lists everything, page by
+page in id order, until a short page. The last page of a scan that ran start to finish in one
+pull, with a stable ``filteredCount``, is marked ``full_scan`` so the engine may detect deletions
+(and merges: a vanished contact whose keys now sit on a survivor).
+
+Settings: credential ``api_key`` (Bearer); options ``page_size`` (default 100) and
+``default_region`` (for matching looked-up phone numbers, default "US").
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Hashable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+import structlog
+
+from connectors.acquire.state import ERROR_RECORD_NOT_FOUND
+from connectors.base import (
+    Capabilities,
+    NotFound,
+    Page,
+    PullMode,
+    RawRecord,
+    RecordError,
+    RemoteUnavailable,
+    WriteResult,
+)
+from connectors.http import Action, FetchedPage, HttpConnector, paginate
+from sync.normalize import DEFAULT_REGION, InvalidValue, normalize_email, normalize_phone
+
+JSON = dict[str, Any]
+log = structlog.get_logger("contactsync.acquire")
+
+CONTACTS = "/crm/objects/contact"
+RELATIONS = "fields,tags"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Acquire's ``2020-09-09T10:01:36.000Z`` (or null) as an aware UTC datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def to_record(item: JSON) -> RawRecord:
+    """A list/get item as a RawRecord (``remote_id`` is the integer id as a string)."""
+    return RawRecord(
+        remote_id=str(item["id"]),
+        payload=item,
+        updated_at=parse_time(item.get("dateUpdated")) or parse_time(item.get("dateCreated")),
+    )
+
+
+class AcquireConnector(HttpConnector):
+    """One Acquire account (``https://{account}.acquire.io/api/v1``)."""
+
+    platform = "acquire"
+    capabilities = Capabilities(
+        pull_mode=PullMode.FULL_SCAN,
+        can_merge=True,
+        # Only ``fields`` is writable; tags have no documented write.
+        updatable_fields=frozenset({"fields"}),
+        lookup_keys=("email", "phone"),
+        deletes_detectable=True,
+        rate_limit=None,  # documented: "no API consumption limits"
+    )
+    required_credentials = ("api_key",)
+
+    def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(settings, transport)
+        self.page_size = int(settings.options.get("page_size", 100))
+        self.default_region = str(settings.options.get("default_region", DEFAULT_REGION))
+
+    # ----------------------------------------------------------------- hooks
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret('api_key')}"}
+
+    def classify(self, response: httpx.Response) -> Action | None:
+        # Acquire spells "not found" as a 400 with type ERROR_RECORD_NOT_FOUND.
+        if response.status_code == 400 and _error_type(response) == ERROR_RECORD_NOT_FOUND:
+            return Action.NOT_FOUND
+        return None
+
+    def error_message(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:200] or response.reason_phrase
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            return f"{err.get('type', 'ERROR')}: {err.get('message', '')}".strip()
+        return super().error_message(response)
+
+    # ----------------------------------------------------------------- pull
+
+    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
+        """Scan every contact. The cursor only remembers where an interrupted scan stopped
+        (``next_page``); a resumed scan is not a full scan (it spans runs), so it never
+        allows deletion detection."""
+        start_page = 1
+        resumed = False
+        if cursor and cursor.get("next_page"):
+            start_page = int(cursor["next_page"])
+            resumed = start_page > 1
+        counts: set[int] = set()
+        seen: set[str] = set()
+
+        async def fetch(token: Hashable | None) -> FetchedPage:
+            page_no = int(token) if token is not None else start_page
+            body = await self.http.json(
+                "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": RELATIONS}
+            )
+            data = _data(body)
+            items = data.get("list")
+            if not isinstance(items, list):
+                raise RemoteUnavailable("acquire GET /crm/objects/contact: response has no data.list")
+            count = (data.get("counts") or {}).get("filteredCount")
+            records = [to_record(item) for item in items]
+            more = len(items) >= self.page_size
+            return FetchedPage(records, page_no + 1 if more else None, {"count": count})
+
+        async for token, page in paginate(fetch, name="acquire contacts", start=start_page):
+            if isinstance(page.extra.get("count"), int):
+                counts.add(page.extra["count"])
+            seen.update(r.remote_id for r in page.records)
+            last = page.next_token is None
+            if not last:
+                yield Page(page.records, {"next_page": page.next_token})
+                continue
+            # The scan is trustworthy for deletions only when nothing was added or removed
+            # while it ran: offset paging shifts under concurrent deletes and could skip a row.
+            stable = len(counts) == 1 and next(iter(counts)) == len(seen)
+            full = not resumed and stable
+            if not full and not resumed:
+                log.info("acquire.scan_unstable", connection=self.settings.name, counts=sorted(counts), seen=len(seen))
+            yield Page(
+                page.records,
+                {"next_page": None, "completed_at": datetime.now(timezone.utc).isoformat()},
+                complete=True,
+                full_scan=full,
+            )
+
+    # ----------------------------------------------------------------- reads
+
+    async def get(self, remote_id: str) -> RawRecord | None:
+        if not remote_id.isdigit():
+            return None
+        try:
+            body = await self.http.json("GET", f"{CONTACTS}/{remote_id}", params={"relations": RELATIONS})
+        except NotFound:
+            return None
+        return to_record(_data(body))
+
+    async def lookup(self, keys: Mapping[str, str]) -> str | None:
+        """Search (inferred: the ``search`` query parameter) and confirm each candidate by its
+        normalized email/phone, including ``otherEmails``/``otherPhones``; the oldest match
+        wins."""
+        for kind in self.capabilities.lookup_keys:
+            value = keys.get(kind)
+            if not value:
+                continue
+            body = await self.http.json(
+                "GET", CONTACTS, params={"search": value, "relations": "fields", "limit": self.page_size, "page": 1}
+            )
+            items = _data(body).get("list") or []
+            matches = sorted(int(item["id"]) for item in items if self._holds(item, kind, value))
+            if matches:
+                return str(matches[0])
+        return None
+
+    def _holds(self, item: JSON, kind: str, value: str) -> bool:
+        fields = item.get("fields") or {}
+        if kind == "email":
+            candidates = [fields.get("email"), *(fields.get("otherEmails") or [])]
+            norm = _safe(normalize_email, value)
+            return norm is not None and any(_safe(normalize_email, c) == norm for c in candidates if isinstance(c, str))
+        if kind == "phone":
+            candidates = [fields.get("phone"), *(fields.get("otherPhones") or [])]
+            norm = _safe(normalize_phone, value, self.default_region)
+            return norm is not None and any(
+                _safe(normalize_phone, c, self.default_region) == norm for c in candidates if isinstance(c, str)
+            )
+        return False
+
+    # ----------------------------------------------------------------- writes
+
+    async def create(self, payload: JSON) -> WriteResult:
+        body = {"fields": dict(_fields_of(payload))}
+
+        async def send() -> WriteResult:
+            resp = await self.http.json("POST", CONTACTS, json_body=body, idempotent=False)
+            record = await self._full(_data(resp))
+            return WriteResult(record.remote_id, record, created=True)
+
+        async def recheck() -> WriteResult | None:
+            keys = {}
+            if body["fields"].get("email"):
+                keys["email"] = str(body["fields"]["email"])
+            if body["fields"].get("phone"):
+                keys["phone"] = str(body["fields"]["phone"])
+            found = await self.lookup(keys) if keys else None
+            if found is None:
+                return None
+            record = await self.get(found)
+            return WriteResult(found, record, created=True)
+
+        return await self.http.write_once(send, recheck)
+
+    async def update(self, remote_id: str, changes: JSON) -> WriteResult:
+        """PUT only the changed ``fields`` keys (Acquire keeps the rest)."""
+        if not remote_id.isdigit():
+            raise NotFound(400, f"acquire: no contact {remote_id!r}")
+        fields = _fields_of(changes)
+        if not fields:
+            record = await self.get(remote_id)
+            if record is None:
+                raise NotFound(400, f"acquire: no contact {remote_id}")
+            return WriteResult(remote_id, record)
+        resp = await self.http.json("PUT", f"{CONTACTS}/{remote_id}", json_body={"fields": fields})
+        record = await self._full(_data(resp))
+        return WriteResult(remote_id, record)
+
+    async def delete(self, remote_id: str) -> None:
+        if not remote_id.isdigit():
+            raise NotFound(400, f"acquire: no contact {remote_id!r}")
+        await self.http.json("DELETE", f"{CONTACTS}/{remote_id}")
+
+    async def merge(self, survivor_id: str, loser_ids: list[str]) -> WriteResult:
+        """Native merge: the survivor keeps its own email/phone and gains the losers'
+        differing ones in ``otherEmails``/``otherPhones``; the losers disappear."""
+        for rid in (survivor_id, *loser_ids):
+            if not rid.isdigit():
+                raise NotFound(400, f"acquire: no contact {rid!r}")
+        body = {"sourceIds": [int(i) for i in loser_ids]}
+
+        async def send() -> WriteResult:
+            resp = await self.http.json(
+                "POST", f"/crm/contact/merge/{survivor_id}", json_body=body, idempotent=False
+            )
+            data = _data(resp)
+            record = await self._full(data) if data.get("id") is not None else await self.get(survivor_id)
+            return WriteResult(survivor_id, record)
+
+        async def recheck() -> WriteResult | None:
+            # Landed when every loser is gone and the survivor is still there.
+            for rid in loser_ids:
+                if await self.get(rid) is not None:
+                    return None
+            survivor = await self.get(survivor_id)
+            return WriteResult(survivor_id, survivor) if survivor is not None else None
+
+        return await self.http.write_once(send, recheck)
+
+    async def _full(self, item: JSON) -> RawRecord:
+        """A write response as a full record; fetched again when it lacks a relation."""
+        if "fields" in item and "tags" in item:
+            return to_record(item)
+        record = await self.get(str(item["id"]))
+        if record is None:
+            raise NotFound(400, f"acquire: contact {item['id']} vanished after a write")
+        return record
+
+
+def _data(body: Any) -> JSON:
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise RemoteUnavailable("acquire: response has no data object")
+    return body["data"]
+
+
+def _error_type(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        return err.get("type")
+    return err if isinstance(err, str) else None
+
+
+def _fields_of(payload: Mapping[str, Any]) -> JSON:
+    """The ``fields`` to send: the payload's ``fields`` plus top-level name/email/phone
+    shorthands. Other top-level keys (tags, ids, timestamps) are not writable."""
+    fields: JSON = {}
+    for key in ("name", "email", "phone"):
+        if key in payload:
+            fields[key] = payload[key]
+    nested = payload.get("fields") or {}
+    if not isinstance(nested, Mapping):
+        raise RecordError(400, "acquire: payload fields must be an object")
+    fields.update(nested)
+    dropped = sorted(set(payload) - {"fields", "name", "email", "phone", "id", "archive", "companyId",
+                                      "dateCreated", "dateUpdated", "tags"})
+    if dropped:
+        log.warning("acquire.unwritable_keys", keys=dropped)
+    return fields
+
+
+def _safe(fn: Any, *args: Any) -> str | None:
+    try:
+        return fn(*args)
+    except InvalidValue:
+        return None
