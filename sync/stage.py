@@ -1,0 +1,174 @@
+"""Pull → stage: a connector's pages become staged records, one page per transaction.
+
+For each record of a page: the mapping reads the raw payload into canonical fields (values that
+do not normalize are kept raw and reported as ``invalid``), the matching keys are derived from
+those fields, and the payload is hashed. A payload that cannot be read at all is quarantined
+with its reason while the rest of the page goes on. The page's cursor is committed in the same
+transaction as its rows (``Store.stage_page``), so a kill at any point resumes where the last
+committed page ended.
+
+Deletion detection runs only after a complete pull that the connector marks ``full_scan`` and
+that was not resumed from an interrupted one (a resumed offset scan could have skipped records
+that moved between pages): the checkpoint row says whether the previous pull finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from connectors.base import Connector, PullMode, RawRecord
+from sync.normalize import IdentityKey
+from sync.store import MAX_REMOTE_ID_LENGTH, StagedRecord, Store, payload_hash
+
+PageProgress = Callable[[str, int], None]
+
+
+class ReadsRecords(Protocol):
+    """What staging needs of a field mapping (``sync.mapping.FieldMapping``)."""
+
+    def read(self, raw: dict[str, Any]) -> Any: ...
+
+    def keys(self, fields: Any) -> Any: ...
+
+
+@dataclass
+class PullReport:
+    """What one pull of one connection staged."""
+
+    connection: str
+    pages: int = 0
+    records: int = 0
+    inserted: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    invalid_values: int = 0
+    deleted: list[str] = field(default_factory=list)
+    complete: bool = False
+    resumed: bool = False
+    skipped: str | None = None  # why nothing was pulled (lookup-only platform)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pages": self.pages,
+            "records": self.records,
+            "inserted": self.inserted,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "quarantined": self.quarantined,
+            "invalid_values": self.invalid_values,
+            "deleted": len(self.deleted),
+            "complete": self.complete,
+            "resumed": self.resumed,
+            "skipped": self.skipped,
+            "error": self.error,
+        }
+
+
+def _key_pairs(keys: Any) -> list[IdentityKey]:
+    out: list[IdentityKey] = []
+    for k in keys or ():
+        if isinstance(k, IdentityKey):
+            out.append(k)
+        else:
+            kind, value = k
+            out.append(IdentityKey(str(kind), str(value)))
+    return out
+
+
+def read_keys(mapping: ReadsRecords, payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """The normalized matching keys of a raw payload, as (kind, value) pairs."""
+    result = mapping.read(payload)
+    return [(k.kind, k.value) for k in _key_pairs(mapping.keys(result.fields))]
+
+
+def stage_record(mapping: ReadsRecords, record: RawRecord) -> StagedRecord:
+    """One raw record as a staged record; raises on a payload that cannot be read at all."""
+    if not isinstance(record.payload, dict):
+        raise ValueError(f"payload is a {type(record.payload).__name__}, not an object")
+    if not record.remote_id or len(str(record.remote_id)) > MAX_REMOTE_ID_LENGTH:
+        raise ValueError(f"remote id of length {len(str(record.remote_id or ''))} is not usable")
+    result = mapping.read(record.payload)
+    issues = getattr(result, "issues", None) or []
+    invalid = [
+        {"field": getattr(i, "field", ""), "kind": getattr(i, "kind", getattr(i, "field", "")), "reason": getattr(i, "reason", str(i))}
+        for i in issues
+    ]
+    return StagedRecord(
+        remote_id=str(record.remote_id),
+        payload=record.payload,
+        payload_hash=payload_hash(record.payload),
+        remote_updated_at=record.updated_at,
+        keys=_key_pairs(mapping.keys(result.fields)),
+        invalid=invalid,
+        merged_into=record.merged_into,
+        deleted=record.deleted,
+    )
+
+
+def _raw_text(payload: Any) -> str:
+    try:
+        return json.dumps(payload, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(payload)
+
+
+async def pull_connection(
+    store: Store,
+    name: str,
+    connector: Connector,
+    mapping: ReadsRecords,
+    *,
+    full: bool = False,
+    stop: asyncio.Event | None = None,
+    progress: PageProgress | None = None,
+) -> PullReport:
+    """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
+
+    A lookup-only platform (DM Champ) has nothing to pull: its records are the ones we write."""
+    report = PullReport(name)
+    if connector.capabilities.pull_mode is PullMode.LOOKUP_ONLY:
+        report.skipped = "lookup only: no listing on this platform"
+        report.complete = True
+        return report
+    state = store.get_cursor(name)
+    # A checkpoint left behind means the previous pull of this connection was interrupted.
+    report.resumed = state.checkpoint is not None and not full
+    position = None if full else state.position
+    scan_id = store.begin_full_scan(name) if connector.capabilities.deletes_detectable else None
+    store.set_checkpoint(
+        name, {"scan_id": scan_id, "started_at": datetime.now(timezone.utc).isoformat(), "resumed": report.resumed}
+    )
+    async for page in connector.pull(position):
+        staged: list[StagedRecord] = []
+        for record in page.records:
+            try:
+                staged.append(stage_record(mapping, record))
+                report.invalid_values += len(staged[-1].invalid)
+            except Exception as exc:  # noqa: BLE001 - one malformed payload never stops the page
+                store.quarantine(name, str(record.remote_id)[:MAX_REMOTE_ID_LENGTH] or None, _raw_text(record.payload), f"{type(exc).__name__}: {exc}")
+                report.quarantined += 1
+        result = store.stage_page(name, staged, cursor=page.cursor, scan_id=scan_id)
+        report.pages += 1
+        report.records += len(page.records)
+        report.inserted += result.inserted
+        report.changed += result.changed
+        report.unchanged += result.unchanged
+        if progress is not None:
+            progress(name, len(page.records))
+        if page.complete:
+            report.complete = True
+            if page.full_scan and scan_id is not None and not report.resumed:
+                report.deleted = store.finish_full_scan(name, scan_id)
+            break
+        if stop is not None and stop.is_set():
+            break  # the checkpoint stays: the next pull resumes from the committed cursor
+    if report.complete:
+        store.set_checkpoint(name, None)
+    return report
