@@ -1,0 +1,234 @@
+"""The DM Champ connector: a write-mostly target found by phone number or email.
+
+DM Champ cannot list contacts, report changes or return a contact's fields, so this connector
+never pulls: the engine pushes persons here and finds them again by lookup. A contact is keyed by
+its phone number (required on create, never changeable through the API), so :meth:`create`
+looks the number up first and never makes a second contact for it, whichever of the two
+documented answers to a duplicate create the account gives ("Contact already exists" or the
+existing contact's id).
+
+Settings: credential ``api_key`` (sent as the ``apiKey`` query parameter, so every URL carries
+it: the shared HTTP layer redacts it from logs and errors).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+import structlog
+
+from connectors.base import (
+    Capabilities,
+    NotFound,
+    Page,
+    PullMode,
+    RawRecord,
+    RecordError,
+    RemoteUnavailable,
+    WriteResult,
+)
+from connectors.dmchamp.state import CREATE_KEYS, UPDATABLE_KEYS
+from connectors.http import HttpConnector, redact_url
+
+JSON = dict[str, Any]
+log = structlog.get_logger("contactsync.dmchamp")
+
+_ALREADY_EXISTS = "already exists"
+
+
+class _RedactHttpxUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO ("HTTP Request: GET https://...?apiKey=...");
+    DM Champ's key rides in that URL. This filter rewrites URL arguments of httpx's records to
+    their redacted form before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(redact_url(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+def install_httpx_log_redaction() -> None:
+    """Attach :class:`_RedactHttpxUrls` to httpx's logger once (idempotent)."""
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactHttpxUrls) for f in logger.filters):
+        logger.addFilter(_RedactHttpxUrls())
+
+
+class DmChampConnector(HttpConnector):
+    """One DM Champ account (``https://api.dmchamp.com/v1``)."""
+
+    platform = "dmchamp"
+    capabilities = Capabilities(
+        pull_mode=PullMode.LOOKUP_ONLY,
+        can_create=True,
+        can_update=True,
+        can_delete=False,
+        can_merge=False,
+        # create() finds an existing contact by phone number before creating: an upsert.
+        can_upsert=True,
+        updatable_fields=UPDATABLE_KEYS,
+        required_for_create=("phones",),
+        lookup_keys=("phone", "email"),
+        deletes_detectable=False,
+        rate_limit=None,  # none documented
+    )
+    required_credentials = ("api_key",)
+
+    def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(settings, transport)
+        install_httpx_log_redaction()
+
+    # ----------------------------------------------------------------- hooks
+
+    def auth_params(self) -> dict[str, str]:
+        return {"apiKey": self.secret("api_key")}
+
+    def error_message(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:200] or response.reason_phrase
+        if isinstance(body, str):
+            return body[:200]
+        return super().error_message(response)
+
+    # ----------------------------------------------------------------- pull
+
+    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
+        """DM Champ has no list or change feed: nothing is ever pulled (LOOKUP_ONLY)."""
+        return
+        yield  # an async generator that yields nothing
+
+    # ----------------------------------------------------------------- lookups
+
+    async def lookup(self, keys: Mapping[str, str]) -> str | None:
+        """The contact id for ``keys["phone"]`` (E.164), else ``keys["email"]``."""
+        for kind in self.capabilities.lookup_keys:
+            value = keys.get(kind)
+            if value:
+                found = await self._find(**{("phone" if kind == "phone" else "email"): value})
+                if found is not None:
+                    return found
+        return None
+
+    async def _find(self, phone: str | None = None, email: str | None = None) -> str | None:
+        params = {"phoneNumber": phone} if phone else {"email": email}
+        response = await self.http.request("GET", "/contacts", params=params, allow=(404,))
+        if response.status_code == 404:
+            return None
+        body = _json(response)
+        contact_id = body.get("contactId") if isinstance(body, dict) else None
+        if not contact_id:
+            raise RemoteUnavailable("dmchamp GET /contacts: response has no contactId")
+        return str(contact_id)
+
+    async def get(self, remote_id: str) -> RawRecord | None:
+        """DM Champ cannot return a contact's fields; there is nothing to read back."""
+        raise NotImplementedError("dmchamp has no read API: a contact cannot be fetched by id")
+
+    # ----------------------------------------------------------------- writes
+
+    async def create(self, payload: JSON) -> WriteResult:
+        """Create the contact, or adopt the existing one with this phone number (then only
+        the updatable keys of ``payload`` are applied to it). ``created`` tells which."""
+        phone = payload.get("phoneNumber")
+        if not phone:
+            # Engines exclude persons without a phone before planning a create (capability
+            # required_for_create); this is the guard for anything that did not.
+            raise RecordError(400, "dmchamp: phoneNumber is required to create a contact")
+        body = {k: v for k, v in payload.items() if k in CREATE_KEYS and v is not None}
+        existing = await self._find(phone=str(phone))
+        if existing is not None:
+            return await self._adopt(existing, body)
+
+        async def send() -> WriteResult:
+            response = await self.http.request("POST", "/contacts", json_body=body, idempotent=False, allow=(409,))
+            data = _json(response)
+            if response.status_code == 409:
+                # "Contact already exists": it appeared since our lookup.
+                found = await self._find(phone=str(phone))
+                if found is None:
+                    raise RecordError(409, "dmchamp: contact already exists but cannot be found by phone", data)
+                return await self._adopt(found, body)
+            inner = data.get("data") if isinstance(data, dict) else None
+            contact_id = inner.get("contactId") if isinstance(inner, dict) else None
+            if not contact_id:
+                raise RemoteUnavailable("dmchamp POST /contacts: response has no data.contactId")
+            message = str(inner.get("message") or "")
+            if _ALREADY_EXISTS in message.lower():
+                # The other documented answer: the existing contact's id, nothing changed.
+                return await self._adopt(str(contact_id), body)
+            return WriteResult(str(contact_id), RawRecord(str(contact_id), dict(body)), created=True)
+
+        async def recheck() -> WriteResult | None:
+            found = await self._find(phone=str(phone))
+            if found is None:
+                return None
+            return WriteResult(found, RawRecord(found, dict(body)), created=True)
+
+        return await self.http.write_once(send, recheck)
+
+    async def upsert(self, payload: JSON) -> WriteResult:
+        """Same as :meth:`create`: DM Champ contacts are unique by phone number."""
+        return await self.create(payload)
+
+    async def _adopt(self, contact_id: str, body: JSON) -> WriteResult:
+        changes = {k: v for k, v in body.items() if k in UPDATABLE_KEYS}
+        if changes:
+            await self._put(contact_id, changes)
+        log.info("dmchamp.adopted_existing", connection=self.settings.name)
+        # The stored fields beyond what we sent are unknown: no record to return.
+        return WriteResult(contact_id, None, created=False, extra={"existing": True})
+
+    async def update(self, remote_id: str, changes: JSON) -> WriteResult:
+        """PUT the updatable keys of ``changes`` (firstName, lastName, email, is_bot_active,
+        do_not_disturb). Other keys cannot change through the API: they are dropped and
+        reported in ``extra["dropped"]``."""
+        allowed = {k: v for k, v in changes.items() if k in UPDATABLE_KEYS}
+        dropped = sorted(set(changes) - UPDATABLE_KEYS)
+        if dropped:
+            log.warning("dmchamp.unwritable_keys", connection=self.settings.name, keys=dropped)
+        if allowed:
+            await self._put(remote_id, allowed)
+        return WriteResult(remote_id, None, extra={"dropped": dropped} if dropped else {})
+
+    async def _put(self, contact_id: str, changes: JSON) -> None:
+        await self.http.request("PUT", f"/contacts/{contact_id}", json_body=changes)
+
+    # ----------------------------------------------------------------- DM Champ extras
+
+    async def add_to_list(self, contact_id: str, list_id: str) -> None:
+        """Add a contact to a contact list (``POST /contacts/lists``)."""
+        await self.http.request("POST", "/contacts/lists", json_body={"contactId": contact_id, "listId": list_id})
+
+    async def remove_from_list(self, contact_id: str, list_id: str) -> None:
+        """Remove a contact from a contact list (``DELETE /contacts/lists``)."""
+        await self.http.request("DELETE", "/contacts/lists", json_body={"contactId": contact_id, "listId": list_id})
+
+    async def tags(self, contact_id: str) -> list[str]:
+        """The names of a contact's tags (``GET /contacts/tags/{id}``); NotFound if none."""
+        response = await self.http.request("GET", f"/contacts/tags/{contact_id}")
+        body = _json(response)
+        if not isinstance(body, list):
+            raise RemoteUnavailable("dmchamp GET /contacts/tags: response is not a list")
+        return [str(t.get("name")) for t in body if isinstance(t, dict) and t.get("name")]
+
+    async def exists(self, contact_id: str) -> bool:
+        """Whether a contact id exists (via its tags; the API has no get-by-id)."""
+        try:
+            await self.tags(contact_id)
+        except NotFound:
+            return False
+        return True
+
+
+def _json(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise RemoteUnavailable("dmchamp: response is not JSON") from None
