@@ -1,0 +1,441 @@
+"""The identity graph: records ↔ persons, by shared normalized keys (pure, no I/O).
+
+Input is columnar (parallel sequences, integer indices) because a backfill matches millions of
+records: the hot path never builds a per-record object. Records are joined by
+
+* strong keys (an email, an identity value): connected components of the bipartite graph
+  record–key, computed by SciPy in C;
+* their current person (sticky: an email edited on one platform must propagate, not split
+  the person it belongs to);
+* merges: a record merged into another (Comm100 ``mergeToContactId``, or an Acquire contact
+  that vanished while one of its strong keys now sits on a live contact of the same
+  connection) joins its survivor — it is folded, never treated as a delete;
+* weak keys (a phone), only where that does not bring two different guard keys (emails) into
+  one person: otherwise the match is ambiguous, kept apart and reported for review.
+
+Persons keep their ids: a component takes the smallest existing person id among its records,
+the other persons in it are *folded* into that one, and a component with no person gets a new
+temporary (negative) id that the store replaces with a real one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from sync.match.policy import STRONG, WEAK, MatchPolicy
+
+_NO_PERSON = np.iinfo(np.int64).max
+
+
+@dataclass
+class MatchInput:
+    """Records and their keys, as parallel sequences.
+
+    ``person_ids[i]`` is the record's current person (None: never matched); ``merged_into[i]``
+    the remote id (same connection) it was merged into; ``deleted[i]`` an explicit or proven
+    delete. ``key_records[j]`` is the index (into the record sequences) of the record holding
+    key ``(key_kinds[j], key_values[j])``. ``record_ids`` are store ids: lower is older.
+    """
+
+    record_ids: Sequence[int]
+    connections: Sequence[str]
+    remote_ids: Sequence[str]
+    person_ids: Sequence[int | None]
+    merged_into: Sequence[str | None]
+    deleted: Sequence[bool]
+    key_records: Sequence[int]
+    key_kinds: Sequence[str]
+    key_values: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+
+@dataclass(frozen=True)
+class Review:
+    """A matching question for a person: ``ambiguous_match`` (a weak key shared by records of
+    persons holding different emails) or ``duplicate`` (two records of one connection)."""
+
+    kind: str
+    key: str
+    records: tuple[int, ...]  # record indices
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """Several live records of one connection in one person; ``records[0]`` is the primary
+    (the one already linked to the surviving person, then the oldest). ``via_merge`` is set when
+    a platform merge joined the persons they came from this run."""
+
+    person: int
+    connection: str
+    records: tuple[int, ...]
+    via_merge: bool
+
+
+@dataclass
+class MatchResult:
+    """Where every input record belongs now."""
+
+    person_of: np.ndarray  # per record: person id; negative = new person (temporary id)
+    new_persons: int
+    folds: dict[int, int]  # folded person -> surviving person
+    merged: dict[int, int]  # merged-away record index -> survivor record index
+    merge_persons: frozenset[int]  # persons joined by a platform merge in this run
+    duplicates: list[Duplicate] = field(default_factory=list)
+    reviews: list[Review] = field(default_factory=list)
+
+    def persons(self) -> set[int]:
+        """Every person (final ids, temporary ones included) touched by this match."""
+        return set(np.unique(self.person_of).tolist())
+
+
+def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchResult:
+    """Cluster the records of ``inp`` into persons (see the module docstring)."""
+    policy = policy or MatchPolicy()
+    n = len(inp.record_ids)
+    if n == 0:
+        return MatchResult(np.zeros(0, np.int64), 0, {}, {}, frozenset())
+
+    if isinstance(inp.person_ids, np.ndarray):
+        person = inp.person_ids.astype(np.int64)
+    else:
+        person = np.fromiter((-1 if p is None else p for p in inp.person_ids), dtype=np.int64, count=n)
+    deleted_idx = [i for i, d in enumerate(inp.deleted) if d]
+    merged_idx = [i for i, m in enumerate(inp.merged_into) if m]
+    # A record's keys join others only while it is live: a deleted or merged-away record keeps
+    # its person (sticky edge) but its keys no longer vouch for anyone.
+    live = np.ones(n, dtype=bool)
+    live[deleted_idx] = False
+    live[merged_idx] = False
+
+    k = len(inp.key_records)
+    key_rec = np.asarray(inp.key_records, dtype=np.int64) if k else np.zeros(0, np.int64)
+    kind_codes = {kind: c for c, kind in enumerate(sorted(set(inp.key_kinds)))}
+    kcode = np.fromiter(map(kind_codes.__getitem__, inp.key_kinds), dtype=np.int64, count=k)
+    tok, token_key = _intern(kcode, inp.key_values)
+    strength = {kind: policy.strength(kind) for kind in kind_codes}
+    strong_codes = [c for kind, c in kind_codes.items() if strength[kind] == STRONG]
+    weak_codes = [c for kind, c in kind_codes.items() if strength[kind] == WEAK]
+    key_live = live[key_rec]
+
+    merged = _resolve_merges(inp, tok, kcode, strong_codes, key_rec, live, deleted_idx, merged_idx)
+
+    # Graph nodes: records [0, n), key tokens [n, n + k), persons [n + k, ...).
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    strong_mask = np.isin(kcode, strong_codes) & key_live
+    src.append(key_rec[strong_mask])
+    dst.append(n + tok[strong_mask])
+    has_person = person >= 0
+    if has_person.any():
+        person_codes, person_idx = np.unique(person[has_person], return_inverse=True)
+        src.append(np.flatnonzero(has_person))
+        dst.append(n + k + person_idx)
+    else:
+        person_codes = np.zeros(0, np.int64)
+    if merged:
+        src.append(np.fromiter(merged.keys(), dtype=np.int64, count=len(merged)))
+        dst.append(np.fromiter(merged.values(), dtype=np.int64, count=len(merged)))
+    a = np.concatenate(src)
+    b = np.concatenate(dst)
+    size = n + k + len(person_codes)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(size, size)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    comp = labels[:n].astype(np.int64)
+
+    reviews: list[Review] = []
+    comp = _weak_joins(inp, policy, comp, tok, token_key, kcode, kind_codes, weak_codes, key_rec, key_live, reviews)
+
+    # Persons: the smallest existing id survives in each component.
+    ncomp = int(comp.max()) + 1
+    survivor = np.full(ncomp, _NO_PERSON, dtype=np.int64)
+    np.minimum.at(survivor, comp[has_person], person[has_person])
+    person_of = survivor[comp]
+    fresh = person_of == _NO_PERSON
+    new_persons = 0
+    if fresh.any():
+        # Component labels grow with their first record (SciPy labels in node order, weak
+        # joins keep the smallest label), so ranking them numbers new persons in input order.
+        is_new = np.zeros(ncomp, dtype=bool)
+        is_new[comp[fresh]] = True
+        temp = -np.cumsum(is_new)
+        person_of[fresh] = temp[comp[fresh]]
+        new_persons = int(is_new.sum())
+
+    moved = has_person & (person != person_of)
+    folds = {int(p): int(s) for p, s in set(zip(person[moved].tolist(), person_of[moved].tolist()))}
+    # Only a merge that joined two existing persons is carried to the other platforms.
+    merge_persons = frozenset(
+        int(person_of[i]) for i, j in merged.items() if person[i] >= 0 and person[j] >= 0 and person[i] != person[j]
+    )
+
+    duplicates = _duplicates(inp, comp, person, person_of, live, merge_persons)
+    for dup in duplicates:
+        if not dup.via_merge:
+            first_rec = dup.records[0]
+            reviews.append(
+                Review(
+                    "duplicate",
+                    f"{dup.connection}:{inp.remote_ids[first_rec]}",
+                    dup.records,
+                    f"{len(dup.records)} records of {dup.connection} belong to one person",
+                )
+            )
+    return MatchResult(person_of, new_persons, folds, merged, merge_persons, duplicates, reviews)
+
+
+def _resolve_merges(
+    inp: MatchInput,
+    tok: np.ndarray,
+    kcode: np.ndarray,
+    strong_codes: list[int],
+    key_rec: np.ndarray,
+    live: np.ndarray,
+    deleted_idx: list[int],
+    merged_idx: list[int],
+) -> dict[int, int]:
+    """Merged-away record index -> survivor record index.
+
+    Explicit signals first (``merged_into``); then vanished records (deleted, no signal) whose
+    strong key now sits on a live record of the same connection: the platform merged them
+    (Acquire keeps the loser's email on the primary). A survivor that is not loaded leaves the
+    record unmerged for now (it is still not a delete).
+    """
+    out: dict[int, int] = {}
+    if merged_idx:
+        wanted = {(inp.connections[i], inp.merged_into[i]) for i in merged_idx}
+        targets = {r for _, r in wanted}
+        where = {
+            (c, r): i
+            for i, (c, r) in enumerate(zip(inp.connections, inp.remote_ids))
+            if r in targets and (c, r) in wanted
+        }
+        for i in merged_idx:
+            j = where.get((inp.connections[i], inp.merged_into[i]))
+            if j is not None and j != i:
+                out[i] = j
+    vanished = [i for i in deleted_idx if i not in out and not inp.merged_into[i]]
+    if vanished and len(tok):
+        strong = np.isin(kcode, strong_codes)
+        vanished_mask = np.zeros(len(live), dtype=bool)
+        vanished_mask[vanished] = True
+        lost = strong & vanished_mask[key_rec]
+        lost_tokens = np.unique(tok[lost])
+        holders = strong & live[key_rec] & np.isin(tok, lost_tokens)
+        holder_of: dict[tuple[int, str], int] = {}
+        for j, t in zip(key_rec[holders].tolist(), tok[holders].tolist()):
+            holder_of.setdefault((t, inp.connections[j]), j)
+        for j, t in zip(key_rec[lost].tolist(), tok[lost].tolist()):
+            if j in out:
+                continue
+            survivor = holder_of.get((t, inp.connections[j]))
+            if survivor is not None:
+                out[j] = survivor
+    # Follow chains (a -> b -> c) so every loser points at a live survivor when one is loaded.
+    for i in list(out):
+        seen = {i}
+        j = out[i]
+        while j in out and out[j] not in seen:
+            seen.add(j)
+            j = out[j]
+        out[i] = j
+    return out
+
+
+def _weak_joins(
+    inp: MatchInput,
+    policy: MatchPolicy,
+    comp: np.ndarray,
+    tok: np.ndarray,
+    token_key: np.ndarray,
+    kcode: np.ndarray,
+    kind_codes: dict[str, int],
+    weak_codes: list[int],
+    key_rec: np.ndarray,
+    key_live: np.ndarray,
+    reviews: list[Review],
+) -> np.ndarray:
+    """Join strong components that share a weak key, unless the join would put two different
+    guard keys (emails) in one person: then keep them apart and add an ``ambiguous_match``."""
+    weak = np.isin(kcode, weak_codes) & key_live
+    if not weak.any():
+        return comp
+    wt = tok[weak]
+    wl = comp[key_rec[weak]]
+    ncomp = int(comp.max()) + 1
+    pairs = _sorted_unique(wt * ncomp + wl)
+    pt = pairs // ncomp
+    pl = pairs % ncomp
+    utok, start, count = _runs(pt)
+    multi = np.flatnonzero(count > 1)
+    if len(multi) == 0:
+        return comp
+
+    involved = np.unique(np.concatenate([pl[start[m] : start[m] + count[m]] for m in multi]))
+    guard_code = kind_codes.get(policy.guard_kind)
+    guard: dict[int, frozenset[int]] = {}
+    if guard_code is not None:
+        gmask = (kcode == guard_code) & key_live
+        gl = comp[key_rec[gmask]]
+        sel = np.isin(gl, involved)
+        acc: dict[int, set[int]] = {}
+        for label, t in zip(gl[sel].tolist(), tok[gmask][sel].tolist()):
+            acc.setdefault(label, set()).add(t)
+        guard = {label: frozenset(ts) for label, ts in acc.items()}
+
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(roots: list[int]) -> None:
+        keep = min(roots)
+        merged_guard: set[int] = set()
+        for r in roots:
+            merged_guard |= guard.get(r, frozenset())
+            if r != keep:
+                parent[r] = keep
+        if merged_guard:
+            guard[keep] = frozenset(merged_guard)
+
+    weak_order: np.ndarray | None = None
+    # Input order (a token's first key), not hash order: the outcome must be reproducible.
+    multi = multi[np.argsort(token_key[utok[multi]], kind="stable")]
+    for m in multi.tolist():
+        labels = pl[start[m] : start[m] + count[m]].tolist()
+        roots = sorted({find(label) for label in labels})
+        if len(roots) < 2:
+            continue
+        guarded = [r for r in roots if guard.get(r)]
+        distinct = {guard[r] for r in guarded}
+        if len(distinct) <= 1:
+            union(roots)
+            continue
+        bare = [r for r in roots if not guard.get(r)]
+        if len(bare) > 1:
+            union(bare)
+        if weak_order is None:
+            weak_order = np.argsort(wt, kind="stable")
+        t = int(utok[m])
+        lo, hi = np.searchsorted(wt, t, sorter=weak_order), np.searchsorted(wt, t, side="right", sorter=weak_order)
+        holders = tuple(sorted(set(key_rec[weak][weak_order[lo:hi]].tolist())))
+        rep = int(token_key[t])
+        reviews.append(
+            Review(
+                "ambiguous_match",
+                f"{inp.key_kinds[rep]}:{inp.key_values[rep]}",
+                holders,
+                f"{inp.key_kinds[rep]} shared by {len(guarded)} persons with different {policy.guard_kind}s",
+            )
+        )
+    if not parent:
+        return comp
+    remap = np.arange(ncomp, dtype=np.int64)
+    for label in list(parent):
+        remap[label] = find(label)
+    return remap[comp]
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (NumPy 2's hash-based ``unique`` is slower on large int arrays)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Values, start offsets and lengths of the runs of equal values in a sorted array."""
+    if len(ordered) == 0:
+        empty = np.zeros(0, np.int64)
+        return ordered, empty, empty
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    start = np.flatnonzero(keep)
+    count = np.diff(np.append(start, len(ordered)))
+    return ordered[start], start, count
+
+
+def _intern(kcode: np.ndarray, values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Dense token ids for (kind, value) keys, and one key index per token.
+
+    Hashing then sorting in NumPy is several times faster than a dict over millions of
+    strings. Equal keys always get one token; a hash collision between different keys is
+    detected by comparing every key with its token's representative, and then the exact
+    (slower) dict interning is used instead.
+    """
+    k = len(kcode)
+    if k == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    hashes = np.fromiter(map(hash, values), dtype=np.int64, count=k).view(np.uint64)
+    # Mix the kind in: the same value under two kinds is two keys.
+    hashes = hashes + kcode.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    starts = np.empty(k, dtype=bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    tok = np.empty(k, dtype=np.int64)
+    tok[order] = np.cumsum(starts) - 1
+    token_key = order[starts]
+    rep = token_key[tok]
+    same_kind = bool(np.array_equal(kcode, kcode[rep]))
+    if same_kind and (k == 1 or all(map(operator.eq, values, operator.itemgetter(*rep.tolist())(values)))):
+        return tok, token_key
+    interned: dict[tuple[int, str], int] = {}
+    first = np.fromiter(
+        map(interned.setdefault, zip(kcode.tolist(), values), itertools.count()), dtype=np.int64, count=k
+    )
+    token_key, tok = np.unique(first, return_inverse=True)
+    return tok.astype(np.int64), token_key
+
+
+def _duplicates(
+    inp: MatchInput,
+    comp: np.ndarray,
+    person: np.ndarray,
+    person_of: np.ndarray,
+    live: np.ndarray,
+    merge_persons: frozenset[int],
+) -> list[Duplicate]:
+    """Live records of one connection sharing a person; the primary first."""
+    idx = np.flatnonzero(live)
+    if len(idx) < 2:
+        return []
+    conn_codes = {c: i for i, c in enumerate(sorted(set(inp.connections)))}
+    code = np.fromiter(map(conn_codes.__getitem__, inp.connections), dtype=np.int64, count=len(comp))
+    group = comp[idx] * len(conn_codes) + code[idx]
+    if len(_sorted_unique(group)) == len(group):
+        return []
+    record_ids = np.asarray(inp.record_ids, dtype=np.int64)[idx]
+    # Primary: already in the surviving person, then the oldest record.
+    relinked = person[idx] != person_of[idx]
+    order = np.lexsort((record_ids, relinked, group))
+    g_sorted = group[order]
+    _, start, count = _runs(g_sorted)
+    out: list[Duplicate] = []
+    ordered_idx = idx[order]
+    for s, c in zip(start[count > 1].tolist(), count[count > 1].tolist()):
+        members = tuple(ordered_idx[s : s + c].tolist())
+        p = int(person_of[members[0]])
+        out.append(Duplicate(p, inp.connections[members[0]], members, p in merge_persons))
+    out.sort(key=lambda d: (d.person, d.connection))
+    return out
