@@ -1,0 +1,274 @@
+"""The GoHighLevel connector (LeadConnector API v2, contacts).
+
+* Pull: a change feed. ``POST /contacts/search`` with a ``dateUpdated`` range (``gte`` the
+  cursor minus an overlap window, because search is eventually consistent and changes become
+  visible out of order), sorted by ``dateUpdated`` ascending, paged with ``searchAfter``. The
+  cursor is ``{"date_updated": <max dateUpdated yielded>}``; it never moves backwards.
+* Writes: create (at most once: a create that may have landed is settled by a duplicate lookup
+  before it is sent again; a create refused as a duplicate links the existing contact), update
+  of only the given keys (``tags`` are never sent on update: a ``tags`` change becomes add/remove
+  calls), delete (already gone counts as done), tags via ``POST|DELETE /contacts/{id}/tags``,
+  upsert, lookup via ``GET /contacts/search/duplicate``. No native merge.
+* Deletions are not detected from pulls: search is eventually consistent, so a record missing
+  from a search may simply not be indexed yet (``deletes_detectable=False``); ``get`` confirms.
+
+Options (``ConnectionSettings.options``): ``location_id`` (required), ``version`` (default
+2021-07-28; 2021-04-15 also accepted), ``page_limit`` (default 500, the maximum), ``overlap_s``
+(default 10 s: GoHighLevel documents "a few seconds" of search delay).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Hashable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from connectors.base import (
+    Capabilities,
+    ConnectionSettings,
+    NotFound,
+    Page,
+    PullMode,
+    RateLimit,
+    RawRecord,
+    RecordError,
+    WriteResult,
+)
+from connectors.emulation import iso_ms, parse_iso
+from connectors.gohighlevel.payloads import (
+    CREATE_FIELDS,
+    DEFAULT_VERSION,
+    READ_ONLY_FIELDS,
+    UPDATE_FIELDS,
+    UPSERT_FIELDS,
+)
+from connectors.http import Action, FetchedPage, HttpConnector, paginate
+
+JSON = dict[str, Any]
+
+DEFAULT_OVERLAP_S = 10.0
+MAX_PAGE_LIMIT = 500
+
+
+class GoHighLevelConnector(HttpConnector):
+    """One GoHighLevel location (sub-account)."""
+
+    platform = "gohighlevel"
+    required_credentials = ("token",)
+    required_options = ("location_id",)
+    capabilities = Capabilities(
+        pull_mode=PullMode.CHANGE_FEED,
+        can_create=True,
+        can_update=True,
+        can_delete=True,
+        can_merge=False,
+        can_upsert=True,
+        tags_via_endpoint=True,
+        updatable_fields=UPDATE_FIELDS - {"tags"},
+        lookup_keys=("email", "phone"),
+        deletes_detectable=False,
+        rate_limit=RateLimit(100, 10.0),
+        overlap_seconds=DEFAULT_OVERLAP_S,
+    )
+
+    def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(settings, transport)
+        opts = settings.options
+        self.location_id = str(opts["location_id"])
+        self.version = str(opts.get("version", DEFAULT_VERSION))
+        self.page_limit = min(int(opts.get("page_limit", MAX_PAGE_LIMIT)), MAX_PAGE_LIMIT)
+        overlap = float(opts.get("overlap_s", DEFAULT_OVERLAP_S))
+        self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=overlap)
+
+    # -- hooks
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret('token')}", "Version": self.version}
+
+    def classify(self, response: httpx.Response) -> Action | None:
+        # The spec lists no 404 for contact routes: a missing contact is a 400 "not found".
+        if response.status_code == 400 and "not found" in self.error_message(response).lower():
+            return Action.NOT_FOUND
+        return None
+
+    def error_message(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return super().error_message(response)
+        message = body.get("message") if isinstance(body, dict) else None
+        if isinstance(message, list):  # 422: a list of messages
+            return "; ".join(str(m) for m in message)
+        return str(message) if message else super().error_message(response)
+
+    # -- reading
+
+    def _record(self, contact: JSON) -> RawRecord:
+        payload = {k: v for k, v in contact.items() if k != "searchAfter"}
+        updated = payload.get("dateUpdated") or payload.get("dateAdded")
+        return RawRecord(
+            remote_id=str(payload["id"]),
+            payload=payload,
+            updated_at=parse_iso(updated) if updated else None,
+        )
+
+    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
+        """Changes since ``cursor`` (everything when None), oldest first."""
+        since = (cursor or {}).get("date_updated")
+        base: JSON = {
+            "locationId": self.location_id,
+            "pageLimit": self.page_limit,
+            "sort": [{"field": "dateUpdated", "direction": "asc"}],
+        }
+        if since:
+            start = parse_iso(since) - timedelta(seconds=self.capabilities.overlap_seconds)
+            base["filters"] = [{"field": "dateUpdated", "operator": "range", "value": {"gte": iso_ms(start)}}]
+
+        async def fetch(token: Hashable | None) -> FetchedPage:
+            body = dict(base)
+            if token is not None:
+                body["searchAfter"] = list(token)  # type: ignore[arg-type]
+            data = await self.http.json("POST", "/contacts/search", json_body=body)
+            contacts = (data or {}).get("contacts") or []
+            records = [self._record(c) for c in contacts]
+            next_token = None
+            if len(contacts) >= self.page_limit:
+                last = contacts[-1]
+                after = last.get("searchAfter") or [
+                    int(parse_iso(last["dateUpdated"]).timestamp() * 1000), last["id"]]
+                next_token = tuple(after)
+            return FetchedPage(records, next_token)
+
+        high: datetime | None = parse_iso(since) if since else None
+        async for _token, page in paginate(fetch, name=f"{self.platform}:{self.settings.name} search"):
+            for r in page.records:
+                if r.updated_at is not None and (high is None or r.updated_at > high):
+                    high = r.updated_at
+            last = page.next_token is None
+            yield Page(
+                records=page.records,
+                cursor={"date_updated": iso_ms(high)} if high else {},
+                complete=last,
+                full_scan=False,
+            )
+
+    async def get(self, remote_id: str) -> RawRecord | None:
+        try:
+            data = await self.http.json("GET", f"/contacts/{remote_id}")
+        except NotFound:
+            return None
+        return self._record(data["contact"])
+
+    async def lookup(self, keys: Mapping[str, str]) -> str | None:
+        found = await self._lookup_contact(keys)
+        return str(found["id"]) if found else None
+
+    async def _lookup_contact(self, keys: Mapping[str, str]) -> JSON | None:
+        for key in self.capabilities.lookup_keys:
+            value = keys.get(key)
+            if not value:
+                continue
+            param = "number" if key == "phone" else "email"
+            data = await self.http.json("GET", "/contacts/search/duplicate",
+                                        params={"locationId": self.location_id, param: value})
+            contact = (data or {}).get("contact")
+            if contact:
+                return contact
+        return None
+
+    # -- writing
+
+    async def create(self, payload: JSON) -> WriteResult:
+        """Create a contact at most once. A duplicate refusal (the location disallows
+        duplicates) returns the existing contact with ``created=False``."""
+        body = {k: v for k, v in payload.items() if k in CREATE_FIELDS and v is not None}
+        body["locationId"] = self.location_id
+        keys = {"email": body.get("email", ""), "phone": body.get("phone", "")}
+
+        async def send() -> WriteResult:
+            try:
+                response = await self.http.request("POST", "/contacts/", json_body=body, idempotent=False)
+            except RecordError as exc:
+                existing = _duplicate_of(exc)
+                if existing is None:
+                    raise
+                record = await self.get(existing)
+                return WriteResult(existing, record, created=False, extra={"duplicate_of": existing})
+            record = self._record(response.json()["contact"])
+            return WriteResult(record.remote_id, record, created=True)
+
+        async def recheck() -> WriteResult | None:
+            found = await self._lookup_contact(keys) if any(keys.values()) else None
+            if found is None:
+                return None
+            record = self._record(found)
+            return WriteResult(record.remote_id, record, created=True, extra={"settled_by_lookup": True})
+
+        return await self.http.write_once(send, recheck)
+
+    async def update(self, remote_id: str, changes: JSON) -> WriteResult:
+        """Send only ``changes``. ``tags`` (the full wanted list) is never put on the update:
+        it becomes add/remove calls against the contact's current tags."""
+        changes = dict(changes)
+        wanted_tags = changes.pop("tags", None)
+        body = {k: v for k, v in changes.items() if k not in READ_ONLY_FIELDS}
+        unknown = set(body) - UPDATE_FIELDS
+        if unknown:
+            raise RecordError(422, f"{self.platform}: fields not updatable: {sorted(unknown)}")
+        record: RawRecord | None = None
+        if body:
+            data = await self.http.json("PUT", f"/contacts/{remote_id}", json_body=body)
+            record = self._record(data["contact"])
+        if wanted_tags is not None:
+            current = record or await self.get(remote_id)
+            if current is None:
+                raise NotFound(400, f"{self.platform}: contact {remote_id} not found")
+            have = {t.lower(): t for t in current.payload.get("tags", [])}
+            want = {t.lower(): t for t in wanted_tags}
+            add = [t for k, t in want.items() if k not in have]
+            remove = [t for k, t in have.items() if k not in want]
+            if add:
+                await self.add_tags(remote_id, add)
+            if remove:
+                await self.remove_tags(remote_id, remove)
+            if add or remove:
+                record = await self.get(remote_id)
+            else:
+                record = current
+        return WriteResult(remote_id, record)
+
+    async def delete(self, remote_id: str) -> None:
+        try:
+            await self.http.request("DELETE", f"/contacts/{remote_id}")
+        except NotFound:
+            return  # already gone (perhaps our own earlier attempt landed)
+
+    async def add_tags(self, remote_id: str, tags: list[str]) -> None:
+        if tags:
+            await self.http.request("POST", f"/contacts/{remote_id}/tags", json_body={"tags": list(tags)})
+
+    async def remove_tags(self, remote_id: str, tags: list[str]) -> None:
+        if tags:
+            await self.http.request("DELETE", f"/contacts/{remote_id}/tags", json_body={"tags": list(tags)})
+
+    async def upsert(self, payload: JSON) -> WriteResult:
+        """Create or update by the location's duplicate rule (email, then phone). Safe to
+        repeat, so it is retried like a read."""
+        body = {k: v for k, v in payload.items() if k in UPSERT_FIELDS and v is not None}
+        body["locationId"] = self.location_id
+        data = await self.http.json("POST", "/contacts/upsert", json_body=body)
+        record = self._record(data["contact"])
+        return WriteResult(record.remote_id, record, created=bool(data.get("new")),
+                           extra={"traceId": data.get("traceId")} if data.get("traceId") else {})
+
+
+def _duplicate_of(exc: RecordError) -> str | None:
+    """The existing contact id of a "does not allow duplicated contacts" refusal."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+    if exc.status == 400 and meta.get("contactId"):
+        return str(meta["contactId"])
+    return None

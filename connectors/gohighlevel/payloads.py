@@ -1,0 +1,80 @@
+"""GoHighLevel (LeadConnector API v2) raw payload types and field sets, after the official
+OpenAPI spec (``apps/contacts.json`` of GoHighLevel/highlevel-api-docs).
+
+The spec's schemas list no required fields and no nullable strings: a string field is a
+string or absent. These TypedDicts document the shapes; the code handles plain dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+API_VERSIONS: tuple[str, ...] = ("2021-07-28", "2021-04-15")  # spec, seed page
+DEFAULT_VERSION = "2021-07-28"
+BASE_URL = "https://services.leadconnectorhq.com"
+
+
+class CustomFieldValue(TypedDict, total=False):
+    """``customFields`` item as read back: ``{"id", "value"}``."""
+
+    id: str
+    value: Any
+
+
+class CustomFieldInput(TypedDict, total=False):
+    """``customFields`` item as written: ``{"id"|"key", "field_value"}``."""
+
+    id: str
+    key: str
+    field_value: Any
+
+
+class Contact(TypedDict, total=False):
+    """The contact object (GetContectByIdSchema; search results add ``searchAfter``)."""
+
+    id: str
+    locationId: str
+    firstName: str
+    lastName: str
+    name: str
+    email: str
+    phone: str
+    companyName: str
+    address1: str
+    city: str
+    state: str
+    postalCode: str
+    country: str
+    website: str
+    timezone: str
+    dnd: bool
+    type: str
+    source: str
+    tags: list[str]
+    customFields: list[CustomFieldValue]
+    dateAdded: str
+    dateUpdated: str
+
+
+# Body keys of CreateContactDto / UpsertContactDto (both also take locationId).
+CREATE_FIELDS: frozenset[str] = frozenset({
+    "firstName", "lastName", "name", "email", "gender", "phone", "address1", "city", "state",
+    "postalCode", "website", "timezone", "dnd", "dndSettings", "inboundDndSettings", "tags",
+    "customFields", "source", "dateOfBirth", "country", "companyName", "assignedTo",
+})
+UPSERT_FIELDS: frozenset[str] = CREATE_FIELDS | {"createNewIfDuplicateAllowed"}
+# Body keys of UpdateContactDto. The spec omits companyName here; GoHighLevel accepts it on
+# update in practice (inferred), so the connector sends it and the emulator's strictness is an
+# option.
+UPDATE_FIELDS_SPEC: frozenset[str] = frozenset({
+    "firstName", "lastName", "name", "email", "phone", "address1", "city", "state", "postalCode",
+    "website", "timezone", "dnd", "dndSettings", "inboundDndSettings", "tags", "customFields",
+    "source", "dateOfBirth", "country", "assignedTo",
+})
+UPDATE_FIELDS: frozenset[str] = UPDATE_FIELDS_SPEC | {"companyName"}
+# Keys of a read contact that are never written back.
+READ_ONLY_FIELDS: frozenset[str] = frozenset({
+    "id", "locationId", "dateAdded", "dateUpdated", "searchAfter", "type", "emailLowerCase",
+    "firstNameLowerCase", "lastNameLowerCase", "fullNameLowerCase", "lastActivity", "deleted",
+    "attributions", "followers", "businessId",
+})
