@@ -1,0 +1,368 @@
+"""The Comm100 connector (API v4): a sorted scan of ``/global/contacts`` plus writes.
+
+Comm100 has no change feed. Its list can be sorted (inferred): newest ``lastUpdatedTime`` first,
+merged and deleted contacts included (``isIncludeDeleted=true``) so merges and deletes are seen
+as such (a non-zero ``mergeToContactId`` sets ``RawRecord.merged_into``; ``isDeleted`` sets
+``deleted``). A pull follows ``nextPage`` and stops at the first record older than the cursor
+minus an overlap window. The cursor moves only on the last page of a pull: with newest-first
+order, every earlier page's safe resume point is the old cursor.
+
+Settings: credentials ``token`` (OAuth2 bearer) or ``agent_email`` + ``api_key`` (HTTP Basic,
+with option ``site_id`` sent as ``?siteId=``). Options: ``page_size`` (default 100, max 100),
+``overlap_seconds`` (default 30), ``default_region`` (phone matching in lookups),
+``read_back`` (default True: re-read a written contact so the returned record carries its
+identities), ``merge_via`` (``"endpoint"`` for ``POST /contact/contacts/{id}:merge`` or ``"put"``
+for a PUT of ``mergeToContactId`` - both inferred, so native merge is off unless chosen).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections.abc import AsyncIterator, Hashable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import structlog
+
+from connectors.base import (
+    Capabilities,
+    ConfigurationError,
+    NotFound,
+    Page,
+    PullMode,
+    RateLimit,
+    RawRecord,
+    RecordError,
+    RemoteUnavailable,
+    WriteResult,
+)
+from connectors.comm100.state import ZERO_GUID, parse_time
+from connectors.http import FetchedPage, HttpConnector, paginate
+from sync.normalize import DEFAULT_REGION, InvalidValue, normalize_email, normalize_phone
+
+JSON = dict[str, Any]
+log = structlog.get_logger("contactsync.comm100")
+
+CONTACTS = "/global/contacts"
+# Keys the server owns: never sent in a create/update body.
+_SERVER_KEYS = frozenset({"id", "createTime", "lastUpdatedTime", "mergeToContactId", "isDeleted"})
+_PHONE_TYPES = frozenset({"sms", "whatsapp"})
+
+
+def to_record(contact: JSON) -> RawRecord:
+    """A Comm100 contact as a RawRecord: merged-away and deleted contacts say so."""
+    merged = contact.get("mergeToContactId")
+    merged_into = str(merged) if merged and merged != ZERO_GUID else None
+    stamp = contact.get("lastUpdatedTime")
+    return RawRecord(
+        remote_id=str(contact["id"]),
+        payload=contact,
+        updated_at=_parse(stamp),
+        merged_into=merged_into,
+        deleted=bool(contact.get("isDeleted")) and merged_into is None,
+    )
+
+
+def _parse(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+class Comm100Connector(HttpConnector):
+    """One Comm100 site (``https://api{NN}.comm100.io/v4``)."""
+
+    platform = "comm100"
+    capabilities = Capabilities(
+        pull_mode=PullMode.SORTED_SCAN,
+        can_merge=False,  # enabled per connection by option merge_via (inferred endpoints)
+        lookup_keys=("email", "phone"),
+        deletes_detectable=True,
+        rate_limit=RateLimit(300, 300.0),  # documented: 300 calls per 5 minutes
+        overlap_seconds=30.0,
+    )
+
+    def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        creds = settings.credentials
+        has_token = "token" in creds and bool(creds["token"].get_secret_value())
+        has_basic = all(k in creds and creds[k].get_secret_value() for k in ("agent_email", "api_key"))
+        if not has_token and not has_basic:
+            raise ConfigurationError(
+                f"comm100 connection {settings.name!r}: needs credential 'token' or 'agent_email' + 'api_key'"
+            )
+        if not has_token and not settings.options.get("site_id"):
+            raise ConfigurationError(f"comm100 connection {settings.name!r}: Basic auth needs option 'site_id'")
+        opts = settings.options
+        merge_via = opts.get("merge_via")
+        if merge_via not in (None, "endpoint", "put"):
+            raise ConfigurationError(f"comm100 connection {settings.name!r}: merge_via must be 'endpoint' or 'put'")
+        self.merge_via: str | None = merge_via
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities,
+            can_merge=merge_via is not None,
+            overlap_seconds=float(opts.get("overlap_seconds", type(self).capabilities.overlap_seconds)),
+        )
+        self._use_token = has_token
+        self.page_size = min(int(opts.get("page_size", 100)), 100)
+        self.default_region = str(opts.get("default_region", DEFAULT_REGION))
+        self.read_back = bool(opts.get("read_back", True))
+        super().__init__(settings, transport)
+
+    # ----------------------------------------------------------------- hooks
+
+    def auth_headers(self) -> dict[str, str]:
+        if self._use_token:
+            return {"Authorization": f"Bearer {self.secret('token')}"}
+        raw = f"{self.secret('agent_email')}:{self.secret('api_key')}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+    def auth_params(self) -> dict[str, str]:
+        site = self.settings.options.get("site_id")
+        return {"siteId": str(site)} if site else {}
+
+    # ----------------------------------------------------------------- pull
+
+    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
+        """Newest-first scan down to ``cursor["since"]`` minus the overlap window.
+
+        Every page but the last carries the old cursor; the last one carries the newest
+        ``lastUpdatedTime`` seen. A pull that started without a cursor and ran to the end with
+        a stable ``total`` is a full scan (deletion detection allowed)."""
+        since = _parse((cursor or {}).get("since"))
+        floor = since - timedelta(seconds=self.capabilities.overlap_seconds) if since else None
+        old_cursor: JSON = {"since": _iso(since)} if since else {"since": None}
+        high = since
+        totals: set[int] = set()
+        seen: set[str] = set()
+        params = {
+            "pageIndex": 1,
+            "pageSize": self.page_size,
+            "sortBy": "lastUpdatedTime",
+            "sortOrder": "desc",
+            "isIncludeDeleted": "true",
+            "include": "contactIdentity",
+        }
+
+        async def fetch(token: Hashable | None) -> FetchedPage:
+            if token is None:
+                body = await self.http.json("GET", CONTACTS, params=params)
+            else:
+                # httpx replaces (not merges) a URL's query when params are passed, and the
+                # shared layer always passes the auth params: split nextPage into path + params.
+                url = httpx.URL(str(token))
+                body = await self.http.json(
+                    "GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items())
+                )
+            if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
+                raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")
+            records = [to_record(c) for c in body["contacts"]]
+            return FetchedPage(records, body.get("nextPage") or None, {"total": body.get("total")})
+
+        pages = paginate(fetch, name="comm100 contacts")
+        try:
+            async for _token, page in pages:
+                if isinstance(page.extra.get("total"), int):
+                    totals.add(page.extra["total"])
+                keep: list[RawRecord] = []
+                stopped = False
+                for record in page.records:
+                    if floor is not None and record.updated_at is not None and record.updated_at < floor:
+                        stopped = True
+                        break
+                    keep.append(record)
+                    seen.add(record.remote_id)
+                    if record.updated_at is not None and (high is None or record.updated_at > high):
+                        high = record.updated_at
+                if not stopped and page.next_token is not None:
+                    yield Page(keep, dict(old_cursor))
+                    continue
+                stable = len(totals) == 1 and next(iter(totals)) == len(seen)
+                yield Page(
+                    keep,
+                    {"since": _iso(high)} if high else dict(old_cursor),
+                    complete=True,
+                    full_scan=since is None and not stopped and stable,
+                )
+                return
+        finally:
+            await pages.aclose()
+
+    # ----------------------------------------------------------------- reads
+
+    async def get(self, remote_id: str) -> RawRecord | None:
+        try:
+            body = await self.http.json("GET", f"{CONTACTS}/{remote_id}", params={"include": "contactIdentity"})
+        except NotFound:
+            return None
+        if not isinstance(body, dict) or "id" not in body:
+            raise RemoteUnavailable("comm100 GET /global/contacts/{id}: response is not a contact")
+        return to_record(body)
+
+    async def lookup(self, keys: Mapping[str, str]) -> str | None:
+        """Find a live contact by an Email identity (``keys["email"]``) or an SMS/WhatsApp
+        identity (``keys["phone"]``) through ``contactIdentityValue``; candidates are confirmed
+        by their normalized values and the oldest one wins."""
+        for kind in self.capabilities.lookup_keys:
+            value = keys.get(kind)
+            if not value:
+                continue
+            body = await self.http.json(
+                "GET",
+                CONTACTS,
+                params={"contactIdentityValue": value, "include": "contactIdentity", "pageSize": 100},
+            )
+            contacts = body.get("contacts") if isinstance(body, dict) else None
+            matches = [c for c in contacts or [] if self._holds(c, kind, value)]
+            if matches:
+                matches.sort(key=lambda c: (_parse(c.get("createTime")) or datetime.max.replace(tzinfo=timezone.utc)))
+                return str(matches[0]["id"])
+        return None
+
+    def _holds(self, contact: JSON, kind: str, value: str) -> bool:
+        if contact.get("isDeleted") or (contact.get("mergeToContactId") or ZERO_GUID) != ZERO_GUID:
+            return False
+        for ident in contact.get("contactIdentities") or []:
+            itype = str(ident.get("contactIdentityType") or "").lower()
+            raw = ident.get("value")
+            if not isinstance(raw, str):
+                continue
+            if kind == "email" and itype == "email" and _same(normalize_email, raw, value):
+                return True
+            if kind == "phone" and itype in _PHONE_TYPES and _same(normalize_phone, raw, value, self.default_region):
+                return True
+        return False
+
+    # ----------------------------------------------------------------- writes
+
+    async def create(self, payload: JSON) -> WriteResult:
+        body = _body(payload)
+        if not body.get("name"):
+            body["name"] = _derive_name(body)
+
+        async def send() -> WriteResult:
+            created = await self.http.json("POST", CONTACTS, json_body=body, idempotent=False)
+            if not isinstance(created, dict) or not created.get("id"):
+                raise RemoteUnavailable("comm100 POST /global/contacts: response has no id")
+            return WriteResult(str(created["id"]), await self._record(created), created=True)
+
+        async def recheck() -> WriteResult | None:
+            found = await self.lookup(_identity_keys(body))
+            if found is None:
+                return None
+            return WriteResult(found, await self.get(found), created=True)
+
+        return await self.http.write_once(send, recheck)
+
+    async def update(self, remote_id: str, changes: JSON) -> WriteResult:
+        """PUT ``changes``; ``name`` is required on every PUT, so when ``changes`` lacks it the
+        current name is read first. Keys absent from the body are left unchanged."""
+        body = _body(changes)
+        if not body.get("name"):
+            current = await self.get(remote_id)
+            if current is None or current.merged_into or current.deleted:
+                raise NotFound(404, f"comm100: no live contact {remote_id}")
+            body["name"] = current.payload.get("name") or _derive_name({**current.payload, **body})
+        updated = await self.http.json("PUT", f"{CONTACTS}/{remote_id}", json_body=body)
+        if not isinstance(updated, dict):
+            raise RemoteUnavailable("comm100 PUT /global/contacts/{id}: response is not a contact")
+        return WriteResult(remote_id, await self._record({"id": remote_id, **updated}))
+
+    async def delete(self, remote_id: str) -> None:
+        await self.http.request("DELETE", f"{CONTACTS}/{remote_id}")
+
+    async def merge(self, survivor_id: str, loser_ids: list[str]) -> WriteResult:
+        """Native merge through the inferred endpoint chosen by option ``merge_via``."""
+        if self.merge_via is None:
+            raise NotImplementedError("comm100: native merge is off (set option merge_via)")
+        for loser in loser_ids:
+            await self._merge_one(survivor_id, loser)
+        return WriteResult(survivor_id, await self.get(survivor_id))
+
+    async def _merge_one(self, survivor_id: str, loser_id: str) -> None:
+        async def send() -> None:
+            if self.merge_via == "endpoint":
+                await self.http.request(
+                    "POST", f"/contact/contacts/{survivor_id}:merge",
+                    json_body={"contactId": loser_id}, idempotent=False,
+                )
+            else:
+                loser = await self.get(loser_id)
+                if loser is None:
+                    raise NotFound(404, f"comm100: no contact {loser_id}")
+                if loser.merged_into == survivor_id:
+                    return
+                await self.http.request(
+                    "PUT", f"{CONTACTS}/{loser_id}",
+                    json_body={"name": loser.payload.get("name") or "Unknown", "mergeToContactId": survivor_id},
+                    idempotent=False,
+                )
+
+        async def recheck() -> bool | None:
+            loser = await self.get(loser_id)
+            return True if loser is not None and loser.merged_into == survivor_id else None
+
+        await self.http.write_once(send, recheck)
+
+    async def _record(self, contact: JSON) -> RawRecord | None:
+        """The written contact as a full record: write responses carry no identities, so the
+        contact is read back (option ``read_back``); None when reading back is off."""
+        if "contactIdentities" in contact:
+            return to_record(contact)
+        if not self.read_back:
+            return None
+        record = await self.get(str(contact["id"]))
+        if record is None:
+            raise NotFound(404, f"comm100: contact {contact['id']} vanished after a write")
+        return record
+
+
+def _body(payload: Mapping[str, Any]) -> JSON:
+    """A create/update body: the payload without the server-owned keys; identities without
+    their server-assigned ids."""
+    body = {k: v for k, v in payload.items() if k not in _SERVER_KEYS}
+    idents = body.get("contactIdentities")
+    if idents is not None:
+        if not isinstance(idents, list):
+            raise RecordError(400, "comm100: contactIdentities must be a list")
+        body["contactIdentities"] = [
+            {k: v for k, v in i.items() if k not in ("id", "contactId")} for i in idents if isinstance(i, Mapping)
+        ]
+    return body
+
+
+def _derive_name(body: Mapping[str, Any]) -> str:
+    """Comm100 requires ``name``: first + last name, else the first identity's value."""
+    name = " ".join(str(body[k]) for k in ("firstName", "lastName") if body.get(k)).strip()
+    if name:
+        return name
+    for ident in body.get("contactIdentities") or []:
+        if isinstance(ident, Mapping) and ident.get("value"):
+            return str(ident["value"])
+    return str(body.get("phone") or "Unknown")
+
+
+def _identity_keys(body: Mapping[str, Any]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for ident in body.get("contactIdentities") or []:
+        itype = str(ident.get("contactIdentityType") or "").lower()
+        if itype == "email" and "email" not in keys and ident.get("value"):
+            keys["email"] = str(ident["value"])
+        elif itype in _PHONE_TYPES and "phone" not in keys and ident.get("value"):
+            keys["phone"] = str(ident["value"])
+    return keys
+
+
+def _same(fn: Any, a: str, b: str, *args: Any) -> bool:
+    try:
+        return bool(fn(a, *args) == fn(b, *args))
+    except InvalidValue:
+        return False
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat() if moment else None
