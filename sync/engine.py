@@ -1,0 +1,300 @@
+"""One sync cycle: pull every connection concurrently → stage → match → reconcile/plan → apply.
+
+The cycle is the unit the daemon schedules, ``backfill`` runs once in full, and ``plan`` runs
+as a dry run. Around it:
+
+* a **profile lock** (PostgreSQL advisory lock; a file lock on SQLite) makes exactly one
+  process run a profile at a time — a second one skips the cycle;
+* **settling first**: outbox rows left in flight by a crash are settled (looked up or upserted)
+  *before* pulling and planning, so a planned create never races one that may already exist;
+* the **runs table** gets a row per cycle with its counts, and one summary log line is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+
+from connectors.base import Capabilities, Connector, ConnectorError
+from connectors.registry import connector_class
+from sync.apply import ApplyReport, Backoff, Target, apply_outbox, queue_plan
+from sync.config import Config
+from sync.plan import Plan
+from sync.stage import PullReport, pull_connection, read_keys
+from sync.store import Store
+from sync.store.locks import ProfileLock
+from sync.store.outbox import EnqueueResult, OutboxStore
+
+log = structlog.get_logger("contactsync.engine")
+
+ProgressFn = Callable[[str, str, int], None]  # (phase "pull"|"push", connection, n)
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did (also written, as counts, to the runs table)."""
+
+    profile: str
+    kind: str
+    run_id: int | None = None
+    status: str = "ok"
+    skipped: str | None = None
+    error: str | None = None
+    pulls: dict[str, PullReport] = field(default_factory=dict)
+    plan: Plan | None = None
+    queued: EnqueueResult | None = None
+    settled: ApplyReport | None = None
+    applied: ApplyReport | None = None
+    duration_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, Any]:
+        """The run's counts as plain JSON."""
+        out: dict[str, Any] = {"pull": {n: p.to_json() for n, p in sorted(self.pulls.items())}}
+        if self.plan is not None:
+            out["plan"] = self.plan.summary()
+            out["conflicts"] = len(self.plan.conflicts)
+            out["review"] = sum(1 for c in self.plan.conflicts if c.needs_review)
+        if self.queued is not None:
+            q = self.queued
+            out["queued"] = {"added": q.added, "kept": q.kept, "superseded": q.superseded, "excluded": q.excluded}
+        if self.settled is not None and any(r.settled or r.write_calls for r in self.settled.connections.values()):
+            out["settled"] = self.settled.to_json()
+        if self.applied is not None:
+            out["push"] = self.applied.to_json()
+            out["write_calls"] = self.applied.write_calls + (self.settled.write_calls if self.settled else 0)
+        out.update(self.extra)
+        return out
+
+    def write_calls(self) -> int:
+        n = self.applied.write_calls if self.applied else 0
+        return n + (self.settled.write_calls if self.settled else 0)
+
+
+class Engine:
+    """Runs cycles of one configuration against one store.
+
+    ``transports`` (connection name → httpx transport) reach in-process emulators in tests;
+    ``settings`` overrides ``ConnectionSettings`` fields per connection (e.g. a scaled rate
+    limit or a different base URL)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        backoff: Backoff | None = None,
+        chunk_size: int = 64,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.outbox = OutboxStore(store.engine)
+        self.transports = dict(transports or {})
+        self.settings_overrides = {k: dict(v) for k, v in (settings or {}).items()}
+        self.backoff = backoff or Backoff()
+        self.chunk_size = chunk_size
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def profile_connections(self, profile: str) -> list[str]:
+        """The enabled connections a profile syncs."""
+        profiles = self.config.effective_profiles()
+        if profile not in profiles:
+            raise KeyError(f"unknown profile {profile!r}; known: {', '.join(profiles)}")
+        enabled = set(self.config.enabled_connections())
+        return [c for c in (profiles[profile].connections or []) if c in enabled]
+
+    def connector(self, name: str) -> Connector:
+        """A fresh connector for connection ``name`` (close it with ``aclose``)."""
+        settings = self.config.connection_settings(name)
+        overrides = self.settings_overrides.get(name)
+        if overrides:
+            from dataclasses import replace
+
+            settings = replace(settings, **overrides)
+        cls = connector_class(self.config.connections[name].platform)
+        return cls(settings, self.transports.get(name))
+
+    def capabilities(self, connectors: Mapping[str, Connector]) -> dict[str, Capabilities]:
+        return {name: c.capabilities for name, c in connectors.items()}
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        profile: str = "default",
+        *,
+        kind: str = "cycle",
+        full: bool = False,
+        dry_run: bool = False,
+        only: Sequence[str] | None = None,
+        stop: threading.Event | None = None,
+        progress: ProgressFn | None = None,
+    ) -> CycleReport:
+        """Run one cycle of ``profile`` under its lock (blocking). A cycle that finds the lock
+        held elsewhere returns at once with ``skipped`` set."""
+        with ProfileLock(self.store.engine, profile) as lock:
+            if not lock.held:
+                report = CycleReport(profile, kind, status="skipped", skipped="another process holds this profile")
+                log.info("run_skipped", profile=profile, kind=kind, reason=report.skipped)
+                return report
+            return asyncio.run(
+                self.cycle(profile, kind=kind, full=full, dry_run=dry_run, only=only, stop=stop, progress=progress)
+            )
+
+    async def cycle(
+        self,
+        profile: str = "default",
+        *,
+        kind: str = "cycle",
+        full: bool = False,
+        dry_run: bool = False,
+        only: Sequence[str] | None = None,
+        stop: threading.Event | None = None,
+        progress: ProgressFn | None = None,
+    ) -> CycleReport:
+        """One cycle (call under the profile lock; :meth:`run` does)."""
+        started = time.monotonic()
+        report = CycleReport(profile, "plan" if dry_run else kind)
+        names = self.profile_connections(profile)
+        pulled = [n for n in names if only is None or n in only]
+        report.run_id = self.store.start_run(profile, report.kind)
+        structlog.contextvars.bind_contextvars(run_id=report.run_id, profile=profile)
+        astop = asyncio.Event()
+        watcher = asyncio.create_task(_watch(stop, astop)) if stop is not None else None
+        connectors = {n: self.connector(n) for n in names}
+        try:
+            targets = [
+                Target(
+                    n,
+                    c,
+                    concurrency=self.config.connections[n].max_concurrency,
+                    keys_of=_keys_of(self.config.mapping(n)),
+                )
+                for n, c in connectors.items()
+            ]
+            if not dry_run:
+                report.settled = await apply_outbox(self.outbox, targets, backoff=self.backoff, settle_only=True)
+            report.pulls = await self._pull(connectors, pulled, full=full, stop=astop, progress=progress)
+            if astop.is_set():
+                report.status = "partial"
+                report.error = "stopped before planning"
+                return report
+            plan = self._reconcile(names, connectors, run_id=report.run_id, commit=not dry_run)
+            report.plan = plan
+            if dry_run:
+                return report
+            report.queued = queue_plan(self.outbox, plan, self.capabilities(connectors), run_id=report.run_id)
+            push = None if progress is None else (lambda conn, n: progress("push", conn, n))
+            report.applied = await apply_outbox(
+                self.outbox, targets, backoff=self.backoff, chunk_size=self.chunk_size, stop=astop, progress=push
+            )
+            if report.applied.failed or any(r.stopped for r in report.applied.connections.values()):
+                report.status = "partial"
+            if any(p.error for p in report.pulls.values()):
+                report.status = "partial"
+            if astop.is_set():
+                report.status = "partial"
+            return report
+        except Exception as exc:
+            report.status = "failed"
+            report.error = f"{type(exc).__name__}: {exc}"
+            log.exception("run_failed", error=report.error)
+            return report
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await asyncio.gather(*(c.aclose() for c in connectors.values()), return_exceptions=True)
+            report.duration_s = round(time.monotonic() - started, 3)
+            self._finish(report)
+            structlog.contextvars.unbind_contextvars("run_id", "profile")
+
+    async def _pull(
+        self,
+        connectors: Mapping[str, Connector],
+        names: Sequence[str],
+        *,
+        full: bool,
+        stop: asyncio.Event,
+        progress: ProgressFn | None,
+    ) -> dict[str, PullReport]:
+        async def one(name: str) -> PullReport:
+            try:
+                return await pull_connection(
+                    self.store,
+                    name,
+                    connectors[name],
+                    self.config.mapping(name),
+                    full=full,
+                    stop=stop,
+                    progress=None if progress is None else (lambda conn, n: progress("pull", conn, n)),
+                )
+            except ConnectorError as exc:
+                # One platform down never stops the others; its staged rows stay as they were.
+                log.warning("pull_failed", connection=name, error=str(exc))
+                return PullReport(name, error=f"{type(exc).__name__}: {exc}")
+
+        reports = await asyncio.gather(*(one(n) for n in names))
+        return {r.connection: r for r in reports}
+
+    def _reconcile(self, names: Sequence[str], connectors: Mapping[str, Connector], *, run_id: int, commit: bool) -> Plan:
+        """Match dirty records into persons, reconcile them and build the plan."""
+        from sync.planning import build_plan
+
+        return build_plan(
+            self.store,
+            self.config,
+            list(names),
+            self.capabilities(connectors),
+            run_id=run_id,
+            commit=commit,
+        )
+
+    def _finish(self, report: CycleReport) -> None:
+        counts = report.counts()
+        if report.run_id is not None:
+            status = report.status if report.status in ("ok", "partial", "failed") else "ok"
+            self.store.finish_run(report.run_id, status, counts, report.error)
+        summary: dict[str, Any] = {
+            "profile": report.profile,
+            "kind": report.kind,
+            "status": report.status,
+            "duration_s": report.duration_s,
+            "pulled": sum(p.records for p in report.pulls.values()),
+            "changed": sum(p.inserted + p.changed for p in report.pulls.values()),
+            "quarantined": sum(p.quarantined for p in report.pulls.values()),
+        }
+        if report.plan is not None:
+            kinds: dict[str, int] = {}
+            for ops in report.plan.summary().values():
+                for k, n in ops.items():
+                    kinds[k] = kinds.get(k, 0) + n
+            summary.update(planned=kinds, conflicts=len(report.plan.conflicts))
+        if report.applied is not None:
+            summary.update(write_calls=report.write_calls(), done=report.applied.done, failed=report.applied.failed)
+        if report.error:
+            summary["error"] = report.error
+        log.info("run_finished", run_id=report.run_id, **summary)
+
+
+def _keys_of(mapping: Any) -> Callable[[Mapping[str, Any]], list[tuple[str, str]]]:
+    def keys(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return read_keys(mapping, dict(payload))
+
+    return keys
+
+
+async def _watch(stop: threading.Event | None, astop: asyncio.Event) -> None:
+    """Bridge a thread-world stop event (the daemon's signal handler) into the event loop."""
+    while stop is not None and not stop.is_set():
+        await asyncio.sleep(0.1)
+    astop.set()
