@@ -102,6 +102,10 @@ class Plan:
     conflicts: list[ConflictDecision] = field(default_factory=list)
     # The golden record per person after this plan.
     golden: dict[int, FieldDict] = field(default_factory=dict)
+    # (person, connection) -> snapshot confirmed by reading alone (a change pulled from that
+    # connection, no write needed there); stored when the plan is committed, so the same change
+    # is not seen again. Snapshots after writes are each op's ``confirms``.
+    snapshots: dict[tuple[int, str], FieldDict] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not any(op.kind is not OpKind.EXCLUDE for op in self.ops)

@@ -1,0 +1,316 @@
+"""Reconcile: per person, decide every field three-way and plan the writes (pure).
+
+``reconcile_person(view, connections, policy) -> PersonPlan`` and ``reconcile(views, ...) ->
+Plan``. Nothing here does I/O: the store builds the views, the planner renders payloads
+through the mappings, apply carries the plan out.
+
+Echo suppression is by value: a side whose current value equals its snapshot did not change,
+and a side already holding the decided value (as its platform would hold it) gets no write —
+so a value we wrote and read back is never a change, and a quiet cycle plans nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from connectors.base import PullMode
+from sync.canonical import FieldDict, FieldValue, is_empty
+from sync.plan import ConflictDecision, OpKind, Plan, PlanOp
+from sync.reconcile.fields import Change, candidates, decide, same
+from sync.reconcile.policy import ReconcilePolicy
+from sync.reconcile.view import ConnectionInfo, PersonView, RecordState, Side, covers
+
+
+@dataclass
+class PersonPlan:
+    """Reconcile's decision for one person."""
+
+    person_id: int
+    ops: list[PlanOp] = field(default_factory=list)
+    conflicts: list[ConflictDecision] = field(default_factory=list)
+    golden: FieldDict = field(default_factory=dict)
+    # connection -> snapshot confirmed by reading (changed since the stored one).
+    snapshots: dict[str, FieldDict] = field(default_factory=dict)
+
+
+def reconcile(
+    views: Iterable[PersonView],
+    connections: Mapping[str, ConnectionInfo],
+    policy: ReconcilePolicy | None = None,
+) -> Plan:
+    """Reconcile every person and gather the result into one :class:`Plan`."""
+    policy = policy or ReconcilePolicy()
+    plan = Plan()
+    for view in views:
+        result = reconcile_person(view, connections, policy)
+        plan.ops.extend(result.ops)
+        plan.conflicts.extend(result.conflicts)
+        plan.golden[view.person_id] = result.golden
+        for conn, snap in result.snapshots.items():
+            plan.snapshots[(view.person_id, conn)] = snap
+    return plan
+
+
+def reconcile_person(
+    view: PersonView,
+    connections: Mapping[str, ConnectionInfo],
+    policy: ReconcilePolicy,
+) -> PersonPlan:
+    """Decide one person: field values, then per connection create / update / delete / merge /
+    tag / exclude. Sides on connections not in ``connections`` are ignored."""
+    out = PersonPlan(view.person_id, golden=dict(view.golden))
+    sides = {name: view.sides.get(name) or Side(name) for name in sorted(connections)}
+    live = {n: s for n, s in sides.items() if s.record is not None and not s.record.deleted}
+    gone = sorted(n for n, s in sides.items() if s.record is not None and s.record.deleted)
+    if not live:
+        return out
+
+    if gone and policy.deletes.mode == "propagate":
+        _propagate_delete(view, connections, live, gone, out)
+        return out
+
+    holds = {n: _holds(connections[n], s) for n, s in live.items()}
+    golden, erased = _decide_fields(view, connections, live, holds, policy, out)
+    if gone and policy.deletes.mode == "tag":
+        golden["tags"] = frozenset(golden.get("tags") or ()) | {policy.deletes.tag}
+    out.golden = golden
+
+    for name, side in live.items():
+        confirmed = _plan_side(view.person_id, connections[name], side, holds[name], golden, erased, policy, out)
+        if side.others:
+            _plan_others(view, connections[name], side, confirmed, policy, out)
+    if not gone:
+        for name, side in sides.items():
+            if side.record is None:
+                _plan_create(view.person_id, connections[name], golden, out)
+    return out
+
+
+def _holds(info: ConnectionInfo, side: Side) -> FieldDict:
+    """What the side holds now, on the fields it reads or writes: the pulled values for the
+    readable ones; the snapshot for write-only fields and for platforms that cannot be read
+    (DM Champ: its current state is unknown, so the snapshot stands for it)."""
+    assert side.record is not None
+    snap = side.snapshot or {}
+    current = side.record.current
+    if current is None or (info.capabilities.pull_mode is PullMode.LOOKUP_ONLY and side.snapshot is not None):
+        current = snap
+    out: FieldDict = {}
+    for name, value in current.items():
+        if covers(info.readable, name) and not is_empty(value):
+            out[name] = value
+    for name, value in snap.items():
+        if not covers(info.readable, name) and covers(info.update_fields | info.create_fields, name):
+            if not is_empty(value):
+                out[name] = value
+    return out
+
+
+def _decide_fields(
+    view: PersonView,
+    connections: Mapping[str, ConnectionInfo],
+    live: Mapping[str, Side],
+    holds: Mapping[str, FieldDict],
+    policy: ReconcilePolicy,
+    out: PersonPlan,
+) -> tuple[FieldDict, set[str]]:
+    """The new golden record, and the fields a side erased (only where erasing is allowed)."""
+    names: set[str] = set(view.golden)
+    for n in live:
+        names.update(holds[n])
+        names.update(live[n].snapshot or ())
+    golden: FieldDict = {}
+    erased: set[str] = set()
+    for name in sorted(names):
+        rule = policy.conflicts.for_field(name)
+        g = view.golden.get(name)
+        changes: list[Change] = []
+        for n, side in live.items():
+            info = connections[n]
+            if not covers(info.readable, name):
+                continue
+            now = holds[n].get(name)
+            base = side.snapshot.get(name) if side.snapshot is not None else g
+            if same(now, base):
+                continue
+            # A value cleared is a change only where erasing is allowed, and never for a
+            # side seen for the first time (a missing field there is not a deletion).
+            if is_empty(now) and (side.snapshot is None or not rule.empty_erases):
+                continue
+            assert side.record is not None
+            changes.append(Change(n, now, base, side.record.updated_at))
+
+        def holds_as(conn: str, value: FieldValue, _name: str = name) -> FieldValue:
+            return connections[conn].shaped({_name: value}).get(_name) if not is_empty(value) else value
+
+        outcome = decide(name, g, changes, rule, holds_as)
+        if outcome.rule is not None:
+            out.conflicts.append(ConflictDecision(view.person_id, name, candidates(changes), outcome.value, outcome.rule))
+        if outcome.erased:
+            erased.add(name)
+        if not is_empty(outcome.value):
+            golden[name] = outcome.value
+    return golden, erased
+
+
+def _plan_side(
+    person_id: int,
+    info: ConnectionInfo,
+    side: Side,
+    holds: FieldDict,
+    golden: FieldDict,
+    erased: set[str],
+    policy: ReconcilePolicy,
+    out: PersonPlan,
+) -> FieldDict:
+    """Update (only the changed fields) or nothing; and the snapshot confirmed by reading,
+    which is returned."""
+    assert side.record is not None
+    tracked = info.readable | info.update_fields
+    confirmed = {k: v for k, v in holds.items() if covers(tracked, k)}
+    if not _same_dict(confirmed, side.snapshot or {}):
+        out.snapshots[info.name] = confirmed
+
+    wanted = {k: v for k, v in golden.items() if covers(info.update_fields, k)}
+    shaped = info.shaped(wanted) if wanted else {}
+    changes: FieldDict = {}
+    before: FieldDict = {}
+    for name in sorted(set(wanted) | {k for k in holds if covers(info.update_fields, k)}):
+        want = wanted.get(name)
+        have = holds.get(name)
+        if is_empty(want):
+            if is_empty(have) or name not in erased:
+                continue
+            changes[name] = None
+        elif same(shaped.get(name, want), have):
+            continue
+        else:
+            changes[name] = want
+        before[name] = have
+    if not changes:
+        return confirmed
+    after = dict(confirmed)
+    for name, value in changes.items():
+        held = shaped.get(name, value) if value is not None else None
+        if is_empty(held):
+            after.pop(name, None)
+        else:
+            after[name] = held
+    delete_tag = policy.deletes.tag if policy.deletes.mode == "tag" else None
+    if delete_tag and "tags" in changes and delete_tag not in (holds.get("tags") or ()):
+        # Marking a record deleted elsewhere is its own op kind, so apply and people see it.
+        tags = changes.pop("tags")
+        out.ops.append(
+            PlanOp(
+                info.name,
+                person_id,
+                OpKind.TAG,
+                side.record.remote_id,
+                fields={"tags": tags},
+                confirms=dict(after),
+                before={"tags": before.pop("tags")},
+                reason=f"deleted elsewhere: tagged {delete_tag!r}",
+            )
+        )
+        if not changes:
+            return confirmed
+    if not info.capabilities.can_update:
+        out.ops.append(
+            PlanOp(info.name, person_id, OpKind.EXCLUDE, side.record.remote_id, fields=changes, before=before,
+                   reason=f"{info.name} cannot update contacts")
+        )
+        return confirmed
+    out.ops.append(
+        PlanOp(info.name, person_id, OpKind.UPDATE, side.record.remote_id, fields=changes, confirms=after, before=before)
+    )
+    return confirmed
+
+
+def _plan_create(person_id: int, info: ConnectionInfo, golden: FieldDict, out: PersonPlan) -> None:
+    """Create the person where it is missing, or say why it cannot go there."""
+    fields = {k: v for k, v in golden.items() if covers(info.create_fields, k) and not is_empty(v)}
+    if not info.capabilities.can_create:
+        out.ops.append(PlanOp(info.name, person_id, OpKind.EXCLUDE, fields=fields, reason=f"{info.name} cannot create contacts"))
+        return
+    missing = [f for f in info.capabilities.required_for_create if is_empty(golden.get(f))]
+    if missing:
+        out.ops.append(
+            PlanOp(info.name, person_id, OpKind.EXCLUDE, fields=fields, reason=f"{info.name} needs {', '.join(missing)}")
+        )
+        return
+    if not fields:
+        return
+    confirms = {k: v for k, v in info.shaped(fields).items() if not is_empty(v)}
+    out.ops.append(PlanOp(info.name, person_id, OpKind.CREATE, fields=fields, confirms=confirms))
+
+
+def _propagate_delete(
+    view: PersonView,
+    connections: Mapping[str, ConnectionInfo],
+    live: Mapping[str, Side],
+    gone: list[str],
+    out: PersonPlan,
+) -> None:
+    """Delete policy ``propagate``: the person goes everywhere it still is."""
+    reason = f"deleted on {', '.join(gone)}"
+    for name, side in live.items():
+        info = connections[name]
+        records = [r for r in (side.record, *side.others) if r is not None]
+        for record in records:
+            kind = OpKind.DELETE if info.capabilities.can_delete else OpKind.EXCLUDE
+            why = reason if kind is OpKind.DELETE else f"{reason}; {name} cannot delete contacts"
+            out.ops.append(PlanOp(name, view.person_id, kind, record.remote_id, reason=why))
+
+
+def _plan_others(
+    view: PersonView, info: ConnectionInfo, side: Side, confirmed: FieldDict, policy: ReconcilePolicy, out: PersonPlan
+) -> None:
+    """Further live records of one connection in this person: a merge seen on another
+    platform (carried here natively or by the fallback) or duplicates (policy ``link``: leave
+    them, they are flagged for review; ``merge``: merge natively where possible)."""
+    assert side.record is not None
+    losers = tuple(r.remote_id for r in side.others)
+    caps = info.capabilities
+    if view.merged:
+        if caps.can_merge:
+            out.ops.append(PlanOp(info.name, view.person_id, OpKind.MERGE, side.record.remote_id,
+                                  loser_ids=losers, reason="merged on another platform"))
+            return
+        fallback = policy.merges.fallback
+        for record in side.others:
+            if fallback == "delete":
+                kind = OpKind.DELETE if caps.can_delete else OpKind.EXCLUDE
+                why = f"merged into {side.record.remote_id}"
+                if kind is OpKind.EXCLUDE:
+                    why += f"; {info.name} cannot delete contacts"
+                out.ops.append(PlanOp(info.name, view.person_id, kind, record.remote_id, reason=why))
+            elif fallback == "tag":
+                why = f"merged into {side.record.remote_id}"
+                _tag_record(view.person_id, info, record, policy.merges.tag, why, confirmed, out)
+        return
+    if policy.duplicates == "merge" and caps.can_merge:
+        out.ops.append(PlanOp(info.name, view.person_id, OpKind.MERGE, side.record.remote_id,
+                              loser_ids=losers, reason="duplicates on this platform"))
+
+
+def _tag_record(
+    person_id: int, info: ConnectionInfo, record: RecordState, tag: str, reason: str, confirmed: FieldDict, out: PersonPlan
+) -> None:
+    """Add ``tag`` to one record's tags (once: a record already tagged gets nothing). The
+    snapshot belongs to the primary record, so the op confirms what is confirmed already."""
+    tags = frozenset((record.current or {}).get("tags") or ())
+    if tag in tags:
+        return
+    if not covers(info.update_fields, "tags"):
+        out.ops.append(PlanOp(info.name, person_id, OpKind.EXCLUDE, record.remote_id,
+                              reason=f"{reason}; {info.name} cannot tag contacts"))
+        return
+    new = tags | {tag}
+    out.ops.append(PlanOp(info.name, person_id, OpKind.TAG, record.remote_id, fields={"tags": new},
+                          confirms=dict(confirmed), before={"tags": tags}, reason=reason))
+
+
+def _same_dict(a: FieldDict, b: FieldDict) -> bool:
+    keys = set(a) | set(b)
+    return all(same(a.get(k), b.get(k)) for k in keys)

@@ -1,0 +1,80 @@
+"""What pure reconcile looks at: one person, and per connection its record(s) and snapshot.
+
+Built by ``sync/planning.py`` from the store (``sync/store/persons.py``) and the mappings, or
+directly by tests and the in-memory property test. All values are canonical field dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from connectors.base import Capabilities
+from sync.canonical import CUSTOM_PREFIX, FieldDict
+
+ALL_CUSTOM = CUSTOM_PREFIX + "*"
+
+
+def covers(names: Iterable[str], name: str) -> bool:
+    """True when ``name`` is in ``names`` (``custom.*`` stands for every custom field)."""
+    names = names if isinstance(names, (set, frozenset)) else frozenset(names)
+    return name in names or (name.startswith(CUSTOM_PREFIX) and ALL_CUSTOM in names)
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One connection as reconcile needs it.
+
+    ``readable``: canonical fields its mapping reads. ``create_fields`` / ``update_fields``:
+    the ones a create / an update may carry (the mapping's writable fields, narrowed by the
+    connector's capabilities: DM Champ sets a phone on create but can never change it).
+    ``shape``: the lens round trip ``read(write(values))`` — what the platform will hold after
+    being sent these values (one email where it keeps one, say); None means it holds them
+    exactly. Comparing shaped values is what keeps a lossy platform from looking changed.
+    """
+
+    name: str
+    readable: frozenset[str]
+    create_fields: frozenset[str]
+    update_fields: frozenset[str]
+    capabilities: Capabilities
+    shape: Callable[[FieldDict], FieldDict] | None = None
+
+    def shaped(self, values: FieldDict) -> FieldDict:
+        """``values`` as this platform would hold them."""
+        return dict(values) if self.shape is None else self.shape(values)
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """One remote record: its id, canonical values as last pulled (None: unknown, e.g. a
+    lookup-only platform), remote updated-at, and whether it is (believed) deleted."""
+
+    remote_id: str
+    current: FieldDict | None
+    updated_at: datetime | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Side:
+    """A person on one connection: the primary record (None: not there yet), the snapshot
+    (values last confirmed there; None: never synced) and further live records of that
+    connection in the same person (duplicates, or losers of a merge)."""
+
+    connection: str
+    record: RecordState | None = None
+    snapshot: FieldDict | None = None
+    others: tuple[RecordState, ...] = ()
+
+
+@dataclass(frozen=True)
+class PersonView:
+    """A person to reconcile: the golden record as last decided, and its sides. ``merged`` is
+    set when a platform merge joined persons into this one in this run."""
+
+    person_id: int
+    golden: FieldDict = field(default_factory=dict)
+    sides: Mapping[str, Side] = field(default_factory=dict)
+    merged: bool = False
