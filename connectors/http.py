@@ -184,15 +184,22 @@ def parse_rate_headers(headers: httpx.Headers) -> RateObservation | None:
 
 
 class RateBudget:
-    """A client-side sliding window: at most ``limit.requests`` sends in any window of
-    ``limit.per_seconds`` (widened by a small safety margin, because the server counts
-    arrivals and ours are send times). ``None`` means no known limit until headers tell one."""
+    """A client-side sliding window: at most ``limit.requests`` requests in any window of
+    ``limit.per_seconds`` (plus a small safety margin). ``None`` means no known limit until
+    the server's headers tell one.
 
-    def __init__(self, limit: RateLimit | None, *, safety: float = 0.02, safety_min_s: float = 0.003) -> None:
+    The server counts *arrivals*, which we cannot see: a request arrives somewhere between
+    its send and its response. So each request holds a slot stamped with its send time while
+    in flight and with its *completion* time once answered (:meth:`release`); a new request
+    waits until the N-th latest stamp is a full window old. Two requests N apart therefore
+    arrive at least a window apart, whatever the latency.
+    """
+
+    def __init__(self, limit: RateLimit | None, *, safety: float = 0.01, safety_min_s: float = 0.002) -> None:
         self.limit = limit
         self._safety = safety
         self._safety_min_s = safety_min_s
-        self._sent: deque[float] = deque()
+        self._slots: deque[list[float]] = deque()  # [stamp]; mutable so release() can move it
         self._lock = asyncio.Lock()
         self.waited_s = 0.0
 
@@ -203,27 +210,37 @@ class RateBudget:
 
     def _expire(self, now: float) -> None:
         window = self._window()
-        while self._sent and self._sent[0] <= now - window:
-            self._sent.popleft()
+        while self._slots and self._slots[0][0] <= now - window:
+            self._slots.popleft()
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits in the window, and count it as sent now."""
+    async def acquire(self) -> list[float] | None:
+        """Wait until one more request fits in the window; returns its slot (pass it to
+        :meth:`release` when the response is in)."""
         if self.limit is None:
-            return
+            return None
         async with self._lock:  # FIFO: waiters queue on the lock while the holder sleeps
             while True:
                 now = time.monotonic()
                 self._expire(now)
-                if len(self._sent) < self.limit.requests:
-                    self._sent.append(now)
-                    return
-                wait = self._sent[0] + self._window() - now
+                if len(self._slots) < self.limit.requests:
+                    slot = [now]
+                    self._slots.append(slot)
+                    return slot
+                oldest = min(s[0] for s in self._slots)
+                wait = max(oldest + self._window() - now, 0.0005)
                 self.waited_s += wait
                 await asyncio.sleep(wait)
+                # Stamps can move later (release), so expire by the oldest, not the head.
+                self._slots = deque(s for s in self._slots if s[0] > time.monotonic() - self._window())
+
+    def release(self, slot: list[float] | None) -> None:
+        """The request of ``slot`` is answered: it arrived by now at the latest."""
+        if slot is not None:
+            slot[0] = time.monotonic()
 
     def observe(self, obs: RateObservation) -> None:
         """Fold what the server reported into the budget: adopt its limit when ours is
-        unknown, and when the server has counted more requests than we sent in the window
+        unknown, and when the server has counted more requests than we hold in the window
         (other clients on the same account), count the difference as sent now."""
         if obs.limit and obs.interval_s and self.limit is None:
             self.limit = RateLimit(obs.limit, obs.interval_s)
@@ -232,9 +249,9 @@ class RateBudget:
         now = time.monotonic()
         self._expire(now)
         server_used = (obs.limit or self.limit.requests) - obs.remaining
-        missing = server_used - len(self._sent)
+        missing = server_used - len(self._slots)
         for _ in range(max(0, min(missing, self.limit.requests))):
-            self._sent.append(now)
+            self._slots.append([now])
 
 
 # --------------------------------------------------------------------------- hooks + client
@@ -442,15 +459,18 @@ class HttpClient:
         self, method: str, path: str, params: Mapping[str, Any], headers: Mapping[str, str], body: Any
     ) -> httpx.Response:
         async with self._sem:
-            await self.budget.acquire()
+            slot = await self.budget.acquire()
             self.stats.requests += 1
             kwargs: dict[str, Any] = {"params": params or None, "headers": headers}
             if body is not None:
                 kwargs["json"] = body
-            # wait_for as well: ASGITransport ignores httpx timeouts.
-            response = await asyncio.wait_for(
-                self._client.request(method, path, **kwargs), timeout=self.settings.timeout_s
-            )
+            try:
+                # wait_for as well: ASGITransport ignores httpx timeouts.
+                response = await asyncio.wait_for(
+                    self._client.request(method, path, **kwargs), timeout=self.settings.timeout_s
+                )
+            finally:
+                self.budget.release(slot)
             obs = self.hooks.rate_headers(response)
             if obs is not None:
                 self.budget.observe(obs)

@@ -208,7 +208,7 @@ class GoHighLevelEmulator(Emulator):
         }
         body.update(person.get("raw") or {})
         contact = self._new_contact({k: v for k, v in body.items() if v is not None})
-        self._visible[contact["id"]] = contact  # seeded history is already indexed
+        self._visible[contact["id"]] = _copy(contact)  # seeded history is already indexed
         self._sorted.clear()
         return contact["id"]
 

@@ -1,0 +1,95 @@
+"""Fixtures of the contract suite: one parametrization over every registered platform.
+
+A platform whose package is not importable yet, or that has no scenario module yet, is
+skipped with the reason. ``harness`` builds an emulator (in-process, reached through
+``httpx.ASGITransport``) and connectors for it, and closes them after the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import pytest
+from pydantic import SecretStr
+
+from connectors.base import Connector, RateLimit
+from connectors.emulation import Clock, Emulator, FaultConfig
+from connectors.registry import PLATFORMS, connector_class, emulator_class
+
+from .scenarios import Scenario, load_scenario
+
+T = TypeVar("T")
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine to completion (the suite's tests are synchronous shells)."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(params=PLATFORMS)
+def scenario(request: pytest.FixtureRequest) -> Scenario:
+    platform: str = request.param
+    try:
+        connector_class(platform)
+        emulator_class(platform)
+    except (ImportError, AttributeError) as exc:
+        pytest.skip(f"connectors.{platform} is not importable yet: {exc}")
+    try:
+        return load_scenario(platform)
+    except ImportError as exc:
+        pytest.skip(f"no contract scenario for {platform} yet: {exc}")
+
+
+class Harness:
+    """Builds emulators and connectors for one platform; closes connectors at teardown."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self._connectors: list[Connector] = []
+
+    def emulator(
+        self,
+        *,
+        rate_scale: float = 1000.0,
+        faults: FaultConfig | None = None,
+        frozen: bool = True,
+        rate_limit: RateLimit | bool | None = True,
+    ) -> Emulator:
+        """An emulator with a frozen clock (at 2026-01-01) unless ``frozen=False``, its
+        documented limits scaled by ``rate_scale``."""
+        cls = emulator_class(self.scenario.platform)
+        return cls(
+            rate_scale=rate_scale,
+            faults=faults,
+            clock=Clock(EPOCH) if frozen else Clock(),
+            rate_limit=rate_limit,
+            **self.scenario.emulator_kwargs,
+        )
+
+    def connector(self, emulator: Emulator, **overrides: Any) -> Connector:
+        """A connector for ``emulator`` with the scenario's test options."""
+        options = {**self.scenario.settings_options, **overrides.pop("options", {})}
+        settings = emulator.connection_settings(options=options, **overrides)
+        connector = connector_class(self.scenario.platform)(settings, emulator.transport())
+        self._connectors.append(connector)
+        return connector
+
+    def bad_connector(self, emulator: Emulator) -> Connector:
+        """A connector whose every credential is wrong (but present)."""
+        wrong = {k: SecretStr(f"wrong-{v[::-1]}") for k, v in emulator.credentials.items()}
+        return self.connector(emulator, credentials=wrong)
+
+    async def aclose(self) -> None:
+        for c in self._connectors:
+            await c.aclose()
+
+
+@pytest.fixture
+def harness(scenario: Scenario) -> Iterator[Harness]:
+    h = Harness(scenario)
+    yield h
+    run(h.aclose())
