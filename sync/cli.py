@@ -78,6 +78,117 @@ def emulate(
     )
 
 
+def _fail(exc: Exception) -> None:
+    from sync.commands.common import CommandError
+
+    if isinstance(exc, CommandError):
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exc.exit_code) from None
+    raise exc
+
+
+@app.command()
+def plan(
+    config: Path = ConfigOpt,
+    profile: str = typer.Option("default", "--profile", help="The sync profile."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Dry run: pull, match and reconcile, then print what a cycle would write."""
+    from sync.commands.plan import plan as run_plan
+
+    cfg = _load(config)
+    try:
+        report = run_plan(cfg, profile=profile, as_json=as_json)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+        return
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    config: Path = ConfigOpt,
+    profile: Optional[str] = typer.Option(None, "--profile", help="Run only this profile."),
+) -> None:
+    """The daemon: every sync profile on its schedule until SIGTERM/SIGINT."""
+    from sync.commands.run import run_daemon
+
+    cfg = _load(config)
+    try:
+        raise typer.Exit(run_daemon(cfg, profile=profile))
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def backfill(
+    config: Path = ConfigOpt,
+    connection: Optional[str] = typer.Option(None, "--connection", help="Pull only this connection."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Pull and plan; write nothing to the platforms."),
+    profile: str = typer.Option("default", "--profile", help="The sync profile."),
+) -> None:
+    """Full pull, reconcile and push, with progress bars; resumable after an interruption."""
+    from sync.commands.backfill import backfill as run_backfill
+
+    cfg = _load(config)
+    try:
+        report = run_backfill(cfg, connection=connection, dry_run=dry_run, profile=profile)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+        return
+    raise typer.Exit(0 if report.status in ("ok", "partial", "skipped") else 1)
+
+
+@app.command()
+def status(
+    config: Path = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Per connection: last run, cursor, counts, pending/failed writes, exclusions; conflicts."""
+    from sync.commands.status import show
+
+    cfg = _load(config)
+    try:
+        show(cfg, as_json=as_json)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def conflicts(
+    config: Path = ConfigOpt,
+    show_all: bool = typer.Option(False, "--all", help="Every recorded conflict, not only open ones."),
+    resolve: Optional[int] = typer.Option(None, "--resolve", help="Resolve the conflict with this id."),
+    use: Optional[str] = typer.Option(None, "--use", help="...with the value from this connection."),
+    value: Optional[str] = typer.Option(None, "--value", help="...with this value (JSON)."),
+) -> None:
+    """List conflicts, or resolve one by hand (--resolve ID --use CONNECTION | --value JSON)."""
+    from sync.commands import conflicts as cmd
+
+    cfg = _load(config)
+    try:
+        if resolve is None:
+            cmd.list_conflicts(cfg, show_all=show_all)
+        else:
+            cmd.resolve(cfg, resolve, use=use, value=value)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def demo(
+    workdir: Optional[Path] = typer.Option(None, "--dir", help="Where to keep the demo store (default: a temp dir)."),
+    port: int = typer.Option(0, "--port", help="First loopback port for the emulators (0: any free ports)."),
+) -> None:
+    """Start the four emulators with overlapping contacts, backfill, edit, sync again: a tour."""
+    from sync.demo import run_demo
+
+    raise typer.Exit(run_demo(workdir=workdir, port=port))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

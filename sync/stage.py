@@ -138,12 +138,24 @@ async def pull_connection(
         report.complete = True
         return report
     state = store.get_cursor(name)
-    # A checkpoint left behind means the previous pull of this connection was interrupted.
-    report.resumed = state.checkpoint is not None and not full
-    position = None if full else state.position
+    # A checkpoint left behind means the previous pull of this connection was interrupted: an
+    # incremental pull continues from the committed cursor anyway; a full pull (backfill)
+    # resumes from it only when the interrupted pull was a full one too.
+    checkpoint = state.checkpoint
+    if full:
+        report.resumed = bool(checkpoint and checkpoint.get("full"))
+    else:
+        report.resumed = checkpoint is not None
+    position = state.position if (report.resumed or not full) else None
     scan_id = store.begin_full_scan(name) if connector.capabilities.deletes_detectable else None
     store.set_checkpoint(
-        name, {"scan_id": scan_id, "started_at": datetime.now(timezone.utc).isoformat(), "resumed": report.resumed}
+        name,
+        {
+            "full": full or bool(checkpoint and checkpoint.get("full")),
+            "scan_id": scan_id,
+            "started_at": datetime.now(timezone.utc).isoformat(),
+            "resumed": report.resumed,
+        },
     )
     async for page in connector.pull(position):
         staged: list[StagedRecord] = []

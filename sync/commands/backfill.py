@@ -1,0 +1,111 @@
+"""``contactsync backfill``: one full pull, reconcile and push, with a progress bar per
+connection. Resumable: the pull continues from the last committed page of an interrupted
+backfill (the cursor checkpoint), and the push from the outbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from sync.commands.common import CommandError, check_connection, open_store, setup_logging
+from sync.commands.plan import render_plan
+from sync.config import Config
+from sync.engine import CycleReport, Engine
+
+
+class _Bars:
+    """One pull bar and one push bar per connection."""
+
+    def __init__(self, progress: Progress, connections: list[str]) -> None:
+        self.progress = progress
+        self.tasks: dict[tuple[str, str], Any] = {}
+        for name in connections:
+            self.tasks[("pull", name)] = progress.add_task(f"pull {name}", total=None)
+        for name in connections:
+            self.tasks[("push", name)] = progress.add_task(f"push {name}", total=None)
+
+    def __call__(self, phase: str, connection: str, n: int) -> None:
+        task = self.tasks.get((phase, connection))
+        if task is not None:
+            self.progress.advance(task, n)
+
+
+def backfill(
+    config: Config,
+    *,
+    connection: str | None = None,
+    dry_run: bool = False,
+    profile: str = "default",
+    console: Console | None = None,
+    engine: Engine | None = None,
+) -> CycleReport:
+    """Run the backfill and print what it did; raises CommandError when it failed."""
+    console = console or Console(stderr=True)
+    check_connection(config, connection)
+    setup_logging(config, level="WARNING")
+    own = engine is None
+    engine = engine or Engine(config, open_store(config))
+    try:
+        names = engine.profile_connections(profile)
+        if connection is not None and connection not in names:
+            raise CommandError(f"connection {connection!r} is not in profile {profile!r}", 2)
+        shown = [connection] if connection else names
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description:<24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            bars = _Bars(progress, shown)
+            report = engine.run(
+                profile,
+                kind="backfill",
+                full=True,
+                dry_run=dry_run,
+                only=[connection] if connection else None,
+                progress=bars,
+            )
+        print_report(report, console)
+        if dry_run and report.plan is not None:
+            console.print(render_plan(report.plan))
+        if report.status == "failed":
+            raise CommandError(f"backfill failed: {report.error}", 1)
+        return report
+    finally:
+        if own:
+            engine.store.close()
+
+
+def print_report(report: CycleReport, console: Console) -> None:
+    """A short human summary of a cycle."""
+    if report.skipped:
+        console.print(f"[yellow]skipped:[/] {report.skipped}")
+        return
+    console.print(f"run {report.run_id} ({report.kind}): [bold]{report.status}[/] in {report.duration_s:.1f}s")
+    for name, pull in sorted(report.pulls.items()):
+        if pull.skipped:
+            console.print(f"  pull {name}: {pull.skipped}")
+            continue
+        console.print(
+            f"  pull {name}: {pull.records} records ({pull.inserted} new, {pull.changed} changed), "
+            f"{pull.quarantined} quarantined, {len(pull.deleted)} deleted"
+            + (f"  [red]{pull.error}[/]" if pull.error else "")
+        )
+    if report.plan is not None:
+        for name, ops in report.plan.summary().items():
+            console.print(f"  plan {name}: " + ", ".join(f"{k} {n}" for k, n in ops.items()))
+        if report.plan.conflicts:
+            console.print(f"  conflicts decided: {len(report.plan.conflicts)}")
+    if report.applied is not None:
+        for name, r in sorted(report.applied.connections.items()):
+            line = f"  push {name}: {r.done} done, {r.failed} failed, {r.write_calls} write calls"
+            if r.stopped:
+                line += f"  [red]{r.stopped}[/]"
+            console.print(line)
+    if report.error:
+        console.print(f"  [red]{report.error}[/]")

@@ -1,0 +1,75 @@
+"""``contactsync conflicts``: list recorded conflicts and resolve one by hand.
+
+Resolving sets the person's golden value for that field (a candidate's value, or one given)
+and marks the person dirty; the next cycle carries it to every connection."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sync.commands.common import CommandError, open_store
+from sync.config import Config
+from sync.store.status import ConflictRow, StatusQueries
+
+
+def list_conflicts(config: Config, *, show_all: bool = False, console: Console | None = None) -> list[ConflictRow]:
+    """Print conflicts: the ones needing review, or every one with ``show_all``."""
+    console = console or Console()
+    store = open_store(config)
+    try:
+        rows = StatusQueries(store.engine).conflicts(open_only=not show_all)
+    finally:
+        store.close()
+    if not rows:
+        console.print("no conflicts" + ("" if show_all else " need review"))
+        return rows
+    table = Table("id", "person", "field", "candidates", "decision", "rule", "state")
+    for r in rows:
+        cands = "\n".join(f"{c.get('connection')}: {json.dumps(c.get('value'))} @ {c.get('updated_at')}" for c in r.candidates)
+        state = f"resolved by {r.resolved_by}" if r.resolved_at else ("needs review" if r.needs_review else "decided")
+        table.add_row(str(r.id), str(r.person_id), r.field, cands, json.dumps(r.decision), r.rule, state)
+    console.print(table)
+    return rows
+
+
+def resolve(
+    config: Config,
+    conflict_id: int,
+    *,
+    use: str | None = None,
+    value: str | None = None,
+    by: str = "cli",
+    console: Console | None = None,
+) -> ConflictRow:
+    """Resolve a conflict with a candidate's value (``use`` = its connection) or a JSON value."""
+    console = console or Console()
+    if (use is None) == (value is None):
+        raise CommandError("give exactly one of --use CONNECTION or --value JSON", 2)
+    store = open_store(config)
+    try:
+        queries = StatusQueries(store.engine)
+        row = next((r for r in queries.conflicts(limit=100_000) if r.id == conflict_id), None)
+        if row is None:
+            raise CommandError(f"no conflict #{conflict_id}", 2)
+        chosen: Any
+        if use is not None:
+            match = [c for c in row.candidates if c.get("connection") == use]
+            if not match:
+                known = ", ".join(str(c.get("connection")) for c in row.candidates)
+                raise CommandError(f"conflict #{conflict_id} has no candidate from {use!r} (candidates: {known})", 2)
+            chosen = match[0].get("value")
+        else:
+            try:
+                chosen = json.loads(value or "null")
+            except json.JSONDecodeError:
+                chosen = value
+        done = queries.resolve_conflict(conflict_id, chosen, by)
+    finally:
+        store.close()
+    console.print(f"conflict #{done.id} resolved: person {done.person_id} {done.field} = {json.dumps(done.decision)}; "
+                  "the next cycle carries it everywhere")
+    return done

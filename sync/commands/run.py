@@ -1,0 +1,43 @@
+"""``contactsync run``: the daemon, one scheduled job per sync profile."""
+
+from __future__ import annotations
+
+import threading
+
+from sync.commands.common import open_store, setup_logging
+from sync.config import Config
+from sync.daemon import Daemon, ScheduledProfile
+from sync.engine import Engine
+
+
+def scheduled_profiles(config: Config, only: str | None = None) -> list[ScheduledProfile]:
+    """The config's profiles as daemon schedules."""
+    out = []
+    for name, p in config.effective_profiles().items():
+        if only is not None and name != only:
+            continue
+        out.append(
+            ScheduledProfile(
+                name=name,
+                interval_seconds=p.schedule.interval_seconds,
+                cron=p.schedule.cron,
+                misfire_grace_seconds=p.misfire_grace_seconds,
+            )
+        )
+    return out
+
+
+def run_daemon(config: Config, *, profile: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT; every cycle takes its profile's lock, so several daemons can
+    share one PostgreSQL store."""
+    setup_logging(config)
+    store = open_store(config)
+    engine = Engine(config, store)
+    try:
+
+        def run_profile(name: str, stop: threading.Event) -> None:
+            engine.run(name, stop=stop)
+
+        return Daemon(scheduled_profiles(config, profile), run_profile).run()
+    finally:
+        store.close()

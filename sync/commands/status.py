@@ -1,0 +1,120 @@
+"""``contactsync status``: per connection the last run, cursor, counts, pending and failed
+writes, excluded records with reasons; open conflicts and ambiguous matches."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sync.commands.common import open_store
+from sync.config import Config
+from sync.store import Store
+from sync.store.models import OutboxStatus
+from sync.store.outbox import OutboxStore
+from sync.store.status import StatusQueries
+
+
+def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]:
+    """Everything status shows, as plain JSON."""
+    names = list(config.connections)
+    queries = StatusQueries(store.engine)
+    outbox = OutboxStore(store.engine)
+    overview = queries.overview(names)
+    counts = outbox.counts()
+    last = overview.last_runs[0] if overview.last_runs else None
+    out: dict[str, Any] = {
+        "store": config.store_url_display,
+        "persons": overview.persons,
+        "last_runs": [
+            {**r, "started_at": str(r["started_at"]), "finished_at": str(r["finished_at"]) if r["finished_at"] else None}
+            for r in overview.last_runs
+        ],
+        "connections": {},
+        "open_conflicts": overview.open_conflicts,
+        "open_reviews": overview.open_reviews,
+    }
+    for name in names:
+        st = overview.connections.get(name)
+        c = counts.get(name, {})
+        failed = outbox.items([OutboxStatus.FAILED.value], connection=name, limit=detail)
+        excluded = outbox.items([OutboxStatus.EXCLUDED.value], connection=name, limit=detail)
+        last_pull = ((last or {}).get("counts") or {}).get("pull", {}).get(name) if last else None
+        out["connections"][name] = {
+            "platform": config.connections[name].platform,
+            "enabled": config.connections[name].enabled,
+            "records": st.records if st else 0,
+            "linked": st.linked if st else 0,
+            "deleted": st.deleted if st else 0,
+            "invalid": st.invalid if st else 0,
+            "quarantined": st.quarantined if st else 0,
+            "cursor": st.cursor if st else None,
+            "checkpoint": st.checkpoint if st else None,
+            "last_pull": last_pull,
+            "pending": c.get(OutboxStatus.PENDING.value, 0),
+            "in_flight": c.get(OutboxStatus.IN_FLIGHT.value, 0),
+            "failed": c.get(OutboxStatus.FAILED.value, 0),
+            "excluded": c.get(OutboxStatus.EXCLUDED.value, 0),
+            "done": c.get(OutboxStatus.DONE.value, 0),
+            "failed_writes": [
+                {"id": i.id, "op": i.op, "person": i.person_id, "remote_id": i.remote_id, "attempts": i.attempts,
+                 "error": i.last_error, "next_attempt_at": str(i.next_attempt_at) if i.next_attempt_at else None}
+                for i in failed
+            ],
+            "excluded_records": [{"person": i.person_id, "reason": i.last_error} for i in excluded],
+        }
+    out["conflicts"] = [
+        {"id": c.id, "person": c.person_id, "field": c.field, "rule": c.rule, "decision": c.decision,
+         "candidates": c.candidates}
+        for c in queries.conflicts(open_only=True, limit=detail)
+    ]
+    out["reviews"] = [
+        {"id": r.id, "kind": r.kind, "key": r.key, "records": r.records, "detail": r.detail}
+        for r in queries.reviews(limit=detail)
+    ]
+    return out
+
+
+def show(config: Config, *, as_json: bool = False, console: Console | None = None) -> dict[str, Any]:
+    """Print the status."""
+    console = console or Console()
+    store = open_store(config)
+    try:
+        data = collect(config, store)
+    finally:
+        store.close()
+    if as_json:
+        console.print_json(json.dumps(data, default=str))
+        return data
+    console.print(f"store {data['store']}: {data['persons']} persons")
+    if data["last_runs"]:
+        r = data["last_runs"][0]
+        console.print(f"last run #{r['id']} {r['kind']} of {r['profile']}: {r['status']} (started {r['started_at']})"
+                      + (f" error: {r['error']}" if r["error"] else ""))
+    else:
+        console.print("no run yet")
+    table = Table("connection", "records", "linked", "deleted", "pending", "in flight", "failed", "excluded",
+                  "quarantined", "cursor")
+    for name, c in data["connections"].items():
+        table.add_row(
+            f"{name} ({c['platform']})" + ("" if c["enabled"] else " [disabled]"),
+            str(c["records"]), str(c["linked"]), str(c["deleted"]), str(c["pending"]), str(c["in_flight"]),
+            str(c["failed"]), str(c["excluded"]), str(c["quarantined"]),
+            json.dumps(c["cursor"], default=str) if c["cursor"] else "-",
+        )
+    console.print(table)
+    for name, c in data["connections"].items():
+        for f in c["failed_writes"]:
+            console.print(f"  [red]failed[/] {name} {f['op']} person {f['person']} (attempt {f['attempts']}, "
+                          f"retry at {f['next_attempt_at']}): {f['error']}", markup=True, highlight=False)
+        for e in c["excluded_records"]:
+            console.print(f"  excluded {name} person {e['person']}: {e['reason']}", highlight=False)
+    console.print(f"open conflicts: {data['open_conflicts']}   ambiguous matches / duplicates: {data['open_reviews']}")
+    for c in data["conflicts"]:
+        console.print(f"  conflict #{c['id']} person {c['person']} {c['field']}: decided {json.dumps(c['decision'])} "
+                      f"by {c['rule']}", highlight=False)
+    for r in data["reviews"]:
+        console.print(f"  {r['kind']} #{r['id']} {r['key']}: {r['detail']}", highlight=False)
+    return data
