@@ -44,11 +44,12 @@ _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 # Options each platform's connector understands; others are kept but warned about (typos).
+_COMMON_OPTIONS = frozenset({"backoff_base_s", "backoff_cap_s", "max_retry_after_s", "default_region", "page_size"})
 KNOWN_OPTIONS: dict[str, frozenset[str]] = {
-    "acquire": frozenset({"page_size", "merge_appends_other_details"}),
-    "dmchamp": frozenset({"list_id"}),
-    "gohighlevel": frozenset({"location_id", "version", "page_limit", "overlap_seconds"}),
-    "comm100": frozenset({"site_id", "page_size", "put_keeps_absent"}),
+    "acquire": _COMMON_OPTIONS,
+    "dmchamp": _COMMON_OPTIONS | {"list_id"},
+    "gohighlevel": _COMMON_OPTIONS | {"location_id", "version", "page_limit", "overlap_s"},
+    "comm100": _COMMON_OPTIONS | {"site_id", "overlap_seconds", "merge_via", "read_back"},
 }
 
 
@@ -292,9 +293,11 @@ class Config(_Model):
         }
 
     def options(self, name: str) -> dict[str, Any]:
-        """A connection's platform options with defaults applied (GoHighLevel ``version``)."""
+        """A connection's platform options with defaults applied: GoHighLevel ``version``, and
+        ``default_region`` (the config's ``default_phone_region``) for every connector."""
         conn = self.connections[name]
         opts = dict(conn.options)
+        opts.setdefault("default_region", self.default_phone_region)
         if conn.platform == "gohighlevel":
             opts.setdefault("version", DEFAULT_GHL_VERSION)
         return opts

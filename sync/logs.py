@@ -94,6 +94,18 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler on the *current* sys.stderr."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 class _StderrLoggerFactory:
     """A PrintLogger on the *current* sys.stderr (tests swap it to capture output)."""
 
@@ -142,7 +154,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
     root = logging.getLogger()
     root.setLevel(numeric)
     if not any(isinstance(f, _RedactingFilter) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.addFilter(_RedactingFilter())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
