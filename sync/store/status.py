@@ -177,3 +177,37 @@ class StatusQueries:
                 row.id, row.person_id, row.field, list(row.candidates or []), row.decision, row.rule,
                 row.needs_review, row.resolved_at, row.resolved_by, row.created_at,
             )
+
+
+@dataclass
+class PersonRecords:
+    """A person and the records that are that person on each connection."""
+
+    person_id: int
+    fields: dict[str, Any]
+    records: list[dict[str, Any]]  # {"connection", "remote_id", "merged_into", "deleted"}
+
+
+def persons_with_records(engine: Engine, *, limit: int = 1000) -> list[PersonRecords]:
+    """Live persons with their linked records (merged-away and deleted ones included, marked)."""
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    with sessions() as s:
+        people = list(
+            s.scalars(select(Person).where(Person.merged_into.is_(None)).order_by(Person.id).limit(limit))
+        )
+        ids = [p.id for p in people]
+        by_person: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for r in s.scalars(
+                select(RemoteRecord).where(RemoteRecord.person_id.in_(chunk)).order_by(RemoteRecord.connection, RemoteRecord.id)
+            ):
+                by_person[r.person_id].append(  # type: ignore[index]
+                    {
+                        "connection": r.connection,
+                        "remote_id": r.remote_id,
+                        "merged_into": r.merged_into,
+                        "deleted": r.deleted_at is not None,
+                    }
+                )
+        return [PersonRecords(p.id, dict(p.fields or {}), by_person[p.id]) for p in people]
