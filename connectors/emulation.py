@@ -20,12 +20,13 @@ In tests an emulator is reached in process through :meth:`Emulator.transport`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -478,6 +479,28 @@ class Emulator:
         return out
 
 
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """A transport wrapper for tests: forwards to ``inner`` (e.g. :meth:`Emulator.transport`)
+    and records every (request, response) pair with both bodies read, so a test can inspect
+    exactly what a connector sent and what it got back."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.exchanges: list[tuple[httpx.Request, httpx.Response]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        response = await self.inner.handle_async_request(request)
+        body = await response.aread()
+        self.exchanges.append((request, httpx.Response(response.status_code, headers=response.headers,
+                                                       content=body, request=request)))
+        return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
+
+    def sent(self, method: str, path: str) -> list[httpx.Request]:
+        """Recorded requests with this method and path."""
+        return [q for q, _ in self.exchanges if q.method == method and q.url.path == path]
+
+
 def iso_ms(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and ``Z`` (``2020-09-09T10:01:36.000Z``)."""
     moment = moment.astimezone(timezone.utc)
@@ -513,40 +536,60 @@ def serve(
     port: int = 8700,
     on_ready: Callable[[list[Served]], None] | None = None,
 ) -> list[Served]:
-    """Serve emulators under uvicorn on consecutive ports from ``port`` until SIGINT/SIGTERM
-    (uvicorn's own handlers stop every server). ``on_ready`` is called once every server
-    listens. Blocks; returns the served list on exit."""
+    """Serve emulators under uvicorn on consecutive ports from ``port`` until SIGINT or
+    SIGTERM, then stop every server cleanly and return (no signal is re-raised, so the
+    process can exit 0). ``on_ready`` is called once every server listens. Raises OSError
+    when a port cannot be bound."""
+    import signal
+
     import uvicorn
 
+    class _Server(uvicorn.Server):
+        # We own the signals: one handler stops every server, nothing is re-raised after.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     served = [Served(e, host, port + i) for i, e in enumerate(emulators)]
+    servers = [
+        _Server(uvicorn.Config(s.emulator.app, host=host, port=s.port, log_level="warning", lifespan="off",
+                               access_log=False))
+        for s in served
+    ]
+    failed: list[int] = []
+
+    def stop(*_: Any) -> None:
+        for server in servers:
+            server.should_exit = True
+
+    async def run_one(server: uvicorn.Server) -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits on a bind failure
+            failed.append(server.config.port)
+            stop()
+
+    async def ready() -> None:
+        while not all(s.started for s in servers):
+            if any(s.should_exit for s in servers):
+                return
+            await asyncio.sleep(0.02)
+        if on_ready is not None:
+            on_ready(served)
 
     async def main() -> None:
-        servers = [
-            uvicorn.Server(uvicorn.Config(s.emulator.app, host=host, port=s.port, log_level="warning",
-                                          lifespan="off"))
-            for s in served
-        ]
-        # Only the first server installs signal handlers; the others follow its exit flag.
-        first, rest = servers[0], servers[1:]
-
-        async def follow(server: uvicorn.Server) -> None:
-            task = asyncio.create_task(server._serve())  # noqa: SLF001 - no signal capture
-            while not first.should_exit:
-                await asyncio.sleep(0.05)
-            server.should_exit = True
-            await task
-
-        async def ready() -> None:
-            while not all(s.started for s in servers):
-                if first.should_exit:
-                    return
-                await asyncio.sleep(0.02)
-            if on_ready is not None:
-                on_ready(served)
-
-        await asyncio.gather(first.serve(), *(follow(s) for s in rest), ready())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        try:
+            await asyncio.gather(*(run_one(s) for s in servers), ready())
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     asyncio.run(main())
+    if failed:
+        raise OSError(f"could not listen on {host}:{', '.join(map(str, sorted(failed)))}")
     return served
 
 

@@ -80,6 +80,9 @@ class GoHighLevelConnector(HttpConnector):
         self.location_id = str(opts["location_id"])
         self.version = str(opts.get("version", DEFAULT_VERSION))
         self.page_limit = min(int(opts.get("page_limit", MAX_PAGE_LIMIT)), MAX_PAGE_LIMIT)
+        # Custom field key -> id of the location: written items then carry the id the spec
+        # requires (an item with only a key is sent as is, which GoHighLevel also accepts).
+        self.custom_field_ids: dict[str, str] = dict(opts.get("custom_field_ids") or {})
         overlap = float(opts.get("overlap_s", DEFAULT_OVERLAP_S))
         self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=overlap)
 
@@ -181,10 +184,24 @@ class GoHighLevelConnector(HttpConnector):
 
     # -- writing
 
+    def _write_body(self, payload: JSON, allowed: frozenset[str]) -> JSON:
+        body = {k: v for k, v in payload.items() if k in allowed and v is not None}
+        if "customFields" in body:
+            body["customFields"] = [self._custom_item(item) for item in body["customFields"]]
+        return body
+
+    def _custom_item(self, item: JSON) -> JSON:
+        item = dict(item)
+        if "id" not in item and item.get("key") in self.custom_field_ids:
+            item["id"] = self.custom_field_ids[item["key"]]
+        if "field_value" not in item and "value" in item:
+            item["field_value"] = item.pop("value")
+        return item
+
     async def create(self, payload: JSON) -> WriteResult:
         """Create a contact at most once. A duplicate refusal (the location disallows
         duplicates) returns the existing contact with ``created=False``."""
-        body = {k: v for k, v in payload.items() if k in CREATE_FIELDS and v is not None}
+        body = self._write_body(payload, CREATE_FIELDS)
         body["locationId"] = self.location_id
         keys = {"email": body.get("email", ""), "phone": body.get("phone", "")}
 
@@ -214,10 +231,12 @@ class GoHighLevelConnector(HttpConnector):
         it becomes add/remove calls against the contact's current tags."""
         changes = dict(changes)
         wanted_tags = changes.pop("tags", None)
-        body = {k: v for k, v in changes.items() if k not in READ_ONLY_FIELDS}
-        unknown = set(body) - UPDATE_FIELDS
+        unknown = set(changes) - READ_ONLY_FIELDS - UPDATE_FIELDS
         if unknown:
             raise RecordError(422, f"{self.platform}: fields not updatable: {sorted(unknown)}")
+        # The spec has no nullable strings: a cleared value is sent as "" (inferred).
+        cleared = {k: ("" if v is None else v) for k, v in changes.items() if k not in READ_ONLY_FIELDS}
+        body = self._write_body(cleared, UPDATE_FIELDS)
         record: RawRecord | None = None
         if body:
             data = await self.http.json("PUT", f"/contacts/{remote_id}", json_body=body)
@@ -257,7 +276,7 @@ class GoHighLevelConnector(HttpConnector):
     async def upsert(self, payload: JSON) -> WriteResult:
         """Create or update by the location's duplicate rule (email, then phone). Safe to
         repeat, so it is retried like a read."""
-        body = {k: v for k, v in payload.items() if k in UPSERT_FIELDS and v is not None}
+        body = self._write_body(payload, UPSERT_FIELDS)
         body["locationId"] = self.location_id
         data = await self.http.json("POST", "/contacts/upsert", json_body=body)
         record = self._record(data["contact"])

@@ -186,6 +186,8 @@ class GoHighLevelEmulator(Emulator):
             "version": DEFAULT_VERSION,
             # The overlap must cover the longest search delay.
             "overlap_s": self.search_delay_s * 1.5 + 0.001,
+            # The location's custom fields as they stand (key -> id).
+            "custom_field_ids": dict(self.custom_field_ids),
         }
 
     def insert_person(self, person: JSON) -> str:
