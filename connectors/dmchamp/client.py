@@ -8,7 +8,8 @@ documented answers to a duplicate create the account gives ("Contact already exi
 existing contact's id).
 
 Settings: credential ``api_key`` (sent as the ``apiKey`` query parameter, so every URL carries
-it: the shared HTTP layer redacts it from logs and errors).
+it: the shared HTTP layer redacts it from logs and errors). Option ``list_id``: every contact
+this connector creates or adopts is put in that contact list (``listId`` on create).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class DmChampConnector(HttpConnector):
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
         install_httpx_log_redaction()
+        self.list_id: str | None = str(settings.options["list_id"]) if settings.options.get("list_id") else None
 
     # ----------------------------------------------------------------- hooks
 
@@ -140,12 +142,16 @@ class DmChampConnector(HttpConnector):
             # required_for_create); this is the guard for anything that did not.
             raise RecordError(400, "dmchamp: phoneNumber is required to create a contact")
         body = {k: v for k, v in payload.items() if k in CREATE_KEYS and v is not None}
+        # The list is validated and joined atomically with the create (documented).
+        send_body = {**body, "listId": self.list_id} if self.list_id else body
         existing = await self._find(phone=str(phone))
         if existing is not None:
             return await self._adopt(existing, body)
 
         async def send() -> WriteResult:
-            response = await self.http.request("POST", "/contacts", json_body=body, idempotent=False, allow=(409,))
+            response = await self.http.request(
+                "POST", "/contacts", json_body=send_body, idempotent=False, allow=(409,)
+            )
             data = _json(response)
             if response.status_code == 409:
                 # "Contact already exists": it appeared since our lookup.
@@ -179,6 +185,8 @@ class DmChampConnector(HttpConnector):
         changes = {k: v for k, v in body.items() if k in UPDATABLE_KEYS}
         if changes:
             await self._put(contact_id, changes)
+        if self.list_id:
+            await self.add_to_list(contact_id, self.list_id)
         log.info("dmchamp.adopted_existing", connection=self.settings.name)
         # The stored fields beyond what we sent are unknown: no record to return.
         return WriteResult(contact_id, None, created=False, extra={"existing": True})

@@ -298,3 +298,19 @@ def test_creates_under_faults_land_exactly_once() -> None:
         await conn.aclose()
 
     run(go())
+
+
+def test_list_id_option_puts_created_and_adopted_contacts_in_the_list() -> None:
+    emu = emulator()
+    emu.add_list("l-sync", "Synced")
+    existing = emu.seed_raw({"phoneNumber": "+12125550143", "firstName": "Grace"})
+    conn = connect(emu, options={"list_id": "l-sync"})
+
+    async def go() -> None:
+        created = await conn.create(dict(ADA))
+        adopted = await conn.create({"phoneNumber": "+12125550143", "lastName": "Hopper"})
+        assert adopted.remote_id == existing and not adopted.created
+        assert emu.list_members("l-sync") == {created.remote_id, existing}
+        await conn.aclose()
+
+    run(go())
