@@ -48,7 +48,7 @@ _COMMON_OPTIONS = frozenset({"backoff_base_s", "backoff_cap_s", "max_retry_after
 KNOWN_OPTIONS: dict[str, frozenset[str]] = {
     "acquire": _COMMON_OPTIONS,
     "dmchamp": _COMMON_OPTIONS | {"list_id"},
-    "gohighlevel": _COMMON_OPTIONS | {"location_id", "version", "page_limit", "overlap_s"},
+    "gohighlevel": _COMMON_OPTIONS | {"location_id", "version", "page_limit", "overlap_s", "custom_field_ids"},
     "comm100": _COMMON_OPTIONS | {"site_id", "overlap_seconds", "merge_via", "read_back"},
 }
 
@@ -325,9 +325,18 @@ class Config(_Model):
             from sync.mapping import load_mapping
 
             conn = self.connections[name]
+            override = dict(conn.mapping_overrides or {})
+            key_to_id = conn.options.get("custom_field_ids")
+            if conn.platform == "gohighlevel" and isinstance(key_to_id, dict) and key_to_id:
+                # The location's custom field ids (key -> id) name the ids read back as keys.
+                fields = dict(override.get("fields") or {})
+                entry = dict(fields.get("custom.*") or {})
+                entry["ids"] = {**{str(v): str(k) for k, v in key_to_id.items()}, **(entry.get("ids") or {})}
+                fields["custom.*"] = entry
+                override["fields"] = fields
             self._mappings[name] = load_mapping(
                 conn.platform,
-                override=conn.mapping_overrides,
+                override=override or None,
                 path=conn.mapping,
                 default_region=self.default_phone_region,
             )

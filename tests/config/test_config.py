@@ -235,3 +235,13 @@ def test_summary_lists_what_will_sync(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "written through separate calls: tags" in text
     assert "default: ghl every 300s" in text
     assert "tok-123456" not in text
+
+
+def test_gohighlevel_custom_field_ids_name_keys_in_the_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHL_TOKEN", "tok-123456")
+    body = MINIMAL.replace("options: {location_id: loc-1}", "options: {location_id: loc-1, custom_field_ids: {plan: F1}}")
+    cfg = load_config(write(tmp_path, body))
+    assert cfg.warnings == []
+    mapping = cfg.mapping("ghl")
+    assert mapping.read({"customFields": [{"id": "F1", "value": "gold"}]}).fields == {"custom.plan": "gold"}
+    assert cfg.connection_settings("ghl").options["custom_field_ids"] == {"plan": "F1"}
