@@ -80,7 +80,9 @@ def make_engine(url: str | URL, *, for_migrations: bool = False) -> Engine:
         engine = create_engine(u)
         _sqlite_pragmas(engine, foreign_keys=not for_migrations)
         return engine
-    return create_engine(u, pool_pre_ping=True)
+    # No server-side prepared statements: psycopg would prepare the staging statements while a
+    # fresh store is still empty and keep a generic plan (sequential scans) as it fills up.
+    return create_engine(u, pool_pre_ping=True, connect_args={"prepare_threshold": None})
 
 
 class Store(StagingMixin, CursorsMixin, RunsMixin):

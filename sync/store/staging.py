@@ -17,8 +17,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    Text,
+    bindparam,
+    column,
+    delete,
+    func,
+    literal,
+    null,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 
 from sync.normalize import IdentityKey as NormalizedKey
 from sync.store.models import Cursor, IdentityKey, Quarantine, RemoteRecord, utcnow
@@ -33,6 +51,9 @@ if TYPE_CHECKING:
 MAX_REMOTE_ID_LENGTH = 128
 MAX_KEY_KIND_LENGTH = 64
 MAX_KEY_VALUE_LENGTH = 320
+
+# Rows inserted through one Store before PostgreSQL statistics are first refreshed.
+_ANALYZE_FIRST = 10_000
 
 # Ids per IN (...) list: well under SQLite's 32,766 bound parameters.
 _IN_CHUNK = 5_000
@@ -98,6 +119,46 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[An
         yield items[i : i + size]
 
 
+def _pg_recordset(name: str, param: str, **columns: Any) -> Any:
+    """A FROM-able ``json_to_recordset(:param) AS name(col type, ...)`` (PostgreSQL): a whole
+    page travels as ONE JSON parameter, which PostgreSQL parses far faster than psycopg adapts
+    thousands of placeholders or text arrays of JSON."""
+    return (
+        func.json_to_recordset(bindparam(param, type_=postgresql.JSON))
+        .table_valued(*(column(c, t) for c, t in columns.items()))
+        .render_derived(name, with_types=True)
+    )
+
+
+def _pg_records_select(connection: str, now: datetime, scan_id: int | None) -> Select[Any]:
+    """SELECT rows of remote_records from the ``records`` JSON parameter."""
+    ts = DateTime(timezone=True)
+    rows = _pg_recordset(
+        "staged",
+        "records",
+        remote_id=Text,
+        payload=JSONB,
+        payload_hash=Text,
+        remote_updated_at=ts,
+        deleted_at=ts,
+        merged_into=Text,
+        invalid=JSONB,
+    ).c
+    return select(
+        literal(connection, String),
+        rows.remote_id,
+        rows.payload,
+        rows.payload_hash,
+        rows.remote_updated_at,
+        literal(now, ts),
+        rows.deleted_at,
+        rows.merged_into,
+        rows.invalid,
+        true(),
+        literal(scan_id, Integer),
+    )
+
+
 def _check(connection: str, records: Iterable[StagedRecord]) -> None:
     for r in records:
         if not r.remote_id or len(r.remote_id) > MAX_REMOTE_ID_LENGTH:
@@ -124,6 +185,81 @@ class StagingMixin:
     def _insert(self, model: Any) -> Any:
         dialect = postgresql if self.dialect_name == "postgresql" else sqlite
         return dialect.insert(model.__table__)
+
+    def _upsert_records(
+        self, s: Session, connection: str, upserts: list[StagedRecord], now: datetime, scan_id: int | None
+    ) -> Iterable[tuple[int, str]]:
+        """Write new and changed records (full rows, dirty); yields (id, remote_id) of each."""
+        rr = RemoteRecord.__table__.c
+        for r in upserts:
+            if r.remote_updated_at is not None and r.remote_updated_at.tzinfo is None:
+                raise StageError(f"{connection}/{r.remote_id}: remote_updated_at must be timezone-aware")
+        if self.dialect_name == "postgresql":
+            ins = postgresql.insert(RemoteRecord.__table__).from_select(
+                ["connection", "remote_id", "payload", "payload_hash", "remote_updated_at", "seen_at",
+                 "deleted_at", "merged_into", "invalid", "dirty", "last_scan"],
+                _pg_records_select(connection, now, scan_id),
+            )
+        else:
+            ins = sqlite.insert(RemoteRecord.__table__)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[rr.connection, rr.remote_id],
+            set_={
+                "payload": ins.excluded.payload,
+                "payload_hash": ins.excluded.payload_hash,
+                "remote_updated_at": ins.excluded.remote_updated_at,
+                "seen_at": ins.excluded.seen_at,
+                "deleted_at": ins.excluded.deleted_at,
+                "merged_into": ins.excluded.merged_into,
+                "invalid": ins.excluded.invalid,
+                "dirty": True,
+                "last_scan": func.coalesce(ins.excluded.last_scan, rr.last_scan),
+            },
+        ).returning(rr.id, rr.remote_id)
+        if self.dialect_name == "postgresql":
+            stamp = now.isoformat()
+            records = [
+                {
+                    "remote_id": r.remote_id,
+                    "payload": r.payload,
+                    "payload_hash": r.payload_hash,
+                    "remote_updated_at": r.remote_updated_at.isoformat() if r.remote_updated_at else None,
+                    "deleted_at": stamp if r.deleted else None,
+                    "merged_into": r.merged_into,
+                    "invalid": r.invalid or None,
+                }
+                for r in upserts
+            ]
+            return s.execute(stmt, {"records": records}).all()
+        rows = [
+            {
+                "connection": connection,
+                "remote_id": r.remote_id,
+                "payload": r.payload,
+                "payload_hash": r.payload_hash,
+                "remote_updated_at": r.remote_updated_at,
+                "seen_at": now,
+                "deleted_at": now if r.deleted else None,
+                "merged_into": r.merged_into,
+                "person_id": None,
+                "dirty": True,
+                "invalid": list(r.invalid) if r.invalid else null(),  # SQL NULL, not JSON null
+                "last_scan": scan_id,
+            }
+            for r in upserts
+        ]
+        return s.execute(stmt, rows).all()
+
+    def _insert_keys(self, s: Session, key_rows: list[dict[str, Any]]) -> None:
+        table = IdentityKey.__table__
+        if self.dialect_name == "postgresql":
+            keys = _pg_recordset("staged_keys", "keys", record_id=BigInteger, kind=Text, value=Text).c
+            s.execute(
+                table.insert().from_select(["record_id", "kind", "value"], select(keys.record_id, keys.kind, keys.value)),
+                {"keys": key_rows},
+            )
+        else:
+            s.execute(table.insert(), key_rows)  # sqlite3 executemany: one prepared statement
 
     def stage_page(
         self,
@@ -179,6 +315,7 @@ class StagingMixin:
 
             upserts: list[StagedRecord] = []  # new, or changed content/state: full row written
             newly_deleted: list[int] = []  # stored row, now a tombstone: keep payload and keys
+            newly_deleted_ids: list[str] = []
             unchanged: list[int] = []
             inserted = 0
             changed_ids: list[int] = []
@@ -190,7 +327,11 @@ class StagingMixin:
                     continue
                 rid, h, was_deleted, merged = ex
                 if r.deleted:
-                    (unchanged if was_deleted else newly_deleted).append(rid)
+                    if was_deleted:
+                        unchanged.append(rid)
+                    else:
+                        newly_deleted.append(rid)
+                        newly_deleted_ids.append(r.remote_id)
                 elif h != r.payload_hash or was_deleted or merged != r.merged_into:
                     upserts.append(r)
                     changed_ids.append(rid)
@@ -199,39 +340,7 @@ class StagingMixin:
 
             record_ids = {remote_id: ex[0] for remote_id, ex in existing.items()}
             if upserts:
-                ins = self._insert(RemoteRecord)
-                stmt = ins.on_conflict_do_update(
-                    index_elements=[rr.connection, rr.remote_id],
-                    set_={
-                        "payload": ins.excluded.payload,
-                        "payload_hash": ins.excluded.payload_hash,
-                        "remote_updated_at": ins.excluded.remote_updated_at,
-                        "seen_at": ins.excluded.seen_at,
-                        "deleted_at": ins.excluded.deleted_at,
-                        "merged_into": ins.excluded.merged_into,
-                        "invalid": ins.excluded.invalid,
-                        "dirty": True,
-                        "last_scan": func.coalesce(ins.excluded.last_scan, rr.last_scan),
-                    },
-                ).returning(rr.id, rr.remote_id)
-                rows = [
-                    {
-                        "connection": connection,
-                        "remote_id": r.remote_id,
-                        "payload": r.payload,
-                        "payload_hash": r.payload_hash,
-                        "remote_updated_at": r.remote_updated_at,
-                        "seen_at": now,
-                        "deleted_at": now if r.deleted else None,
-                        "merged_into": r.merged_into,
-                        "person_id": None,
-                        "dirty": True,
-                        "invalid": list(r.invalid) or None,
-                        "last_scan": scan_id,
-                    }
-                    for r in upserts
-                ]
-                for rid, remote_id in s.execute(stmt, rows):
+                for rid, remote_id in self._upsert_records(s, connection, upserts, now, scan_id):
                     record_ids[remote_id] = rid
 
             extra: dict[str, Any] = {"seen_at": now}
@@ -251,16 +360,30 @@ class StagingMixin:
                 for kind, value in dict.fromkeys((k.kind, k.value) for k in r.keys)
             ]
             if key_rows:
-                s.execute(IdentityKey.__table__.insert(), key_rows)
+                self._insert_keys(s, key_rows)
 
+        self._note_inserted(inserted)
         return StageResult(
             inserted=inserted,
             changed=len(upserts) - inserted + len(newly_deleted),
             unchanged=len(unchanged),
             record_ids={remote_id: record_ids[remote_id] for remote_id in page},
-            dirty=[r.remote_id for r in upserts]
-            + [rid for rid, ex in existing.items() if ex[0] in set(newly_deleted)],
+            dirty=[r.remote_id for r in upserts] + newly_deleted_ids,
         )
+
+    def _note_inserted(self, n: int) -> None:
+        """Refresh PostgreSQL's planner statistics as a bulk load grows the tables (at 10k, 20k,
+        40k, ... rows inserted through this handle). A backfill outruns autovacuum's analyze,
+        and with statistics of a near-empty table the planner looks records up by scanning
+        the whole connection instead of probing the unique index."""
+        if self.dialect_name != "postgresql" or n == 0:
+            return
+        self._inserted_since_open = getattr(self, "_inserted_since_open", 0) + n
+        next_analyze = getattr(self, "_next_analyze", _ANALYZE_FIRST)
+        if self._inserted_since_open >= next_analyze:
+            with self.session() as s:
+                s.execute(text("ANALYZE remote_records, identity_keys"))
+            self._next_analyze = next_analyze * 2
 
     def quarantine(self, connection: str, remote_id: str | None, raw: str, reason: str) -> int:
         """Keep a payload that could not be staged (malformed), with the reason; returns its id.

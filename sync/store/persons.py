@@ -1,0 +1,444 @@
+"""Persons in the store: what matching and reconcile read and write (bulk statements only).
+
+* :func:`load_match_input` — the dirty records, the records sharing a key with them, and every
+  record of the persons those belong to (an incremental run touches only the neighbourhood of
+  what changed); everything when most of the store is dirty (a backfill).
+* :func:`save_match` — new persons, person ids, folds (a person merged into another keeps its
+  row with ``merged_into``; its snapshots move to the survivor), inferred merges, reviews; the
+  matched records are no longer dirty and the persons they touch are.
+* :func:`load_person_views` — per dirty person: golden record, records with payloads, snapshots.
+* :func:`save_plan_state` — golden records, read-confirmed snapshots and conflicts of a plan.
+
+Functions take a ``Session`` so a caller can run matching and planning in one transaction (and
+roll it back for a dry run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from sync.canonical import FieldDict, fields_from_json, fields_to_json
+from sync.plan import Plan
+from sync.store.models import (
+    Conflict,
+    IdentityKey,
+    MatchReview,
+    Person,
+    RemoteRecord,
+    Snapshot,
+    utcnow,
+)
+
+# Ids per IN (...) list: well under SQLite's bound-parameter limit.
+_CHUNK = 5_000
+# Above this share of dirty records, reading everything beats chasing neighbourhoods.
+_FULL_LOAD_SHARE = 0.2
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@dataclass
+class MatchRows:
+    """Columnar records and keys, ready for ``sync.match.MatchInput`` (same field names), plus
+    which records were dirty."""
+
+    record_ids: list[int] = field(default_factory=list)
+    connections: list[str] = field(default_factory=list)
+    remote_ids: list[str] = field(default_factory=list)
+    person_ids: list[int | None] = field(default_factory=list)
+    merged_into: list[str | None] = field(default_factory=list)
+    deleted: list[bool] = field(default_factory=list)
+    dirty: list[bool] = field(default_factory=list)
+    key_records: list[int] = field(default_factory=list)
+    key_kinds: list[str] = field(default_factory=list)
+    key_values: list[str] = field(default_factory=list)
+    full: bool = False  # every record of the store was loaded
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+
+def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows:
+    """The records matching must look at now (see the module docstring). ``full`` forces (True)
+    or forbids (False) loading the whole store; None decides by the share of dirty records."""
+    rr = RemoteRecord.__table__.c
+    ik = IdentityKey.__table__.c
+    dirty_ids = list(session.execute(select(rr.id).where(rr.dirty.is_(True))).scalars())
+    if not dirty_ids:
+        return MatchRows()
+    if full is None:
+        total = session.execute(select(func.count()).select_from(RemoteRecord.__table__)).scalar_one()
+        full = len(dirty_ids) >= _FULL_LOAD_SHARE * total
+    if full:
+        return _load_rows(session, None)
+
+    ids: set[int] = set(dirty_ids)
+    # 1. Keys of the dirty records, then every record holding one of them (index: kind, value).
+    by_kind: dict[str, set[str]] = {}
+    for chunk in _chunks(dirty_ids):
+        for kind, value in session.execute(select(ik.kind, ik.value).where(ik.record_id.in_(chunk))):
+            by_kind.setdefault(kind, set()).add(value)
+    for kind, values in by_kind.items():
+        for chunk in _chunks(sorted(values)):
+            ids.update(
+                session.execute(select(ik.record_id).where(ik.kind == kind, ik.value.in_(chunk))).scalars()
+            )
+    # 2. Merge partners: the survivors dirty records were merged into, and records merged into them.
+    heads: dict[str, set[str]] = {}
+    tails: dict[str, set[str]] = {}
+    for chunk in _chunks(sorted(ids)):
+        for conn, remote_id, merged_into in session.execute(
+            select(rr.connection, rr.remote_id, rr.merged_into).where(rr.id.in_(chunk))
+        ):
+            tails.setdefault(conn, set()).add(remote_id)
+            if merged_into:
+                heads.setdefault(conn, set()).add(merged_into)
+    for conn, remote_ids in heads.items():
+        for chunk in _chunks(sorted(remote_ids)):
+            ids.update(session.execute(select(rr.id).where(rr.connection == conn, rr.remote_id.in_(chunk))).scalars())
+    for conn, remote_ids in tails.items():
+        for chunk in _chunks(sorted(remote_ids)):
+            ids.update(
+                session.execute(select(rr.id).where(rr.connection == conn, rr.merged_into.in_(chunk))).scalars()
+            )
+    # 3. Whole persons: every record of every person touched (persons move as a whole).
+    persons: set[int] = set()
+    for chunk in _chunks(sorted(ids)):
+        persons.update(
+            p for p in session.execute(select(rr.person_id).where(rr.id.in_(chunk))).scalars() if p is not None
+        )
+    for chunk in _chunks(sorted(persons)):
+        ids.update(session.execute(select(rr.id).where(rr.person_id.in_(chunk))).scalars())
+    return _load_rows(session, sorted(ids))
+
+
+def _load_rows(session: Session, ids: list[int] | None) -> MatchRows:
+    rr = RemoteRecord.__table__.c
+    ik = IdentityKey.__table__.c
+    out = MatchRows(full=ids is None)
+    cols = (rr.id, rr.connection, rr.remote_id, rr.person_id, rr.merged_into, rr.deleted_at, rr.dirty)
+    if ids is None:
+        batches: Iterable[Any] = [session.execute(select(*cols).order_by(rr.id))]
+    else:
+        batches = (session.execute(select(*cols).where(rr.id.in_(chunk)).order_by(rr.id)) for chunk in _chunks(ids))
+    for result in batches:
+        for rid, conn, remote_id, person_id, merged_into, deleted_at, dirty in result:
+            out.record_ids.append(rid)
+            out.connections.append(conn)
+            out.remote_ids.append(remote_id)
+            out.person_ids.append(person_id)
+            out.merged_into.append(merged_into)
+            out.deleted.append(deleted_at is not None)
+            out.dirty.append(bool(dirty))
+    index = {rid: i for i, rid in enumerate(out.record_ids)}
+    if ids is None:
+        key_batches: Iterable[Any] = [session.execute(select(ik.record_id, ik.kind, ik.value))]
+    else:
+        key_batches = (
+            session.execute(select(ik.record_id, ik.kind, ik.value).where(ik.record_id.in_(chunk))) for chunk in _chunks(ids)
+        )
+    for result in key_batches:
+        for rid, kind, value in result:
+            i = index.get(rid)
+            if i is not None:
+                out.key_records.append(i)
+                out.key_kinds.append(kind)
+                out.key_values.append(value)
+    return out
+
+
+@dataclass
+class ReviewRow:
+    """A match review to store: ``records`` as ``[{"connection", "remote_id", "person_id"}]``."""
+
+    kind: str
+    key: str
+    records: list[dict[str, Any]]
+    detail: str = ""
+
+
+@dataclass
+class MatchOutcome:
+    """What :func:`save_match` wrote: the real id of every temporary person, and the persons
+    that now need reconciling."""
+
+    new_person_ids: dict[int, int]
+    dirty_persons: set[int]
+    folded: dict[int, int]
+
+
+def save_match(
+    session: Session,
+    rows: MatchRows,
+    person_of: Sequence[int],
+    *,
+    folds: Mapping[int, int],
+    merged: Mapping[int, int],
+    reviews: Sequence[ReviewRow],
+    new_persons: int,
+) -> MatchOutcome:
+    """Write a match result (``person_of[i]`` for ``rows`` record i; negative = the i-th new
+    person, numbered -1, -2, ...) in bulk. See the module docstring for what moves."""
+    now = utcnow()
+    new_ids: dict[int, int] = {}
+    if new_persons:
+        stmt = insert(Person).returning(Person.id, sort_by_parameter_order=True)
+        params = [{"fields": {}, "version": 0, "updated_at": now, "dirty": True} for _ in range(new_persons)]
+        created = list(session.execute(stmt, params).scalars())
+        new_ids = {-(i + 1): pid for i, pid in enumerate(created)}
+
+    def real(p: int) -> int:
+        return new_ids[p] if p < 0 else p
+
+    final = [real(int(p)) for p in person_of]
+    changed = [
+        {"b_id": rows.record_ids[i], "b_person": final[i]}
+        for i in range(len(final))
+        if rows.person_ids[i] != final[i]
+    ]
+    rr = RemoteRecord.__table__
+    if changed:
+        session.execute(
+            update(rr).where(rr.c.id == bindparam("b_id")).values(person_id=bindparam("b_person")),
+            changed,
+            execution_options={"synchronize_session": False},
+        )
+    inferred = [
+        {"b_id": rows.record_ids[i], "b_into": rows.remote_ids[j]}
+        for i, j in merged.items()
+        if rows.merged_into[i] != rows.remote_ids[j]
+    ]
+    if inferred:
+        session.execute(update(rr).where(rr.c.id == bindparam("b_id")).values(merged_into=bindparam("b_into")), inferred)
+
+    dirty_records = [rows.record_ids[i] for i, d in enumerate(rows.dirty) if d]
+    if rows.full:
+        session.execute(update(rr).where(rr.c.dirty.is_(True)).values(dirty=False))
+    else:
+        for chunk in _chunks(dirty_records):
+            session.execute(update(rr).where(rr.c.id.in_(chunk)).values(dirty=False))
+
+    folded = {int(a): int(b) for a, b in folds.items()}
+    if folded:
+        _fold_persons(session, folded, now)
+
+    touched = {final[i] for i, d in enumerate(rows.dirty) if d}
+    touched.update(final[i] for i in range(len(final)) if rows.person_ids[i] != final[i])
+    touched.update(folded.values())
+    touched -= set(folded)
+    old = sorted(p for p in touched if p not in set(new_ids.values()))
+    pt = Person.__table__
+    for chunk in _chunks(old):
+        session.execute(update(pt).where(pt.c.id.in_(chunk)).values(dirty=True))
+
+    if reviews:
+        _save_reviews(session, reviews, now)
+    return MatchOutcome(new_ids, touched, folded)
+
+
+def _fold_persons(session: Session, folded: Mapping[int, int], now: datetime) -> None:
+    """Person ``a`` folded into ``b``: ``a`` keeps its row (old ids resolve) with
+    ``merged_into=b``; its snapshots move to ``b`` where ``b`` has none on that connection."""
+    pt = Person.__table__
+    st = Snapshot.__table__
+    session.execute(
+        update(pt).where(pt.c.id == bindparam("b_id")).values(merged_into=bindparam("b_into"), dirty=False, updated_at=now),
+        [{"b_id": a, "b_into": b} for a, b in folded.items()],
+    )
+    involved = sorted(set(folded) | set(folded.values()))
+    have: set[tuple[int, str]] = set()
+    loser_snaps: list[tuple[int, str]] = []
+    for chunk in _chunks(involved):
+        for person_id, conn in session.execute(select(st.c.person_id, st.c.connection).where(st.c.person_id.in_(chunk))):
+            if person_id in folded:
+                loser_snaps.append((person_id, conn))
+            else:
+                have.add((person_id, conn))
+    for person_id, conn in sorted(loser_snaps):
+        target = folded[person_id]
+        if (target, conn) in have:
+            session.execute(st.delete().where(st.c.person_id == person_id, st.c.connection == conn))
+        else:
+            session.execute(
+                update(st).where(st.c.person_id == person_id, st.c.connection == conn).values(person_id=target)
+            )
+            have.add((target, conn))
+
+
+def _insert_for(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _save_reviews(session: Session, reviews: Sequence[ReviewRow], now: datetime) -> None:
+    """Upsert by (kind, key): a question asked again updates its records, keeps its status."""
+    unique = {(r.kind, r.key[:400]): r for r in reviews}
+    ins = _insert_for(session)(MatchReview.__table__)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["kind", "key"],
+        set_={"records": ins.excluded.records, "detail": ins.excluded.detail},
+    )
+    for chunk in _chunks(list(unique.items()), 1_000):
+        session.execute(
+            stmt,
+            [
+                {"kind": k, "key": key, "records": r.records, "detail": r.detail, "status": "open", "created_at": now}
+                for (k, key), r in chunk
+            ],
+        )
+
+
+# -- reconcile views ---------------------------------------------------------------------------
+
+
+@dataclass
+class RecordRow:
+    """One stored record of a person."""
+
+    id: int
+    connection: str
+    remote_id: str
+    payload: dict[str, Any]
+    updated_at: datetime | None
+    deleted: bool
+    merged_into: str | None
+
+
+@dataclass
+class PersonRows:
+    """A person as stored: golden record, records (oldest first) and snapshots."""
+
+    person_id: int
+    golden: FieldDict
+    records: list[RecordRow] = field(default_factory=list)
+    snapshots: dict[str, FieldDict] = field(default_factory=dict)
+
+
+def dirty_person_ids(session: Session) -> list[int]:
+    """Persons waiting for reconcile (not folded away)."""
+    pt = Person.__table__.c
+    return list(session.execute(select(pt.id).where(pt.dirty.is_(True), pt.merged_into.is_(None)).order_by(pt.id)).scalars())
+
+
+def load_person_views(session: Session, person_ids: Sequence[int]) -> list[PersonRows]:
+    """Golden record, records and snapshots of each person, in ``person_ids`` order."""
+    pt = Person.__table__.c
+    rr = RemoteRecord.__table__.c
+    st = Snapshot.__table__.c
+    out: dict[int, PersonRows] = {}
+    ids = sorted(set(person_ids))
+    for chunk in _chunks(ids):
+        for pid, fields in session.execute(select(pt.id, pt.fields).where(pt.id.in_(chunk))):
+            out[pid] = PersonRows(pid, fields_from_json(fields or {}))
+        for row in session.execute(
+            select(rr.id, rr.connection, rr.remote_id, rr.payload, rr.remote_updated_at, rr.deleted_at, rr.merged_into, rr.person_id)
+            .where(rr.person_id.in_(chunk))
+            .order_by(rr.id)
+        ):
+            person = out.get(row.person_id)
+            if person is not None:
+                person.records.append(
+                    RecordRow(
+                        row.id,
+                        row.connection,
+                        row.remote_id,
+                        row.payload or {},
+                        _aware(row.remote_updated_at),
+                        row.deleted_at is not None,
+                        row.merged_into,
+                    )
+                )
+        for pid, conn, fields in session.execute(select(st.person_id, st.connection, st.fields).where(st.person_id.in_(chunk))):
+            person = out.get(pid)
+            if person is not None:
+                person.snapshots[conn] = fields_from_json(fields or {})
+    return [out[p] for p in person_ids if p in out]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # Core selects bypass the column type's result processing on some drivers: make it UTC-aware.
+    from datetime import timezone
+
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _hash(data: Mapping[str, Any]) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def save_plan_state(session: Session, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()) -> None:
+    """Store what a plan decided that needs no remote call: golden records (version + 1, no
+    longer dirty), snapshots confirmed by reading (``plan.snapshots``) and conflicts.
+    ``existing``: the (person, connection) snapshots already stored (inserts vs updates)."""
+    now = utcnow()
+    pt = Person.__table__
+    if plan.golden:
+        session.execute(
+            update(pt)
+            .where(pt.c.id == bindparam("b_id"))
+            .values(fields=bindparam("b_fields"), version=pt.c.version + 1, updated_at=now, dirty=False),
+            [{"b_id": pid, "b_fields": fields_to_json(g)} for pid, g in plan.golden.items()],
+        )
+    stored = set(existing)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for (pid, conn), snap in plan.snapshots.items():
+        data = fields_to_json(snap)
+        row = {"person_id": pid, "connection": conn, "fields": data, "hash": _hash(data), "updated_at": now}
+        (updates if (pid, conn) in stored else inserts).append(row)
+    st = Snapshot.__table__
+    if inserts:
+        session.execute(insert(st), inserts)
+    if updates:
+        session.execute(
+            update(st)
+            .where(st.c.person_id == bindparam("b_pid"), st.c.connection == bindparam("b_conn"))
+            .values(fields=bindparam("b_fields"), hash=bindparam("b_hash"), updated_at=now),
+            [{"b_pid": u["person_id"], "b_conn": u["connection"], "b_fields": u["fields"], "b_hash": u["hash"]} for u in updates],
+        )
+    if plan.conflicts:
+        rows = []
+        for c in plan.conflicts:
+            data = c.to_json()
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "person_id": c.person_id,
+                    "field": c.field,
+                    "candidates": data["candidates"],
+                    "decision": data["decision"],
+                    "rule": c.rule[:64],
+                    "needs_review": c.needs_review,
+                    "created_at": now,
+                }
+            )
+        session.execute(insert(Conflict.__table__), rows)
+
+
+__all__ = [
+    "MatchOutcome",
+    "MatchRows",
+    "PersonRows",
+    "RecordRow",
+    "ReviewRow",
+    "dirty_person_ids",
+    "load_match_input",
+    "load_person_views",
+    "save_match",
+    "save_plan_state",
+]
+
