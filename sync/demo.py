@@ -185,7 +185,7 @@ def run_demo(*, workdir: Path | None = None, port: int = 0, console: Console | N
             for name, url in served.urls.items():
                 console.print(f"  {name:8} {url}  ({len(emulators[name].records())} contacts)")
             cfg_path = workdir / "demo.yaml"
-            cfg = emulator_config(emulators, served.urls, f"sqlite:///{db}")
+            cfg = emulator_config(emulators, served.urls, f"sqlite:///{db}", secrets_dir=workdir / "secrets")
             cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             console.print(f"config {cfg_path}\nstore  {db}")
             config = load_config(cfg_path)
@@ -221,6 +221,11 @@ def run_demo(*, workdir: Path | None = None, port: int = 0, console: Console | N
                 for name in CONNECTIONS:
                     table.add_row(name, str(ada.get(name, "-")), str(grace.get(name, "-")))
                 console.print(table)
+                if len({str(v.get("company")) for v in ada.values() if "company" in v}) > 1:
+                    console.print(
+                        "  note: GoHighLevel's update API has no companyName (official spec, UpdateContactDto),\n"
+                        "  so an existing GoHighLevel contact keeps its own company; new ones get it on create."
+                    )
                 arrived = all(v.get("last_name") == "King" for v in ada.values()) and all(
                     v.get("address.city") == "Arlington" for n, v in grace.items() if "address.city" in engine.config.mapping(n).readable
                 )

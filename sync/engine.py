@@ -179,6 +179,7 @@ class Engine:
                     c,
                     concurrency=self.config.connections[n].max_concurrency,
                     keys_of=_keys_of(self.config.mapping(n)),
+                    read_fields=_reader(self.config.mapping(n)),
                 )
                 for n, c in connectors.items()
             ]
@@ -291,6 +292,13 @@ def _keys_of(mapping: Any) -> Callable[[Mapping[str, Any]], list[tuple[str, str]
         return read_keys(mapping, dict(payload))
 
     return keys
+
+
+def _reader(mapping: Any) -> Callable[[Mapping[str, Any]], Any]:
+    def read(payload: Mapping[str, Any]) -> Any:
+        return mapping.read(dict(payload)).fields
+
+    return read
 
 
 async def _watch(stop: threading.Event | None, astop: asyncio.Event) -> None:

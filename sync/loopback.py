@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from connectors.emulation import Emulator
@@ -123,6 +124,7 @@ def emulator_config(
     conflicts: Mapping[str, Any] | None = None,
     max_concurrency: int = 4,
     extra: Mapping[str, Any] | None = None,
+    secrets_dir: Path | None = None,
 ) -> dict[str, Any]:
     """A contactsync configuration (as a dict, ready for YAML) whose connections point at the
     given emulators: their accepted credentials, the options their connectors need, their
@@ -133,6 +135,14 @@ def emulator_config(
         creds = dict(emulator.credentials)
         if emulator.platform == "comm100" and "token" in creds:
             creds = {"token": creds["token"]}
+        if secrets_dir is not None:
+            # Secrets as files, the way a deployment would hold them (no literal in the YAML).
+            secrets_dir.mkdir(parents=True, exist_ok=True)
+            for key, value in list(creds.items()):
+                path = secrets_dir / f"{name}.{key}"
+                path.write_text(value)
+                path.chmod(0o600)
+                creds[key] = {"file": str(path)}
         conn: dict[str, Any] = {
             "platform": emulator.platform,
             "base_url": urls[name],

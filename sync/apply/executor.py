@@ -35,10 +35,12 @@ from connectors.base import (
     RemoteUnavailable,
     WriteResult,
 )
+from sync.canonical import FieldDict, fields_to_json
 from sync.store.models import OutboxStatus, utcnow
 from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore
 
 KeysOf = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
+ReadFields = Callable[[Mapping[str, Any]], FieldDict]
 Progress = Callable[[str, int], None]
 
 
@@ -61,12 +63,16 @@ class Target:
 
     ``keys_of`` turns a raw payload into its normalized matching keys (through the mapping), so
     a record we create is indexed for matching at once; None leaves the key index to the stage.
+    ``read_fields`` reads a raw payload into canonical fields: values a platform fills in on a
+    new record by itself (GoHighLevel ``dnd: false``) join the snapshot, so reading them back
+    next cycle is not mistaken for an edit made there.
     """
 
     name: str
     connector: Connector
     concurrency: int = 4
     keys_of: KeysOf | None = None
+    read_fields: ReadFields | None = None
 
 
 @dataclass
@@ -272,6 +278,12 @@ class ConnectionApplier:
         self, item: OutboxItem, result: WriteResult, body: Mapping[str, Any], *, merge_payload: bool = False
     ) -> Completion:
         payload = result.record.payload if result.record is not None else dict(body)
+        snapshot = item.fields
+        if result.record is not None and self.target.read_fields is not None:
+            # Only keys we did not set: what we set is confirmed as planned (a fresh record has
+            # no outside edits to lose, but our own values stay the reference).
+            back = fields_to_json(self.target.read_fields(result.record.payload))
+            snapshot = {**{k: v for k, v in back.items() if k not in item.fields}, **item.fields}
         return Completion(
             item_id=item.id,
             remote_id=str(result.remote_id),
@@ -281,7 +293,7 @@ class ConnectionApplier:
             merge_payload=merge_payload and result.record is None,
             record_updated_at=result.record.updated_at if result.record is not None else None,
             keys=self._keys(payload),
-            snapshot=item.fields,
+            snapshot=snapshot,
         )
 
     async def _update(self, item: OutboxItem) -> Completion:
