@@ -142,7 +142,10 @@ def _decide_fields(
             changes.append(Change(n, now, base, side.record.updated_at))
 
         def holds_as(conn: str, value: FieldValue, _name: str = name) -> FieldValue:
-            return connections[conn].shaped({_name: value}).get(_name) if not is_empty(value) else value
+            info = connections[conn]
+            if is_empty(value) or not covers(info.create_fields | info.update_fields, _name):
+                return value
+            return info.shaped({_name: value}).get(_name)
 
         outcome = decide(name, g, changes, rule, holds_as)
         if outcome.rule is not None:

@@ -70,7 +70,9 @@ def decide(
         return FieldOutcome(golden)
     erased = all(is_empty(c.value) for c in changes)
     for candidate in changes:
-        if all(same(holds_as(c.connection, candidate.value), c.value) for c in changes):
+        if all(
+            same(candidate.value, c.value) or same(holds_as(c.connection, candidate.value), c.value) for c in changes
+        ):
             return FieldOutcome(candidate.value, erased=erased and not is_empty(golden))
     kind = field_kind(name)
     if rule.rule == UNION and kind in ("set", "list"):

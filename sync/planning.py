@@ -1,0 +1,316 @@
+"""The glue from the staging store to a Plan: match the dirty records, reconcile the dirty
+persons, render each op's payload through its connection's mapping — and print plans.
+
+    build_plan(store, config, names, capabilities, run_id=..., commit=True) -> Plan
+    render_text(plan) -> str          render_json(plan) -> dict
+
+Everything runs in one store transaction: with ``commit=False`` (``contactsync plan``, a dry
+run) it is rolled back, so nothing is written anywhere, not even locally.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from sqlalchemy.orm import sessionmaker
+
+from connectors.base import Capabilities
+from sync.canonical import FieldDict, to_json_value
+from sync.match import MatchInput, MatchPolicy, MatchResult, match_records
+from sync.plan import OpKind, Plan, PlanOp
+from sync.reconcile import (
+    ConflictPolicy,
+    ConnectionInfo,
+    DeletePolicy,
+    FieldRule,
+    MergePolicy,
+    PersonView,
+    RecordState,
+    ReconcilePolicy,
+    Side,
+    reconcile,
+)
+from sync.store import Store
+from sync.store.persons import (
+    MatchRows,
+    PersonRows,
+    RecordRow,
+    ReviewRow,
+    dirty_person_ids,
+    load_match_input,
+    load_person_views,
+    save_match,
+    save_plan_state,
+)
+
+
+class Mapping_(Protocol):
+    """What planning needs of a ``sync.mapping.FieldMapping``."""
+
+    readable: frozenset[str]
+    writable: frozenset[str]
+    updatable_keys: frozenset[str] | None
+    endpoint_fields: frozenset[str]
+    lenses: Any
+
+    def read(self, raw: dict[str, Any]) -> Any: ...
+    def write(self, fields: Mapping[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]: ...
+    def changes(self, fields: Mapping[str, Any], base: dict[str, Any]) -> dict[str, Any]: ...
+    def fit(self, fields: Mapping[str, Any]) -> FieldDict: ...
+
+
+# -- policies from the configuration ----------------------------------------------------------
+
+
+def match_policy(config: Any) -> MatchPolicy:
+    """``MatchPolicy`` from ``config.matching`` (keys with strength)."""
+    return MatchPolicy(keys={k.kind: k.strength for k in config.matching.keys})
+
+
+_DUPLICATES = {"link_oldest": "link", "flag": "link", "merge_native": "merge"}
+
+
+def reconcile_policy(config: Any) -> ReconcilePolicy:
+    """``ReconcilePolicy`` from ``config.conflicts`` / ``.deletes`` / ``.merges`` /
+    ``.matching.duplicates``. Sets (tags, identities) merge by ``union`` unless a field says
+    otherwise, as the configuration documents."""
+    c = config.conflicts
+    overrides = {name: FieldRule(rule=rule) for name, rule in c.fields.items()}
+    for name in ("tags", "identities"):
+        overrides.setdefault(name, FieldRule(rule=c.field_policy(name)))
+    return ReconcilePolicy(
+        conflicts=ConflictPolicy(rule=c.policy, priority=tuple(c.priority), overrides=overrides, empty_erases=c.empty_erases),
+        deletes=DeletePolicy(mode=config.deletes.policy, tag=config.deletes.tag),
+        merges=MergePolicy(fallback=config.merges.fallback, tag=config.merges.tag),
+        duplicates=_DUPLICATES.get(config.matching.duplicates, "link"),
+    )
+
+
+def update_fields(mapping: Mapping_) -> frozenset[str]:
+    """Canonical fields an update can change: writable fields whose raw keys the platform
+    accepts on update (DM Champ: never the phone), plus endpoint fields (GoHighLevel tags)."""
+    allowed = mapping.updatable_keys
+    out: set[str] = set(mapping.endpoint_fields)
+    for lens in mapping.lenses:
+        if not getattr(lens, "writable", False):
+            continue
+        tops = {p.split(".", 1)[0] for p in lens.paths}
+        if allowed is None or tops <= set(allowed):
+            out.update(lens.fields)
+    return frozenset(out)
+
+
+def connection_info(name: str, mapping: Mapping_, capabilities: Capabilities) -> ConnectionInfo:
+    """How reconcile sees one connection: its mapping's fields narrowed by its capabilities."""
+    create = frozenset(mapping.writable) if capabilities.can_create else frozenset()
+    update = update_fields(mapping) if capabilities.can_update else frozenset()
+    return ConnectionInfo(name, frozenset(mapping.readable), create, update, capabilities, shape=mapping.fit)
+
+
+# -- building a plan --------------------------------------------------------------------------
+
+
+@dataclass
+class PlanContext:
+    """What a plan was built from, for rendering payloads (raw record by connection and id)."""
+
+    mappings: Mapping[str, Mapping_]
+    payloads: dict[tuple[str, str], dict[str, Any]]
+
+
+def build_plan(
+    store: Store,
+    config: Any,
+    names: Sequence[str],
+    capabilities: Mapping[str, Capabilities],
+    *,
+    run_id: int | None = None,
+    commit: bool = True,
+) -> Plan:
+    """Match the store's dirty records, reconcile its dirty persons over connections ``names``
+    and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
+    read-confirmed snapshots and conflicts; without it the transaction is rolled back."""
+    mappings = {n: config.mapping(n) for n in names}
+    infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
+    session = sessionmaker(store.engine, expire_on_commit=False)()
+    try:
+        merged_persons, primaries = match_dirty(session, match_policy(config))
+        people = load_person_views(session, dirty_person_ids(session))
+        ctx = PlanContext(mappings, {})
+        views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
+        plan = reconcile(views, infos, reconcile_policy(config))
+        plan = render_payloads(plan, ctx)
+        if commit:
+            existing = [(p.person_id, c) for p in people for c in p.snapshots]
+            save_plan_state(session, plan, run_id=run_id, existing=existing)
+            session.commit()
+        else:
+            session.rollback()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    return plan
+
+
+def match_dirty(session: Any, policy: MatchPolicy) -> tuple[set[int], dict[tuple[int, str], str]]:
+    """Match the dirty records and store the result. Returns the persons a platform merge
+    joined this run, and the primary record (remote id) per (person, connection) where a
+    person has several."""
+    rows = load_match_input(session)
+    if not len(rows):
+        return set(), {}
+    result = match_records(_input(rows), policy)
+    outcome = save_match(
+        session,
+        rows,
+        result.person_of.tolist(),
+        folds=result.folds,
+        merged=result.merged,
+        reviews=_reviews(rows, result),
+        new_persons=result.new_persons,
+    )
+
+    def real(p: int) -> int:
+        return outcome.new_person_ids.get(p, p)
+
+    merged = {real(p) for p in result.merge_persons}
+    primaries = {(real(d.person), d.connection): rows.remote_ids[d.records[0]] for d in result.duplicates}
+    return merged, primaries
+
+
+def _input(rows: MatchRows) -> MatchInput:
+    return MatchInput(
+        record_ids=rows.record_ids,
+        connections=rows.connections,
+        remote_ids=rows.remote_ids,
+        person_ids=rows.person_ids,
+        merged_into=rows.merged_into,
+        deleted=rows.deleted,
+        key_records=rows.key_records,
+        key_kinds=rows.key_kinds,
+        key_values=rows.key_values,
+    )
+
+
+def _reviews(rows: MatchRows, result: MatchResult) -> list[ReviewRow]:
+    out = []
+    for r in result.reviews:
+        records = [
+            {"connection": rows.connections[i], "remote_id": rows.remote_ids[i], "person_id": int(result.person_of[i])}
+            for i in r.records
+        ]
+        out.append(ReviewRow(r.kind, r.key, records, r.detail))
+    return out
+
+
+def person_view(
+    person: PersonRows,
+    infos: Mapping[str, ConnectionInfo],
+    mappings: Mapping[str, Mapping_],
+    ctx: PlanContext,
+    merged_persons: set[int] | frozenset[int] = frozenset(),
+    primaries: Mapping[tuple[int, str], str] | None = None,
+) -> PersonView:
+    """The reconcile view of a stored person: per connection the primary record (the one the
+    match preferred, else the oldest live one, else a deleted one so a delete is seen), further
+    live records, and the snapshot. Records merged away are not sides at all."""
+    by_conn: dict[str, list[RecordRow]] = {}
+    for rec in person.records:
+        if rec.connection in infos and not rec.merged_into:
+            by_conn.setdefault(rec.connection, []).append(rec)
+    sides: dict[str, Side] = {}
+    for conn, recs in by_conn.items():
+        live = [r for r in recs if not r.deleted]
+        preferred = (primaries or {}).get((person.person_id, conn))
+        live.sort(key=lambda r: (r.remote_id != preferred, r.id))
+        chosen = live if live else recs[:1]
+        states = []
+        for rec in chosen:
+            ctx.payloads[(conn, rec.remote_id)] = rec.payload
+            current = mappings[conn].read(rec.payload).fields
+            states.append(RecordState(rec.remote_id, current, rec.updated_at, rec.deleted))
+        sides[conn] = Side(conn, states[0], person.snapshots.get(conn), tuple(states[1:]))
+    return PersonView(person.person_id, person.golden, sides, merged=person.person_id in merged_persons)
+
+
+def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
+    """Each create/update/tag op with its platform payload (through the mapping). An update
+    whose payload comes out empty and that changes no endpoint field is dropped — its values
+    are already held there — and its snapshot is confirmed instead."""
+    ops: list[PlanOp] = []
+    for op in plan.ops:
+        mapping = ctx.mappings.get(op.connection)
+        if mapping is None or op.kind in (OpKind.DELETE, OpKind.MERGE, OpKind.EXCLUDE):
+            ops.append(op)
+            continue
+        if op.kind is OpKind.CREATE:
+            ops.append(replace(op, payload=mapping.write(op.fields, None)))
+            continue
+        base = ctx.payloads.get((op.connection, op.remote_id or ""), {})
+        payload = mapping.changes(op.fields, base)
+        endpoint = set(op.fields) & set(mapping.endpoint_fields)
+        if not payload and not endpoint:
+            if op.kind is OpKind.UPDATE:
+                plan.snapshots[(op.person_id, op.connection)] = dict(op.confirms)
+            continue
+        ops.append(replace(op, payload=payload))
+    plan.ops = ops
+    return plan
+
+
+# -- printing ---------------------------------------------------------------------------------
+
+
+def render_json(plan: Plan) -> dict[str, Any]:
+    """The plan for machines: summary counts per connection, ops, conflicts."""
+    return plan.to_json()
+
+
+def render_text(plan: Plan, *, limit: int = 200) -> str:
+    """The plan for people: summary counts per connection, then per person the field diffs of
+    each op (before -> after), exclusions with their reasons, and the conflicts."""
+    if not plan.ops and not plan.conflicts:
+        return "nothing to do"
+    lines = ["summary:"]
+    for conn, counts in plan.summary().items():
+        lines.append(f"  {conn}: " + ", ".join(f"{kind} {n}" for kind, n in counts.items()))
+    by_person: dict[int, list[PlanOp]] = {}
+    for op in plan.ops:
+        by_person.setdefault(op.person_id, []).append(op)
+    shown = 0
+    for person_id in sorted(by_person):
+        if shown >= limit:
+            lines.append(f"... {len(by_person) - shown} more persons")
+            break
+        shown += 1
+        lines.append(f"person {person_id}:")
+        for op in by_person[person_id]:
+            target = f" {op.remote_id}" if op.remote_id else ""
+            head = f"  {op.connection}: {op.kind.value}{target}"
+            if op.loser_ids:
+                head += f" <- {', '.join(op.loser_ids)}"
+            if op.reason:
+                head += f" ({op.reason})"
+            lines.append(head)
+            for name in sorted(op.fields):
+                after = json.dumps(to_json_value(op.fields[name]), ensure_ascii=False)
+                if name in op.before:
+                    before = json.dumps(to_json_value(op.before[name]), ensure_ascii=False)
+                    lines.append(f"      {name}: {before} -> {after}")
+                else:
+                    lines.append(f"      {name}: {after}")
+    if plan.conflicts:
+        lines.append("conflicts:")
+        for c in plan.conflicts[:limit]:
+            values = ", ".join(
+                f"{x.connection}={json.dumps(to_json_value(x.value), ensure_ascii=False)}" for x in c.candidates
+            )
+            review = " (needs review)" if c.needs_review else ""
+            decided = json.dumps(to_json_value(c.decision), ensure_ascii=False)
+            lines.append(f"  person {c.person_id} {c.field}: {values} -> {decided} by {c.rule}{review}")
+    return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""Matching and planning over a real store (SQLite file; PostgreSQL when configured):
+incremental loading, stable person ids, folds, reviews, conflicts, snapshots and dry runs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from connectors.base import RawRecord
+from connectors.registry import connector_class
+from sync.config import Config
+from sync.plan import OpKind, Plan
+from sync.planning import build_plan, render_json, render_text
+from sync.stage import stage_record
+from sync.store import Store
+from sync.store.models import Conflict, MatchReview, Person, RemoteRecord, Snapshot
+from sync.store.persons import load_match_input
+
+T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+NAMES = ["acq", "c100", "dm", "ghl"]
+PLATFORM = {"acq": "acquire", "ghl": "gohighlevel", "c100": "comm100", "dm": "dmchamp"}
+
+
+def make_config(**sections: Any) -> Config:
+    return Config.model_validate(
+        {
+            "connections": {
+                "acq": {"platform": "acquire", "base_url": "http://acq.test"},
+                "ghl": {"platform": "gohighlevel", "base_url": "http://ghl.test", "options": {"location_id": "L1"}},
+                "c100": {"platform": "comm100", "base_url": "http://c100.test", "options": {"site_id": 1}},
+                "dm": {"platform": "dmchamp", "base_url": "http://dm.test"},
+            },
+            **sections,
+        }
+    )
+
+
+CAPS = {n: connector_class(p).capabilities for n, p in PLATFORM.items()}
+
+
+def acq(rid: int, name: str, email: str | None, phone: str | None = None, minute: int = 0) -> RawRecord:
+    fields: dict[str, Any] = {"name": name}
+    if email:
+        fields["email"] = email
+    if phone:
+        fields["phone"] = phone
+    stamp = (T0 + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    payload = {"id": rid, "archive": "no", "companyId": None, "dateCreated": stamp, "dateUpdated": stamp,
+               "fields": fields, "tags": []}
+    return RawRecord(str(rid), payload, T0 + timedelta(minutes=minute))
+
+
+def ghl(rid: str, first: str, last: str, email: str | None, phone: str | None = None, minute: int = 0) -> RawRecord:
+    payload: dict[str, Any] = {"id": rid, "locationId": "L1", "firstName": first, "lastName": last, "tags": [],
+                               "customFields": []}
+    if email:
+        payload["email"] = email
+    if phone:
+        payload["phone"] = phone
+    return RawRecord(rid, payload, T0 + timedelta(minutes=minute))
+
+
+def c100(rid: str, first: str, last: str, email: str, merged_into: str | None = None, minute: int = 0) -> RawRecord:
+    payload = {
+        "id": rid, "name": f"{first} {last}", "firstName": first, "lastName": last,
+        "mergeToContactId": merged_into or "00000000-0000-0000-0000-000000000000",
+        "contactIdentities": [{"id": rid + "-e", "contactId": rid, "contactIdentityType": "Email", "name": "", "value": email}],
+    }
+    return RawRecord(rid, payload, T0 + timedelta(minutes=minute), merged_into=merged_into)
+
+
+def stage(store: Store, config: Config, conn: str, *records: RawRecord) -> None:
+    mapping = config.mapping(conn)
+    store.stage_page(conn, [stage_record(mapping, r) for r in records])
+
+
+def plan(store: Store, config: Config, commit: bool = True) -> Plan:
+    return build_plan(store, config, NAMES, CAPS, run_id=None, commit=commit)
+
+
+def count(store: Store, model: Any, *where: Any) -> int:
+    with store.session() as s:
+        return s.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
+
+
+def person_of(store: Store, conn: str, rid: str) -> int | None:
+    with store.session() as s:
+        return s.execute(
+            select(RemoteRecord.person_id).where(RemoteRecord.connection == conn, RemoteRecord.remote_id == rid)
+        ).scalar_one()
+
+
+def test_first_cycle_matches_across_platforms_and_plans_creates(store: Store) -> None:
+    config = make_config()
+    stage(store, config, "acq", acq(12, "Ada Lovelace", "Ada@X.com", "+1 415 555 2671"))
+    stage(store, config, "ghl", ghl("g1", "Ada", "Lovelace", "ada@x.com", "+14155552671"))
+    result = plan(store, config)
+    assert person_of(store, "acq", "12") == person_of(store, "ghl", "g1") is not None
+    assert result.summary() == {"c100": {"create": 1}, "dm": {"create": 1}}
+    create = next(op for op in result.ops if op.connection == "dm")
+    assert create.payload is not None and create.payload["phoneNumber"] == "+14155552671"
+    assert count(store, Person) == 1
+    assert count(store, Snapshot) == 2  # acq and ghl confirmed by reading
+    assert count(store, RemoteRecord, RemoteRecord.dirty.is_(True)) == 0
+    assert count(store, Person, Person.dirty.is_(True)) == 0
+    # Nothing new: nothing planned.
+    assert plan(store, config).ops == []
+
+
+def test_an_edit_is_propagated_as_only_the_changed_field_with_the_platform_payload(store: Store) -> None:
+    config = make_config()
+    stage(store, config, "acq", acq(12, "Ada Lovelace", "ada@x.com"))
+    stage(store, config, "ghl", ghl("g1", "Ada", "Lovelace", "ada@x.com"))
+    plan(store, config)
+    pid = person_of(store, "acq", "12")
+    stage(store, config, "ghl", ghl("g1", "Ada", "King", "ada@x.com", minute=5))
+    result = plan(store, config)
+    update = next(op for op in result.ops if op.connection == "acq")
+    assert (update.kind, update.person_id, update.fields) == (OpKind.UPDATE, pid, {"last_name": "King"})
+    assert update.payload == {"fields": {"name": "Ada King"}}
+    assert not [op for op in result.ops if op.connection == "ghl"]
+    assert result.conflicts == []
+    with store.session() as s:
+        golden = s.get(Person, pid)
+        assert golden is not None and golden.fields["last_name"] == "King" and golden.version == 2
+
+
+def test_dry_run_writes_nothing(store: Store) -> None:
+    config = make_config()
+    stage(store, config, "acq", acq(12, "Ada Lovelace", "ada@x.com"))
+    result = plan(store, config, commit=False)
+    assert {op.kind for op in result.ops} == {OpKind.CREATE, OpKind.EXCLUDE}
+    assert count(store, Person) == 0
+    assert count(store, Snapshot) == 0
+    assert count(store, RemoteRecord, RemoteRecord.dirty.is_(True)) == 1
+    assert "summary:" in render_text(result)
+    assert render_json(result)["summary"] == result.summary()
+
+
+def test_dm_champ_without_a_phone_is_excluded_with_a_reason(store: Store) -> None:
+    config = make_config()
+    stage(store, config, "acq", acq(12, "Ada Lovelace", "ada@x.com"))
+    result = plan(store, config)
+    (excl,) = [op for op in result.ops if op.connection == "dm"]
+    assert excl.kind is OpKind.EXCLUDE and excl.reason == "dm needs phones"
+    assert "dm needs phones" in render_text(result)
+
+
+def test_incremental_run_loads_only_the_neighbourhood_of_what_changed(store: Store) -> None:
+    config = make_config()
+    stage(store, config, "acq", *[acq(i, f"P{i} X", f"p{i}@x.com") for i in range(1, 41)])
+    stage(store, config, "ghl", *[ghl(f"g{i}", f"P{i}", "X", f"p{i}@x.com") for i in range(1, 41)])
+    plan(store, config)
+    ids = {i: person_of(store, "acq", str(i)) for i in range(1, 41)}
+    assert len(set(ids.values())) == 40
+    stage(store, config, "ghl", ghl("g7", "P7", "Changed", "p7@x.com", minute=3))
+    with store.session() as s:
+        rows = load_match_input(s)
+    assert sorted(rows.remote_ids) == ["7", "g7"] and not rows.full
+    result = plan(store, config)
+    assert {op.person_id for op in result.ops if op.kind is OpKind.UPDATE} == {ids[7]}
+    # Person ids are stable across runs.
+    assert {i: person_of(store, "acq", str(i)) for i in range(1, 41)} == ids
+
+
+def test_ambiguous_shared_phone_is_kept_apart_and_stored_for_review(store: Store) -> None:
+    config = make_config()
+    stage(store, config, "acq", acq(1, "Mum Smith", "mum@x.com", "+14155552671"))
+    stage(store, config, "ghl", ghl("g1", "Kid", "Smith", "kid@x.com", "+14155552671"))
+    plan(store, config)
+    assert person_of(store, "acq", "1") != person_of(store, "ghl", "g1")
+    with store.session() as s:
+        (review,) = s.scalars(select(MatchReview)).all()
+        assert (review.kind, review.key, review.status) == ("ambiguous_match", "phone:+14155552671", "open")
+        assert sorted(r["remote_id"] for r in review.records) == ["1", "g1"]
+    # Asked again on a later run: still one row.
+    stage(store, config, "ghl", ghl("g1", "Kid", "Smith", "kid@x.com", "+14155552671", minute=2))
+    plan(store, config)
+    assert count(store, MatchReview) == 1
+
+
+def test_conflicting_edits_are_decided_and_stored_as_rows(store: Store) -> None:
+    config = make_config(conflicts={"policy": "priority", "priority": ["acq", "ghl"]})
+    stage(store, config, "acq", acq(12, "Ada Lovelace", "ada@x.com"))
+    stage(store, config, "ghl", ghl("g1", "Ada", "Lovelace", "ada@x.com"))
+    plan(store, config)
+    stage(store, config, "acq", acq(12, "Ada Byron", "ada@x.com", minute=4))
+    stage(store, config, "ghl", ghl("g1", "Ada", "King", "ada@x.com", minute=9))
+    result = plan(store, config)
+    (conflict,) = result.conflicts
+    assert (conflict.field, conflict.decision, conflict.rule) == ("last_name", "Byron", "priority:acq>ghl")
+    with store.session() as s:
+        (row,) = s.scalars(select(Conflict)).all()
+        assert row.field == "last_name" and row.decision == "Byron" and row.rule == "priority:acq>ghl"
+        assert sorted((c["connection"], c["value"]) for c in row.candidates) == [("acq", "Byron"), ("ghl", "King")]
+        assert all(c["updated_at"] for c in row.candidates)
+    assert [op.fields for op in result.ops if op.connection == "ghl" and op.kind is OpKind.UPDATE] == [{"last_name": "Byron"}]
+
+
+def test_comm100_merge_folds_persons_and_is_carried_to_the_other_platforms(store: Store) -> None:
+    config = make_config(merges={"fallback": "tag", "tag": "merged"})
+    stage(store, config, "c100", c100("c-a", "Ada", "Lovelace", "ada@x.com"), c100("c-b", "Ada", "L", "ada.l@y.com"))
+    stage(store, config, "ghl", ghl("g-a", "Ada", "Lovelace", "ada@x.com"), ghl("g-b", "Ada", "L", "ada.l@y.com"))
+    plan(store, config)
+    survivor, loser = person_of(store, "c100", "c-a"), person_of(store, "c100", "c-b")
+    assert survivor != loser
+    stage(store, config, "c100", c100("c-b", "Ada", "L", "ada.l@y.com", merged_into="c-a", minute=5))
+    result = plan(store, config)
+    assert person_of(store, "c100", "c-b") == survivor
+    assert person_of(store, "ghl", "g-b") == survivor
+    with store.session() as s:
+        folded = s.get(Person, loser)
+        assert folded is not None and folded.merged_into == survivor
+    tags = [op for op in result.ops if op.kind is OpKind.TAG]
+    assert [(op.connection, op.remote_id, op.fields["tags"]) for op in tags] == [("ghl", "g-b", frozenset({"merged"}))]
+    assert not [op for op in result.ops if op.kind is OpKind.DELETE]
+    # Records arriving later for either email join the survivor; two of them on Acquire are
+    # plain duplicates there (no merge happened this run): linked and flagged, not merged.
+    stage(store, config, "acq", acq(1, "Ada Lovelace", "ada@x.com"), acq(2, "Ada L", "ada.l@y.com"))
+    result = plan(store, config)
+    assert person_of(store, "acq", "1") == person_of(store, "acq", "2") == survivor
+    assert not [op for op in result.ops if op.kind is OpKind.MERGE]
+    with store.session() as s:
+        # (The tagged GoHighLevel loser stays a live duplicate there, flagged as such too.)
+        keys = sorted(r.key for r in s.scalars(select(MatchReview).where(MatchReview.kind == "duplicate")))
+        assert keys == ["acq:1", "ghl:g-a"]
+
+
+def test_delete_from_a_full_scan_is_ignored_by_default(store: Store) -> None:
+    config = make_config()
+    stage(store, config, "acq", acq(12, "Ada Lovelace", "ada@x.com"))
+    stage(store, config, "ghl", ghl("g1", "Ada", "Lovelace", "ada@x.com"))
+    plan(store, config)
+    gone = acq(12, "Ada Lovelace", "ada@x.com")
+    gone.deleted = True
+    stage(store, config, "acq", gone)
+    result = plan(store, config)
+    assert [op for op in result.ops if op.kind is not OpKind.EXCLUDE] == []
+
+
+def test_delete_propagates_when_configured(store: Store) -> None:
+    config = make_config(deletes={"policy": "propagate"})
+    stage(store, config, "acq", acq(12, "Ada Lovelace", "ada@x.com"))
+    stage(store, config, "ghl", ghl("g1", "Ada", "Lovelace", "ada@x.com"))
+    plan(store, config)
+    gone = acq(12, "Ada Lovelace", "ada@x.com")
+    gone.deleted = True
+    stage(store, config, "acq", gone)
+    result = plan(store, config)
+    assert [(op.connection, op.kind, op.remote_id) for op in result.ops] == [("ghl", OpKind.DELETE, "g1")]
+
+
+@pytest.mark.parametrize("duplicates", ["link_oldest", "merge_native"])
+def test_duplicates_on_one_platform(store: Store, duplicates: str) -> None:
+    config = make_config(matching={"duplicates": duplicates})
+    stage(store, config, "acq", acq(5, "Ada Lovelace", "ada@x.com"), acq(9, "Ada Lovelace", "ADA@x.com"))
+    result = plan(store, config)
+    assert person_of(store, "acq", "5") == person_of(store, "acq", "9")
+    with store.session() as s:
+        (review,) = s.scalars(select(MatchReview)).all()
+        assert review.kind == "duplicate" and review.key == "acq:5"
+    merges = [(op.remote_id, op.loser_ids) for op in result.ops if op.kind is OpKind.MERGE]
+    assert merges == ([("5", ("9",))] if duplicates == "merge_native" else [])
