@@ -24,6 +24,7 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    any_,
     bindparam,
     column,
     delete,
@@ -36,7 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from sync.normalize import IdentityKey as NormalizedKey
 from sync.store.models import Cursor, IdentityKey, Quarantine, RemoteRecord, utcnow
@@ -159,6 +160,11 @@ def _pg_records_select(connection: str, now: datetime, scan_id: int | None) -> S
     )
 
 
+def _key_pairs(r: StagedRecord) -> Iterable[tuple[str, str]]:
+    """The record's distinct (kind, value) keys, in order."""
+    return dict.fromkeys((k.kind, k.value) for k in r.keys)
+
+
 def _check(connection: str, records: Iterable[StagedRecord]) -> None:
     for r in records:
         if not r.remote_id or len(r.remote_id) > MAX_REMOTE_ID_LENGTH:
@@ -186,10 +192,19 @@ class StagingMixin:
         dialect = postgresql if self.dialect_name == "postgresql" else sqlite
         return dialect.insert(model.__table__)
 
+    def _among(self, col: Any, values: Sequence[Any]) -> Any:
+        """``col IN (values)``; on PostgreSQL ``col = ANY(:array)``, one parameter instead of
+        thousands (psycopg parses every placeholder of a query on the client)."""
+        if self.dialect_name == "postgresql":
+            item = String() if isinstance(col.type, String) else BigInteger()
+            return col == any_(bindparam(None, list(values), type_=ARRAY(item)))
+        return col.in_(values)
+
     def _upsert_records(
         self, s: Session, connection: str, upserts: list[StagedRecord], now: datetime, scan_id: int | None
-    ) -> Iterable[tuple[int, str]]:
-        """Write new and changed records (full rows, dirty); yields (id, remote_id) of each."""
+    ) -> dict[str, int]:
+        """Write new and changed records (full rows, dirty) and insert their identity keys (old
+        keys are already deleted); returns the record id of each remote id."""
         rr = RemoteRecord.__table__.c
         for r in upserts:
             if r.remote_updated_at is not None and r.remote_updated_at.tzinfo is None:
@@ -230,7 +245,20 @@ class StagingMixin:
                 }
                 for r in upserts
             ]
-            return s.execute(stmt, {"records": records}).all()
+            keys = [
+                {"remote_id": r.remote_id, "kind": kind, "value": value} for r in upserts for kind, value in _key_pairs(r)
+            ]
+            # One statement: the upsert's RETURNING feeds the key insert (a data-modifying CTE).
+            staged = stmt.cte("staged")
+            k = _pg_recordset("staged_keys", "keys", remote_id=Text, kind=Text, value=Text)
+            add_keys = IdentityKey.__table__.insert().from_select(
+                ["record_id", "kind", "value"],
+                select(staged.c.id, k.c.kind, k.c.value).select_from(
+                    staged.join(k, k.c.remote_id == staged.c.remote_id)
+                ),
+            )
+            both = select(staged.c.id, staged.c.remote_id).add_cte(add_keys.cte("staged_key_rows"))
+            return {remote_id: rid for rid, remote_id in s.execute(both, {"records": records, "keys": keys})}
         rows = [
             {
                 "connection": connection,
@@ -248,18 +276,13 @@ class StagingMixin:
             }
             for r in upserts
         ]
-        return s.execute(stmt, rows).all()
-
-    def _insert_keys(self, s: Session, key_rows: list[dict[str, Any]]) -> None:
-        table = IdentityKey.__table__
-        if self.dialect_name == "postgresql":
-            keys = _pg_recordset("staged_keys", "keys", record_id=BigInteger, kind=Text, value=Text).c
-            s.execute(
-                table.insert().from_select(["record_id", "kind", "value"], select(keys.record_id, keys.kind, keys.value)),
-                {"keys": key_rows},
-            )
-        else:
-            s.execute(table.insert(), key_rows)  # sqlite3 executemany: one prepared statement
+        ids = {remote_id: rid for rid, remote_id in s.execute(stmt, rows)}
+        key_rows = [
+            {"record_id": ids[r.remote_id], "kind": kind, "value": value} for r in upserts for kind, value in _key_pairs(r)
+        ]
+        if key_rows:
+            s.execute(IdentityKey.__table__.insert(), key_rows)  # sqlite3 executemany: one prepared statement
+        return ids
 
     def stage_page(
         self,
@@ -308,7 +331,7 @@ class StagingMixin:
             for chunk in _chunks(list(page)):
                 for rid, remote_id, h, deleted_at, merged_into in s.execute(
                     select(rr.id, rr.remote_id, rr.payload_hash, rr.deleted_at, rr.merged_into).where(
-                        rr.connection == connection, rr.remote_id.in_(chunk)
+                        rr.connection == connection, self._among(rr.remote_id, chunk)
                     )
                 ):
                     existing[remote_id] = (rid, h, deleted_at is not None, merged_into)
@@ -339,28 +362,19 @@ class StagingMixin:
                     unchanged.append(rid)
 
             record_ids = {remote_id: ex[0] for remote_id, ex in existing.items()}
+            # Changed records get their identity keys replaced wholesale: old ones go first.
+            for chunk in _chunks(changed_ids):
+                s.execute(delete(IdentityKey.__table__).where(self._among(IdentityKey.__table__.c.record_id, chunk)))
             if upserts:
-                for rid, remote_id in self._upsert_records(s, connection, upserts, now, scan_id):
-                    record_ids[remote_id] = rid
+                record_ids.update(self._upsert_records(s, connection, upserts, now, scan_id))
 
             extra: dict[str, Any] = {"seen_at": now}
             if scan_id is not None:
                 extra["last_scan"] = scan_id
             for chunk in _chunks(newly_deleted):
-                s.execute(update(RemoteRecord.__table__).where(rr.id.in_(chunk)).values(deleted_at=now, dirty=True, **extra))
+                s.execute(update(RemoteRecord.__table__).where(self._among(rr.id, chunk)).values(deleted_at=now, dirty=True, **extra))
             for chunk in _chunks(unchanged):
-                s.execute(update(RemoteRecord.__table__).where(rr.id.in_(chunk)).values(**extra))
-
-            # Identity keys of new and changed records are replaced wholesale.
-            for chunk in _chunks(changed_ids):
-                s.execute(delete(IdentityKey.__table__).where(IdentityKey.__table__.c.record_id.in_(chunk)))
-            key_rows = [
-                {"record_id": record_ids[r.remote_id], "kind": kind, "value": value}
-                for r in upserts
-                for kind, value in dict.fromkeys((k.kind, k.value) for k in r.keys)
-            ]
-            if key_rows:
-                self._insert_keys(s, key_rows)
+                s.execute(update(RemoteRecord.__table__).where(self._among(rr.id, chunk)).values(**extra))
 
         self._note_inserted(inserted)
         return StageResult(
