@@ -206,7 +206,12 @@ class Comm100Connector(HttpConnector):
     async def lookup(self, keys: Mapping[str, str]) -> str | None:
         """Find a live contact by an Email identity (``keys["email"]``) or an SMS/WhatsApp
         identity (``keys["phone"]``) through ``contactIdentityValue``; candidates are confirmed
-        by their normalized values and the oldest one wins."""
+        by their normalized values and the oldest one wins.
+
+        A primary phone lives in the top-level ``phone`` field, which no search parameter
+        covers; so a phone not found among identities is looked for among the most recently
+        created contacts (one page, newest first) - enough to settle an in-flight create, the
+        reason lookups exist."""
         for kind in self.capabilities.lookup_keys:
             value = keys.get(kind)
             if not value:
@@ -216,12 +221,26 @@ class Comm100Connector(HttpConnector):
                 CONTACTS,
                 params={"contactIdentityValue": value, "include": "contactIdentity", "pageSize": 100},
             )
-            contacts = body.get("contacts") if isinstance(body, dict) else None
-            matches = [c for c in contacts or [] if self._holds(c, kind, value)]
-            if matches:
-                matches.sort(key=lambda c: (_parse(c.get("createTime")) or datetime.max.replace(tzinfo=timezone.utc)))
-                return str(matches[0]["id"])
+            found = self._oldest_holding(body, kind, value)
+            if found is None and kind == "phone":
+                body = await self.http.json(
+                    "GET",
+                    CONTACTS,
+                    params={"sortBy": "createTime", "sortOrder": "desc", "include": "contactIdentity",
+                            "pageSize": self.page_size},
+                )
+                found = self._oldest_holding(body, kind, value)
+            if found is not None:
+                return found
         return None
+
+    def _oldest_holding(self, body: Any, kind: str, value: str) -> str | None:
+        contacts = body.get("contacts") if isinstance(body, dict) else None
+        matches = [c for c in contacts or [] if self._holds(c, kind, value)]
+        if not matches:
+            return None
+        matches.sort(key=lambda c: _parse(c.get("createTime")) or datetime.max.replace(tzinfo=timezone.utc))
+        return str(matches[0]["id"])
 
     def _holds(self, contact: JSON, kind: str, value: str) -> bool:
         if contact.get("isDeleted") or (contact.get("mergeToContactId") or ZERO_GUID) != ZERO_GUID:
@@ -235,7 +254,8 @@ class Comm100Connector(HttpConnector):
                 return True
             if kind == "phone" and itype in _PHONE_TYPES and _same(normalize_phone, raw, value, self.default_region):
                 return True
-        return False
+        phone = contact.get("phone")
+        return kind == "phone" and isinstance(phone, str) and _same(normalize_phone, phone, value, self.default_region)
 
     # ----------------------------------------------------------------- writes
 
@@ -354,6 +374,8 @@ def _identity_keys(body: Mapping[str, Any]) -> dict[str, str]:
             keys["email"] = str(ident["value"])
         elif itype in _PHONE_TYPES and "phone" not in keys and ident.get("value"):
             keys["phone"] = str(ident["value"])
+    if "phone" not in keys and body.get("phone"):
+        keys["phone"] = str(body["phone"])
     return keys
 
 

@@ -411,3 +411,17 @@ def test_pull_under_faults_is_complete() -> None:
         await conn.aclose()
 
     run(go())
+
+
+def test_lookup_finds_a_primary_phone_among_recent_contacts() -> None:
+    emu = emulator()
+    emu.seed([person(i) for i in range(3)])  # primary phones live in "phone", not in identities
+    conn = connect(emu)
+
+    async def go() -> None:
+        rid = (await conn.create({"name": "Phone Only", "phone": "+1 (212) 555-0143"})).remote_id
+        assert await conn.lookup({"phone": "+12125550143"}) == rid
+        assert await conn.lookup({"phone": "+19175550000"}) is None
+        await conn.aclose()
+
+    run(go())
