@@ -28,6 +28,7 @@ ERROR_UNAUTHORIZED = "ERROR_UNAUTHORIZED"
 # Keys of ``fields`` that hold lists (extra details a merge appends to).
 LIST_FIELD_KEYS = ("otherEmails", "otherPhones")
 _DIGITS = re.compile(r"\D")
+_PHONE_LIKE = re.compile(r"^[+\d\s().\-]+$")
 
 
 class AcquireError(Exception):
@@ -52,6 +53,14 @@ def format_time(value: datetime) -> str:
 
 def _digits(value: str) -> str:
     return _DIGITS.sub("", value)
+
+
+def _same_phone(a: str, b: str) -> bool:
+    da, db = _digits(a), _digits(b)
+    if da == db:
+        return bool(da)
+    short, long_ = sorted((da, db), key=len)
+    return len(short) >= 7 and long_.endswith(short)
 
 
 class AcquireState:
@@ -121,14 +130,15 @@ class AcquireState:
         if not needle:
             return True
         f = contact["fields"]
-        texts = [f.get("name"), f.get("email"), f.get("phone"), *f.get("otherEmails", []), *f.get("otherPhones", [])]
+        others = [*(f.get("otherEmails") or []), *(f.get("otherPhones") or [])]
+        texts = [f.get("name"), f.get("email"), f.get("phone"), *others]
         if any(isinstance(t, str) and needle in t.lower() for t in texts):
             return True
         digits = _digits(needle)
-        if len(digits) >= 6 and digits == _digits(needle.lstrip("+")):
-            phones = [f.get("phone"), *f.get("otherPhones", [])]
+        if len(digits) >= 6 and _PHONE_LIKE.match(needle):
+            phones = [f.get("phone"), *(f.get("otherPhones") or [])]
             for p in phones:
-                if isinstance(p, str) and _digits(p) and (_digits(p).endswith(digits) or digits.endswith(_digits(p))):
+                if isinstance(p, str) and _same_phone(p, needle):
                     return True
         return False
 
@@ -197,13 +207,19 @@ class AcquireState:
         def append(key: str, single: str, value: Any) -> None:
             if not isinstance(value, str) or not value:
                 return
-            have = [target.get(single), *target.get(key, [])]
-            if value.lower() not in {h.lower() for h in have if isinstance(h, str)}:
-                target.setdefault(key, []).append(value)
+            # "Differing" details: emails compared case-insensitively, phones by their digits
+            # (a national spelling matches its international one).
+            have = [h for h in [target.get(single), *(target.get(key) or [])] if isinstance(h, str)]
+            if single == "phone":
+                same = any(_same_phone(value, h) for h in have)
+            else:
+                same = value.lower() in {h.lower() for h in have}
+            if not same:
+                target[key] = [*(target.get(key) or []), value]
 
-        for value in [source.get("email"), *source.get("otherEmails", [])]:
+        for value in [source.get("email"), *(source.get("otherEmails") or [])]:
             append("otherEmails", "email", value)
-        for value in [source.get("phone"), *source.get("otherPhones", [])]:
+        for value in [source.get("phone"), *(source.get("otherPhones") or [])]:
             append("otherPhones", "phone", value)
         for key, value in source.items():
             if key in ("email", "phone", *LIST_FIELD_KEYS):
