@@ -261,6 +261,8 @@ class Comm100State:
         body = self._check_body(body)
         target = body.get("mergeToContactId")
         if self.merge_via_put and target and target != ZERO_GUID:
+            if str(target) not in self.contacts:
+                raise validation("mergeToContactId", f"Contact {target} does not exist.")
             self.merge(str(target), contact_id)
             return self.render(self.deleted[contact_id], include_identities=False)
         identities = None

@@ -425,3 +425,19 @@ def test_lookup_finds_a_primary_phone_among_recent_contacts() -> None:
         await conn.aclose()
 
     run(go())
+
+
+def test_put_of_merge_target_must_name_a_live_contact() -> None:
+    emu = emulator()
+    a, b = emu.seed(2)
+
+    async def go() -> None:
+        r = await raw(emu, "PUT", f"/global/contacts/{a}", json={"name": "A", "mergeToContactId": str(a)[::-1]})
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "mergeToContactId"
+        r = await raw(emu, "PUT", f"/global/contacts/{a}", json={"name": "A", "mergeToContactId": a})
+        assert r.status_code == 400  # not into itself
+        r = await raw(emu, "PUT", f"/global/contacts/{a}", json={"name": "A", "mergeToContactId": b})
+        assert r.status_code == 200 and r.json()["mergeToContactId"] == b
+        assert a in emu.deleted and b in emu.contacts
+
+    run(go())
