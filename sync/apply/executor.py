@@ -156,6 +156,7 @@ class ConnectionApplier:
         self.progress = progress
         self.report = ConnectionReport(target.name)
         self._sem = asyncio.Semaphore(max(1, target.concurrency))
+        self._claims: dict[str, int | None] = {}
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -182,7 +183,17 @@ class ConnectionApplier:
         return self.report.stopped is not None or (self.stop is not None and self.stop.is_set())
 
     async def _chunk(self, items: Sequence[OutboxItem], *, settling: bool) -> None:
-        results = await asyncio.gather(*(self._guarded(item, settling) for item in items))
+        # Rows of one person run in id order (a merge before the update that relies on it);
+        # different persons run concurrently.
+        groups: dict[Any, list[OutboxItem]] = {}
+        for item in items:
+            groups.setdefault(item.person_id if item.person_id is not None else ("row", item.id), []).append(item)
+
+        async def in_order(group: list[OutboxItem]) -> list[Completion | Failure]:
+            return [await self._guarded(item, settling) for item in group]
+
+        done = await asyncio.gather(*(in_order(g) for g in groups.values()))
+        results = [r for group in done for r in group]
         completions = [r for r in results if isinstance(r, Completion)]
         failures = [r for r in results if isinstance(r, Failure)]
         self.outbox.record(completions, failures)
@@ -252,23 +263,43 @@ class ConnectionApplier:
             return None
 
     async def _create(self, item: OutboxItem, settling: bool) -> Completion:
+        """Create, never twice: a create that may already have happened (in flight after a
+        crash, retried after a failure) or that goes to a lookup-only platform (DM Champ) looks
+        the contact up first and links what it finds — unless that contact is already another
+        person's, which is a record-level failure rather than a silent takeover."""
         body = item.body
-        lookup_first = settling or self.caps.pull_mode is PullMode.LOOKUP_ONLY or item.attempts >= 1
-        if lookup_first and self.caps.can_upsert:
-            result: WriteResult = await self._call("upsert", self.connector.upsert(body))
-            return self._created(item, result, body)
-        if lookup_first:
+        if settling or self.caps.pull_mode is PullMode.LOOKUP_ONLY or item.attempts >= 1:
             found = await self._lookup(item.keys)
-            if found is not None:
+            if found is not None and self._claimable(item, found, raise_=not settling):
                 self.report.found_by_lookup += 1
                 if not settling:
-                    # Someone else's contact with these keys: bring our fields to it.
+                    # An existing contact with this person's keys: bring our fields to it.
                     changes = self._updatable(body)
                     if changes:
                         await self._call("update", self.connector.update(found, changes))
                 return self._created(item, WriteResult(remote_id=found), body, merge_payload=True)
-        result = await self._call("create", self.connector.create(body))
-        return self._created(item, result, body)
+        result: WriteResult = await self._call("create", self.connector.create(body))
+        if not result.created:
+            # The platform handed back an existing contact (duplicate refused, or adopted).
+            self._claimable(item, str(result.remote_id), raise_=True)
+        return self._created(item, result, body, merge_payload=not result.created)
+
+    def _claimable(self, item: OutboxItem, remote_id: str, *, raise_: bool) -> bool:
+        me = self.outbox.live_person(item.person_id)
+        # Claims of this run count too: two creates of one chunk may be handed the same contact.
+        owner = self._claims.get(remote_id)
+        if owner is None:
+            owner = self.outbox.owner(item.connection, remote_id)
+        if owner is None or owner == me:
+            self._claims[remote_id] = me
+            return True
+        if raise_:
+            raise RecordError(
+                409,
+                f"{item.connection}: the platform matched this person to contact {remote_id}, which is "
+                f"already person {owner}'s (they share a key such as a phone number); left for review",
+            )
+        return False
 
     def _updatable(self, body: Mapping[str, Any]) -> dict[str, Any]:
         allowed = self.caps.updatable_fields
@@ -326,7 +357,7 @@ class ConnectionApplier:
             merge_payload=record is None,
             record_updated_at=record.updated_at if record is not None else None,
             keys=self._keys(payload) if record is not None else None,
-            snapshot=item.fields,
+            snapshot=item.fields or None,  # an op that confirms nothing leaves the snapshot alone
         )
 
     async def _delete(self, item: OutboxItem) -> Completion:

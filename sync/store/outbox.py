@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.store.models import IdentityKey, Outbox, OutboxStatus, RemoteRecord, utcnow
+from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, utcnow
 from sync.store.snapshots import drop_snapshot, put_snapshot
 from sync.store.staging import payload_hash
 
@@ -207,6 +207,17 @@ def link_record(
             session.query(IdentityKey).filter(IdentityKey.record_id == row.id).delete(synchronize_session=False)
             session.add_all(IdentityKey(record_id=row.id, kind=k, value=v) for k, v in sorted(wanted))
     return row
+
+
+def _live_person(session: Session, person_id: int | None) -> int | None:
+    seen: set[int] = set()
+    while person_id is not None and person_id not in seen:
+        seen.add(person_id)
+        row = session.get(Person, person_id)
+        if row is None or row.merged_into is None:
+            return person_id
+        person_id = int(row.merged_into)
+    return person_id
 
 
 class OutboxStore:
@@ -480,6 +491,21 @@ class OutboxStore:
             for conn, status, n in rows:
                 out.setdefault(conn, {})[status] = int(n)
             return out
+
+    def owner(self, connection: str, remote_id: str) -> int | None:
+        """The live person a remote record is linked to (following person merges), or None."""
+        with self._sessions() as session:
+            person_id = session.scalar(
+                select(RemoteRecord.person_id).where(
+                    RemoteRecord.connection == connection, RemoteRecord.remote_id == remote_id
+                )
+            )
+            return _live_person(session, person_id)
+
+    def live_person(self, person_id: int | None) -> int | None:
+        """The person ``person_id`` was folded into, if any (else itself)."""
+        with self._sessions() as session:
+            return _live_person(session, person_id)
 
     def get(self, item_id: int) -> OutboxItem | None:
         with self._sessions() as session:
