@@ -102,11 +102,12 @@ class AcquireState:
 
     def matching(self, search: str | None = None) -> list[JSON]:
         """The stored contacts matching ``search`` (all when None), in id order (inferred: the
-        docs do not say how the list is ordered; id order keeps paging stable)."""
+        docs do not say how the list is ordered; id order keeps paging stable). The list is
+        shared with a cache: read it, never change it."""
         if self._ordered is None or len(self._ordered) != len(self.contacts):
             self._ordered = sorted(self.contacts.values(), key=lambda c: int(c["id"]))
         if search is None or not search.strip():
-            return list(self._ordered)
+            return self._ordered
         return [c for c in self._ordered if self._matches(c, search)]
 
     def get(self, contact_id: int, relations: Iterable[str] = ("fields", "tags")) -> JSON:
@@ -248,7 +249,7 @@ class AcquireState:
         }
         self.contacts[str(contact_id)] = contact
         self._ordered = None
-        return self.get(contact_id)
+        return contact  # the stored record itself (no copy: seeding is bulk work)
 
     def apply_edit(self, contact: JSON, changes: Mapping[str, Any]) -> None:
         """An edit made by an agent in the Acquire UI (bypasses API validation): ``fields``

@@ -175,12 +175,29 @@ class Comm100State:
             raise validation("sortBy", f"sortBy must be one of {', '.join(SORT_KEYS)}.")
         if q.sort_order not in ("asc", "desc"):
             raise validation("sortOrder", "sortOrder must be asc or desc.")
-        rows = self._sorted_rows(q.sort_by, q.include_deleted)
+        if q.identity_value is not None:
+            # Exact identity value: start from the index instead of scanning every contact.
+            ids = self._by_value.get(q.identity_value.lower(), set())
+            rows = [self.contacts[i] for i in ids if i in self.contacts]
+            if q.include_deleted:
+                rows += list(self.deleted.values())
+            rows.sort(key=self._sort_key(q.sort_by))
+        else:
+            rows = self._sorted_rows(q.sort_by, q.include_deleted)
         if q.sort_order == "desc":
             rows = rows[::-1]
         if q.keywords or q.identity_value_search or q.identity_value or q.identity_type or q.identity_name:
             rows = [c for c in rows if self._matches(c, q)]
         return rows
+
+    def _sort_key(self, sort_by: str) -> Callable[[JSON], tuple[Any, int]]:
+        def key(c: JSON) -> tuple[Any, int]:
+            value = c.get(sort_by)
+            if sort_by == "name":
+                return (value or "").lower(), self._order.get(c["id"], 0)
+            return parse_time(value) if value else _EPOCH, self._order.get(c["id"], 0)
+
+        return key
 
     def _sorted_rows(self, sort_by: str, include_deleted: bool) -> list[JSON]:
         cached = self._sorted.get((sort_by, include_deleted))
@@ -189,14 +206,7 @@ class Comm100State:
         rows = list(self.contacts.values())
         if include_deleted:
             rows += list(self.deleted.values())
-
-        def key(c: JSON) -> tuple[Any, int]:
-            value = c.get(sort_by)
-            if sort_by == "name":
-                return (value or "").lower(), self._order.get(c["id"], 0)
-            return parse_time(value) if value else _EPOCH, self._order.get(c["id"], 0)
-
-        rows.sort(key=key)
+        rows.sort(key=self._sort_key(sort_by))
         self._sorted[(sort_by, include_deleted)] = (self._version, rows)
         return rows
 
@@ -347,7 +357,7 @@ class Comm100State:
             self.contacts[contact_id] = contact
             self._index(contact)
         self._version += 1
-        return self.render(contact, include_identities=True)
+        return contact  # the stored record itself (no copy: seeding is bulk work)
 
     def apply_edit(self, contact: JSON, changes: Mapping[str, Any]) -> None:
         """An agent's edit in the console: profile keys and/or a full identity list (no
