@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,18 @@ from sync.config import ConfigError, load_config
 from sync.logs import configure_logging, get_logger, redact_text, register_secret
 
 TOKEN = "pit-7f3c2e91-secret-token-value"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Leave structlog and the root logger as other tests expect them."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 @pytest.fixture
@@ -75,7 +88,6 @@ def test_level_filters_and_console_format(capsys: pytest.CaptureFixture[str]) ->
     log.warning("loud", token="abc12345")
     err = capsys.readouterr().err
     assert "quiet" not in err and "loud" in err and "abc12345" not in err
-    configure_logging("INFO", "json")
 
 
 def test_config_representations_hide_secrets(config_file: Path) -> None:

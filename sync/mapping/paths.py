@@ -27,10 +27,11 @@ def has(raw: dict[str, Any] | None, path: str) -> bool:
     return get(raw, path, _MISSING) is not _MISSING
 
 
-def put(raw: dict[str, Any], path: str, value: Any) -> None:
+def put(raw: dict[str, Any], path: str, value: Any, *, force: bool = False) -> None:
     """Set ``path`` to ``value``, creating intermediate dicts. Setting an empty value on a key
-    that does not exist is a no-op, so clearing an absent field never invents a key."""
-    if _is_blank(value) and not has(raw, path):
+    that does not exist is a no-op (unless ``force``), so clearing an absent field never
+    invents a key."""
+    if not force and _is_blank(value) and not has(raw, path):
         return
     segs = split(path)
     node = raw

@@ -261,7 +261,9 @@ class ListLens(Lens):
         values = [formats.get(n, n) for n in want]
         if self.first and self.rest:
             paths.put(raw, self.first, values[0] if values else self.clear)
-            paths.put(raw, self.rest, values[1:] + invalid)
+            # The rest list is always set when the field changes (even to []): an update built
+            # on a stale base must not leave items the platform added meanwhile (a merge).
+            paths.put(raw, self.rest, values[1:] + invalid, force=bool(values))
         elif self.first:
             paths.put(raw, self.first, values[0] if values else self.clear)
         elif self.rest:
