@@ -566,6 +566,10 @@ class FetchedPage:
 
 
 def _record_key(record: RawRecord) -> tuple[str, str]:
+    """A record version's identity within one pull: its id and updated time (cheap), or a
+    hash of its payload when the platform gives no updated time."""
+    if record.updated_at is not None:
+        return record.remote_id, record.updated_at.isoformat()
     digest = hashlib.blake2b(json.dumps(record.payload, sort_keys=True, default=str).encode(), digest_size=12)
     return record.remote_id, digest.hexdigest()
 
@@ -579,7 +583,8 @@ async def paginate(
 ) -> AsyncIterator[tuple[Hashable | None, FetchedPage]]:
     """The paging loop: ``fetch(token)`` until a page has no next token. Yields
     ``(token_requested, page)``; a repeated page is fetched again (see :class:`Paginator`),
-    and records already yielded in this pull with the same payload are dropped, so a page
+    and records already yielded in this pull in the same version (same updated time, or the
+    same payload when there is none) are dropped, so a page
     that shifted back over the previous one yields no duplicates. The page object yielded is
     the one ``fetch`` returned, with ``records`` filtered."""
     paginator = Paginator(name, max_repeats)

@@ -130,6 +130,8 @@ class GoHighLevelConnector(HttpConnector):
             start = parse_iso(since) - timedelta(seconds=self.capabilities.overlap_seconds)
             base["filters"] = [{"field": "dateUpdated", "operator": "range", "value": {"gte": iso_ms(start)}}]
 
+        seen_ids: set[str] = set()
+
         async def fetch(token: Hashable | None) -> FetchedPage:
             body = dict(base)
             if token is not None:
@@ -137,8 +139,13 @@ class GoHighLevelConnector(HttpConnector):
             data = await self.http.json("POST", "/contacts/search", json_body=body)
             contacts = (data or {}).get("contacts") or []
             records = [self._record(c) for c in contacts]
+            seen_ids.update(r.remote_id for r in records)
+            total = (data or {}).get("total")
+            # Stop on a short page, or once every match the search counts has been seen
+            # (saves the empty request after a full last page).
+            done = isinstance(total, int) and len(seen_ids) >= total
             next_token = None
-            if len(contacts) >= self.page_limit:
+            if len(contacts) >= self.page_limit and not done:
                 last = contacts[-1]
                 after = last.get("searchAfter") or [
                     int(parse_iso(last["dateUpdated"]).timestamp() * 1000), last["id"]]
