@@ -14,7 +14,7 @@ Open one with ``Store.open(url)`` after ``upgrade(url)``. Every operation is a m
 from __future__ import annotations
 
 from sync.store.cursors import CursorState, UnknownScan
-from sync.store.db import Store, StoreOutOfDate, display_url
+from sync.store.db import NestedSession, Store, StoreOutOfDate, display_url
 from sync.store.migrate import current_revision, head_revision, upgrade
 from sync.store.runs import RunInfo
 from sync.store.staging import (
@@ -28,6 +28,7 @@ from sync.store.staging import (
 
 __all__ = [
     "MAX_REMOTE_ID_LENGTH",
+    "NestedSession",
     "CursorState",
     "QuarantineEntry",
     "RunInfo",

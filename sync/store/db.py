@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ from sync.store.runs import RunsMixin
 from sync.store.staging import StagingMixin
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class NestedSession(RuntimeError):
+    """``Store.session()`` opened inside another in the same thread on SQLite (a deadlock)."""
 
 
 class StoreOutOfDate(Exception):
@@ -92,6 +97,7 @@ class Store(StagingMixin, CursorsMixin, RunsMixin):
         self.engine = engine
         self.url = url
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._open_sessions = threading.local()
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:
@@ -118,9 +124,23 @@ class Store(StagingMixin, CursorsMixin, RunsMixin):
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: commits when the block succeeds, rolls back when it raises."""
-        with self._sessions.begin() as session:
-            yield session
+        """One transaction: commits when the block succeeds, rolls back when it raises.
+
+        On SQLite a transaction takes the write lock when it begins, so do not call another
+        Store method (or open another session) inside the block: it would wait for the lock its
+        own thread holds. That mistake raises :class:`NestedSession` at once instead of hanging."""
+        nested = getattr(self._open_sessions, "depth", 0)
+        if nested and self.dialect_name == "sqlite":
+            raise NestedSession(
+                "a Store session is already open in this thread; on SQLite the inner one would "
+                "wait forever for the outer one's write lock"
+            )
+        self._open_sessions.depth = nested + 1
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        finally:
+            self._open_sessions.depth = nested
 
     def close(self) -> None:
         """Release all pooled connections."""

@@ -258,6 +258,20 @@ def _fold_persons(session: Session, folded: Mapping[int, int], now: datetime) ->
         [{"b_id": a, "b_into": b} for a, b in folded.items()],
     )
     involved = sorted(set(folded) | set(folded.values()))
+    # The survivor's golden record gains the values only the folded persons had.
+    goldens: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(involved):
+        for pid, fields in session.execute(select(pt.c.id, pt.c.fields).where(pt.c.id.in_(chunk))):
+            goldens[pid] = fields
+    enriched: dict[int, dict[str, Any]] = {}
+    for loser, survivor in sorted(folded.items()):
+        base = enriched.get(survivor, dict(goldens.get(survivor) or {}))
+        for name, value in (goldens.get(loser) or {}).items():
+            base.setdefault(name, value)
+        enriched[survivor] = base
+    changed = [{"b_id": p, "b_fields": g} for p, g in enriched.items() if g != (goldens.get(p) or {})]
+    if changed:
+        session.execute(update(pt).where(pt.c.id == bindparam("b_id")).values(fields=bindparam("b_fields")), changed)
     have: set[tuple[int, str]] = set()
     loser_snaps: list[tuple[int, str]] = []
     for chunk in _chunks(involved):

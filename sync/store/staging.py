@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -30,7 +30,6 @@ from sqlalchemy import (
     delete,
     func,
     literal,
-    null,
     select,
     text,
     true,
@@ -160,6 +159,30 @@ def _pg_records_select(connection: str, now: datetime, scan_id: int | None) -> S
     )
 
 
+_RECORD_COLUMNS = (
+    "connection",
+    "remote_id",
+    "payload",
+    "payload_hash",
+    "remote_updated_at",
+    "seen_at",
+    "deleted_at",
+    "merged_into",
+    "invalid",
+    "dirty",
+    "last_scan",
+)
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    """A UTC-aware datetime as SQLAlchemy's SQLite DATETIME stores it (naive UTC; see
+    models.UTCDateTime)."""
+    if value is None:
+        return None
+    v = value.astimezone(timezone.utc)
+    return f"{v:%Y-%m-%d %H:%M:%S}.{v.microsecond:06d}"
+
+
 def _key_pairs(r: StagedRecord) -> Iterable[tuple[str, str]]:
     """The record's distinct (kind, value) keys, in order."""
     return dict.fromkeys((k.kind, k.value) for k in r.keys)
@@ -211,12 +234,11 @@ class StagingMixin:
                 raise StageError(f"{connection}/{r.remote_id}: remote_updated_at must be timezone-aware")
         if self.dialect_name == "postgresql":
             ins = postgresql.insert(RemoteRecord.__table__).from_select(
-                ["connection", "remote_id", "payload", "payload_hash", "remote_updated_at", "seen_at",
-                 "deleted_at", "merged_into", "invalid", "dirty", "last_scan"],
+                list(_RECORD_COLUMNS),
                 _pg_records_select(connection, now, scan_id),
             )
         else:
-            ins = sqlite.insert(RemoteRecord.__table__)
+            ins = sqlite.insert(RemoteRecord.__table__).values({name: bindparam(name) for name in _RECORD_COLUMNS})
         stmt = ins.on_conflict_do_update(
             index_elements=[rr.connection, rr.remote_id],
             set_={
@@ -227,10 +249,10 @@ class StagingMixin:
                 "deleted_at": ins.excluded.deleted_at,
                 "merged_into": ins.excluded.merged_into,
                 "invalid": ins.excluded.invalid,
-                "dirty": True,
+                "dirty": ins.excluded.dirty,  # always true: the row was written as new or changed
                 "last_scan": func.coalesce(ins.excluded.last_scan, rr.last_scan),
             },
-        ).returning(rr.id, rr.remote_id)
+        )
         if self.dialect_name == "postgresql":
             stamp = now.isoformat()
             records = [
@@ -248,6 +270,7 @@ class StagingMixin:
             keys = [
                 {"remote_id": r.remote_id, "kind": kind, "value": value} for r in upserts for kind, value in _key_pairs(r)
             ]
+            stmt = stmt.returning(rr.id, rr.remote_id)
             # One statement: the upsert's RETURNING feeds the key insert (a data-modifying CTE).
             staged = stmt.cte("staged")
             k = _pg_recordset("staged_keys", "keys", remote_id=Text, kind=Text, value=Text)
@@ -259,30 +282,43 @@ class StagingMixin:
             )
             both = select(staged.c.id, staged.c.remote_id).add_cte(add_keys.cte("staged_key_rows"))
             return {remote_id: rid for rid, remote_id in s.execute(both, {"records": records, "keys": keys})}
+        # SQLite: hand sqlite3's executemany ready-made tuples (the statement compiled once by
+        # SQLAlchemy); per-row type processing in Python would cost more than SQLite's work.
+        sql, order = self._sqlite_upsert_sql(stmt)
+        when = _sqlite_datetime(now)
         rows = [
             {
                 "connection": connection,
                 "remote_id": r.remote_id,
-                "payload": r.payload,
+                "payload": json.dumps(r.payload),
                 "payload_hash": r.payload_hash,
-                "remote_updated_at": r.remote_updated_at,
-                "seen_at": now,
-                "deleted_at": now if r.deleted else None,
+                "remote_updated_at": _sqlite_datetime(r.remote_updated_at),
+                "seen_at": when,
+                "deleted_at": when if r.deleted else None,
                 "merged_into": r.merged_into,
-                "person_id": None,
-                "dirty": True,
-                "invalid": list(r.invalid) if r.invalid else null(),  # SQL NULL, not JSON null
+                "dirty": 1,
+                "invalid": json.dumps(r.invalid) if r.invalid else None,  # SQL NULL, not JSON null
                 "last_scan": scan_id,
             }
             for r in upserts
         ]
-        ids = {remote_id: rid for rid, remote_id in s.execute(stmt, rows)}
-        key_rows = [
-            {"record_id": ids[r.remote_id], "kind": kind, "value": value} for r in upserts for kind, value in _key_pairs(r)
-        ]
+        conn = s.connection()
+        conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+        ids: dict[str, int] = {}
+        for chunk in _chunks([r.remote_id for r in upserts]):
+            q = select(rr.id, rr.remote_id).where(rr.connection == connection, rr.remote_id.in_(chunk))
+            ids.update({remote_id: rid for rid, remote_id in s.execute(q)})
+        key_rows = [(ids[r.remote_id], kind, value) for r in upserts for kind, value in _key_pairs(r)]
         if key_rows:
-            s.execute(IdentityKey.__table__.insert(), key_rows)  # sqlite3 executemany: one prepared statement
+            conn.exec_driver_sql("INSERT INTO identity_keys (record_id, kind, value) VALUES (?, ?, ?)", key_rows)
         return ids
+
+    def _sqlite_upsert_sql(self, stmt: Any) -> tuple[str, tuple[str, ...]]:
+        cached = getattr(self, "_sqlite_upsert_cache", None)
+        if cached is None:
+            compiled = stmt.compile(dialect=sqlite.dialect())
+            cached = self._sqlite_upsert_cache = (str(compiled), tuple(compiled.positiontup))
+        return cached
 
     def stage_page(
         self,

@@ -19,19 +19,21 @@ from sync.store.models import Base
 
 @pytest.fixture
 def scratch_url(store_kind: str, db_url: str, tmp_path: Path) -> Iterator[str]:
-    """An EMPTY store: a new SQLite file, or a scratch PostgreSQL database next to the test one."""
+    """An EMPTY store: a new SQLite file, or a scratch schema of the PostgreSQL test database
+    (reached through the connection's search_path)."""
     if store_kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'scratch.db'}"
         return
     name = f"cs_scratch_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(db_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin = make_engine(db_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
     try:
-        yield make_url(db_url).set(database=name).render_as_string(hide_password=False)
+        url = make_url(db_url).update_query_dict({"options": f"-csearch_path={name}"})
+        yield url.render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
         admin.dispose()
 
 
@@ -125,3 +127,16 @@ def test_session_commits_on_success_and_rolls_back_on_error(store: Store) -> Non
     with store.session() as s:
         names = [p.fields["first_name"] for p in s.query(Person).all()]
     assert names == ["Ada"]
+
+
+def test_nested_sessions_fail_fast_on_sqlite_and_work_on_postgresql(store: Store, store_kind: str) -> None:
+    from sync.store import NestedSession
+
+    with store.session():
+        if store_kind == "sqlite":
+            with pytest.raises(NestedSession):
+                store.get_cursor("acq")
+        else:
+            assert store.get_cursor("acq").position is None
+    # The failed attempt left the store usable.
+    assert store.get_cursor("acq").full_scan_id == 0

@@ -214,3 +214,30 @@ def test_quarantine_keeps_payloads_with_reasons(store: Store) -> None:
     ]
     only = store.quarantined("ghl")
     assert len(only) == 1 and only[0].raw == "<html>" and only[0].created_at.tzinfo is not None
+
+
+def test_bulk_written_values_compare_like_orm_written_ones(store: Store) -> None:
+    from datetime import timedelta
+
+    paris = timezone(timedelta(hours=2))
+    r = rec("1", "a@x.io")
+    r.remote_updated_at = T0.astimezone(paris)  # any zone in, UTC stored
+    store.stage_page("acq", [r, rec("2", "b@x.io", invalid=[{"field": "phone", "kind": "phone", "reason": "x"}])])
+    with store.session() as s:
+        found = s.execute(
+            select(RemoteRecord.remote_id).where(
+                RemoteRecord.remote_updated_at == T0,
+                RemoteRecord.invalid.is_(None),  # "no invalid values" is SQL NULL, not JSON null
+                RemoteRecord.dirty.is_(True),
+            )
+        ).scalars().all()
+    assert found == ["1"]
+    assert rows(store)["1"].remote_updated_at == T0
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    r = rec("1")
+    r.remote_updated_at = datetime(2026, 3, 1, 12, 0)
+    with pytest.raises(StageError, match="timezone-aware"):
+        store.stage_page("acq", [r], cursor={"page": 1})
+    assert store.get_cursor("acq").position is None
