@@ -399,13 +399,16 @@ class HttpClient:
         ``allow`` lists extra statuses returned as-is instead of raised (e.g. 404 for a
         lookup). ``idempotent=False`` (POST create): a failure that may have landed raises
         :class:`AmbiguousWrite` instead of being retried; 429 and never-sent connection
-        failures are still retried. Raises ConfigurationError, RecordError/NotFound,
+        failures are still retried. A DELETE retried after an attempt that may have landed
+        and then answered "not found" is a success (that attempt deleted it): the not-found
+        response is returned. Raises ConfigurationError, RecordError/NotFound,
         RemoteUnavailable.
         """
         where = self._where(method, path)
         all_params = {**(params or {}), **self.hooks.auth_params()}
         all_headers = {**self.hooks.auth_headers(), **(headers or {})}
         attempt = 0
+        may_have_landed = False  # an earlier attempt of this call may have been applied
         while True:
             wait: float | None = None
             failure: str
@@ -420,6 +423,7 @@ class HttpClient:
                 else:
                     self.stats.connection_errors += 1
                 failure = type(exc).__name__
+                may_have_landed = may_have_landed or not isinstance(exc, _NEVER_SENT)
                 if not idempotent and not isinstance(exc, _NEVER_SENT):
                     raise AmbiguousWrite(f"{where}: {failure}; the write may have landed") from None
             else:
@@ -437,6 +441,11 @@ class HttpClient:
                 failure = f"HTTP {status}"
                 if action is Action.FAIL_CONFIG:
                     raise ConfigurationError(f"{where}: HTTP {status}: {message}")
+                if action is Action.NOT_FOUND and method.upper() == "DELETE" and may_have_landed:
+                    # A retried DELETE finding nothing: the earlier attempt landed.
+                    log.info("http.delete_landed", platform=self.platform, connection=self.settings.name,
+                             request=where)
+                    return response
                 if action is Action.NOT_FOUND:
                     raise NotFound(status, f"{where}: {message}", _safe_body(response, self.redact))
                 if action is Action.RECORD_ERROR:
@@ -446,6 +455,7 @@ class HttpClient:
                     raise RemoteUnavailable(f"{where}: HTTP {status}: Retry-After {wait:.0f}s is too long")
                 if not idempotent and action is not Action.RATE_LIMITED:
                     raise AmbiguousWrite(f"{where}: HTTP {status}; the write may have landed")
+                may_have_landed = may_have_landed or action is not Action.RATE_LIMITED
             if attempt >= self.settings.max_retries:
                 raise RemoteUnavailable(f"{where}: {failure} after {attempt + 1} attempts")
             sleep = wait if wait is not None else self.backoff(attempt)

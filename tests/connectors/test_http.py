@@ -395,3 +395,15 @@ def test_paginate_fails_loudly_on_a_loop() -> None:
 def test_missing_credentials_are_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="token"):
         Toy(ConnectionSettings(name="toy", base_url="http://toy.test", credentials={}))
+
+
+def test_retried_delete_finding_nothing_means_it_landed() -> None:
+    server = Server([raise_(httpx.ReadError("response lost")), fail(404)])
+    response = run(make(server).http.request("DELETE", "/things/1"))
+    assert response.status_code == 404 and len(server.calls) == 2
+
+
+def test_first_delete_finding_nothing_is_not_found() -> None:
+    server = Server([fail(429), fail(404)])  # a 429 was never applied: the 404 is real
+    with pytest.raises(NotFound):
+        run(make(server).http.request("DELETE", "/things/1"))

@@ -264,10 +264,15 @@ def test_pull_with_faults_is_complete_and_duplicate_free(harness: Harness, scena
     run(body())
 
 
-@pytest.mark.parametrize("fault_seed", [21, 22, 23])
-def test_writes_with_faults_take_effect_exactly_once(harness: Harness, scenario: Scenario, fault_seed: int) -> None:
-    async def body() -> None:
-        emulator = harness.emulator(faults=FaultConfig(rate=0.2, seed=fault_seed, kinds=FAULTS, slow_seconds=0.3))
+AMBIGUOUS = frozenset({"drop", "slow", "500", "502"})  # may strike after a write was applied
+
+
+@pytest.mark.parametrize(("rate", "kinds"), [(0.2, FAULTS), (0.35, AMBIGUOUS)], ids=["all-faults", "ambiguous"])
+def test_writes_with_faults_take_effect_exactly_once(
+    harness: Harness, scenario: Scenario, rate: float, kinds: frozenset[str]
+) -> None:
+    async def one_round(fault_seed: int) -> Emulator:
+        emulator = harness.emulator(faults=FaultConfig(rate=rate, seed=fault_seed, kinds=kinds, slow_seconds=0.3))
         connector = harness.connector(emulator, max_retries=10)
         caps = connector.capabilities
         if not caps.can_create:
@@ -292,6 +297,14 @@ def test_writes_with_faults_take_effect_exactly_once(harness: Harness, scenario:
             keys = scenario.keys_of_create(payload)
             if caps.lookup_keys and any(keys.values()):
                 assert await connector.lookup(keys) == rid
+        return emulator
+
+    async def body() -> None:
+        emulators = [await one_round(seed) for seed in (21, 22, 23, 24)]
+        faults = [f for e in emulators for f in e.fault_log]
+        assert faults, "no fault was injected: the test proves nothing"
+        if kinds == AMBIGUOUS:
+            assert any(f.when == "after" for f in faults), "no write was faulted after it was applied"
 
     run(body())
 
