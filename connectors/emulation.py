@@ -304,7 +304,8 @@ class Emulator:
     implement :meth:`routes`, :meth:`authenticate`, :meth:`insert_person` (a generated or given
     person -> a stored raw record) and :meth:`touch` (bump a record's updated time). State is
     ``self.contacts`` (remote id -> stored raw record, live) and ``self.deleted`` (remote id ->
-    record, deleted or merged away).
+    record, deleted or merged away); keys are remote ids as strings, exactly as the connector's
+    ``RawRecord.remote_id`` (the contract suite relies on it).
     """
 
     platform: str = ""
