@@ -32,6 +32,7 @@ from sync.reconcile import (
     ReconcilePolicy,
     Side,
     reconcile,
+    same,
 )
 from sync.store import Store
 from sync.store.persons import (
@@ -65,9 +66,13 @@ class Mapping_(Protocol):
 # -- policies from the configuration ----------------------------------------------------------
 
 
-def match_policy(config: Any) -> MatchPolicy:
-    """``MatchPolicy`` from ``config.matching`` (keys with strength)."""
-    return MatchPolicy(keys={k.kind: k.strength for k in config.matching.keys})
+def match_policy(config: Any, capabilities: Mapping[str, Capabilities] | None = None) -> MatchPolicy:
+    """``MatchPolicy`` from ``config.matching`` (keys with strength). A vanished record is
+    inferred merged only on connections that can merge natively (``capabilities``)."""
+    infer = None
+    if capabilities is not None:
+        infer = frozenset(n for n, c in capabilities.items() if c.can_merge)
+    return MatchPolicy(keys={k.kind: k.strength for k in config.matching.keys}, infer_merges=infer)
 
 
 _DUPLICATES = {"link_oldest": "link", "flag": "link", "merge_native": "merge"}
@@ -137,7 +142,7 @@ def build_plan(
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
     session = sessionmaker(store.engine, expire_on_commit=False)()
     try:
-        merged_persons, primaries = match_dirty(session, match_policy(config))
+        merged_persons, primaries = match_dirty(session, match_policy(config, capabilities))
         people = load_person_views(session, dirty_person_ids(session))
         ctx = PlanContext(mappings, {})
         views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
@@ -216,26 +221,42 @@ def person_view(
     merged_persons: set[int] | frozenset[int] = frozenset(),
     primaries: Mapping[tuple[int, str], str] | None = None,
 ) -> PersonView:
-    """The reconcile view of a stored person: per connection the primary record (the one the
-    match preferred, else the oldest live one, else a deleted one so a delete is seen), further
-    live records, and the snapshot. Records merged away are not sides at all."""
+    """The reconcile view of a stored person: per connection the primary record, further live
+    records, and the snapshot. Records merged away are not sides at all.
+
+    With several live records on one connection, the primary is the one the snapshot belongs
+    to — the record whose values agree with the snapshot on the most fields — then the one
+    the match preferred, then the oldest; with none live, a deleted one (so a delete is seen).
+    Choosing by the snapshot keeps the primary stable across runs (the snapshot is per person
+    and connection, so pairing it with another record would fake changes)."""
     by_conn: dict[str, list[RecordRow]] = {}
     for rec in person.records:
         if rec.connection in infos and not rec.merged_into:
             by_conn.setdefault(rec.connection, []).append(rec)
     sides: dict[str, Side] = {}
     for conn, recs in by_conn.items():
-        live = [r for r in recs if not r.deleted]
+        snapshot = person.snapshots.get(conn)
         preferred = (primaries or {}).get((person.person_id, conn))
-        live.sort(key=lambda r: (r.remote_id != preferred, r.id))
-        chosen = live if live else recs[:1]
-        states = []
-        for rec in chosen:
+        states: list[tuple[tuple[int, bool, int], RecordState]] = []
+        for rec in recs:
+            if rec.deleted and any(not r.deleted for r in recs):
+                continue
             ctx.payloads[(conn, rec.remote_id)] = rec.payload
             current = mappings[conn].read(rec.payload).fields
-            states.append(RecordState(rec.remote_id, current, rec.updated_at, rec.deleted))
-        sides[conn] = Side(conn, states[0], person.snapshots.get(conn), tuple(states[1:]))
+            agree = _agreement(current, snapshot) if snapshot is not None and len(recs) > 1 else 0
+            order = (-agree, rec.remote_id != preferred, rec.id)
+            states.append((order, RecordState(rec.remote_id, current, rec.updated_at, rec.deleted)))
+        states.sort(key=lambda item: item[0])
+        chosen = [state for _, state in states]
+        if chosen[0].deleted:
+            chosen = chosen[:1]
+        sides[conn] = Side(conn, chosen[0], snapshot, tuple(chosen[1:]))
     return PersonView(person.person_id, person.golden, sides, merged=person.person_id in merged_persons)
+
+
+def _agreement(current: FieldDict, snapshot: FieldDict) -> int:
+    """How many fields a record's values share with a snapshot."""
+    return sum(1 for k in set(current) | set(snapshot) if same(current.get(k), snapshot.get(k)))
 
 
 def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:

@@ -127,7 +127,10 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
     weak_codes = [c for kind, c in kind_codes.items() if strength[kind] == WEAK]
     key_live = live[key_rec]
 
-    merged = _resolve_merges(inp, tok, kcode, strong_codes, key_rec, live, deleted_idx, merged_idx)
+    inferable = deleted_idx
+    if policy.infer_merges is not None:
+        inferable = [i for i in deleted_idx if inp.connections[i] in policy.infer_merges]
+    merged = _resolve_merges(inp, tok, kcode, strong_codes, key_rec, live, inferable, merged_idx)
 
     # Graph nodes: records [0, n), key tokens [n, n + k), persons [n + k, ...).
     src: list[np.ndarray] = []

@@ -26,10 +26,15 @@ class MatchPolicy:
     ``keys`` maps a key kind (``email``, ``phone``, ``identity:<type>``, or the pattern
     ``identity:*``) to ``strong``, ``weak`` or ``ignore``; a kind not listed is ignored.
     ``guard_kind`` is the kind a weak key may never reconcile two different values of.
+    ``infer_merges``: see the field comment.
     """
 
     keys: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
     guard_kind: str = "email"
+    # Connections whose vanished records may be inferred merged (their strong key now sits on a
+    # live record of the same connection): platforms with a native merge that leaves no signal
+    # (Acquire). None: every connection. Elsewhere a vanished record is just deleted.
+    infer_merges: frozenset[str] | None = None
 
     def strength(self, kind: str) -> str:
         """The strength of a key kind: exact entry first, then the ``identity:*`` pattern."""

@@ -133,6 +133,11 @@ def _decide_fields(
             now = holds[n].get(name)
             base = side.snapshot.get(name) if side.snapshot is not None else g
             if same(now, base):
+                # Unchanged, but the golden record lacks what this side holds (a person folded
+                # into another brings values the survivor's golden record never had): adopt it.
+                if is_empty(g) and not is_empty(now):
+                    assert side.record is not None
+                    changes.append(Change(n, now, base, side.record.updated_at))
                 continue
             # A value cleared is a change only where erasing is allowed, and never for a
             # side seen for the first time (a missing field there is not a deletion).

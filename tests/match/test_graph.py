@@ -271,3 +271,17 @@ def test_many_records_cluster_like_a_reference_union_find() -> None:
     for i, p in enumerate(result.person_of.tolist()):
         got.setdefault(p, set()).add(i)
     assert sorted(map(sorted, ref.values())) == sorted(map(sorted, got.values()))
+
+
+def test_merge_inference_only_on_the_configured_connections() -> None:
+    # A GoHighLevel contact deleted by a person, then another one carrying its email: a delete
+    # and a new record, not a merge (GoHighLevel has no native merge that would explain it).
+    recs = [
+        R("ghl", "old", ("email=a@x.com",), person=1, deleted=True),
+        R("ghl", "new", ("email=a@x.com",), person=2),
+    ]
+    policy = MatchPolicy(infer_merges=frozenset({"acq"}))
+    result = match_records(build(recs), policy)
+    assert result.merged == {}
+    assert result.person_of.tolist() == [1, 2]
+    assert match_records(build(recs)).merged == {0: 1}  # default: inferred everywhere

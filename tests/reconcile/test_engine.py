@@ -359,3 +359,11 @@ def test_reconcile_gathers_a_plan() -> None:
     assert set(plan.golden) == {1, 2}
     assert (1, "ghl") in plan.snapshots
     assert not plan.is_empty()
+
+
+def test_values_missing_from_the_golden_record_are_adopted_from_the_sides() -> None:
+    # After a fold the survivor's golden record may lack what a side holds unchanged.
+    sides = everywhere(ADA)
+    result = run(PersonView(1, {"first_name": "Ada"}, sides))
+    assert result.golden == ADA
+    assert result.ops == [] and result.conflicts == []
