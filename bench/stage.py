@@ -2,7 +2,7 @@
 
 Stages N synthetic records (pages of 1,000, two identity keys each) into a fresh store: a new
 SQLite file in a temp directory, and, when CONTACTSYNC_TEST_DATABASE_URL is set, a scratch
-PostgreSQL database created next to it and dropped afterwards (test data is never touched).
+schema in that PostgreSQL database, dropped afterwards (test data is never touched).
 Building the records (payload hashes included) is not timed; the store work is. With
 ``--repeat R`` each store is measured R times on fresh stores and the median reported.
 
@@ -85,17 +85,20 @@ def fresh_sqlite() -> Iterator[str]:
 
 @contextmanager
 def fresh_postgres(base_url: str) -> Iterator[str]:
+    """A scratch schema in the configured database (reached through search_path), dropped
+    afterwards: the bench never touches the tables the tests use."""
     name = f"cs_bench_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(base_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin = make_engine(base_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
     try:
-        url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
-        upgrade(url)
-        yield url
+        url = make_url(base_url).update_query_dict({"options": f"-csearch_path={name}"})
+        scratch = url.render_as_string(hide_password=False)
+        upgrade(scratch)
+        yield scratch
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
         admin.dispose()
 
 
