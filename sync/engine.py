@@ -53,6 +53,7 @@ class CycleReport:
     settled: ApplyReport | None = None
     applied: ApplyReport | None = None
     duration_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     extra: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
@@ -70,6 +71,8 @@ class CycleReport:
         if self.applied is not None:
             out["push"] = self.applied.to_json()
             out["write_calls"] = self.applied.write_calls + (self.settled.write_calls if self.settled else 0)
+        if self.timings:
+            out["timings"] = dict(self.timings)
         out.update(self.extra)
         return out
 
@@ -183,22 +186,35 @@ class Engine:
                 )
                 for n, c in connectors.items()
             ]
+            lap = time.monotonic()
+
+            def timed(step: str) -> None:
+                nonlocal lap
+                now = time.monotonic()
+                report.timings[step] = round(now - lap, 3)
+                lap = now
+
             if not dry_run:
                 report.settled = await apply_outbox(self.outbox, targets, backoff=self.backoff, settle_only=True)
+                timed("settle")
             report.pulls = await self._pull(connectors, pulled, full=full, stop=astop, progress=progress)
+            timed("pull")
             if astop.is_set():
                 report.status = "partial"
                 report.error = "stopped before planning"
                 return report
             plan = self._reconcile(names, connectors, run_id=report.run_id, commit=not dry_run)
             report.plan = plan
+            timed("plan")
             if dry_run:
                 return report
             report.queued = queue_plan(self.outbox, plan, self.capabilities(connectors), run_id=report.run_id)
+            timed("queue")
             push = None if progress is None else (lambda conn, n: progress("push", conn, n))
             report.applied = await apply_outbox(
                 self.outbox, targets, backoff=self.backoff, chunk_size=self.chunk_size, stop=astop, progress=push
             )
+            timed("push")
             if report.applied.failed or any(r.stopped for r in report.applied.connections.values()):
                 report.status = "partial"
             if any(p.error for p in report.pulls.values()):

@@ -166,7 +166,8 @@ async def pull_connection(
             except Exception as exc:  # noqa: BLE001 - one malformed payload never stops the page
                 store.quarantine(name, str(record.remote_id)[:MAX_REMOTE_ID_LENGTH] or None, _raw_text(record.payload), f"{type(exc).__name__}: {exc}")
                 report.quarantined += 1
-        result = store.stage_page(name, staged, cursor=page.cursor, scan_id=scan_id)
+        # Off the event loop, so the other connections' pulls keep going during the commit.
+        result = await asyncio.to_thread(store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id)
         report.pages += 1
         report.records += len(page.records)
         report.inserted += result.inserted

@@ -162,18 +162,18 @@ class ConnectionApplier:
 
     async def run(self, *, settle_only: bool = False) -> ConnectionReport:
         try:
-            in_flight = self.outbox.in_flight(self.target.name)
+            in_flight = await asyncio.to_thread(self.outbox.in_flight, self.target.name)
             if in_flight:
                 await self._chunk(in_flight, settling=True)
             if settle_only:
                 return self.report
             last_id = 0
             while not self._stopping():
-                items = self.outbox.due(self.target.name, after_id=last_id, limit=self.chunk_size)
+                items = await asyncio.to_thread(self.outbox.due, self.target.name, after_id=last_id, limit=self.chunk_size)
                 if not items:
                     break
                 last_id = items[-1].id
-                self.outbox.mark_in_flight([i.id for i in items])
+                await asyncio.to_thread(self.outbox.mark_in_flight, [i.id for i in items])
                 await self._chunk(items, settling=False)
         except _Stop:
             pass
@@ -196,7 +196,8 @@ class ConnectionApplier:
         results = [r for group in done for r in group]
         completions = [r for r in results if isinstance(r, Completion)]
         failures = [r for r in results if isinstance(r, Failure)]
-        self.outbox.record(completions, failures)
+        # Store work runs off the event loop: other connections keep their calls going meanwhile.
+        await asyncio.to_thread(self.outbox.record, completions, failures)
         self.report.done += len(completions)
         if settling:
             self.report.settled += len(completions)
@@ -270,7 +271,7 @@ class ConnectionApplier:
         body = item.body
         if settling or self.caps.pull_mode is PullMode.LOOKUP_ONLY or item.attempts >= 1:
             found = await self._lookup(item.keys)
-            if found is not None and self._claimable(item, found, raise_=not settling):
+            if found is not None and await self._claimable(item, found, raise_=not settling):
                 self.report.found_by_lookup += 1
                 if not settling:
                     # An existing contact with this person's keys: bring our fields to it.
@@ -281,15 +282,15 @@ class ConnectionApplier:
         result: WriteResult = await self._call("create", self.connector.create(body))
         if not result.created:
             # The platform handed back an existing contact (duplicate refused, or adopted).
-            self._claimable(item, str(result.remote_id), raise_=True)
+            await self._claimable(item, str(result.remote_id), raise_=True)
         return self._created(item, result, body, merge_payload=not result.created)
 
-    def _claimable(self, item: OutboxItem, remote_id: str, *, raise_: bool) -> bool:
-        me = self.outbox.live_person(item.person_id)
+    async def _claimable(self, item: OutboxItem, remote_id: str, *, raise_: bool) -> bool:
+        me = await asyncio.to_thread(self.outbox.live_person, item.person_id)
         # Claims of this run count too: two creates of one chunk may be handed the same contact.
         owner = self._claims.get(remote_id)
         if owner is None:
-            owner = self.outbox.owner(item.connection, remote_id)
+            owner = await asyncio.to_thread(self.outbox.owner, item.connection, remote_id)
         if owner is None or owner == me:
             self._claims[remote_id] = me
             return True

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, or_, select, update
+from sqlalchemy import Engine, and_, case, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, utcnow
+from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, Snapshot, utcnow
 from sync.store.snapshots import drop_snapshot, put_snapshot
 from sync.store.staging import payload_hash
 
@@ -143,7 +143,6 @@ class EnqueueResult:
     superseded: int = 0
     excluded: int = 0
     skipped_in_flight: int = 0  # a create of that person there is in flight: settle it first
-    ids: list[int] = field(default_factory=list)
 
 
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,13 +165,18 @@ def link_record(
     merge_payload: bool = False,
     updated_at: datetime | None = None,
     keys: Sequence[tuple[str, str]] | None = None,
+    existing: RemoteRecord | None = None,
+    existing_keys: set[tuple[str, str]] | None = None,
 ) -> RemoteRecord:
     """Create or update the remote record (connection, remote_id) and link it to ``person_id``,
-    in the caller's transaction. New records start clean (not dirty): they are what we wrote."""
+    in the caller's transaction. New records start clean (not dirty): they are what we wrote.
+    ``existing``/``existing_keys``: the row and its keys when the caller loaded them already."""
     now = utcnow()
-    row = session.scalars(
-        select(RemoteRecord).where(RemoteRecord.connection == connection, RemoteRecord.remote_id == remote_id)
-    ).first()
+    row = existing
+    if row is None and existing_keys is None:
+        row = session.scalars(
+            select(RemoteRecord).where(RemoteRecord.connection == connection, RemoteRecord.remote_id == remote_id)
+        ).first()
     if row is None:
         body = dict(payload or {})
         row = RemoteRecord(
@@ -198,12 +202,15 @@ def link_record(
             row.remote_updated_at = updated_at
         row.deleted_at = None
     if keys is not None:
-        existing = {
-            (k.kind, k.value)
-            for k in session.scalars(select(IdentityKey).where(IdentityKey.record_id == row.id))
-        }
+        if existing_keys is not None:
+            have = set(existing_keys) if existing is not None else set()
+        else:
+            have = {
+                (k.kind, k.value)
+                for k in session.scalars(select(IdentityKey).where(IdentityKey.record_id == row.id))
+            }
         wanted = set(keys)
-        if existing != wanted:
+        if have != wanted:
             session.query(IdentityKey).filter(IdentityKey.record_id == row.id).delete(synchronize_session=False)
             session.add_all(IdentityKey(record_id=row.id, kind=k, value=v) for k, v in sorted(wanted))
     return row
@@ -232,31 +239,27 @@ class OutboxStore:
     def enqueue(self, intents: Iterable[Intent], run_id: int | None = None) -> EnqueueResult:
         """Commit the intents of a plan. A pending/failed row for the same person, connection,
         op and target is kept when identical (keeping its backoff) and superseded otherwise; a
-        create whose earlier attempt is in flight is not queued again."""
+        create whose earlier attempt is in flight is not queued again. One transaction, with
+        the existing rows of the persons concerned read in bulk."""
+        intents = list(intents)
         result = EnqueueResult()
         now = utcnow()
         with self._sessions.begin() as session:
+            index = self._load_active(session, {i.person_id for i in intents if i.person_id is not None})
+            new_rows: list[Outbox] = []
             for intent in intents:
+                key = (intent.connection, intent.person_id, intent.op)
+                rows = index.setdefault(key, []) if intent.person_id is not None else []
                 if intent.op == "exclude":
-                    self._exclude(session, intent, run_id, now)
+                    self._exclude(index, intent, run_id, now, new_rows)
                     result.excluded += 1
                     continue
-                same = [
-                    row
-                    for row in self._active(session, intent)
-                    if intent.op == "create" or row.remote_id == intent.remote_id
-                ]
+                same = [r for r in rows if r.status in ACTIVE and (intent.op == "create" or r.remote_id == intent.remote_id)]
                 if intent.op == "create" and any(r.status == OutboxStatus.IN_FLIGHT.value for r in same):
                     result.skipped_in_flight += 1
                     continue
-                identical = [
-                    r
-                    for r in same
-                    if r.status in REPLACEABLE and r.payload == intent.payload and r.fields == intent.fields
-                ]
-                if identical:
+                if any(r.status in REPLACEABLE and r.payload == intent.payload and r.fields == intent.fields for r in same):
                     result.kept += 1
-                    result.ids.append(identical[0].id)
                     continue
                 for row in same:
                     if row.status in REPLACEABLE:
@@ -276,66 +279,61 @@ class OutboxStore:
                     created_at=now,
                     updated_at=now,
                 )
-                session.add(row)
-                session.flush()
+                new_rows.append(row)
+                if intent.person_id is not None:
+                    rows.append(row)
                 result.added += 1
-                result.ids.append(row.id)
+            session.add_all(new_rows)
         return result
 
-    def _active(self, session: Session, intent: Intent) -> list[Outbox]:
-        if intent.person_id is None:
-            return []
-        return list(
-            session.scalars(
+    def _load_active(self, session: Session, person_ids: set[int]) -> dict[tuple[str, int | None, str], list[Outbox]]:
+        index: dict[tuple[str, int | None, str], list[Outbox]] = {}
+        ids = sorted(person_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for row in session.scalars(
                 select(Outbox).where(
-                    Outbox.connection == intent.connection,
-                    Outbox.person_id == intent.person_id,
-                    Outbox.op == intent.op,
-                    Outbox.status.in_(ACTIVE),
+                    Outbox.person_id.in_(chunk),
+                    Outbox.status.in_((*ACTIVE, OutboxStatus.EXCLUDED.value)),
                 )
-            )
-        )
+            ):
+                index.setdefault((row.connection, row.person_id, row.op), []).append(row)
+        return index
 
-    def _exclude(self, session: Session, intent: Intent, run_id: int | None, now: datetime) -> None:
+    def _exclude(
+        self,
+        index: dict[tuple[str, int | None, str], list[Outbox]],
+        intent: Intent,
+        run_id: int | None,
+        now: datetime,
+        new_rows: list[Outbox],
+    ) -> None:
         # An exclusion replaces any queued create of that person there, and is kept once.
-        if intent.person_id is not None:
-            session.execute(
-                update(Outbox)
-                .where(
-                    Outbox.connection == intent.connection,
-                    Outbox.person_id == intent.person_id,
-                    Outbox.op == "create",
-                    Outbox.status.in_(REPLACEABLE),
-                )
-                .values(status=OutboxStatus.SUPERSEDED.value, updated_at=now)
+        for row in index.get((intent.connection, intent.person_id, "create"), []):
+            if row.status in REPLACEABLE:
+                row.status = OutboxStatus.SUPERSEDED.value
+                row.updated_at = now
+        rows = index.setdefault((intent.connection, intent.person_id, "exclude"), [])
+        current = next((r for r in rows if r.status == OutboxStatus.EXCLUDED.value), None)
+        if current is None:
+            row = Outbox(
+                run_id=run_id,
+                connection=intent.connection,
+                person_id=intent.person_id,
+                op="exclude",
+                remote_id=intent.remote_id,
+                payload={},
+                fields=intent.fields,
+                status=OutboxStatus.EXCLUDED.value,
+                last_error=intent.reason,
+                created_at=now,
+                updated_at=now,
             )
-        row = session.scalars(
-            select(Outbox).where(
-                Outbox.connection == intent.connection,
-                Outbox.person_id == intent.person_id,
-                Outbox.op == "exclude",
-                Outbox.status == OutboxStatus.EXCLUDED.value,
-            )
-        ).first()
-        if row is None:
-            session.add(
-                Outbox(
-                    run_id=run_id,
-                    connection=intent.connection,
-                    person_id=intent.person_id,
-                    op="exclude",
-                    remote_id=intent.remote_id,
-                    payload={},
-                    fields=intent.fields,
-                    status=OutboxStatus.EXCLUDED.value,
-                    last_error=intent.reason,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        elif row.last_error != intent.reason:
-            row.last_error = intent.reason
-            row.updated_at = now
+            rows.append(row)
+            new_rows.append(row)
+        elif current.last_error != intent.reason:
+            current.last_error = intent.reason
+            current.updated_at = now
 
     def clear_exclusions(self, connection: str, person_ids: Iterable[int]) -> int:
         """Drop exclusions that no longer hold (the person now can go there)."""
@@ -404,13 +402,15 @@ class OutboxStore:
 
     def record(self, completions: Sequence[Completion] = (), failures: Sequence[Failure] = ()) -> None:
         """Commit results: each completion's outbox row, remote record link, identity keys and
-        snapshot together, and failures with their messages and retry times."""
+        snapshot together, and failures with their messages and retry times. The rows touched
+        are read in bulk first (a chunk of results is a handful of statements, not hundreds)."""
         if not completions and not failures:
             return
         now = utcnow()
         with self._sessions.begin() as session:
+            records, keys = self._preload(session, completions)
             for done in completions:
-                self._complete(session, done, now)
+                self._complete(session, done, now, records, keys)
             for fail in failures:
                 values: dict[str, Any] = {
                     "status": fail.status,
@@ -423,7 +423,44 @@ class OutboxStore:
                     values["attempts"] = case((Outbox.attempts > 0, Outbox.attempts - 1), else_=0)
                 session.execute(update(Outbox).where(Outbox.id == fail.item_id).values(**values))
 
-    def _complete(self, session: Session, done: Completion, now: datetime) -> None:
+    def _preload(
+        self, session: Session, completions: Sequence[Completion]
+    ) -> tuple[dict[tuple[str, str], RemoteRecord], dict[int, set[tuple[str, str]]]]:
+        """Load the outbox rows, remote records (with their keys) and snapshots the completions
+        touch into the session, so the per-completion work below hits the identity map."""
+        ids = [c.item_id for c in completions]
+        pairs = {(c.connection, c.remote_id) for c in completions}
+        snaps = {(c.person_id, c.connection) for c in completions if c.person_id is not None}
+        records: dict[tuple[str, str], RemoteRecord] = {}
+        keys: dict[int, set[tuple[str, str]]] = {}
+        for start in range(0, len(ids), 500):
+            list(session.scalars(select(Outbox).where(Outbox.id.in_(ids[start : start + 500]))))
+        by_conn: dict[str, list[str]] = {}
+        for conn, rid in pairs:
+            by_conn.setdefault(conn, []).append(rid)
+        for conn, rids in by_conn.items():
+            for start in range(0, len(rids), 500):
+                for rec in session.scalars(
+                    select(RemoteRecord).where(RemoteRecord.connection == conn, RemoteRecord.remote_id.in_(rids[start : start + 500]))
+                ):
+                    records[(rec.connection, rec.remote_id)] = rec
+        rec_ids = [r.id for r in records.values()]
+        for start in range(0, len(rec_ids), 500):
+            for k in session.scalars(select(IdentityKey).where(IdentityKey.record_id.in_(rec_ids[start : start + 500]))):
+                keys.setdefault(k.record_id, set()).add((k.kind, k.value))
+        snap_list = sorted(snaps)
+        for start in range(0, len(snap_list), 500):
+            list(session.scalars(select(Snapshot).where(tuple_(Snapshot.person_id, Snapshot.connection).in_(snap_list[start : start + 500]))))
+        return records, keys
+
+    def _complete(
+        self,
+        session: Session,
+        done: Completion,
+        now: datetime,
+        records: dict[tuple[str, str], RemoteRecord],
+        keys: dict[int, set[tuple[str, str]]],
+    ) -> None:
         row = session.get(Outbox, done.item_id)
         if row is None:
             return
@@ -432,18 +469,14 @@ class OutboxStore:
         row.last_error = done.note
         row.next_attempt_at = None
         row.updated_at = now
+        rec = records.get((done.connection, done.remote_id))
         if done.deleted:
-            rec = session.scalars(
-                select(RemoteRecord).where(
-                    RemoteRecord.connection == done.connection, RemoteRecord.remote_id == done.remote_id
-                )
-            ).first()
             if rec is not None:
                 rec.deleted_at = now
             if done.person_id is not None:
                 drop_snapshot(session, done.person_id, done.connection)
             return
-        link_record(
+        rec = link_record(
             session,
             done.connection,
             done.remote_id,
@@ -452,7 +485,11 @@ class OutboxStore:
             merge_payload=done.merge_payload,
             updated_at=done.record_updated_at,
             keys=done.keys,
+            existing=rec,
+            existing_keys=keys.get(rec.id, set()) if rec is not None else set(),
         )
+        records[(done.connection, done.remote_id)] = rec
+        keys[rec.id] = set(done.keys) if done.keys is not None else keys.get(rec.id, set())
         for loser in done.merged_losers:
             session.execute(
                 update(RemoteRecord)
