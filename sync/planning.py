@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import sessionmaker
 
 from connectors.base import Capabilities
-from sync.canonical import FieldDict, to_json_value
+from sync.canonical import FieldDict, is_empty, to_json_value
 from sync.match import MatchInput, MatchPolicy, MatchResult, match_records
 from sync.plan import OpKind, Plan, PlanOp
 from sync.reconcile import (
@@ -31,6 +31,7 @@ from sync.reconcile import (
     RecordState,
     ReconcilePolicy,
     Side,
+    covers,
     reconcile,
     same,
 )
@@ -112,7 +113,9 @@ def connection_info(name: str, mapping: Mapping_, capabilities: Capabilities) ->
     """How reconcile sees one connection: its mapping's fields narrowed by its capabilities."""
     create = frozenset(mapping.writable) if capabilities.can_create else frozenset()
     update = update_fields(mapping) if capabilities.can_update else frozenset()
-    return ConnectionInfo(name, frozenset(mapping.readable), create, update, capabilities, shape=mapping.fit)
+    return ConnectionInfo(
+        name, frozenset(mapping.readable), create, update, capabilities, shape=mapping.fit, confirm_from_payload=True
+    )
 
 
 # -- building a plan --------------------------------------------------------------------------
@@ -160,6 +163,21 @@ def build_plan(
     finally:
         session.close()
     return plan
+
+
+def run_match(store: Store, config: Any, capabilities: Mapping[str, Capabilities] | None = None) -> set[int]:
+    """Only the matching step, committed: the dirty records get their persons (the persons
+    they touch become dirty for the next plan). Returns the persons a platform merge joined."""
+    session = sessionmaker(store.engine, expire_on_commit=False)()
+    try:
+        merged, _ = match_dirty(session, match_policy(config, capabilities))
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    return merged
 
 
 def match_dirty(session: Any, policy: MatchPolicy) -> tuple[set[int], dict[tuple[int, str], str]]:
@@ -270,7 +288,11 @@ def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
             ops.append(op)
             continue
         if op.kind is OpKind.CREATE:
-            ops.append(replace(op, payload=mapping.write(op.fields, None)))
+            body = mapping.write(op.fields, None)
+            # What the platform will read back: the mapping's fit, from the payload just built.
+            back = mapping.read(body).fields
+            confirms = {k: v for k, v in back.items() if covers(mapping.writable, k) and not is_empty(v)}
+            ops.append(replace(op, payload=body, confirms=confirms))
             continue
         base = ctx.payloads.get((op.connection, op.remote_id or ""), {})
         payload = mapping.changes(op.fields, base)

@@ -181,7 +181,6 @@ def _plan_side(
         out.snapshots[info.name] = confirmed
 
     wanted = {k: v for k, v in golden.items() if covers(info.update_fields, k)}
-    shaped = info.shaped(wanted) if wanted else {}
     changes: FieldDict = {}
     before: FieldDict = {}
     for name in sorted(set(wanted) | {k for k in holds if covers(info.update_fields, k)}):
@@ -191,11 +190,20 @@ def _plan_side(
             if is_empty(have) or name not in erased:
                 continue
             changes[name] = None
-        elif same(shaped.get(name, want), have):
+        elif same(want, have):
             continue
         else:
             changes[name] = want
         before[name] = have
+    if not changes:
+        return confirmed
+    # Only now the lens round trip (costly): a value the platform would hold differently
+    # (one email of two) and already holds so is no change.
+    shaped = info.shaped(wanted) if wanted else {}
+    for name in [n for n, v in changes.items() if v is not None]:
+        if same(shaped.get(name, changes[name]), holds.get(name)):
+            del changes[name]
+            del before[name]
     if not changes:
         return confirmed
     after = dict(confirmed)
@@ -249,7 +257,10 @@ def _plan_create(person_id: int, info: ConnectionInfo, golden: FieldDict, out: P
         return
     if not fields:
         return
-    confirms = {k: v for k, v in info.shaped(fields).items() if not is_empty(v)}
+    if info.confirm_from_payload:
+        confirms = dict(fields)  # the planner reads them back from the rendered payload
+    else:
+        confirms = {k: v for k, v in info.shaped(fields).items() if not is_empty(v)}
     out.ops.append(PlanOp(info.name, person_id, OpKind.CREATE, fields=fields, confirms=confirms))
 
 

@@ -32,6 +32,9 @@ class ConnectionInfo:
     ``shape``: the lens round trip ``read(write(values))`` — what the platform will hold after
     being sent these values (one email where it keeps one, say); None means it holds them
     exactly. Comparing shaped values is what keeps a lossy platform from looking changed.
+    ``confirm_from_payload``: a create's ``confirms`` is left unshaped because the planner
+    renders the payload anyway and reads the confirmed values back from it (one lens pass
+    instead of two).
     """
 
     name: str
@@ -40,6 +43,7 @@ class ConnectionInfo:
     update_fields: frozenset[str]
     capabilities: Capabilities
     shape: Callable[[FieldDict], FieldDict] | None = None
+    confirm_from_payload: bool = False
 
     def shaped(self, values: FieldDict) -> FieldDict:
         """``values`` as this platform would hold them."""

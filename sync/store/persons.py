@@ -238,7 +238,8 @@ def save_match(
     touched.update(final[i] for i in range(len(final)) if rows.person_ids[i] != final[i])
     touched.update(folded.values())
     touched -= set(folded)
-    old = sorted(p for p in touched if p not in set(new_ids.values()))
+    created_ids = set(new_ids.values())
+    old = sorted(p for p in touched if p not in created_ids)
     pt = Person.__table__
     for chunk in _chunks(old):
         session.execute(update(pt).where(pt.c.id.in_(chunk)).values(dirty=True))

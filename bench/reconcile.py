@@ -1,0 +1,247 @@
+"""Benchmark: matching, reconcile and planning over a large staged store.
+
+Synthetic people spread over four connections (Acquire, GoHighLevel, Comm100, DM Champ): about
+40% of people are on several platforms, typed differently there (email case, phone formats), a
+few with a different last name on one platform (conflicts) and a few with a Comm100 duplicate
+merged into their contact (mergeToContactId). Records are staged through ``sync.stage`` /
+``Store.stage_page`` (not timed). Then, timed:
+
+* ``match_s``: clustering with the keys in memory (``sync.match.match_records``);
+* ``match_io_s``: loading records and keys from the store, clustering, writing person ids,
+  new persons, folds and reviews back, committed;
+* ``reconcile_plan_s``: ``sync.planning.build_plan`` — views loaded, payloads read through the
+  mappings, three-way reconcile, op payloads rendered, golden records/snapshots/conflicts stored;
+* ``incremental_s``: ``build_plan`` again after ``--changes`` records (default 1,000) were
+  edited and staged: the cost follows the change, not the size of the store.
+
+``peak_rss_mb`` is the process's peak resident set. The LAST line printed is one JSON object:
+    {"records", "persons", "match_s", "match_io_s", "reconcile_plan_s", "peak_rss_mb",
+     "incremental_changes", "incremental_s"}
+
+    .venv/bin/python bench/reconcile.py [--records 1000000] [--store URL] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connectors.base import RawRecord  # noqa: E402
+from connectors.registry import connector_class  # noqa: E402
+from sync.config import Config  # noqa: E402
+from sync.match import MatchInput, match_records  # noqa: E402
+from sync.planning import build_plan, match_policy, run_match  # noqa: E402
+from sync.stage import stage_record  # noqa: E402
+from sync.store import Store, upgrade  # noqa: E402
+from sync.store.persons import load_match_input  # noqa: E402
+
+NAMES = ["acq", "c100", "dm", "ghl"]
+PLATFORMS = {"acq": "acquire", "ghl": "gohighlevel", "c100": "comm100", "dm": "dmchamp"}
+FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "John", "Margaret", "Ken"]
+LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus", "Hamilton", "Thompson"]
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+
+
+def config() -> Config:
+    return Config.model_validate(
+        {
+            "connections": {
+                "acq": {"platform": "acquire", "base_url": "http://acq.bench"},
+                "ghl": {"platform": "gohighlevel", "base_url": "http://ghl.bench", "options": {"location_id": "L1"}},
+                "c100": {"platform": "comm100", "base_url": "http://c100.bench", "options": {"site_id": 1}},
+                "dm": {"platform": "dmchamp", "base_url": "http://dm.bench"},
+            }
+        }
+    )
+
+
+def _email(rng: random.Random, email: str) -> str:
+    # Varied case: the same address typed differently on different platforms.
+    if rng.random() < 0.3:
+        local, _, domain = email.partition("@")
+        return f"{local.title()}@{domain.upper()}"
+    return email
+
+
+def _phone(rng: random.Random, e164: str) -> str:
+    if rng.random() < 0.15:
+        n = e164[2:]
+        return rng.choice([f"+1 {n[:3]}-{n[3:6]}-{n[6:]}", f"({n[:3]}) {n[3:6]}-{n[6:]}"])
+    return e164
+
+
+def payload(conn: str, rid: str, first: str, last: str, email: str | None, phone: str | None,
+            stamp: datetime, merged_into: str | None = None) -> dict[str, Any]:
+    iso = stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    if conn == "acq":
+        fields: dict[str, Any] = {"name": f"{first} {last}"}
+        if email:
+            fields["email"] = email
+        if phone:
+            fields["phone"] = phone
+        return {"id": int(rid), "archive": "no", "companyId": None, "dateCreated": iso, "dateUpdated": iso,
+                "fields": fields, "tags": []}
+    if conn == "ghl":
+        out: dict[str, Any] = {"id": rid, "locationId": "L1", "firstName": first, "lastName": last, "tags": [],
+                               "customFields": [], "dateAdded": iso, "dateUpdated": iso}
+        if email:
+            out["email"] = email
+        if phone:
+            out["phone"] = phone
+        return out
+    if conn == "c100":
+        idents = [{"id": rid + "-e", "contactId": rid, "contactIdentityType": "Email", "name": "", "value": email}] if email else []
+        out = {"id": rid, "name": f"{first} {last}", "firstName": first, "lastName": last,
+               "createTime": iso, "lastUpdatedTime": iso, "mergeToContactId": merged_into or ZERO_GUID,
+               "contactIdentities": idents}
+        if phone:
+            out["phone"] = phone
+        return out
+    out = {"phoneNumber": phone, "firstName": first, "lastName": last, "is_bot_active": True, "do_not_disturb": False}
+    if email:
+        out["email"] = email
+    return out
+
+
+def generate(n: int, seed: int) -> tuple[dict[str, list[RawRecord]], int]:
+    """About ``n`` raw records per connection lists, and the number of people behind them."""
+    rng = random.Random(seed)
+    out: dict[str, list[RawRecord]] = {c: [] for c in NAMES}
+    total = 0
+    person = 0
+    ids = iter(range(1, 10**9))
+    while total < n:
+        person += 1
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        email = f"{first.lower()}.{last.lower()}{person}@example{person % 97}.com" if rng.random() < 0.9 else None
+        phone = f"+1{rng.randrange(201, 990)}{person % 10_000_000:07d}" if (rng.random() < 0.8 or email is None) else None
+        if rng.random() < 0.6:
+            conns = [rng.choice(["acq", "ghl", "c100"])]
+        else:
+            conns = rng.sample(NAMES, rng.randint(2, 4))
+        if phone is None and "dm" in conns:
+            conns.remove("dm")
+        if not conns:
+            conns = ["acq"]
+        odd = rng.choice(conns) if len(conns) > 1 and rng.random() < 0.05 else None  # a conflict
+        for conn in conns:
+            stamp = T0 + timedelta(seconds=rng.randrange(10**7))
+            rid = str(next(ids)) if conn == "acq" else f"{conn}-{next(ids)}"
+            name = "Byron" if conn == odd else last
+            raw = payload(conn, rid, first, name, email and _email(rng, email), phone and _phone(rng, phone), stamp)
+            out[conn].append(RawRecord(rid, raw, stamp))
+            total += 1
+            if conn == "c100" and rng.random() < 0.01:
+                # A Comm100 duplicate, merged into this contact.
+                dup = f"c100-{next(ids)}"
+                raw = payload("c100", dup, first, last, email, phone, stamp, merged_into=rid)
+                out["c100"].append(RawRecord(dup, raw, stamp, merged_into=rid))
+                total += 1
+    return out, person
+
+
+def stage_all(store: Store, cfg: Config, records: dict[str, list[RawRecord]], page: int = 5000) -> None:
+    for conn, recs in records.items():
+        mapping = cfg.mapping(conn)
+        for i in range(0, len(recs), page):
+            store.stage_page(conn, [stage_record(mapping, r) for r in recs[i : i + page]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--changes", type=int, default=1000)
+    ap.add_argument("--store", default=None, help="store URL (default: a new SQLite file)")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    tmp = tempfile.TemporaryDirectory(prefix="cs-bench-reconcile-")
+    url = args.store or f"sqlite:///{Path(tmp.name) / 'store.db'}"
+    upgrade(url)
+    store = Store.open(url)
+    cfg = config()
+    caps = {n: connector_class(PLATFORMS[n]).capabilities for n in NAMES}
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+
+    t = time.perf_counter()
+    records, people = generate(args.records, args.seed)
+    n = sum(len(v) for v in records.values())
+    log(f"generated {n:,} records of {people:,} people in {time.perf_counter() - t:.1f}s")
+    t = time.perf_counter()
+    stage_all(store, cfg, records)
+    log(f"staged in {time.perf_counter() - t:.1f}s")
+
+    policy = match_policy(cfg, caps)
+    with store.session() as s:
+        rows = load_match_input(s, full=True)
+    inp = MatchInput(rows.record_ids, rows.connections, rows.remote_ids, rows.person_ids, rows.merged_into,
+                     rows.deleted, rows.key_records, rows.key_kinds, rows.key_values)
+    t = time.perf_counter()
+    result = match_records(inp, policy)
+    match_s = time.perf_counter() - t
+    log(f"match: {match_s:.2f}s, {result.new_persons:,} persons, {len(result.reviews):,} reviews")
+    del inp, rows, result
+
+    # match_io_s: the same, from the store and back (build_plan's first step, committed alone).
+    t = time.perf_counter()
+    run_match(store, cfg, caps)
+    match_io_s = time.perf_counter() - t
+    log(f"match with store IO: {match_io_s:.2f}s")
+
+    t = time.perf_counter()
+    plan = build_plan(store, cfg, NAMES, caps, commit=True)
+    reconcile_plan_s = time.perf_counter() - t
+    persons = len(plan.golden)
+    log(f"reconcile + plan: {reconcile_plan_s:.2f}s, {persons:,} persons, summary {plan.summary()}, "
+        f"{len(plan.conflicts):,} conflicts")
+    del plan
+
+    # Incremental: a few records edited on their platform, staged, then one planning run.
+    rng = random.Random(args.seed + 1)
+    edited: dict[str, list[RawRecord]] = {}
+    flat = [(c, r) for c in ("acq", "ghl", "c100") for r in records[c] if not r.merged_into]
+    for conn, rec in rng.sample(flat, args.changes):
+        raw = json.loads(json.dumps(rec.payload))
+        if conn == "acq":
+            raw["fields"]["name"] = raw["fields"]["name"].split(" ")[0] + " Edited"
+        else:
+            raw["lastName"] = "Edited"
+            if conn == "c100":
+                raw["name"] = f"{raw['firstName']} Edited"
+        edited.setdefault(conn, []).append(RawRecord(rec.remote_id, raw, T0 + timedelta(days=400)))
+    del records, flat
+    stage_all(store, cfg, edited)
+    t = time.perf_counter()
+    inc = build_plan(store, cfg, NAMES, caps, commit=True)
+    incremental_s = time.perf_counter() - t
+    log(f"incremental: {incremental_s:.3f}s for {args.changes} changes, summary {inc.summary()}")
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    store.close()
+    tmp.cleanup()
+    print(json.dumps({
+        "records": n,
+        "persons": persons,
+        "match_s": round(match_s, 3),
+        "match_io_s": round(match_io_s, 3),
+        "reconcile_plan_s": round(reconcile_plan_s, 3),
+        "peak_rss_mb": round(peak, 1),
+        "incremental_changes": args.changes,
+        "incremental_s": round(incremental_s, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()
