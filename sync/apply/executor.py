@@ -157,6 +157,8 @@ class ConnectionApplier:
         self.report = ConnectionReport(target.name)
         self._sem = asyncio.Semaphore(max(1, target.concurrency))
         self._claims: dict[str, int | None] = {}
+        self._me: dict[int, int] = {}
+        self._key_owners: dict[str, set[int]] = {}
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -182,7 +184,17 @@ class ConnectionApplier:
     def _stopping(self) -> bool:
         return self.report.stopped is not None or (self.stop is not None and self.stop.is_set())
 
+    async def _prefetch(self, items: Sequence[OutboxItem]) -> None:
+        """What the chunk's creates will ask of the store, in two queries instead of a few per row."""
+        self._me = await asyncio.to_thread(self.outbox.live_persons, [i.person_id for i in items])
+        kind = self.caps.lookup_keys[0] if self.caps.lookup_keys else None
+        values = [i.keys[kind] for i in items if i.op == "create" and kind and i.keys.get(kind)]
+        self._key_owners = (
+            await asyncio.to_thread(self.outbox.key_owners, self.target.name, kind, values) if values and kind else {}
+        )
+
     async def _chunk(self, items: Sequence[OutboxItem], *, settling: bool) -> None:
+        await self._prefetch(items)
         # Rows of one person run in id order (a merge before the update that relies on it);
         # different persons run concurrently.
         groups: dict[Any, list[OutboxItem]] = {}
@@ -269,7 +281,13 @@ class ConnectionApplier:
         the contact up first and links what it finds — unless that contact is already another
         person's, which is a record-level failure rather than a silent takeover."""
         body = item.body
-        if settling or self.caps.pull_mode is PullMode.LOOKUP_ONLY or item.attempts >= 1:
+        lookup_only = self.caps.pull_mode is PullMode.LOOKUP_ONLY
+        if lookup_only and not settling and item.attempts == 0 and self.caps.can_upsert:
+            # A first create on a lookup-only platform whose create finds the contact by its
+            # key itself (DM Champ, by phone): check locally that no other person holds that
+            # key there, then let the platform create or adopt - no extra lookup round trip.
+            await self._check_keys_free(item)
+        elif settling or lookup_only or item.attempts >= 1:
             found = await self._lookup(item.keys)
             if found is not None and await self._claimable(item, found, raise_=not settling):
                 self.report.found_by_lookup += 1
@@ -285,8 +303,20 @@ class ConnectionApplier:
             await self._claimable(item, str(result.remote_id), raise_=True)
         return self._created(item, result, body, merge_payload=not result.created)
 
+    async def _check_keys_free(self, item: OutboxItem) -> None:
+        me = self._me.get(item.person_id) if item.person_id is not None else None
+        kind = self.caps.lookup_keys[0] if self.caps.lookup_keys else None
+        value = item.keys.get(kind) if kind else None
+        others = self._key_owners.get(value, set()) - {me} if value else set()
+        if others:
+            raise RecordError(
+                409,
+                f"{item.connection}: its contact with this {kind} is already person {min(others)}'s "
+                "(they share the key); left for review",
+            )
+
     async def _claimable(self, item: OutboxItem, remote_id: str, *, raise_: bool) -> bool:
-        me = await asyncio.to_thread(self.outbox.live_person, item.person_id)
+        me = self._me.get(item.person_id) if item.person_id is not None else None
         # Claims of this run count too: two creates of one chunk may be handed the same contact.
         owner = self._claims.get(remote_id)
         if owner is None:

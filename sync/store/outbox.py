@@ -539,6 +539,33 @@ class OutboxStore:
             )
             return _live_person(session, person_id)
 
+    def key_owners(self, connection: str, kind: str, values: Sequence[str]) -> dict[str, set[int]]:
+        """Per key value, the live persons whose records on ``connection`` hold (kind, value)."""
+        out: dict[str, set[int]] = {}
+        wanted = sorted(set(values))
+        with self._sessions() as session:
+            for start in range(0, len(wanted), 500):
+                rows = session.execute(
+                    select(IdentityKey.value, RemoteRecord.person_id)
+                    .join(RemoteRecord, IdentityKey.record_id == RemoteRecord.id)
+                    .where(
+                        RemoteRecord.connection == connection,
+                        RemoteRecord.deleted_at.is_(None),
+                        IdentityKey.kind == kind,
+                        IdentityKey.value.in_(wanted[start : start + 500]),
+                    )
+                ).all()
+                for value, person_id in rows:
+                    live = _live_person(session, person_id)
+                    if live is not None:
+                        out.setdefault(value, set()).add(live)
+        return out
+
+    def live_persons(self, person_ids: Iterable[int | None]) -> dict[int, int]:
+        """Each person id mapped to the live person it is (following folds)."""
+        with self._sessions() as session:
+            return {p: _live_person(session, p) or p for p in set(person_ids) if p is not None}
+
     def live_person(self, person_id: int | None) -> int | None:
         """The person ``person_id`` was folded into, if any (else itself)."""
         with self._sessions() as session:
