@@ -1,0 +1,64 @@
+"""The commands over a synced world: status, conflicts (list and resolve by hand), plan, and the
+demo tour end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from sync.cli import app
+from sync.store.status import StatusQueries
+
+from .test_sync import ADA, seed_overlap
+from .world import World
+
+runner = CliRunner()
+
+
+def test_status_shows_connections_exclusions_and_runs(world: World) -> None:
+    seed_overlap(world)
+    world.backfill()
+    result = runner.invoke(app, ["status", "-c", str(world.config_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert set(data["connections"]) == {"acquire", "dmchamp", "ghl", "comm100"}
+    assert data["connections"]["dmchamp"]["excluded_records"][0]["reason"]
+    assert data["last_runs"][0]["kind"] == "backfill"
+    text = runner.invoke(app, ["status", "-c", str(world.config_path)])
+    assert text.exit_code == 0 and "excluded dmchamp" in text.output
+
+
+def test_a_person_resolves_a_conflict_and_the_choice_travels(world: World) -> None:
+    seed_overlap(world)
+    world.backfill()
+    world.converge()
+    (g,) = world.holding("ghl", email=ADA[0])
+    (c,) = world.holding("comm100", email=ADA[0])
+    world.emulators["ghl"].external_edit(str(g["_raw"]["id"]), {"lastName": "Older"})
+    world.emulators["comm100"].clock.advance(120)
+    world.emulators["comm100"].external_edit(str(c["_raw"]["id"]), {"lastName": "Newer", "name": "Ada Newer"})
+    world.converge()
+    listed = runner.invoke(app, ["conflicts", "-c", str(world.config_path), "--all"])
+    assert listed.exit_code == 0 and "last_name" in listed.output
+    (conflict,) = [r for r in StatusQueries(world.store.engine).conflicts() if r.field == "last_name"]
+    bad = runner.invoke(app, ["conflicts", "-c", str(world.config_path), "--resolve", str(conflict.id), "--use", "nowhere"])
+    assert bad.exit_code == 2
+    ok = runner.invoke(app, ["conflicts", "-c", str(world.config_path), "--resolve", str(conflict.id), "--use", "ghl"])
+    assert ok.exit_code == 0, ok.output
+    world.converge()
+    for name in ("acquire", "ghl", "comm100"):
+        (ada,) = world.holding(name, email=ADA[0])
+        assert ada["last_name"] == "Older", name
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from sync.demo import run_demo
+
+    console = Console(record=True, width=120)
+    assert run_demo(workdir=tmp_path / "demo", console=console) == 0
+    out = console.export_text()
+    assert "conflicts decided" in out and "every platform agrees" in out
