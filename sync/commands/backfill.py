@@ -44,7 +44,7 @@ def backfill(
     """Run the backfill and print what it did; raises CommandError when it failed."""
     console = console or Console(stderr=True)
     check_connection(config, connection)
-    setup_logging(config, level="WARNING")
+    setup_logging(config)
     own = engine is None
     engine = engine or Engine(config, open_store(config))
     try:
