@@ -137,6 +137,7 @@ def build_plan(
     *,
     run_id: int | None = None,
     commit: bool = True,
+    chunk_size: int = 20_000,
 ) -> Plan:
     """Match the store's dirty records, reconcile its dirty persons over connections ``names``
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
@@ -146,14 +147,24 @@ def build_plan(
     session = sessionmaker(store.engine, expire_on_commit=False)()
     try:
         merged_persons, primaries = match_dirty(session, match_policy(config, capabilities))
-        people = load_person_views(session, dirty_person_ids(session))
-        ctx = PlanContext(mappings, {})
-        views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
-        plan = reconcile(views, infos, reconcile_policy(config))
-        plan = render_payloads(plan, ctx)
+        policy = reconcile_policy(config)
+        plan = Plan()
+        dirty = dirty_person_ids(session)
+        # In slices, so a backfill holds one slice of views and raw payloads at a time.
+        for start in range(0, len(dirty), chunk_size):
+            people = load_person_views(session, dirty[start : start + chunk_size])
+            ctx = PlanContext(mappings, {})
+            views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
+            part = render_payloads(reconcile(views, infos, policy), ctx)
+            if commit:
+                existing = [(p.person_id, c) for p in people for c in p.snapshots]
+                save_plan_state(session, part, run_id=run_id, existing=existing)
+            plan.ops.extend(part.ops)
+            plan.conflicts.extend(part.conflicts)
+            plan.golden.update(part.golden)
+            plan.snapshots.update(part.snapshots)
+            del people, ctx, views, part
         if commit:
-            existing = [(p.person_id, c) for p in people for c in p.snapshots]
-            save_plan_state(session, plan, run_id=run_id, existing=existing)
             session.commit()
         else:
             session.rollback()
@@ -292,6 +303,8 @@ def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
             # What the platform will read back: the mapping's fit, from the payload just built.
             back = mapping.read(body).fields
             confirms = {k: v for k, v in back.items() if covers(mapping.writable, k) and not is_empty(v)}
+            if confirms == op.fields:
+                confirms = op.fields  # one dict, not two equal ones (a backfill holds millions)
             ops.append(replace(op, payload=body, confirms=confirms))
             continue
         base = ctx.payloads.get((op.connection, op.remote_id or ""), {})

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -194,9 +194,11 @@ def save_match(
     now = utcnow()
     new_ids: dict[int, int] = {}
     if new_persons:
-        stmt = insert(Person).returning(Person.id, sort_by_parameter_order=True)
-        params = [{"fields": {}, "version": 0, "updated_at": now, "dirty": True} for _ in range(new_persons)]
-        created = list(session.execute(stmt, params).scalars())
+        created = _allocate_person_ids(session, new_persons)
+        session.execute(
+            insert(Person.__table__),
+            [{"id": pid, "fields": {}, "version": 0, "updated_at": now, "dirty": True} for pid in created],
+        )
         new_ids = {-(i + 1): pid for i, pid in enumerate(created)}
 
     def real(p: int) -> int:
@@ -247,6 +249,21 @@ def save_match(
     if reviews:
         _save_reviews(session, reviews, now)
     return MatchOutcome(new_ids, touched, folded)
+
+
+def _allocate_person_ids(session: Session, n: int) -> list[int]:
+    """``n`` fresh person ids, for one plain bulk insert (an INSERT ... RETURNING per row is
+    what SQLite would otherwise do). PostgreSQL: drawn from the id sequence. SQLite: above the
+    largest id — a store has one writer at a time, and a racing insert would fail on the
+    primary key rather than mix persons up."""
+    if session.get_bind().dialect.name == "postgresql":
+        return list(
+            session.execute(
+                text("SELECT nextval(pg_get_serial_sequence('persons', 'id')) FROM generate_series(1, :n)"), {"n": n}
+            ).scalars()
+        )
+    top = session.execute(select(func.max(Person.__table__.c.id))).scalar_one() or 0
+    return list(range(top + 1, top + n + 1))
 
 
 def _fold_persons(session: Session, folded: Mapping[int, int], now: datetime) -> None:
