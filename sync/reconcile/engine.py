@@ -146,6 +146,14 @@ def _decide_fields(
             assert side.record is not None
             changes.append(Change(n, now, base, side.record.updated_at))
 
+        if not changes:  # the common case: nothing moved, the golden value stands
+            if not is_empty(g):
+                golden[name] = g
+            continue
+        if len(changes) == 1 and not is_empty(changes[0].value):  # one side moved: it wins
+            golden[name] = changes[0].value
+            continue
+
         def holds_as(conn: str, value: FieldValue, _name: str = name) -> FieldValue:
             info = connections[conn]
             if is_empty(value) or not covers(info.create_fields | info.update_fields, _name):
