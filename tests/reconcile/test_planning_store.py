@@ -123,6 +123,9 @@ def test_an_edit_is_propagated_as_only_the_changed_field_with_the_platform_paylo
     assert update.payload == {"fields": {"name": "Ada King"}}
     assert not [op for op in result.ops if op.connection == "ghl"]
     assert result.conflicts == []
+    text = render_text(result)
+    assert f"person {pid}:" in text and '      last_name: "Lovelace" -> "King"' in text
+    assert text.splitlines()[0] == "summary:" and "  acq: update 1" in text.splitlines()
     with store.session() as s:
         golden = s.get(Person, pid)
         assert golden is not None and golden.fields["last_name"] == "King" and golden.version == 2
