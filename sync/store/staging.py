@@ -394,9 +394,11 @@ class StagingMixin:
             # Columns of _PG_COPY_RECORDS that are the same on every row of the page.
             conn_field = _copy_field(connection)
             scan_field = _NULL if scan_id is None else str(scan_id)
+            key_rows: list[str] = []
             sql = _PG_COPY_RECORDS
             with raw.cursor().copy(sql) as copy:
                 for start in range(0, len(fresh), _COPY_CHUNK):
+                    chunk = list(zip(ids[start : start + _COPY_CHUNK], fresh[start : start + _COPY_CHUNK]))
                     copy.write(
                         "".join(
                             "\t".join(
@@ -416,14 +418,13 @@ class StagingMixin:
                                 )
                             )
                             + "\n"
-                            for rid, r in zip(ids[start : start + _COPY_CHUNK], fresh[start : start + _COPY_CHUNK])
+                            for rid, r in chunk
                         )
                     )
-            key_rows = [
-                f"{rid}\t{_copy_field(kind)}\t{_copy_field(value)}\n"
-                for rid, r in zip(ids, fresh)
-                for kind, value in _key_pairs(r)
-            ]
+                    # Formatted while the server takes in the rows just sent.
+                    key_rows.extend(
+                        f"{rid}\t{_copy_field(kind)}\t{_copy_field(value)}\n" for rid, r in chunk for kind, value in _key_pairs(r)
+                    )
             if key_rows:
                 sql = _PG_COPY_KEYS
                 with raw.cursor().copy(sql) as copy:
@@ -577,8 +578,10 @@ class StagingMixin:
         self._inserted_since_open = getattr(self, "_inserted_since_open", 0) + n
         next_analyze = getattr(self, "_next_analyze", _ANALYZE_FIRST)
         if self._inserted_since_open >= next_analyze:
+            # Only the columns staging looks rows up by: statistics of the payloads cost more
+            # than the rest together. A partial ANALYZE leaves autovacuum's own (full) one due.
             with self.session() as s:
-                s.execute(text("ANALYZE remote_records, identity_keys"))
+                s.execute(text("ANALYZE remote_records (connection, remote_id), identity_keys (record_id)"))
             self._next_analyze = next_analyze * 2
 
     def quarantine(self, connection: str, remote_id: str | None, raw: str, reason: str) -> int:

@@ -241,3 +241,65 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StageError, match="timezone-aware"):
         store.stage_page("acq", [r], cursor={"page": 1})
     assert store.get_cursor("acq").position is None
+
+
+def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: Store, store_kind: str) -> None:
+    """PostgreSQL writes records its look-up did not find with COPY; when another transaction
+    inserts one of them in between, the page is staged again through the upsert."""
+    if store_kind != "postgresql":
+        pytest.skip("SQLite takes the write lock before the look-up: no writer can come in between")
+    import threading
+    import time
+
+    from sqlalchemy import func, insert, text
+
+    from sync.store.models import utcnow
+
+    other = store.engine.connect()
+    other.begin()
+    other.execute(
+        insert(RemoteRecord).values(
+            connection="acq", remote_id="2", payload={"id": "2"}, payload_hash="0" * 64, seen_at=utcnow(), dirty=False
+        )
+    )
+    outcome: dict[str, Any] = {}
+
+    def stage() -> None:
+        try:
+            outcome["result"] = store.stage_page("acq", [rec("1", "a@x.io"), rec("2", "b@x.io")], cursor={"page": 1})
+        except Exception as e:  # surfaced below
+            outcome["error"] = e
+
+    worker = threading.Thread(target=stage)
+    worker.start()
+    try:
+        # The staging transaction missed the uncommitted row; its COPY now waits on it.
+        with store.engine.connect() as watch:
+            for _ in range(1000):
+                waiting = watch.execute(
+                    select(func.count())
+                    .select_from(text("pg_stat_activity"))
+                    .where(
+                        text("datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'")
+                    )
+                ).scalar()
+                if waiting or not worker.is_alive():
+                    break
+                time.sleep(0.01)
+            activity = watch.execute(
+                text("SELECT wait_event_type, wait_event, left(query, 40) FROM pg_stat_activity WHERE datname = current_database()")
+            ).all()
+        assert waiting, (outcome, activity)
+    finally:
+        other.commit()
+        other.close()
+        worker.join()
+    assert "error" not in outcome, outcome
+    result = outcome["result"]
+    assert (result.inserted, result.changed, result.unchanged) == (1, 1, 0)
+    assert sorted(result.dirty) == ["1", "2"]
+    stored = rows(store)
+    assert stored["2"].payload["email"] == "b@x.io" and stored["2"].dirty
+    assert result.record_ids == {r.remote_id: r.id for r in stored.values()}
+    assert keys_of(store) == {"1": {("email", "a@x.io")}, "2": {("email", "b@x.io")}}
+    assert store.get_cursor("acq").position == {"page": 1}
