@@ -105,12 +105,9 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
     if n == 0:
         return MatchResult(np.zeros(0, np.int64), 0, {}, {}, frozenset())
 
-    if isinstance(inp.person_ids, np.ndarray):
-        person = inp.person_ids.astype(np.int64)
-    else:
-        person = np.fromiter((-1 if p is None else p for p in inp.person_ids), dtype=np.int64, count=n)
-    deleted_idx = [i for i, d in enumerate(inp.deleted) if d]
-    merged_idx = [i for i, m in enumerate(inp.merged_into) if m]
+    person = _person_array(inp.person_ids, n)
+    deleted_idx = list(itertools.compress(range(n), inp.deleted))
+    merged_idx = list(itertools.compress(range(n), inp.merged_into))
     # A record's keys join others only while it is live: a deleted or merged-away record keeps
     # its person (sticky edge) but its keys no longer vouch for anyone.
     live = np.ones(n, dtype=bool)
@@ -215,15 +212,13 @@ def _resolve_merges(
     """
     out: dict[int, int] = {}
     if merged_idx:
-        wanted = {(inp.connections[i], inp.merged_into[i]) for i in merged_idx}
-        targets = {r for _, r in wanted}
-        where = {
-            (c, r): i
-            for i, (c, r) in enumerate(zip(inp.connections, inp.remote_ids))
-            if r in targets and (c, r) in wanted
-        }
+        last = dict(zip(inp.remote_ids, range(len(inp.remote_ids))))  # built in C
         for i in merged_idx:
-            j = where.get((inp.connections[i], inp.merged_into[i]))
+            conn, target = inp.connections[i], inp.merged_into[i]
+            j = last.get(target)  # type: ignore[arg-type]
+            if j is not None and inp.connections[j] != conn:
+                # The same remote id on another connection: look for this connection's one.
+                j = next((x for x, (c, r) in enumerate(zip(inp.connections, inp.remote_ids)) if r == target and c == conn), None)
             if j is not None and j != i:
                 out[i] = j
     vanished = [i for i in deleted_idx if i not in out and not inp.merged_into[i]]
@@ -353,6 +348,14 @@ def _weak_joins(
     return remap[comp]
 
 
+def _person_array(person_ids: Sequence[int | None], n: int) -> np.ndarray:
+    """Person ids as int64, -1 for none (None becomes NaN in a float array, in C)."""
+    if isinstance(person_ids, np.ndarray):
+        return person_ids.astype(np.int64)
+    as_float = np.array(person_ids, dtype=np.float64)
+    return np.nan_to_num(as_float, nan=-1.0).astype(np.int64)
+
+
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values (NumPy 2's hash-based ``unique`` is slower on large int arrays)."""
     ordered = np.sort(values)
@@ -401,7 +404,9 @@ def _intern(kcode: np.ndarray, values: Sequence[str]) -> tuple[np.ndarray, np.nd
     token_key = order[starts]
     rep = token_key[tok]
     same_kind = bool(np.array_equal(kcode, kcode[rep]))
-    if same_kind and (k == 1 or all(map(operator.eq, values, operator.itemgetter(*rep.tolist())(values)))):
+    # Only keys that share a token with an earlier key need comparing with it.
+    shared = np.flatnonzero(rep != np.arange(k))
+    if same_kind and all(values[i] == values[j] for i, j in zip(shared.tolist(), rep[shared].tolist())):
         return tok, token_key
     interned: dict[tuple[int, str], int] = {}
     first = np.fromiter(

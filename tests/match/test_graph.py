@@ -285,3 +285,14 @@ def test_merge_inference_only_on_the_configured_connections() -> None:
     assert result.merged == {}
     assert result.person_of.tolist() == [1, 2]
     assert match_records(build(recs)).merged == {0: 1}  # default: inferred everywhere
+
+
+def test_merge_target_is_found_on_the_same_connection_even_when_ids_collide() -> None:
+    recs = [
+        R("c100", "42", ("email=a@x.com",), person=1),
+        R("c100", "7", ("email=b@x.com",), person=2, merged_into="42"),
+        R("acq", "42", ("email=z@x.com",), person=3),  # same remote id, another connection
+    ]
+    result = match_records(build(recs))
+    assert result.merged == {1: 0}
+    assert result.person_of.tolist() == [1, 1, 3]
