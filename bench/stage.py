@@ -7,8 +7,9 @@ Building the records (payload hashes included) is not timed; the store work is. 
 ``--repeat R`` each store is measured R times on fresh stores and the median reported.
 
 The LAST line printed is a JSON object:
-    {"records": N, "sqlite_records_per_s": X, "postgres_records_per_s": Y}
-(``postgres_records_per_s`` only with the environment variable).
+    {"records": N, "sqlite_records_per_s": X, "postgres_records_per_s": Y, "load_avg_1m": [A, B]}
+(``postgres_records_per_s`` only with the environment variable; ``load_avg_1m``: the machine's
+1-minute load average before and after, since a busy machine slows both stores).
 
     .venv/bin/python bench/stage.py [--records N] [--page-size 1000] [--repeat 1]
 """
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     records = synthetic(args.records)
-    figures: dict[str, float | int] = {"records": args.records}
+    load_before = os.getloadavg()[0]
+    figures: dict[str, object] = {"records": args.records}
     sqlite_rate = measure(fresh_sqlite, records, args.page_size, args.repeat)
     print(f"sqlite:     {sqlite_rate:,.0f} records/s", file=sys.stderr)
     figures["sqlite_records_per_s"] = round(sqlite_rate)
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         pg_rate = measure(lambda: fresh_postgres(pg), records, args.page_size, args.repeat)
         print(f"postgresql: {pg_rate:,.0f} records/s", file=sys.stderr)
         figures["postgres_records_per_s"] = round(pg_rate)
+    figures["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(figures))
     return 0
 

@@ -9,9 +9,9 @@ past rows that are not committed.
 
 On PostgreSQL, records the look-up did not find are written with ``COPY`` (rows and their
 identity keys, under ids drawn from the table's sequence up front): a plain bulk insert costs
-the server about half of an upsert through a JSON record set. Should another writer insert one
-of those records between the look-up and the ``COPY`` (a unique violation), the page is
-rolled back and staged again through the upsert.
+the server about a third less than the upsert through a JSON record set, and the client less
+still. Should another writer insert one of those records between the look-up and the ``COPY``
+(a unique violation), the page is rolled back and staged again through the upsert.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.exc import DBAPIError
 
 from sync.normalize import IdentityKey as NormalizedKey
 from sync.store.models import Cursor, IdentityKey, Quarantine, RemoteRecord, utcnow
@@ -423,7 +423,9 @@ class StagingMixin:
                     )
                     # Formatted while the server takes in the rows just sent.
                     key_rows.extend(
-                        f"{rid}\t{_copy_field(kind)}\t{_copy_field(value)}\n" for rid, r in chunk for kind, value in _key_pairs(r)
+                        f"{rid}\t{_copy_field(kind)}\t{_copy_field(value)}\n"
+                        for rid, r in chunk
+                        for kind, value in _key_pairs(r)
                     )
             if key_rows:
                 sql = _PG_COPY_KEYS
@@ -467,9 +469,10 @@ class StagingMixin:
             page.pop(r.remote_id, None)  # keep page order of the last occurrence
             page[r.remote_id] = r
         now = utcnow()
+        copy_new = self.dialect_name == "postgresql"
         try:
             with self.session() as s:
-                result = self._stage_in(s, connection, page, cursor, now, scan_id, copy_new=self.dialect_name == "postgresql")
+                result = self._stage_in(s, connection, page, cursor, now, scan_id, copy_new=copy_new)
         except _CopyRaced:
             # Another writer inserted a record of this page after the look-up: all rolled back,
             # stage the page again through the upsert, which takes such rows over.
