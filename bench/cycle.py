@@ -154,11 +154,20 @@ from sync.engine import Engine
 from sync.logs import configure_logging
 from sync.store import Store
 configure_logging("WARNING", "json")
+import os as _os
+if _os.environ.get("BENCH_SWITCH"): sys.setswitchinterval(float(_os.environ["BENCH_SWITCH"]))
 config = load_config(sys.argv[1])
 store = Store.open(config.store_url)
 import time
 t0 = time.monotonic()
-report = Engine(config, store, chunk_size=256).run("default", kind=sys.argv[2], full=sys.argv[2] == "backfill")
+run = lambda: Engine(config, store, chunk_size=256).run("default", kind=sys.argv[2], full=sys.argv[2] == "backfill")
+if len(sys.argv) > 3:  # a profile of the engine process, to this file
+    import cProfile
+    prof = cProfile.Profile()
+    report = prof.runcall(run)
+    prof.dump_stats(sys.argv[3])
+else:
+    report = run()
 store.close()
 wall = time.monotonic() - t0
 print(json.dumps({"status": report.status, "timings": report.timings, "error": report.error, "wall_s": wall}))
@@ -166,8 +175,10 @@ print(json.dumps({"status": report.status, "timings": report.timings, "error": r
 
 
 def run_engine(cfg_path: Path, kind: str) -> dict[str, Any]:
-    """One engine run in a fresh process; its report (status, per-step timings)."""
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(cfg_path), kind], cwd=REPO, capture_output=True,
+    """One engine run in a fresh process; its report (status, per-step timings). With
+    ``BENCH_PROFILE=DIR`` set, each run's cProfile stats are written there."""
+    extra = [str(Path(os.environ["BENCH_PROFILE"]) / f"{kind}.prof")] if os.environ.get("BENCH_PROFILE") else []
+    out = subprocess.run([sys.executable, "-c", RUNNER, str(cfg_path), kind, *extra], cwd=REPO, capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     if out.returncode != 0:
         raise SystemExit(f"engine run failed: {out.stderr[-2000:]}")

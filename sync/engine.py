@@ -25,6 +25,7 @@ import structlog
 from connectors.base import Capabilities, Connector, ConnectorError
 from connectors.registry import connector_class
 from sync.apply import ApplyReport, Backoff, Target, apply_outbox, queue_plan
+from sync.apply.storethread import StoreThread
 from sync.config import Config
 from sync.plan import Plan
 from sync.stage import PullReport, pull_connection, read_keys
@@ -175,6 +176,7 @@ class Engine:
         astop = asyncio.Event()
         watcher = asyncio.create_task(_watch(stop, astop)) if stop is not None else None
         connectors = {n: self.connector(n) for n in names}
+        io = StoreThread()
         try:
             targets = [
                 Target(
@@ -195,9 +197,11 @@ class Engine:
                 lap = now
 
             if not dry_run:
-                report.settled = await apply_outbox(self.outbox, targets, backoff=self.backoff, settle_only=True)
+                report.settled = await apply_outbox(
+                    self.outbox, targets, backoff=self.backoff, settle_only=True, io=io
+                )
                 timed("settle")
-            report.pulls = await self._pull(connectors, pulled, full=full, stop=astop, progress=progress)
+            report.pulls = await self._pull(connectors, pulled, full=full, stop=astop, progress=progress, io=io)
             timed("pull")
             if astop.is_set():
                 report.status = "partial"
@@ -212,7 +216,7 @@ class Engine:
             timed("queue")
             push = None if progress is None else (lambda conn, n: progress("push", conn, n))
             report.applied = await apply_outbox(
-                self.outbox, targets, backoff=self.backoff, chunk_size=self.chunk_size, stop=astop, progress=push
+                self.outbox, targets, backoff=self.backoff, chunk_size=self.chunk_size, stop=astop, progress=push, io=io
             )
             timed("push")
             if report.applied.failed or any(r.stopped for r in report.applied.connections.values()):
@@ -231,6 +235,7 @@ class Engine:
             if watcher is not None:
                 watcher.cancel()
             await asyncio.gather(*(c.aclose() for c in connectors.values()), return_exceptions=True)
+            io.close()
             report.duration_s = round(time.monotonic() - started, 3)
             self._finish(report)
             structlog.contextvars.unbind_contextvars("run_id", "profile")
@@ -243,6 +248,7 @@ class Engine:
         full: bool,
         stop: asyncio.Event,
         progress: ProgressFn | None,
+        io: StoreThread,
     ) -> dict[str, PullReport]:
         async def one(name: str) -> PullReport:
             try:
@@ -254,6 +260,7 @@ class Engine:
                     full=full,
                     stop=stop,
                     progress=None if progress is None else (lambda conn, n: progress("pull", conn, n)),
+                    io=io,
                 )
             except ConnectorError as exc:
                 # One platform down never stops the others; its staged rows stay as they were.

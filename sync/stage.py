@@ -128,10 +128,13 @@ async def pull_connection(
     full: bool = False,
     stop: asyncio.Event | None = None,
     progress: PageProgress | None = None,
+    io: Any = None,
 ) -> PullReport:
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
 
-    A lookup-only platform (DM Champ) has nothing to pull: its records are the ones we write."""
+    A lookup-only platform (DM Champ) has nothing to pull: its records are the ones we write.
+    ``io`` (a ``sync.apply.storethread.StoreThread``) runs the page commits off the event loop
+    on the cycle's one store thread."""
     report = PullReport(name)
     if connector.capabilities.pull_mode is PullMode.LOOKUP_ONLY:
         report.skipped = "lookup only: no listing on this platform"
@@ -167,7 +170,10 @@ async def pull_connection(
                 store.quarantine(name, str(record.remote_id)[:MAX_REMOTE_ID_LENGTH] or None, _raw_text(record.payload), f"{type(exc).__name__}: {exc}")
                 report.quarantined += 1
         # Off the event loop, so the other connections' pulls keep going during the commit.
-        result = await asyncio.to_thread(store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id)
+        if io is not None:
+            result = await io(store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id)
+        else:
+            result = await asyncio.to_thread(store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id)
         report.pages += 1
         report.records += len(page.records)
         report.inserted += result.inserted

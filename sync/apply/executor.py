@@ -35,6 +35,7 @@ from connectors.base import (
     RemoteUnavailable,
     WriteResult,
 )
+from sync.apply.storethread import StoreThread
 from sync.canonical import FieldDict, fields_to_json
 from sync.store.models import OutboxStatus, utcnow
 from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore
@@ -145,7 +146,9 @@ class ConnectionApplier:
         chunk_size: int,
         stop: asyncio.Event | None,
         progress: Progress | None,
+        io: StoreThread,
     ) -> None:
+        self.io = io
         self.outbox = outbox
         self.target = target
         self.connector = target.connector
@@ -164,18 +167,18 @@ class ConnectionApplier:
 
     async def run(self, *, settle_only: bool = False) -> ConnectionReport:
         try:
-            in_flight = await asyncio.to_thread(self.outbox.in_flight, self.target.name)
+            in_flight = await self.io(self.outbox.in_flight, self.target.name)
             if in_flight:
                 await self._chunk(in_flight, settling=True)
             if settle_only:
                 return self.report
             last_id = 0
             while not self._stopping():
-                items = await asyncio.to_thread(self.outbox.due, self.target.name, after_id=last_id, limit=self.chunk_size)
+                items = await self.io(self.outbox.due, self.target.name, after_id=last_id, limit=self.chunk_size)
                 if not items:
                     break
                 last_id = items[-1].id
-                await asyncio.to_thread(self.outbox.mark_in_flight, [i.id for i in items])
+                await self.io(self.outbox.mark_in_flight, [i.id for i in items])
                 await self._chunk(items, settling=False)
         except _Stop:
             pass
@@ -186,11 +189,11 @@ class ConnectionApplier:
 
     async def _prefetch(self, items: Sequence[OutboxItem]) -> None:
         """What the chunk's creates will ask of the store, in two queries instead of a few per row."""
-        self._me = await asyncio.to_thread(self.outbox.live_persons, [i.person_id for i in items])
+        self._me = await self.io(self.outbox.live_persons, [i.person_id for i in items])
         kind = self.caps.lookup_keys[0] if self.caps.lookup_keys else None
         values = [i.keys[kind] for i in items if i.op == "create" and kind and i.keys.get(kind)]
         self._key_owners = (
-            await asyncio.to_thread(self.outbox.key_owners, self.target.name, kind, values) if values and kind else {}
+            await self.io(self.outbox.key_owners, self.target.name, kind, values) if values and kind else {}
         )
 
     async def _chunk(self, items: Sequence[OutboxItem], *, settling: bool) -> None:
@@ -209,7 +212,7 @@ class ConnectionApplier:
         completions = [r for r in results if isinstance(r, Completion)]
         failures = [r for r in results if isinstance(r, Failure)]
         # Store work runs off the event loop: other connections keep their calls going meanwhile.
-        await asyncio.to_thread(self.outbox.record, completions, failures)
+        await self.io(self.outbox.record, completions, failures)
         self.report.done += len(completions)
         if settling:
             self.report.settled += len(completions)
@@ -320,7 +323,7 @@ class ConnectionApplier:
         # Claims of this run count too: two creates of one chunk may be handed the same contact.
         owner = self._claims.get(remote_id)
         if owner is None:
-            owner = await asyncio.to_thread(self.outbox.owner, item.connection, remote_id)
+            owner = await self.io(self.outbox.owner, item.connection, remote_id)
         if owner is None or owner == me:
             self._claims[remote_id] = me
             return True
@@ -425,14 +428,23 @@ async def apply_outbox(
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
     settle_only: bool = False,
+    io: StoreThread | None = None,
 ) -> ApplyReport:
     """Send every due outbox row of every target, the connections concurrently (so the slowest
     platform's rate limit, not the sum, bounds the run). ``settle_only`` settles in-flight rows
     and stops (the engine does this before planning, so a planned create never races a create
     that may already exist)."""
+    own = io is None
+    io = io or StoreThread()
     appliers = [
-        ConnectionApplier(outbox, t, backoff=backoff or Backoff(), chunk_size=chunk_size, stop=stop, progress=progress)
+        ConnectionApplier(
+            outbox, t, backoff=backoff or Backoff(), chunk_size=chunk_size, stop=stop, progress=progress, io=io
+        )
         for t in targets
     ]
-    reports = await asyncio.gather(*(a.run(settle_only=settle_only) for a in appliers))
+    try:
+        reports = await asyncio.gather(*(a.run(settle_only=settle_only) for a in appliers))
+    finally:
+        if own:
+            io.close()
     return ApplyReport({r.name: r for r in reports})
