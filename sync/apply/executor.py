@@ -270,13 +270,12 @@ class ConnectionApplier:
         raise RecordError(0, f"unknown outbox op {item.op!r}")
 
     async def _lookup(self, keys: Mapping[str, str]) -> str | None:
+        """The remote id holding these keys; None when not found. Raises NotImplementedError
+        when the platform cannot be searched at all."""
         if not keys:
             return None
         self.report.calls["lookup"] += 1
-        try:
-            return await self.connector.lookup(keys)
-        except NotImplementedError:
-            return None
+        return await self.connector.lookup(keys)
 
     async def _create(self, item: OutboxItem, settling: bool) -> Completion:
         """Create, never twice: a create that may already have happened (in flight after a
@@ -291,7 +290,16 @@ class ConnectionApplier:
             # key there, then let the platform create or adopt - no extra lookup round trip.
             await self._check_keys_free(item)
         elif settling or lookup_only or item.attempts >= 1:
-            found = await self._lookup(item.keys)
+            try:
+                found = await self._lookup(item.keys)
+            except NotImplementedError:
+                if not self.caps.can_upsert:
+                    raise RecordError(0, f"{item.connection}: a create that may have happened cannot be "
+                                         "checked (no lookup, no upsert); left for review") from None
+                # No search on this platform: an upsert is the only create that cannot double.
+                result = await self._call("upsert", self.connector.upsert(body))
+                await self._claimable(item, str(result.remote_id), raise_=True)
+                return self._created(item, result, body, merge_payload=not result.created)
             if found is not None and await self._claimable(item, found, raise_=not settling):
                 self.report.found_by_lookup += 1
                 if not settling:
