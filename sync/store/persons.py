@@ -76,7 +76,7 @@ def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows
     or forbids (False) loading the whole store; None decides by the share of dirty records."""
     rr = RemoteRecord.__table__.c
     ik = IdentityKey.__table__.c
-    dirty_ids = list(session.execute(select(rr.id).where(rr.dirty.is_(True))).scalars())
+    dirty_ids = [row[0] for row in _raw(session, "SELECT id FROM remote_records WHERE dirty")]
     if not dirty_ids:
         return MatchRows()
     if full is None:
@@ -125,17 +125,35 @@ def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows
     return _load_rows(session, sorted(ids))
 
 
+def _raw(session: Session, sql: str) -> list[tuple[Any, ...]]:
+    """All rows of a constant query, fetched by the driver in the session's transaction."""
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 def _load_rows(session: Session, ids: list[int] | None) -> MatchRows:
     rr = RemoteRecord.__table__.c
     ik = IdentityKey.__table__.c
     out = MatchRows(full=ids is None)
     cols = (rr.id, rr.connection, rr.remote_id, rr.person_id, rr.merged_into, rr.deleted_at, rr.dirty)
+    # Whole result sets at once, transposed in C: far cheaper than row iteration. A whole-store
+    # load goes through the driver's cursor (no per-row Row objects for millions of rows).
     if ids is None:
-        batches: Iterable[Any] = [session.execute(select(*cols).order_by(rr.id))]
+        rows = _raw(
+            session,
+            "SELECT id, connection, remote_id, person_id, merged_into, deleted_at IS NOT NULL, dirty "
+            "FROM remote_records ORDER BY id",
+        )
     else:
-        batches = (session.execute(select(*cols).where(rr.id.in_(chunk)).order_by(rr.id)) for chunk in _chunks(ids))
-    # Whole result sets at once (fetchall), transposed in C: far cheaper than row iteration.
-    rows = [row for result in batches for row in result.all()]
+        rows = [
+            tuple(row)
+            for chunk in _chunks(ids)
+            for row in session.execute(select(*cols).where(rr.id.in_(chunk)).order_by(rr.id)).all()
+        ]
     if rows:
         cols_t = list(zip(*rows))
         out.record_ids = list(cols_t[0])
@@ -143,17 +161,18 @@ def _load_rows(session: Session, ids: list[int] | None) -> MatchRows:
         out.remote_ids = list(cols_t[2])
         out.person_ids = list(cols_t[3])
         out.merged_into = list(cols_t[4])
-        out.deleted = [d is not None for d in cols_t[5]]
+        out.deleted = [bool(d) for d in cols_t[5]] if ids is None else [d is not None for d in cols_t[5]]
         out.dirty = [bool(d) for d in cols_t[6]]
     del rows
     index = dict(zip(out.record_ids, range(len(out.record_ids))))
     if ids is None:
-        key_batches: Iterable[Any] = [session.execute(select(ik.record_id, ik.kind, ik.value))]
+        keys = _raw(session, "SELECT record_id, kind, value FROM identity_keys")
     else:
-        key_batches = (
-            session.execute(select(ik.record_id, ik.kind, ik.value).where(ik.record_id.in_(chunk))) for chunk in _chunks(ids)
-        )
-    keys = [row for result in key_batches for row in result.all()]
+        keys = [
+            tuple(row)
+            for chunk in _chunks(ids)
+            for row in session.execute(select(ik.record_id, ik.kind, ik.value).where(ik.record_id.in_(chunk))).all()
+        ]
     if keys:
         rec, kinds, values = zip(*keys)
         positions = list(map(index.get, rec))
