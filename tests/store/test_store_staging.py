@@ -3,16 +3,20 @@ together with committed rows."""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+import traceback
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, text, update
 
 import sync.store.staging as staging
 from sync.normalize import IdentityKey as Key
 from sync.store import StagedRecord, StageError, Store, payload_hash
-from sync.store.models import IdentityKey, RemoteRecord
+from sync.store.models import IdentityKey, RemoteRecord, utcnow
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -248,13 +252,6 @@ def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: 
     inserts one of them in between, the page is staged again through the upsert."""
     if store_kind != "postgresql":
         pytest.skip("SQLite takes the write lock before the look-up: no writer can come in between")
-    import threading
-    import time
-
-    from sqlalchemy import func, insert, text
-
-    from sync.store.models import utcnow
-
     other = store.engine.connect()
     other.begin()
     other.execute(
@@ -275,13 +272,11 @@ def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: 
     try:
         # The staging transaction missed the uncommitted row; its COPY now waits on it.
         with store.engine.connect() as watch:
-            for _ in range(1000):
+            blocker = other.execute(text("SELECT pg_backend_pid()")).scalar()
+            for _ in range(6000):  # a busy machine can be slow; it is normally a few ms
                 waiting = watch.execute(
-                    select(func.count())
-                    .select_from(text("pg_stat_activity"))
-                    .where(
-                        text("datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'")
-                    )
+                    text("SELECT count(*) FROM pg_stat_activity WHERE :blocker = ANY(pg_blocking_pids(pid))"),
+                    {"blocker": blocker},
                 ).scalar()
                 if waiting or not worker.is_alive():
                     break
@@ -289,7 +284,8 @@ def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: 
             activity = watch.execute(
                 text("SELECT wait_event_type, wait_event, left(query, 40) FROM pg_stat_activity WHERE datname = current_database()")
             ).all()
-        assert waiting, (outcome, activity)
+        stack = sys._current_frames().get(worker.ident or 0)
+        assert waiting, (outcome, activity, "".join(traceback.format_stack(stack)) if stack else None)
     finally:
         other.commit()
         other.close()
@@ -303,3 +299,20 @@ def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: 
     assert result.record_ids == {r.remote_id: r.id for r in stored.values()}
     assert keys_of(store) == {"1": {("email", "a@x.io")}, "2": {("email", "b@x.io")}}
     assert store.get_cursor("acq").position == {"page": 1}
+
+
+def test_values_with_bulk_format_characters_are_stored_as_given(store: Store) -> None:
+    """Backslashes, tabs, line breaks and a literal ``\\N`` survive the bulk write (PostgreSQL's
+    COPY text format gives them a meaning)."""
+    odd = "a\\b\tc\nd\re \\N"
+    r = rec(odd, note=odd, nested={"k": [odd]}, merged_into=odd, invalid=[{"field": odd, "kind": "phone", "reason": odd}])
+    r.keys = [Key("email", f"x{odd}@x.io"), Key(odd, odd)]
+    result = store.stage_page(odd, [r])
+    assert result.inserted == 1
+    stored = rows(store, odd)[odd]
+    assert stored.payload == r.payload
+    assert stored.merged_into == odd
+    assert stored.invalid == [{"field": odd, "kind": "phone", "reason": odd}]
+    assert stored.connection == odd and stored.payload_hash == r.payload_hash
+    assert keys_of(store, odd) == {odd: {("email", f"x{odd}@x.io"), (odd, odd)}}
+    assert store.stage_page(odd, [r]).unchanged == 1
