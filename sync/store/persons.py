@@ -43,6 +43,7 @@ from sync.store.models import (
 _CHUNK = 5_000
 # Above this share of dirty records, reading everything beats chasing neighbourhoods.
 _FULL_LOAD_SHARE = 0.2
+_SMALL = 10_000
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -79,6 +80,8 @@ def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows
     dirty_ids = [row[0] for row in _raw(session, "SELECT id FROM remote_records WHERE dirty")]
     if not dirty_ids:
         return MatchRows()
+    if full is None and len(dirty_ids) < _SMALL:
+        full = False  # a handful of changes: no need to count the store
     if full is None:
         total = session.execute(select(func.count()).select_from(RemoteRecord.__table__)).scalar_one()
         full = len(dirty_ids) >= _FULL_LOAD_SHARE * total

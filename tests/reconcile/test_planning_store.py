@@ -93,7 +93,14 @@ def person_of(store: Store, conn: str, rid: str) -> int | None:
         ).scalar_one()
 
 
-def test_first_cycle_matches_across_platforms_and_plans_creates(store: Store) -> None:
+@pytest.mark.parametrize("load", ["whole store", "neighbourhood"])
+def test_first_cycle_matches_across_platforms_and_plans_creates(
+    store: Store, load: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sync.store.persons as persons
+
+    # Both ways of loading the match input: everything (a backfill), or around the changes.
+    monkeypatch.setattr(persons, "_SMALL", 0 if load == "whole store" else 10_000)
     config = make_config()
     stage(store, config, "acq", acq(12, "Ada Lovelace", "Ada@X.com", "+1 415 555 2671"))
     stage(store, config, "ghl", ghl("g1", "Ada", "Lovelace", "ada@x.com", "+14155552671"))
