@@ -44,6 +44,7 @@ _CHUNK = 5_000
 # Above this share of dirty records, reading everything beats chasing neighbourhoods.
 _FULL_LOAD_SHARE = 0.2
 _SMALL = 10_000
+_BIG = 100_000
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -223,6 +224,10 @@ def save_match(
     """Write a match result (``person_of[i]`` for ``rows`` record i; negative = the i-th new
     person, numbered -1, -2, ...) in bulk. See the module docstring for what moves."""
     now = utcnow()
+    if len(rows) > _BIG and session.get_bind().dialect.name == "sqlite":
+        # Person ids land in random places of the person_id index: with SQLite's default 2 MB
+        # page cache a million such updates thrash. This connection may keep 256 MB instead.
+        session.execute(text("PRAGMA cache_size = -262144"))
     new_ids: dict[int, int] = {}
     po = np.asarray(person_of, dtype=np.int64)
     if new_persons:
