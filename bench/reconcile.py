@@ -18,7 +18,7 @@ merged into their contact (mergeToContactId). Records are staged through ``sync.
     {"records", "persons", "match_s", "match_io_s", "reconcile_plan_s", "peak_rss_mb",
      "incremental_changes", "incremental_s"}
 
-    .venv/bin/python bench/reconcile.py [--records 1000000] [--store URL] [--seed 7]
+    .venv/bin/python bench/reconcile.py [--records 1000000] [--store URL] [--seed 7] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -176,12 +176,17 @@ def stage_all(store: Store, cfg: Config, records: dict[str, list[RawRecord]], pa
             store.stage_page(conn, [stage_record(mapping, r) for r in recs[i : i + page]])
 
 
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--changes", type=int, default=1000)
     ap.add_argument("--store", default=None, help="store URL (default: a new SQLite file)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--profile", default=None, help="write a cProfile of the reconcile + plan phase to this file")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="cs-bench-reconcile-")
@@ -217,14 +222,23 @@ def main() -> None:
     t = time.perf_counter()
     run_match(store, cfg, caps)
     match_io_s = time.perf_counter() - t
-    log(f"match with store IO: {match_io_s:.2f}s")
+    log(f"match with store IO: {match_io_s:.2f}s, peak RSS so far {_peak_mb():.0f} MB")
 
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     t = time.perf_counter()
     plan = build_plan(store, cfg, NAMES, caps, commit=True)
     reconcile_plan_s = time.perf_counter() - t
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
     persons = len(plan.golden)
     log(f"reconcile + plan: {reconcile_plan_s:.2f}s, {persons:,} persons, summary {plan.summary()}, "
-        f"{len(plan.conflicts):,} conflicts")
+        f"{len(plan.conflicts):,} conflicts, peak RSS so far {_peak_mb():.0f} MB")
     del plan
 
     # Incremental: a few records edited on their platform, staged, then one planning run.
@@ -234,7 +248,7 @@ def main() -> None:
     incremental_s = time.perf_counter() - t
     log(f"incremental: {incremental_s:.3f}s for {args.changes} changes, summary {inc.summary()}")
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb()
     store.close()
     tmp.cleanup()
     print(json.dumps({

@@ -62,6 +62,7 @@ class Mapping_(Protocol):
 
     def read(self, raw: dict[str, Any]) -> Any: ...
     def write(self, fields: Mapping[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]: ...
+    def create(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], FieldDict]: ...
     def changes(self, fields: Mapping[str, Any], base: dict[str, Any]) -> dict[str, Any]: ...
     def fit(self, fields: Mapping[str, Any]) -> FieldDict: ...
 
@@ -330,9 +331,8 @@ def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
             ops.append(op)
             continue
         if op.kind is OpKind.CREATE:
-            body = mapping.write(op.fields, None)
-            # What the platform will read back: the mapping's fit, from the payload just built.
-            back = mapping.read(body).fields
+            # The payload, and what the platform will read back of it (the mapping's fit).
+            body, back = mapping.create(op.fields)
             confirms = {k: v for k, v in back.items() if covers(mapping.writable, k) and not is_empty(v)}
             if confirms == op.fields:
                 confirms = op.fields  # one dict, not two equal ones (a backfill holds millions)

@@ -69,6 +69,15 @@ class FieldMapping:
         self.writable: frozenset[str] = frozenset(f for l in lenses if l.writable for f in l.fields)
         self._reading = [l for l in lenses if l.readable]
         self._writing = [l for l in lenses if l.writable]
+        self._readers = [l.read for l in self._reading]  # bound once, called per record
+        # Per writing lens, the top-level raw keys it reads: a lens none of whose keys is in
+        # a payload reads nothing from it (a create's payload is built from empty).
+        self._tops = [frozenset(paths.split(p)[0] for p in l.paths) for l in self._writing]
+        # Canonical name -> indexes of the writing lenses owning it (filled on first use).
+        self._owners: dict[str, tuple[int, ...]] = {}
+        # Whether a derived key is also read: if not, the read ``_derive`` does is the read-back.
+        read_tops = {paths.split(p)[0] for l in self._reading for p in l.paths}
+        self._derived_read = any(paths.split(r.path)[0] in read_tops for r in derived)
 
     def __repr__(self) -> str:
         return f"FieldMapping({self.platform!r}, fields={sorted(self.readable | self.writable)})"
@@ -80,10 +89,13 @@ class FieldMapping:
         that do not normalize are reported in ``issues`` and left out of ``fields``."""
         out: FieldDict = {}
         issues: list[Issue] = []
-        for lens in self._reading:
-            values, found = lens.read(raw, self.default_region)
-            out.update(values)
-            issues.extend(found)
+        region = self.default_region
+        for read in self._readers:
+            values, found = read(raw, region)
+            if values:
+                out.update(values)
+            if found:
+                issues.extend(found)
         return ReadResult(out, issues)
 
     # -- writing ---------------------------------------------------------------------------
@@ -91,16 +103,39 @@ class FieldMapping:
     def _lens_of(self, name: str, lenses: Iterable[Lens]) -> Lens | None:
         return next((l for l in lenses if l.owns(name)), None)
 
+    def _owners_of(self, name: str) -> tuple[int, ...]:
+        found = self._owners.get(name)
+        if found is None:
+            found = tuple(i for i, l in enumerate(self._writing) if l.owns(name))
+            if len(self._owners) < 4096:  # custom field names are open-ended: bounded
+                self._owners[name] = found
+        return found
+
     def write(self, fields: Mapping[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
         """The full payload: a copy of ``base`` with the writable fields present in ``fields``
         set. An unchanged value keeps its raw formatting."""
+        return self._write(fields, base)[0]
+
+    def create(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], FieldDict]:
+        """The payload of a new record with ``fields`` (``write(fields, None)``) and what the
+        platform reads back of it (``read(payload).fields``), in one pass where possible."""
+        out, back = self._write(fields, None)
+        return out, (back if back is not None else self.read(out).fields)
+
+    def _write(self, fields: Mapping[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, Any], FieldDict | None]:
         out = deep_copy(base)
         touched: set[str] = set()
-        for lens in self._writing:
-            mine = {k: v for k, v in fields.items() if lens.owns(k)}
-            if not mine:
-                continue
-            current, _ = lens.read(out, self.default_region)
+        # The fields per writing lens, in the order of ``fields`` (one pass, not one per lens).
+        groups: dict[int, dict[str, Any]] = {}
+        for k, v in fields.items():
+            for i in self._owners.get(k) or self._owners_of(k):
+                groups.setdefault(i, {})[k] = v
+        for i in sorted(groups):
+            lens, mine = self._writing[i], groups[i]
+            if out and not self._tops[i].isdisjoint(out):
+                current, _ = lens.read(out, self.default_region)
+            else:
+                current = {}
             desired = dict(current)
             for key, value in mine.items():
                 if is_empty(value):
@@ -111,12 +146,13 @@ class FieldMapping:
             if changed:
                 lens.write(desired, out, self.default_region, changed)
                 touched |= changed
-        self._derive(out, touched, created=not base)
-        return out
+        return out, self._derive(out, touched, created=not base)
 
-    def _derive(self, out: dict[str, Any], touched: set[str], created: bool) -> None:
+    def _derive(self, out: dict[str, Any], touched: set[str], created: bool) -> FieldDict | None:
+        """Set the derived keys; returns what ``out`` reads as afterwards when that is known
+        without reading it again (no derived key is read), else None."""
         if not self.derived:
-            return
+            return None
         current = self.read(out).fields
         for rule in self.derived:
             present = paths.get(out, rule.path)
@@ -128,6 +164,7 @@ class FieldMapping:
                 text = next((str(v[0]) for f in rule.fallback if (v := current.get(f))), rule.default)  # type: ignore[index]
             if text != present:
                 paths.put(out, rule.path, text)
+        return None if self._derived_read else current
 
     def changes(self, fields: Mapping[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         """Only the raw keys an update must send to bring ``base`` to ``fields``: nested dicts
@@ -172,9 +209,8 @@ class FieldMapping:
         """What this platform reads back after ``fields`` are written to a new record: the
         part of ``fields`` it can hold (writable and readable fields only). Snapshots of this
         connection should store this, so a lossy platform (one email slot) is no change."""
-        written = self.write({k: v for k, v in fields.items() if self._lens_of(k, self._writing)}, None)
-        back = self.read(written).fields
-        return {k: v for k, v in back.items() if self._lens_of(k, self._writing)}
+        _, back = self.create(fields)  # writing ignores the fields no writing lens owns
+        return {k: v for k, v in back.items() if self._owners.get(k) or self._owners_of(k)}
 
     def keys(self, fields: Mapping[str, Any]) -> list[IdentityKey]:
         """The matching keys of a field dict: emails, phones and identities (invalid ones skipped)."""

@@ -5,17 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 _MISSING = object()
+# Segments per path: a mapping has a handful of paths, read millions of times in a backfill.
+_SPLIT: dict[str, tuple[str, ...]] = {}
 
 
 def split(path: str) -> tuple[str, ...]:
     """The segments of a dotted path."""
-    return tuple(path.split("."))
+    segs = _SPLIT.get(path)
+    if segs is None:
+        segs = tuple(path.split("."))
+        if len(_SPLIT) < 4096:  # bounded: paths come from mapping files
+            _SPLIT[path] = segs
+    return segs
 
 
 def get(raw: dict[str, Any] | None, path: str, default: Any = None) -> Any:
     """The value at ``path``, or ``default`` when any segment is missing or not a dict."""
+    segs = _SPLIT.get(path) or split(path)
+    if len(segs) == 1:
+        # The common case (a top-level key), without the loop.
+        if isinstance(raw, dict):
+            return raw[path] if path in raw else default
+        return default
     node: Any = raw
-    for seg in split(path):
+    for seg in segs:
         if not isinstance(node, dict) or seg not in node:
             return default
         node = node[seg]
