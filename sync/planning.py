@@ -14,7 +14,7 @@ import gc
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy.orm import sessionmaker
@@ -336,7 +336,7 @@ def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
             confirms = {k: v for k, v in back.items() if covers(mapping.writable, k) and not is_empty(v)}
             if confirms == op.fields:
                 confirms = op.fields  # one dict, not two equal ones (a backfill holds millions)
-            ops.append(replace(op, payload=body, confirms=confirms))
+            ops.append(_with(op, payload=body, confirms=confirms))
             continue
         base = ctx.payloads.get((op.connection, op.remote_id or ""), {})
         payload = mapping.changes(op.fields, base)
@@ -345,9 +345,18 @@ def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
             if op.kind is OpKind.UPDATE:
                 plan.snapshots[(op.person_id, op.connection)] = dict(op.confirms)
             continue
-        ops.append(replace(op, payload=payload))
+        ops.append(_with(op, payload=payload))
     plan.ops = ops
     return plan
+
+
+def _with(op: PlanOp, **changes: Any) -> PlanOp:
+    """``dataclasses.replace`` for a PlanOp without its per-call field introspection (a
+    backfill renders millions): a copy of the instance dict with ``changes`` set."""
+    new = object.__new__(PlanOp)
+    new.__dict__.update(op.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 # -- printing ---------------------------------------------------------------------------------

@@ -132,10 +132,14 @@ class FieldMapping:
                 groups.setdefault(i, {})[k] = v
         for i in sorted(groups):
             lens, mine = self._writing[i], groups[i]
-            if out and not self._tops[i].isdisjoint(out):
-                current, _ = lens.read(out, self.default_region)
-            else:
-                current = {}
+            if not out or self._tops[i].isdisjoint(out):
+                # Nothing of this lens in the payload yet: every non-empty value is a change.
+                desired = {k: v for k, v in mine.items() if not is_empty(v)}
+                if desired:
+                    lens.write(desired, out, self.default_region, set(desired))
+                    touched.update(desired)
+                continue
+            current, _ = lens.read(out, self.default_region)
             desired = dict(current)
             for key, value in mine.items():
                 if is_empty(value):
