@@ -50,8 +50,27 @@ def _clean(value: Any) -> bool:
     return isinstance(value, str) and bool(value) and value == value.strip()
 
 
+# (kind, text, region) -> normalized item. A planning run normalizes each value more than once
+# (pulled, then read back from the payload rendered for a create); bounded, cleared when full.
+_NORMALIZED: dict[tuple[str, str, str], str] = {}
+_NORMALIZED_MAX = 200_000
+
+
 def normalize_item(kind: str, value: Any, region: str) -> str:
     """Normalize one list item of kind ``email``, ``phone`` or ``string``; raises InvalidValue."""
+    if type(value) is str:
+        key = (kind, value, region)
+        hit = _NORMALIZED.get(key)
+        if hit is None:
+            hit = _normalize_item(kind, value, region)  # raises: nothing cached
+            if len(_NORMALIZED) >= _NORMALIZED_MAX:
+                _NORMALIZED.clear()
+            _NORMALIZED[key] = hit
+        return hit
+    return _normalize_item(kind, value, region)
+
+
+def _normalize_item(kind: str, value: Any, region: str) -> str:
     text = _text(value)
     if text is None:
         raise InvalidValue(kind, str(value), "empty or not a string")

@@ -265,10 +265,8 @@ def _plan_create(person_id: int, info: ConnectionInfo, golden: FieldDict, out: P
         return
     if not fields:
         return
-    if len(fields) == len(golden):
-        fields = golden  # the whole golden record: one dict, not one copy per op (a backfill holds millions)
     if info.confirm_from_payload:
-        confirms = fields  # the planner reads them back from the rendered payload (and replaces this)
+        confirms = dict(fields)  # the planner reads them back from the rendered payload
     else:
         confirms = {k: v for k, v in info.shaped(fields).items() if not is_empty(v)}
     out.ops.append(PlanOp(info.name, person_id, OpKind.CREATE, fields=fields, confirms=confirms))
