@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -381,10 +382,35 @@ class ConvergencePropagating(Convergence):
     policy = PROPAGATING
 
 
-_SETTINGS = settings(max_examples=120, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI runs the same examples every time, so a red build is a regression, not a new
+# draw; the known open case below is kept as its own test until it is fixed.
+_SETTINGS = settings(
+    max_examples=120,
+    stateful_step_count=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 Convergence.TestCase.settings = _SETTINGS
 ConvergenceTagging.TestCase.settings = _SETTINGS
 ConvergencePropagating.TestCase.settings = _SETTINGS
 TestConvergence = Convergence.TestCase
 TestConvergenceTagging = ConvergenceTagging.TestCase
 TestConvergencePropagating = ConvergencePropagating.TestCase
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: with deletes=propagate, an email of a person deleted everywhere that reappears on "
+    "another record is not carried back to that record's platforms (found by the state machine)",
+)
+def test_email_of_a_deleted_person_reused_by_another_record_converges() -> None:
+    state = ConvergencePropagating()
+    state.start()
+    state.create(conn="acq", fields={"first_name": "Ada", "last_name": "Lovelace", "emails": ("p1@x.com",), "tags": frozenset(["vip"])})
+    state.sync()
+    state.delete(conn="ghl", pick=0)
+    state.create(conn="acq", fields={"first_name": "Ada", "last_name": "Lovelace", "emails": ("p0@x.com",)})
+    state.sync()
+    state.edit(conn="acq", edit=("emails", ("p1@x.com",)), pick=0)
+    state.sync()
