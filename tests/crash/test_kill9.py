@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 from pathlib import Path
 
 from sync.apply import Backoff
@@ -30,6 +31,7 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(db_url: str, tmp_pat
         cfg_path, config = fleet.write_config(served, db_url, tmp_path)
         expected: dict[int, str] = {}
         killed = 0
+        typical = 2.5  # seconds; replaced by the length of each run that completes
         args = ("backfill", "-c", str(cfg_path))
         upcoming = fleet.Worker(*args)
         for run in range(RUNS):
@@ -44,11 +46,17 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(db_url: str, tmp_pat
             proc = upcoming.go()
             # The next worker pays its imports while this one runs (it waits for "go").
             upcoming = fleet.Worker(*args)
+            # Kill at a random point inside a run: draw within the length of the last run that
+            # finished (runs get shorter as the platforms converge), so kills land mid-way on a
+            # fast machine as on a slow one.
+            started = time.monotonic()
             try:
-                proc.wait(timeout=rng.uniform(0.05, 2.5))
+                proc.wait(timeout=rng.uniform(0.05, 0.9 * typical))
             except Exception:
                 proc.send_signal(signal.SIGKILL)
                 killed += 1
+            else:
+                typical = max(0.2, time.monotonic() - started)
             proc.wait(timeout=30)
             assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read() if proc.stderr else ""
             # Whatever happened so far, nothing is on any platform twice.
