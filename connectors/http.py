@@ -27,6 +27,7 @@ import email.utils
 import enum
 import hashlib
 import json
+import logging
 import random
 import re
 import time
@@ -134,6 +135,24 @@ def redact_url(url: httpx.URL | str) -> str:
     if params:
         clean = clean.copy_with(params=params)
     return str(clean)
+
+
+class _RedactHttpxUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO ("HTTP Request: GET https://...?apiKey=...");
+    a platform that takes its key as a query parameter (DM Champ) would leak it there. This filter
+    rewrites URL arguments of httpx's records to their redacted form before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(redact_url(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+def install_httpx_log_redaction() -> None:
+    """Attach :class:`_RedactHttpxUrls` to httpx's logger once (idempotent)."""
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactHttpxUrls) for f in logger.filters):
+        logger.addFilter(_RedactHttpxUrls())
 
 
 class Redactor:
@@ -641,6 +660,7 @@ class HttpConnector(HttpHooks, Connector):
         if missing:
             raise ConfigurationError(f"{self.platform} connection {settings.name!r}: missing options {missing}")
         self.settings = settings
+        install_httpx_log_redaction()
         self.http = HttpClient(settings, self, transport=transport, default_rate_limit=self.capabilities.rate_limit)
 
     def secret(self, name: str) -> str:

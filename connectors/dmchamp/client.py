@@ -14,7 +14,6 @@ this connector creates or adopts is put in that contact list (``listId`` on crea
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -32,30 +31,12 @@ from connectors.base import (
     WriteResult,
 )
 from connectors.dmchamp.state import CREATE_KEYS, UPDATABLE_KEYS
-from connectors.http import HttpConnector, redact_url
+from connectors.http import HttpConnector
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.dmchamp")
 
 _ALREADY_EXISTS = "already exists"
-
-
-class _RedactHttpxUrls(logging.Filter):
-    """httpx logs every request's full URL at INFO ("HTTP Request: GET https://...?apiKey=...");
-    DM Champ's key rides in that URL. This filter rewrites URL arguments of httpx's records to
-    their redacted form before any handler sees them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            record.args = tuple(redact_url(a) if isinstance(a, httpx.URL) else a for a in record.args)
-        return True
-
-
-def install_httpx_log_redaction() -> None:
-    """Attach :class:`_RedactHttpxUrls` to httpx's logger once (idempotent)."""
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _RedactHttpxUrls) for f in logger.filters):
-        logger.addFilter(_RedactHttpxUrls())
 
 
 class DmChampConnector(HttpConnector):
@@ -80,7 +61,6 @@ class DmChampConnector(HttpConnector):
 
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
-        install_httpx_log_redaction()
         self.list_id: str | None = str(settings.options["list_id"]) if settings.options.get("list_id") else None
 
     # ----------------------------------------------------------------- hooks
