@@ -24,7 +24,7 @@ import structlog
 
 from connectors.base import Capabilities, Connector, ConnectorError
 from connectors.registry import connector_class
-from sync.apply import ApplyReport, Backoff, Target, apply_outbox, queue_plan
+from sync.apply import ApplyReport, Backoff, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
 from sync.config import Config
 from sync.plan import Plan
@@ -207,13 +207,15 @@ class Engine:
                 report.status = "partial"
                 report.error = "stopped before planning"
                 return report
-            plan = self._reconcile(names, connectors, run_id=report.run_id, commit=not dry_run)
+            # The intents are queued inside the planning transaction (PlanQueue): the persons it
+            # marks clean and the writes that carry their edits commit together.
+            queue = None if dry_run else PlanQueue(self.outbox, self.capabilities(connectors), run_id=report.run_id)
+            plan = self._reconcile(names, connectors, run_id=report.run_id, commit=not dry_run, queue=queue)
             report.plan = plan
             timed("plan")
-            if dry_run:
+            if queue is None:
                 return report
-            report.queued = queue_plan(self.outbox, plan, self.capabilities(connectors), run_id=report.run_id)
-            timed("queue")
+            report.queued = queue.result
             push = None if progress is None else (lambda conn, n: progress("push", conn, n))
             report.applied = await apply_outbox(
                 self.outbox, targets, backoff=self.backoff, chunk_size=self.chunk_size, stop=astop, progress=push, io=io
@@ -270,7 +272,15 @@ class Engine:
         reports = await asyncio.gather(*(one(n) for n in names))
         return {r.connection: r for r in reports}
 
-    def _reconcile(self, names: Sequence[str], connectors: Mapping[str, Connector], *, run_id: int, commit: bool) -> Plan:
+    def _reconcile(
+        self,
+        names: Sequence[str],
+        connectors: Mapping[str, Connector],
+        *,
+        run_id: int,
+        commit: bool,
+        queue: PlanQueue | None,
+    ) -> Plan:
         """Match dirty records into persons, reconcile them and build the plan."""
         from sync.planning import build_plan
 
@@ -281,6 +291,7 @@ class Engine:
             self.capabilities(connectors),
             run_id=run_id,
             commit=commit,
+            queue=queue,
         )
 
     def _finish(self, report: CycleReport) -> None:

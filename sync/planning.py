@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from sqlalchemy.orm import sessionmaker
 
 from connectors.base import Capabilities
 from sync.canonical import FieldDict, is_empty, to_json_value
@@ -141,15 +139,23 @@ def build_plan(
     run_id: int | None = None,
     commit: bool = True,
     chunk_size: int = 20_000,
+    queue: Callable[[Any, Plan], None] | None = None,
 ) -> Plan:
     """Match the store's dirty records, reconcile its dirty persons over connections ``names``
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
-    read-confirmed snapshots and conflicts; without it the transaction is rolled back."""
+    read-confirmed snapshots and conflicts; without it the transaction is rolled back.
+
+    ``queue(session, slice)`` is called for each planned slice inside the same transaction
+    (the outbox's :class:`sync.apply.PlanQueue`): a caller that will carry the plan out must
+    pass it, or a crash between this commit and a later enqueue would lose the edits whose
+    persons this commit marks clean."""
     mappings = {n: config.mapping(n) for n in names}
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
-    session = sessionmaker(store.engine, expire_on_commit=False)()
+    session = store.manual_session()
     with _no_gc():
-        return _build(session, mappings, infos, config, capabilities, run_id=run_id, commit=commit, chunk_size=chunk_size)
+        return _build(
+            session, mappings, infos, config, capabilities, run_id=run_id, commit=commit, chunk_size=chunk_size, queue=queue
+        )
 
 
 @contextmanager
@@ -175,6 +181,7 @@ def _build(
     run_id: int | None,
     commit: bool,
     chunk_size: int,
+    queue: Callable[[Any, Plan], None] | None,
 ) -> Plan:
     try:
         merged_persons, primaries = match_dirty(session, match_policy(config, capabilities))
@@ -190,6 +197,8 @@ def _build(
             if commit:
                 existing = [(p.person_id, c) for p in people for c in p.snapshots]
                 save_plan_state(session, part, run_id=run_id, existing=existing)
+                if queue is not None:
+                    queue(session, part)
             plan.ops.extend(part.ops)
             plan.conflicts.extend(part.conflicts)
             plan.golden.update(part.golden)
@@ -210,7 +219,7 @@ def _build(
 def run_match(store: Store, config: Any, capabilities: Mapping[str, Capabilities] | None = None) -> set[int]:
     """Only the matching step, committed: the dirty records get their persons (the persons
     they touch become dirty for the next plan). Returns the persons a platform merge joined."""
-    session = sessionmaker(store.engine, expire_on_commit=False)()
+    session = store.manual_session()
     try:
         with _no_gc():
             merged, _ = match_dirty(session, match_policy(config, capabilities))

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sqlalchemy.orm import Session
+
 from connectors.base import Capabilities
 from sync.apply.executor import ApplyReport, Backoff, ConnectionReport, Target, apply_outbox
-from sync.apply.intents import intent_for, intents_for, lookup_keys
+from sync.apply.intents import Intent, intent_for, intents_for, lookup_keys
 from sync.plan import OpKind, Plan
+from sync.store.outbox import EnqueueResult, OutboxStore
 
 OP_ORDER = {OpKind.MERGE: 0, OpKind.TAG: 1, OpKind.CREATE: 2, OpKind.UPDATE: 3, OpKind.DELETE: 4, OpKind.EXCLUDE: 5}
-from sync.store.outbox import EnqueueResult, OutboxStore
 
 
 def queue_plan(
@@ -29,14 +31,38 @@ def queue_plan(
     the loser still holds), then tags on merged-away records, then create/update (whose
     ``confirms`` is the person's snapshot after the plan, so it is the last to set it), then
     delete."""
+    return outbox.enqueue(_ordered_intents(plan, capabilities), run_id=run_id)
+
+
+def _ordered_intents(plan: Plan, capabilities: Mapping[str, Capabilities] | None) -> list[Intent]:
     ops = sorted(plan.ops, key=lambda op: OP_ORDER.get(op.kind, 9))  # stable: plan order otherwise
-    return outbox.enqueue(intents_for(ops, dict(capabilities or {})), run_id=run_id)
+    return intents_for(ops, dict(capabilities or {}))
+
+
+class PlanQueue:
+    """Queues each planned slice's intents inside the planning transaction (pass it as
+    ``build_plan(..., queue=...)``). The golden records, the cleared dirty flags and the
+    intents then commit together: a crash leaves either all of them or none, never a person
+    marked clean whose edit is in no intent. Slices hold whole persons, so sorting by
+    :data:`OP_ORDER` per slice keeps each person's order of operations."""
+
+    def __init__(
+        self, outbox: OutboxStore, capabilities: Mapping[str, Capabilities] | None = None, *, run_id: int | None = None
+    ) -> None:
+        self.outbox = outbox
+        self.capabilities = capabilities
+        self.run_id = run_id
+        self.result = EnqueueResult()
+
+    def __call__(self, session: Session, part: Plan) -> None:
+        self.outbox.enqueue_in(session, _ordered_intents(part, self.capabilities), run_id=self.run_id, into=self.result)
 
 
 __all__ = [
     "ApplyReport",
     "Backoff",
     "ConnectionReport",
+    "PlanQueue",
     "Target",
     "apply_outbox",
     "intent_for",

@@ -142,6 +142,11 @@ class Store(StagingMixin, CursorsMixin, RunsMixin):
         finally:
             self._open_sessions.depth = nested
 
+    def manual_session(self) -> Session:
+        """A session whose caller decides, at the end, to commit or roll back (planning's dry
+        run rolls back a whole match-and-plan). Close it when done."""
+        return self._sessions()
+
     def close(self) -> None:
         """Release all pooled connections."""
         self.engine.dispose()

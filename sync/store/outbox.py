@@ -241,49 +241,65 @@ class OutboxStore:
         op and target is kept when identical (keeping its backoff) and superseded otherwise; a
         create whose earlier attempt is in flight is not queued again. One transaction, with
         the existing rows of the persons concerned read in bulk."""
-        intents = list(intents)
         result = EnqueueResult()
-        now = utcnow()
         with self._sessions.begin() as session:
-            index = self._load_active(session, {i.person_id for i in intents if i.person_id is not None})
-            new_rows: list[Outbox] = []
-            for intent in intents:
-                key = (intent.connection, intent.person_id, intent.op)
-                rows = index.setdefault(key, []) if intent.person_id is not None else []
-                if intent.op == "exclude":
-                    self._exclude(index, intent, run_id, now, new_rows)
-                    result.excluded += 1
-                    continue
-                same = [r for r in rows if r.status in ACTIVE and (intent.op == "create" or r.remote_id == intent.remote_id)]
-                if intent.op == "create" and any(r.status == OutboxStatus.IN_FLIGHT.value for r in same):
-                    result.skipped_in_flight += 1
-                    continue
-                if any(r.status in REPLACEABLE and r.payload == intent.payload and r.fields == intent.fields for r in same):
-                    result.kept += 1
-                    continue
-                for row in same:
-                    if row.status in REPLACEABLE:
-                        row.status = OutboxStatus.SUPERSEDED.value
-                        row.updated_at = now
-                        result.superseded += 1
-                row = Outbox(
-                    run_id=run_id,
-                    connection=intent.connection,
-                    person_id=intent.person_id,
-                    op=intent.op,
-                    remote_id=intent.remote_id,
-                    payload=intent.payload,
-                    fields=intent.fields,
-                    status=OutboxStatus.PENDING.value,
-                    attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                new_rows.append(row)
-                if intent.person_id is not None:
-                    rows.append(row)
-                result.added += 1
-            session.add_all(new_rows)
+            self.enqueue_in(session, intents, run_id=run_id, into=result)
+        return result
+
+    def enqueue_in(
+        self,
+        session: Session,
+        intents: Iterable[Intent],
+        run_id: int | None = None,
+        *,
+        into: EnqueueResult | None = None,
+    ) -> EnqueueResult:
+        """:meth:`enqueue` inside the caller's transaction: planning queues each slice's
+        intents in the same transaction that stores its golden records and clears its dirty
+        flags, so a crash can never keep the one without the other (a lost edit)."""
+        intents = list(intents)
+        result = into if into is not None else EnqueueResult()
+        now = utcnow()
+        index = self._load_active(session, {i.person_id for i in intents if i.person_id is not None})
+        new_rows: list[Outbox] = []
+        for intent in intents:
+            key = (intent.connection, intent.person_id, intent.op)
+            rows = index.setdefault(key, []) if intent.person_id is not None else []
+            if intent.op == "exclude":
+                self._exclude(index, intent, run_id, now, new_rows)
+                result.excluded += 1
+                continue
+            same = [r for r in rows if r.status in ACTIVE and (intent.op == "create" or r.remote_id == intent.remote_id)]
+            if intent.op == "create" and any(r.status == OutboxStatus.IN_FLIGHT.value for r in same):
+                result.skipped_in_flight += 1
+                continue
+            if any(r.status in REPLACEABLE and r.payload == intent.payload and r.fields == intent.fields for r in same):
+                result.kept += 1
+                continue
+            for row in same:
+                if row.status in REPLACEABLE:
+                    row.status = OutboxStatus.SUPERSEDED.value
+                    row.updated_at = now
+                    result.superseded += 1
+            row = Outbox(
+                run_id=run_id,
+                connection=intent.connection,
+                person_id=intent.person_id,
+                op=intent.op,
+                remote_id=intent.remote_id,
+                payload=intent.payload,
+                fields=intent.fields,
+                status=OutboxStatus.PENDING.value,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+            new_rows.append(row)
+            if intent.person_id is not None:
+                rows.append(row)
+            result.added += 1
+        session.add_all(new_rows)
+        session.flush()
         return result
 
     def _load_active(self, session: Session, person_ids: set[int]) -> dict[tuple[str, int | None, str], list[Outbox]]:

@@ -26,13 +26,6 @@ RUNS = 20
 RATE_SCALE = 20.0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug found by this test: build_plan commits the golden record and clears persons.dirty "
-    "before queue_plan commits the outbox intents in a second transaction; a kill between the two "
-    "loses that outside edit (next run sees the record unchanged). Fix: clear dirty in the enqueue "
-    "transaction. Passes when no kill lands in that window.",
-)
 def test_random_sigkills_lose_nothing_and_duplicate_nothing(db_url: str, tmp_path: Path) -> None:
     rng = random.Random(20261121)
     served = fleet.start_emulators(rate_scale=RATE_SCALE)
