@@ -269,6 +269,9 @@ def _input(rows: MatchRows) -> MatchInput:
         key_records=rows.key_records,
         key_kinds=rows.key_kinds,
         key_values=rows.key_values,
+        # A record deleted and already matched is not news: only a newly seen delete may be
+        # a platform merge.
+        vanished_now=[d and v for d, v in zip(rows.deleted, rows.dirty)],
     )
 
 

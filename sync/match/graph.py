@@ -53,6 +53,7 @@ class MatchInput:
     key_records: Sequence[int]
     key_kinds: Sequence[str]
     key_values: Sequence[str]
+    vanished_now: Sequence[bool] | None = None
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -126,7 +127,9 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
 
     inferable = deleted_idx
     if policy.infer_merges is not None:
-        inferable = [i for i in deleted_idx if inp.connections[i] in policy.infer_merges]
+        inferable = [i for i in inferable if inp.connections[i] in policy.infer_merges]
+    if inp.vanished_now is not None:
+        inferable = [i for i in inferable if inp.vanished_now[i]]
     merged = _resolve_merges(inp, tok, kcode, strong_codes, key_rec, live, inferable, merged_idx)
 
     # Graph nodes: records [0, n), key tokens [n, n + k), persons [n + k, ...).

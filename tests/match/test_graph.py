@@ -296,3 +296,21 @@ def test_merge_target_is_found_on_the_same_connection_even_when_ids_collide() ->
     result = match_records(build(recs))
     assert result.merged == {1: 0}
     assert result.person_of.tolist() == [1, 1, 3]
+
+
+def test_a_record_deleted_long_ago_is_not_inferred_merged_when_its_email_reappears() -> None:
+    # Acquire contact "11" was deleted (and matched as deleted) in an earlier run; today its
+    # email turns up on contact "12". Only a newly seen disappearance can be a merge.
+    recs = [
+        R("acq", "12", ("email=b@x.com",), person=1),
+        R("acq", "11", ("email=b@x.com",), person=2, deleted=True),
+    ]
+    old_news = build(recs)
+    old_news.vanished_now = [False, False]
+    result = match_records(old_news, MatchPolicy(infer_merges=frozenset({"acq"})))
+    assert result.merged == {}
+    assert result.person_of.tolist() == [1, 2]
+    assert result.folds == {}
+    fresh = build(recs)
+    fresh.vanished_now = [False, True]
+    assert match_records(fresh, MatchPolicy(infer_merges=frozenset({"acq"}))).merged == {1: 0}

@@ -263,6 +263,25 @@ def test_delete_propagates_when_configured(store: Store) -> None:
     assert [(op.connection, op.kind, op.remote_id) for op in result.ops] == [("ghl", OpKind.DELETE, "g1")]
 
 
+def test_an_email_of_a_long_deleted_acquire_contact_reappearing_elsewhere_is_not_a_merge(store: Store) -> None:
+    # Acquire contact 12 is deleted and that delete handled; later its email turns up on contact
+    # 13. A merge is inferred only from a disappearance seen now, so 13 stays its own person and
+    # the email reaches 13's person on the other platforms.
+    config = make_config(deletes={"policy": "propagate"})
+    stage(store, config, "acq", acq(12, "Ada Lovelace", "ada@x.com"))
+    stage(store, config, "acq", acq(13, "Ada Byron", "byron@x.com", minute=1))
+    plan(store, config)
+    gone = acq(12, "Ada Lovelace", "ada@x.com")
+    gone.deleted = True
+    stage(store, config, "acq", gone)
+    plan(store, config)
+    stage(store, config, "acq", acq(13, "Ada Byron", "ada@x.com", minute=5))
+    result = plan(store, config)
+    assert person_of(store, "acq", "13") != person_of(store, "acq", "12")
+    assert not [op for op in result.ops if op.kind in (OpKind.MERGE, OpKind.DELETE)]
+    assert result.golden[person_of(store, "acq", "13")]["emails"] == ("ada@x.com",)
+
+
 @pytest.mark.parametrize("duplicates", ["link_oldest", "merge_native"])
 def test_duplicates_on_one_platform(store: Store, duplicates: str) -> None:
     config = make_config(matching={"duplicates": duplicates})
