@@ -92,13 +92,14 @@ def plan(
     config: Path = ConfigOpt,
     profile: str = typer.Option("default", "--profile", help="The sync profile."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    replan: bool = typer.Option(False, "--replan", help="Plan every person, not only those that changed."),
 ) -> None:
     """Dry run: pull, match and reconcile, then print what a cycle would write."""
     from sync.commands.plan import plan as run_plan
 
     cfg = _load(config)
     try:
-        report = run_plan(cfg, profile=profile, as_json=as_json)
+        report = run_plan(cfg, profile=profile, as_json=as_json, replan=replan)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -129,13 +130,16 @@ def backfill(
     connection: Optional[str] = typer.Option(None, "--connection", help="Pull only this connection."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Pull and plan; write nothing to the platforms."),
     profile: str = typer.Option("default", "--profile", help="The sync profile."),
+    replan: bool = typer.Option(
+        False, "--replan", help="Reconcile every person, not only those that changed (after editing mappings or policies)."
+    ),
 ) -> None:
     """Full pull, reconcile and push, with progress bars; resumable after an interruption."""
     from sync.commands.backfill import backfill as run_backfill
 
     cfg = _load(config)
     try:
-        report = run_backfill(cfg, connection=connection, dry_run=dry_run, profile=profile)
+        report = run_backfill(cfg, connection=connection, dry_run=dry_run, profile=profile, replan=replan)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
         return

@@ -55,6 +55,7 @@ class CycleReport:
     applied: ApplyReport | None = None
     duration_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    joined: list[str] = field(default_factory=list)  # connections planned for the first time: all persons replanned
     extra: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
@@ -74,6 +75,8 @@ class CycleReport:
             out["write_calls"] = self.applied.write_calls + (self.settled.write_calls if self.settled else 0)
         if self.timings:
             out["timings"] = dict(self.timings)
+        if self.joined:
+            out["joined"] = list(self.joined)
         out.update(self.extra)
         return out
 
@@ -143,16 +146,20 @@ class Engine:
         only: Sequence[str] | None = None,
         stop: threading.Event | None = None,
         progress: ProgressFn | None = None,
+        replan: bool = False,
     ) -> CycleReport:
         """Run one cycle of ``profile`` under its lock (blocking). A cycle that finds the lock
-        held elsewhere returns at once with ``skipped`` set."""
+        held elsewhere returns at once with ``skipped`` set. ``replan`` reconciles every person,
+        not only those that changed (after a change of mappings or policies)."""
         with ProfileLock(self.store.engine, profile) as lock:
             if not lock.held:
                 report = CycleReport(profile, kind, status="skipped", skipped="another process holds this profile")
                 log.info("run_skipped", profile=profile, kind=kind, reason=report.skipped)
                 return report
             return asyncio.run(
-                self.cycle(profile, kind=kind, full=full, dry_run=dry_run, only=only, stop=stop, progress=progress)
+                self.cycle(
+                    profile, kind=kind, full=full, dry_run=dry_run, only=only, stop=stop, progress=progress, replan=replan
+                )
             )
 
     async def cycle(
@@ -165,6 +172,7 @@ class Engine:
         only: Sequence[str] | None = None,
         stop: threading.Event | None = None,
         progress: ProgressFn | None = None,
+        replan: bool = False,
     ) -> CycleReport:
         """One cycle (call under the profile lock; :meth:`run` does)."""
         started = time.monotonic()
@@ -210,7 +218,19 @@ class Engine:
             # The intents are queued inside the planning transaction (PlanQueue): the persons it
             # marks clean and the writes that carry their edits commit together.
             queue = None if dry_run else PlanQueue(self.outbox, self.capabilities(connectors), run_id=report.run_id)
-            plan = self._reconcile(names, connectors, run_id=report.run_id, commit=not dry_run, queue=queue)
+            # A connection that joined the profile after its persons were planned must get all of
+            # them, not only the ones that change from now on.
+            report.joined = self.store.unplanned_connections(names)
+            if report.joined:
+                log.info("replan_for_new_connections", connections=report.joined)
+            plan = self._reconcile(
+                names,
+                connectors,
+                run_id=report.run_id,
+                commit=not dry_run,
+                queue=queue,
+                replan=replan or bool(report.joined),
+            )
             report.plan = plan
             timed("plan")
             if queue is None:
@@ -280,6 +300,7 @@ class Engine:
         run_id: int,
         commit: bool,
         queue: PlanQueue | None,
+        replan: bool,
     ) -> Plan:
         """Match dirty records into persons, reconcile them and build the plan."""
         from sync.planning import build_plan
@@ -292,6 +313,7 @@ class Engine:
             run_id=run_id,
             commit=commit,
             queue=queue,
+            replan=replan,
         )
 
     def _finish(self, report: CycleReport) -> None:

@@ -36,6 +36,7 @@ from sync.reconcile import (
     same,
 )
 from sync.store import Store
+from sync.store.replan import mark_all_persons_dirty_in
 from sync.store.persons import (
     MatchRows,
     PersonRows,
@@ -140,6 +141,7 @@ def build_plan(
     commit: bool = True,
     chunk_size: int = 20_000,
     queue: Callable[[Any, Plan], None] | None = None,
+    replan: bool = False,
 ) -> Plan:
     """Match the store's dirty records, reconcile its dirty persons over connections ``names``
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
@@ -148,13 +150,17 @@ def build_plan(
     ``queue(session, slice)`` is called for each planned slice inside the same transaction
     (the outbox's :class:`sync.apply.PlanQueue`): a caller that will carry the plan out must
     pass it, or a crash between this commit and a later enqueue would lose the edits whose
-    persons this commit marks clean."""
+    persons this commit marks clean.
+
+    ``replan`` reconciles every live person, not only the dirty ones (a connection joined the
+    profile, or the user asked for it after changing mappings or policies)."""
     mappings = {n: config.mapping(n) for n in names}
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
     session = store.manual_session()
     with _no_gc():
         return _build(
-            session, mappings, infos, config, capabilities, run_id=run_id, commit=commit, chunk_size=chunk_size, queue=queue
+            session, mappings, infos, config, capabilities, run_id=run_id, commit=commit, chunk_size=chunk_size, queue=queue,
+            replan=replan,
         )
 
 
@@ -182,8 +188,11 @@ def _build(
     commit: bool,
     chunk_size: int,
     queue: Callable[[Any, Plan], None] | None,
+    replan: bool = False,
 ) -> Plan:
     try:
+        if replan:
+            mark_all_persons_dirty_in(session)
         merged_persons, primaries = match_dirty(session, match_policy(config, capabilities))
         policy = reconcile_policy(config)
         plan = Plan()

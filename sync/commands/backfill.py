@@ -40,6 +40,7 @@ def backfill(
     profile: str = "default",
     console: Console | None = None,
     engine: Engine | None = None,
+    replan: bool = False,
 ) -> CycleReport:
     """Run the backfill and print what it did; raises CommandError when it failed."""
     console = console or Console(stderr=True)
@@ -69,6 +70,7 @@ def backfill(
                 dry_run=dry_run,
                 only=[connection] if connection else None,
                 progress=bars,
+                replan=replan,
             )
         print_report(report, console)
         if dry_run and report.plan is not None:

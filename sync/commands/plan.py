@@ -47,13 +47,20 @@ def render_plan(plan: Plan, *, limit: int = 50) -> str:
     return "\n".join(lines)
 
 
-def plan(config: Config, *, profile: str = "default", as_json: bool = False, console: Console | None = None) -> CycleReport:
+def plan(
+    config: Config,
+    *,
+    profile: str = "default",
+    as_json: bool = False,
+    console: Console | None = None,
+    replan: bool = False,
+) -> CycleReport:
     """Run a dry cycle and print its plan."""
     console = console or Console()
     setup_logging(config, level="WARNING")
     store = open_store(config)
     try:
-        report = Engine(config, store).run(profile, dry_run=True)
+        report = Engine(config, store).run(profile, dry_run=True, replan=replan)
         if report.plan is None:
             console.print(f"[red]planning failed:[/] {report.error or report.skipped}")
             return report

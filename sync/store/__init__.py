@@ -7,6 +7,7 @@ Open one with ``Store.open(url)`` after ``upgrade(url)``. Every operation is a m
 - ``sync.store.staging``   Store.stage_page / quarantine / quarantined; StagedRecord, payload_hash
 - ``sync.store.cursors``   Store.get_cursor / set_checkpoint / begin_full_scan / finish_full_scan
 - ``sync.store.runs``      Store.start_run / finish_run / recent_runs
+- ``sync.store.replan``    Store.unplanned_connections; mark_all_persons_dirty_in(session)
 - ``sync.store.migrate``   upgrade(url) / head_revision() / current_revision(engine)
 - ``sync.store.models``    the SQLAlchemy models, for code that queries through Store.session()
 """

@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.cursors import CursorsMixin
+from sync.store.replan import ReplanMixin
 from sync.store.runs import RunsMixin
 from sync.store.staging import StagingMixin
 
@@ -90,7 +91,7 @@ def make_engine(url: str | URL, *, for_migrations: bool = False) -> Engine:
     return create_engine(u, pool_pre_ping=True, connect_args={"prepare_threshold": None})
 
 
-class Store(StagingMixin, CursorsMixin, RunsMixin):
+class Store(StagingMixin, CursorsMixin, RunsMixin, ReplanMixin):
     """A handle on the staging store. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, engine: Engine, url: str) -> None:

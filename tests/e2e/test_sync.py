@@ -160,3 +160,25 @@ def test_record_level_failure_is_kept_and_does_not_stop_the_cycle(db_url: str, t
         assert len(w.holding("dmchamp", phone="+14155550001")) == 1
     finally:
         w.close()
+
+
+def test_a_connection_added_to_the_profile_later_receives_everyone(world: World) -> None:
+    # Three platforms sync for a while; then GoHighLevel joins the profile. Its own contacts are
+    # new records, but the people it does not hold yet changed nowhere: a plan of only what
+    # changed would never create them there.
+    seed_overlap(world)
+    world.engine.config = world.config.model_copy(
+        update={"profiles": {"default": world.config.effective_profiles()["default"].model_copy(
+            update={"connections": ["acquire", "dmchamp", "comm100"]})}}
+    )
+    world.backfill()
+    world.converge()
+    assert world.holding("ghl", email=ALAN[0]) == []
+    world.engine.config = world.config  # every connection again
+    report = world.cycle()
+    assert report.joined == ["ghl"]
+    world.converge()
+    world.assert_one_each(HUMANS)
+    # Once planned, it is an ordinary member: nothing replanned, nothing written.
+    quiet = world.cycle()
+    assert quiet.joined == [] and quiet.write_calls() == 0

@@ -1,0 +1,57 @@
+"""Re-planning persons that did not change: after a connection joins a profile, or on request.
+
+Planning looks only at dirty persons (the cost of a run follows the change). A connection
+added to a profile later has no dirty persons of its own beyond the records it brings, so
+everyone else would never be created there. A connection that has been planned at least once
+leaves a trace: a snapshot (a record confirmed there) or an outbox row (a write or an
+exclusion). One with neither, in a store that already holds persons, has never been planned:
+every live person is marked dirty once so the next plan covers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sqlalchemy import exists, select, update
+
+from sync.store.models import Outbox, Person, Snapshot
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.orm import Session
+
+
+def unplanned_connections_in(session: Session, names: Sequence[str]) -> list[str]:
+    """The connections of ``names`` never planned although the store holds persons."""
+    if not session.execute(select(exists().where(Person.merged_into.is_(None)))).scalar():
+        return []
+    return [
+        name
+        for name in names
+        if not session.execute(select(exists().where(Snapshot.connection == name))).scalar()
+        and not session.execute(select(exists().where(Outbox.connection == name))).scalar()
+    ]
+
+
+def mark_all_persons_dirty_in(session: Session) -> int:
+    """Mark every live person dirty in the caller's transaction, so the plan built in it
+    reconciles all of them. Returns how many were marked."""
+    result = session.execute(
+        update(Person).where(Person.merged_into.is_(None), Person.dirty.is_(False)).values(dirty=True)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class ReplanMixin:
+    """Re-planning operations of :class:`sync.store.Store`."""
+
+    if TYPE_CHECKING:
+
+        def session(self) -> AbstractContextManager[Session]: ...
+
+    def unplanned_connections(self, names: Sequence[str]) -> list[str]:
+        """See :func:`unplanned_connections_in`."""
+        with self.session() as s:
+            return unplanned_connections_in(s, names)
