@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -62,6 +63,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+# Partial-index predicates (migration 0002). SQLite has no boolean type and uses a partial index
+# only when the query repeats its predicate: ``dirty = 1`` is what SQLAlchemy renders there for
+# ``.where(table.c.dirty)`` (``dirty`` on PostgreSQL). Never filter with ``.is_(True)`` (``IS 1``).
+_ONLY_DIRTY = {"sqlite_where": text("dirty = 1"), "postgresql_where": text("dirty")}
+_ONLY_MERGED = {"sqlite_where": text("merged_into IS NOT NULL"), "postgresql_where": text("merged_into IS NOT NULL")}
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -86,7 +94,10 @@ class RemoteRecord(Base):
     __table_args__ = (
         UniqueConstraint("connection", "remote_id"),
         Index("ix_remote_records_person_id", "person_id"),
-        Index("ix_remote_records_dirty", "dirty"),
+        # Only dirty rows: nearly empty between runs, so finding what changed is a look-up.
+        Index("ix_remote_records_dirty", "dirty", **_ONLY_DIRTY),
+        # Only merged rows: the records merged into a given one, without a connection scan.
+        Index("ix_remote_records_merged_into", "connection", "merged_into", **_ONLY_MERGED),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -126,6 +137,8 @@ class Person(Base):
     """The golden record: one human, with stable id across runs."""
 
     __tablename__ = "persons"
+    # Only dirty persons: the ones waiting for reconcile, without scanning the table.
+    __table_args__ = (Index("ix_persons_dirty", "dirty", **_ONLY_DIRTY),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     fields: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
