@@ -264,9 +264,18 @@ def _weak_joins(
     key_rec: np.ndarray,
     key_live: np.ndarray,
     reviews: list[Review],
+    *,
+    vectorized: bool = True,
 ) -> np.ndarray:
     """Join strong components that share a weak key, unless the join would put two different
-    guard keys (emails) in one person: then keep them apart and add an ``ambiguous_match``."""
+    guard keys (emails) in one person: then keep them apart and add an ``ambiguous_match``.
+
+    Components linked through shared weak keys form independent *clusters*. In a cluster whose
+    guarded components all hold the same guard keys (nearly all of them) every join is allowed,
+    whatever the order: the cluster becomes one component, its smallest label — computed for
+    all such clusters at once. Only clusters with different guard keys are decided one weak key
+    at a time, in input order (:func:`_weak_joins_in_order`); ``vectorized=False`` sends every
+    cluster there (the reference the fast path is tested against)."""
     weak = np.isin(kcode, weak_codes) & key_live
     if not weak.any():
         return comp
@@ -281,18 +290,81 @@ def _weak_joins(
     if len(multi) == 0:
         return comp
 
-    involved = np.unique(np.concatenate([pl[start[m] : start[m] + count[m]] for m in multi]))
+    # Clusters: connected components of the graph label -- weak token (tokens held by 2+ labels).
+    in_multi = np.repeat(count > 1, count)
+    run_of_pair = np.repeat(np.arange(len(utok)), count)[in_multi]
+    involved, label_idx = np.unique(pl[in_multi], return_inverse=True)
+    ni, nm = len(involved), len(multi)
+    multi_pos = np.full(len(utok), -1, dtype=np.int64)
+    multi_pos[multi] = np.arange(nm)
+    graph = coo_matrix(
+        (np.ones(len(label_idx), dtype=np.int8), (label_idx, ni + multi_pos[run_of_pair])), shape=(ni + nm, ni + nm)
+    ).tocsr()
+    ncl, cl = connected_components(graph, directed=False)
+    label_cl = cl[:ni]
+    token_cl = cl[ni:]
+
+    # Guard keys per involved label, as sorted unique (label index, guard token) pairs.
     guard_code = kind_codes.get(policy.guard_kind)
-    guard: dict[int, frozenset[int]] = {}
+    g_label = np.zeros(0, np.int64)
+    g_tok = np.zeros(0, np.int64)
     if guard_code is not None:
         gmask = (kcode == guard_code) & key_live
         gl = comp[key_rec[gmask]]
-        sel = np.isin(gl, involved)
-        acc: dict[int, set[int]] = {}
-        for label, t in zip(gl[sel].tolist(), tok[gmask][sel].tolist()):
-            acc.setdefault(label, set()).add(t)
-        guard = {label: frozenset(ts) for label, ts in acc.items()}
+        at = np.minimum(np.searchsorted(involved, gl), ni - 1)
+        sel = involved[at] == gl
+        if sel.any():
+            ntok = int(tok.max()) + 1
+            lp = _sorted_unique(at[sel] * ntok + tok[gmask][sel])
+            g_label, g_tok = lp // ntok, lp % ntok
+    mixed = np.zeros(ncl, dtype=bool)  # clusters holding different guard-key sets
+    if not vectorized:
+        mixed[:] = True
+    elif len(g_label):
+        # Every guarded label holds the same set iff each holds as many keys as its cluster.
+        ntok = int(g_tok.max()) + 1
+        per_label = np.bincount(g_label, minlength=ni)
+        per_cluster = np.bincount(_sorted_unique(label_cl[g_label] * ntok + g_tok) // ntok, minlength=ncl)
+        short = (per_label > 0) & (per_label < per_cluster[label_cl])
+        mixed[label_cl[short]] = True
 
+    remap = np.arange(ncomp, dtype=np.int64)
+    easy = ~mixed[label_cl]
+    if easy.any():
+        smallest = np.full(ncl, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(smallest, label_cl[easy], involved[easy])
+        remap[involved[easy]] = smallest[label_cl[easy]]
+    if mixed.any():
+        guard: dict[int, frozenset[int]] = {}
+        if len(g_label):
+            in_mixed = mixed[label_cl[g_label]]
+            acc: dict[int, set[int]] = {}
+            for li, t in zip(g_label[in_mixed].tolist(), g_tok[in_mixed].tolist()):
+                acc.setdefault(int(involved[li]), set()).add(t)
+            guard = {label: frozenset(ts) for label, ts in acc.items()}
+        hard = multi[mixed[token_cl]]
+        # Input order (a token's first key), not hash order: the outcome must be reproducible.
+        hard = hard[np.argsort(token_key[utok[hard]], kind="stable")]
+        runs = [(int(utok[m]), pl[start[m] : start[m] + count[m]].tolist()) for m in hard.tolist()]
+        for label, root in _weak_joins_in_order(inp, policy, runs, guard, tok, token_key, key_rec, weak, reviews).items():
+            remap[label] = root
+    return remap[comp]
+
+
+def _weak_joins_in_order(
+    inp: MatchInput,
+    policy: MatchPolicy,
+    runs: list[tuple[int, list[int]]],
+    guard: dict[int, frozenset[int]],
+    tok: np.ndarray,
+    token_key: np.ndarray,
+    key_rec: np.ndarray,
+    weak: np.ndarray,
+    reviews: list[Review],
+) -> dict[int, int]:
+    """Weak keys ``runs`` (token, labels holding it), one at a time: union-find over labels,
+    refusing a join that would bring two different guard-key sets together. Returns the new
+    root of every label that moved; ``guard`` (label -> guard tokens) is updated in place."""
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -313,11 +385,9 @@ def _weak_joins(
         if merged_guard:
             guard[keep] = frozenset(merged_guard)
 
+    wt = tok[weak]
     weak_order: np.ndarray | None = None
-    # Input order (a token's first key), not hash order: the outcome must be reproducible.
-    multi = multi[np.argsort(token_key[utok[multi]], kind="stable")]
-    for m in multi.tolist():
-        labels = pl[start[m] : start[m] + count[m]].tolist()
+    for t, labels in runs:
         roots = sorted({find(label) for label in labels})
         if len(roots) < 2:
             continue
@@ -331,7 +401,6 @@ def _weak_joins(
             union(bare)
         if weak_order is None:
             weak_order = np.argsort(wt, kind="stable")
-        t = int(utok[m])
         lo, hi = np.searchsorted(wt, t, sorter=weak_order), np.searchsorted(wt, t, side="right", sorter=weak_order)
         holders = tuple(sorted(set(key_rec[weak][weak_order[lo:hi]].tolist())))
         rep = int(token_key[t])
@@ -343,12 +412,7 @@ def _weak_joins(
                 f"{inp.key_kinds[rep]} shared by {len(guarded)} persons with different {policy.guard_kind}s",
             )
         )
-    if not parent:
-        return comp
-    remap = np.arange(ncomp, dtype=np.int64)
-    for label in list(parent):
-        remap[label] = find(label)
-    return remap[comp]
+    return {label: find(label) for label in list(parent)}
 
 
 def _person_array(person_ids: Sequence[int | None], n: int) -> np.ndarray:

@@ -16,7 +16,9 @@ roll it back for a dry run).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import BigInteger, String, and_, any_, literal_column
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -55,16 +59,17 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
 @dataclass
 class MatchRows:
     """Columnar records and keys, ready for ``sync.match.MatchInput`` (same field names), plus
-    which records were dirty."""
+    which records were dirty. Records are in id order. Numbers and flags are NumPy arrays
+    (``person_ids``: -1 for a record with no person yet), strings Python lists."""
 
-    record_ids: list[int] = field(default_factory=list)
+    record_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     connections: list[str] = field(default_factory=list)
     remote_ids: list[str] = field(default_factory=list)
-    person_ids: list[int | None] = field(default_factory=list)
+    person_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     merged_into: list[str | None] = field(default_factory=list)
-    deleted: list[bool] = field(default_factory=list)
-    dirty: list[bool] = field(default_factory=list)
-    key_records: list[int] = field(default_factory=list)
+    deleted: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    dirty: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    key_records: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     key_kinds: list[str] = field(default_factory=list)
     key_values: list[str] = field(default_factory=list)
     full: bool = False  # every record of the store was loaded
@@ -75,119 +80,235 @@ class MatchRows:
 
 def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows:
     """The records matching must look at now (see the module docstring). ``full`` forces (True)
-    or forbids (False) loading the whole store; None decides by the share of dirty records."""
+    or forbids (False) loading the whole store; None decides by the share of dirty records.
+
+    Every query of an incremental load is an index look-up bounded by the change: the dirty
+    records (partial index), their keys, the records sharing those keys, their merge partners
+    (partial index on merged records) and the records of the persons all these belong to."""
     rr = RemoteRecord.__table__.c
     ik = IdentityKey.__table__.c
-    dirty_ids = [row[0] for row in _raw(session, "SELECT id FROM remote_records WHERE dirty")]
-    if not dirty_ids:
+    # Counted in the partial index of dirty rows (never ``.is_(True)``: SQLite would scan).
+    n_dirty = session.execute(select(func.count()).select_from(RemoteRecord.__table__).where(rr.dirty)).scalar_one()
+    if not n_dirty:
         return MatchRows()
-    if full is None and len(dirty_ids) < _SMALL:
+    if full is None and n_dirty < _SMALL:
         full = False  # a handful of changes: no need to count the store
     if full is None:
         total = session.execute(select(func.count()).select_from(RemoteRecord.__table__)).scalar_one()
-        full = len(dirty_ids) >= _FULL_LOAD_SHARE * total
+        full = n_dirty >= _FULL_LOAD_SHARE * total
     if full:
         return _load_rows(session, None)
 
+    dirty_ids = list(session.execute(select(rr.id).where(rr.dirty)).scalars())
     ids: set[int] = set(dirty_ids)
     # 1. Keys of the dirty records, then every record holding one of them (index: kind, value).
     by_kind: dict[str, set[str]] = {}
-    for chunk in _chunks(dirty_ids):
-        for kind, value in session.execute(select(ik.kind, ik.value).where(ik.record_id.in_(chunk))):
-            by_kind.setdefault(kind, set()).add(value)
+    for kind, value in session.execute(select(ik.kind, ik.value).where(_among(session, ik.record_id, dirty_ids))):
+        by_kind.setdefault(kind, set()).add(value)
     for kind, values in by_kind.items():
-        for chunk in _chunks(sorted(values)):
-            ids.update(
-                session.execute(select(ik.record_id).where(ik.kind == kind, ik.value.in_(chunk))).scalars()
-            )
-    # 2. Merge partners: the survivors dirty records were merged into, and records merged into them.
+        ids.update(
+            session.execute(
+                select(ik.record_id).where(ik.kind == kind, _among(session, ik.value, sorted(values)))
+            ).scalars()
+        )
+    # 2. Merge partners: the survivors these records were merged into (unique connection,
+    # remote_id), and the records merged into them (partial index on merged records).
     heads: dict[str, set[str]] = {}
     tails: dict[str, set[str]] = {}
-    for chunk in _chunks(sorted(ids)):
-        for conn, remote_id, merged_into in session.execute(
-            select(rr.connection, rr.remote_id, rr.merged_into).where(rr.id.in_(chunk))
-        ):
-            tails.setdefault(conn, set()).add(remote_id)
-            if merged_into:
-                heads.setdefault(conn, set()).add(merged_into)
+    for conn, remote_id, merged_into in session.execute(
+        select(rr.connection, rr.remote_id, rr.merged_into).where(_among(session, rr.id, sorted(ids)))
+    ):
+        tails.setdefault(conn, set()).add(remote_id)
+        if merged_into:
+            heads.setdefault(conn, set()).add(merged_into)
     for conn, remote_ids in heads.items():
-        for chunk in _chunks(sorted(remote_ids)):
-            ids.update(session.execute(select(rr.id).where(rr.connection == conn, rr.remote_id.in_(chunk))).scalars())
-    for conn, remote_ids in tails.items():
-        for chunk in _chunks(sorted(remote_ids)):
-            ids.update(
-                session.execute(select(rr.id).where(rr.connection == conn, rr.merged_into.in_(chunk))).scalars()
-            )
-    # 3. Whole persons: every record of every person touched (persons move as a whole).
-    persons: set[int] = set()
-    for chunk in _chunks(sorted(ids)):
-        persons.update(
-            p for p in session.execute(select(rr.person_id).where(rr.id.in_(chunk))).scalars() if p is not None
+        ids.update(
+            session.execute(
+                select(rr.id).where(rr.connection == conn, _among(session, rr.remote_id, sorted(remote_ids)))
+            ).scalars()
         )
-    for chunk in _chunks(sorted(persons)):
-        ids.update(session.execute(select(rr.id).where(rr.person_id.in_(chunk))).scalars())
+    for conn, remote_ids in tails.items():
+        ids.update(
+            session.execute(
+                select(rr.id).where(
+                    rr.connection == conn,
+                    rr.merged_into.is_not(None),  # the partial index's predicate, spelled out
+                    _among(session, rr.merged_into, sorted(remote_ids)),
+                )
+            ).scalars()
+        )
+    # 3. Whole persons: every record of every person touched (persons move as a whole).
+    persons = sorted(
+        set(
+            session.execute(
+                select(rr.person_id).where(_among(session, rr.id, sorted(ids)), rr.person_id.is_not(None))
+            ).scalars()
+        )
+    )
+    if persons:
+        ids.update(session.execute(select(rr.id).where(_among(session, rr.person_id, persons))).scalars())
     return _load_rows(session, sorted(ids))
 
 
-def _raw(session: Session, sql: str) -> list[tuple[Any, ...]]:
-    """All rows of a constant query, fetched by the driver in the session's transaction."""
-    cursor = session.connection().connection.cursor()
-    try:
-        cursor.execute(sql)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+def _among(session: Session, col: Any, values: Sequence[Any]) -> Any:
+    """``col IN (values)`` with ONE bound parameter, however many values: an array on
+    PostgreSQL (``= ANY``), a JSON array read by ``json_each`` on SQLite. No chunking, and no
+    per-value placeholders for SQLAlchemy or the driver to render and parse."""
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    if session.get_bind().dialect.name == "postgresql":
+        item = String() if isinstance(col.type, String) else BigInteger()
+        return col == any_(bindparam(None, values, type_=ARRAY(item)))
+    return col.in_(select(literal_column("value")).select_from(func.json_each(bindparam(None, json.dumps(values)))))
+
+
+# Unit separator: joins a column's strings into one aggregate. A value containing it is caught
+# by the count check and its block is read row by row instead.
+_SEP = "\x1f"
+# Ids per block of a whole-store load: bounds the aggregated strings (~20 MB) and SQLite's
+# string length limit however large the store is.
+_BLOCK = 500_000
+
+_AGG = {
+    "sqlite": {
+        "ints": "group_concat({c}, ',')",
+        "strs": "group_concat({c}, char(31))",
+        "flags": "group_concat(CASE WHEN {c} THEN '1' ELSE '0' END, '')",
+    },
+    "postgresql": {
+        "ints": "string_agg(({c})::text, ',')",
+        "strs": "string_agg({c}, chr(31))",
+        "flags": "string_agg(CASE WHEN {c} THEN '1' ELSE '0' END, '')",
+    },
+}
+# (expression, how it is aggregated): the record columns matching reads, in MatchRows order.
+_RECORD_COLS = (
+    ("id", "ints"),
+    ("connection", "strs"),
+    ("remote_id", "strs"),
+    ("coalesce(person_id, -1)", "ints"),
+    ("deleted_at IS NOT NULL", "flags"),
+    ("dirty", "flags"),
+)
+_KEY_COLS = (("record_id", "ints"), ("kind", "strs"), ("value", "strs"))
 
 
 def _load_rows(session: Session, ids: list[int] | None) -> MatchRows:
-    rr = RemoteRecord.__table__.c
-    ik = IdentityKey.__table__.c
+    """Records ``ids`` (None: all) and their keys, in columns.
+
+    Each column comes back as ONE aggregated string (``group_concat`` / ``string_agg``) that is
+    split or parsed in C: no Python row or value object per record for the driver to build,
+    which is most of the cost of reading millions of rows. A whole-store load goes in blocks
+    of ids."""
+    rr = RemoteRecord.__table__
+    ik = IdentityKey.__table__
     out = MatchRows(full=ids is None)
-    cols = (rr.id, rr.connection, rr.remote_id, rr.person_id, rr.merged_into, rr.deleted_at, rr.dirty)
-    # Whole result sets at once, transposed in C: far cheaper than row iteration. A whole-store
-    # load goes through the driver's cursor (no per-row Row objects for millions of rows).
     if ids is None:
-        rows = _raw(
-            session,
-            "SELECT id, connection, remote_id, person_id, merged_into, deleted_at IS NOT NULL, dirty "
-            "FROM remote_records ORDER BY id",
-        )
-    else:
-        rows = [
-            tuple(row)
-            for chunk in _chunks(ids)
-            for row in session.execute(select(*cols).where(rr.id.in_(chunk)).order_by(rr.id)).all()
+        rec_parts = [
+            _columns(session, rr, _RECORD_COLS, rr.c.id.between(lo, hi))
+            for lo, hi in _blocks(session, rr.c.id)
         ]
-    if rows:
-        cols_t = list(zip(*rows))
-        out.record_ids = list(cols_t[0])
-        out.connections = list(cols_t[1])
-        out.remote_ids = list(cols_t[2])
-        out.person_ids = list(cols_t[3])
-        out.merged_into = list(cols_t[4])
-        out.deleted = [bool(d) for d in cols_t[5]] if ids is None else [d is not None for d in cols_t[5]]
-        out.dirty = [bool(d) for d in cols_t[6]]
-    del rows
-    index = dict(zip(out.record_ids, range(len(out.record_ids))))
-    if ids is None:
-        keys = _raw(session, "SELECT record_id, kind, value FROM identity_keys")
-    else:
-        keys = [
-            tuple(row)
-            for chunk in _chunks(ids)
-            for row in session.execute(select(ik.record_id, ik.kind, ik.value).where(ik.record_id.in_(chunk))).all()
+        key_parts = [
+            _columns(session, ik, _KEY_COLS, ik.c.id.between(lo, hi)) for lo, hi in _blocks(session, ik.c.id)
         ]
-    if keys:
-        rec, kinds, values = zip(*keys)
-        positions = list(map(index.get, rec))
-        if None in positions:  # keys of records not loaded (cannot happen for whole loads)
-            kept = [i for i, pos in enumerate(positions) if pos is not None]
-            positions = [positions[i] for i in kept]
-            kinds = tuple(kinds[i] for i in kept)
-            values = tuple(values[i] for i in kept)
-        out.key_records = positions  # type: ignore[assignment]
-        out.key_kinds = list(kinds)
-        out.key_values = list(values)
+        merged_where = rr.c.merged_into.is_not(None)
+    else:
+        if not ids:
+            return out
+        rec_parts = [_columns(session, rr, _RECORD_COLS, _among(session, rr.c.id, ids))]
+        key_parts = [_columns(session, ik, _KEY_COLS, _among(session, ik.c.record_id, ids))]
+        merged_where = and_(rr.c.merged_into.is_not(None), _among(session, rr.c.id, ids))
+    rec_ids, conns, remote_ids, person_ids, deleted, dirty = _concat(rec_parts, _RECORD_COLS)
+    if len(rec_ids) and not bool(np.all(rec_ids[1:] > rec_ids[:-1])):
+        order = np.argsort(rec_ids, kind="stable")
+        rec_ids, person_ids, deleted, dirty = rec_ids[order], person_ids[order], deleted[order], dirty[order]
+        pick = order.tolist()
+        conns = [conns[i] for i in pick]
+        remote_ids = [remote_ids[i] for i in pick]
+    out.record_ids, out.connections, out.remote_ids = rec_ids, conns, remote_ids
+    out.person_ids, out.deleted, out.dirty = person_ids, deleted, dirty
+    out.merged_into = [None] * len(rec_ids)
+    merged_rows = session.execute(select(rr.c.id, rr.c.merged_into).where(merged_where)).all()
+    if merged_rows and len(rec_ids):
+        m_ids = np.asarray([r[0] for r in merged_rows], dtype=np.int64)
+        at = np.minimum(np.searchsorted(rec_ids, m_ids), len(rec_ids) - 1)
+        for pos, ok, (_, into) in zip(at.tolist(), (rec_ids[at] == m_ids).tolist(), merged_rows):
+            if ok:
+                out.merged_into[pos] = into
+
+    key_rec, kinds, values = _concat(key_parts, _KEY_COLS)
+    positions = np.searchsorted(rec_ids, key_rec) if len(rec_ids) else np.zeros(len(key_rec), np.int64)
+    found = positions < len(rec_ids)
+    found[found] = rec_ids[positions[found]] == key_rec[found]
+    if not bool(found.all()):  # keys of records not loaded (a record staged meanwhile on PostgreSQL)
+        keep = found.tolist()
+        positions = positions[found]
+        kinds = list(itertools.compress(kinds, keep))
+        values = list(itertools.compress(values, keep))
+    out.key_records = positions.astype(np.int64)
+    out.key_kinds, out.key_values = kinds, values
+    return out
+
+
+def _blocks(session: Session, id_col: Any) -> list[tuple[int, int]]:
+    """Inclusive id ranges of at most ``_BLOCK`` ids covering a table (one MIN/MAX look-up)."""
+    lo, hi = session.execute(select(func.min(id_col), func.max(id_col))).one()
+    if lo is None:
+        return []
+    return [(start, min(start + _BLOCK - 1, hi)) for start in range(lo, hi + 1, _BLOCK)]
+
+
+def _columns(session: Session, table: Any, cols: Sequence[tuple[str, str]], where: Any) -> list[Any]:
+    """The rows of ``table`` matching ``where``, as one array or list per column of ``cols``."""
+    agg = _AGG[session.get_bind().dialect.name]
+    stmt = select(
+        func.count(),
+        *(literal_column(agg[how].format(c=expr)) for expr, how in cols),
+    ).select_from(table).where(where)
+    n, *texts = session.execute(stmt).one()
+    if not n:
+        return [_parse("", how, 0) for _, how in cols]
+    parsed = [_parse(t, how, n) for t, (_, how) in zip(texts, cols)]
+    if all(p is not None for p in parsed):
+        return parsed
+    # A separator inside a value: this block row by row (never in practice, always right).
+    rows = session.execute(select(*(literal_column(expr) for expr, _ in cols)).select_from(table).where(where)).all()
+    out: list[Any] = []
+    for (_, how), col in zip(cols, zip(*rows)):
+        if how == "ints":
+            out.append(np.asarray(col, dtype=np.int64))
+        elif how == "flags":
+            out.append(np.asarray([bool(v) for v in col], dtype=bool))
+        else:
+            out.append(list(col))
+    return out
+
+
+def _parse(text_: str | None, how: str, n: int) -> Any:
+    """One aggregated column back into ``n`` values; None when the count does not match."""
+    if n == 0:
+        return np.zeros(0, np.int64) if how == "ints" else np.zeros(0, bool) if how == "flags" else []
+    if text_ is None:
+        return None
+    if how == "ints":
+        values = np.fromstring(text_, dtype=np.int64, sep=",")
+    elif how == "flags":
+        values = np.frombuffer(text_.encode("ascii"), dtype=np.uint8) == ord("1")
+    else:
+        values = text_.split(_SEP)
+    return values if len(values) == n else None
+
+
+def _concat(parts: list[list[Any]], cols_spec: Sequence[tuple[str, str]]) -> list[Any]:
+    """Column-wise concatenation of blocks from :func:`_columns`."""
+    if not parts:
+        return [_parse("", how, 0) for _, how in cols_spec]
+    out: list[Any] = []
+    for i in range(len(cols_spec)):
+        cols = [p[i] for p in parts]
+        if isinstance(cols[0], np.ndarray):
+            out.append(np.concatenate(cols) if len(cols) > 1 else cols[0])
+        else:
+            out.append(list(itertools.chain.from_iterable(cols)) if len(cols) > 1 else cols[0])
     return out
 
 
@@ -229,50 +350,50 @@ def save_match(
         # page cache a million such updates thrash. This connection may keep 256 MB instead.
         session.execute(text("PRAGMA cache_size = -262144"))
     new_ids: dict[int, int] = {}
-    po = np.asarray(person_of, dtype=np.int64)
+    final = np.asarray(person_of, dtype=np.int64)
+    created = np.zeros(0, np.int64)
     if new_persons:
-        created = _allocate_person_ids(session, new_persons)
-        _insert_persons(session, created, now)
-        new_ids = {-(i + 1): pid for i, pid in enumerate(created)}
-        lookup = np.asarray(created, dtype=np.int64)
-        po = np.where(po < 0, lookup[np.clip(-po - 1, 0, None)], po)
-    final = po.tolist()
-    changed = [(p, rid) for rid, old, p in zip(rows.record_ids, rows.person_ids, final) if old != p]
+        created = np.asarray(_allocate_person_ids(session, new_persons), dtype=np.int64)
+        _insert_persons(session, created.tolist(), now)
+        new_ids = dict(zip(range(-1, -new_persons - 1, -1), created.tolist()))
+        final = np.where(final < 0, created[np.clip(-final - 1, 0, None)], final)
+    old = _person_array(rows.person_ids)
+    dirty = np.asarray(rows.dirty, dtype=bool)
+    changed = old != final
+    _write_records(session, np.asarray(rows.record_ids, dtype=np.int64), final, changed, dirty)
     rr = RemoteRecord.__table__
-    if changed:
-        _set_person_ids(session, changed)
     inferred = [
-        {"b_id": rows.record_ids[i], "b_into": rows.remote_ids[j]}
+        {"b_id": int(rows.record_ids[i]), "b_into": rows.remote_ids[j]}
         for i, j in merged.items()
         if rows.merged_into[i] != rows.remote_ids[j]
     ]
     if inferred:
         session.execute(update(rr).where(rr.c.id == bindparam("b_id")).values(merged_into=bindparam("b_into")), inferred)
 
-    dirty_records = [rows.record_ids[i] for i, d in enumerate(rows.dirty) if d]
-    if rows.full:
-        session.execute(update(rr).where(rr.c.dirty.is_(True)).values(dirty=False))
-    else:
-        for chunk in _chunks(dirty_records):
-            session.execute(update(rr).where(rr.c.id.in_(chunk)).values(dirty=False))
-
     folded = {int(a): int(b) for a, b in folds.items()}
     if folded:
         _fold_persons(session, folded, now)
 
-    touched = {final[i] for i, d in enumerate(rows.dirty) if d}
-    touched.update(final[i] for i in range(len(final)) if rows.person_ids[i] != final[i])
-    touched.update(folded.values())
-    touched -= set(folded)
-    created_ids = set(new_ids.values())
-    old = sorted(p for p in touched if p not in created_ids)
-    pt = Person.__table__
-    for chunk in _chunks(old):
-        session.execute(update(pt).where(pt.c.id.in_(chunk)).values(dirty=True))
+    # The persons to reconcile: those of the dirty records and of every record that moved.
+    touched_arr = np.unique(np.concatenate([final[dirty | changed], np.asarray(list(folded.values()), np.int64)]))
+    if folded:
+        touched_arr = touched_arr[~np.isin(touched_arr, np.asarray(list(folded), np.int64))]
+    # New persons were inserted dirty; only existing ones need the flag.
+    old_persons = touched_arr[~np.isin(touched_arr, created)] if len(created) else touched_arr
+    if len(old_persons):
+        pt = Person.__table__
+        session.execute(update(pt).where(_among(session, pt.c.id, old_persons.tolist())).values(dirty=True))
 
     if reviews:
         _save_reviews(session, reviews, now)
-    return MatchOutcome(new_ids, touched, folded)
+    return MatchOutcome(new_ids, set(touched_arr.tolist()), folded)
+
+
+def _person_array(person_ids: Sequence[int | None]) -> np.ndarray:
+    """Person ids as int64, -1 for none."""
+    if isinstance(person_ids, np.ndarray):
+        return person_ids.astype(np.int64, copy=False)
+    return np.asarray([-1 if p is None else p for p in person_ids], dtype=np.int64)
 
 
 def _insert_persons(session: Session, ids: Sequence[int], now: datetime) -> None:
@@ -293,21 +414,46 @@ def _insert_persons(session: Session, ids: Sequence[int], now: datetime) -> None
     session.execute(stmt, {"lo": ids[0], "hi": ids[-1], "now": now})
 
 
-def _set_person_ids(session: Session, pairs: Sequence[tuple[int, int]]) -> None:
-    """remote_records.person_id for many (person_id, record_id) pairs: one statement over two
-    arrays on PostgreSQL; the driver's executemany (no per-row SQLAlchemy work) on SQLite."""
+def _write_records(session: Session, ids: np.ndarray, persons: np.ndarray, changed: np.ndarray, dirty: np.ndarray) -> None:
+    """New person ids and cleared dirty flags in ONE write per record: a record whose person
+    changed gets both in one UPDATE (each UPDATE rewrites the whole row, payload included, so
+    two passes cost twice the pages). Only records loaded dirty are cleared — never a blanket
+    ``WHERE dirty``, which would swallow a record staged meanwhile (PostgreSQL)."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":
-        persons, records = zip(*pairs)
-        session.execute(
-            text(
-                "UPDATE remote_records AS r SET person_id = v.p FROM "
-                "unnest(CAST(:p AS bigint[]), CAST(:r AS bigint[])) AS v(p, id) WHERE r.id = v.id"
-            ),
-            {"p": list(persons), "r": list(records)},
-        )
+        touch = changed | dirty
+        if touch.any():
+            # Rows only moved keep their dirty flag as it is now (a concurrent stage may have set it).
+            session.execute(
+                text(
+                    "UPDATE remote_records AS r SET person_id = v.p, dirty = r.dirty AND NOT v.c FROM "
+                    "unnest(CAST(:p AS bigint[]), CAST(:r AS bigint[]), CAST(:c AS boolean[])) AS v(p, id, c) "
+                    "WHERE r.id = v.id"
+                ),
+                {"p": persons[touch].tolist(), "r": ids[touch].tolist(), "c": dirty[touch].tolist()},
+            )
         return
-    conn.exec_driver_sql("UPDATE remote_records SET person_id = ? WHERE id = ?", list(pairs))
+    # SQLite: this transaction holds the write lock since it began (BEGIN IMMEDIATE), so a row
+    # read clean is still clean: every written row can be left clean.
+    if changed.any():
+        pairs = list(zip(ids[changed].tolist(), persons[changed].tolist()))
+        if sqlite3.sqlite_version_info >= (3, 33):
+            # One UPDATE ... FROM over a temporary table of (id, person): a third faster than
+            # an executemany of row UPDATEs (no per-statement reset and re-bind per row).
+            conn.exec_driver_sql("CREATE TEMP TABLE match_person (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL)")
+            try:
+                conn.exec_driver_sql("INSERT INTO match_person (id, person_id) VALUES (?, ?)", pairs)
+                conn.exec_driver_sql(
+                    "UPDATE remote_records SET person_id = m.person_id, dirty = 0 "
+                    "FROM match_person AS m WHERE remote_records.id = m.id"
+                )
+            finally:
+                conn.exec_driver_sql("DROP TABLE match_person")
+        else:  # pragma: no cover - SQLite before 3.33 (2020) has no UPDATE ... FROM
+            conn.exec_driver_sql("UPDATE remote_records SET person_id = ?, dirty = 0 WHERE id = ?", [(p, i) for i, p in pairs])
+    only_dirty = dirty & ~changed
+    if only_dirty.any():
+        conn.exec_driver_sql("UPDATE remote_records SET dirty = 0 WHERE id = ?", [(i,) for i in ids[only_dirty].tolist()])
 
 
 def _allocate_person_ids(session: Session, n: int) -> list[int]:
@@ -419,7 +565,8 @@ class PersonRows:
 def dirty_person_ids(session: Session) -> list[int]:
     """Persons waiting for reconcile (not folded away)."""
     pt = Person.__table__.c
-    return list(session.execute(select(pt.id).where(pt.dirty.is_(True), pt.merged_into.is_(None)).order_by(pt.id)).scalars())
+    # ``.where(pt.dirty)``, not ``.is_(True)``: the partial index ix_persons_dirty then serves it.
+    return list(session.execute(select(pt.id).where(pt.dirty, pt.merged_into.is_(None)).order_by(pt.id)).scalars())
 
 
 def load_person_views(session: Session, person_ids: Sequence[int]) -> list[PersonRows]:
