@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -107,7 +108,7 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
         return MatchResult(np.zeros(0, np.int64), 0, {}, {}, frozenset())
 
     person = _person_array(inp.person_ids, n)
-    deleted_idx = list(itertools.compress(range(n), inp.deleted))
+    deleted_idx = np.flatnonzero(np.asarray(inp.deleted, dtype=bool)).tolist()
     merged_idx = list(itertools.compress(range(n), inp.merged_into))
     # A record's keys join others only while it is live: a deleted or merged-away record keeps
     # its person (sticky edge) but its keys no longer vouch for anyone.
@@ -117,8 +118,7 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
 
     k = len(inp.key_records)
     key_rec = np.asarray(inp.key_records, dtype=np.int64) if k else np.zeros(0, np.int64)
-    kind_codes = {kind: c for c, kind in enumerate(sorted(set(inp.key_kinds)))}
-    kcode = np.fromiter(map(kind_codes.__getitem__, inp.key_kinds), dtype=np.int64, count=k)
+    kcode, kind_codes = _codes(inp.key_kinds, k)
     tok, token_key = _intern(kcode, inp.key_values)
     strength = {kind: policy.strength(kind) for kind in kind_codes}
     strong_codes = [c for kind, c in kind_codes.items() if strength[kind] == STRONG]
@@ -132,7 +132,8 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
         inferable = [i for i in inferable if inp.vanished_now[i]]
     merged = _resolve_merges(inp, tok, kcode, strong_codes, key_rec, live, inferable, merged_idx)
 
-    # Graph nodes: records [0, n), key tokens [n, n + k), persons [n + k, ...).
+    # Graph nodes: records [0, n), key tokens [n, n + ntok), persons [n + ntok, ...).
+    ntok = len(token_key)
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
     strong_mask = np.isin(kcode, strong_codes) & key_live
@@ -142,7 +143,7 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
     if has_person.any():
         person_codes, person_idx = np.unique(person[has_person], return_inverse=True)
         src.append(np.flatnonzero(has_person))
-        dst.append(n + k + person_idx)
+        dst.append(n + ntok + person_idx)
     else:
         person_codes = np.zeros(0, np.int64)
     if merged:
@@ -150,7 +151,7 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
         dst.append(np.fromiter(merged.values(), dtype=np.int64, count=len(merged)))
     a = np.concatenate(src)
     b = np.concatenate(dst)
-    size = n + k + len(person_codes)
+    size = n + ntok + len(person_codes)
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(size, size)).tocsr()
     _, labels = connected_components(graph, directed=False)
     comp = labels[:n].astype(np.int64)
@@ -215,13 +216,14 @@ def _resolve_merges(
     """
     out: dict[int, int] = {}
     if merged_idx:
-        last = dict(zip(inp.remote_ids, range(len(inp.remote_ids))))  # built in C
+        # Where each merge target lives: only records whose remote id is a target are indexed
+        # (a membership test per record, in C), not every remote id of the input.
+        targets = {inp.merged_into[i] for i in merged_idx}
+        holders: dict[tuple[str, str], int] = {}
+        for j in itertools.compress(range(len(inp.remote_ids)), map(targets.__contains__, inp.remote_ids)):
+            holders[(inp.connections[j], inp.remote_ids[j])] = j
         for i in merged_idx:
-            conn, target = inp.connections[i], inp.merged_into[i]
-            j = last.get(target)  # type: ignore[arg-type]
-            if j is not None and inp.connections[j] != conn:
-                # The same remote id on another connection: look for this connection's one.
-                j = next((x for x, (c, r) in enumerate(zip(inp.connections, inp.remote_ids)) if r == target and c == conn), None)
+            j = holders.get((inp.connections[i], inp.merged_into[i]))  # type: ignore[arg-type]
             if j is not None and j != i:
                 out[i] = j
     vanished = [i for i in deleted_idx if i not in out and not inp.merged_into[i]]
@@ -423,6 +425,14 @@ def _person_array(person_ids: Sequence[int | None], n: int) -> np.ndarray:
     return np.nan_to_num(as_float, nan=-1.0).astype(np.int64)
 
 
+def _codes(names: Sequence[str], n: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Small integer codes for repeated names (connections, key kinds), in order of first
+    appearance, in one C-level pass (a defaultdict numbering each new name)."""
+    numbering: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+    codes = np.fromiter(map(numbering.__getitem__, names), dtype=np.int64, count=n)
+    return codes, dict(numbering)
+
+
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values (NumPy 2's hash-based ``unique`` is slower on large int arrays)."""
     ordered = np.sort(values)
@@ -448,32 +458,35 @@ def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _intern(kcode: np.ndarray, values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Dense token ids for (kind, value) keys, and one key index per token.
+    """Dense token ids for (kind, value) keys, and one key index per token (its first key).
 
     Hashing then sorting in NumPy is several times faster than a dict over millions of
-    strings. Equal keys always get one token; a hash collision between different keys is
-    detected by comparing every key with its token's representative, and then the exact
-    (slower) dict interning is used instead.
+    strings. Keys are sorted by (value hash, kind) — two stable sorts, the first a radix sort
+    of the small kind codes — so a token is an exact (kind, hash) pair, never a mix of the two.
+    Equal keys always get one token; a hash collision between different values is detected by
+    comparing every key with its token's first key, and then the exact (slower) dict interning
+    is used instead.
     """
     k = len(kcode)
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    hashes = np.fromiter(map(hash, values), dtype=np.int64, count=k).view(np.uint64)
-    # Mix the kind in: the same value under two kinds is two keys.
-    hashes = hashes + kcode.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    order = np.argsort(hashes, kind="stable")
-    ordered = hashes[order]
+    hashes = np.fromiter(map(hash, values), dtype=np.int64, count=k)
+    small = kcode.astype(np.uint8) if int(kcode.max()) < 256 else kcode
+    by_kind = np.argsort(small, kind="stable")
+    order = by_kind[np.argsort(hashes[by_kind], kind="stable")]
+    sorted_hash = hashes[order]
+    sorted_kind = kcode[order]
     starts = np.empty(k, dtype=bool)
     starts[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    np.logical_or(sorted_hash[1:] != sorted_hash[:-1], sorted_kind[1:] != sorted_kind[:-1], out=starts[1:])
     tok = np.empty(k, dtype=np.int64)
     tok[order] = np.cumsum(starts) - 1
-    token_key = order[starts]
+    token_key = order[starts]  # stable sorts: the smallest key index of each token
     rep = token_key[tok]
-    same_kind = bool(np.array_equal(kcode, kcode[rep]))
-    # Only keys that share a token with an earlier key need comparing with it.
+    # Only keys that share a token with an earlier key need comparing with it (in key order:
+    # neighbouring keys sit close in memory, far faster than comparing in hash order).
     shared = np.flatnonzero(rep != np.arange(k))
-    if same_kind and all(values[i] == values[j] for i, j in zip(shared.tolist(), rep[shared].tolist())):
+    if all(map(operator.eq, map(values.__getitem__, shared.tolist()), map(values.__getitem__, rep[shared].tolist()))):
         return tok, token_key
     interned: dict[tuple[int, str], int] = {}
     first = np.fromiter(
@@ -495,11 +508,19 @@ def _duplicates(
     idx = np.flatnonzero(live)
     if len(idx) < 2:
         return []
-    conn_codes = {c: i for i, c in enumerate(sorted(set(inp.connections)))}
-    code = np.fromiter(map(conn_codes.__getitem__, inp.connections), dtype=np.int64, count=len(comp))
+    code, conn_codes = _codes(inp.connections, len(comp))
     group = comp[idx] * len(conn_codes) + code[idx]
-    if len(_sorted_unique(group)) == len(group):
+    size = (int(comp.max()) + 1) * len(conn_codes)
+    if size <= 4 * len(group) + 1024:
+        # Counting beats sorting while (component, connection) pairs are not far more than records.
+        in_dup = np.bincount(group, minlength=size)[group] > 1
+    else:
+        ordered = np.sort(group)
+        in_dup = np.isin(group, ordered[1:][ordered[1:] == ordered[:-1]])
+    if not in_dup.any():
         return []
+    idx = idx[in_dup]
+    group = group[in_dup]
     record_ids = np.asarray(inp.record_ids, dtype=np.int64)[idx]
     # Primary: already in the surviving person, then the oldest record.
     relinked = person[idx] != person_of[idx]
