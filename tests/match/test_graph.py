@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sync.match import MatchInput, MatchPolicy, match_records
+from sync.match import MatchInput, MatchPolicy, graph, match_records
 
 
 @dataclass
@@ -314,3 +318,64 @@ def test_a_record_deleted_long_ago_is_not_inferred_merged_when_its_email_reappea
     fresh = build(recs)
     fresh.vanished_now = [False, True]
     assert match_records(fresh, MatchPolicy(infer_merges=frozenset({"acq"}))).merged == {1: 0}
+
+class _Colliding(str):
+    """A key value whose hash collides with every other: interning must not trust hashes."""
+
+    def __hash__(self) -> int:
+        return 42
+
+
+def test_hash_collisions_never_join_different_keys() -> None:
+    recs = [
+        R("acq", "a1", ("email=ada@x.com",)),
+        R("ghl", "g1", ("email=bob@x.com",)),
+        R("c100", "c1", ("email=ada@x.com", "identity:facebook=ada")),
+        R("dm", "d1", ("identity:twitter=ada",)),  # same value, another kind: another key
+    ]
+    plain = match_records(build(recs))
+    colliding = build(recs)
+    colliding.key_values = [_Colliding(v) for v in colliding.key_values]
+    result = match_records(colliding)
+    assert result.person_of.tolist() == plain.person_of.tolist()
+    assert len(set(result.person_of.tolist())) == 3
+
+
+_CONNS = ("acq", "ghl", "c100", "dm")
+
+
+@st.composite
+def _record_sets(draw: st.DrawFn) -> list[R]:
+    """Small worlds full of shared phones and emails, existing persons, deletes and merges."""
+    n = draw(st.integers(1, 40))
+    emails = draw(st.integers(1, max(1, n // 2)))
+    phones = draw(st.integers(1, max(1, n // 2)))
+    recs = []
+    for i in range(n):
+        keys = [f"email=e{draw(st.integers(0, emails))}" for _ in range(draw(st.integers(0, 2)))]
+        keys += [f"phone=p{draw(st.integers(0, phones))}" for _ in range(draw(st.integers(0, 2)))]
+        recs.append(
+            R(
+                draw(st.sampled_from(_CONNS)),
+                f"r{i}",
+                tuple(keys),
+                person=draw(st.one_of(st.none(), st.integers(1, max(1, n // 3)))),
+                merged_into=draw(st.one_of(st.none(), st.just(f"r{draw(st.integers(0, n - 1))}"))) if i % 5 == 0 else None,
+                deleted=draw(st.booleans()) if i % 7 == 0 else False,
+            )
+        )
+    return recs
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(recs=_record_sets(), email_weak=st.booleans())
+def test_weak_joins_by_cluster_decide_like_one_key_at_a_time(recs: list[R], email_weak: bool) -> None:
+    # The vectorized path (whole clusters joined at once where guard keys agree) against the
+    # reference that decides every weak key in input order.
+    policy = MatchPolicy(keys={"email": "weak" if email_weak else "strong", "phone": "weak"})
+    fast = match_records(build(recs), policy)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(graph, "_weak_joins", functools.partial(graph._weak_joins, vectorized=False))
+        ref = match_records(build(recs), policy)
+    assert fast.person_of.tolist() == ref.person_of.tolist()
+    assert (fast.folds, fast.merged, fast.duplicates, fast.reviews) == (ref.folds, ref.merged, ref.duplicates, ref.reviews)
