@@ -132,18 +132,24 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
         inferable = [i for i in inferable if inp.vanished_now[i]]
     merged = _resolve_merges(inp, tok, kcode, strong_codes, key_rec, live, inferable, merged_idx)
 
-    # Graph nodes: records [0, n), key tokens [n, n + ntok), persons [n + ntok, ...).
-    ntok = len(token_key)
+    # Graph nodes: records [0, n), persons [n, ...). A strong key links each record holding it
+    # to the first live record holding it (a star per key, no node per key: half the graph).
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
     strong_mask = np.isin(kcode, strong_codes) & key_live
-    src.append(key_rec[strong_mask])
-    dst.append(n + tok[strong_mask])
+    strong_rec = key_rec[strong_mask]
+    strong_tok = tok[strong_mask]
+    first = np.full(len(token_key), n, dtype=np.int64)
+    np.minimum.at(first, strong_tok, strong_rec)
+    hub = first[strong_tok]
+    joined = strong_rec != hub
+    src.append(strong_rec[joined])
+    dst.append(hub[joined])
     has_person = person >= 0
     if has_person.any():
         person_codes, person_idx = np.unique(person[has_person], return_inverse=True)
         src.append(np.flatnonzero(has_person))
-        dst.append(n + ntok + person_idx)
+        dst.append(n + person_idx)
     else:
         person_codes = np.zeros(0, np.int64)
     if merged:
@@ -151,7 +157,7 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
         dst.append(np.fromiter(merged.values(), dtype=np.int64, count=len(merged)))
     a = np.concatenate(src)
     b = np.concatenate(dst)
-    size = n + ntok + len(person_codes)
+    size = n + len(person_codes)
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(size, size)).tocsr()
     _, labels = connected_components(graph, directed=False)
     comp = labels[:n].astype(np.int64)
@@ -313,11 +319,12 @@ def _weak_joins(
     if guard_code is not None:
         gmask = (kcode == guard_code) & key_live
         gl = comp[key_rec[gmask]]
-        at = np.minimum(np.searchsorted(involved, gl), ni - 1)
-        sel = involved[at] == gl
+        is_involved = np.zeros(ncomp, dtype=bool)
+        is_involved[involved] = True
+        sel = is_involved[gl]
         if sel.any():
             ntok = int(tok.max()) + 1
-            lp = _sorted_unique(at[sel] * ntok + tok[gmask][sel])
+            lp = _sorted_unique(np.searchsorted(involved, gl[sel]) * ntok + tok[gmask][sel])
             g_label, g_tok = lp // ntok, lp % ntok
     mixed = np.zeros(ncl, dtype=bool)  # clusters holding different guard-key sets
     if not vectorized:
