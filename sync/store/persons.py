@@ -250,8 +250,10 @@ def _load_rows(session: Session, ids: list[int] | None) -> MatchRows:
 
 
 def _blocks(session: Session, id_col: Any) -> list[tuple[int, int]]:
-    """Inclusive id ranges of at most ``_BLOCK`` ids covering a table (one MIN/MAX look-up)."""
-    lo, hi = session.execute(select(func.min(id_col), func.max(id_col))).one()
+    """Inclusive id ranges of at most ``_BLOCK`` ids covering a table. MIN and MAX are asked
+    apart: SQLite answers each from the primary key alone, but scans the table for both."""
+    lo = session.execute(select(func.min(id_col))).scalar_one()
+    hi = session.execute(select(func.max(id_col))).scalar_one()
     if lo is None:
         return []
     return [(start, min(start + _BLOCK - 1, hi)) for start in range(lo, hi + 1, _BLOCK)]
@@ -360,7 +362,19 @@ def save_match(
     old = _person_array(rows.person_ids)
     dirty = np.asarray(rows.dirty, dtype=bool)
     changed = old != final
-    _write_records(session, np.asarray(rows.record_ids, dtype=np.int64), final, changed, dirty)
+    ids = np.asarray(rows.record_ids, dtype=np.int64)
+    n_changed = int(np.count_nonzero(changed))
+    if rows.full and n_changed >= _BIG and 4 * n_changed >= len(rows) and session.get_bind().dialect.name == "sqlite":
+        # A backfill moves (nearly) every record: maintaining the person_id index row by row
+        # (random B-tree edits competing with the row pages for the cache) costs more than
+        # the rewrite itself; building it again afterwards is one sort. Inside this
+        # transaction, so a failure rolls the index back with everything else.
+        index = next(ix for ix in RemoteRecord.__table__.indexes if ix.name == "ix_remote_records_person_id")
+        index.drop(session.connection())
+        _write_records(session, ids, final, changed, dirty)
+        index.create(session.connection())
+    else:
+        _write_records(session, ids, final, changed, dirty)
     rr = RemoteRecord.__table__
     inferred = [
         {"b_id": int(rows.record_ids[i]), "b_into": rows.remote_ids[j]}
@@ -375,11 +389,12 @@ def save_match(
         _fold_persons(session, folded, now)
 
     # The persons to reconcile: those of the dirty records and of every record that moved.
-    touched_arr = np.unique(np.concatenate([final[dirty | changed], np.asarray(list(folded.values()), np.int64)]))
+    touched_arr = _distinct(np.concatenate([final[dirty | changed], np.asarray(list(folded.values()), np.int64)]))
     if folded:
         touched_arr = touched_arr[~np.isin(touched_arr, np.asarray(list(folded), np.int64))]
     # New persons were inserted dirty; only existing ones need the flag.
-    old_persons = touched_arr[~np.isin(touched_arr, created)] if len(created) else touched_arr
+    # (created ids are consecutive from created[0] on SQLite, drawn from a sequence on PostgreSQL)
+    old_persons = touched_arr[~np.isin(touched_arr, created, assume_unique=True)] if len(created) else touched_arr
     if len(old_persons):
         pt = Person.__table__
         session.execute(update(pt).where(_among(session, pt.c.id, old_persons.tolist())).values(dirty=True))
@@ -387,6 +402,18 @@ def save_match(
     if reviews:
         _save_reviews(session, reviews, now)
     return MatchOutcome(new_ids, set(touched_arr.tolist()), folded)
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (NumPy 2's hash-based ``unique`` is several times slower on
+    large int arrays than sorting)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def _person_array(person_ids: Sequence[int | None]) -> np.ndarray:

@@ -253,3 +253,33 @@ def test_every_query_of_an_incremental_match_is_an_index_lookup(store: Store, st
     finally:
         session.rollback()
         session.close()
+
+
+def test_a_backfill_rebuilds_the_person_index_and_leaves_the_schema_as_migrated(
+    store: Store, store_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sync.store.persons as persons
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from sync.store.models import Base
+
+    monkeypatch.setattr(persons, "_BIG", 5)  # SQLite: drop + rebuild ix_remote_records_person_id
+    monkeypatch.setattr(persons, "_SMALL", 1)  # a whole-store load for 18 dirty records
+    config = make_config()
+    stage(store, config, "acq", *[acq(i, f"P{i} X", f"p{i}@x.com") for i in range(1, 13)])
+    stage(store, config, "ghl", *[ghl(f"g{i}", f"P{i}", "X", f"p{i}@x.com") for i in range(1, 7)])
+    with store.session() as s:
+        rows = load_match_input(s, full=True)
+        assert rows.full and len(rows) == 18
+    run_match(store, config, CAPS)
+    rr = RemoteRecord.__table__.c
+    with store.session() as s:
+        by = dict(((c, r), p) for c, r, p in s.execute(select(rr.connection, rr.remote_id, rr.person_id)))
+        assert by["acq", "3"] == by["ghl", "g3"] and len(set(by.values())) == 12 and None not in by.values()
+        assert s.execute(select(rr.id).where(rr.person_id == by["acq", "3"])).scalars().all()  # index answers
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
+        if store_kind == "sqlite":
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN SELECT id FROM remote_records WHERE person_id = 1").all()
+            assert "ix_remote_records_person_id" in str(plan)
