@@ -3,15 +3,21 @@
 Input is columnar (parallel sequences, integer indices) because a backfill matches millions of
 records: the hot path never builds a per-record object. Records are joined by
 
-* strong keys (an email, an identity value): connected components of the bipartite graph
-  record–key, computed by SciPy in C;
+* strong keys (an email, an identity value): connected components, computed by SciPy in C,
+  of the graph where each strong key links every record holding it to the first live one
+  (keys are interned to integer tokens by hashing and sorting in NumPy, collisions checked);
 * their current person (sticky: an email edited on one platform must propagate, not split
   the person it belongs to);
 * merges: a record merged into another (Comm100 ``mergeToContactId``, or an Acquire contact
   that vanished while one of its strong keys now sits on a live contact of the same
   connection) joins its survivor — it is folded, never treated as a delete;
 * weak keys (a phone), only where that does not bring two different guard keys (emails) into
-  one person: otherwise the match is ambiguous, kept apart and reported for review.
+  one person: otherwise the match is ambiguous, kept apart and reported for review. Clusters
+  of components sharing weak keys are joined at once where their guard keys agree; only the
+  others are decided key by key.
+
+No step loops over records or keys in Python: per-record work is NumPy/SciPy or a C-level
+``map`` over the input sequences (strings are hashed once).
 
 Persons keep their ids: a component takes the smallest existing person id among its records,
 the other persons in it are *folded* into that one, and a component with no person gets a new

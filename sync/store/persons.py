@@ -3,9 +3,13 @@
 * :func:`load_match_input` — the dirty records, the records sharing a key with them, and every
   record of the persons those belong to (an incremental run touches only the neighbourhood of
   what changed); everything when most of the store is dirty (a backfill).
+  Every incremental query is an index look-up bounded by the change (migration 0002's partial
+  indexes serve the dirty and merged rows); a whole-store load reads each column as one
+  aggregated string (``group_concat`` / ``string_agg``) parsed in C.
 * :func:`save_match` — new persons, person ids, folds (a person merged into another keeps its
   row with ``merged_into``; its snapshots move to the survivor), inferred merges, reviews; the
-  matched records are no longer dirty and the persons they touch are.
+  matched records are no longer dirty and the persons they touch are. A record is rewritten
+  once (person id and dirty flag together).
 * :func:`load_person_views` — per dirty person: golden record, records with payloads, snapshots.
 * :func:`save_plan_state` — golden records, read-confirmed snapshots and conflicts of a plan.
 
