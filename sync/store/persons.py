@@ -162,7 +162,9 @@ def _among(session: Session, col: Any, values: Sequence[Any]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         item = String() if isinstance(col.type, String) else BigInteger()
         return col == any_(bindparam(None, values, type_=ARRAY(item)))
-    return col.in_(select(literal_column("value")).select_from(func.json_each(bindparam(None, json.dumps(values)))))
+    # Raw UTF-8, not \u escapes: SQLite's JSON reader then has nothing to decode.
+    listed = json.dumps(values, ensure_ascii=False)
+    return col.in_(select(literal_column("value")).select_from(func.json_each(bindparam(None, listed))))
 
 
 # Unit separator: joins a column's strings into one aggregate. A value containing it is caught
@@ -471,6 +473,7 @@ def _write_records(session: Session, ids: np.ndarray, persons: np.ndarray, chang
         if sqlite3.sqlite_version_info >= (3, 33):
             # One UPDATE ... FROM over a temporary table of (id, person): a third faster than
             # an executemany of row UPDATEs (no per-statement reset and re-bind per row).
+            conn.exec_driver_sql("DROP TABLE IF EXISTS temp.match_person")
             conn.exec_driver_sql("CREATE TEMP TABLE match_person (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL)")
             try:
                 conn.exec_driver_sql("INSERT INTO match_person (id, person_id) VALUES (?, ?)", pairs)

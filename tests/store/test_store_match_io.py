@@ -283,3 +283,16 @@ def test_a_backfill_rebuilds_the_person_index_and_leaves_the_schema_as_migrated(
         if store_kind == "sqlite":
             plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN SELECT id FROM remote_records WHERE person_id = 1").all()
             assert "ix_remote_records_person_id" in str(plan)
+
+
+def test_an_incremental_load_finds_neighbours_by_any_unicode_key(store: Store) -> None:
+    ids = insert_records(
+        store,
+        [{"connection": "acq", "remote_id": "1", "dirty": False}, {"connection": "ghl", "remote_id": "g\u00f1-😀"},
+         {"connection": "c100", "remote_id": "c1", "dirty": False}],
+        [(0, "identity:handle", "ñandú 😀 \x1f"), (1, "identity:handle", "ñandú 😀 \x1f"), (2, "identity:handle", "nandu")],
+    )
+    with store.session() as s:
+        rows = load_match_input(s, full=False)
+    assert rows.record_ids.tolist() == ids[:2]
+    assert sorted(rows.remote_ids) == ["1", "g\u00f1-😀"]
