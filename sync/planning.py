@@ -142,6 +142,7 @@ def build_plan(
     chunk_size: int = 20_000,
     queue: Callable[[Any, Plan], None] | None = None,
     replan: bool = False,
+    keep_ops: bool | None = None,
 ) -> Plan:
     """Match the store's dirty records, reconcile its dirty persons over connections ``names``
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
@@ -153,14 +154,29 @@ def build_plan(
     persons this commit marks clean.
 
     ``replan`` reconciles every live person, not only the dirty ones (a connection joined the
-    profile, or the user asked for it after changing mappings or policies)."""
+    profile, or the user asked for it after changing mappings or policies).
+
+    ``keep_ops`` (default: only when no ``queue`` is given) makes the returned Plan hold every
+    op, golden record and read-confirmed snapshot. Without it the slices are dropped once
+    stored and queued, and the Plan keeps their counts (``summary()``), the conflicts and the
+    number of persons: a backfill's millions of rendered payloads never sit in memory at once."""
     mappings = {n: config.mapping(n) for n in names}
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
     session = store.manual_session()
+    keep = queue is None if keep_ops is None else keep_ops
     with _no_gc():
         return _build(
-            session, mappings, infos, config, capabilities, run_id=run_id, commit=commit, chunk_size=chunk_size, queue=queue,
+            session,
+            mappings,
+            infos,
+            config,
+            capabilities,
+            run_id=run_id,
+            commit=commit,
+            chunk_size=chunk_size,
+            queue=queue,
             replan=replan,
+            keep=keep,
         )
 
 
@@ -188,7 +204,8 @@ def _build(
     commit: bool,
     chunk_size: int,
     queue: Callable[[Any, Plan], None] | None,
-    replan: bool = False,
+    replan: bool,
+    keep: bool,
 ) -> Plan:
     try:
         if replan:
@@ -208,10 +225,14 @@ def _build(
                 save_plan_state(session, part, run_id=run_id, existing=existing)
                 if queue is not None:
                     queue(session, part)
-            plan.ops.extend(part.ops)
+            plan.persons += len(part.golden)
             plan.conflicts.extend(part.conflicts)
-            plan.golden.update(part.golden)
-            plan.snapshots.update(part.snapshots)
+            if keep:
+                plan.ops.extend(part.ops)
+                plan.golden.update(part.golden)
+                plan.snapshots.update(part.snapshots)
+            else:
+                plan.count(part.ops)
             del people, ctx, views, part
         if commit:
             session.commit()

@@ -69,7 +69,8 @@ class FieldMapping:
         self.writable: frozenset[str] = frozenset(f for l in lenses if l.writable for f in l.fields)
         self._reading = [l for l in lenses if l.readable]
         self._writing = [l for l in lenses if l.writable]
-        self._readers = [l.read for l in self._reading]  # bound once, called per record
+        # Each reading lens compiled once for the region (see Lens.reader), called per record.
+        self._readers = [l.reader(default_region) for l in self._reading]
         # Per writing lens, the top-level raw keys it reads: a lens none of whose keys is in
         # a payload reads nothing from it (a create's payload is built from empty).
         self._tops = [frozenset(paths.split(p)[0] for p in l.paths) for l in self._writing]
@@ -89,13 +90,8 @@ class FieldMapping:
         that do not normalize are reported in ``issues`` and left out of ``fields``."""
         out: FieldDict = {}
         issues: list[Issue] = []
-        region = self.default_region
         for read in self._readers:
-            values, found = read(raw, region)
-            if values:
-                out.update(values)
-            if found:
-                issues.extend(found)
+            read(raw, out, issues)
         return ReadResult(out, issues)
 
     # -- writing ---------------------------------------------------------------------------

@@ -70,6 +70,12 @@ def reconcile_person(
         _propagate_delete(view, connections, live, gone, out)
         return out
 
+    if not gone and len(live) == 1 and not view.golden and not view.merged:
+        ((name, only),) = live.items()
+        if only.snapshot is None and not only.others:
+            _first_sight(view.person_id, connections, sides, name, only, out)
+            return out
+
     holds = {n: _holds(connections[n], s) for n, s in live.items()}
     golden, erased = _decide_fields(view, connections, live, holds, policy, out)
     if gone and policy.deletes.mode == "tag":
@@ -85,6 +91,29 @@ def reconcile_person(
             if side.record is None:
                 _plan_create(view.person_id, connections[name], golden, out)
     return out
+
+
+def _first_sight(
+    person_id: int,
+    connections: Mapping[str, ConnectionInfo],
+    sides: Mapping[str, Side],
+    name: str,
+    side: Side,
+    out: PersonPlan,
+) -> None:
+    """A new person on one connection only (most of a backfill): what the general path decides
+    for it, without the per-field merge. Every value it holds is a one-sided change, so the
+    golden record is what it holds (in field order, as ``_decide_fields`` builds it); its
+    snapshot is confirmed by reading; it needs no update; and it is created everywhere else."""
+    info = connections[name]
+    holds = _holds(info, side)
+    golden = {k: holds[k] for k in sorted(holds)}
+    out.golden = golden
+    if holds:
+        out.snapshots[info.name] = holds
+    for other_name, other in sides.items():
+        if other.record is None:
+            _plan_create(person_id, connections[other_name], golden, out)
 
 
 def _holds(info: ConnectionInfo, side: Side) -> FieldDict:
