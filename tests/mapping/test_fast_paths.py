@@ -1,0 +1,121 @@
+"""The mapping's fast paths give exactly what the general code gives: compiled lens readers
+against ``Lens.read``, and the per-domain email check against the full email_validator run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.registry import PLATFORMS
+from sync.mapping import load_mapping
+from sync.mapping.transforms import Issue, _plain_email
+from sync.normalize import InvalidValue, normalize_email
+from .strategies import RAW
+
+MAPPINGS = {p: load_mapping(p) for p in PLATFORMS}
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Raw values of every JSON type, including the awkward ones (blank text, numbers, booleans,
+# nested containers) a platform might put where a mapping expects text.
+JUNK = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 5),
+        st.floats(allow_nan=False, allow_infinity=False, width=16),
+        st.sampled_from(["", "  ", " x ", "Ada", "Ada  King", "a@B.com", "(415) 555-2671", "true", "no", "1"]),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "name", "id"]), inner, max_size=2)),
+    max_leaves=6,
+)
+
+
+def _general(mapping: Any, raw: dict[str, Any]) -> tuple[dict[str, Any], list[Issue]]:
+    """What reading gives through each lens's general ``read``."""
+    out: dict[str, Any] = {}
+    issues: list[Issue] = []
+    for lens in mapping.lenses:
+        if lens.readable:
+            values, found = lens.read(raw, mapping.default_region)
+            out.update(values)
+            issues.extend(found)
+    return out, issues
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_compiled_readers_read_platform_payloads_as_read_does(platform: str) -> None:
+    mapping = MAPPINGS[platform]
+
+    @SETTINGS
+    @given(RAW[platform])
+    def check(raw: dict[str, Any]) -> None:
+        result = mapping.read(raw)
+        assert (result.fields, result.issues) == _general(mapping, raw)
+        assert list(result.fields) == list(_general(mapping, raw)[0])  # same field order too
+
+    check()
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_compiled_readers_agree_on_odd_values_at_every_path(platform: str) -> None:
+    mapping = MAPPINGS[platform]
+    paths = sorted({p for lens in mapping.lenses for p in lens.paths})
+
+    @SETTINGS
+    @given(st.lists(st.tuples(st.sampled_from(paths), JUNK), max_size=6))
+    def check(puts: list[tuple[str, Any]]) -> None:
+        raw: dict[str, Any] = {}
+        for path, value in puts:
+            head, _, tail = path.partition(".")
+            if tail:
+                node = raw.get(head)
+                if not isinstance(node, dict):
+                    node = raw[head] = {}
+                node[tail] = value
+            else:
+                raw[head] = value
+        result = mapping.read(raw)
+        assert (result.fields, result.issues) == _general(mapping, raw)
+
+    check()
+
+
+LOCAL = st.from_regex(r"[A-Za-z0-9_+\-.!#]{1,70}", fullmatch=True)
+LABEL = st.from_regex(r"[A-Za-z0-9\-]{1,66}", fullmatch=True)
+TLD = st.one_of(
+    st.sampled_from(["com", "ORG", "local", "localhost", "test", "invalid", "onion", "arpa", "example", "c0", "123"]),
+    LABEL,
+)
+ADDRESS = st.tuples(LOCAL, st.lists(LABEL, min_size=0, max_size=3), TLD).map(
+    lambda t: f"{t[0]}@{'.'.join([*t[1], t[2]])}"
+)
+
+
+def _full(text: str) -> str | None:
+    try:
+        return normalize_email(text)
+    except InvalidValue:
+        return None
+
+
+@SETTINGS
+@given(st.one_of(ADDRESS, st.text(max_size=30), ADDRESS.map(lambda a: a.replace("@", "@xn--", 1))))
+def test_plain_email_check_agrees_with_email_validator(text: str) -> None:
+    fast = _plain_email(text)
+    # Either the fast path declines (the full check decides), or it gives the same address.
+    assert fast is None or fast == _full(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Ada.Lovelace@Example.COM", "a+b_c-d@x-y.co.uk", "a..b@x.com", "a@b.local", "a@localhost", "a@x.c0",
+     ".a@x.com", "a.@x.com", "a@-x.com", "a@x-.com", "a@ab--cd.com", "a@x..com", "x" * 65 + "@x.com"],
+)
+def test_plain_email_examples(text: str) -> None:
+    fast = _plain_email(text)
+    assert fast is None or fast == _full(text)
+    if _full(text) is None:
+        assert fast is None
