@@ -74,6 +74,10 @@ class FieldMapping:
         # Per writing lens, the top-level raw keys it reads: a lens none of whose keys is in
         # a payload reads nothing from it (a create's payload is built from empty).
         self._tops = [frozenset(paths.split(p)[0] for p in l.paths) for l in self._writing]
+        # Per writing lens: whether none of its own paths is in a payload (then it reads nothing
+        # there and writes as onto an empty one), and its write onto such a payload, compiled.
+        self._absent = [_absent_test(l.paths) for l in self._writing]
+        self._fresh = [l.fresh_writer(default_region) for l in self._writing]
         # Canonical name -> indexes of the writing lenses owning it (filled on first use).
         self._owners: dict[str, tuple[int, ...]] = {}
         # Whether a derived key is also read: if not, the read ``_derive`` does is the read-back.
@@ -128,11 +132,12 @@ class FieldMapping:
                 groups.setdefault(i, {})[k] = v
         for i in sorted(groups):
             lens, mine = self._writing[i], groups[i]
-            if not out or self._tops[i].isdisjoint(out):
-                # Nothing of this lens in the payload yet: every non-empty value is a change.
+            if not out or self._tops[i].isdisjoint(out) or self._absent[i](out):
+                # Nothing of this lens in the payload yet (it would read nothing): every
+                # non-empty value is a change.
                 desired = {k: v for k, v in mine.items() if not is_empty(v)}
                 if desired:
-                    lens.write(desired, out, self.default_region, set(desired))
+                    self._fresh[i](desired, out)
                     touched.update(desired)
                 continue
             current, _ = lens.read(out, self.default_region)
@@ -232,6 +237,15 @@ class FieldMapping:
     def custom_keys(self, fields: Mapping[str, Any]) -> list[str]:
         """The custom field keys present in a field dict."""
         return sorted(k[len(CUSTOM_PREFIX):] for k in fields if k.startswith(CUSTOM_PREFIX))
+
+
+def _absent_test(lens_paths: tuple[str, ...]) -> Any:
+    """A test ``payload -> bool``: none of ``lens_paths`` exists in the payload."""
+    split = [paths.split(p) for p in lens_paths]
+    if all(len(segs) == 1 for segs in split):
+        keys = tuple(segs[0] for segs in split)
+        return lambda raw: not any(k in raw for k in keys)
+    return lambda raw: not any(paths.has(raw, p) for p in lens_paths)
 
 
 def _diff(base: Any, new: Any, prefix: str, hook: Any) -> dict[str, Any]:

@@ -58,6 +58,22 @@ def _getter(path: str) -> Callable[[Any], Any]:
     return lambda raw: paths.get(raw, path)
 
 
+def _putter(path: str) -> Callable[[dict[str, Any], Any], None]:
+    """``paths.put(raw, path, value)`` for a non-blank ``value``, specialised to a top-level key."""
+    segs = paths.split(path)
+    if len(segs) == 1:
+        (key,) = segs
+
+        def put1(raw: dict[str, Any], value: Any) -> None:
+            if paths._is_blank(value):
+                paths.put(raw, path, value)  # the general rule (a blank on a new key is a no-op)
+            else:
+                raw[key] = value
+
+        return put1
+    return lambda raw, value: paths.put(raw, path, value)
+
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -186,6 +202,17 @@ class Lens:
 
         return run
 
+    def fresh_writer(self, region: str) -> Callable[[FieldDict, dict[str, Any]], None]:
+        """``write(desired, raw, region, set(desired))`` for a payload holding none of this
+        lens's paths and ``desired`` holding only non-empty values (a create), compiled;
+        lenses on hot paths specialise it."""
+        write = self.write
+
+        def run(desired: FieldDict, raw: dict[str, Any]) -> None:
+            write(desired, raw, region, set(desired))
+
+        return run
+
     def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
         """Set the raw paths so that reading gives ``desired`` (absent keys: empty).
         ``changed`` names the owned fields whose value differs from what ``raw`` holds."""
@@ -253,6 +280,15 @@ class ScalarLens(Lens):
         (field,), (path,) = self.fields, self.paths
         value = desired.get(field)
         paths.put(raw, path, self.clear if is_empty(value) else value)
+
+    def fresh_writer(self, region: str) -> Callable[[FieldDict, dict[str, Any]], None]:
+        (field,), (path,) = self.fields, self.paths
+        put = _putter(path)
+
+        def run(desired: FieldDict, raw: dict[str, Any]) -> None:
+            put(raw, desired[field])  # non-empty (fresh_writer's contract): put always sets
+
+        return run
 
     def holds(self, values: FieldDict, region: str) -> bool:
         value = values.get(self.fields[0])
@@ -438,6 +474,23 @@ class ListLens(Lens):
             paths.put(raw, self.first, values[0] if values else self.clear)
         elif self.rest:
             paths.put(raw, self.rest, values + invalid)
+
+    def fresh_writer(self, region: str) -> Callable[[FieldDict, dict[str, Any]], None]:
+        # Nothing at the lens's paths: no raw formats to keep, no invalid items to carry over.
+        field = self.fields[0]
+        first = _putter(self.first) if self.first else None
+        rest = self.rest
+
+        def run(desired: FieldDict, raw: dict[str, Any]) -> None:
+            values = list(desired[field])  # type: ignore[arg-type]
+            if first is not None:
+                first(raw, values[0])
+                if rest:
+                    paths.put(raw, rest, values[1:], force=True)
+            else:
+                paths.put(raw, rest, values)  # type: ignore[arg-type]
+
+        return run
 
     def holds(self, values: FieldDict, region: str) -> bool:
         value = values.get(self.fields[0])

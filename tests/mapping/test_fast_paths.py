@@ -3,6 +3,7 @@ against ``Lens.read``, and the per-domain email check against the full email_val
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ from connectors.registry import PLATFORMS
 from sync.mapping import load_mapping
 from sync.mapping.transforms import Issue, _plain_email
 from sync.normalize import InvalidValue, normalize_email
-from .strategies import RAW
+from sync.canonical import is_empty
+from .strategies import RAW, canonical
 
 MAPPINGS = {p: load_mapping(p) for p in PLATFORMS}
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,3 +121,47 @@ def test_plain_email_examples(text: str) -> None:
     assert fast is None or fast == _full(text)
     if _full(text) is None:
         assert fast is None
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_fresh_writers_write_as_write_does_onto_a_payload_without_the_lens(platform: str) -> None:
+    mapping = MAPPINGS[platform]
+    region = mapping.default_region
+
+    @SETTINGS
+    @given(canonical(mapping), RAW[platform])
+    def check(values: dict[str, Any], other: dict[str, Any]) -> None:
+        for lens in mapping.lenses:
+            if not lens.writable:
+                continue
+            desired = {k: v for k, v in values.items() if lens.owns(k) and not is_empty(v)}
+            if not desired:
+                continue
+            # Another record's payload without this lens's paths (what a create has written so far).
+            base = copy.deepcopy(other)
+            for path in lens.paths:
+                head, _, tail = path.partition(".")
+                if tail and isinstance(base.get(head), dict):
+                    base[head].pop(tail, None)
+                elif not tail:
+                    base.pop(head, None)
+            fast, slow = copy.deepcopy(base), copy.deepcopy(base)
+            lens.fresh_writer(region)(dict(desired), fast)
+            lens.write(dict(desired), slow, region, set(desired))
+            assert fast == slow
+
+    check()
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_create_reads_back_what_its_payload_reads(platform: str) -> None:
+    mapping = MAPPINGS[platform]
+
+    @SETTINGS
+    @given(canonical(mapping))
+    def check(values: dict[str, Any]) -> None:
+        body, back = mapping.create(values)
+        assert back == mapping.read(body).fields
+        assert body == mapping.write(values, None)
+
+    check()
