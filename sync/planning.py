@@ -339,6 +339,12 @@ def person_view(
     sides: dict[str, Side] = {}
     for conn, recs in by_conn.items():
         snapshot = person.snapshots.get(conn)
+        if len(recs) == 1:  # the common case: nothing to choose between
+            rec = recs[0]
+            ctx.payloads[(conn, rec.remote_id)] = rec.payload
+            current = mappings[conn].read(rec.payload).fields
+            sides[conn] = Side(conn, RecordState(rec.remote_id, current, rec.updated_at, rec.deleted), snapshot)
+            continue
         preferred = (primaries or {}).get((person.person_id, conn))
         states: list[tuple[tuple[int, bool, int], RecordState]] = []
         for rec in recs:
@@ -367,15 +373,17 @@ def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
     whose payload comes out empty and that changes no endpoint field is dropped — its values
     are already held there — and its snapshot is confirmed instead."""
     ops: list[PlanOp] = []
+    passive = (OpKind.DELETE, OpKind.MERGE, OpKind.EXCLUDE)
     for op in plan.ops:
         mapping = ctx.mappings.get(op.connection)
-        if mapping is None or op.kind in (OpKind.DELETE, OpKind.MERGE, OpKind.EXCLUDE):
+        if mapping is None or op.kind in passive:
             ops.append(op)
             continue
         if op.kind is OpKind.CREATE:
             # The payload, and what the platform will read back of it (the mapping's fit).
             body, back = mapping.create(op.fields)
-            confirms = {k: v for k, v in back.items() if covers(mapping.writable, k) and not is_empty(v)}
+            writable = mapping.writable
+            confirms = {k: v for k, v in back.items() if (k in writable or covers(writable, k)) and not is_empty(v)}
             if confirms == op.fields:
                 confirms = op.fields  # one dict, not two equal ones (a backfill holds millions)
             ops.append(_with(op, payload=body, confirms=confirms))

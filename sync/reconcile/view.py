@@ -18,7 +18,8 @@ ALL_CUSTOM = CUSTOM_PREFIX + "*"
 
 def covers(names: Iterable[str], name: str) -> bool:
     """True when ``name`` is in ``names`` (``custom.*`` stands for every custom field)."""
-    names = names if isinstance(names, (set, frozenset)) else frozenset(names)
+    if type(names) is not frozenset and type(names) is not set:
+        names = frozenset(names)
     return name in names or (name.startswith(CUSTOM_PREFIX) and ALL_CUSTOM in names)
 
 
