@@ -78,6 +78,16 @@ class FieldMapping:
         # there and writes as onto an empty one), and its write onto such a payload, compiled.
         self._absent = [_absent_test(l.paths) for l in self._writing]
         self._fresh = [l.fresh_writer(default_region) for l in self._writing]
+        # Per writing lens, the reading lenses whose paths overlap its own (one path a prefix of
+        # the other): on a new payload, the only ones that can read what it wrote. A create's
+        # read-back runs just those (a lens reads nothing where none of its paths exists).
+        self._overlap = [
+            frozenset(j for j, r in enumerate(self._reading) if _overlaps(w.paths, r.paths)) for w in self._writing
+        ]
+        self._derived_overlap = frozenset(
+            j for j, r in enumerate(self._reading) if _overlaps(tuple(d.path for d in derived), r.paths)
+        )
+        self._backs: dict[tuple[int, ...], tuple[Any, ...]] = {}
         # Canonical name -> indexes of the writing lenses owning it (filled on first use).
         self._owners: dict[str, tuple[int, ...]] = {}
         # Whether a derived key is also read: if not, the read ``_derive`` does is the read-back.
@@ -119,10 +129,32 @@ class FieldMapping:
     def create(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], FieldDict]:
         """The payload of a new record with ``fields`` (``write(fields, None)``) and what the
         platform reads back of it (``read(payload).fields``), in one pass where possible."""
-        out, back = self._write(fields, None)
-        return out, (back if back is not None else self.read(out).fields)
+        written: list[int] = []
+        out, back = self._write(fields, None, written)
+        return out, (back if back is not None else self._read_back(out, written))
 
-    def _write(self, fields: Mapping[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, Any], FieldDict | None]:
+    def _read_back(self, out: dict[str, Any], written: list[int]) -> FieldDict:
+        """``read(out).fields`` for a payload built from empty by the writing lenses
+        ``written`` (and the derived keys): only the readers that can find anything there."""
+        key = tuple(written)
+        readers = self._backs.get(key)
+        if readers is None:
+            found = set(self._derived_overlap)
+            for i in written:
+                found |= self._overlap[i]
+            readers = tuple(self._readers[j] for j in sorted(found))
+            if len(self._backs) < 1024:
+                self._backs[key] = readers
+        fields: FieldDict = {}
+        issues: list[Issue] = []
+        for read in readers:
+            read(out, fields, issues)
+        return fields
+
+    def _write(
+        self, fields: Mapping[str, Any], base: dict[str, Any] | None, written: list[int] | None = None
+    ) -> tuple[dict[str, Any], FieldDict | None]:
+        """``written`` (a create, from an empty payload) collects the writing lenses that wrote."""
         out = deep_copy(base)
         touched: set[str] = set()
         # The fields per writing lens, in the order of ``fields`` (one pass, not one per lens).
@@ -139,6 +171,8 @@ class FieldMapping:
                 if desired:
                     self._fresh[i](desired, out)
                     touched.update(desired)
+                    if written is not None:
+                        written.append(i)
                 continue
             current, _ = lens.read(out, self.default_region)
             desired = dict(current)
@@ -151,14 +185,18 @@ class FieldMapping:
             if changed:
                 lens.write(desired, out, self.default_region, changed)
                 touched |= changed
-        return out, self._derive(out, touched, created=not base)
+                if written is not None:
+                    written.append(i)
+        return out, self._derive(out, touched, created=not base, written=written)
 
-    def _derive(self, out: dict[str, Any], touched: set[str], created: bool) -> FieldDict | None:
+    def _derive(
+        self, out: dict[str, Any], touched: set[str], created: bool, written: list[int] | None = None
+    ) -> FieldDict | None:
         """Set the derived keys; returns what ``out`` reads as afterwards when that is known
         without reading it again (no derived key is read), else None."""
         if not self.derived:
             return None
-        current = self.read(out).fields
+        current = self.read(out).fields if written is None else self._read_back(out, written)
         for rule in self.derived:
             present = paths.get(out, rule.path)
             if not (created or is_empty(present) or touched & set(rule.sources)):
@@ -237,6 +275,11 @@ class FieldMapping:
     def custom_keys(self, fields: Mapping[str, Any]) -> list[str]:
         """The custom field keys present in a field dict."""
         return sorted(k[len(CUSTOM_PREFIX):] for k in fields if k.startswith(CUSTOM_PREFIX))
+
+
+def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether a path of ``a`` and one of ``b`` are the same or one is inside the other."""
+    return any(paths.is_prefix(x, y) or paths.is_prefix(y, x) for x in a for y in b)
 
 
 def _absent_test(lens_paths: tuple[str, ...]) -> Any:

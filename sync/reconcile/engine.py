@@ -151,8 +151,9 @@ def _decide_fields(
         names.update(live[n].snapshot or ())
     golden: FieldDict = {}
     erased: set[str] = set()
+    rules = policy.conflicts.for_field
     for name in sorted(names):
-        rule = policy.conflicts.for_field(name)
+        rule = None  # looked up only when needed (most fields did not move)
         g = view.golden.get(name)
         changes: list[Change] = []
         for n, side in live.items():
@@ -170,8 +171,12 @@ def _decide_fields(
                 continue
             # A value cleared is a change only where erasing is allowed, and never for a
             # side seen for the first time (a missing field there is not a deletion).
-            if is_empty(now) and (side.snapshot is None or not rule.empty_erases):
-                continue
+            if is_empty(now):
+                if side.snapshot is None:
+                    continue
+                rule = rule or rules(name)
+                if not rule.empty_erases:
+                    continue
             assert side.record is not None
             changes.append(Change(n, now, base, side.record.updated_at))
 
@@ -189,7 +194,7 @@ def _decide_fields(
                 return value
             return info.shaped({_name: value}).get(_name)
 
-        outcome = decide(name, g, changes, rule, holds_as)
+        outcome = decide(name, g, changes, rule or rules(name), holds_as)
         if outcome.rule is not None:
             out.conflicts.append(ConflictDecision(view.person_id, name, candidates(changes), outcome.value, outcome.rule))
         if outcome.erased:
@@ -212,7 +217,7 @@ def _plan_side(
     """Update (only the changed fields) or nothing; and the snapshot confirmed by reading,
     which is returned."""
     assert side.record is not None
-    tracked = info.readable | info.update_fields
+    tracked = info.tracked
     confirmed = {k: v for k, v in holds.items() if covers(tracked, k)}
     if not _same_dict(confirmed, side.snapshot or {}):
         out.snapshots[info.name] = confirmed

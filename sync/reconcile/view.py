@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from connectors.base import Capabilities
 from sync.canonical import CUSTOM_PREFIX, FieldDict
@@ -45,6 +46,11 @@ class ConnectionInfo:
     capabilities: Capabilities
     shape: Callable[[FieldDict], FieldDict] | None = None
     confirm_from_payload: bool = False
+
+    @cached_property
+    def tracked(self) -> frozenset[str]:
+        """The fields a snapshot of this connection keeps: those it reads or updates."""
+        return self.readable | self.update_fields
 
     def shaped(self, values: FieldDict) -> FieldDict:
         """``values`` as this platform would hold them."""
