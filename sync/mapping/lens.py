@@ -88,6 +88,7 @@ class FieldMapping:
             j for j, r in enumerate(self._reading) if _overlaps(tuple(d.path for d in derived), r.paths)
         )
         self._backs: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        self._create_steps: dict[tuple[str, ...], tuple[tuple[int, tuple[str, ...]], ...]] = {}
         # Canonical name -> indexes of the writing lenses owning it (filled on first use).
         self._owners: dict[str, tuple[int, ...]] = {}
         # Whether a derived key is also read: if not, the read ``_derive`` does is the read-back.
@@ -130,8 +131,51 @@ class FieldMapping:
         """The payload of a new record with ``fields`` (``write(fields, None)``) and what the
         platform reads back of it (``read(payload).fields``), in one pass where possible."""
         written: list[int] = []
-        out, back = self._write(fields, None, written)
-        return out, (back if back is not None else self._read_back(out, written))
+        out = self._create(fields, written)
+        if self.derived:
+            back = self._derive(out, set(), created=True, written=written)
+            if back is not None:
+                return out, back
+        return out, self._read_back(out, written)
+
+    def _create(self, fields: Mapping[str, Any], written: list[int]) -> dict[str, Any]:
+        """``_write(fields, None)``'s payload, by a plan per set of field names: which writing
+        lenses get which fields (a backfill's creates share a handful of shapes)."""
+        key = tuple(fields)
+        steps = self._create_steps.get(key)
+        if steps is None:
+            groups: dict[int, list[str]] = {}
+            for k in key:
+                for i in self._owners.get(k) or self._owners_of(k):
+                    groups.setdefault(i, []).append(k)
+            steps = tuple((i, tuple(groups[i])) for i in sorted(groups))
+            if len(self._create_steps) < 1024:
+                self._create_steps[key] = steps
+        out: dict[str, Any] = {}
+        region = self.default_region
+        for i, names in steps:
+            if not out or self._tops[i].isdisjoint(out) or self._absent[i](out):
+                desired = {k: v for k in names if not is_empty(v := fields[k])}
+                if desired:
+                    self._fresh[i](desired, out)
+                    written.append(i)
+                continue
+            # Something of this lens is in the payload already (another lens wrote into its
+            # paths): the general rule, as in ``_write``.
+            lens = self._writing[i]
+            current, _ = lens.read(out, region)
+            merged = dict(current)
+            for k in names:
+                value = fields[k]
+                if is_empty(value):
+                    merged.pop(k, None)
+                else:
+                    merged[k] = value
+            changed = {k for k in set(current) | set(merged) if not value_equal(current.get(k), merged.get(k))}
+            if changed:
+                lens.write(merged, out, region, changed)
+                written.append(i)
+        return out
 
     def _read_back(self, out: dict[str, Any], written: list[int]) -> FieldDict:
         """``read(out).fields`` for a payload built from empty by the writing lenses

@@ -431,14 +431,21 @@ def load_person_views(session: Session, person_ids: Sequence[int]) -> list[Perso
     out: dict[int, PersonRows] = {}
     ids = sorted({int(p) for p in person_ids})
     loads = json.loads
-    for chunk in _chunks(ids):
-        within = ",".join(map(str, chunk))  # ints only: safe to inline, one statement per dialect
-        for pid, fields in _raw(session, f"SELECT id, fields FROM persons WHERE id IN ({within})"):
-            out[pid] = PersonRows(pid, fields_from_json(_json(fields) or {}))
+    for chunk in _id_ranges(ids):
+        wanted = set(chunk)
+        if chunk[-1] - chunk[0] < 2 * len(chunk):
+            # Dense ids (a backfill: every person dirty): one range scan of the person_id index
+            # beats thousands of IN probes; rows of persons not asked for are skipped below.
+            within = f"BETWEEN {chunk[0]} AND {chunk[-1]}"
+        else:
+            within = f"IN ({','.join(map(str, chunk))})"  # ints only: safe to inline
+        for pid, fields in _raw(session, f"SELECT id, fields FROM persons WHERE id {within}"):
+            if pid in wanted:
+                out[pid] = PersonRows(pid, fields_from_json(_json(fields) or {}))
         rows = _raw(
             session,
             "SELECT id, connection, remote_id, payload, remote_updated_at, deleted_at IS NOT NULL, merged_into, "
-            f"person_id FROM remote_records WHERE person_id IN ({within}) ORDER BY id",
+            f"person_id FROM remote_records WHERE person_id {within} ORDER BY id",
         )
         for rid, connection, remote_id, payload, updated_at, deleted, merged_into, pid in rows:
             person = out.get(pid)
@@ -456,12 +463,26 @@ def load_person_views(session: Session, person_ids: Sequence[int]) -> list[Perso
                 )
         del rows
         for pid, connection, fields in _raw(
-            session, f"SELECT person_id, connection, fields FROM snapshots WHERE person_id IN ({within})"
+            session, f"SELECT person_id, connection, fields FROM snapshots WHERE person_id {within}"
         ):
             person = out.get(pid)
             if person is not None:
                 person.snapshots[connection] = fields_from_json(_json(fields) or {})
     return [out[p] for p in person_ids if p in out]
+
+
+def _id_ranges(ids: list[int]) -> Iterator[list[int]]:
+    """Sorted ids in chunks of at most ``_CHUNK``, or of up to 50,000 where they are dense
+    (one range query then reads a whole planning slice)."""
+    i = 0
+    while i < len(ids):
+        big = ids[i : i + 50_000]
+        if big[-1] - big[0] < 2 * len(big):
+            yield big
+            i += len(big)
+        else:
+            yield ids[i : i + _CHUNK]
+            i += _CHUNK
 
 
 def _json(value: Any) -> Any:
