@@ -184,8 +184,11 @@ def _decide_fields(
             if not is_empty(g):
                 golden[name] = g
             continue
-        if len(changes) == 1 and not is_empty(changes[0].value):  # one side moved: it wins
-            golden[name] = changes[0].value
+        first = changes[0].value
+        if not is_empty(first) and all(c.value == first for c in changes[1:]):
+            # One side moved, or every side moved to the same value: it wins (what ``decide``
+            # gives when all changes agree), no conflict.
+            golden[name] = first
             continue
 
         def holds_as(conn: str, value: FieldValue, _name: str = name) -> FieldValue:

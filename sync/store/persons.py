@@ -531,9 +531,11 @@ def save_plan_state(session: Session, plan: Plan, *, run_id: int | None = None, 
     conn = session.connection()
     pg = conn.dialect.name == "postgresql"
     stamp = _bind_value(conn, Person.__table__.c.updated_at, now)
+    texts_of: dict[int, str] = {}
     if plan.golden:
         ids = list(plan.golden)
-        texts = [json.dumps(fields_to_json(g), ensure_ascii=False) for g in plan.golden.values()]
+        texts = [_blob(fields_to_json(g)) for g in plan.golden.values()]
+        texts_of = dict(zip(ids, texts))
         if pg:
             conn.execute(
                 text(
@@ -550,8 +552,12 @@ def save_plan_state(session: Session, plan: Plan, *, run_id: int | None = None, 
     stored = set(existing)
     inserts: list[tuple[int, str, str, str]] = []
     updates: list[tuple[int, str, str, str]] = []
+    golden = plan.golden
     for (pid, connection), snap in plan.snapshots.items():
-        blob = _blob(fields_to_json(snap))
+        # A person first seen on one connection: its snapshot there is its golden record,
+        # already serialized above.
+        g = golden.get(pid)
+        blob = texts_of[pid] if g is not None and (snap is g or snap == g) else _blob(fields_to_json(snap))
         row = (pid, connection, blob, hashlib.sha256(blob.encode("utf-8")).hexdigest())
         (updates if (pid, connection) in stored else inserts).append(row)
     if inserts:
