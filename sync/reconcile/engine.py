@@ -126,8 +126,9 @@ def _holds(info: ConnectionInfo, side: Side) -> FieldDict:
     if current is None or (info.capabilities.pull_mode is PullMode.LOOKUP_ONLY and side.snapshot is not None):
         current = snap
     out: FieldDict = {}
+    readable = info.readable
     for name, value in current.items():
-        if covers(info.readable, name) and not is_empty(value):
+        if (name in readable or covers(readable, name)) and not is_empty(value):
             out[name] = value
     for name, value in snap.items():
         if not covers(info.readable, name) and covers(info.update_fields | info.create_fields, name):
@@ -290,7 +291,8 @@ def _plan_side(
 
 def _plan_create(person_id: int, info: ConnectionInfo, golden: FieldDict, out: PersonPlan) -> None:
     """Create the person where it is missing, or say why it cannot go there."""
-    fields = {k: v for k, v in golden.items() if covers(info.create_fields, k) and not is_empty(v)}
+    allowed = info.create_fields
+    fields = {k: v for k, v in golden.items() if (k in allowed or covers(allowed, k)) and not is_empty(v)}
     if not info.capabilities.can_create:
         out.ops.append(PlanOp(info.name, person_id, OpKind.EXCLUDE, fields=fields, reason=f"{info.name} cannot create contacts"))
         return
