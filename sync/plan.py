@@ -56,6 +56,32 @@ class PlanOp:
         }
 
 
+def new_op(
+    connection: str,
+    person_id: int,
+    kind: OpKind,
+    fields: FieldDict,
+    confirms: FieldDict,
+    remote_id: str | None = None,
+) -> PlanOp:
+    """``PlanOp(connection, person_id, kind, remote_id, fields=..., confirms=...)`` without the
+    frozen dataclass's per-field ``__setattr__`` calls: a backfill plans a million creates."""
+    op = object.__new__(PlanOp)
+    op.__dict__.update(
+        connection=connection,
+        person_id=person_id,
+        kind=kind,
+        remote_id=remote_id,
+        fields=fields,
+        confirms=confirms,
+        before={},
+        loser_ids=(),
+        reason="",
+        payload=None,
+    )
+    return op
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One competing value in a conflict."""

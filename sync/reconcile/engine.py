@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from connectors.base import PullMode
 from sync.canonical import FieldDict, FieldValue, is_empty
-from sync.plan import ConflictDecision, OpKind, Plan, PlanOp
+from sync.plan import ConflictDecision, OpKind, Plan, PlanOp, new_op
 from sync.reconcile.fields import Change, candidates, decide, same
 from sync.reconcile.policy import ReconcilePolicy
 from sync.reconcile.view import ConnectionInfo, PersonView, RecordState, Side, covers
@@ -308,7 +308,7 @@ def _plan_create(person_id: int, info: ConnectionInfo, golden: FieldDict, out: P
         confirms = dict(fields)  # the planner reads them back from the rendered payload
     else:
         confirms = {k: v for k, v in info.shaped(fields).items() if not is_empty(v)}
-    out.ops.append(PlanOp(info.name, person_id, OpKind.CREATE, fields=fields, confirms=confirms))
+    out.ops.append(new_op(info.name, person_id, OpKind.CREATE, fields, confirms))
 
 
 def _propagate_delete(

@@ -61,3 +61,15 @@ def test_first_sight_fast_path_agrees_with_the_general_path(conn: str) -> None:
         assert fast.conflicts == slow.conflicts == []
 
     check()
+
+
+def test_new_op_is_the_plan_op_the_constructor_makes() -> None:
+    import dataclasses
+
+    from sync.plan import OpKind, PlanOp, new_op
+
+    made = new_op("acq", 3, OpKind.CREATE, {"first_name": "Ada"}, {"first_name": "Ada"}, remote_id="r")
+    plain = PlanOp("acq", 3, OpKind.CREATE, "r", fields={"first_name": "Ada"}, confirms={"first_name": "Ada"})
+    assert made == plain and made.__dict__ == plain.__dict__
+    # Every field set (a field added to PlanOp must be added to new_op too).
+    assert set(made.__dict__) == {f.name for f in dataclasses.fields(PlanOp)}
