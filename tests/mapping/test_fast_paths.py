@@ -207,3 +207,28 @@ def _leaf_paths(raw: dict[str, Any], prefix: str = "") -> list[str]:
         else:
             out.append(path)
     return out
+
+
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@SETTINGS
+@given(st.dictionaries(st.text(max_size=4), JSON, max_size=4))
+def test_payload_copy_is_an_independent_deep_copy(raw: dict[str, Any]) -> None:
+    from sync.mapping.transforms import deep_copy
+
+    copied = deep_copy(raw)
+    assert copied == copy.deepcopy(raw) and type(copied) is dict
+
+    def containers(value: Any) -> list[int]:
+        if isinstance(value, dict):
+            return [id(value), *(i for v in value.values() for i in containers(v))]
+        if isinstance(value, list):
+            return [id(value), *(i for v in value for i in containers(v))]
+        return []
+
+    assert not set(containers(copied)) & set(containers(raw)) or not raw
