@@ -332,6 +332,9 @@ def _absent_test(lens_paths: tuple[str, ...]) -> Any:
     if all(len(segs) == 1 for segs in split):
         keys = tuple(segs[0] for segs in split)
         return lambda raw: not any(k in raw for k in keys)
+    if all(len(segs) == 2 for segs in split):
+        pairs = tuple((segs[0], segs[1]) for segs in split)  # Acquire: fields.<key>
+        return lambda raw: not any(isinstance(n := raw.get(a), dict) and b in n for a, b in pairs)
     return lambda raw: not any(paths.has(raw, p) for p in lens_paths)
 
 

@@ -368,6 +368,18 @@ class NameLens(Lens):
         joined = " ".join(p for p in (first, last) if p)
         paths.put(raw, self.paths[0], joined or self.clear)
 
+    def fresh_writer(self, region: str) -> Callable[[FieldDict, dict[str, Any]], None]:
+        # No name yet: the parts this lens covers, joined (a part it does not cover is absent).
+        first_f, last_f, clear, path = self.first, self.last, self.clear, self.paths[0]
+
+        def run(desired: FieldDict, raw: dict[str, Any]) -> None:
+            first = desired.get(first_f) if first_f else None
+            last = desired.get(last_f) if last_f else None
+            joined = " ".join(p for p in (first, last) if p)  # type: ignore[misc]
+            paths.put(raw, path, joined or clear)
+
+        return run
+
     def holds(self, values: FieldDict, region: str) -> bool:
         first = values.get(self.first) if self.first else None
         last = values.get(self.last) if self.last else None
@@ -687,12 +699,26 @@ class ContactIdentitiesLens(Lens):
         self.primary, self.type_key, self.value_key, self.clear = primary, type_key, value_key, clear
         self.type_names = {normalize_identity_type(k): v for k, v in type_names.items()}
         self.explicit = frozenset().union(*(t for t in self.parts.values() if t))
+        # Entry type as spelled -> its field (normalizing a type per entry per read adds up).
+        self._fields_by_type: dict[str, str | None] = {}
 
     def _field_of(self, entry: Any) -> str | None:
         if not isinstance(entry, dict):
             return None
+        spelled = str(entry.get(self.type_key) or "")
         try:
-            kind = normalize_identity_type(str(entry.get(self.type_key) or ""))
+            return self._fields_by_type[spelled]
+        except KeyError:
+            pass
+        field = self._field_of_type(spelled)
+        if len(self._fields_by_type) < 4096:  # a handful of spellings in practice: bounded
+            self._fields_by_type[spelled] = field
+        return field
+
+    def _field_of_type(self, spelled: str) -> str | None:
+        """The canonical field an entry of type ``spelled`` belongs to (None: none of ours)."""
+        try:
+            kind = normalize_identity_type(spelled)
         except InvalidValue:
             return None
         for field, types in self.parts.items():
@@ -701,6 +727,30 @@ class ContactIdentitiesLens(Lens):
         if kind in self.explicit:
             return None
         return next((f for f, t in self.parts.items() if t is None), None)
+
+    def fresh_writer(self, region: str) -> Callable[[FieldDict, dict[str, Any]], None]:
+        # No entries and no primary values yet: nothing to keep or reuse, every changed
+        # partition is its wanted values as new entries, in partition order.
+        parts, primary, item, clear = tuple(self.parts), self.primary, self.ITEM, self.clear
+        list_path, new_entry = self.list_path, self._new_entry
+
+        def run(desired: FieldDict, raw: dict[str, Any]) -> None:
+            result: list[Any] = []
+            for field in parts:
+                if field not in desired:
+                    continue
+                value = desired[field]
+                if field in item:
+                    want = list(value or ())  # type: ignore[arg-type]
+                    if field in primary:
+                        paths.put(raw, primary[field], want[0] if want else clear)
+                        want = want[1:]
+                else:
+                    want = sorted(set(value or ()))  # type: ignore[arg-type]
+                result.extend(new_entry(field, n) for n in want)
+            paths.put(raw, list_path, result)
+
+        return run
 
     def _norm(self, field: str, entry_type: str | None, value: Any, region: str) -> str:
         if field in self.ITEM:
