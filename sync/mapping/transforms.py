@@ -149,6 +149,21 @@ def _plain_email(text: str) -> str | None:
     return (local + "@" + norm).lower()
 
 
+# A US number written nationally, once punctuation is removed (normalize_phone's compaction):
+# ten digits, the first 2-9. phonenumbers parses that to +1 and the digits (the US numbering
+# plan accepts every ten-digit number as possible), at ~30 µs where this is ~1 µs.
+_PHONE_PUNCT = re.compile(r"[\s().\-/]")
+_US_NATIONAL = re.compile(r"[2-9]\d{9}\Z")
+
+
+def _us_national(text: str, region: str) -> str | None:
+    """``normalize_phone(text, "US")`` for a nationally written US number, else None."""
+    if region != "US":
+        return None
+    compact = _PHONE_PUNCT.sub("", text)
+    return "+1" + compact if _US_NATIONAL.match(compact) else None
+
+
 def _normalize_item(kind: str, value: Any, region: str) -> str:
     text = _text(value)
     if text is None:
@@ -156,7 +171,7 @@ def _normalize_item(kind: str, value: Any, region: str) -> str:
     if kind == "email":
         return _plain_email(text) or normalize_email(text)
     if kind == "phone":
-        return normalize_phone(text, region)
+        return _us_national(text, region) or normalize_phone(text, region)
     return text
 
 

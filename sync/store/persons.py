@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -490,13 +490,16 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
+_UTC = timezone.utc
+
+
 def _timestamp(value: Any) -> datetime | None:
     """A timestamp column from the driver as a UTC-aware datetime (SQLite keeps naive UTC text)."""
     if value is None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return _aware(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -512,10 +515,15 @@ def _hash(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(_blob(data).encode("utf-8")).hexdigest()
 
 
+# json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) without building
+# an encoder per call (the hash of sync.store.snapshots.fields_hash).
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _blob(data: Mapping[str, Any]) -> str:
     """The canonical JSON text of a snapshot: what its hash is taken of, and (being valid JSON)
     what is stored, so each snapshot is serialized once."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODE(data)
 
 
 def save_plan_state(session: Session, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()) -> None:

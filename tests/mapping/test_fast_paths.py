@@ -232,3 +232,22 @@ def test_payload_copy_is_an_independent_deep_copy(raw: dict[str, Any]) -> None:
         return []
 
     assert not set(containers(copied)) & set(containers(raw)) or not raw
+
+
+US_DIGITS = st.from_regex(r"[0-9]{10,11}", fullmatch=True)
+PHONE_TEXT = US_DIGITS.flatmap(
+    lambda d: st.sampled_from(
+        [d, f"({d[:3]}) {d[3:6]}-{d[6:]}", f"{d[:3]}.{d[3:6]}.{d[6:]}", f" {d[:3]}-{d[3:6]}-{d[6:]} ", f"{d[:3]}/{d[3:]}"]
+    )
+)
+
+
+@SETTINGS
+@given(st.one_of(PHONE_TEXT, st.text(alphabet="0123456789 ()-.+/", max_size=16)), st.sampled_from(["US", "GB", "CA"]))
+def test_us_national_phone_check_agrees_with_phonenumbers(text: str, region: str) -> None:
+    from sync.mapping.transforms import _us_national
+    from sync.normalize import normalize_phone
+
+    fast = _us_national(text.strip(), region)
+    if fast is not None:
+        assert fast == normalize_phone(text.strip(), region)
