@@ -23,7 +23,13 @@ merged into their contact (mergeToContactId). Records are staged through ``sync.
 
 ``--cache DIR`` (SQLite only) keeps a copy of the staged store (and the incremental edits) in
 DIR, keyed by records and seed, and starts from that copy next time: iterating on planning
-then skips generating and staging, which take longer than the phases measured.
+then skips generating and staging, which take longer than the phases measured. (A run from
+the cache never holds the generated input, so its ``peak_rss_mb`` is lower than a full run's.)
+
+Both ``build_plan`` calls stream (``keep_ops=False``, as a cycle with an outbox queue does):
+every payload is rendered and the plan state stored, but the returned Plan keeps counts only.
+The reconcile + plan log line also gives the phase's CPU seconds, steadier than wall time on
+a shared machine.
 """
 
 from __future__ import annotations
