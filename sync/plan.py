@@ -56,6 +56,32 @@ class PlanOp:
         }
 
 
+def new_op(
+    connection: str,
+    person_id: int,
+    kind: OpKind,
+    fields: FieldDict,
+    confirms: FieldDict,
+    remote_id: str | None = None,
+) -> PlanOp:
+    """``PlanOp(connection, person_id, kind, remote_id, fields=..., confirms=...)`` without the
+    frozen dataclass's per-field ``__setattr__`` calls: a backfill plans a million creates."""
+    op = object.__new__(PlanOp)
+    op.__dict__.update(
+        connection=connection,
+        person_id=person_id,
+        kind=kind,
+        remote_id=remote_id,
+        fields=fields,
+        confirms=confirms,
+        before={},
+        loser_ids=(),
+        reason="",
+        payload=None,
+    )
+    return op
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One competing value in a conflict."""
@@ -106,9 +132,22 @@ class Plan:
     # connection, no write needed there); stored when the plan is committed, so the same change
     # is not seen again. Snapshots after writes are each op's ``confirms``.
     snapshots: dict[tuple[int, str], FieldDict] = field(default_factory=dict)
+    # Ops counted but not held, per (connection, op kind): a plan built with ``keep_ops=False``
+    # (its slices were queued to the outbox as they were planned) keeps only these counts.
+    untracked: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Persons reconciled (``golden`` is empty when the golden records were not kept).
+    persons: int = 0
 
     def is_empty(self) -> bool:
+        if any(n for (_, kind), n in self.untracked.items() if kind != OpKind.EXCLUDE.value):
+            return False
         return not any(op.kind is not OpKind.EXCLUDE for op in self.ops)
+
+    def count(self, ops: list[PlanOp]) -> None:
+        """Count ``ops`` into :attr:`untracked` instead of holding them."""
+        tally = self.untracked
+        for op in ops:
+            tally[(op.connection, op.kind.value)] += 1
 
     def by_connection(self) -> dict[str, list[PlanOp]]:
         out: dict[str, list[PlanOp]] = {}
@@ -121,6 +160,8 @@ class Plan:
         out: dict[str, Counter[str]] = {}
         for op in self.ops:
             out.setdefault(op.connection, Counter())[op.kind.value] += 1
+        for (conn, kind), n in self.untracked.items():
+            out.setdefault(conn, Counter())[kind] += n
         return {conn: dict(sorted(c.items())) for conn, c in sorted(out.items())}
 
     def to_json(self) -> dict[str, Any]:

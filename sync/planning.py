@@ -142,6 +142,7 @@ def build_plan(
     chunk_size: int = 20_000,
     queue: Callable[[Any, Plan], None] | None = None,
     replan: bool = False,
+    keep_ops: bool | None = None,
 ) -> Plan:
     """Match the store's dirty records, reconcile its dirty persons over connections ``names``
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
@@ -153,14 +154,29 @@ def build_plan(
     persons this commit marks clean.
 
     ``replan`` reconciles every live person, not only the dirty ones (a connection joined the
-    profile, or the user asked for it after changing mappings or policies)."""
+    profile, or the user asked for it after changing mappings or policies).
+
+    ``keep_ops`` (default: only when no ``queue`` is given) makes the returned Plan hold every
+    op, golden record and read-confirmed snapshot. Without it the slices are dropped once
+    stored and queued, and the Plan keeps their counts (``summary()``), the conflicts and the
+    number of persons: a backfill's millions of rendered payloads never sit in memory at once."""
     mappings = {n: config.mapping(n) for n in names}
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
     session = store.manual_session()
+    keep = queue is None if keep_ops is None else keep_ops
     with _no_gc():
         return _build(
-            session, mappings, infos, config, capabilities, run_id=run_id, commit=commit, chunk_size=chunk_size, queue=queue,
+            session,
+            mappings,
+            infos,
+            config,
+            capabilities,
+            run_id=run_id,
+            commit=commit,
+            chunk_size=chunk_size,
+            queue=queue,
             replan=replan,
+            keep=keep,
         )
 
 
@@ -188,7 +204,8 @@ def _build(
     commit: bool,
     chunk_size: int,
     queue: Callable[[Any, Plan], None] | None,
-    replan: bool = False,
+    replan: bool,
+    keep: bool,
 ) -> Plan:
     try:
         if replan:
@@ -208,10 +225,14 @@ def _build(
                 save_plan_state(session, part, run_id=run_id, existing=existing)
                 if queue is not None:
                     queue(session, part)
-            plan.ops.extend(part.ops)
+            plan.persons += len(part.golden)
             plan.conflicts.extend(part.conflicts)
-            plan.golden.update(part.golden)
-            plan.snapshots.update(part.snapshots)
+            if keep:
+                plan.ops.extend(part.ops)
+                plan.golden.update(part.golden)
+                plan.snapshots.update(part.snapshots)
+            else:
+                plan.count(part.ops)
             del people, ctx, views, part
         if commit:
             session.commit()
@@ -318,6 +339,12 @@ def person_view(
     sides: dict[str, Side] = {}
     for conn, recs in by_conn.items():
         snapshot = person.snapshots.get(conn)
+        if len(recs) == 1:  # the common case: nothing to choose between
+            rec = recs[0]
+            ctx.payloads[(conn, rec.remote_id)] = rec.payload
+            current = mappings[conn].read(rec.payload).fields
+            sides[conn] = Side(conn, RecordState(rec.remote_id, current, rec.updated_at, rec.deleted), snapshot)
+            continue
         preferred = (primaries or {}).get((person.person_id, conn))
         states: list[tuple[tuple[int, bool, int], RecordState]] = []
         for rec in recs:
@@ -346,15 +373,17 @@ def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
     whose payload comes out empty and that changes no endpoint field is dropped — its values
     are already held there — and its snapshot is confirmed instead."""
     ops: list[PlanOp] = []
+    passive = (OpKind.DELETE, OpKind.MERGE, OpKind.EXCLUDE)
     for op in plan.ops:
         mapping = ctx.mappings.get(op.connection)
-        if mapping is None or op.kind in (OpKind.DELETE, OpKind.MERGE, OpKind.EXCLUDE):
+        if mapping is None or op.kind in passive:
             ops.append(op)
             continue
         if op.kind is OpKind.CREATE:
             # The payload, and what the platform will read back of it (the mapping's fit).
             body, back = mapping.create(op.fields)
-            confirms = {k: v for k, v in back.items() if covers(mapping.writable, k) and not is_empty(v)}
+            writable = mapping.writable
+            confirms = {k: v for k, v in back.items() if (k in writable or covers(writable, k)) and not is_empty(v)}
             if confirms == op.fields:
                 confirms = op.fields  # one dict, not two equal ones (a backfill holds millions)
             ops.append(_with(op, payload=body, confirms=confirms))

@@ -69,10 +69,26 @@ class FieldMapping:
         self.writable: frozenset[str] = frozenset(f for l in lenses if l.writable for f in l.fields)
         self._reading = [l for l in lenses if l.readable]
         self._writing = [l for l in lenses if l.writable]
-        self._readers = [l.read for l in self._reading]  # bound once, called per record
+        # Each reading lens compiled once for the region (see Lens.reader), called per record.
+        self._readers = [l.reader(default_region) for l in self._reading]
         # Per writing lens, the top-level raw keys it reads: a lens none of whose keys is in
         # a payload reads nothing from it (a create's payload is built from empty).
         self._tops = [frozenset(paths.split(p)[0] for p in l.paths) for l in self._writing]
+        # Per writing lens: whether none of its own paths is in a payload (then it reads nothing
+        # there and writes as onto an empty one), and its write onto such a payload, compiled.
+        self._absent = [_absent_test(l.paths) for l in self._writing]
+        self._fresh = [l.fresh_writer(default_region) for l in self._writing]
+        # Per writing lens, the reading lenses whose paths overlap its own (one path a prefix of
+        # the other): on a new payload, the only ones that can read what it wrote. A create's
+        # read-back runs just those (a lens reads nothing where none of its paths exists).
+        self._overlap = [
+            frozenset(j for j, r in enumerate(self._reading) if _overlaps(w.paths, r.paths)) for w in self._writing
+        ]
+        self._derived_overlap = frozenset(
+            j for j, r in enumerate(self._reading) if _overlaps(tuple(d.path for d in derived), r.paths)
+        )
+        self._backs: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        self._create_steps: dict[tuple[str, ...], tuple[tuple[int, tuple[str, ...]], ...]] = {}
         # Canonical name -> indexes of the writing lenses owning it (filled on first use).
         self._owners: dict[str, tuple[int, ...]] = {}
         # Whether a derived key is also read: if not, the read ``_derive`` does is the read-back.
@@ -89,13 +105,8 @@ class FieldMapping:
         that do not normalize are reported in ``issues`` and left out of ``fields``."""
         out: FieldDict = {}
         issues: list[Issue] = []
-        region = self.default_region
         for read in self._readers:
-            values, found = read(raw, region)
-            if values:
-                out.update(values)
-            if found:
-                issues.extend(found)
+            read(raw, out, issues)
         return ReadResult(out, issues)
 
     # -- writing ---------------------------------------------------------------------------
@@ -119,10 +130,75 @@ class FieldMapping:
     def create(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], FieldDict]:
         """The payload of a new record with ``fields`` (``write(fields, None)``) and what the
         platform reads back of it (``read(payload).fields``), in one pass where possible."""
-        out, back = self._write(fields, None)
-        return out, (back if back is not None else self.read(out).fields)
+        written: list[int] = []
+        out = self._create(fields, written)
+        if self.derived:
+            back = self._derive(out, set(), created=True, written=written)
+            if back is not None:
+                return out, back
+        return out, self._read_back(out, written)
 
-    def _write(self, fields: Mapping[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, Any], FieldDict | None]:
+    def _create(self, fields: Mapping[str, Any], written: list[int]) -> dict[str, Any]:
+        """``_write(fields, None)``'s payload, by a plan per set of field names: which writing
+        lenses get which fields (a backfill's creates share a handful of shapes)."""
+        key = tuple(fields)
+        steps = self._create_steps.get(key)
+        if steps is None:
+            groups: dict[int, list[str]] = {}
+            for k in key:
+                for i in self._owners.get(k) or self._owners_of(k):
+                    groups.setdefault(i, []).append(k)
+            steps = tuple((i, tuple(groups[i])) for i in sorted(groups))
+            if len(self._create_steps) < 1024:
+                self._create_steps[key] = steps
+        out: dict[str, Any] = {}
+        region = self.default_region
+        for i, names in steps:
+            if not out or self._tops[i].isdisjoint(out) or self._absent[i](out):
+                desired = {k: v for k in names if not is_empty(v := fields[k])}
+                if desired:
+                    self._fresh[i](desired, out)
+                    written.append(i)
+                continue
+            # Something of this lens is in the payload already (another lens wrote into its
+            # paths): the general rule, as in ``_write``.
+            lens = self._writing[i]
+            current, _ = lens.read(out, region)
+            merged = dict(current)
+            for k in names:
+                value = fields[k]
+                if is_empty(value):
+                    merged.pop(k, None)
+                else:
+                    merged[k] = value
+            changed = {k for k in set(current) | set(merged) if not value_equal(current.get(k), merged.get(k))}
+            if changed:
+                lens.write(merged, out, region, changed)
+                written.append(i)
+        return out
+
+    def _read_back(self, out: dict[str, Any], written: list[int]) -> FieldDict:
+        """``read(out).fields`` for a payload built from empty by the writing lenses
+        ``written`` (and the derived keys): only the readers that can find anything there."""
+        key = tuple(written)
+        readers = self._backs.get(key)
+        if readers is None:
+            found = set(self._derived_overlap)
+            for i in written:
+                found |= self._overlap[i]
+            readers = tuple(self._readers[j] for j in sorted(found))
+            if len(self._backs) < 1024:
+                self._backs[key] = readers
+        fields: FieldDict = {}
+        issues: list[Issue] = []
+        for read in readers:
+            read(out, fields, issues)
+        return fields
+
+    def _write(
+        self, fields: Mapping[str, Any], base: dict[str, Any] | None, written: list[int] | None = None
+    ) -> tuple[dict[str, Any], FieldDict | None]:
+        """``written`` (a create, from an empty payload) collects the writing lenses that wrote."""
         out = deep_copy(base)
         touched: set[str] = set()
         # The fields per writing lens, in the order of ``fields`` (one pass, not one per lens).
@@ -132,12 +208,15 @@ class FieldMapping:
                 groups.setdefault(i, {})[k] = v
         for i in sorted(groups):
             lens, mine = self._writing[i], groups[i]
-            if not out or self._tops[i].isdisjoint(out):
-                # Nothing of this lens in the payload yet: every non-empty value is a change.
+            if not out or self._tops[i].isdisjoint(out) or self._absent[i](out):
+                # Nothing of this lens in the payload yet (it would read nothing): every
+                # non-empty value is a change.
                 desired = {k: v for k, v in mine.items() if not is_empty(v)}
                 if desired:
-                    lens.write(desired, out, self.default_region, set(desired))
+                    self._fresh[i](desired, out)
                     touched.update(desired)
+                    if written is not None:
+                        written.append(i)
                 continue
             current, _ = lens.read(out, self.default_region)
             desired = dict(current)
@@ -150,14 +229,18 @@ class FieldMapping:
             if changed:
                 lens.write(desired, out, self.default_region, changed)
                 touched |= changed
-        return out, self._derive(out, touched, created=not base)
+                if written is not None:
+                    written.append(i)
+        return out, self._derive(out, touched, created=not base, written=written)
 
-    def _derive(self, out: dict[str, Any], touched: set[str], created: bool) -> FieldDict | None:
+    def _derive(
+        self, out: dict[str, Any], touched: set[str], created: bool, written: list[int] | None = None
+    ) -> FieldDict | None:
         """Set the derived keys; returns what ``out`` reads as afterwards when that is known
         without reading it again (no derived key is read), else None."""
         if not self.derived:
             return None
-        current = self.read(out).fields
+        current = self.read(out).fields if written is None else self._read_back(out, written)
         for rule in self.derived:
             present = paths.get(out, rule.path)
             if not (created or is_empty(present) or touched & set(rule.sources)):
@@ -236,6 +319,23 @@ class FieldMapping:
     def custom_keys(self, fields: Mapping[str, Any]) -> list[str]:
         """The custom field keys present in a field dict."""
         return sorted(k[len(CUSTOM_PREFIX):] for k in fields if k.startswith(CUSTOM_PREFIX))
+
+
+def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether a path of ``a`` and one of ``b`` are the same or one is inside the other."""
+    return any(paths.is_prefix(x, y) or paths.is_prefix(y, x) for x in a for y in b)
+
+
+def _absent_test(lens_paths: tuple[str, ...]) -> Any:
+    """A test ``payload -> bool``: none of ``lens_paths`` exists in the payload."""
+    split = [paths.split(p) for p in lens_paths]
+    if all(len(segs) == 1 for segs in split):
+        keys = tuple(segs[0] for segs in split)
+        return lambda raw: not any(k in raw for k in keys)
+    if all(len(segs) == 2 for segs in split):
+        pairs = tuple((segs[0], segs[1]) for segs in split)  # Acquire: fields.<key>
+        return lambda raw: not any(isinstance(n := raw.get(a), dict) and b in n for a, b in pairs)
+    return lambda raw: not any(paths.has(raw, p) for p in lens_paths)
 
 
 def _diff(base: Any, new: Any, prefix: str, hook: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from connectors.base import PullMode
 from sync.canonical import FieldDict, FieldValue, is_empty
-from sync.plan import ConflictDecision, OpKind, Plan, PlanOp
+from sync.plan import ConflictDecision, OpKind, Plan, PlanOp, new_op
 from sync.reconcile.fields import Change, candidates, decide, same
 from sync.reconcile.policy import ReconcilePolicy
 from sync.reconcile.view import ConnectionInfo, PersonView, RecordState, Side, covers
@@ -70,6 +70,12 @@ def reconcile_person(
         _propagate_delete(view, connections, live, gone, out)
         return out
 
+    if not gone and len(live) == 1 and not view.golden and not view.merged:
+        ((name, only),) = live.items()
+        if only.snapshot is None and not only.others:
+            _first_sight(view.person_id, connections, sides, name, only, out)
+            return out
+
     holds = {n: _holds(connections[n], s) for n, s in live.items()}
     golden, erased = _decide_fields(view, connections, live, holds, policy, out)
     if gone and policy.deletes.mode == "tag":
@@ -87,6 +93,29 @@ def reconcile_person(
     return out
 
 
+def _first_sight(
+    person_id: int,
+    connections: Mapping[str, ConnectionInfo],
+    sides: Mapping[str, Side],
+    name: str,
+    side: Side,
+    out: PersonPlan,
+) -> None:
+    """A new person on one connection only (most of a backfill): what the general path decides
+    for it, without the per-field merge. Every value it holds is a one-sided change, so the
+    golden record is what it holds (in field order, as ``_decide_fields`` builds it); its
+    snapshot is confirmed by reading; it needs no update; and it is created everywhere else."""
+    info = connections[name]
+    holds = _holds(info, side)
+    golden = {k: holds[k] for k in sorted(holds)}
+    out.golden = golden
+    if holds:
+        out.snapshots[info.name] = holds
+    for other_name, other in sides.items():
+        if other.record is None:
+            _plan_create(person_id, connections[other_name], golden, out)
+
+
 def _holds(info: ConnectionInfo, side: Side) -> FieldDict:
     """What the side holds now, on the fields it reads or writes: the pulled values for the
     readable ones; the snapshot for write-only fields and for platforms that cannot be read
@@ -97,8 +126,9 @@ def _holds(info: ConnectionInfo, side: Side) -> FieldDict:
     if current is None or (info.capabilities.pull_mode is PullMode.LOOKUP_ONLY and side.snapshot is not None):
         current = snap
     out: FieldDict = {}
+    readable = info.readable
     for name, value in current.items():
-        if covers(info.readable, name) and not is_empty(value):
+        if (name in readable or covers(readable, name)) and not is_empty(value):
             out[name] = value
     for name, value in snap.items():
         if not covers(info.readable, name) and covers(info.update_fields | info.create_fields, name):
@@ -122,8 +152,9 @@ def _decide_fields(
         names.update(live[n].snapshot or ())
     golden: FieldDict = {}
     erased: set[str] = set()
+    rules = policy.conflicts.for_field
     for name in sorted(names):
-        rule = policy.conflicts.for_field(name)
+        rule = None  # looked up only when needed (most fields did not move)
         g = view.golden.get(name)
         changes: list[Change] = []
         for n, side in live.items():
@@ -141,8 +172,12 @@ def _decide_fields(
                 continue
             # A value cleared is a change only where erasing is allowed, and never for a
             # side seen for the first time (a missing field there is not a deletion).
-            if is_empty(now) and (side.snapshot is None or not rule.empty_erases):
-                continue
+            if is_empty(now):
+                if side.snapshot is None:
+                    continue
+                rule = rule or rules(name)
+                if not rule.empty_erases:
+                    continue
             assert side.record is not None
             changes.append(Change(n, now, base, side.record.updated_at))
 
@@ -150,8 +185,11 @@ def _decide_fields(
             if not is_empty(g):
                 golden[name] = g
             continue
-        if len(changes) == 1 and not is_empty(changes[0].value):  # one side moved: it wins
-            golden[name] = changes[0].value
+        first = changes[0].value
+        if not is_empty(first) and all(c.value == first for c in changes[1:]):
+            # One side moved, or every side moved to the same value: it wins (what ``decide``
+            # gives when all changes agree), no conflict.
+            golden[name] = first
             continue
 
         def holds_as(conn: str, value: FieldValue, _name: str = name) -> FieldValue:
@@ -160,7 +198,7 @@ def _decide_fields(
                 return value
             return info.shaped({_name: value}).get(_name)
 
-        outcome = decide(name, g, changes, rule, holds_as)
+        outcome = decide(name, g, changes, rule or rules(name), holds_as)
         if outcome.rule is not None:
             out.conflicts.append(ConflictDecision(view.person_id, name, candidates(changes), outcome.value, outcome.rule))
         if outcome.erased:
@@ -183,7 +221,7 @@ def _plan_side(
     """Update (only the changed fields) or nothing; and the snapshot confirmed by reading,
     which is returned."""
     assert side.record is not None
-    tracked = info.readable | info.update_fields
+    tracked = info.tracked
     confirmed = {k: v for k, v in holds.items() if covers(tracked, k)}
     if not _same_dict(confirmed, side.snapshot or {}):
         out.snapshots[info.name] = confirmed
@@ -253,7 +291,8 @@ def _plan_side(
 
 def _plan_create(person_id: int, info: ConnectionInfo, golden: FieldDict, out: PersonPlan) -> None:
     """Create the person where it is missing, or say why it cannot go there."""
-    fields = {k: v for k, v in golden.items() if covers(info.create_fields, k) and not is_empty(v)}
+    allowed = info.create_fields
+    fields = {k: v for k, v in golden.items() if (k in allowed or covers(allowed, k)) and not is_empty(v)}
     if not info.capabilities.can_create:
         out.ops.append(PlanOp(info.name, person_id, OpKind.EXCLUDE, fields=fields, reason=f"{info.name} cannot create contacts"))
         return
@@ -269,7 +308,7 @@ def _plan_create(person_id: int, info: ConnectionInfo, golden: FieldDict, out: P
         confirms = dict(fields)  # the planner reads them back from the rendered payload
     else:
         confirms = {k: v for k, v in info.shaped(fields).items() if not is_empty(v)}
-    out.ops.append(PlanOp(info.name, person_id, OpKind.CREATE, fields=fields, confirms=confirms))
+    out.ops.append(new_op(info.name, person_id, OpKind.CREATE, fields, confirms))
 
 
 def _propagate_delete(

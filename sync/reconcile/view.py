@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from connectors.base import Capabilities
 from sync.canonical import CUSTOM_PREFIX, FieldDict
@@ -18,7 +19,8 @@ ALL_CUSTOM = CUSTOM_PREFIX + "*"
 
 def covers(names: Iterable[str], name: str) -> bool:
     """True when ``name`` is in ``names`` (``custom.*`` stands for every custom field)."""
-    names = names if isinstance(names, (set, frozenset)) else frozenset(names)
+    if type(names) is not frozenset and type(names) is not set:
+        names = frozenset(names)
     return name in names or (name.startswith(CUSTOM_PREFIX) and ALL_CUSTOM in names)
 
 
@@ -44,6 +46,11 @@ class ConnectionInfo:
     capabilities: Capabilities
     shape: Callable[[FieldDict], FieldDict] | None = None
     confirm_from_payload: bool = False
+
+    @cached_property
+    def tracked(self) -> frozenset[str]:
+        """The fields a snapshot of this connection keeps: those it reads or updates."""
+        return self.readable | self.update_fields
 
     def shaped(self, values: FieldDict) -> FieldDict:
         """``values`` as this platform would hold them."""

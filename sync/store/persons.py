@@ -25,7 +25,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -604,38 +604,83 @@ def dirty_person_ids(session: Session) -> list[int]:
 
 
 def load_person_views(session: Session, person_ids: Sequence[int]) -> list[PersonRows]:
-    """Golden record, records and snapshots of each person, in ``person_ids`` order."""
-    pt = Person.__table__.c
-    rr = RemoteRecord.__table__.c
-    st = Snapshot.__table__.c
+    """Golden record, records and snapshots of each person, in ``person_ids`` order.
+
+    Read through the driver's cursor (a backfill loads a million records with their payloads:
+    SQLAlchemy's per-row result processing cost more than the query), JSON and timestamps
+    decoded here the way the column types would."""
     out: dict[int, PersonRows] = {}
-    ids = sorted(set(person_ids))
-    for chunk in _chunks(ids):
-        for pid, fields in session.execute(select(pt.id, pt.fields).where(pt.id.in_(chunk))):
-            out[pid] = PersonRows(pid, fields_from_json(fields or {}))
-        for row in session.execute(
-            select(rr.id, rr.connection, rr.remote_id, rr.payload, rr.remote_updated_at, rr.deleted_at, rr.merged_into, rr.person_id)
-            .where(rr.person_id.in_(chunk))
-            .order_by(rr.id)
-        ):
-            person = out.get(row.person_id)
+    ids = sorted({int(p) for p in person_ids})
+    loads = json.loads
+    for chunk in _id_ranges(ids):
+        wanted = set(chunk)
+        if chunk[-1] - chunk[0] < 2 * len(chunk):
+            # Dense ids (a backfill: every person dirty): one range scan of the person_id index
+            # beats thousands of IN probes; rows of persons not asked for are skipped below.
+            within = f"BETWEEN {chunk[0]} AND {chunk[-1]}"
+        else:
+            within = f"IN ({','.join(map(str, chunk))})"  # ints only: safe to inline
+        for pid, fields in _raw(session, f"SELECT id, fields FROM persons WHERE id {within}"):
+            if pid in wanted:
+                out[pid] = PersonRows(pid, fields_from_json(_json(fields) or {}))
+        rows = _raw(
+            session,
+            "SELECT id, connection, remote_id, payload, remote_updated_at, deleted_at IS NOT NULL, merged_into, "
+            f"person_id FROM remote_records WHERE person_id {within} ORDER BY id",
+        )
+        for rid, connection, remote_id, payload, updated_at, deleted, merged_into, pid in rows:
+            person = out.get(pid)
             if person is not None:
                 person.records.append(
                     RecordRow(
-                        row.id,
-                        row.connection,
-                        row.remote_id,
-                        row.payload or {},
-                        _aware(row.remote_updated_at),
-                        row.deleted_at is not None,
-                        row.merged_into,
+                        rid,
+                        connection,
+                        remote_id,
+                        (loads(payload) if type(payload) is str else payload) or {},
+                        _timestamp(updated_at),
+                        bool(deleted),
+                        merged_into,
                     )
                 )
-        for pid, conn, fields in session.execute(select(st.person_id, st.connection, st.fields).where(st.person_id.in_(chunk))):
+        del rows
+        for pid, connection, fields in _raw(
+            session, f"SELECT person_id, connection, fields FROM snapshots WHERE person_id {within}"
+        ):
             person = out.get(pid)
             if person is not None:
-                person.snapshots[conn] = fields_from_json(fields or {})
+                person.snapshots[connection] = fields_from_json(_json(fields) or {})
     return [out[p] for p in person_ids if p in out]
+
+
+def _id_ranges(ids: list[int]) -> Iterator[list[int]]:
+    """Sorted ids in chunks of at most ``_CHUNK``, or of up to 50,000 where they are dense
+    (one range query then reads a whole planning slice)."""
+    i = 0
+    while i < len(ids):
+        big = ids[i : i + 50_000]
+        if big[-1] - big[0] < 2 * len(big):
+            yield big
+            i += len(big)
+        else:
+            yield ids[i : i + _CHUNK]
+            i += _CHUNK
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's value from the driver: text on SQLite, already decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+_UTC = timezone.utc
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """A timestamp column from the driver as a UTC-aware datetime (SQLite keeps naive UTC text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -648,40 +693,94 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def _hash(data: Mapping[str, Any]) -> str:
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_blob(data).encode("utf-8")).hexdigest()
+
+
+# json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) without building
+# an encoder per call (the hash of sync.store.snapshots.fields_hash).
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _blob(data: Mapping[str, Any]) -> str:
+    """The canonical JSON text of a snapshot: what its hash is taken of, and (being valid JSON)
+    what is stored, so each snapshot is serialized once."""
+    return _ENCODE(data)
 
 
 def save_plan_state(session: Session, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()) -> None:
     """Store what a plan decided that needs no remote call: golden records (version + 1, no
     longer dirty), snapshots confirmed by reading (``plan.snapshots``) and conflicts.
-    ``existing``: the (person, connection) snapshots already stored (inserts vs updates)."""
+    ``existing``: the (person, connection) snapshots already stored (inserts vs updates).
+
+    A backfill stores a million of each: the rows go to the driver as plain tuples (JSON text
+    serialized here, the timestamp converted once) — one ``executemany`` per statement on
+    SQLite, one statement over arrays on PostgreSQL — not through per-row SQLAlchemy
+    parameter processing."""
     now = utcnow()
-    pt = Person.__table__
+    conn = session.connection()
+    pg = conn.dialect.name == "postgresql"
+    stamp = _bind_value(conn, Person.__table__.c.updated_at, now)
+    texts_of: dict[int, str] = {}
     if plan.golden:
-        session.execute(
-            update(pt)
-            .where(pt.c.id == bindparam("b_id"))
-            .values(fields=bindparam("b_fields"), version=pt.c.version + 1, updated_at=now, dirty=False),
-            [{"b_id": pid, "b_fields": fields_to_json(g)} for pid, g in plan.golden.items()],
-        )
+        ids = list(plan.golden)
+        texts = [_blob(fields_to_json(g)) for g in plan.golden.values()]
+        texts_of = dict(zip(ids, texts))
+        if pg:
+            conn.execute(
+                text(
+                    "UPDATE persons AS p SET fields = v.f, version = p.version + 1, updated_at = :now, dirty = false "
+                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:fs AS jsonb[])) AS v(id, f) WHERE p.id = v.id"
+                ).bindparams(bindparam("now", type_=Person.__table__.c.updated_at.type)),
+                {"ids": ids, "fs": texts, "now": now},
+            )
+        else:
+            conn.exec_driver_sql(
+                "UPDATE persons SET fields = ?, version = version + 1, updated_at = ?, dirty = 0 WHERE id = ?",
+                [(f, stamp, pid) for pid, f in zip(ids, texts)],
+            )
     stored = set(existing)
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for (pid, conn), snap in plan.snapshots.items():
-        data = fields_to_json(snap)
-        row = {"person_id": pid, "connection": conn, "fields": data, "hash": _hash(data), "updated_at": now}
-        (updates if (pid, conn) in stored else inserts).append(row)
-    st = Snapshot.__table__
+    inserts: list[tuple[int, str, str, str]] = []
+    updates: list[tuple[int, str, str, str]] = []
+    golden = plan.golden
+    for (pid, connection), snap in plan.snapshots.items():
+        # A person first seen on one connection: its snapshot there is its golden record,
+        # already serialized above.
+        g = golden.get(pid)
+        blob = texts_of[pid] if g is not None and (snap is g or snap == g) else _blob(fields_to_json(snap))
+        row = (pid, connection, blob, hashlib.sha256(blob.encode("utf-8")).hexdigest())
+        (updates if (pid, connection) in stored else inserts).append(row)
     if inserts:
-        session.execute(insert(st), inserts)
+        if pg:
+            pids, conns, blobs, hashes = (list(c) for c in zip(*inserts))
+            conn.execute(
+                text(
+                    "INSERT INTO snapshots (person_id, connection, fields, hash, updated_at) "
+                    "SELECT v.p, v.c, v.f, v.h, :now FROM unnest(CAST(:p AS bigint[]), CAST(:c AS text[]), "
+                    "CAST(:f AS jsonb[]), CAST(:h AS text[])) AS v(p, c, f, h)"
+                ).bindparams(bindparam("now", type_=Snapshot.__table__.c.updated_at.type)),
+                {"p": pids, "c": conns, "f": blobs, "h": hashes, "now": now},
+            )
+        else:
+            conn.exec_driver_sql(
+                "INSERT INTO snapshots (person_id, connection, fields, hash, updated_at) VALUES (?, ?, ?, ?, ?)",
+                [(*row, stamp) for row in inserts],
+            )
     if updates:
-        session.execute(
-            update(st)
-            .where(st.c.person_id == bindparam("b_pid"), st.c.connection == bindparam("b_conn"))
-            .values(fields=bindparam("b_fields"), hash=bindparam("b_hash"), updated_at=now),
-            [{"b_pid": u["person_id"], "b_conn": u["connection"], "b_fields": u["fields"], "b_hash": u["hash"]} for u in updates],
-        )
+        if pg:
+            pids, conns, blobs, hashes = (list(c) for c in zip(*updates))
+            conn.execute(
+                text(
+                    "UPDATE snapshots AS s SET fields = v.f, hash = v.h, updated_at = :now FROM unnest("
+                    "CAST(:p AS bigint[]), CAST(:c AS text[]), CAST(:f AS jsonb[]), CAST(:h AS text[])) AS v(p, c, f, h) "
+                    "WHERE s.person_id = v.p AND s.connection = v.c"
+                ).bindparams(bindparam("now", type_=Snapshot.__table__.c.updated_at.type)),
+                {"p": pids, "c": conns, "f": blobs, "h": hashes, "now": now},
+            )
+        else:
+            conn.exec_driver_sql(
+                "UPDATE snapshots SET fields = ?, hash = ?, updated_at = ? WHERE person_id = ? AND connection = ?",
+                [(blob, digest, stamp, pid, connection) for pid, connection, blob, digest in updates],
+            )
     if plan.conflicts:
         rows = []
         for c in plan.conflicts:
@@ -699,6 +798,12 @@ def save_plan_state(session: Session, plan: Plan, *, run_id: int | None = None, 
                 }
             )
         session.execute(insert(Conflict.__table__), rows)
+
+
+def _bind_value(conn: Any, column: Any, value: Any) -> Any:
+    """``value`` as the driver receives it for ``column`` (SQLite: the naive-UTC text form)."""
+    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return process(value) if process is not None else value
 
 
 __all__ = [

@@ -306,6 +306,31 @@ def test_planning_in_slices_gives_the_same_plan(store: Store) -> None:
     assert len(sliced.golden) == 29 and sliced.conflicts and sliced.summary() == whole.summary()
 
 
+def test_a_streamed_plan_keeps_counts_and_conflicts_and_stores_the_same_state(store: Store) -> None:
+    config = make_config()
+    stage(store, config, "acq", *[acq(i, f"P{i} X", f"p{i}@x.com", f"+1415555{i:04d}") for i in range(1, 30)])
+    stage(store, config, "ghl", *[ghl(f"g{i}", f"P{i}", "Y", f"p{i}@x.com") for i in range(1, 30, 2)])
+    whole = build_plan(store, config, NAMES, CAPS, commit=False)
+    queued: list[Plan] = []
+    streamed = build_plan(store, config, NAMES, CAPS, chunk_size=4, queue=lambda _s, part: queued.append(part))
+    # Nothing held but the counts, the conflicts and the number of persons ...
+    assert streamed.ops == [] and streamed.golden == {} and streamed.snapshots == {}
+    assert streamed.summary() == whole.summary() and not streamed.is_empty()
+    assert streamed.persons == len(whole.golden) == 29
+    assert _without_person_ids([c.to_json() for c in streamed.conflicts]) == _without_person_ids(
+        [c.to_json() for c in whole.conflicts]
+    )
+    # ... while every op went to the queue, and the state was stored.
+    assert sum(len(p.ops) for p in queued) == len(whole.ops)
+    assert _without_person_ids([op.to_json() for p in queued for op in p.ops]) == _without_person_ids(
+        [op.to_json() for op in whole.ops]
+    )
+    assert count(store, Person, Person.dirty.is_(True)) == 0
+    assert count(store, Snapshot) == 29 + 15
+    # A plan with nothing to do stays empty when streamed.
+    assert build_plan(store, config, NAMES, CAPS, queue=lambda _s, part: None).is_empty()
+
+
 def _without_person_ids(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: _without_person_ids(v) for k, v in data.items() if k != "person_id"}
