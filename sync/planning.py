@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from connectors.base import Capabilities
 from sync.canonical import FieldDict, is_empty, to_json_value
 from sync.match import MatchInput, MatchPolicy, MatchResult, match_records
@@ -301,7 +303,7 @@ def _input(rows: MatchRows) -> MatchInput:
         key_values=rows.key_values,
         # A record deleted and already matched is not news: only a newly seen delete may be
         # a platform merge.
-        vanished_now=[d and v for d, v in zip(rows.deleted, rows.dirty)],
+        vanished_now=np.logical_and(rows.deleted, rows.dirty),
     )
 
 

@@ -200,7 +200,11 @@ def _decide_fields(
 
         outcome = decide(name, g, changes, rule or rules(name), holds_as)
         if outcome.rule is not None:
-            out.conflicts.append(ConflictDecision(view.person_id, name, candidates(changes), outcome.value, outcome.rule))
+            out.conflicts.append(
+                ConflictDecision(
+                    view.person_id, name, candidates(changes), outcome.value, outcome.rule, outcome.needs_review
+                )
+            )
         if outcome.erased:
             erased.add(name)
         if not is_empty(outcome.value):

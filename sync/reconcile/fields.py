@@ -43,6 +43,9 @@ class FieldOutcome:
     value: FieldValue
     rule: str | None = None
     erased: bool = False
+    # The rule could not really tell (equal or unknown update times, no listed connection):
+    # the value was picked by a tie-break, so a person should look at it.
+    needs_review: bool = False
 
 
 def rank(connection: str, priority: tuple[str, ...]) -> tuple[int, str]:
@@ -79,13 +82,17 @@ def decide(
         return FieldOutcome(_union(kind, golden, changes, rule.priority), UNION)
     if rule.rule == PRIORITY:
         best = min(changes, key=lambda c: rank(c.connection, rule.priority))
-        return FieldOutcome(best.value, f"{PRIORITY}:{'>'.join(rule.priority)}")
+        unlisted = best.connection not in rule.priority  # decided by connection name only
+        return FieldOutcome(best.value, f"{PRIORITY}:{'>'.join(rule.priority)}", needs_review=unlisted)
     # newest (also the fallback of union on a scalar): latest remote updated-at, ties by priority.
     best = min(
         changes,
         key=lambda c: (-(c.updated_at or _EPOCH).timestamp(), rank(c.connection, rule.priority)),
     )
-    return FieldOutcome(best.value, NEWEST)
+    tied = best.updated_at is None or any(
+        c is not best and c.updated_at == best.updated_at and not same(c.value, best.value) for c in changes
+    )
+    return FieldOutcome(best.value, NEWEST, needs_review=tied)
 
 
 def _union(kind: str, golden: FieldValue, changes: list[Change], priority: tuple[str, ...]) -> FieldValue:

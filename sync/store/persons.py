@@ -652,6 +652,16 @@ def load_person_views(session: Session, person_ids: Sequence[int]) -> list[Perso
     return [out[p] for p in person_ids if p in out]
 
 
+def _raw(session: Session, sql: str) -> list[tuple[Any, ...]]:
+    """All rows of a constant query, fetched by the driver in the session's transaction."""
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 def _id_ranges(ids: list[int]) -> Iterator[list[int]]:
     """Sorted ids in chunks of at most ``_CHUNK``, or of up to 50,000 where they are dense
     (one range query then reads a whole planning slice)."""

@@ -21,13 +21,16 @@ def _daemon_config(served, db_url: str, tmp_path: Path):  # type: ignore[no-unty
     return fleet.write_config(served, db_url, tmp_path, interval_seconds=1.0)
 
 
-def _wait_for_run(store: Store, timeout: float = 20.0) -> None:
+def _wait_for_run(store: Store, timeout: float = 60.0, *, finished: int = 0) -> None:
+    """Until a run has started (and ``finished`` runs have ended): by progress, not by a fixed
+    sleep, so a loaded machine only makes the test slower, never wrong."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if store.recent_runs(1):
+        runs = store.recent_runs(1000)
+        if runs and sum(r.finished_at is not None for r in runs) >= finished:
             return
         time.sleep(0.05)
-    raise AssertionError("the daemon never started a run")
+    raise AssertionError(f"the daemons did not start a run and finish {finished} within {timeout} s")
 
 
 def test_sigterm_stops_cleanly_and_leaves_the_outbox_consistent(db_url: str, tmp_path: Path) -> None:
@@ -62,8 +65,9 @@ def test_two_daemons_on_one_store_never_run_a_profile_at_once(db_url: str, tmp_p
         cfg_path, config = _daemon_config(served, db_url, tmp_path)
         first, second = fleet.Worker("run", "-c", str(cfg_path)), fleet.Worker("run", "-c", str(cfg_path))
         procs = [first.go(), second.go()]
-        _wait_for_run(store)
-        time.sleep(4.0)
+        # Both daemons race for every scheduled cycle; three finished runs give the lock a
+        # chance to be contended more than once.
+        _wait_for_run(store, timeout=180.0, finished=3)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:

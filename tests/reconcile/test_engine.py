@@ -116,6 +116,7 @@ def test_different_changes_newest_wins_and_the_conflict_is_recorded() -> None:
     assert conflict.field == "first_name"
     assert conflict.rule == "newest"
     assert conflict.decision == "Ada A."
+    assert not conflict.needs_review  # a clear winner
     assert [(c.connection, c.value, c.updated_at) for c in conflict.candidates] == [
         ("acq", "Augusta", at(5)),
         ("ghl", "Ada A.", at(9)),
@@ -146,6 +147,31 @@ def test_newest_treats_a_missing_timestamp_as_oldest() -> None:
     sides["ghl"] = replace(sides["ghl"], record=replace(sides["ghl"].record, updated_at=None))  # type: ignore[arg-type]
     (conflict,) = run(replace(view, sides=sides)).conflicts
     assert conflict.decision == "Augusta"
+
+
+def test_newest_with_equal_times_is_decided_by_a_tie_break_and_flagged_for_review() -> None:
+    view = _conflict_view()
+    sides = dict(view.sides)
+    sides["ghl"] = replace(sides["ghl"], record=replace(sides["ghl"].record, updated_at=at(5)))  # type: ignore[arg-type]
+    policy = ReconcilePolicy(conflicts=ConflictPolicy(rule="newest", priority=("ghl",)))
+    (conflict,) = run(replace(view, sides=sides), policy).conflicts
+    assert (conflict.decision, conflict.rule, conflict.needs_review) == ("Ada A.", "newest", True)
+
+
+def test_newest_with_no_times_at_all_is_flagged_for_review() -> None:
+    view = _conflict_view()
+    sides = {c: replace(s, record=replace(s.record, updated_at=None)) if c in ("acq", "ghl") else s  # type: ignore[arg-type]
+             for c, s in view.sides.items()}
+    (conflict,) = run(replace(view, sides=sides)).conflicts
+    assert conflict.needs_review
+
+
+def test_priority_without_any_competing_connection_listed_is_flagged_for_review() -> None:
+    listed = ReconcilePolicy(conflicts=ConflictPolicy(rule="priority", priority=("acq", "ghl")))
+    assert not run(_conflict_view(), listed).conflicts[0].needs_review
+    unlisted = ReconcilePolicy(conflicts=ConflictPolicy(rule="priority", priority=("c100",)))
+    (conflict,) = run(_conflict_view(), unlisted).conflicts
+    assert conflict.decision == "Augusta" and conflict.needs_review  # "acq" < "ghl" by name only
 
 
 def test_union_merges_set_changes_element_wise() -> None:
