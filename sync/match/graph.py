@@ -36,6 +36,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from sync.arrays import sorted_unique
 from sync.match.policy import STRONG, WEAK, MatchPolicy
 
 _NO_PERSON = np.iinfo(np.int64).max
@@ -296,7 +297,7 @@ def _weak_joins(
     wt = tok[weak]
     wl = comp[key_rec[weak]]
     ncomp = int(comp.max()) + 1
-    pairs = _sorted_unique(wt * ncomp + wl)
+    pairs = sorted_unique(wt * ncomp + wl)
     pt = pairs // ncomp
     pl = pairs % ncomp
     utok, start, count = _runs(pt)
@@ -330,7 +331,7 @@ def _weak_joins(
         sel = is_involved[gl]
         if sel.any():
             ntok = int(tok.max()) + 1
-            lp = _sorted_unique(np.searchsorted(involved, gl[sel]) * ntok + tok[gmask][sel])
+            lp = sorted_unique(np.searchsorted(involved, gl[sel]) * ntok + tok[gmask][sel])
             g_label, g_tok = lp // ntok, lp % ntok
     mixed = np.zeros(ncl, dtype=bool)  # clusters holding different guard-key sets
     if not vectorized:
@@ -339,7 +340,7 @@ def _weak_joins(
         # Every guarded label holds the same set iff each holds as many keys as its cluster.
         ntok = int(g_tok.max()) + 1
         per_label = np.bincount(g_label, minlength=ni)
-        per_cluster = np.bincount(_sorted_unique(label_cl[g_label] * ntok + g_tok) // ntok, minlength=ncl)
+        per_cluster = np.bincount(sorted_unique(label_cl[g_label] * ntok + g_tok) // ntok, minlength=ncl)
         short = (per_label > 0) & (per_label < per_cluster[label_cl])
         mixed[label_cl[short]] = True
 
@@ -444,17 +445,6 @@ def _codes(names: Sequence[str], n: int) -> tuple[np.ndarray, dict[str, int]]:
     numbering: defaultdict[str, int] = defaultdict(itertools.count().__next__)
     codes = np.fromiter(map(numbering.__getitem__, names), dtype=np.int64, count=n)
     return codes, dict(numbering)
-
-
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (NumPy 2's hash-based ``unique`` is slower on large int arrays)."""
-    ordered = np.sort(values)
-    if len(ordered) < 2:
-        return ordered
-    keep = np.empty(len(ordered), dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
 
 
 def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

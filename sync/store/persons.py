@@ -35,6 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from sync.arrays import sorted_unique
 from sync.canonical import FieldDict, fields_from_json, fields_to_json
 from sync.plan import Plan
 from sync.store.models import (
@@ -395,7 +396,7 @@ def save_match(
         _fold_persons(session, folded, now)
 
     # The persons to reconcile: those of the dirty records and of every record that moved.
-    touched_arr = _distinct(np.concatenate([final[dirty | changed], np.asarray(list(folded.values()), np.int64)]))
+    touched_arr = sorted_unique(np.concatenate([final[dirty | changed], np.asarray(list(folded.values()), np.int64)]))
     if folded:
         touched_arr = touched_arr[~np.isin(touched_arr, np.asarray(list(folded), np.int64))]
     # New persons were inserted dirty; only existing ones need the flag.
@@ -408,18 +409,6 @@ def save_match(
     if reviews:
         _save_reviews(session, reviews, now)
     return MatchOutcome(new_ids, set(touched_arr.tolist()), folded)
-
-
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (NumPy 2's hash-based ``unique`` is several times slower on
-    large int arrays than sorting)."""
-    ordered = np.sort(values)
-    if len(ordered) < 2:
-        return ordered
-    keep = np.empty(len(ordered), dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
 
 
 def _person_array(person_ids: Sequence[int | None]) -> np.ndarray:
