@@ -53,6 +53,8 @@ from connectors.base import (
     RemoteUnavailable,
 )
 
+from connectors.netbackend import use_asyncio_backend
+
 log = structlog.get_logger("contactsync.http")
 
 T = TypeVar("T")
@@ -379,6 +381,11 @@ class HttpClient:
         self.max_retry_after_s = float(opts.get("max_retry_after_s", 300.0))
         self._redact = Redactor([v.get_secret_value() for v in settings.credentials.values()])
         self._rng = random.Random()
+        if transport is None and bool(opts.get("asyncio_backend", True)):
+            # Real sockets: httpcore over plain asyncio streams (connectors/netbackend.py) costs
+            # far less CPU per request than its default anyio backend.
+            transport = httpx.AsyncHTTPTransport()
+            use_asyncio_backend(transport)
         self._client = httpx.AsyncClient(
             base_url=settings.base_url,
             transport=transport,
