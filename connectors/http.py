@@ -430,7 +430,7 @@ class HttpClient:
         response is returned. Raises ConfigurationError, RecordError/NotFound,
         RemoteUnavailable.
         """
-        where = self._where(method, path)
+        where = _Where(self, method, path)  # redacted text built only if a message needs it
         all_params = {**(params or {}), **self.hooks.auth_params()}
         all_headers = {**self.hooks.auth_headers(), **(headers or {})}
         attempt = 0
@@ -470,7 +470,7 @@ class HttpClient:
                 if action is Action.NOT_FOUND and method.upper() == "DELETE" and may_have_landed:
                     # A retried DELETE finding nothing: the earlier attempt landed.
                     log.info("http.delete_landed", platform=self.platform, connection=self.settings.name,
-                             request=where)
+                             request=str(where))
                     return response
                 if action is Action.NOT_FOUND:
                     raise NotFound(status, f"{where}: {message}", _safe_body(response, self.redact))
@@ -487,7 +487,7 @@ class HttpClient:
             sleep = wait if wait is not None else self.backoff(attempt)
             self.stats.retries += 1
             log.info("http.retry", platform=self.platform, connection=self.settings.name,
-                     request=where, failure=failure, attempt=attempt + 1, sleep_s=round(sleep, 3))
+                     request=str(where), failure=failure, attempt=attempt + 1, sleep_s=round(sleep, 3))
             await asyncio.sleep(sleep)
             attempt += 1
 
@@ -549,6 +549,24 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class _Where:
+    """``"platform METHOD /path"`` (redacted) for messages, rendered on first use: most requests
+    succeed and never need it."""
+
+    __slots__ = ("_client", "_method", "_path", "_text")
+
+    def __init__(self, client: HttpClient, method: str, path: str) -> None:
+        self._client, self._method, self._path, self._text = client, method, path, None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = self._client._where(self._method, self._path)  # noqa: SLF001
+        return self._text
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
 
 def _safe_body(response: httpx.Response, redact: Callable[[str], str]) -> Any:
