@@ -1,8 +1,9 @@
 """Benchmark: client CPU per request of the shared HTTP layer, httpcore's default (anyio) network
-backend against connectors/netbackend.py's plain-asyncio one, back to back in one run.
+backend against connectors/netbackend.py's plain-asyncio one (with and without holding a
+request's head back to send it with its body), back to back in one run.
 
 An Acquire emulator runs in its own ``contactsync emulate`` process (so its CPU is not ours);
-this process sends ``--requests`` lookups (GET by id) with ``--concurrency`` in flight through
+this process sends ``--requests`` calls (half GET by id, half PUT of one field) with ``--concurrency`` in flight through
 ``HttpClient``, once per backend per round, alternating, and measures this process's CPU time
 (``time.process_time``) and wall time. Medians over ``--rounds``; the last line is one JSON
 object with both backends' CPU ms per request and their ratio.
@@ -27,10 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.pull import free_port, wait_ready  # noqa: E402
+from connectors.netbackend import AsyncioStream  # noqa: E402
 from connectors.registry import connector_class, emulator_class  # noqa: E402
 
 
-async def one_round(url: str, asyncio_backend: bool, requests: int, concurrency: int) -> dict[str, float]:
+async def one_round(url: str, asyncio_backend: bool, requests: int, concurrency: int, hold: bool = True) -> dict[str, float]:
+    AsyncioStream.HOLD_BYTES = 64 * 1024 if hold else 0
     settings = emulator_class("acquire")().connection_settings(
         base_url=url, max_concurrency=concurrency, options={"asyncio_backend": asyncio_backend}
     )
@@ -40,7 +43,11 @@ async def one_round(url: str, asyncio_backend: bool, requests: int, concurrency:
 
     async def get(i: int) -> None:
         async with sem:
-            await connector.get(ids[i % len(ids)])
+            rid = ids[i % len(ids)]
+            if i % 2:  # half writes: a request with a body (head and body written separately by httpcore)
+                await connector.update(rid, {"fields": {"city": f"City {i}"}})
+            else:
+                await connector.get(rid)
 
     cpu0, t0 = time.process_time(), time.monotonic()
     await asyncio.gather(*(get(i) for i in range(requests)))
@@ -65,10 +72,11 @@ def main() -> None:
     try:
         wait_ready(proc, "acquire")
         url = f"http://127.0.0.1:{port}"
-        runs: dict[str, list[dict[str, float]]] = {"anyio": [], "asyncio": []}
+        runs: dict[str, list[dict[str, float]]] = {"anyio": [], "asyncio_unbuffered": [], "asyncio": []}
         for _ in range(args.rounds):
-            for name in ("anyio", "asyncio"):
-                runs[name].append(asyncio.run(one_round(url, name == "asyncio", args.requests, args.concurrency)))
+            for name in runs:
+                runs[name].append(asyncio.run(one_round(url, name != "anyio", args.requests, args.concurrency,
+                                                        hold=name == "asyncio")))
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -358,7 +358,8 @@ class HttpClient:
 
     ``settings.options`` may tune the backoff: ``backoff_base_s`` (default 0.5),
     ``backoff_cap_s`` (30) and ``max_retry_after_s`` (300: a longer Retry-After gives up with
-    RemoteUnavailable rather than stall the run).
+    RemoteUnavailable rather than stall the run). ``asyncio_backend`` (default True): on real
+    sockets, httpcore runs over :mod:`connectors.netbackend` instead of its anyio backend.
     """
 
     def __init__(

@@ -44,27 +44,49 @@ def _deadline(timeout: float | None) -> contextlib.AbstractAsyncContextManager[A
 class AsyncioStream(httpcore.AsyncNetworkStream):
     """One TCP (or TLS) connection as an asyncio stream pair."""
 
+    #: Writes are held back until this many bytes are pending (or a read begins).
+    HOLD_BYTES = 64 * 1024
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._pending_timeout: float | None = None
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._pending:
+            await self._flush(self._pending_timeout)
         with _mapped(httpcore.ReadTimeout, httpcore.ReadError):
             async with _deadline(timeout):
                 return await self._reader.read(max_bytes)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Queue ``buffer``; it is sent with the rest of the request when the response is read.
+        httpcore writes a request's head and body separately: sent as they come, that is two
+        system calls and two wake-ups of the server per request; held back, one."""
         if not buffer:
             return
+        self._pending.append(buffer)
+        self._pending_bytes += len(buffer)
+        self._pending_timeout = timeout
+        if self._pending_bytes >= self.HOLD_BYTES:
+            await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
         with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
             if self._writer.is_closing():
                 raise OSError("connection closed")
-            self._writer.write(buffer)
+            self._writer.write(data)
             # drain() returns at once unless the transport's buffer is past its high-water mark.
             async with _deadline(timeout):
                 await self._writer.drain()
 
     async def aclose(self) -> None:
+        self._pending.clear()
         self._writer.close()
         with contextlib.suppress(OSError, ssl.SSLError, asyncio.CancelledError):
             # Do not wait for a peer that does not answer the close: the socket is gone either way.
