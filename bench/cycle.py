@@ -302,12 +302,14 @@ print(json.dumps({"status": report.status, "timings": report.timings, "error": r
 """
 
 
-def run_engine(cfg_path: Path, kind: str, tag: str) -> dict[str, Any]:
-    """One engine run in a fresh process; its report (status, per-step timings, CPU). With
-    ``BENCH_PROFILE=DIR`` set, each run's cProfile stats are written there."""
+def run_engine(cfg_path: Path, kind: str, tag: str, src: Path = REPO) -> dict[str, Any]:
+    """One engine run in a fresh process, importing the engine from ``src``; its report
+    (status, per-step timings, CPU). With ``BENCH_PROFILE=DIR`` set, each run's cProfile stats
+    are written there."""
     extra = [str(Path(os.environ["BENCH_PROFILE"]) / f"{tag}.prof")] if os.environ.get("BENCH_PROFILE") else []
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(cfg_path), kind, *extra], cwd=REPO, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    out = subprocess.run([sys.executable, "-c", RUNNER, str(cfg_path), kind, *extra], cwd=src, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"},
+                         check=False)
     if out.returncode != 0:
         raise SystemExit(f"engine run failed: {out.stderr[-2000:]}")
     if os.environ.get("BENCH_STDERR"):
@@ -322,7 +324,10 @@ def main() -> None:
     ap.add_argument("--edit-fraction", type=float, default=0.01)
     ap.add_argument("--concurrency", type=int, default=8, help="max_concurrency per connection")
     ap.add_argument("--store", default=None, help="store URL (default: a SQLite file in a temp dir)")
+    ap.add_argument("--engine-src", type=Path, default=REPO,
+                    help="run the engine from this source tree (e.g. an export of another branch, for A/B)")
     args = ap.parse_args()
+    src = args.engine_src.resolve()
 
     configure_logging("WARNING", "json")
     n = args.contacts
@@ -345,9 +350,9 @@ def main() -> None:
         upgrade(config.store_url)
         store = Store.open(config.store_url)
         obs = Observer(emulators, config, OutboxStore(store.engine))
-        backfill = obs.phase("backfill", lambda: run_engine(cfg_path, "backfill", "backfill"))
-        noop = obs.phase("noop", lambda: run_engine(cfg_path, "cycle", "noop"))
-        noop2 = obs.phase("noop (second)", lambda: run_engine(cfg_path, "cycle", "noop2"))
+        backfill = obs.phase("backfill", lambda: run_engine(cfg_path, "backfill", "backfill", src))
+        noop = obs.phase("noop", lambda: run_engine(cfg_path, "cycle", "noop", src))
+        noop2 = obs.phase("noop (second)", lambda: run_engine(cfg_path, "cycle", "noop2", src))
 
         rng = random.Random(1)
         edited = 0
@@ -368,7 +373,7 @@ def main() -> None:
                 edited += 1
         # GoHighLevel search is eventually consistent: let the edits become searchable.
         time.sleep(2.5 / args.rate_scale + 0.2)
-        incremental = obs.phase(f"incremental ({edited} edits)", lambda: run_engine(cfg_path, "cycle", "incremental"))
+        incremental = obs.phase(f"incremental ({edited} edits)", lambda: run_engine(cfg_path, "cycle", "incremental", src))
     finally:
         if store is not None:
             store.close()
@@ -383,6 +388,7 @@ def main() -> None:
     summary = {
         "contacts_per_platform": n,
         "rate_scale": args.rate_scale,
+        "engine_src": str(src),
         "backfill": backfill,
         "noop": noop,
         "noop2": noop2,
