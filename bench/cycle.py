@@ -10,11 +10,14 @@ make outside edits); each phase runs the engine in its own process too (as ``con
 against a SQLite store (or ``--store URL``).
 
 Documented rate limits are scaled by ``--rate-scale`` (windows divided by it): GoHighLevel
-100 per 10 s, Comm100 300 per 5 min; Acquire and DM Champ document none. The default scale (20)
-is chosen so the floor, not CPU, should bound the run on a small machine: at 20, Comm100 allows
-20 calls/s, i.e. 50 ms of the busiest platform's budget per call, while one write costs the
-whole system (engine + emulator + store) a few ms of CPU; at 100 (10 ms per call) the CPU of the
-other three platforms' traffic on two shared cores is of the same order as the floor itself.
+100 per 10 s, Comm100 300 per 5 min; Acquire and DM Champ document none. The default scale is
+20, chosen so that the rate floor, not CPU, bounds the run on a small shared machine: a 2k x 4
+backfill costs about 31 s of engine CPU plus 15 s of emulator CPU (measured with this bench,
+2 cores, load ~4) against a Comm100 floor of 24 s at scale 100 — 1.9 CPU-seconds per
+floor-second, which two cores shared with other work cannot give, so at 100 the run measures
+CPU. At 20 the same work needs 0.38 CPU-seconds per floor-second: the floor should bound it
+even with only half the machine. (The serial pull and plan steps before the push, not rate
+bound, still add to the wall.)
 
 Per phase and platform:
 
