@@ -635,32 +635,56 @@ async def paginate(
     name: str,
     start: Hashable | None = None,
     max_repeats: int = 3,
+    read_ahead: bool = False,
 ) -> AsyncIterator[tuple[Hashable | None, FetchedPage]]:
     """The paging loop: ``fetch(token)`` until a page has no next token. Yields
     ``(token_requested, page)``; a repeated page is fetched again (see :class:`Paginator`),
     and records already yielded in this pull in the same version (same updated time, or the
     same payload when there is none) are dropped, so a page
     that shifted back over the previous one yields no duplicates. The page object yielded is
-    the one ``fetch`` returned, with ``records`` filtered."""
+    the one ``fetch`` returned, with ``records`` filtered.
+
+    ``read_ahead``: request the next page as soon as a page is accepted, so it is on its way
+    while the caller stages the current one (the caller's page commit and the next request
+    overlap). For scans that always read to the end on a platform without a rate limit
+    (Acquire): a caller that stops early wastes the one page in flight, which is cancelled."""
     paginator = Paginator(name, max_repeats)
     seen: set[tuple[str, str]] = set()
     token = start
-    while True:
-        page = await fetch(token)
-        keyed = [(_record_key(r), r) for r in page.records]
-        all_seen = bool(keyed) and all(k in seen for k, _ in keyed)
-        if not paginator.accept(page.next_token, all_seen=all_seen):
-            continue
-        fresh = []
-        for key, record in keyed:
-            if key not in seen:
-                seen.add(key)
-                fresh.append(record)
-        page.records = fresh
-        yield token, page
-        if page.next_token is None:
-            return
-        token = page.next_token
+    ahead: asyncio.Task[FetchedPage] | None = None
+    try:
+        while True:
+            if ahead is not None:
+                page, ahead = await ahead, None
+            else:
+                page = await fetch(token)
+            keyed = [(_record_key(r), r) for r in page.records]
+            all_seen = bool(keyed) and all(k in seen for k, _ in keyed)
+            if not paginator.accept(page.next_token, all_seen=all_seen):
+                continue
+            fresh = []
+            for key, record in keyed:
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(record)
+            page.records = fresh
+            if read_ahead and page.next_token is not None:
+                ahead = asyncio.ensure_future(fetch(page.next_token))
+            yield token, page
+            if page.next_token is None:
+                return
+            token = page.next_token
+    finally:
+        if ahead is not None:
+            # Not awaited: a cancellation of the caller itself must not be swallowed here.
+            ahead.cancel()
+            ahead.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a discarded task's outcome as seen (no "exception was never retrieved" noise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 # --------------------------------------------------------------------------- connector base
