@@ -1,44 +1,64 @@
-"""Benchmark: the whole engine over the four emulators — backfill, a quiet cycle, an incremental
-cycle with 1% of contacts edited.
+"""Benchmark: the whole engine over the four emulators — backfill, a quiet cycle (twice), an
+incremental cycle with 1% of contacts edited.
 
 Each emulator is seeded with ``--contacts`` people (default 25,000), overlapping: platform k
 holds people ``[k*shift, k*shift + contacts)``, typed differently (email case, phone format), so
-the backfill both matches existing contacts and creates missing ones. The emulators serve real
-loopback sockets from a thread of this process; each phase runs the engine in its own process
-(as ``contactsync`` would), against a SQLite store (or ``--store URL``), so client and servers
-do not share one interpreter.
+the backfill both matches existing contacts and creates missing ones. Each emulator serves a real
+loopback socket from its OWN process (as ``contactsync emulate`` would: four servers do not share
+one interpreter lock), driven by this process over a pipe (seed, read state and request log,
+make outside edits); each phase runs the engine in its own process too (as ``contactsync`` would),
+against a SQLite store (or ``--store URL``).
 
 Documented rate limits are scaled by ``--rate-scale`` (windows divided by it): GoHighLevel
-100 per 10 s, Comm100 300 per 5 min; Acquire and DM Champ document none.
+100 per 10 s, Comm100 300 per 5 min; Acquire and DM Champ document none. The default scale is
+20, chosen so that the rate floor, not CPU, bounds the run on a small shared machine: a 2k x 4
+backfill costs about 31 s of engine CPU plus 15 s of emulator CPU (measured with this bench,
+2 cores, load ~4) against a Comm100 floor of 24 s at scale 100 — 1.9 CPU-seconds per
+floor-second, which two cores shared with other work cannot give, so at 100 the run measures
+CPU. At 20 the same work needs 0.38 CPU-seconds per floor-second: the floor should bound it
+even with only half the machine. (The serial pull and plan steps before the push, not rate
+bound, still add to the wall.)
 
 Per phase and platform:
 
 * ``writes``: write calls made (POST/PUT/DELETE other than searches), from the emulator's log;
-* ``min_writes``: the least a perfect engine needs — one call per contact created or changed on
-  that platform (read back from the emulator before and after), plus one per tag add and per
-  tag remove on GoHighLevel (tags go through their own endpoints there);
+* ``min_writes`` (the *oracle* minimum): the least a perfect engine that could see every
+  platform's state needs — one call per contact created or changed on that platform (read back
+  from the emulator before and after), plus one per tag add and per tag remove on GoHighLevel
+  (tags go through their own endpoints there);
+* ``min_writes_api`` (the minimum *achievable through the platform's API*): the oracle minimum,
+  plus, on a platform with no read API (DM Champ: a lookup returns an id, never values), one
+  write per existing contact the engine adopted in this phase (linked in the store after the
+  phase, not before) whose values did not change — its values are unknowable to any client, so
+  leaving it unwritten could leave it stale forever;
 * ``requests`` (all calls), ``http_429``;
 * ``floor_s``: (reads made + min_writes) / the platform's allowed rate (0 without a limit);
   the phase's floor is the slowest platform's, and ``wall_over_floor`` = wall / floor, where
-  ``wall_s`` is the engine run itself (``process_wall_s`` adds the process start).
+  ``wall_s`` is the engine run itself (``process_wall_s`` adds the process start);
+* ``engine_cpu_s`` (the engine process during the run) and ``emulator_cpu_s`` per platform, so
+  CPU per request can be compared across runs whatever the machine's load.
 
-``write_amplification`` = writes / min_writes over the backfill and incremental phases. The
-last line is one JSON object.
+``write_amplification`` = writes / min_writes over the backfill and incremental phases (against
+the oracle); ``write_amplification_api`` = writes / min_writes_api (against what the API allows).
+The last line is one JSON object.
 
-    .venv/bin/python bench/cycle.py --contacts 25000 --rate-scale 50
+    .venv/bin/python bench/cycle.py --contacts 25000 --rate-scale 20
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +67,15 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
+from connectors.base import PullMode  # noqa: E402
 from connectors.emulation import fake_person  # noqa: E402
-from connectors.registry import emulator_class  # noqa: E402
+from connectors.registry import connector_class, emulator_class  # noqa: E402
 from sync.canonical import fields_to_json  # noqa: E402
 from sync.config import Config, load_config  # noqa: E402
 from sync.logs import configure_logging  # noqa: E402
 from sync.loopback import LoopbackEmulators, emulator_config  # noqa: E402
-from sync.store import upgrade  # noqa: E402
+from sync.store import Store, upgrade  # noqa: E402
+from sync.store.outbox import OutboxStore  # noqa: E402
 
 CONNECTIONS = {"acquire": "acquire", "dmchamp": "dmchamp", "ghl": "gohighlevel", "comm100": "comm100"}
 WRITE_METHODS = {"POST", "PUT", "DELETE", "PATCH"}
@@ -76,37 +98,132 @@ def is_write(method: str, path: str) -> bool:
     return method in WRITE_METHODS and not path.rstrip("/").endswith("/search")
 
 
-class Observer:
-    """Reads the emulators' state and logs around a phase."""
+# --------------------------------------------------------------------------- emulator processes
 
-    def __init__(self, served: LoopbackEmulators, config: Config) -> None:
-        self.served = served
+
+def _on_loop(served: LoopbackEmulators, fn: Callable[[], Any], timeout: float = 600.0) -> Any:
+    """Run ``fn`` on the server's event loop thread (emulator state is not locked)."""
+    assert served._loop is not None  # noqa: SLF001
+    done, out = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - sent back to the bench
+            out["error"] = exc
+        finally:
+            done.set()
+
+    served._loop.call_soon_threadsafe(run)  # noqa: SLF001
+    if not done.wait(timeout):
+        raise TimeoutError("emulator loop did not answer")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def _emulator_main(platform: str, rate_scale: float, conn: Connection) -> None:
+    """An emulator process: serve one platform on loopback, answer the bench's commands."""
+    served = LoopbackEmulators({platform: lambda url: emulator_class(platform)(base_url=url, rate_scale=rate_scale)})
+    served.start()
+    em = served.emulators[platform]
+    conn.send(served.urls[platform])
+    commands: dict[str, Callable[..., Any]] = {
+        "seed": lambda people: len(em.seed(people)),
+        "records": lambda: em.records(),
+        "log_mark": lambda: len(em.request_log),
+        "log_since": lambda mark: [(e.method, e.path, e.status) for e in em.request_log[mark:]],
+        "ids": lambda: sorted(em.contacts),
+        "contact": lambda rid: dict(em.contacts[rid]),
+        "edit": lambda rid, change: bool(em.external_edit(rid, change)),
+    }
+    while True:
+        cmd, args = conn.recv()
+        if cmd == "stop":
+            break
+        if cmd == "cpu":  # the whole process: server thread and this one
+            conn.send(("ok", time.process_time()))
+            continue
+        try:
+            conn.send(("ok", _on_loop(served, lambda: commands[cmd](*args))))
+        except Exception as exc:  # noqa: BLE001 - reported in the bench process
+            conn.send(("error", repr(exc)))
+    served.stop()
+    conn.send(("ok", None))
+
+
+class EmulatorProcess:
+    """The bench's handle on one emulator process."""
+
+    def __init__(self, platform: str, rate_scale: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_emulator_main, args=(platform, rate_scale, child), daemon=True)
+        self.process.start()
+        self.url: str = self._conn.recv()
+        # A local, never served instance: the connection settings (credentials, options, the
+        # scaled rate limit) of the served one, which are fixed per platform and scale.
+        self.local = emulator_class(platform)(base_url=self.url, rate_scale=rate_scale)
+        self.rate_limit = self.local.rate_limit
+
+    def __call__(self, cmd: str, *args: Any) -> Any:
+        self._conn.send((cmd, args))
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"emulator command {cmd} failed: {value}")
+        return value
+
+    def stop(self) -> None:
+        try:
+            self("stop")
+        except (OSError, EOFError, RuntimeError):
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
+# --------------------------------------------------------------------------- observing a phase
+
+
+class Observer:
+    """Reads the emulators' state, logs and CPU, and the store's links, around a phase."""
+
+    def __init__(self, emulators: dict[str, EmulatorProcess], config: Config, outbox: OutboxStore) -> None:
+        self.emulators = emulators
         self.config = config
+        self.outbox = outbox
+        self.no_read_api = {
+            name: connector_class(platform).capabilities.pull_mode is PullMode.LOOKUP_ONLY
+            for name, platform in CONNECTIONS.items()
+        }
 
     def state(self) -> dict[str, dict[str, dict[str, Any]]]:
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        for name in CONNECTIONS:
+        for name, em in self.emulators.items():
             mapping = self.config.mapping(name)
-            raws = self.served.call(lambda n=name: self.served.emulators[n].records())
-            out[name] = {str(r["id"]): fields_to_json(mapping.read(r).fields) for r in raws}
+            out[name] = {str(r["id"]): fields_to_json(mapping.read(r).fields) for r in em("records")}
         return out
 
-    def log_marks(self) -> dict[str, int]:
-        return {n: len(e.request_log) for n, e in self.served.emulators.items()}
+    def linked(self) -> dict[str, set[str]]:
+        return {name: self.outbox.linked_remote_ids(name) for name in self.emulators}
 
     def phase(self, label: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        before, marks = self.state(), self.log_marks()
+        before, linked_before = self.state(), self.linked()
+        marks = {n: em("log_mark") for n, em in self.emulators.items()}
+        cpu0 = {n: em("cpu") for n, em in self.emulators.items()}
         t0 = time.monotonic()
         report = run()
         process_wall = time.monotonic() - t0
+        cpu = {n: em("cpu") - cpu0[n] for n, em in self.emulators.items()}
         wall = report["wall_s"]  # the run itself, without the process start (imports)
-        after = self.state()
+        after, linked_after = self.state(), self.linked()
         platforms: dict[str, Any] = {}
-        for name, emulator in self.served.emulators.items():
-            log = emulator.request_log[marks[name]:]
-            writes = sum(1 for e in log if is_write(e.method, e.path))
+        for name, em in self.emulators.items():
+            log = em("log_since", marks[name])
+            writes = sum(1 for method, path, _ in log if is_write(method, path))
             reads = len(log) - writes
-            min_writes = 0
+            min_writes = adopted_unchanged = 0
             for rid, fields in after[name].items():
                 old = before[name].get(rid)
                 if old is None:
@@ -114,21 +231,28 @@ class Observer:
                     continue
                 rest_old = {k: v for k, v in old.items() if k != "tags"}
                 rest_new = {k: v for k, v in fields.items() if k != "tags"}
-                min_writes += int(rest_old != rest_new)
+                changed = rest_old != rest_new
+                min_writes += int(changed)
                 if name == "ghl":
                     old_tags, new_tags = set(old.get("tags") or ()), set(fields.get("tags") or ())
                     min_writes += int(bool(new_tags - old_tags)) + int(bool(old_tags - new_tags))
-            limit = emulator.rate_limit
+                if (self.no_read_api[name] and not changed and rid in linked_after[name]
+                        and rid not in linked_before[name]):
+                    adopted_unchanged += 1
+            limit = em.rate_limit
             floor = (reads + min_writes) / (limit.requests / limit.per_seconds) if limit else 0.0
             platforms[name] = {
                 "contacts": len(after[name]),
                 "writes": writes,
                 "min_writes": min_writes,
+                "min_writes_api": min_writes + adopted_unchanged,
                 "requests": len(log),
-                "http_429": sum(1 for e in log if e.status == 429),
+                "http_429": sum(1 for _, _, status in log if status == 429),
                 "floor_s": round(floor, 2),
+                "emulator_cpu_s": round(cpu[name], 2),
             }
         floor = max(p["floor_s"] for p in platforms.values())
+        requests = sum(p["requests"] for p in platforms.values())
         result = {
             "status": report["status"],
             "wall_s": round(wall, 2),
@@ -138,7 +262,13 @@ class Observer:
             "wall_over_floor": round(wall / floor, 3) if floor else None,
             "writes": sum(p["writes"] for p in platforms.values()),
             "min_writes": sum(p["min_writes"] for p in platforms.values()),
+            "min_writes_api": sum(p["min_writes_api"] for p in platforms.values()),
+            "requests": requests,
             "http_429": sum(p["http_429"] for p in platforms.values()),
+            "engine_cpu_s": round(report["cpu_s"], 2),
+            "emulator_cpu_s": round(sum(cpu.values()), 2),
+            "engine_cpu_ms_per_request": round(1000 * report["cpu_s"] / requests, 3) if requests else None,
+            "load": round(os.getloadavg()[0], 2),
             "platforms": platforms,
         }
         print(f"{label}: {json.dumps({k: v for k, v in result.items() if k != 'platforms'})}", flush=True)
@@ -159,7 +289,7 @@ if _os.environ.get("BENCH_SWITCH"): sys.setswitchinterval(float(_os.environ["BEN
 config = load_config(sys.argv[1])
 store = Store.open(config.store_url)
 import time
-t0 = time.monotonic()
+t0, cpu0 = time.monotonic(), time.process_time()
 run = lambda: Engine(config, store, chunk_size=256).run("default", kind=sys.argv[2], full=sys.argv[2] == "backfill")
 if len(sys.argv) > 3:  # a profile of the engine process, to this file
     import cProfile
@@ -169,30 +299,38 @@ if len(sys.argv) > 3:  # a profile of the engine process, to this file
 else:
     report = run()
 store.close()
-wall = time.monotonic() - t0
-print(json.dumps({"status": report.status, "timings": report.timings, "error": report.error, "wall_s": wall}))
+wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+print(json.dumps({"status": report.status, "timings": report.timings, "error": report.error, "wall_s": wall,
+                  "cpu_s": cpu}))
 """
 
 
-def run_engine(cfg_path: Path, kind: str) -> dict[str, Any]:
-    """One engine run in a fresh process; its report (status, per-step timings). With
-    ``BENCH_PROFILE=DIR`` set, each run's cProfile stats are written there."""
-    extra = [str(Path(os.environ["BENCH_PROFILE"]) / f"{kind}.prof")] if os.environ.get("BENCH_PROFILE") else []
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(cfg_path), kind, *extra], cwd=REPO, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+def run_engine(cfg_path: Path, kind: str, tag: str, src: Path = REPO) -> dict[str, Any]:
+    """One engine run in a fresh process, importing the engine from ``src``; its report
+    (status, per-step timings, CPU). With ``BENCH_PROFILE=DIR`` set, each run's cProfile stats
+    are written there."""
+    extra = [str(Path(os.environ["BENCH_PROFILE"]) / f"{tag}.prof")] if os.environ.get("BENCH_PROFILE") else []
+    out = subprocess.run([sys.executable, "-c", RUNNER, str(cfg_path), kind, *extra], cwd=src, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"},
+                         check=False)
     if out.returncode != 0:
         raise SystemExit(f"engine run failed: {out.stderr[-2000:]}")
+    if os.environ.get("BENCH_STDERR"):
+        print(out.stderr[-3000:], file=sys.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--contacts", type=int, default=25_000, help="contacts seeded on each platform")
-    ap.add_argument("--rate-scale", type=float, default=50.0, help="rate-limit windows divided by this")
+    ap.add_argument("--rate-scale", type=float, default=20.0, help="rate-limit windows divided by this")
     ap.add_argument("--edit-fraction", type=float, default=0.01)
     ap.add_argument("--concurrency", type=int, default=8, help="max_concurrency per connection")
     ap.add_argument("--store", default=None, help="store URL (default: a SQLite file in a temp dir)")
+    ap.add_argument("--engine-src", type=Path, default=REPO,
+                    help="run the engine from this source tree (e.g. an export of another branch, for A/B)")
     args = ap.parse_args()
+    src = args.engine_src.resolve()
 
     configure_logging("WARNING", "json")
     n = args.contacts
@@ -200,59 +338,68 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="contactsync-bench-"))
     store_url = args.store or f"sqlite:///{tmp / 'bench.db'}"
 
-    def factory(platform: str) -> Callable[[str], Any]:
-        return lambda url: emulator_class(platform)(base_url=url, rate_scale=args.rate_scale)
-
     print(f"seeding 4 x {n} contacts (rate limits scaled x{args.rate_scale:g}) ...", flush=True)
-    served = LoopbackEmulators({name: factory(p) for name, p in CONNECTIONS.items()}).start()
+    emulators = {name: EmulatorProcess(platform, args.rate_scale) for name, platform in CONNECTIONS.items()}
+    store: Store | None = None
     try:
-        for k, name in enumerate(CONNECTIONS):
-            served.emulators[name].seed([person(i, name) for i in range(k * shift, k * shift + n)])
-        cfg = emulator_config(served.emulators, served.urls, store_url, max_concurrency=args.concurrency,
-                              secrets_dir=tmp / "secrets")
+        for k, (name, em) in enumerate(emulators.items()):
+            em("seed", [person(i, name) for i in range(k * shift, k * shift + n)])
+        cfg = emulator_config({name: em.local for name, em in emulators.items()},
+                              {name: em.url for name, em in emulators.items()}, store_url,
+                              max_concurrency=args.concurrency, secrets_dir=tmp / "secrets")
         cfg_path = tmp / "bench.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         config = load_config(cfg_path)
         upgrade(config.store_url)
-        obs = Observer(served, config)
-        backfill = obs.phase("backfill", lambda: run_engine(cfg_path, "backfill"))
-        noop = obs.phase("noop", lambda: run_engine(cfg_path, "cycle"))
+        store = Store.open(config.store_url)
+        obs = Observer(emulators, config, OutboxStore(store.engine))
+        backfill = obs.phase("backfill", lambda: run_engine(cfg_path, "backfill", "backfill", src))
+        noop = obs.phase("noop", lambda: run_engine(cfg_path, "cycle", "noop", src))
+        noop2 = obs.phase("noop (second)", lambda: run_engine(cfg_path, "cycle", "noop2", src))
 
         rng = random.Random(1)
         edited = 0
         for name in ("acquire", "ghl", "comm100"):
-            emulator = served.emulators[name]
-            ids = sorted(served.call(lambda e=emulator: list(e.contacts)))
+            em = emulators[name]
+            ids = em("ids")
             for rid in rng.sample(ids, max(1, int(len(ids) * args.edit_fraction))):
                 last = f"Edited{edited}"
                 if name == "acquire":
-                    first = (served.call(lambda: emulator.contacts[rid]["fields"].get("name")) or "X").split(" ")[0]
+                    first = (em("contact", rid)["fields"].get("name") or "X").split(" ")[0]
                     change: dict[str, Any] = {"fields": {"name": f"{first} {last}"}}
                 elif name == "comm100":
-                    first = served.call(lambda: emulator.contacts[rid].get("firstName")) or "X"
+                    first = em("contact", rid).get("firstName") or "X"
                     change = {"lastName": last, "name": f"{first} {last}"}
                 else:
                     change = {"lastName": last}
-                served.call(lambda e=emulator, r=rid, c=change: e.external_edit(r, c))
+                em("edit", rid, change)
                 edited += 1
         # GoHighLevel search is eventually consistent: let the edits become searchable.
         time.sleep(2.5 / args.rate_scale + 0.2)
-        incremental = obs.phase(f"incremental ({edited} edits)", lambda: run_engine(cfg_path, "cycle"))
+        incremental = obs.phase(f"incremental ({edited} edits)", lambda: run_engine(cfg_path, "cycle", "incremental", src))
     finally:
-        served.stop()
+        if store is not None:
+            store.close()
+        for em in emulators.values():
+            em.stop()
 
     writes = backfill["writes"] + incremental["writes"]
     needed = backfill["min_writes"] + incremental["min_writes"]
-    ratios = [p["wall_over_floor"] for p in (backfill, noop, incremental) if p["wall_over_floor"]]
+    needed_api = backfill["min_writes_api"] + incremental["min_writes_api"]
+    phases = (backfill, noop, noop2, incremental)
+    ratios = [p["wall_over_floor"] for p in phases if p["wall_over_floor"]]
     summary = {
         "contacts_per_platform": n,
         "rate_scale": args.rate_scale,
+        "engine_src": str(src),
         "backfill": backfill,
         "noop": noop,
+        "noop2": noop2,
         "incremental": incremental,
         "write_amplification": round(writes / needed, 4) if needed else None,
-        "noop_writes": noop["writes"],
-        "http_429": backfill["http_429"] + noop["http_429"] + incremental["http_429"],
+        "write_amplification_api": round(writes / needed_api, 4) if needed_api else None,
+        "noop_writes": noop["writes"] + noop2["writes"],
+        "http_429": sum(p["http_429"] for p in phases),
         "wall_over_floor": max(ratios) if ratios else None,
     }
     print(json.dumps(summary))

@@ -128,26 +128,31 @@ class AcquireConnector(HttpConnector):
             more = len(items) >= self.page_size
             return FetchedPage(records, page_no + 1 if more else None, {"count": count})
 
-        async for token, page in paginate(fetch, name="acquire contacts", start=start_page):
-            if isinstance(page.extra.get("count"), int):
-                counts.add(page.extra["count"])
-            seen.update(r.remote_id for r in page.records)
-            last = page.next_token is None
-            if not last:
-                yield Page(page.records, {"next_page": page.next_token})
-                continue
-            # The scan is trustworthy for deletions only when nothing was added or removed
-            # while it ran: offset paging shifts under concurrent deletes and could skip a row.
-            stable = len(counts) == 1 and next(iter(counts)) == len(seen)
-            full = not resumed and stable
-            if not full and not resumed:
-                log.info("acquire.scan_unstable", connection=self.settings.name, counts=sorted(counts), seen=len(seen))
-            yield Page(
-                page.records,
-                {"next_page": None, "completed_at": datetime.now(timezone.utc).isoformat()},
-                complete=True,
-                full_scan=full,
-            )
+        # Every scan reads to the last page and Acquire documents no rate limit: read ahead.
+        pages = paginate(fetch, name="acquire contacts", start=start_page, read_ahead=True)
+        try:
+            async for token, page in pages:
+                if isinstance(page.extra.get("count"), int):
+                    counts.add(page.extra["count"])
+                seen.update(r.remote_id for r in page.records)
+                last = page.next_token is None
+                if not last:
+                    yield Page(page.records, {"next_page": page.next_token})
+                    continue
+                # The scan is trustworthy for deletions only when nothing was added or removed
+                # while it ran: offset paging shifts under concurrent deletes and could skip a row.
+                stable = len(counts) == 1 and next(iter(counts)) == len(seen)
+                full = not resumed and stable
+                if not full and not resumed:
+                    log.info("acquire.scan_unstable", connection=self.settings.name, counts=sorted(counts), seen=len(seen))
+                yield Page(
+                    page.records,
+                    {"next_page": None, "completed_at": datetime.now(timezone.utc).isoformat()},
+                    complete=True,
+                    full_scan=full,
+                )
+        finally:
+            await pages.aclose()
 
     # ----------------------------------------------------------------- reads
 

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, Snapshot, utcnow
-from sync.store.snapshots import drop_snapshot, put_snapshot
+from sync.canonical import fields_to_json
+from sync.store.snapshots import fields_hash
 from sync.store.staging import payload_hash
 
 ACTIVE = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value, OutboxStatus.IN_FLIGHT.value)
@@ -227,6 +228,220 @@ def _live_person(session: Session, person_id: int | None) -> int | None:
     return person_id
 
 
+def _live_persons(session: Session, person_ids: set[int]) -> dict[int, int]:
+    """:func:`_live_person` for many ids, one query per step of the longest fold chain."""
+    current = {p: p for p in person_ids}
+    seen = {p: {p} for p in person_ids}
+    open_ids = set(person_ids)
+    while open_ids:
+        wanted = sorted({current[p] for p in open_ids})
+        merged: dict[int, int | None] = {}
+        for start in range(0, len(wanted), 500):
+            for pid, into in session.execute(
+                select(Person.id, Person.merged_into).where(Person.id.in_(wanted[start : start + 500]))
+            ):
+                merged[pid] = into
+        still = set()
+        for p in open_ids:
+            into = merged.get(current[p])
+            if into is None:
+                continue  # live (or missing): this is where the chain ends
+            if int(into) in seen[p]:
+                current[p] = int(into)  # a cycle ends where it closes, as _live_person does
+                continue
+            current[p] = int(into)
+            seen[p].add(int(into))
+            still.add(p)
+        open_ids = still
+    return current
+
+
+@dataclass(eq=False)
+class _RecordState:
+    """A remote record as the results of one batch leave it (written once at the end)."""
+
+    id: int | None  # None: new, inserted at the end
+    payload: dict[str, Any] | None
+    keys: set[tuple[str, str]]
+    values: dict[str, Any] = field(default_factory=dict)  # columns to write
+    keys_changed: bool = False
+
+
+class _ResultBatch:
+    """The completions of one chunk, written with bulk statements (see :meth:`OutboxStore.record`)."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session = session
+        self.now = now
+
+    def apply(self, completions: Sequence[Completion]) -> None:
+        session, now = self.session, self.now
+        present: set[int] = set()
+        ids = [c.item_id for c in completions]
+        for start in range(0, len(ids), 500):
+            present.update(session.scalars(select(Outbox.id).where(Outbox.id.in_(ids[start : start + 500]))))
+        # A completion whose outbox row is gone (superseded and purged) records nothing.
+        done = [c for c in completions if c.item_id in present]
+        if not done:
+            return
+        outbox = Outbox.__table__
+        session.execute(
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"))
+            .values(status=OutboxStatus.DONE.value, result_remote_id=bindparam("b_rid"),
+                    last_error=bindparam("b_note"), next_attempt_at=None, updated_at=now),
+            [{"b_id": c.item_id, "b_rid": c.remote_id, "b_note": c.note} for c in done],
+        )
+        records = self._load_records(done)
+        snapshots: dict[tuple[int, str], dict[str, Any] | None] = {}  # None: drop
+        losers: list[tuple[str, str, str]] = []
+        for c in done:
+            pair = (c.connection, c.remote_id)
+            rec = records.get(pair)
+            if c.deleted:
+                if rec is not None:
+                    rec.values["deleted_at"] = now
+                if c.person_id is not None:
+                    snapshots[(c.person_id, c.connection)] = None
+                continue
+            records[pair] = self._link(rec, c)
+            losers.extend((c.connection, loser, c.remote_id) for loser in c.merged_losers)
+            if c.snapshot is not None and c.person_id is not None:
+                snapshots[(c.person_id, c.connection)] = fields_to_json(c.snapshot)
+        self._write_records(records)
+        for connection, loser, survivor in losers:
+            session.execute(
+                update(RemoteRecord)
+                .where(RemoteRecord.connection == connection, RemoteRecord.remote_id == loser)
+                .values(merged_into=survivor, deleted_at=now)
+            )
+        self._write_snapshots(snapshots)
+
+    def _load_records(self, done: Sequence[Completion]) -> dict[tuple[str, str], _RecordState]:
+        by_conn: dict[str, list[str]] = {}
+        for c in done:
+            by_conn.setdefault(c.connection, []).append(c.remote_id)
+        records: dict[tuple[str, str], _RecordState] = {}
+        rr = RemoteRecord.__table__
+        for conn, rids in by_conn.items():
+            unique = sorted(set(rids))
+            for start in range(0, len(unique), 500):
+                rows = self.session.execute(
+                    select(rr.c.id, rr.c.remote_id, rr.c.payload)
+                    .where(rr.c.connection == conn, rr.c.remote_id.in_(unique[start : start + 500]))
+                )
+                for rid, remote_id, payload in rows:
+                    records[(conn, remote_id)] = _RecordState(rid, payload, set())
+        by_id = {r.id: r for r in records.values()}
+        rec_ids = sorted(by_id)
+        for start in range(0, len(rec_ids), 500):
+            for record_id, kind, value in self.session.execute(
+                select(IdentityKey.record_id, IdentityKey.kind, IdentityKey.value)
+                .where(IdentityKey.record_id.in_(rec_ids[start : start + 500]))
+            ):
+                by_id[record_id].keys.add((kind, value))
+        return records
+
+    def _link(self, rec: _RecordState | None, c: Completion) -> _RecordState:
+        """:func:`link_record`'s effect on the in-memory state of the record."""
+        if rec is None:
+            body = dict(c.record_payload or {})
+            rec = _RecordState(None, body, set())
+            rec.values = {
+                "connection": c.connection, "remote_id": c.remote_id, "payload": body,
+                "payload_hash": record_hash(body), "remote_updated_at": c.record_updated_at,
+                "seen_at": self.now, "deleted_at": None, "merged_into": None, "person_id": c.person_id,
+                "dirty": False, "invalid": None, "last_scan": None,
+            }
+        else:
+            if c.person_id is not None:
+                rec.values["person_id"] = c.person_id
+            if c.record_payload is not None:
+                body = _deep_merge(rec.payload or {}, c.record_payload) if c.merge_payload else dict(c.record_payload)
+                rec.payload = body
+                rec.values["payload"] = body
+                rec.values["payload_hash"] = record_hash(body)
+            if c.record_updated_at is not None:
+                rec.values["remote_updated_at"] = c.record_updated_at
+            rec.values["deleted_at"] = None
+        if c.keys is not None and set(c.keys) != rec.keys:
+            rec.keys = set(c.keys)
+            rec.keys_changed = True
+        return rec
+
+    def _write_records(self, records: dict[tuple[str, str], _RecordState]) -> None:
+        session = self.session
+        rr = RemoteRecord.__table__
+        new = [r for r in records.values() if r.id is None]
+        if new:
+            rows = session.execute(
+                insert(rr).returning(rr.c.id, sort_by_parameter_order=True), [r.values for r in new]
+            ).all()
+            for r, row in zip(new, rows, strict=True):
+                r.id = int(row[0])
+        # Existing records: one executemany per shape of change.
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for r in records.values():
+            if r.values and r not in new:
+                cols = tuple(sorted(r.values))
+                shapes.setdefault(cols, []).append({"b_id": r.id, **{f"b_{k}": v for k, v in r.values.items()}})
+        for cols, params in shapes.items():
+            session.execute(
+                update(rr).where(rr.c.id == bindparam("b_id")).values({k: bindparam(f"b_{k}") for k in cols}),
+                params,
+            )
+        changed = [r for r in records.values() if r.keys_changed]
+        if changed:
+            old = [r.id for r in changed if r not in new]
+            for start in range(0, len(old), 500):
+                session.execute(delete(IdentityKey).where(IdentityKey.record_id.in_(old[start : start + 500])))
+            key_rows = [{"record_id": r.id, "kind": k, "value": v} for r in changed for k, v in sorted(r.keys)]
+            if key_rows:
+                session.execute(insert(IdentityKey.__table__), key_rows)
+
+    def _write_snapshots(self, snapshots: dict[tuple[int, str], dict[str, Any] | None]) -> None:
+        """:func:`put_snapshot` / :func:`drop_snapshot` for many pairs: unchanged ones (same
+        hash) are left alone, like a single put."""
+        if not snapshots:
+            return
+        session = self.session
+        pairs = sorted(snapshots)
+        have: dict[tuple[int, str], str] = {}
+        for start in range(0, len(pairs), 500):
+            for person_id, connection, digest in session.execute(
+                select(Snapshot.person_id, Snapshot.connection, Snapshot.hash)
+                .where(tuple_(Snapshot.person_id, Snapshot.connection).in_(pairs[start : start + 500]))
+            ):
+                have[(person_id, connection)] = digest
+        inserts, updates, drops = [], [], []
+        for pair in pairs:
+            data = snapshots[pair]
+            if data is None:
+                if pair in have:
+                    drops.append(pair)
+                continue
+            digest = fields_hash(data)
+            if pair not in have:
+                inserts.append({"person_id": pair[0], "connection": pair[1], "fields": data, "hash": digest,
+                                "updated_at": self.now})
+            elif have[pair] != digest:
+                updates.append({"b_person": pair[0], "b_conn": pair[1], "b_fields": data, "b_hash": digest})
+        snap = Snapshot.__table__
+        if inserts:
+            session.execute(insert(snap), inserts)
+        if updates:
+            session.execute(
+                update(snap)
+                .where(snap.c.person_id == bindparam("b_person"), snap.c.connection == bindparam("b_conn"))
+                .values(fields=bindparam("b_fields"), hash=bindparam("b_hash"), updated_at=self.now),
+                updates,
+            )
+        for start in range(0, len(drops), 500):
+            session.execute(
+                delete(Snapshot).where(tuple_(Snapshot.person_id, Snapshot.connection).in_(drops[start : start + 500]))
+            )
+
+
 class OutboxStore:
     """The outbox and the result transaction. Takes the store's SQLAlchemy engine."""
 
@@ -418,15 +633,18 @@ class OutboxStore:
 
     def record(self, completions: Sequence[Completion] = (), failures: Sequence[Failure] = ()) -> None:
         """Commit results: each completion's outbox row, remote record link, identity keys and
-        snapshot together, and failures with their messages and retry times. The rows touched
-        are read in bulk first (a chunk of results is a handful of statements, not hundreds)."""
+        snapshot together, and failures with their messages and retry times.
+
+        A chunk of results is a handful of bulk statements (executemany), not ORM objects: the
+        rows touched are read in one query per table, the completions are folded in order in
+        memory (a later completion of the same record or snapshot sees the earlier one's
+        result, exactly as if they had been applied one by one), and each table is written once."""
         if not completions and not failures:
             return
         now = utcnow()
         with self._sessions.begin() as session:
-            records, keys = self._preload(session, completions)
-            for done in completions:
-                self._complete(session, done, now, records, keys)
+            if completions:
+                _ResultBatch(session, now).apply(completions)
             for fail in failures:
                 values: dict[str, Any] = {
                     "status": fail.status,
@@ -438,82 +656,6 @@ class OutboxStore:
                     # The call was never made: give back the attempt counted when it was claimed.
                     values["attempts"] = case((Outbox.attempts > 0, Outbox.attempts - 1), else_=0)
                 session.execute(update(Outbox).where(Outbox.id == fail.item_id).values(**values))
-
-    def _preload(
-        self, session: Session, completions: Sequence[Completion]
-    ) -> tuple[dict[tuple[str, str], RemoteRecord], dict[int, set[tuple[str, str]]]]:
-        """Load the outbox rows, remote records (with their keys) and snapshots the completions
-        touch into the session, so the per-completion work below hits the identity map."""
-        ids = [c.item_id for c in completions]
-        pairs = {(c.connection, c.remote_id) for c in completions}
-        snaps = {(c.person_id, c.connection) for c in completions if c.person_id is not None}
-        records: dict[tuple[str, str], RemoteRecord] = {}
-        keys: dict[int, set[tuple[str, str]]] = {}
-        for start in range(0, len(ids), 500):
-            list(session.scalars(select(Outbox).where(Outbox.id.in_(ids[start : start + 500]))))
-        by_conn: dict[str, list[str]] = {}
-        for conn, rid in pairs:
-            by_conn.setdefault(conn, []).append(rid)
-        for conn, rids in by_conn.items():
-            for start in range(0, len(rids), 500):
-                for rec in session.scalars(
-                    select(RemoteRecord).where(RemoteRecord.connection == conn, RemoteRecord.remote_id.in_(rids[start : start + 500]))
-                ):
-                    records[(rec.connection, rec.remote_id)] = rec
-        rec_ids = [r.id for r in records.values()]
-        for start in range(0, len(rec_ids), 500):
-            for k in session.scalars(select(IdentityKey).where(IdentityKey.record_id.in_(rec_ids[start : start + 500]))):
-                keys.setdefault(k.record_id, set()).add((k.kind, k.value))
-        snap_list = sorted(snaps)
-        for start in range(0, len(snap_list), 500):
-            list(session.scalars(select(Snapshot).where(tuple_(Snapshot.person_id, Snapshot.connection).in_(snap_list[start : start + 500]))))
-        return records, keys
-
-    def _complete(
-        self,
-        session: Session,
-        done: Completion,
-        now: datetime,
-        records: dict[tuple[str, str], RemoteRecord],
-        keys: dict[int, set[tuple[str, str]]],
-    ) -> None:
-        row = session.get(Outbox, done.item_id)
-        if row is None:
-            return
-        row.status = OutboxStatus.DONE.value
-        row.result_remote_id = done.remote_id
-        row.last_error = done.note
-        row.next_attempt_at = None
-        row.updated_at = now
-        rec = records.get((done.connection, done.remote_id))
-        if done.deleted:
-            if rec is not None:
-                rec.deleted_at = now
-            if done.person_id is not None:
-                drop_snapshot(session, done.person_id, done.connection)
-            return
-        rec = link_record(
-            session,
-            done.connection,
-            done.remote_id,
-            done.person_id,
-            done.record_payload,
-            merge_payload=done.merge_payload,
-            updated_at=done.record_updated_at,
-            keys=done.keys,
-            existing=rec,
-            existing_keys=keys.get(rec.id, set()) if rec is not None else set(),
-        )
-        records[(done.connection, done.remote_id)] = rec
-        keys[rec.id] = set(done.keys) if done.keys is not None else keys.get(rec.id, set())
-        for loser in done.merged_losers:
-            session.execute(
-                update(RemoteRecord)
-                .where(RemoteRecord.connection == done.connection, RemoteRecord.remote_id == loser)
-                .values(merged_into=done.remote_id, deleted_at=now)
-            )
-        if done.snapshot is not None and done.person_id is not None:
-            put_snapshot(session, done.person_id, done.connection, done.snapshot)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -546,14 +688,20 @@ class OutboxStore:
             return out
 
     def owner(self, connection: str, remote_id: str) -> int | None:
-        """The live person a remote record is linked to (following person merges), or None."""
+        """The live person a remote record is linked to (following person merges), or None.
+        Called once per adopted contact: one Core query, the person chain only when merged."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(RemoteRecord.person_id, Person.merged_into)
+                .outerjoin(Person, Person.id == RemoteRecord.person_id)
+                .where(RemoteRecord.connection == connection, RemoteRecord.remote_id == remote_id)
+            ).first()
+        if row is None or row[0] is None:
+            return None
+        if row[1] is None:
+            return int(row[0])
         with self._sessions() as session:
-            person_id = session.scalar(
-                select(RemoteRecord.person_id).where(
-                    RemoteRecord.connection == connection, RemoteRecord.remote_id == remote_id
-                )
-            )
-            return _live_person(session, person_id)
+            return _live_person(session, int(row[0]))
 
     def key_owners(self, connection: str, kind: str, values: Sequence[str]) -> dict[str, set[int]]:
         """Per key value, the live persons whose records on ``connection`` hold (kind, value)."""
@@ -571,16 +719,31 @@ class OutboxStore:
                         IdentityKey.value.in_(wanted[start : start + 500]),
                     )
                 ).all()
+                live = _live_persons(session, {p for _, p in rows if p is not None})
                 for value, person_id in rows:
-                    live = _live_person(session, person_id)
-                    if live is not None:
-                        out.setdefault(value, set()).add(live)
+                    if person_id is not None:
+                        out.setdefault(value, set()).add(live.get(person_id, person_id))
         return out
 
-    def live_persons(self, person_ids: Iterable[int | None]) -> dict[int, int]:
-        """Each person id mapped to the live person it is (following folds)."""
+    def linked_remote_ids(self, connection: str) -> set[str]:
+        """Remote ids of the live records on ``connection`` linked to a person (benchmarks
+        compare them before and after a run: which existing contacts a run adopted)."""
         with self._sessions() as session:
-            return {p: _live_person(session, p) or p for p in set(person_ids) if p is not None}
+            return set(
+                session.scalars(
+                    select(RemoteRecord.remote_id).where(
+                        RemoteRecord.connection == connection,
+                        RemoteRecord.person_id.is_not(None),
+                        RemoteRecord.deleted_at.is_(None),
+                    )
+                )
+            )
+
+    def live_persons(self, person_ids: Iterable[int | None]) -> dict[int, int]:
+        """Each person id mapped to the live person it is (following folds): one query per
+        step along the fold chains, not one per person."""
+        with self._sessions() as session:
+            return _live_persons(session, {p for p in person_ids if p is not None})
 
     def live_person(self, person_id: int | None) -> int | None:
         """The person ``person_id`` was folded into, if any (else itself)."""

@@ -380,6 +380,53 @@ def test_paginate_refetches_a_repeated_page_and_drops_shifted_duplicates() -> No
     assert run(body()) == ["1", "2", "3", "4", "5"]
 
 
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_paginate_reading_ahead_yields_the_same_records(read_ahead: bool) -> None:
+    served = {None: [_page(["1", "2"], 1)],
+              1: [_page(["1", "2"], 1), _page(["2", "3", "4"], 2)],  # repeat, then shifted back
+              2: [_page(["5"], None)]}
+
+    async def fetch(token: Any) -> FetchedPage:
+        return served[token].pop(0)
+
+    async def body() -> list[str]:
+        return [r.remote_id async for _, page in paginate(fetch, name="t", read_ahead=read_ahead)
+                for r in page.records]
+
+    assert run(body()) == ["1", "2", "3", "4", "5"]
+
+
+def test_paginate_reads_the_next_page_while_the_caller_works_and_cancels_it_when_the_caller_stops() -> None:
+    events: list[str] = []
+    cancelled: list[Any] = []
+
+    async def fetch(token: Any) -> FetchedPage:
+        n = 0 if token is None else int(token)
+        events.append(f"fetch {n}")
+        try:
+            await asyncio.sleep(0.05)  # longer than the caller's staging: the last one is still under way
+        except asyncio.CancelledError:
+            cancelled.append(n)
+            raise
+        return _page([str(n)], n + 1)  # endless: the caller decides when to stop
+
+    async def body() -> None:
+        pages = paginate(fetch, name="t", read_ahead=True)
+        async for token, _page_ in pages:
+            events.append(f"stage {token or 0}")
+            await asyncio.sleep(0.02)  # staging: the next request is under way meanwhile
+            events.append(f"staged {token or 0}")
+            if token == 2:
+                break
+        await pages.aclose()
+        await asyncio.sleep(0.05)
+
+    run(body())
+    assert events == ["fetch 0", "stage 0", "fetch 1", "staged 0", "stage 1", "fetch 2", "staged 1",
+                      "stage 2", "fetch 3", "staged 2"]
+    assert cancelled == [3]
+
+
 def test_paginate_fails_loudly_on_a_loop() -> None:
     async def fetch(token: Any) -> FetchedPage:
         return _page([f"r{token}"], "same")
