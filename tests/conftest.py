@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -82,3 +84,16 @@ def store(db_url: str) -> Iterator[Store]:
     s = Store.open(db_url)
     yield s
     s.close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Leave structlog and the root logger as the next test expects them: a command that
+    configures logging (at WARNING, say) must not filter out the events a later test captures."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root.setLevel(level)
+    root.handlers[:] = handlers

@@ -20,18 +20,6 @@ from sync.logs import configure_logging, get_logger, redact_text, register_secre
 TOKEN = "pit-7f3c2e91-secret-token-value"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Leave structlog and the root logger as other tests expect them."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    root.setLevel(level)
-    root.handlers[:] = handlers
-
-
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GHL_TEST_TOKEN", TOKEN)
