@@ -165,3 +165,53 @@ def test_connectors_use_it_on_real_sockets_unless_told_not_to() -> None:
 
     assert isinstance(backend({}), AsyncioBackend)
     assert not isinstance(backend({"asyncio_backend": False}), AsyncioBackend)
+
+
+def test_https_through_the_backend_verifies_the_server_and_keeps_the_connection() -> None:
+    # The platforms are reached over TLS in production: the handshake (start_tls on the
+    # stream), certificate verification and keep-alive must work through this backend.
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    served: list[bytes] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            served.append(request)
+            writer.write(response(b"tls %d" % len(served)))
+            await writer.drain()
+
+    async def main() -> list[str]:
+        connections: list[int] = []
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(1)
+            try:
+                await echo(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=server_ctx)
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        transport = httpx.AsyncHTTPTransport(verify=client_ctx)
+        assert use_asyncio_backend(transport)
+        async with server, httpx.AsyncClient(base_url=url, transport=transport, timeout=5.0) as http:
+            out = [(await http.post("/x", json={"n": 1})).text, (await http.get("/y")).text]
+            assert len(connections) == 1  # one TLS handshake, the connection kept alive
+            # A client that does not trust this CA refuses the server.
+            untrusting = httpx.AsyncHTTPTransport(verify=ssl.create_default_context())
+            assert use_asyncio_backend(untrusting)
+            async with httpx.AsyncClient(base_url=url, transport=untrusting, timeout=5.0) as stranger:
+                with pytest.raises(httpx.ConnectError):
+                    await stranger.get("/z")
+        assert len(served) == 2  # the refused client's request never reached the server
+        return out
+
+    assert asyncio.run(main()) == ["tls 1", "tls 2"]
+
