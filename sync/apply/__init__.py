@@ -1,7 +1,8 @@
 """Apply: carry a Plan out through the durable outbox (DESIGN.md, "Apply, exactly once in effect").
 
-``queue_plan`` commits a plan's intents; ``apply_outbox`` sends them, every connection
-concurrently, and records each result with its snapshot and link in one transaction.
+``PlanQueue`` commits a plan's intents inside the planning transaction; ``apply_outbox`` sends
+them, every connection concurrently, and records each result with its snapshot and link in one
+transaction.
 """
 
 from __future__ import annotations
@@ -17,21 +18,6 @@ from sync.plan import OpKind, Plan
 from sync.store.outbox import EnqueueResult, OutboxStore
 
 OP_ORDER = {OpKind.MERGE: 0, OpKind.TAG: 1, OpKind.CREATE: 2, OpKind.UPDATE: 3, OpKind.DELETE: 4, OpKind.EXCLUDE: 5}
-
-
-def queue_plan(
-    outbox: OutboxStore,
-    plan: Plan,
-    capabilities: Mapping[str, Capabilities] | None = None,
-    *,
-    run_id: int | None = None,
-) -> EnqueueResult:
-    """Commit every op of ``plan`` to the outbox (the intent, before any call). Per person and
-    connection a merge goes first (Acquire refuses an update that gives the survivor an email
-    the loser still holds), then tags on merged-away records, then create/update (whose
-    ``confirms`` is the person's snapshot after the plan, so it is the last to set it), then
-    delete."""
-    return outbox.enqueue(_ordered_intents(plan, capabilities), run_id=run_id)
 
 
 def _ordered_intents(plan: Plan, capabilities: Mapping[str, Capabilities] | None) -> list[Intent]:
@@ -68,5 +54,4 @@ __all__ = [
     "intent_for",
     "intents_for",
     "lookup_keys",
-    "queue_plan",
 ]

@@ -156,67 +156,6 @@ def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def link_record(
-    session: Session,
-    connection: str,
-    remote_id: str,
-    person_id: int | None,
-    payload: Mapping[str, Any] | None,
-    *,
-    merge_payload: bool = False,
-    updated_at: datetime | None = None,
-    keys: Sequence[tuple[str, str]] | None = None,
-    existing: RemoteRecord | None = None,
-    existing_keys: set[tuple[str, str]] | None = None,
-) -> RemoteRecord:
-    """Create or update the remote record (connection, remote_id) and link it to ``person_id``,
-    in the caller's transaction. New records start clean (not dirty): they are what we wrote.
-    ``existing``/``existing_keys``: the row and its keys when the caller loaded them already."""
-    now = utcnow()
-    row = existing
-    if row is None and existing_keys is None:
-        row = session.scalars(
-            select(RemoteRecord).where(RemoteRecord.connection == connection, RemoteRecord.remote_id == remote_id)
-        ).first()
-    if row is None:
-        body = dict(payload or {})
-        row = RemoteRecord(
-            connection=connection,
-            remote_id=remote_id,
-            payload=body,
-            payload_hash=record_hash(body),
-            remote_updated_at=updated_at,
-            seen_at=now,
-            person_id=person_id,
-            dirty=False,
-        )
-        session.add(row)
-        session.flush()
-    else:
-        if person_id is not None:
-            row.person_id = person_id
-        if payload is not None:
-            body = _deep_merge(row.payload or {}, payload) if merge_payload else dict(payload)
-            row.payload = body
-            row.payload_hash = record_hash(body)
-        if updated_at is not None:
-            row.remote_updated_at = updated_at
-        row.deleted_at = None
-    if keys is not None:
-        if existing_keys is not None:
-            have = set(existing_keys) if existing is not None else set()
-        else:
-            have = {
-                (k.kind, k.value)
-                for k in session.scalars(select(IdentityKey).where(IdentityKey.record_id == row.id))
-            }
-        wanted = set(keys)
-        if have != wanted:
-            session.query(IdentityKey).filter(IdentityKey.record_id == row.id).delete(synchronize_session=False)
-            session.add_all(IdentityKey(record_id=row.id, kind=k, value=v) for k, v in sorted(wanted))
-    return row
-
-
 def _live_person(session: Session, person_id: int | None) -> int | None:
     seen: set[int] = set()
     while person_id is not None and person_id not in seen:
@@ -343,7 +282,7 @@ class _ResultBatch:
         return records
 
     def _link(self, rec: _RecordState | None, c: Completion) -> _RecordState:
-        """:func:`link_record`'s effect on the in-memory state of the record."""
+        """The effect of linking a record (create or update it, link it to the person, replace its keys) on the in-memory state of the record."""
         if rec is None:
             body = dict(c.record_payload or {})
             rec = _RecordState(None, body, set())

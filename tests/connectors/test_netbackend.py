@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 
 import httpcore
@@ -37,7 +38,7 @@ def response(body: bytes, *, close: bool = False) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
-async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
+async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, str, list[int]]:
     connections: list[int] = []
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -47,9 +48,21 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}", connections
+    return server, f"{'https' if tls else 'http'}://127.0.0.1:{port}", connections
+
+
+def echo_counting(seen: list[bytes], label: bytes = b"ok") -> Handler:
+    """A keep-alive server answering each request with ``label`` and its running number."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            seen.append(request)
+            writer.write(response(b"%s %d" % (label, len(seen))))
+            await writer.drain()
+
+    return echo
 
 
 def client(url: str, timeout: float = 5.0) -> httpx.AsyncClient:
@@ -61,14 +74,8 @@ def client(url: str, timeout: float = 5.0) -> httpx.AsyncClient:
 def test_keep_alive_requests_with_bodies_reuse_one_connection() -> None:
     seen: list[bytes] = []
 
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while (request := await read_request(reader)) is not None:
-            seen.append(request)
-            writer.write(response(b"ok %d" % len(seen)))
-            await writer.drain()
-
     async def main() -> list[str]:
-        server, url, connections = await serve(echo)
+        server, url, connections = await serve(echo_counting(seen))
         async with server, client(url) as http:
             out = [(await http.post("/x", json={"n": i})).text for i in range(3)]
             out.append((await http.get("/y")).text)
@@ -170,8 +177,6 @@ def test_connectors_use_it_on_real_sockets_unless_told_not_to() -> None:
 def test_https_through_the_backend_verifies_the_server_and_keeps_the_connection() -> None:
     # The platforms are reached over TLS in production: the handshake (start_tls on the
     # stream), certificate verification and keep-alive must work through this backend.
-    import ssl
-
     import trustme
 
     ca = trustme.CA()
@@ -181,24 +186,8 @@ def test_https_through_the_backend_verifies_the_server_and_keeps_the_connection(
     ca.configure_trust(client_ctx)
     served: list[bytes] = []
 
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while (request := await read_request(reader)) is not None:
-            served.append(request)
-            writer.write(response(b"tls %d" % len(served)))
-            await writer.drain()
-
     async def main() -> list[str]:
-        connections: list[int] = []
-
-        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            connections.append(1)
-            try:
-                await echo(reader, writer)
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=server_ctx)
-        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        server, url, connections = await serve(echo_counting(served, b"tls"), tls=server_ctx)
         transport = httpx.AsyncHTTPTransport(verify=client_ctx)
         assert use_asyncio_backend(transport)
         async with server, httpx.AsyncClient(base_url=url, transport=transport, timeout=5.0) as http:
@@ -214,4 +203,3 @@ def test_https_through_the_backend_verifies_the_server_and_keeps_the_connection(
         return out
 
     assert asyncio.run(main()) == ["tls 1", "tls 2"]
-
