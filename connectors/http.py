@@ -382,7 +382,13 @@ class HttpClient:
         self.max_retry_after_s = float(opts.get("max_retry_after_s", 300.0))
         self._redact = Redactor([v.get_secret_value() for v in settings.credentials.values()])
         self._rng = random.Random()
-        if transport is None and bool(opts.get("asyncio_backend", True)):
+        asyncio_backend = opts.get("asyncio_backend", True)
+        if not isinstance(asyncio_backend, bool):
+            raise ConfigurationError(
+                f"connections.{settings.name}.options.asyncio_backend: expected true or false, "
+                f"found {asyncio_backend!r}"
+            )
+        if transport is None and asyncio_backend:
             # Real sockets: httpcore over plain asyncio streams (connectors/netbackend.py) costs
             # far less CPU per request than its default anyio backend.
             transport = httpx.AsyncHTTPTransport()

@@ -441,3 +441,13 @@ def test_first_delete_finding_nothing_is_not_found() -> None:
     server = Server([fail(429), fail(404)])  # a 429 was never applied: the 404 is real
     with pytest.raises(NotFound):
         run(make(server).http.request("DELETE", "/things/1"))
+
+
+def test_a_non_boolean_asyncio_backend_option_is_a_clear_configuration_error() -> None:
+    settings = ConnectionSettings(
+        name="toy", base_url="https://toy.test", credentials={"token": SecretStr(SECRET)},
+        options={"asyncio_backend": "no"},
+    )
+    with pytest.raises(ConfigurationError, match=r"connections\.toy\.options\.asyncio_backend: expected true or false, found 'no'") as err:
+        Toy(settings)
+    assert SECRET not in str(err.value)
