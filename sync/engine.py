@@ -28,6 +28,7 @@ from sync.apply import ApplyReport, Backoff, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
 from sync.config import Config
 from sync.plan import Plan
+from sync.planning import build_plan
 from sync.stage import PullReport, pull_connection, read_keys
 from sync.store import Store
 from sync.store.locks import ProfileLock
@@ -303,8 +304,6 @@ class Engine:
         replan: bool,
     ) -> Plan:
         """Match dirty records into persons, reconcile them and build the plan."""
-        from sync.planning import build_plan
-
         return build_plan(
             self.store,
             self.config,
