@@ -1,4 +1,5 @@
-"""One sync cycle: pull every connection concurrently → stage → match → reconcile/plan → apply.
+"""One sync cycle: pull every connection concurrently → stage → match → reconcile/plan → apply
+(the push starting with planning's first committed slice).
 
 The cycle is the unit the daemon schedules, ``backfill`` runs once in full, and ``plan`` runs
 as a dry run. Around it:
@@ -24,7 +25,7 @@ import structlog
 
 from connectors.base import Capabilities, Connector, ConnectorError
 from connectors.registry import connector_class
-from sync.apply import ApplyReport, Backoff, PlanQueue, Target, apply_outbox
+from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
 from sync.config import Config
 from sync.plan import Plan
@@ -224,23 +225,41 @@ class Engine:
             report.joined = self.store.unplanned_connections(names)
             if report.joined:
                 log.info("replan_for_new_connections", connections=report.joined)
-            plan = self._reconcile(
-                names,
-                connectors,
-                run_id=report.run_id,
-                commit=not dry_run,
-                queue=queue,
-                replan=replan or bool(report.joined),
-            )
-            report.plan = plan
-            timed("plan")
             if queue is None:
+                report.plan = self._reconcile(
+                    names, connectors, run_id=report.run_id, commit=False, queue=None, replan=replan or bool(report.joined)
+                )
+                timed("plan")
                 return report
-            report.queued = queue.result
             push = None if progress is None else (lambda conn, n: progress("push", conn, n))
-            report.applied = await apply_outbox(
-                self.outbox, targets, backoff=self.backoff, chunk_size=self.chunk_size, stop=astop, progress=push, io=io
+            # Planning runs in a worker thread and commits slice by slice; the push sends each
+            # slice's intents as they commit (PlanFeed), so the writes to the slowest platform
+            # start with the first slice. "plan" is timed to its end, "push" from there.
+            feed = PlanFeed(report.run_id)
+            loop = asyncio.get_running_loop()
+            pushing = asyncio.create_task(
+                apply_outbox(
+                    self.outbox, targets, backoff=self.backoff, chunk_size=self.chunk_size, stop=astop,
+                    progress=push, io=io, feed=feed,
+                )
             )
+            try:
+                report.plan = await asyncio.to_thread(
+                    self._reconcile,
+                    names,
+                    connectors,
+                    run_id=report.run_id,
+                    commit=True,
+                    queue=queue,
+                    replan=replan or bool(report.joined),
+                    on_commit=lambda: loop.call_soon_threadsafe(feed.notify),
+                )
+                timed("plan")
+            finally:
+                # Whatever planning did, the slices it committed are sent before the cycle ends.
+                feed.notify(finished=True)
+                report.applied = await pushing
+            report.queued = queue.result
             timed("push")
             if report.applied.failed or any(r.stopped for r in report.applied.connections.values()):
                 report.status = "partial"
@@ -302,6 +321,7 @@ class Engine:
         commit: bool,
         queue: PlanQueue | None,
         replan: bool,
+        on_commit: Callable[[], None] | None = None,
     ) -> Plan:
         """Match dirty records into persons, reconcile them and build the plan."""
         return build_plan(
@@ -313,6 +333,7 @@ class Engine:
             commit=commit,
             queue=queue,
             replan=replan,
+            on_commit=on_commit,
         )
 
     def _finish(self, report: CycleReport) -> None:

@@ -145,6 +145,7 @@ def build_plan(
     queue: Callable[[Any, Plan], None] | None = None,
     replan: bool = False,
     keep_ops: bool | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> Plan:
     """Match the store's dirty records, reconcile its dirty persons over connections ``names``
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
@@ -161,7 +162,15 @@ def build_plan(
     ``keep_ops`` (default: only when no ``queue`` is given) makes the returned Plan hold every
     op, golden record and read-confirmed snapshot. Without it the slices are dropped once
     stored and queued, and the Plan keeps their counts (``summary()``), the conflicts and the
-    number of persons: a backfill's millions of rendered payloads never sit in memory at once."""
+    number of persons: a backfill's millions of rendered payloads never sit in memory at once.
+
+    ``on_commit`` (with ``commit``) streams: the match and then each slice commit on their own
+    and ``on_commit()`` is called after each slice's commit, so a push can send the first
+    slices while later ones are planned. Each slice still commits its golden records, cleared
+    dirty flags and intents together; a crash leaves the later slices' persons dirty, to be
+    planned again. Slices grow from a small first one (the push starts early), and on SQLite
+    the write lock is released while a slice is computed (the push records its results
+    meanwhile)."""
     mappings = {n: config.mapping(n) for n in names}
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
     session = store.manual_session()
@@ -179,6 +188,7 @@ def build_plan(
             queue=queue,
             replan=replan,
             keep=keep,
+            on_commit=on_commit if commit else None,
         )
 
 
@@ -208,6 +218,7 @@ def _build(
     queue: Callable[[Any, Plan], None] | None,
     replan: bool,
     keep: bool,
+    on_commit: Callable[[], None] | None = None,
 ) -> Plan:
     try:
         if replan:
@@ -216,9 +227,13 @@ def _build(
         policy = reconcile_policy(config)
         plan = Plan()
         dirty = dirty_person_ids(session)
+        if on_commit is not None:
+            session.commit()
         # In slices, so a backfill holds one slice of views and raw payloads at a time.
-        for start in range(0, len(dirty), chunk_size):
-            people = load_person_views(session, dirty[start : start + chunk_size])
+        for start, end in _slices(len(dirty), chunk_size, streaming=on_commit is not None):
+            people = load_person_views(session, dirty[start:end])
+            if on_commit is not None:
+                session.commit()  # end the read: the push may record results while this slice is computed
             ctx = PlanContext(mappings, {})
             views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
             part = render_payloads(reconcile(views, infos, policy), ctx)
@@ -227,6 +242,9 @@ def _build(
                 save_plan_state(session, part, run_id=run_id, existing=existing)
                 if queue is not None:
                     queue(session, part)
+                if on_commit is not None:
+                    session.commit()
+                    on_commit()
             plan.persons += len(part.golden)
             plan.conflicts.extend(part.conflicts)
             if keep:
@@ -246,6 +264,18 @@ def _build(
     finally:
         session.close()
     return plan
+
+
+def _slices(total: int, size: int, *, streaming: bool) -> Iterator[tuple[int, int]]:
+    """(start, end) of each slice: ``size`` each, or when streaming, growing from a small first
+    slice to ``size`` (the first intents are queued within a fraction of a second)."""
+    step = min(size, 1_000) if streaming else size
+    start = 0
+    while start < total:
+        end = min(total, start + step)
+        yield start, end
+        start = end
+        step = min(size, step * 2)
 
 
 def run_match(store: Store, config: Any, capabilities: Mapping[str, Capabilities] | None = None) -> set[int]:

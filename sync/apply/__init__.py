@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from sqlalchemy.orm import Session
 
 from connectors.base import Capabilities
-from sync.apply.executor import ApplyReport, Backoff, ConnectionReport, Target, apply_outbox
+from sync.apply.executor import ApplyReport, Backoff, ConnectionReport, PlanFeed, Target, apply_outbox
 from sync.apply.intents import Intent, intent_for, intents_for, lookup_keys
 from sync.plan import OpKind, Plan
 from sync.store.outbox import EnqueueResult, OutboxStore
@@ -48,6 +48,7 @@ __all__ = [
     "ApplyReport",
     "Backoff",
     "ConnectionReport",
+    "PlanFeed",
     "PlanQueue",
     "Target",
     "apply_outbox",

@@ -130,6 +130,29 @@ class ApplyReport:
         return {name: r.to_json() for name, r in sorted(self.connections.items())}
 
 
+class PlanFeed:
+    """Intents that arrive while planning still runs. Planning commits slice after slice and
+    calls :meth:`notify` after each commit (on the event loop); the appliers send that run's
+    rows as they come, so the slowest platform's writes start with the first slice instead of
+    after the last."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.finished = False
+        self._wake = asyncio.Event()
+
+    def notify(self, *, finished: bool = False) -> None:
+        """More rows are committed (``finished``: and planning is over)."""
+        if finished:
+            self.finished = True
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    def waiter(self) -> asyncio.Event:
+        """The event the next :meth:`notify` sets (take it before looking for rows)."""
+        return self._wake
+
+
 class _Stop(Exception):
     """The connection must stop for this run (configuration error)."""
 
@@ -147,8 +170,10 @@ class ConnectionApplier:
         stop: asyncio.Event | None,
         progress: Progress | None,
         io: StoreThread,
+        feed: PlanFeed | None = None,
     ) -> None:
         self.io = io
+        self.feed = feed
         self.outbox = outbox
         self.target = target
         self.connector = target.connector
@@ -172,17 +197,48 @@ class ConnectionApplier:
                 await self._chunk(in_flight, settling=True)
             if settle_only:
                 return self.report
+            sent: set[int] = set()
+            if self.feed is not None:
+                await self._stream(self.feed, sent)
             last_id = 0
             while not self._stopping():
                 items = await self.io(self.outbox.due, self.target.name, after_id=last_id, limit=self.chunk_size)
                 if not items:
                     break
                 last_id = items[-1].id
-                await self.io(self.outbox.mark_in_flight, [i.id for i in items])
-                await self._chunk(items, settling=False)
+                items = [i for i in items if i.id not in sent]  # one walk of the queue per run
+                if items:
+                    await self.io(self.outbox.mark_in_flight, [i.id for i in items])
+                    await self._chunk(items, settling=False)
         except _Stop:
             pass
         return self.report
+
+    async def _stream(self, feed: PlanFeed, sent: set[int]) -> None:
+        """While planning runs, send the rows it has committed so far. A person who still had
+        rows from an earlier run waits for the final pass, which keeps each person's rows in
+        queue order (planning may be superseding them meanwhile)."""
+        held = await self.io(self.outbox.queued_persons, self.target.name, other_than_run=feed.run_id)
+        last_id = 0
+        while not self._stopping():
+            wake, finished = feed.waiter(), feed.finished
+            rows = await self.io(
+                self.outbox.due, self.target.name, after_id=last_id, limit=self.chunk_size, run_id=feed.run_id
+            )
+            if rows:
+                last_id = rows[-1].id
+                items = [i for i in rows if i.person_id is not None and i.person_id not in held]
+                if items:
+                    sent.update(i.id for i in items)
+                    await self.io(self.outbox.mark_in_flight, [i.id for i in items])
+                    await self._chunk(items, settling=False)
+                continue
+            if finished:  # taken before the query: that query saw every slice
+                return
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=0.5)  # wake up now and then to see a stop
+            except asyncio.TimeoutError:
+                pass
 
     def _stopping(self) -> bool:
         return self.report.stopped is not None or (self.stop is not None and self.stop.is_set())
@@ -437,16 +493,19 @@ async def apply_outbox(
     progress: Progress | None = None,
     settle_only: bool = False,
     io: StoreThread | None = None,
+    feed: PlanFeed | None = None,
 ) -> ApplyReport:
     """Send every due outbox row of every target, the connections concurrently (so the slowest
     platform's rate limit, not the sum, bounds the run). ``settle_only`` settles in-flight rows
     and stops (the engine does this before planning, so a planned create never races a create
-    that may already exist)."""
+    that may already exist). With a ``feed``, planning is still running: its rows are sent as
+    its slices commit, then everything else that is due."""
     own = io is None
     io = io or StoreThread()
     appliers = [
         ConnectionApplier(
-            outbox, t, backoff=backoff or Backoff(), chunk_size=chunk_size, stop=stop, progress=progress, io=io
+            outbox, t, backoff=backoff or Backoff(), chunk_size=chunk_size, stop=stop, progress=progress, io=io,
+            feed=feed,
         )
         for t in targets
     ]

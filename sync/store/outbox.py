@@ -524,28 +524,50 @@ class OutboxStore:
 
     # -- claiming -----------------------------------------------------------------------------
 
-    def due(self, connection: str, *, after_id: int = 0, limit: int = 100, now: datetime | None = None) -> list[OutboxItem]:
+    def due(
+        self,
+        connection: str,
+        *,
+        after_id: int = 0,
+        limit: int = 100,
+        now: datetime | None = None,
+        run_id: int | None = None,
+    ) -> list[OutboxItem]:
         """Rows ready to send on ``connection``, oldest first: pending ones, and failed ones whose
-        backoff has passed. ``after_id`` lets one run walk the queue once."""
+        backoff has passed. ``after_id`` lets one run walk the queue once; ``run_id`` keeps
+        only the rows that run queued."""
         now = now or utcnow()
+        conditions = [
+            Outbox.connection == connection,
+            Outbox.id > after_id,
+            or_(
+                Outbox.status == OutboxStatus.PENDING.value,
+                and_(
+                    Outbox.status == OutboxStatus.FAILED.value,
+                    or_(Outbox.next_attempt_at.is_(None), Outbox.next_attempt_at <= now),
+                ),
+            ),
+        ]
+        if run_id is not None:
+            conditions.append(Outbox.run_id == run_id)
         with self._sessions() as session:
-            rows = session.scalars(
-                select(Outbox)
-                .where(
-                    Outbox.connection == connection,
-                    Outbox.id > after_id,
-                    or_(
-                        Outbox.status == OutboxStatus.PENDING.value,
-                        and_(
-                            Outbox.status == OutboxStatus.FAILED.value,
-                            or_(Outbox.next_attempt_at.is_(None), Outbox.next_attempt_at <= now),
-                        ),
-                    ),
-                )
-                .order_by(Outbox.id)
-                .limit(limit)
-            )
+            rows = session.scalars(select(Outbox).where(*conditions).order_by(Outbox.id).limit(limit))
             return [_item(r) for r in rows]
+
+    def queued_persons(self, connection: str, *, other_than_run: int) -> set[int | None]:
+        """Persons with rows still to send on ``connection`` that an earlier run queued."""
+        with self._sessions() as session:
+            return set(
+                session.scalars(
+                    select(Outbox.person_id)
+                    .where(
+                        Outbox.connection == connection,
+                        Outbox.status.in_((OutboxStatus.PENDING.value, OutboxStatus.FAILED.value)),
+                        or_(Outbox.run_id.is_(None), Outbox.run_id != other_than_run),
+                    )
+                    .distinct()
+                )
+            )
 
     def in_flight(self, connection: str) -> list[OutboxItem]:
         """Rows whose call may or may not have reached the platform (a crash or a lost reply)."""

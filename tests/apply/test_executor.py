@@ -157,3 +157,47 @@ def test_ghl_update_sends_tags_through_their_endpoints(store: Store) -> None:
     assert (r.calls["update"], r.calls["add_tags"], r.calls["remove_tags"]) == (1, 1, 1)
     rec = emu.records()[0]
     assert rec["firstName"] == "Augusta" and sorted(rec["tags"]) == ["new", "vip"]
+
+
+def test_a_feed_sends_each_committed_slice_while_planning_runs(store: Store) -> None:
+    """With a PlanFeed the push starts on the first committed slice; a person who still had a
+    row from an earlier run waits for the final pass (planning may supersede it meanwhile)."""
+    from sync.apply import PlanFeed
+
+    emu = AcquireEmulator()
+    outbox = OutboxStore(store.engine)
+    old, first, later = _people(store, 3)
+    outbox.enqueue([intent_for(_acq_create(old, "stale@example.com"))], run_id=1)
+    target = Target("acq", Acquire(emu.connection_settings(name="acq"), emu.transport()))
+    seen_before_finish: list[str] = []
+
+    async def go() -> Any:
+        feed = PlanFeed(run_id=2)
+        pushing = asyncio.create_task(apply_outbox(outbox, [target], backoff=NO_WAIT, feed=feed))
+        # Slice one: a new person.
+        await asyncio.to_thread(outbox.enqueue, [intent_for(_acq_create(first, "first@example.com"))], 2)
+        feed.notify()
+        for _ in range(200):  # sent while "planning" is still running
+            if emu.records():
+                break
+            await asyncio.sleep(0.01)
+        seen_before_finish.extend(c["fields"]["email"] for c in emu.records())
+        # Slice two: supersedes the old person's row, and another new person.
+        await asyncio.to_thread(
+            outbox.enqueue,
+            [intent_for(_acq_create(old, "fresh@example.com")), intent_for(_acq_create(later, "later@example.com"))],
+            2,
+        )
+        feed.notify(finished=True)
+        try:
+            return await pushing
+        finally:
+            await target.connector.aclose()
+
+    report = asyncio.run(go())
+    assert seen_before_finish == ["first@example.com"]
+    assert report.connections["acq"].done == 3
+    assert sorted(c["fields"]["email"] for c in emu.records()) == [
+        "first@example.com", "fresh@example.com", "later@example.com"
+    ]
+    assert [i.body["fields"]["email"] for i in outbox.items([OutboxStatus.SUPERSEDED.value])] == ["stale@example.com"]

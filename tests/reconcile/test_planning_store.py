@@ -337,3 +337,35 @@ def _without_person_ids(data: Any) -> Any:
     if isinstance(data, list):
         return [_without_person_ids(v) for v in data]
     return data
+
+
+def test_a_plan_with_on_commit_commits_each_slice_with_its_intents(store: Store) -> None:
+    """Streaming for a concurrent push: after each on_commit, another connection sees that
+    slice's persons clean and its intents queued (together), and the plan is the same."""
+    config = make_config()
+    stage(store, config, "acq", *[acq(i, f"P{i} X", f"p{i}@x.com", f"+1415555{i:04d}") for i in range(1, 30)])
+    stage(store, config, "ghl", *[ghl(f"g{i}", f"P{i}", "Y", f"p{i}@x.com") for i in range(1, 30, 2)])
+    whole = build_plan(store, config, NAMES, CAPS, commit=False)
+    queued: list[Plan] = []
+    seen: list[tuple[int, int]] = []  # (persons clean, persons in queued slices) at each commit
+
+    def committed() -> None:
+        seen.append((count(store, Person, Person.dirty.is_(False)), sum(len(p.golden) for p in queued)))
+
+    streamed = build_plan(
+        store, config, NAMES, CAPS, chunk_size=4, queue=lambda _s, part: queued.append(part), on_commit=committed
+    )
+    assert [n for _, n in seen] == [min(29, 4 * k) for k in range(1, 9)]  # eight slices of up to four
+    assert all(clean == in_queue for clean, in_queue in seen)
+    assert streamed.summary() == whole.summary()
+    assert _without_person_ids([op.to_json() for p in queued for op in p.ops]) == _without_person_ids(
+        [op.to_json() for op in whole.ops]
+    )
+
+
+def test_streamed_slices_start_small_and_grow() -> None:
+    from sync.planning import _slices
+
+    assert list(_slices(10, 4, streaming=False)) == [(0, 4), (4, 8), (8, 10)]
+    sizes = [end - start for start, end in _slices(100_000, 20_000, streaming=True)]
+    assert sizes[:3] == [1_000, 2_000, 4_000] and max(sizes) == 20_000 and sum(sizes) == 100_000
