@@ -31,7 +31,9 @@ Per phase and platform:
   write per existing contact the engine adopted in this phase (linked in the store after the
   phase, not before) whose values did not change — its values are unknowable to any client, so
   leaving it unwritten could leave it stale forever;
-* ``requests`` (all calls), ``http_429``;
+* ``requests`` (all calls), ``http_429``, and ``first_request_s`` / ``last_request_s``: when the
+  platform saw its first and last request, counted from the start of the run (so the slowest
+  platform's idle time before and after its busy span shows);
 * ``reads_by_id``: GETs of one contact by its id. A sync never needs them (a list page or a
   search returns the same contact, a hundred at a time), so they count against the engine: they
   are left out of the floor below;
@@ -151,7 +153,7 @@ def _emulator_main(platform: str, rate_scale: float, conn: Connection) -> None:
         "seed": lambda people: len(em.seed(people)),
         "records": lambda: em.records(),
         "log_mark": lambda: len(em.request_log),
-        "log_since": lambda mark: [(e.method, e.path, e.status) for e in em.request_log[mark:]],
+        "log_since": lambda mark: [(e.method, e.path, e.status, e.time) for e in em.request_log[mark:]],
         "ids": lambda: sorted(em.contacts),
         "contact": lambda rid: dict(em.contacts[rid]),
         "edit": lambda rid, change: bool(em.external_edit(rid, change)),
@@ -240,8 +242,8 @@ class Observer:
         platforms: dict[str, Any] = {}
         for name, em in self.emulators.items():
             log = em("log_since", marks[name])
-            writes = sum(1 for method, path, _ in log if is_write(method, path))
-            by_id = sum(1 for method, path, _ in log if is_read_by_id(method, path))
+            writes = sum(1 for method, path, *_ in log if is_write(method, path))
+            by_id = sum(1 for method, path, *_ in log if is_read_by_id(method, path))
             reads = len(log) - writes - by_id
             min_writes = adopted_unchanged = 0
             for rid, fields in after[name].items():
@@ -270,7 +272,11 @@ class Observer:
                 "min_writes_api": min_writes + adopted_unchanged,
                 "requests": len(log),
                 "reads_by_id": by_id,
-                "http_429": sum(1 for _, _, status in log if status == 429),
+                "http_429": sum(1 for _, _, status, _ in log if status == 429),
+                # When the platform saw its first and last request, in seconds from the run's
+                # start (one system-wide monotonic clock): the busy span of the slowest one.
+                "first_request_s": round(log[0][3] - report["t0_monotonic"], 2) if log else None,
+                "last_request_s": round(log[-1][3] - report["t0_monotonic"], 2) if log else None,
                 "rate_floor_s": round(rate_floor, 2),
                 "service_floor_s": round(service_floor, 2),
                 "floor_s": round(max(rate_floor, service_floor), 2),
@@ -326,7 +332,7 @@ else:
 store.close()
 wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
 print(json.dumps({"status": report.status, "timings": report.timings, "error": report.error, "wall_s": wall,
-                  "cpu_s": cpu}))
+                  "cpu_s": cpu, "t0_monotonic": t0}))
 """
 
 
