@@ -26,8 +26,8 @@ from connectors.base import Capabilities, Connector, ConnectorError
 from connectors.registry import connector_class
 from sync.apply import ApplyReport, Backoff, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
-from sync.config import Config
 from sync.canonical import fields_to_json, is_empty
+from sync.config import Config
 from sync.plan import Plan
 from sync.stage import PullReport, pull_connection, read_keys
 from sync.store import Store
@@ -217,14 +217,16 @@ class Engine:
                 report.status = "partial"
                 report.error = "stopped before planning"
                 return report
-            if not dry_run:
-                # Contacts we wrote without reading them back come back from this pull as
-                # changed payloads; those that read as we confirmed them are not changes.
-                echoes = {
-                    n: await io(self.outbox.clear_echoes, n, _snapshot_digest(self.config.mapping(n)))
-                    for n in pulled
-                    if n in report.pulls and not report.pulls[n].error
-                }
+            # Contacts we wrote without reading them back come back from this pull as changed
+            # payloads; those that read as we confirmed them are not changes. (A dry run too:
+            # like staging, this only says what changed, and the plan it prints must be the
+            # one a cycle would carry out.)
+            echoes = {
+                n: await io(self.outbox.clear_echoes, n, _snapshot_digest(self.config.mapping(n)))
+                for n in pulled
+                if n in report.pulls and not report.pulls[n].error
+            }
+            if any(echoes.values()):
                 report.extra["echoes"] = {n: k for n, k in echoes.items() if k}
             # The intents are queued inside the planning transaction (PlanQueue): the persons it
             # marks clean and the writes that carry their edits commit together.
