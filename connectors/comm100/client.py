@@ -11,13 +11,15 @@ Settings: credentials ``token`` (OAuth2 bearer) or ``agent_email`` + ``api_key``
 with option ``site_id`` sent as ``?siteId=``). Options: ``page_size`` (default 100, max 100),
 ``overlap_seconds`` (default 30), ``default_region`` (phone matching in lookups),
 ``read_back`` (default False; True re-reads a written contact - one GET per write - so the
-returned record carries its identities and server stamps), ``merge_via`` (``"endpoint"`` for ``POST /contact/contacts/{id}:merge`` or ``"put"``
-for a PUT of ``mergeToContactId`` - both inferred, so native merge is off unless chosen).
+returned record carries its identities and server stamps), ``merge_via`` (``"endpoint"`` for
+``POST /contact/contacts/{id}:merge`` or ``"put"`` for a PUT of ``mergeToContactId`` - both
+inferred, so native merge is off unless chosen).
 
 Writes are not read back by default: write responses carry no ``contactIdentities``, but the
 engine does not need them - it keeps what it sent as the record's payload and snapshot, and the
 next pull re-reads every contact we wrote anyway (the cursor is never moved past our own writes),
-at a hundred contacts per request instead of one. Rate budget is what bounds a Comm100 cycle.
+at a hundred contacts per request instead of one: the rate budget is what bounds a Comm100
+cycle.
 """
 
 from __future__ import annotations
