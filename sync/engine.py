@@ -27,6 +27,7 @@ from connectors.base import Capabilities, Connector, ConnectorError
 from connectors.registry import connector_class
 from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
+from sync.canonical import fields_to_json, is_empty
 from sync.config import Config
 from sync.plan import Plan
 from sync.planning import build_plan
@@ -34,6 +35,7 @@ from sync.stage import PullReport, pull_connection, read_keys
 from sync.store import Store
 from sync.store.locks import ProfileLock
 from sync.store.outbox import EnqueueResult, OutboxStore
+from sync.store.snapshots import fields_hash
 
 log = structlog.get_logger("contactsync.engine")
 
@@ -217,6 +219,17 @@ class Engine:
                 report.status = "partial"
                 report.error = "stopped before planning"
                 return report
+            # Contacts we wrote without reading them back come back from this pull as changed
+            # payloads; those that read as we confirmed them are not changes. (A dry run too:
+            # like staging, this only says what changed, and the plan it prints must be the
+            # one a cycle would carry out.)
+            echoes = {
+                n: await io(self.outbox.clear_echoes, n, _snapshot_digest(self.config.mapping(n)))
+                for n in pulled
+                if n in report.pulls and not report.pulls[n].error
+            }
+            if any(echoes.values()):
+                report.extra["echoes"] = {n: k for n, k in echoes.items() if k}
             # The intents are queued inside the planning transaction (PlanQueue): the persons it
             # marks clean and the writes that carry their edits commit together.
             queue = None if dry_run else PlanQueue(self.outbox, self.capabilities(connectors), run_id=report.run_id)
@@ -368,6 +381,19 @@ def _keys_of(mapping: Any) -> Callable[[Mapping[str, Any]], list[tuple[str, str]
         return read_keys(mapping, dict(payload))
 
     return keys
+
+
+def _snapshot_digest(mapping: Any) -> Callable[[dict[str, Any]], str | None]:
+    """The snapshot hash a raw payload would confirm (its non-empty canonical values, as
+    reconcile confirms a side it reads); None when the payload does not read cleanly."""
+
+    def digest(payload: dict[str, Any]) -> str | None:
+        result = mapping.read(dict(payload))
+        if getattr(result, "issues", None):
+            return None
+        return fields_hash(fields_to_json({k: v for k, v in result.fields.items() if not is_empty(v)}))
+
+    return digest
 
 
 def _reader(mapping: Any) -> Callable[[Mapping[str, Any]], Any]:

@@ -10,9 +10,16 @@ order, every earlier page's safe resume point is the old cursor.
 Settings: credentials ``token`` (OAuth2 bearer) or ``agent_email`` + ``api_key`` (HTTP Basic,
 with option ``site_id`` sent as ``?siteId=``). Options: ``page_size`` (default 100, max 100),
 ``overlap_seconds`` (default 30), ``default_region`` (phone matching in lookups),
-``read_back`` (default True: re-read a written contact so the returned record carries its
-identities), ``merge_via`` (``"endpoint"`` for ``POST /contact/contacts/{id}:merge`` or ``"put"``
-for a PUT of ``mergeToContactId`` - both inferred, so native merge is off unless chosen).
+``read_back`` (default False; True re-reads a written contact - one GET per write - so the
+returned record carries its identities and server stamps), ``merge_via`` (``"endpoint"`` for
+``POST /contact/contacts/{id}:merge`` or ``"put"`` for a PUT of ``mergeToContactId`` - both
+inferred, so native merge is off unless chosen).
+
+Writes are not read back by default: write responses carry no ``contactIdentities``, but the
+engine does not need them - it keeps what it sent as the record's payload and snapshot, and the
+next pull re-reads every contact we wrote anyway (the cursor is never moved past our own writes),
+at a hundred contacts per request instead of one: the rate budget is what bounds a Comm100
+cycle.
 """
 
 from __future__ import annotations
@@ -110,7 +117,7 @@ class Comm100Connector(HttpConnector):
         self._use_token = has_token
         self.page_size = min(int(opts.get("page_size", 100)), 100)
         self.default_region = str(opts.get("default_region", DEFAULT_REGION))
-        self.read_back = bool(opts.get("read_back", True))
+        self.read_back = bool(opts.get("read_back", False))
         super().__init__(settings, transport)
 
     # ----------------------------------------------------------------- hooks
@@ -274,13 +281,17 @@ class Comm100Connector(HttpConnector):
             found = await self.lookup(_identity_keys(body))
             if found is None:
                 return None
-            return WriteResult(found, await self.get(found), created=True)
+            return WriteResult(found, await self.get(found) if self.read_back else None, created=True)
 
         return await self.http.write_once(send, recheck)
 
     async def update(self, remote_id: str, changes: JSON) -> WriteResult:
-        """PUT ``changes``; ``name`` is required on every PUT, so when ``changes`` lacks it the
-        current name is read first. Keys absent from the body are left unchanged."""
+        """PUT ``changes``. Keys absent from the body are left unchanged.
+
+        ``name`` is required on every PUT. The engine always sends it (the mapping's
+        ``update.always_send``: the staged name, or the one derived from the new first/last
+        name), so an update costs one request; only a caller that leaves it out pays a GET to
+        learn the current name first."""
         body = _body(changes)
         if not body.get("name"):
             current = await self.get(remote_id)
@@ -301,7 +312,7 @@ class Comm100Connector(HttpConnector):
             raise NotImplementedError("comm100: native merge is off (set option merge_via)")
         for loser in loser_ids:
             await self._merge_one(survivor_id, loser)
-        return WriteResult(survivor_id, await self.get(survivor_id))
+        return WriteResult(survivor_id, await self.get(survivor_id) if self.read_back else None)
 
     async def _merge_one(self, survivor_id: str, loser_id: str) -> None:
         async def send() -> None:
@@ -329,8 +340,9 @@ class Comm100Connector(HttpConnector):
         await self.http.write_once(send, recheck)
 
     async def _record(self, contact: JSON) -> RawRecord | None:
-        """The written contact as a full record: write responses carry no identities, so the
-        contact is read back (option ``read_back``); None when reading back is off."""
+        """The written contact as a full record when it can be had: write responses carry no
+        identities, so it takes a GET (option ``read_back``); None when reading back is off
+        (the default: the caller keeps what it sent, and the next pull reads the contact)."""
         if "contactIdentities" in contact:
             return to_record(contact)
         if not self.read_back:

@@ -20,7 +20,7 @@ must remember the keys to settle it by after a crash::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -699,6 +699,42 @@ class OutboxStore:
                     )
                 )
             )
+
+    def clear_echoes(self, connection: str, digest_of: Callable[[dict[str, Any]], str | None]) -> int:
+        """Mark clean the dirty records of ``connection`` that read exactly as their person's
+        snapshot there; returns how many.
+
+        A contact we wrote without reading it back is stored as the body we sent, so the next
+        pull, which re-reads it on purpose, finds its payload changed (server stamps, identity
+        ids) and stages it dirty. When its values are the ones we confirmed (``digest_of`` the
+        payload equals the snapshot's hash) there is nothing to match or reconcile: its keys
+        are the snapshot's, and a side equal to its snapshot brings no change. Only live,
+        linked, valid records of live persons qualify; anything else stays dirty."""
+        rr = RemoteRecord.__table__
+        snap = Snapshot.__table__
+        person = Person.__table__
+        cleared = 0
+        with self._sessions.begin() as session:
+            rows = session.execute(
+                select(rr.c.id, rr.c.payload, rr.c.invalid, snap.c.hash)
+                .join(snap, and_(snap.c.person_id == rr.c.person_id, snap.c.connection == rr.c.connection))
+                .join(person, person.c.id == rr.c.person_id)
+                .where(
+                    rr.c.dirty,  # the partial index of dirty rows (see models: never .is_(True))
+                    rr.c.connection == connection,
+                    rr.c.deleted_at.is_(None),
+                    rr.c.merged_into.is_(None),
+                    person.c.merged_into.is_(None),
+                )
+            ).all()
+            echoes = [
+                rid for rid, payload, invalid, digest in rows
+                if not invalid and isinstance(payload, dict) and digest_of(payload) == digest
+            ]
+            for start in range(0, len(echoes), 500):
+                session.execute(update(rr).where(rr.c.id.in_(echoes[start : start + 500])).values(dirty=False))
+                cleared += len(echoes[start : start + 500])
+        return cleared
 
     def live_persons(self, person_ids: Iterable[int | None]) -> dict[int, int]:
         """Each person id mapped to the live person it is (following folds): one query per

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 
 from sync.apply import intent_for
+from sync.canonical import fields_to_json
 from sync.plan import OpKind, PlanOp
 from sync.store import Store
 from sync.store.models import IdentityKey, OutboxStatus, Person, RemoteRecord, utcnow
 from sync.store.outbox import Completion, Failure, OutboxStore
-from sync.store.snapshots import SnapshotStore
+from sync.store.snapshots import SnapshotStore, fields_hash
 
 
 def _person(store: Store) -> int:
@@ -129,3 +131,36 @@ def test_tags_via_endpoint_become_add_remove_calls() -> None:
     )
     intent = intent_for(op, caps)
     assert intent.payload == {"body": {"firstName": "A"}, "add_tags": ["new"], "remove_tags": ["old"]}
+
+
+def test_clear_echoes_cleans_only_records_that_read_as_their_snapshot(store: Store) -> None:
+    """A record we wrote comes back from the next pull with a new payload (server stamps), dirty;
+    when it reads as the snapshot we confirmed it is marked clean, anything else stays dirty."""
+    outbox = OutboxStore(store.engine)
+    snapshot = {"first_name": "Ada", "emails": ("ada@example.com",)}
+    persons = [_person(store) for _ in range(4)]
+    payloads = {
+        "echo": {"id": "echo", "first": "Ada", "email": "ada@example.com", "stamp": "2026-01-01"},
+        "edited": {"id": "edited", "first": "Augusta", "email": "ada@example.com", "stamp": "2026-01-01"},
+        "invalid": {"id": "invalid", "first": "Ada", "email": "ada@example.com", "stamp": "2026-01-01"},
+        "unlinked": {"id": "unlinked", "first": "Ada", "email": "ada@example.com", "stamp": "2026-01-01"},
+    }
+    with store.session() as s:
+        for pid, (rid, payload) in zip(persons, payloads.items()):
+            s.add(RemoteRecord(connection="c100", remote_id=rid, payload=payload, payload_hash=rid, dirty=True,
+                               person_id=None if rid == "unlinked" else pid,
+                               invalid=[{"field": "phones", "reason": "bad"}] if rid == "invalid" else None,
+                               seen_at=utcnow()))
+    snapshots = SnapshotStore(store.engine)
+    for pid in persons:
+        snapshots.put(pid, "c100", snapshot)
+
+    def digest(payload: dict[str, Any]) -> str:
+        fields = {"first_name": payload["first"], "emails": (payload["email"],)}
+        return fields_hash(fields_to_json(fields))
+
+    assert outbox.clear_echoes("c100", digest) == 1
+    assert outbox.clear_echoes("other", digest) == 0
+    with store.session() as s:
+        dirty = {r.remote_id: r.dirty for r in s.scalars(select(RemoteRecord))}
+    assert dirty == {"echo": False, "edited": True, "invalid": True, "unlinked": True}

@@ -307,13 +307,13 @@ def test_update_reads_the_name_when_it_is_not_sent() -> None:
         before = len(emu.request_log)
         result = await conn.update(cid, {"company": "AE", "mergeToContactId": "ignored", "lastUpdatedTime": "x"})
         calls = [(e.method, e.status) for e in emu.request_log[before:]]
-        assert calls == [("GET", 200), ("PUT", 200), ("GET", 200)]
+        assert calls == [("GET", 200), ("PUT", 200)]  # the name is read; the write is not read back
         assert emu.contacts[cid]["name"] == "P1 Test" and emu.contacts[cid]["company"] == "AE"
         assert emu.contacts[cid]["mergeToContactId"] == ZERO_GUID
-        assert result.record is not None and result.record.payload["contactIdentities"]
+        assert result.remote_id == cid and result.record is None
         before = len(emu.request_log)
         await conn.update(cid, {"name": "Ada", "company": "AE2"})
-        assert [e.method for e in emu.request_log[before:]] == ["PUT", "GET"]
+        assert [e.method for e in emu.request_log[before:]] == ["PUT"]  # one request when the name is sent
         with pytest.raises(NotFound):
             await conn.update("00000000-0000-0000-0000-00000000abcd", {"company": "X"})
         with pytest.raises(RecordError):
@@ -323,14 +323,35 @@ def test_update_reads_the_name_when_it_is_not_sent() -> None:
     run(go())
 
 
-def test_create_derives_a_name_and_lookup_confirms_identities() -> None:
+def test_read_back_option_returns_the_written_contact_with_its_identities() -> None:
     emu = emulator()
-    conn = connect(emu, options={"read_back": False})
+    [cid] = emu.seed([person(1)])
+    conn = connect(emu, options={"read_back": True})
 
     async def go() -> None:
+        before = len(emu.request_log)
+        result = await conn.update(cid, {"name": "Ada", "company": "AE"})
+        assert [e.method for e in emu.request_log[before:]] == ["PUT", "GET"]
+        assert result.record is not None and result.record.payload["contactIdentities"]
+        assert result.record.payload["company"] == "AE"
+        created = await conn.create({"firstName": "Grace", "contactIdentities": [ident("Email", "g@example.org")]})
+        assert created.created and created.record is not None
+        assert created.record.payload["contactIdentities"][0]["value"] == "g@example.org"
+        await conn.aclose()
+
+    run(go())
+
+
+def test_create_derives_a_name_and_lookup_confirms_identities() -> None:
+    emu = emulator()
+    conn = connect(emu)
+
+    async def go() -> None:
+        before = len(emu.request_log)
         result = await conn.create({"firstName": "Ada", "lastName": "Lovelace",
                                     "contactIdentities": [ident("Email", "Ada@Example.org"), ident("SMS", "+14155552671")]})
-        assert result.created and result.record is None  # read_back off
+        assert result.created and result.record is None  # not read back (the default)
+        assert [e.method for e in emu.request_log[before:]] == ["POST"]
         assert emu.contacts[result.remote_id]["name"] == "Ada Lovelace"
         assert await conn.lookup({"email": "ada@example.org"}) == result.remote_id
         assert await conn.lookup({"phone": "+14155552671"}) == result.remote_id
@@ -354,17 +375,20 @@ def test_native_merge_is_off_unless_chosen() -> None:
     run(go())
 
 
+@pytest.mark.parametrize("read_back", [False, True])
 @pytest.mark.parametrize("via", ["put", "endpoint"])
-def test_native_merge_options(via: str) -> None:
+def test_native_merge_options(via: str, read_back: bool) -> None:
     emu = emulator(merge_endpoint=via == "endpoint")
     ids = emu.seed([person(i) for i in range(3)])
-    conn = connect(emu, options={"merge_via": via})
+    conn = connect(emu, options={"merge_via": via, "read_back": read_back})
     assert conn.capabilities.can_merge
 
     async def go() -> None:
         result = await conn.merge(ids[0], [ids[1], ids[2]])
-        assert result.record is not None
-        values = {i["value"] for i in result.record.payload["contactIdentities"]}
+        assert result.remote_id == ids[0]
+        assert (result.record is not None) == read_back
+        survivor = result.record.payload if result.record is not None else emu.contacts[ids[0]]
+        values = {i["value"] for i in survivor["contactIdentities"]}
         assert values == {"p0@example.org", "p1@example.org", "p2@example.org"}
         assert set(emu.contacts) == {ids[0]}
         assert {emu.deleted[i]["mergeToContactId"] for i in ids[1:]} == {ids[0]}

@@ -1,0 +1,195 @@
+"""Comm100's rate budget (300 requests per 5 minutes) goes only to what the sync needs: list
+pages and the writes themselves. Written contacts are not read back one by one (the next pull
+reads them a hundred to a page), and updates carry the contact's name instead of fetching it.
+
+Counts come from the Comm100 emulator's own request log."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from sync.apply import Backoff
+from sync.engine import Engine
+from sync.store.models import Person, RemoteRecord
+from .test_sync import ADA, HUMANS, seed_overlap
+from .world import World
+
+CONTACTS = "/global/contacts"
+PAGE = 100  # the connector's default page size
+
+
+def comm100_requests(world: World, since: int) -> Counter[str]:
+    """Comm100 requests after log position ``since``: list pages, single-contact GETs, searches
+    (lookups) and writes."""
+    out: Counter[str] = Counter()
+    for entry in world.emulators["comm100"].request_log[since:]:
+        path = entry.path.split("?", 1)[0]
+        if entry.method != "GET":
+            out["write"] += 1
+        elif path.rstrip("/").endswith(CONTACTS):
+            out["list"] += 1  # a page of the scan, or a lookup (both are the list endpoint)
+        else:
+            out["get"] += 1
+    return out
+
+
+def live_persons(world: World) -> int:
+    with world.store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Person).where(Person.merged_into.is_(None))).scalar_one())
+
+
+def comm100_records(world: World) -> int:
+    with world.store.engine.connect() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(RemoteRecord)
+            .where(RemoteRecord.connection == "comm100", RemoteRecord.deleted_at.is_(None))
+        ).scalar_one())
+
+
+def seed_many(world: World, n: int) -> list[tuple[str, str]]:
+    """``n`` people on Acquire only: each becomes a Comm100 create."""
+    people = [(f"crowd{i}@example.org", f"+1415666{i:04d}") for i in range(n)]
+    world.emulators["acquire"].seed([
+        {"first_name": f"Crowd{i}", "last_name": "Member", "email": email, "phone": phone}
+        for i, (email, phone) in enumerate(people)
+    ])
+    return people
+
+
+def test_backfill_then_a_quiet_cycle_spend_requests_on_pages_and_writes_only(world: World) -> None:
+    seed_overlap(world)
+    crowd = seed_many(world, 150)
+    log = world.emulators["comm100"].request_log
+
+    start = len(log)
+    report = world.backfill()
+    assert report.status == "ok", report.counts()
+    spent = comm100_requests(world, start)
+    calls = report.applied.connections["comm100"].calls if report.applied else Counter()
+    # No single-contact reads: no read-back after a write, no GET for the name of an update.
+    assert spent["get"] == 0, spent
+    assert spent["write"] == sum(calls.values()) - calls["lookup"] - calls["get"]
+    assert spent["write"] >= len(crowd)  # every crowd member was created there
+    # The backfill's pull is one scan of the two seeded contacts: one page.
+    assert spent["list"] == 1, spent
+    spent_backfill = spent
+    persons = live_persons(world)
+    records = comm100_records(world)
+    contacts = len(world.emulators["comm100"].records())
+    assert records == contacts
+
+    # The next cycle re-reads every contact we wrote (the cursor is not moved past our own
+    # writes) and finds nothing to do: zero writes anywhere, one request per page on Comm100.
+    start = len(log)
+    writes_before = world.write_requests()
+    quiet = world.cycle()
+    assert quiet.write_calls() == 0, quiet.counts()
+    assert world.write_requests() == writes_before
+    spent = comm100_requests(world, start)
+    assert spent == Counter({"list": math.ceil(contacts / PAGE)}), spent
+    assert quiet.pulls["comm100"].records == contacts  # all of them were read (and staged) again
+    # Each contact we wrote came back changed (server stamps, identity ids) and read as the
+    # snapshot we confirmed: an echo, cleared before matching, so nobody was reconciled.
+    assert quiet.extra["echoes"] == {"comm100": spent_backfill["write"]}, quiet.extra
+    assert quiet.plan is not None and quiet.plan.summary().get("comm100") is None
+    # What was read back is the same people: no new person, no second Comm100 record.
+    assert live_persons(world) == persons
+    assert comm100_records(world) == records == len(world.emulators["comm100"].records())
+    world.assert_one_each([*HUMANS, *crowd[:5], crowd[-1]])
+
+    # And once more: nothing was left dirty.
+    start = len(log)
+    assert world.cycle().write_calls() == 0
+    assert comm100_requests(world, start)["write"] == 0
+
+
+def comm100_contact(world: World, email: str) -> dict[str, Any]:
+    (contact,) = world.holding("comm100", email=email)
+    return dict(contact["_raw"])
+
+
+def identities(raw: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [i for i in raw["contactIdentities"] if str(i["contactIdentityType"]).lower() == kind.lower()]
+
+
+def test_an_email_change_updates_the_comm100_identity_instead_of_adding_one(world: World) -> None:
+    seed_overlap(world)
+    world.backfill()
+    world.converge()
+    before = comm100_contact(world, ADA[0])
+    persons = live_persons(world)
+
+    # Ada's email changes on Acquire: Comm100's contact gets the new one in place of the old.
+    (ada,) = world.holding("acquire", email=ADA[0])
+    world.emulators["acquire"].external_edit(str(ada["_raw"]["id"]), {"fields": {"email": "ada@byron.example"}})
+    start = len(world.emulators["comm100"].request_log)
+    world.converge()
+    assert comm100_requests(world, start)["get"] == 0
+    after = comm100_contact(world, "ada@byron.example")
+    assert after["id"] == before["id"]
+    assert [i["value"] for i in identities(after, "Email")] == ["ada@byron.example"]
+    assert not world.holding("comm100", email=ADA[0])
+    assert after["name"] == before["name"]  # the required name was sent as it was
+
+    # And back the other way: an agent changes it in the Comm100 console.
+    changed = [dict(i, value="ada@analytical.example") if str(i["contactIdentityType"]).lower() == "email" else i
+               for i in after["contactIdentities"]]
+    world.emulators["comm100"].external_edit(after["id"], {"contactIdentities": changed})
+    world.converge()
+    final = comm100_contact(world, "ada@analytical.example")
+    assert final["id"] == before["id"]
+    assert [i["value"] for i in identities(final, "Email")] == ["ada@analytical.example"]
+    for name in ("acquire", "ghl"):
+        assert len(world.holding(name, email="ada@analytical.example")) == 1, name
+        assert not world.holding(name, email="ada@byron.example"), name
+    assert live_persons(world) == persons
+    world.assert_one_each([("ada@analytical.example", ADA[1]), *HUMANS[1:]])
+
+
+class AgentEditsBeforeThePut(httpx.AsyncBaseTransport):
+    """The Comm100 emulator's transport, with an agent editing a contact in the console just
+    before our first PUT to it arrives: an outside edit made after our pull, before our write."""
+
+    def __init__(self, world: World, contact_id: str, changes: dict[str, Any]) -> None:
+        self.emulator = world.emulators["comm100"]
+        self.inner = self.emulator.transport()
+        self.contact_id, self.changes = contact_id, changes
+        self.done = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and not self.done and request.url.path.endswith(self.contact_id):
+            self.emulator.external_edit(self.contact_id, self.changes)
+            self.done = True
+        return await self.inner.handle_async_request(request)
+
+
+def test_an_outside_edit_made_between_our_pull_and_our_update_is_kept(world: World) -> None:
+    """Our update carries the changed keys plus the name the store last read, and a PUT leaves
+    absent keys alone: an agent's edit of the first name made after our pull, before our write,
+    survives it, and the next cycle's three-way merge carries it everywhere."""
+    seed_overlap(world)
+    world.backfill()
+    world.converge()
+    target = comm100_contact(world, ADA[0])
+    (ada_ghl,) = world.holding("ghl", email=ADA[0])
+    world.emulators["ghl"].external_edit(str(ada_ghl["_raw"]["id"]), {"companyName": "Analytical Engines"})
+    agent = AgentEditsBeforeThePut(world, target["id"], {"firstName": "Augusta"})
+    transports = {n: e.transport() for n, e in world.emulators.items()}
+    world.engine = Engine(world.config, world.store, transports={**transports, "comm100": agent},
+                          backoff=Backoff(base_s=0.0))
+    start = len(world.emulators["comm100"].request_log)
+    world.cycle()
+    assert agent.done  # the company went to Comm100 with one PUT, after the agent's edit
+    assert comm100_requests(world, start)["get"] == 0
+    raw = world.emulators["comm100"].contacts[target["id"]]
+    assert raw["company"] == "Analytical Engines" and raw["firstName"] == "Augusta"
+    world.converge()
+    for name in ("acquire", "ghl", "comm100"):
+        (ada,) = world.holding(name, email=ADA[0])
+        assert ada.get("first_name") == "Augusta", (name, ada)
+        assert ada.get("company", "Analytical Engines") == "Analytical Engines", (name, ada)
