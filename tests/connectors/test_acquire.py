@@ -103,8 +103,9 @@ def test_credentials_are_checked() -> None:
 # ----------------------------------------------------------------- pull
 
 
-def test_full_scan_pages_until_a_short_page() -> None:
-    emu, conn = make(page_size=5)
+@pytest.mark.parametrize("read_ahead_pages", [0, 1, 3])
+def test_full_scan_pages_until_a_short_page(read_ahead_pages: int) -> None:
+    emu, conn = make(page_size=5, read_ahead_pages=read_ahead_pages)
     ids = emu.seed(23)
 
     async def go() -> None:
@@ -117,13 +118,17 @@ def test_full_scan_pages_until_a_short_page() -> None:
         assert got == ids and all(r.isdigit() for r in got)
         first = pages[0].records[0]
         assert first.payload["fields"]["email"] and first.updated_at is not None
+        # Pages read ahead stop at the last page the count promises: no request is wasted.
+        lists = [e for e in emu.request_log if e.method == "GET" and e.path == "/crm/objects/contact"]
+        assert len(lists) == 5
         await conn.aclose()
 
     run(go())
 
 
-def test_exact_multiple_of_page_size_ends_with_an_empty_page() -> None:
-    emu, conn = make(page_size=5)
+@pytest.mark.parametrize("read_ahead_pages", [1, 3])
+def test_exact_multiple_of_page_size_ends_with_an_empty_page(read_ahead_pages: int) -> None:
+    emu, conn = make(page_size=5, read_ahead_pages=read_ahead_pages)
     emu.seed(10)
 
     async def go() -> None:
