@@ -27,6 +27,10 @@ from sync.store import MAX_REMOTE_ID_LENGTH, StagedRecord, Store, payload_hash
 
 PageProgress = Callable[[str, int], None]
 
+# An incremental pull that has returned this many records loads the staged hashes (one query of
+# the connection's rows) to skip reading the unchanged ones among the rest.
+KNOWN_HASHES_AFTER = 1000
+
 
 class ReadsRecords(Protocol):
     """What staging needs of a field mapping (``sync.mapping.FieldMapping``)."""
@@ -135,6 +139,12 @@ def unread_record(mapping: ReadsRecords, record: RawRecord, digest: str) -> Stag
     )
 
 
+async def _staged_hashes(store: Store, name: str, io: Any) -> dict[str, tuple[str, str | None, int]]:
+    if io is not None:
+        return await io(store.staged_hashes, name)
+    return await asyncio.to_thread(store.staged_hashes, name)
+
+
 def _raw_text(payload: Any) -> str:
     try:
         return json.dumps(payload, sort_keys=True, default=str)
@@ -184,11 +194,14 @@ async def pull_connection(
         },
     )
     # A scan lists every record each time, most of them unchanged: knowing the staged hashes
-    # lets it skip reading those (an incremental pull returns changes only: not worth a query).
-    known: dict[str, tuple[str, str | None, int]] = {}
+    # lets it skip reading those. An incremental pull returns changes only, not worth a query of
+    # every staged row, unless it turns out long (e.g. the first pull after our own writes).
+    known: dict[str, tuple[str, str | None, int]] | None = None
     if connector.capabilities.pull_mode is PullMode.FULL_SCAN or full:
-        known = await asyncio.to_thread(store.staged_hashes, name) if io is None else await io(store.staged_hashes, name)
+        known = await _staged_hashes(store, name, io)
     async for page in connector.pull(position):
+        if known is None and report.records >= KNOWN_HASHES_AFTER:
+            known = await _staged_hashes(store, name, io)
         staged: list[StagedRecord] = []
         for record in page.records:
             try:

@@ -1,6 +1,7 @@
-"""An Acquire full scan staged into a real store (``sync.stage.pull_connection``): a scan that
-finds nothing new skips reading the records whose payload hash is already staged, and still
-stages exactly what reading them would have — keys, invalid values, changes and deletions."""
+"""Scans staged into a real store (``sync.stage.pull_connection``): a scan that finds nothing new
+skips reading the records whose payload hash is already staged (an Acquire full scan always, a
+long incremental pull once it is long), and still stages exactly what reading them would have —
+keys, invalid values, changes and deletions."""
 
 from __future__ import annotations
 
@@ -8,26 +9,30 @@ import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import delete, select
 
 from connectors.acquire.client import AcquireConnector
 from connectors.acquire.emulator import AcquireEmulator
 from connectors.base import RawRecord
+from connectors.comm100.client import Comm100Connector
+from connectors.comm100.emulator import Comm100Emulator
 from connectors.emulation import Clock
 from sync.mapping import load_mapping
+from sync import stage
 from sync.stage import PullReport, pull_connection, stage_record, unread_record
 from sync.store import Store
-from sync.store.models import IdentityKey, RemoteRecord
+from sync.store.models import Cursor, IdentityKey, RemoteRecord
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 CONN = "acq"
 
 
 class CountingMapping:
-    """The shipped Acquire mapping, counting its reads (the work a quiet scan should skip)."""
+    """A shipped mapping, counting its reads (the work a quiet scan should skip)."""
 
-    def __init__(self) -> None:
-        self.inner = load_mapping("acquire")
+    def __init__(self, platform: str = "acquire") -> None:
+        self.inner = load_mapping(platform)
         self.reads = 0
 
     def read(self, raw: dict[str, Any]) -> Any:
@@ -114,3 +119,35 @@ def test_a_row_changed_after_the_hashes_were_read_is_staged_with_its_keys(store:
     assert result.changed == 1
     assert staged_keys(store)["7"] == {(k.kind, k.value) for k in probe.keys}
     assert ("email", "ada@example.com") in staged_keys(store)["7"]
+
+
+def test_a_long_incremental_pull_skips_reading_unchanged_records_once_it_is_long(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sorted scan normally returns only what changed; when it returns much (the first pull
+    # after our own writes, here: a pull without a cursor over staged records), the staged
+    # hashes are loaded after KNOWN_HASHES_AFTER records and the rest are not read.
+    monkeypatch.setattr(stage, "KNOWN_HASHES_AFTER", 10)
+    emu = Comm100Emulator(clock=Clock(T0))
+    emu.seed(30)
+    mapping = CountingMapping("comm100")
+
+    def pull() -> PullReport:
+        connector = Comm100Connector(emu.connection_settings(options={"page_size": 5}), emu.transport())
+
+        async def go() -> PullReport:
+            try:
+                return await pull_connection(store, "c100", connector, mapping)
+            finally:
+                await connector.aclose()
+
+        return asyncio.run(go())
+
+    first = pull()
+    assert (first.inserted, mapping.reads) == (30, 30)  # nothing staged yet: every record read
+    with store.session() as s:
+        s.execute(delete(Cursor.__table__).where(Cursor.__table__.c.connection == "c100"))
+    mapping.reads = 0
+    again = pull()
+    assert (again.records, again.unchanged, again.changed) == (30, 30, 0)
+    assert mapping.reads == 10
