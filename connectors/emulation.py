@@ -26,7 +26,8 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -154,6 +155,61 @@ class FaultLogEntry:
     path: str
     kind: str
     when: str  # "before" (nothing applied) or "after" (applied, response lost)
+
+
+# --------------------------------------------------------------------------- indexes
+
+
+class ValueIndex:
+    """Which records hold a value (an email, a phone): what a real API answers from an index,
+    so a duplicate check or a lookup costs the same however many contacts there are.
+
+    The emulator calls :meth:`put` on every path that sets a record's value (create, update,
+    outside edit, seed) and :meth:`drop` when a record goes away. :meth:`first` answers "the
+    first record, in creation order, holding this value", the order of the scan it replaces."""
+
+    def __init__(self) -> None:
+        self._holders: dict[Hashable, set[Hashable]] = {}
+        self._value_of: dict[Hashable, Hashable] = {}
+        self._position: dict[Hashable, int] = {}
+        self._count = itertools.count()
+
+    def put(self, record_id: Hashable, value: Hashable | None) -> None:
+        """``record_id`` now holds ``value`` (None: no value) instead of what it held."""
+        if record_id not in self._position:
+            self._position[record_id] = next(self._count)
+        old = self._value_of.get(record_id, _ABSENT)
+        if old == value and old is not _ABSENT:
+            return
+        if old is not _ABSENT:
+            self._value_of.pop(record_id)
+            holders = self._holders[old]
+            holders.discard(record_id)
+            if not holders:
+                del self._holders[old]
+        if value is not None:
+            self._value_of[record_id] = value
+            self._holders.setdefault(value, set()).add(record_id)
+
+    def drop(self, record_id: Hashable) -> None:
+        """The record is gone (deleted, merged away)."""
+        self.put(record_id, None)
+        self._position.pop(record_id, None)
+
+    def holders(self, value: Hashable) -> AbstractSet[Hashable]:
+        """The records holding ``value`` (read it, never change it)."""
+        return self._holders.get(value, _NONE)
+
+    def first(self, value: Hashable) -> Hashable | None:
+        """The earliest created record holding ``value``, or None."""
+        holders = self._holders.get(value)
+        if not holders:
+            return None
+        return min(holders, key=self._position.__getitem__)
+
+
+_ABSENT: Any = object()
+_NONE: frozenset[Any] = frozenset()
 
 
 # --------------------------------------------------------------------------- fake people

@@ -641,7 +641,8 @@ async def paginate(
     name: str,
     start: Hashable | None = None,
     max_repeats: int = 3,
-    read_ahead: bool = False,
+    read_ahead: bool | int = False,
+    successor: Callable[[Hashable], Hashable | None] | None = None,
 ) -> AsyncIterator[tuple[Hashable | None, FetchedPage]]:
     """The paging loop: ``fetch(token)`` until a page has no next token. Yields
     ``(token_requested, page)``; a repeated page is fetched again (see :class:`Paginator`),
@@ -653,17 +654,21 @@ async def paginate(
     ``read_ahead``: request the next page as soon as a page is accepted, so it is on its way
     while the caller stages the current one (the caller's page commit and the next request
     overlap). For scans that always read to the end on a platform without a rate limit
-    (Acquire): a caller that stops early wastes the one page in flight, which is cancelled."""
+    (Acquire): a caller that stops early wastes the pages in flight, which are cancelled.
+    An int asks for that many pages in flight; beyond the first, the tokens come from
+    ``successor`` (the token expected after a given one, or None when no page is expected
+    after it), so it only helps where tokens are predictable (page numbers). Pages are still
+    yielded in order, one at a time; a prediction that turns out wrong (the page's own next
+    token differs) only costs the requests already sent."""
     paginator = Paginator(name, max_repeats)
     seen: set[tuple[str, str]] = set()
     token = start
-    ahead: asyncio.Task[FetchedPage] | None = None
+    depth = int(read_ahead)
+    inflight: dict[Hashable, asyncio.Task[FetchedPage]] = {}  # token -> its request, in order
     try:
         while True:
-            if ahead is not None:
-                page, ahead = await ahead, None
-            else:
-                page = await fetch(token)
+            ahead = inflight.pop(token, None) if token is not None else None
+            page = await ahead if ahead is not None else await fetch(token)
             keyed = [(_record_key(r), r) for r in page.records]
             all_seen = bool(keyed) and all(k in seen for k, _ in keyed)
             if not paginator.accept(page.next_token, all_seen=all_seen):
@@ -674,17 +679,40 @@ async def paginate(
                     seen.add(key)
                     fresh.append(record)
             page.records = fresh
-            if read_ahead and page.next_token is not None:
-                ahead = asyncio.ensure_future(fetch(page.next_token))
+            if depth and page.next_token is not None:
+                _read_ahead(inflight, fetch, page.next_token, depth, successor)
             yield token, page
             if page.next_token is None:
                 return
             token = page.next_token
     finally:
-        if ahead is not None:
+        for ahead in inflight.values():
             # Not awaited: a cancellation of the caller itself must not be swallowed here.
             ahead.cancel()
             ahead.add_done_callback(_retrieve)
+
+
+def _read_ahead(
+    inflight: dict[Hashable, asyncio.Task[FetchedPage]],
+    fetch: Callable[[Hashable | None], Awaitable[FetchedPage]],
+    first: Hashable,
+    depth: int,
+    successor: Callable[[Hashable], Hashable | None] | None,
+) -> None:
+    """Have the ``depth`` pages from ``first`` on in flight (fewer when ``successor`` gives
+    none), cancelling requests for pages no longer expected."""
+    wanted: list[Hashable] = []
+    token: Hashable | None = first
+    while token is not None and len(wanted) < depth:
+        wanted.append(token)
+        token = successor(token) if successor is not None else None
+    for stale in [t for t in inflight if t not in wanted]:
+        task = inflight.pop(stale)
+        task.cancel()
+        task.add_done_callback(_retrieve)
+    for t in wanted:
+        if t not in inflight:
+            inflight[t] = asyncio.ensure_future(fetch(t))
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

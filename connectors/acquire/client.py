@@ -5,15 +5,17 @@ page in id order, until a short page. The last page of a scan that ran start to 
 pull, with a stable ``filteredCount``, is marked ``full_scan`` so the engine may detect deletions
 (and merges: a vanished contact whose keys now sit on a survivor).
 
-Settings: credential ``api_key`` (Bearer); options ``page_size`` (default 100) and
-``default_region`` (for matching looked-up phone numbers, default "US").
+Settings: credential ``api_key`` (Bearer); options ``page_size`` (default 100, the most the
+emulator accepts: Acquire documents no maximum), ``read_ahead_pages`` (pages requested ahead of
+the one being staged, default 1; Acquire documents no rate limit) and ``default_region`` (for
+matching looked-up phone numbers, default "US").
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Hashable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import structlog
@@ -77,6 +79,7 @@ class AcquireConnector(HttpConnector):
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
         self.page_size = int(settings.options.get("page_size", 100))
+        self.read_ahead_pages = max(0, int(settings.options.get("read_ahead_pages", 1)))
         self.default_region = str(settings.options.get("default_region", DEFAULT_REGION))
 
     # ----------------------------------------------------------------- hooks
@@ -113,6 +116,16 @@ class AcquireConnector(HttpConnector):
             resumed = start_page > 1
         counts: set[int] = set()
         seen: set[str] = set()
+        last_count: list[int] = []  # [the latest filteredCount]: where the scan should end
+
+        def successor(page_no: Hashable) -> Hashable | None:
+            # Pages are numbered, so the ones after the next can be requested before it
+            # arrives; none past the last page the count promises (no wasted requests when
+            # nothing changes; a count that grows is still followed page by page).
+            after = int(cast(int, page_no)) + 1
+            if not last_count or (after - 1) * self.page_size >= last_count[-1]:
+                return None
+            return after
 
         async def fetch(token: Hashable | None) -> FetchedPage:
             page_no = int(token) if token is not None else start_page
@@ -124,12 +137,15 @@ class AcquireConnector(HttpConnector):
             if not isinstance(items, list):
                 raise RemoteUnavailable("acquire GET /crm/objects/contact: response has no data.list")
             count = (data.get("counts") or {}).get("filteredCount")
+            if isinstance(count, int):
+                last_count[:] = [count]
             records = [to_record(item) for item in items]
             more = len(items) >= self.page_size
             return FetchedPage(records, page_no + 1 if more else None, {"count": count})
 
         # Every scan reads to the last page and Acquire documents no rate limit: read ahead.
-        pages = paginate(fetch, name="acquire contacts", start=start_page, read_ahead=True)
+        pages = paginate(fetch, name="acquire contacts", start=start_page, read_ahead=self.read_ahead_pages,
+                         successor=successor)
         try:
             async for token, page in pages:
                 if isinstance(page.extra.get("count"), int):

@@ -13,10 +13,13 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timezone
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+
+from connectors.emulation import ValueIndex
 
 JSON = dict[str, Any]
 
@@ -95,8 +98,14 @@ class AcquireState:
         self.contacts: dict[str, JSON] = {} if contacts is None else contacts
         self.deleted: dict[str, JSON] = {} if deleted is None else deleted
         self._last_id = 0
-        self._ordered: list[JSON] | None = None  # id-ordered cache, rebuilt on inserts/removals
+        # Id-ordered contacts: appended to by creates (new ids are the highest), rebuilt after
+        # removals and out-of-order seeds.
+        self._ordered: list[JSON] | None = None
         self._tag_ids: dict[str, int] = {}
+        # fields.email (trimmed, lower case) -> contact ids: the unique-email check.
+        self._emails = ValueIndex()
+        for contact in self.contacts.values():
+            self._index_email(contact)
 
     # ----------------------------------------------------------------- reads
 
@@ -116,12 +125,17 @@ class AcquireState:
     @staticmethod
     def render(contact: JSON, relations: Iterable[str]) -> JSON:
         """A contact as the API shows it: relations appear only when asked for."""
-        rels = set(relations)
-        out = {k: copy.deepcopy(v) for k, v in contact.items() if k not in ("fields", "tags")}
-        if "fields" in rels:
-            out["fields"] = copy.deepcopy(contact["fields"])
-        if "tags" in rels:
-            out["tags"] = copy.deepcopy(contact["tags"])
+        return copy.deepcopy(AcquireState.view(contact, set(relations)))
+
+    @staticmethod
+    def view(contact: JSON, relations: AbstractSet[str]) -> JSON:
+        """:meth:`render` without the copy: shares the stored values, so only for a response
+        encoded at once (a list page), never for one kept or changed."""
+        out = {k: v for k, v in contact.items() if k not in ("fields", "tags")}
+        if "fields" in relations:
+            out["fields"] = contact["fields"]
+        if "tags" in relations:
+            out["tags"] = contact["tags"]
         return out
 
     def _matches(self, contact: JSON, search: str) -> bool:
@@ -159,8 +173,7 @@ class AcquireState:
             "fields": {"name": None, "email": None, "phone": None, **fields},
             "tags": [],
         }
-        self.contacts[str(contact_id)] = contact
-        self._ordered = None
+        self._insert(contact)
         return self.get(contact_id)
 
     def update(self, contact_id: int, body: Mapping[str, Any]) -> JSON:
@@ -169,13 +182,13 @@ class AcquireState:
         if "email" in fields:
             self._check_unique_email(fields["email"], contact_id)
         contact["fields"].update(fields)
+        self._index_email(contact)
         contact["dateUpdated"] = format_time(self._now())
         return self.get(contact_id)
 
     def delete(self, contact_id: int) -> int:
         self._require(contact_id)
-        self.deleted[str(contact_id)] = self.contacts.pop(str(contact_id))
-        self._ordered = None
+        self._remove(contact_id)
         return 1
 
     def merge(self, primary_id: int, source_ids: Any) -> JSON:
@@ -198,8 +211,8 @@ class AcquireState:
             names = {t["name"] for t in primary["tags"]}
             primary["tags"].extend(copy.deepcopy(t) for t in source["tags"] if t["name"] not in names)
         for i in ids:
-            self.deleted[str(i)] = self.contacts.pop(str(i))
-        self._ordered = None
+            self._remove(i)
+        self._index_email(primary)  # a merge keeps the primary's email; indexed all the same
         primary["dateUpdated"] = format_time(self._now())
         return self.get(primary_id)
 
@@ -247,8 +260,7 @@ class AcquireState:
             "fields": {"name": None, "email": None, "phone": None, **copy.deepcopy(dict(record.get("fields", {})))},
             "tags": [self._tag(t) for t in record.get("tags", [])],
         }
-        self.contacts[str(contact_id)] = contact
-        self._ordered = None
+        self._insert(contact)
         return contact  # the stored record itself (no copy: seeding is bulk work)
 
     def apply_edit(self, contact: JSON, changes: Mapping[str, Any]) -> None:
@@ -262,9 +274,28 @@ class AcquireState:
                 contact["tags"] = [self._tag(t) for t in value]
             elif key != "id":
                 contact[key] = copy.deepcopy(value)
+        self._index_email(contact)
 
     def touch(self, contact: JSON) -> None:
         contact["dateUpdated"] = format_time(self._now())
+
+    def _insert(self, contact: JSON) -> None:
+        ordered = self._ordered
+        if ordered is not None and len(ordered) == len(self.contacts) and (not ordered or ordered[-1]["id"] < contact["id"]):
+            ordered.append(contact)
+        else:
+            self._ordered = None
+        self.contacts[str(contact["id"])] = contact
+        self._index_email(contact)
+
+    def _remove(self, contact_id: int) -> None:
+        self.deleted[str(contact_id)] = self.contacts.pop(str(contact_id))
+        self._emails.drop(contact_id)
+        self._ordered = None
+
+    def _index_email(self, contact: JSON) -> None:
+        email = contact["fields"].get("email")
+        self._emails.put(contact["id"], email.strip().lower() if isinstance(email, str) else None)
 
     def _next_id(self) -> int:
         # Ids are never reused and stay clear of seeded ones.
@@ -288,11 +319,8 @@ class AcquireState:
     def _check_unique_email(self, email: Any, own_id: int | None) -> None:
         if not self.unique_email or not isinstance(email, str) or not email:
             return
-        wanted = email.strip().lower()
-        for c in self.contacts.values():
-            other = c["fields"].get("email")
-            if c["id"] != own_id and isinstance(other, str) and other.strip().lower() == wanted:
-                raise AcquireError(400, ERROR_DUPLICATE_RECORD_FOUND, "a contact with this email already exists")
+        if any(holder != own_id for holder in self._emails.holders(email.strip().lower())):
+            raise AcquireError(400, ERROR_DUPLICATE_RECORD_FOUND, "a contact with this email already exists")
 
     @staticmethod
     def _fields_from_body(body: Any) -> JSON:

@@ -144,7 +144,7 @@ class Comm100State:
         self._order: dict[str, int] = {}  # insertion order: the tie-breaker of every sort
         self._by_value: dict[str, set[str]] = {}  # lower-cased identity value -> live contact ids
         self._version = 0  # bumped on every change; keys the sorted-list cache
-        self._sorted: dict[tuple[str, bool], tuple[int, list[JSON]]] = {}
+        self._sorted: dict[tuple[str, bool, bool], tuple[int, list[JSON]]] = {}
 
     # ----------------------------------------------------------------- time
 
@@ -183,8 +183,8 @@ class Comm100State:
                 rows += list(self.deleted.values())
             rows.sort(key=self._sort_key(q.sort_by))
         else:
-            rows = self._sorted_rows(q.sort_by, q.include_deleted)
-        if q.sort_order == "desc":
+            rows = self._sorted_rows(q.sort_by, q.include_deleted, q.sort_order == "desc")
+        if q.identity_value is not None and q.sort_order == "desc":
             rows = rows[::-1]
         if q.keywords or q.identity_value_search or q.identity_value or q.identity_type or q.identity_name:
             rows = [c for c in rows if self._matches(c, q)]
@@ -199,15 +199,20 @@ class Comm100State:
 
         return key
 
-    def _sorted_rows(self, sort_by: str, include_deleted: bool) -> list[JSON]:
-        cached = self._sorted.get((sort_by, include_deleted))
+    def _sorted_rows(self, sort_by: str, include_deleted: bool, descending: bool = False) -> list[JSON]:
+        """Every contact sorted (ascending order reversed when ``descending``), cached until the
+        next change: a page of a scan is a slice, not a sort or a copy. Read it, never change it."""
+        cached = self._sorted.get((sort_by, include_deleted, descending))
         if cached is not None and cached[0] == self._version:
             return cached[1]
-        rows = list(self.contacts.values())
-        if include_deleted:
-            rows += list(self.deleted.values())
-        rows.sort(key=self._sort_key(sort_by))
-        self._sorted[(sort_by, include_deleted)] = (self._version, rows)
+        if descending:
+            rows = self._sorted_rows(sort_by, include_deleted)[::-1]
+        else:
+            rows = list(self.contacts.values())
+            if include_deleted:
+                rows += list(self.deleted.values())
+            rows.sort(key=self._sort_key(sort_by))
+        self._sorted[(sort_by, include_deleted, descending)] = (self._version, rows)
         return rows
 
     def get(self, contact_id: str, include_identities: bool = False) -> JSON:
@@ -222,9 +227,15 @@ class Comm100State:
 
     @staticmethod
     def render(contact: JSON, include_identities: bool) -> JSON:
-        out = {k: copy.deepcopy(v) for k, v in contact.items() if k != "contactIdentities"}
+        return copy.deepcopy(Comm100State.view(contact, include_identities))
+
+    @staticmethod
+    def view(contact: JSON, include_identities: bool) -> JSON:
+        """:meth:`render` without the copy: shares the stored values, so only for a response
+        encoded at once (a list page), never for one kept or changed."""
+        out = {k: v for k, v in contact.items() if k != "contactIdentities"}
         if include_identities:
-            out["contactIdentities"] = copy.deepcopy(contact.get("contactIdentities") or [])
+            out["contactIdentities"] = contact.get("contactIdentities") or []
         return out
 
     @staticmethod

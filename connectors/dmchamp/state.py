@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 
+from connectors.emulation import ValueIndex
+
 JSON = dict[str, Any]
 
 UPDATABLE_KEYS = frozenset({"firstName", "lastName", "email", "is_bot_active", "do_not_disturb"})
@@ -108,6 +110,9 @@ class DmChampState:
         # the contact in full, its ``id`` included.
         self.contacts: dict[str, JSON] = {} if contacts is None else contacts
         self._phones: dict[str, str] = {}  # compact phone -> contact id (the lookup key)
+        self._emails = ValueIndex()  # trimmed lower-case email -> contact ids (the other one)
+        for contact in self.contacts.values():
+            self._index_email(contact)
         # list id -> {"name": ..., "members": set of contact ids}
         self.lists: dict[str, JSON] = {}
         self.tags: dict[str, list[JSON]] = {}
@@ -123,10 +128,9 @@ class DmChampState:
             if found is not None:
                 return found
         if email:
-            wanted = email.strip().lower()
-            for cid, c in self.contacts.items():
-                if isinstance(c.get("email"), str) and c["email"].strip().lower() == wanted:
-                    return cid
+            found = self._emails.first(email.strip().lower())
+            if found is not None:
+                return str(found)
         raise not_found()
 
     def create(self, body: Any) -> tuple[str, bool]:
@@ -161,6 +165,7 @@ class DmChampState:
         contact["updatedAt"] = contact["createdAt"]
         self.contacts[contact_id] = contact
         self._phones[phone] = contact_id
+        self._index_email(contact)
         for list_id in list_ids:
             self.lists[list_id]["members"].add(contact_id)
         return contact_id, True
@@ -179,6 +184,7 @@ class DmChampState:
             if key in changes and changes[key] is not None and not isinstance(changes[key], str):
                 raise bad_request(f"{key} must be a string")
         contact.update(copy.deepcopy(changes))
+        self._index_email(contact)
         contact["updatedAt"] = self.stamp()
 
     def add_to_list(self, body: Any) -> str:
@@ -214,6 +220,7 @@ class DmChampState:
         contact.setdefault("createdAt", self.stamp())
         contact.setdefault("updatedAt", contact["createdAt"])
         self.contacts[contact_id] = contact
+        self._index_email(contact)
         if record.get("tags"):
             self.tags[contact_id] = [
                 t if isinstance(t, Mapping) else {"name": str(t), "description": ""} for t in record["tags"]
@@ -230,6 +237,7 @@ class DmChampState:
         """An edit made in the DM Champ UI (any key, the phone number included)."""
         old_phone = contact.get("phoneNumber")
         contact.update({k: copy.deepcopy(v) for k, v in changes.items() if k != "id"})
+        self._index_email(contact)
         if "phoneNumber" in changes:
             if self._phones.get(str(old_phone)) == contact["id"]:
                 del self._phones[str(old_phone)]
@@ -242,6 +250,10 @@ class DmChampState:
     def stamp(self) -> str:
         """Now as ISO-8601 UTC (the emulator's own bookkeeping; the API never shows it)."""
         return self._now().astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+    def _index_email(self, contact: JSON) -> None:
+        email = contact.get("email")
+        self._emails.put(contact["id"], email.strip().lower() if isinstance(email, str) else None)
 
     def _by_phone(self, phone: str) -> str | None:
         found = self._phones.get(phone)

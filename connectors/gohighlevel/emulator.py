@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.base import RateLimit
-from connectors.emulation import Clock, Emulator, FaultConfig, parse_iso
+from connectors.emulation import Clock, Emulator, FaultConfig, ValueIndex, parse_iso
 from connectors.gohighlevel.payloads import (
     API_VERSIONS,
     CREATE_FIELDS,
@@ -127,6 +127,10 @@ class GoHighLevelEmulator(Emulator):
         self._seq = itertools.count()
         self._sorted: dict[tuple[str, str], tuple[list[tuple[Any, str]], list[str]]] = {}
         self._daily_used = 0
+        # The location's duplicate rule without a scan: lower-cased email ("" when none) and
+        # stored (E.164) phone -> contact ids, kept by every path that sets them (_apply, delete).
+        self._emails = ValueIndex()
+        self._phones = ValueIndex()
         # Test hook: the delay of the next change only (then back to random draws).
         self.next_search_delay: float | None = None
         super().__init__(base_url=base_url, rate_scale=rate_scale, faults=faults, clock=clock,
@@ -250,11 +254,25 @@ class GoHighLevelEmulator(Emulator):
             heapq.heappush(self._pending, (self.clock.now() + timedelta(seconds=delay), next(self._seq), rid, snapshot))
 
     def _make_visible(self, rid: str, snapshot: JSON | None) -> None:
-        if snapshot is None:
-            self._visible.pop(rid, None)
-        else:
+        old = self._visible.pop(rid, None) if snapshot is None else self._visible.get(rid)
+        if snapshot is not None:
             self._visible[rid] = snapshot
-        self._sorted.clear()
+        # Keep every sorted view in order (a bisect and a list move each) rather than sort all
+        # contacts again for the next search.
+        for (field, direction), (keys, ids) in self._sorted.items():
+            descending = direction == "desc"
+            if old is not None:
+                key = _view_key(old, rid, field, descending)
+                i = bisect.bisect_left(keys, key)
+                if i == len(keys) or keys[i] != key:
+                    self._sorted.clear()  # not where expected: rebuild on the next search
+                    return
+                del keys[i], ids[i]
+            if snapshot is not None:
+                key = _view_key(snapshot, rid, field, descending)
+                i = bisect.bisect_left(keys, key)
+                keys.insert(i, key)
+                ids.insert(i, rid)
 
     def _settle(self) -> None:
         now = self.clock.now()
@@ -292,6 +310,14 @@ class GoHighLevelEmulator(Emulator):
 
     def _apply(self, contact: JSON, body: JSON) -> None:
         """Set the given keys on a stored contact (strings never stored empty or null)."""
+        try:
+            self._apply_keys(contact, body)
+        finally:
+            # Even a body refused half-way may have set some keys: the indexes follow them.
+            self._emails.put(contact["id"], str(contact.get("email", "")).lower())
+            self._phones.put(contact["id"], contact.get("phone"))
+
+    def _apply_keys(self, contact: JSON, body: JSON) -> None:
         for key, value in body.items():
             if key in ("locationId", "createNewIfDuplicateAllowed"):
                 continue
@@ -336,21 +362,25 @@ class GoHighLevelEmulator(Emulator):
         now = self.now_iso()
         contact: JSON = {"id": self._new_id(), "locationId": self.location_id, "type": "lead",
                          "dnd": False, "tags": [], "customFields": [], "dateAdded": now, "dateUpdated": now}
-        self._apply(contact, body)
+        try:
+            self._apply(contact, body)
+        except Unprocessable:
+            self._emails.drop(contact["id"])  # refused: never stored, so never a duplicate
+            self._phones.drop(contact["id"])
+            raise
         self.contacts[contact["id"]] = contact
         return contact
 
     def find_duplicate(self, email: str | None, phone: str | None) -> JSON | None:
         """The location's duplicate rule: email first, then phone (current state)."""
         if email:
-            for c in self.contacts.values():
-                if c.get("email", "").lower() == email.strip().lower():
-                    return c
+            found = self._emails.first(email.strip().lower())
+            if found is not None:
+                return self.contacts[str(found)]
         if phone:
-            wanted = self._normalize_phone(phone)
-            for c in self.contacts.values():
-                if c.get("phone") == wanted:
-                    return c
+            found = self._phones.first(self._normalize_phone(phone))
+            if found is not None:
+                return self.contacts[str(found)]
         return None
 
     # -- helpers for handlers
@@ -444,10 +474,8 @@ class GoHighLevelEmulator(Emulator):
         key = (field, "desc" if descending else "asc")
         view = self._sorted.get(key)
         if view is None:
-            pairs = sorted(((_sort_value(c, field), rid) for rid, c in self._visible.items()),
-                           key=lambda p: (_neg(p[0]) if descending else p[0], p[1]))
-            keys = [(_neg(v) if descending else v, rid) for v, rid in pairs]
-            view = (keys, [rid for _, rid in pairs])
+            keys = sorted(_view_key(c, rid, field, descending) for rid, c in self._visible.items())
+            view = (keys, [rid for _, rid in keys])
             self._sorted[key] = view
         return view
 
@@ -530,6 +558,8 @@ class GoHighLevelEmulator(Emulator):
         contact = self.contacts.pop(rid, None)
         if contact is None:
             return self._missing(rid)
+        self._emails.drop(rid)
+        self._phones.drop(rid)
         self.deleted[rid] = contact
         self._index(rid, None)
         return JSONResponse({"succeded": True})
@@ -570,6 +600,12 @@ class GoHighLevelEmulator(Emulator):
 
 
 # --------------------------------------------------------------------------- search filters
+
+
+def _view_key(contact: JSON, rid: str, field: str, descending: bool) -> tuple[Any, str]:
+    """A contact's place in a sorted view: its sort value (reversed when descending), then its id."""
+    value = _sort_value(contact, field)
+    return (_neg(value) if descending else value, rid)
 
 
 class _Neg:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -95,6 +95,10 @@ class StagedRecord:
     invalid: list[dict[str, Any]] = field(default_factory=list)
     merged_into: str | None = None
     deleted: bool = False
+    # Set when ``keys``/``invalid`` were not read because the caller expects the stored row to be
+    # unchanged (same hash): staging calls it if the row must be written after all (the stored
+    # row changed meanwhile), so a row is never written without its keys.
+    read_rest: Callable[[], tuple[list[NormalizedKey], list[dict[str, Any]]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -548,6 +552,13 @@ class StagingMixin:
             else:
                 unchanged.append(rid)
 
+        unread = [r for r in upserts if r.read_rest is not None]
+        for r in unread:
+            assert r.read_rest is not None
+            r.keys, r.invalid = r.read_rest()
+            r.read_rest = None
+        _check(connection, unread)
+
         record_ids = {remote_id: ex[0] for remote_id, ex in existing.items()}
         # Changed records get their identity keys replaced wholesale: old ones go first.
         for chunk in _chunks(changed_ids):
@@ -593,6 +604,17 @@ class StagingMixin:
             with self.session() as s:
                 s.execute(text("ANALYZE remote_records (connection, remote_id), identity_keys (record_id)"))
             self._next_analyze = next_analyze * 2
+
+    def staged_hashes(self, connection: str) -> dict[str, tuple[str, str | None, int]]:
+        """Every live (not deleted) staged record of ``connection``: remote id -> (payload hash,
+        merged_into, number of invalid values). Lets a pull skip reading records it would stage
+        unchanged."""
+        rr = RemoteRecord.__table__.c
+        q = select(rr.remote_id, rr.payload_hash, rr.merged_into, rr.invalid).where(
+            rr.connection == connection, rr.deleted_at.is_(None)
+        )
+        with self.session() as s:
+            return {remote_id: (h, merged, len(invalid or ())) for remote_id, h, merged, invalid in s.execute(q)}
 
     def quarantine(self, connection: str, remote_id: str | None, raw: str, reason: str) -> int:
         """Keep a payload that could not be staged (malformed), with the reason; returns its id.

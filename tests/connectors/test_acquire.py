@@ -103,8 +103,9 @@ def test_credentials_are_checked() -> None:
 # ----------------------------------------------------------------- pull
 
 
-def test_full_scan_pages_until_a_short_page() -> None:
-    emu, conn = make(page_size=5)
+@pytest.mark.parametrize("read_ahead_pages", [0, 1, 3])
+def test_full_scan_pages_until_a_short_page(read_ahead_pages: int) -> None:
+    emu, conn = make(page_size=5, read_ahead_pages=read_ahead_pages)
     ids = emu.seed(23)
 
     async def go() -> None:
@@ -117,13 +118,17 @@ def test_full_scan_pages_until_a_short_page() -> None:
         assert got == ids and all(r.isdigit() for r in got)
         first = pages[0].records[0]
         assert first.payload["fields"]["email"] and first.updated_at is not None
+        # Pages read ahead stop at the last page the count promises: no request is wasted.
+        lists = [e for e in emu.request_log if e.method == "GET" and e.path == "/crm/objects/contact"]
+        assert len(lists) == 5
         await conn.aclose()
 
     run(go())
 
 
-def test_exact_multiple_of_page_size_ends_with_an_empty_page() -> None:
-    emu, conn = make(page_size=5)
+@pytest.mark.parametrize("read_ahead_pages", [1, 3])
+def test_exact_multiple_of_page_size_ends_with_an_empty_page(read_ahead_pages: int) -> None:
+    emu, conn = make(page_size=5, read_ahead_pages=read_ahead_pages)
     emu.seed(10)
 
     async def go() -> None:
@@ -332,5 +337,67 @@ def test_pull_and_writes_survive_injected_faults() -> None:
         assert result.record is not None and created[1].remote_id not in emu.contacts
         assert len(emu.fault_log) > 0
         await conn.aclose()
+
+    run(go())
+
+
+def test_unique_email_check_follows_every_change_of_an_email() -> None:
+    # The unique-email rule answers from an index: an update, an outside edit, a merge and a
+    # delete must each leave it matching the contacts as they are.
+    emu = AcquireEmulator(clock=Clock(T0))
+    seeded = emu.seed_raw({"fields": {"name": "Seed", "email": "Seed@Example.com"}})
+
+    async def go() -> None:
+        async def create(email: str) -> httpx.Response:
+            return await raw(emu, "POST", "/crm/objects/contact", json={"name": "X", "email": email})
+
+        def duplicate(r: httpx.Response) -> bool:
+            return r.status_code == 400 and r.json()["error"]["type"] == "ERROR_DUPLICATE_RECORD_FOUND"
+
+        assert duplicate(await create("SEED@example.com"))
+        a = (await create("ada@example.com")).json()["data"]["id"]
+        assert duplicate(await create("ADA@example.com"))
+
+        await raw(emu, "PUT", f"/crm/objects/contact/{a}", json={"fields": {"email": "ada.l@example.com"}})
+        assert duplicate(await create("ada.l@example.com"))
+        b = (await create("ada@example.com")).json()["data"]["id"]  # the old address is free
+        # Its own address is not a duplicate of itself.
+        assert (await raw(emu, "PUT", f"/crm/objects/contact/{a}", json={"email": "ADA.L@example.com"})).status_code == 200
+
+        emu.external_edit(str(a), {"fields": {"email": "countess@example.com"}})
+        assert duplicate(await create("countess@example.com"))
+        assert (await create("ada.l@example.com")).status_code == 200
+
+        merged = await raw(emu, "POST", f"/crm/contact/merge/{seeded}", json={"sourceIds": [a]})
+        assert merged.status_code == 200  # the source is gone: its address is free
+        assert (await create("countess@example.com")).status_code == 200
+        assert duplicate(await create("seed@example.com"))  # the primary keeps its own
+
+        assert (await raw(emu, "DELETE", f"/crm/objects/contact/{b}")).status_code == 200
+        assert (await create("ada@example.com")).status_code == 200
+
+    run(go())
+
+
+def test_list_pages_follow_creates_and_deletes_in_id_order() -> None:
+    # The id-ordered list is kept as contacts come and go (appended, or rebuilt after a removal).
+    emu = AcquireEmulator(clock=Clock(T0))
+    emu.seed(3)
+
+    async def ids() -> list[int]:
+        r = await raw(emu, "GET", "/crm/objects/contact", params={"limit": 100})
+        return [c["id"] for c in r.json()["data"]["list"]]
+
+    async def go() -> None:
+        assert await ids() == [1, 2, 3]
+        await raw(emu, "POST", "/crm/objects/contact", json={"name": "New", "email": "new@example.com"})
+        assert await ids() == [1, 2, 3, 4]
+        emu.seed_raw({"id": 10, "fields": {"name": "Ten"}})
+        emu.seed_raw({"id": 7, "fields": {"name": "Seven"}})  # out of order
+        assert await ids() == [1, 2, 3, 4, 7, 10]
+        await raw(emu, "DELETE", "/crm/objects/contact/2")
+        assert await ids() == [1, 3, 4, 7, 10]
+        await raw(emu, "POST", "/crm/objects/contact", json={"name": "Next"})
+        assert await ids() == [1, 3, 4, 7, 10, 11]
 
     run(go())

@@ -314,3 +314,33 @@ def test_list_id_option_puts_created_and_adopted_contacts_in_the_list() -> None:
         await conn.aclose()
 
     run(go())
+
+
+def test_email_lookup_follows_every_change_of_an_email() -> None:
+    # The email lookup answers from an index: an update, an outside edit and a seed must each
+    # move the contact from its old address to the new one.
+    emu = emulator()
+    seeded = emu.state.seed({"phoneNumber": "+14155550100", "email": "Seed@Example.org"})
+
+    async def find(email: str) -> Any:
+        r = await raw(emu, "GET", "/contacts", params={"email": email})
+        return r.json().get("contactId") if r.status_code == 200 else r.status_code
+
+    async def go() -> None:
+        created = await raw(emu, "POST", "/contacts", json={"phoneNumber": "+14155552671", "email": "ada@example.org"})
+        cid = created.json()["data"]["contactId"]
+        assert await find(" ADA@example.org ") == cid and await find("seed@example.org") == seeded
+
+        await raw(emu, "PUT", f"/contacts/{cid}", json={"email": "ada.l@example.org"})
+        assert await find("ada@example.org") == 404 and await find("ada.l@example.org") == cid
+
+        emu.external_edit(cid, {"email": "countess@example.org"})
+        assert await find("ada.l@example.org") == 404 and await find("countess@example.org") == cid
+
+        emu.external_edit(seeded, {"email": None})
+        assert await find("seed@example.org") == 404
+        # Two contacts with one address (only an outside edit can do that): the older answers.
+        emu.external_edit(seeded, {"email": "countess@example.org"})
+        assert await find("countess@example.org") == seeded
+
+    run(go())

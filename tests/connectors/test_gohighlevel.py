@@ -210,3 +210,64 @@ def test_pull_under_rate_limit_learned_from_headers_only() -> None:
 
     run(body())
     assert emulator.count_status(429) == 0
+
+
+def test_duplicate_check_follows_every_change_of_email_and_phone() -> None:
+    # The duplicate rule answers from indexes: updates, outside edits, a refused create and a
+    # delete must each leave them matching the contacts as they are.
+    emulator = EMULATOR()
+
+    def duplicate(**q: str) -> Any:
+        r = call(emulator, "GET", "/contacts/search/duplicate", params={"locationId": emulator.location_id, **q})
+        contact = r.json()["contact"]
+        return contact and contact["id"]
+
+    def create(**body: Any) -> httpx.Response:
+        return call(emulator, "POST", "/contacts/", json={"locationId": emulator.location_id, **body})
+
+    a = create(firstName="Ada", email="Ada@Example.com", phone="+1 415 555 2671").json()["contact"]["id"]
+    assert duplicate(email="ada@example.com") == a and duplicate(number="(415) 555-2671") == a
+
+    call(emulator, "PUT", f"/contacts/{a}", json={"email": "ada.l@example.com", "phone": "+14155550199"})
+    assert duplicate(email="ada@example.com") is None and duplicate(number="+14155552671") is None
+    assert duplicate(email="ADA.L@example.com") == a and duplicate(number="+14155550199") == a
+    # The old values are free again; the new ones are taken.
+    assert create(firstName="Other", email="ada@example.com").status_code == 201
+    taken = create(firstName="Copy", phone="+14155550199")
+    assert taken.status_code == 400 and taken.json()["meta"]["contactId"] == a
+
+    emulator.external_edit(a, {"email": "countess@example.com"})
+    assert duplicate(email="ada.l@example.com") is None and duplicate(email="countess@example.com") == a
+
+    # A create refused half-way (an unknown custom field) stores nothing and indexes nothing.
+    emulator.auto_custom_fields = False
+    refused = create(firstName="Bad", email="bad@example.com", customFields=[{"key": "nope", "field_value": "x"}])
+    assert refused.status_code == 422 and duplicate(email="bad@example.com") is None
+
+    assert call(emulator, "DELETE", f"/contacts/{a}").status_code == 200
+    assert duplicate(email="countess@example.com") is None and duplicate(number="+14155550199") is None
+
+
+def test_search_views_stay_sorted_as_contacts_change() -> None:
+    # Sorted views are kept in order change by change instead of being rebuilt per search.
+    emulator = EMULATOR(clock=Clock(T0), search_delay_s=0)
+    ids = emulator.seed(6)
+    for direction in ("asc", "desc"):  # both views built before the changes
+        first = search(emulator, pageLimit=100, sort=[{"field": "dateUpdated", "direction": direction}]).json()
+        assert first["total"] == 6
+    for step, rid in enumerate([ids[3], ids[0], ids[5]], start=1):
+        emulator.clock.advance(step)
+        emulator.external_edit(rid, {"firstName": f"Edit{step}"})
+    call(emulator, "DELETE", f"/contacts/{ids[1]}")
+
+    def order(direction: str) -> list[str]:
+        r = search(emulator, pageLimit=100, sort=[{"field": "dateUpdated", "direction": direction}]).json()
+        return [c["id"] for c in r["contacts"]]
+
+    fresh = EMULATOR(clock=Clock(T0), search_delay_s=0)
+    fresh._visible = dict(emulator._visible)  # the same contacts, views built from scratch
+    for direction in ("asc", "desc"):
+        expected = [c["id"] for c in search(fresh, pageLimit=100,
+                                            sort=[{"field": "dateUpdated", "direction": direction}]).json()["contacts"]]
+        assert order(direction) == expected
+    assert order("desc")[:3] == [ids[5], ids[0], ids[3]]

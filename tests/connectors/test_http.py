@@ -366,9 +366,10 @@ def _page(ids: list[str], next_token: Any) -> FetchedPage:
     return FetchedPage([RawRecord(i, {"id": i}) for i in ids], next_token)
 
 
-@pytest.mark.parametrize("read_ahead", [False, True])
-def test_paginate_refetches_a_repeated_page_and_drops_shifted_duplicates(read_ahead: bool) -> None:
-    # Reading ahead must yield the same records as fetching page by page.
+@pytest.mark.parametrize("read_ahead", [False, True, 3])
+def test_paginate_refetches_a_repeated_page_and_drops_shifted_duplicates(read_ahead: bool | int) -> None:
+    # Reading ahead (one page, or three with predicted tokens) must yield the same records as
+    # fetching page by page.
     served = {None: [_page(["1", "2"], 1)],
               1: [_page(["1", "2"], 1), _page(["2", "3", "4"], 2)],  # repeat, then shifted back
               2: [_page(["5"], None)]}
@@ -376,11 +377,40 @@ def test_paginate_refetches_a_repeated_page_and_drops_shifted_duplicates(read_ah
     async def fetch(token: Any) -> FetchedPage:
         return served[token].pop(0)
 
+    def successor(token: Any) -> Any:
+        return token + 1 if token < 2 else None
+
     async def body() -> list[str]:
-        return [r.remote_id async for _, page in paginate(fetch, name="t", read_ahead=read_ahead)
+        return [r.remote_id async for _, page in paginate(fetch, name="t", read_ahead=read_ahead, successor=successor)
                 for r in page.records]
 
     assert run(body()) == ["1", "2", "3", "4", "5"]
+
+
+def test_paginate_keeps_several_predicted_pages_in_flight_in_order() -> None:
+    # Page numbers: pages 2..4 are requested before page 1's answer is used, they arrive out of
+    # order, and are still yielded in order; no page past the predicted end is requested.
+    requested: list[int] = []
+    in_flight: list[int] = []
+    most = [0]
+
+    async def fetch(token: Any) -> FetchedPage:
+        n = int(token or 1)
+        requested.append(n)
+        in_flight.append(n)
+        most[0] = max(most[0], len(in_flight))
+        await asyncio.sleep(0.01 * (5 - n))  # later pages answer sooner
+        in_flight.remove(n)
+        return _page([f"r{n}"], n + 1 if n < 5 else None)
+
+    async def body() -> list[str]:
+        pages = paginate(fetch, name="t", start=1, read_ahead=3,
+                         successor=lambda t: int(t) + 1 if int(t) < 5 else None)
+        return [r.remote_id async for _, page in pages for r in page.records]
+
+    assert run(body()) == ["r1", "r2", "r3", "r4", "r5"]
+    assert sorted(requested) == [1, 2, 3, 4, 5]  # each page once, nothing past page 5
+    assert most[0] == 3
 
 
 def test_paginate_reads_the_next_page_while_the_caller_works_and_cancels_it_when_the_caller_stops() -> None:
