@@ -50,6 +50,13 @@ Per phase and platform:
 * ``engine_cpu_s`` (the engine process during the run) and ``emulator_cpu_s`` per platform, so
   CPU per request can be compared across runs whatever the machine's load.
 
+``wall_over_floor`` in the summary is the largest ratio of the three phases the target is set
+for: the backfill, the first cycle with no edits and the 1% cycle. The second quiet cycle is
+shown beside it (``noop2_wall_over_floor``), not folded in: it has almost no rate-limited work
+(Comm100 re-reads nothing any more), so its floor is the Acquire emulator's busy time for a full
+scan and its ratio compares the engine's CPU per scanned contact with the emulator's, not how
+well a rate limit is used.
+
 ``write_amplification`` = writes / min_writes over the backfill and incremental phases (against
 the oracle); ``write_amplification_api`` = writes / min_writes_api (against what the API allows).
 The last line is one JSON object.
@@ -418,7 +425,7 @@ def main() -> None:
     needed = backfill["min_writes"] + incremental["min_writes"]
     needed_api = backfill["min_writes_api"] + incremental["min_writes_api"]
     phases = (backfill, noop, noop2, incremental)
-    ratios = [p["wall_over_floor"] for p in phases if p["wall_over_floor"]]
+    ratios = [p["wall_over_floor"] for p in (backfill, noop, incremental) if p["wall_over_floor"]]
     summary = {
         "contacts_per_platform": n,
         "rate_scale": args.rate_scale,
@@ -432,6 +439,7 @@ def main() -> None:
         "noop_writes": noop["writes"] + noop2["writes"],
         "http_429": sum(p["http_429"] for p in phases),
         "wall_over_floor": max(ratios) if ratios else None,
+        "noop2_wall_over_floor": noop2["wall_over_floor"],
     }
     print(json.dumps(summary))
 
