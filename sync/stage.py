@@ -199,7 +199,13 @@ async def pull_connection(
     known: dict[str, tuple[str, str | None, int]] | None = None
     if connector.capabilities.pull_mode is PullMode.FULL_SCAN or full:
         known = await _staged_hashes(store, name, io)
+    # A scan keeps the ids it lists, so the records it finds unchanged need no write each (the
+    # deletes are what the store holds live and the scan did not list). Quarantined records
+    # count as listed: they exist there, they only could not be read.
+    listed: set[str] | None = set() if scan_id is not None else None
     async for page in connector.pull(position):
+        if listed is not None:
+            listed.update(str(r.remote_id) for r in page.records)
         if known is None and report.records >= KNOWN_HASHES_AFTER:
             known = await _staged_hashes(store, name, io)
         staged: list[StagedRecord] = []
@@ -220,9 +226,11 @@ async def pull_connection(
                 report.quarantined += 1
         # Off the event loop, so the other connections' pulls keep going during the commit.
         if io is not None:
-            result = await io(store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id)
+            result = await io(store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False)
         else:
-            result = await asyncio.to_thread(store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id)
+            result = await asyncio.to_thread(
+                store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False
+            )
         report.pages += 1
         report.records += len(page.records)
         report.inserted += result.inserted
@@ -233,7 +241,7 @@ async def pull_connection(
         if page.complete:
             report.complete = True
             if page.full_scan and scan_id is not None and not report.resumed:
-                report.deleted = store.finish_full_scan(name, scan_id)
+                report.deleted = store.finish_full_scan(name, scan_id, seen=listed)
             break
         if stop is not None and stop.is_set():
             break  # the checkpoint stays: the next pull resumes from the committed cursor

@@ -6,6 +6,7 @@ The pull *position* advances only together with the rows it covers (see
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,10 +77,11 @@ class CursorsMixin:
             row.updated_at = utcnow()
             return row.full_scan_id
 
-    def finish_full_scan(self, connection: str, scan_id: int) -> list[str]:
+    def finish_full_scan(self, connection: str, scan_id: int, *, seen: Collection[str] | None = None) -> list[str]:
         """Close a full scan: records of the connection that the scan did not see (and that are
         not already deleted or merged away) are marked deleted (``deleted_at``, dirty) and their
-        remote ids returned.
+        remote ids returned. What the scan saw is ``seen`` (every remote id it listed) when
+        given, else the records its pages marked with ``scan_id``.
 
         Call this ONLY after a complete, successful scan: every page pulled and staged with
         this ``scan_id``. Never call it after a partial, interrupted or failed scan: records on
@@ -91,13 +93,28 @@ class CursorsMixin:
                 raise UnknownScan(
                     f"scan {scan_id} is not the current full scan of {connection!r} ({row.full_scan_id})"
                 )
+            live = (
+                RemoteRecord.connection == connection,
+                RemoteRecord.deleted_at.is_(None),
+                RemoteRecord.merged_into.is_(None),
+            )
+            if seen is not None:
+                listed = set(seen)
+                gone = sorted(r for r in s.scalars(select(RemoteRecord.remote_id).where(*live)) if r not in listed)
+                now = utcnow()
+                for start in range(0, len(gone), 500):
+                    s.execute(
+                        update(RemoteRecord)
+                        .where(*live, RemoteRecord.remote_id.in_(gone[start : start + 500]))
+                        .values(deleted_at=now, dirty=True)
+                        .execution_options(synchronize_session=False)
+                    )
+                return gone
             result = s.execute(
                 update(RemoteRecord)
                 .where(
-                    RemoteRecord.connection == connection,
+                    *live,
                     or_(RemoteRecord.last_scan.is_(None), RemoteRecord.last_scan != scan_id),
-                    RemoteRecord.deleted_at.is_(None),
-                    RemoteRecord.merged_into.is_(None),
                 )
                 .values(deleted_at=utcnow(), dirty=True)
                 .returning(RemoteRecord.remote_id)

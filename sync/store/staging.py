@@ -452,6 +452,7 @@ class StagingMixin:
         *,
         cursor: dict[str, Any] | None = None,
         scan_id: int | None = None,
+        touch_unchanged: bool = True,
     ) -> StageResult:
         """Stage one pulled page of ``connection`` in ONE transaction.
 
@@ -462,6 +463,9 @@ class StagingMixin:
         - ``deleted=True`` sets ``deleted_at`` (dirty) and keeps the stored payload and keys;
         - ``scan_id`` (from ``begin_full_scan``) marks every record of the page as seen by that
           full scan;
+        - ``touch_unchanged=False`` leaves unchanged records as they are (no ``seen_at``, no
+          ``last_scan``): for a scan whose caller keeps the ids it saw and passes them to
+          ``finish_full_scan(..., seen=...)``, so a quiet scan writes nothing per record;
         - ``cursor``, if given, becomes the connection's pull position in the same transaction,
           so it never moves past rows that are not committed.
 
@@ -476,12 +480,16 @@ class StagingMixin:
         copy_new = self.dialect_name == "postgresql"
         try:
             with self.session() as s:
-                result = self._stage_in(s, connection, page, cursor, now, scan_id, copy_new=copy_new)
+                result = self._stage_in(
+                    s, connection, page, cursor, now, scan_id, copy_new=copy_new, touch_unchanged=touch_unchanged
+                )
         except _CopyRaced:
             # Another writer inserted a record of this page after the look-up: all rolled back,
             # stage the page again through the upsert, which takes such rows over.
             with self.session() as s:
-                result = self._stage_in(s, connection, page, cursor, now, scan_id, copy_new=False)
+                result = self._stage_in(
+                    s, connection, page, cursor, now, scan_id, copy_new=False, touch_unchanged=touch_unchanged
+                )
         self._note_inserted(result.inserted)
         return result
 
@@ -495,6 +503,7 @@ class StagingMixin:
         scan_id: int | None,
         *,
         copy_new: bool,
+        touch_unchanged: bool = True,
     ) -> StageResult:
         """The work of :meth:`stage_page` in the session's transaction. ``copy_new``: write new
         records with COPY (PostgreSQL) rather than the upsert."""
@@ -578,7 +587,7 @@ class StagingMixin:
             extra["last_scan"] = scan_id
         for chunk in _chunks(newly_deleted):
             s.execute(update(RemoteRecord.__table__).where(self._among(rr.id, chunk)).values(deleted_at=now, dirty=True, **extra))
-        for chunk in _chunks(unchanged):
+        for chunk in _chunks(unchanged) if touch_unchanged else ():
             s.execute(update(RemoteRecord.__table__).where(self._among(rr.id, chunk)).values(**extra))
 
         return StageResult(

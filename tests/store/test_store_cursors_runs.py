@@ -66,6 +66,26 @@ def test_finish_full_scan_marks_unseen_records_deleted(store: Store) -> None:
     assert store.finish_full_scan("acq", scan) == []
 
 
+def test_a_scan_that_keeps_what_it_listed_writes_nothing_for_unchanged_records(store: Store) -> None:
+    """``touch_unchanged=False`` plus ``finish_full_scan(seen=...)``: the same deletions, without
+    a write per unchanged record (a quiet scan of a large platform)."""
+    store.stage_page("acq", [rec("1"), rec("2"), rec("3"), rec("5", merged_into="1"), rec("6", deleted=True)])
+    with store.session() as s:
+        s.execute(update(RemoteRecord).values(dirty=False))
+        before = {r.remote_id: (r.seen_at, r.last_scan) for r in s.execute(select(RemoteRecord)).scalars()}
+    scan = store.begin_full_scan("acq")
+    store.stage_page("acq", [rec("1"), rec("3")], scan_id=scan, touch_unchanged=False)
+    with store.session() as s:
+        now = {r.remote_id: (r.seen_at, r.last_scan) for r in s.execute(select(RemoteRecord)).scalars()}
+    assert now == before  # unchanged records: not written
+    assert store.finish_full_scan("acq", scan, seen=["1", "3"]) == ["2"]
+    after = state(store, "acq")
+    assert after["2"] == (True, True)
+    assert after["1"] == after["3"] == (False, False)
+    assert after["5"] == (False, False) and after["6"] == (True, False)
+    assert store.finish_full_scan("acq", scan, seen=["1", "3"]) == []
+
+
 def test_finish_full_scan_refuses_a_stale_scan(store: Store) -> None:
     store.stage_page("acq", [rec("1")])
     old = store.begin_full_scan("acq")
