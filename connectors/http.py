@@ -28,6 +28,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -204,16 +205,20 @@ def parse_rate_headers(headers: httpx.Headers) -> RateObservation | None:
     return RateObservation(remaining, limit, interval_ms / 1000.0 if interval_ms else None)
 
 
+_IN_FLIGHT = math.inf  # the stamp of a slot whose request is not answered yet
+
+
 class RateBudget:
     """A client-side sliding window: at most ``limit.requests`` requests in any window of
     ``limit.per_seconds`` (plus a small safety margin). ``None`` means no known limit until
     the server's headers tell one.
 
     The server counts *arrivals*, which we cannot see: a request arrives somewhere between
-    its send and its response. So each request holds a slot stamped with its send time while
-    in flight and with its *completion* time once answered (:meth:`release`); a new request
-    waits until the N-th latest stamp is a full window old. Two requests N apart therefore
-    arrive at least a window apart, whatever the latency.
+    its send and its response. So a request holds a slot that does not expire while it is in
+    flight (however long it takes to arrive: a loaded machine can hold a request back longer
+    than a short window) and is stamped with its *completion* time once answered
+    (:meth:`release`); a new request waits until the N-th latest stamp is a full window old.
+    Two requests N apart therefore arrive at least a window apart, whatever the latency.
     """
 
     def __init__(self, limit: RateLimit | None, *, safety: float = 0.01, safety_min_s: float = 0.002) -> None:
@@ -230,9 +235,10 @@ class RateBudget:
         return w + max(w * self._safety, self._safety_min_s)
 
     def _expire(self, now: float) -> None:
-        window = self._window()
-        while self._slots and self._slots[0][0] <= now - window:
-            self._slots.popleft()
+        # Stamps move later on release, so the deque is not in stamp order: filter all of it.
+        cutoff = now - self._window()
+        if any(s[0] <= cutoff for s in self._slots):
+            self._slots = deque(s for s in self._slots if s[0] > cutoff)
 
     async def acquire(self) -> list[float] | None:
         """Wait until one more request fits in the window; returns its slot (pass it to
@@ -244,15 +250,16 @@ class RateBudget:
                 now = time.monotonic()
                 self._expire(now)
                 if len(self._slots) < self.limit.requests:
-                    slot = [now]
+                    slot = [_IN_FLIGHT]
                     self._slots.append(slot)
                     return slot
                 oldest = min(s[0] for s in self._slots)
-                wait = max(oldest + self._window() - now, 0.0005)
+                if oldest == _IN_FLIGHT:  # every slot is a request still in flight: wait for one
+                    wait = max(self._window() / 20, 0.0005)
+                else:
+                    wait = max(oldest + self._window() - now, 0.0005)
                 self.waited_s += wait
                 await asyncio.sleep(wait)
-                # Stamps can move later (release), so expire by the oldest, not the head.
-                self._slots = deque(s for s in self._slots if s[0] > time.monotonic() - self._window())
 
     def release(self, slot: list[float] | None) -> None:
         """The request of ``slot`` is answered: it arrived by now at the latest."""

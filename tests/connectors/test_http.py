@@ -329,6 +329,27 @@ def test_known_limit_with_concurrency_gives_no_429() -> None:
     assert toy.stats.http_429 == 0
 
 
+def test_a_request_held_back_longer_than_the_window_still_counts_until_it_is_answered() -> None:
+    """On a loaded machine a request can reach the server a whole window after it was allowed
+    out: its slot must not expire while it is in flight, or the next ones overrun the limit."""
+
+    class SlowToArrive(Server):
+        async def handle(self, request: Request) -> Response:
+            if request.url.path == "/t/0":
+                await asyncio.sleep(0.06)  # arrives after a whole window, among later ones
+            return await super().handle(request)
+
+    server = SlowToArrive([ok()])
+    server.window = SlidingWindow(RateLimit(2, 0.05))
+    toy = make(server, rate_limit=RateLimit(2, 0.05), max_concurrency=4)
+
+    async def body() -> None:
+        await asyncio.gather(*(toy.http.request("GET", f"/t/{i}") for i in range(6)))
+
+    run(body())
+    assert server.rejected == 0 and toy.stats.http_429 == 0 and len(server.calls) == 6
+
+
 def test_budget_learns_limit_and_usage_from_headers() -> None:
     budget = RateBudget(None)
     budget.observe(RateObservation(remaining=1, limit=10, interval_s=10.0))
