@@ -204,3 +204,17 @@ def test_emulate_rejects_bad_usage() -> None:
     assert serve(None, False, "127.0.0.1", 1, 0, None, 1.0, 0.0, 0) == 2
     assert serve("nosuch", False, "127.0.0.1", 1, 0, None, 1.0, 0.0, 0) == 2
     assert serve("gohighlevel", True, "127.0.0.1", 1, 0, None, 1.0, 0.0, 0) == 2
+
+
+def test_loopback_listeners_say_tcp_so_asyncio_disables_nagle_on_their_connections() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose ``proto`` is IPPROTO_TCP, and accepted
+    connections inherit the listener's. A listener made with proto 0 left Nagle on: every
+    response's last segment waited for the client's delayed ACK (~40 ms a request)."""
+    from sync.loopback import LoopbackEmulators
+
+    with LoopbackEmulators({"ghl": lambda url: EMULATOR(base_url=url)}) as served:
+        listener = served._sockets["ghl"]  # noqa: SLF001
+        assert listener.proto == socket.IPPROTO_TCP
+        with socket.create_connection(("127.0.0.1", listener.getsockname()[1])) as client:
+            client.sendall(b"GET /contacts/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert client.recv(12).startswith(b"HTTP/1.1")
