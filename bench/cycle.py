@@ -9,6 +9,10 @@ one interpreter lock), driven by this process over a pipe (seed, read state and 
 make outside edits); each phase runs the engine in its own process too (as ``contactsync`` would),
 against a SQLite store (or ``--store URL``).
 
+Phases are separated by ``--gap`` seconds (default: the longest scaled rate window, 15 s for
+Comm100 at scale 20): a scheduled cycle starts minutes after the previous one, with the platforms'
+rate windows clear of its requests, not while the backfill's last window still counts.
+
 Documented rate limits are scaled by ``--rate-scale`` (windows divided by it): GoHighLevel
 100 per 10 s, Comm100 300 per 5 min; Acquire and DM Champ document none. The default scale is
 20, chosen so that the rate floor, not CPU, bounds the run on a small shared machine: a 2k x 4
@@ -368,6 +372,8 @@ def main() -> None:
     ap.add_argument("--edit-fraction", type=float, default=0.01)
     ap.add_argument("--concurrency", type=int, default=8, help="max_concurrency per connection")
     ap.add_argument("--store", default=None, help="store URL (default: a SQLite file in a temp dir)")
+    ap.add_argument("--gap", type=float, default=None,
+                    help="seconds between phases (default: the longest scaled rate window)")
     ap.add_argument("--engine-src", type=Path, default=REPO,
                     help="run the engine from this source tree (e.g. an export of another branch, for A/B)")
     args = ap.parse_args()
@@ -394,8 +400,14 @@ def main() -> None:
         upgrade(config.store_url)
         store = Store.open(config.store_url)
         obs = Observer(emulators, config, OutboxStore(store.engine))
+        # Cycles run minutes apart (the daemon's interval), so each starts with the platforms'
+        # rate windows clear of the previous cycle's requests: wait one (scaled) window.
+        windows = [em.rate_limit.per_seconds for em in emulators.values() if em.rate_limit]
+        gap = args.gap if args.gap is not None else max(windows, default=0.0)
         backfill = obs.phase("backfill", lambda: run_engine(cfg_path, "backfill", "backfill", src))
+        time.sleep(gap)
         noop = obs.phase("noop", lambda: run_engine(cfg_path, "cycle", "noop", src))
+        time.sleep(gap)
         noop2 = obs.phase("noop (second)", lambda: run_engine(cfg_path, "cycle", "noop2", src))
 
         rng = random.Random(1)
@@ -415,8 +427,9 @@ def main() -> None:
                     change = {"lastName": last}
                 em("edit", rid, change)
                 edited += 1
-        # GoHighLevel search is eventually consistent: let the edits become searchable.
-        time.sleep(2.5 / args.rate_scale + 0.2)
+        # GoHighLevel search is eventually consistent: let the edits become searchable (and the
+        # rate windows clear, as between any two cycles).
+        time.sleep(max(2.5 / args.rate_scale + 0.2, gap))
         incremental = obs.phase(f"incremental ({edited} edits)", lambda: run_engine(cfg_path, "cycle", "incremental", src))
     finally:
         if store is not None:
@@ -432,6 +445,7 @@ def main() -> None:
     summary = {
         "contacts_per_platform": n,
         "rate_scale": args.rate_scale,
+        "gap_s": gap,
         "engine_src": str(src),
         "backfill": backfill,
         "noop": noop,
