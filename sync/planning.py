@@ -146,6 +146,8 @@ def build_plan(
     replan: bool = False,
     keep_ops: bool | None = None,
     on_commit: Callable[[], None] | None = None,
+    workers: int | None = None,
+    parallel_from: int | None = None,
 ) -> Plan:
     """Match the store's dirty records, reconcile its dirty persons over connections ``names``
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
@@ -170,11 +172,23 @@ def build_plan(
     dirty flags and intents together; a crash leaves the later slices' persons dirty, to be
     planned again. Slices grow from a small first one (the push starts early), and on SQLite
     the write lock is released while a slice is computed (the push records its results
-    meanwhile)."""
+    meanwhile).
+
+    ``workers`` (default: one per core, at most four) plans a large plan — at least
+    ``parallel_from`` dirty persons (default ``sync.plan_pool.PARALLEL_FROM``), committed, its
+    ops not kept — in that many worker processes (``sync.plan_pool``). The match commits first
+    and each slice then commits on its own, as when streaming, whether or not ``on_commit`` is
+    given; ``workers=1`` always plans in this process."""
+    from sync.plan_pool import PARALLEL_FROM, default_workers
+
     mappings = {n: config.mapping(n) for n in names}
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
     session = store.manual_session()
     keep = queue is None if keep_ops is None else keep_ops
+    count = default_workers() if workers is None else workers
+    pool = None
+    if count > 1 and _shareable(store):
+        pool = _Pool(store, count, PARALLEL_FROM if parallel_from is None else parallel_from)
     with _no_gc():
         return _build(
             session,
@@ -189,7 +203,16 @@ def build_plan(
             replan=replan,
             keep=keep,
             on_commit=on_commit if commit else None,
+            pool=pool,
         )
+
+
+def _shareable(store: Store) -> bool:
+    """Whether other processes can open ``store`` (not an in-memory SQLite database)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(store.url)
+    return not (url.get_backend_name() == "sqlite" and (not url.database or url.database == ":memory:" or "mode=memory" in str(url)))
 
 
 @contextmanager
@@ -219,6 +242,7 @@ def _build(
     replan: bool,
     keep: bool,
     on_commit: Callable[[], None] | None = None,
+    pool: _Pool | None = None,
 ) -> Plan:
     try:
         if replan:
@@ -227,24 +251,34 @@ def _build(
         policy = reconcile_policy(config)
         plan = Plan()
         dirty = dirty_person_ids(session)
-        if on_commit is not None:
+        parallel = pool is not None and commit and not keep and len(dirty) >= pool.threshold
+        if parallel and queue is not None and not hasattr(queue, "portable"):
+            parallel = False  # a queue that cannot be rebuilt in a worker: plan here
+        if on_commit is not None or parallel:
             session.commit()
+        # Workers take smaller slices: each holds one at a time, and several run at once.
+        size = min(chunk_size, PARALLEL_SLICE) if parallel else chunk_size
+        slices = list(_slices(len(dirty), size, streaming=on_commit is not None or parallel))
+        if parallel:
+            assert pool is not None
+            from sync.plan_pool import plan_in_workers
+
+            plan_in_workers(
+                pool.store, config, list(infos), capabilities, dirty, slices,
+                plan=plan, run_id=run_id, merged_persons=merged_persons, primaries=primaries,
+                queue=queue, workers=pool.workers, on_commit=on_commit,  # type: ignore[arg-type]
+            )
+            return plan
         # In slices, so a backfill holds one slice of views and raw payloads at a time.
-        for start, end in _slices(len(dirty), chunk_size, streaming=on_commit is not None):
-            people = load_person_views(session, dirty[start:end])
-            if on_commit is not None:
-                session.commit()  # end the read: the push may record results while this slice is computed
-            ctx = PlanContext(mappings, {})
-            views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
-            part = render_payloads(reconcile(views, infos, policy), ctx)
-            if commit:
-                existing = [(p.person_id, c) for p in people for c in p.snapshots]
-                save_plan_state(session, part, run_id=run_id, existing=existing)
-                if queue is not None:
-                    queue(session, part)
-                if on_commit is not None:
-                    session.commit()
-                    on_commit()
+        for start, end in slices:
+            part = plan_slice(
+                session, dirty[start:end], infos, mappings, policy,
+                merged_persons=merged_persons, primaries=primaries, run_id=run_id,
+                queue=queue if commit else None, save=commit, release_read=on_commit is not None,
+            )
+            if commit and on_commit is not None:
+                session.commit()
+                on_commit()
             plan.persons += len(part.golden)
             plan.conflicts.extend(part.conflicts)
             if keep:
@@ -253,7 +287,7 @@ def _build(
                 plan.snapshots.update(part.snapshots)
             else:
                 plan.count(part.ops)
-            del people, ctx, views, part
+            del part
         if commit:
             session.commit()
         else:
@@ -264,6 +298,50 @@ def _build(
     finally:
         session.close()
     return plan
+
+
+def plan_slice(
+    session: Any,
+    person_ids: Sequence[int],
+    infos: Mapping[str, ConnectionInfo],
+    mappings: Mapping[str, Mapping_],
+    policy: ReconcilePolicy,
+    *,
+    merged_persons: set[int] | frozenset[int] = frozenset(),
+    primaries: Mapping[tuple[int, str], str] | None = None,
+    run_id: int | None = None,
+    queue: Callable[[Any, Plan], None] | None = None,
+    save: bool = True,
+    release_read: bool = False,
+) -> Plan:
+    """Plan one slice of persons in ``session``: load their views, reconcile, render the
+    payloads and (``save``) store the plan state and queue the intents — uncommitted.
+    ``release_read`` commits right after loading, so on SQLite the write lock is not held
+    while the slice is computed (another writer — the push, another worker — goes on)."""
+    people = load_person_views(session, person_ids)
+    if release_read:
+        session.commit()
+    ctx = PlanContext(mappings, {})
+    views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
+    part = render_payloads(reconcile(views, infos, policy), ctx)
+    if save:
+        existing = [(p.person_id, c) for p in people for c in p.snapshots]
+        save_plan_state(session, part, run_id=run_id, existing=existing)
+        if queue is not None:
+            queue(session, part)
+    return part
+
+
+PARALLEL_SLICE = 10_000
+
+
+@dataclass
+class _Pool:
+    """Where large plans go when planned in worker processes (``sync.plan_pool``)."""
+
+    store: Store
+    workers: int
+    threshold: int
 
 
 def _slices(total: int, size: int, *, streaming: bool) -> Iterator[tuple[int, int]]:

@@ -8,6 +8,8 @@ transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -43,6 +45,28 @@ class PlanQueue:
     def __call__(self, session: Session, part: Plan) -> None:
         self.outbox.enqueue_in(session, _ordered_intents(part, self.capabilities), run_id=self.run_id, into=self.result)
 
+    def portable(self) -> QueueSpec:
+        """What a planning worker process needs to queue on its own store handle."""
+        return QueueSpec(dict(self.capabilities) if self.capabilities is not None else None, self.run_id)
+
+    def absorb(self, counts: EnqueueResult) -> None:
+        """Add what a worker's queue did for one slice to :attr:`result`."""
+        for f in fields(counts):
+            name = f.name
+            setattr(self.result, name, getattr(self.result, name) + getattr(counts, name))
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A :class:`PlanQueue` to rebuild in a planning worker (``sync.plan_pool``)."""
+
+    capabilities: dict[str, Capabilities] | None
+    run_id: int | None
+
+    def open(self, store: Any) -> PlanQueue:
+        """A queue writing through ``store``'s engine."""
+        return PlanQueue(OutboxStore(store.engine), self.capabilities, run_id=self.run_id)
+
 
 __all__ = [
     "ApplyReport",
@@ -50,6 +74,7 @@ __all__ = [
     "ConnectionReport",
     "PlanFeed",
     "PlanQueue",
+    "QueueSpec",
     "Target",
     "apply_outbox",
     "intent_for",
