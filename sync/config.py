@@ -206,6 +206,24 @@ class ProfileConfig(_Model):
     misfire_grace_seconds: int = Field(default=60, ge=1)
 
 
+class PlanningConfig(_Model):
+    """How a large plan is computed: ``workers`` processes (``auto``: one per core, at most
+    four; 1: in the engine's own process)."""
+
+    workers: int | Literal["auto"] = "auto"
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 32:
+            raise ValueError("auto, or a number of processes from 1 to 32")
+        return value
+
+    def worker_count(self) -> int | None:
+        """The number of workers, or None for the default (``sync.plan_pool.default_workers``)."""
+        return None if self.workers == "auto" else int(self.workers)
+
+
 class LoggingConfig(_Model):
     """Log level and format (``auto``: JSON lines unless stderr is a terminal)."""
 
@@ -229,6 +247,7 @@ class Config(_Model):
     deletes: DeletesConfig = Field(default_factory=DeletesConfig)
     merges: MergesConfig = Field(default_factory=MergesConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+    planning: PlanningConfig = Field(default_factory=PlanningConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     _path: Path | None = PrivateAttr(default=None)

@@ -347,6 +347,7 @@ class Engine:
             queue=queue,
             replan=replan,
             on_commit=on_commit,
+            workers=self.config.planning.worker_count(),
         )
 
     def _finish(self, report: CycleReport) -> None:

@@ -184,6 +184,8 @@ ACQ = "connections:\n  a: {platform: acquire, base_url: 'http://x', credentials:
         ("profiles: {p: {schedule: {cron: 'every day'}}}\n", "profiles.p.schedule", "cron"),
         ("profiles: {p: {schedule: {interval_seconds: 5, cron: '* * * * *'}}}\n", "profiles.p.schedule", "exactly one"),
         ("logging: {format: xml}\n", "logging.format", "'json'"),
+        ("planning: {workers: 0}\n", "planning.workers", "from 1 to 32"),
+        ("planning: {workers: many}\n", "planning.workers", "auto"),
         ("connections_typo: {}\n", "connections_typo", "unknown option"),
     ],
 )
