@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sync.store.models import OutboxStatus
 from sync.store.outbox import OutboxStore
 from sync.store.status import StatusQueries
@@ -182,3 +184,36 @@ def test_a_connection_added_to_the_profile_later_receives_everyone(world: World)
     # Once planned, it is an ordinary member: nothing replanned, nothing written.
     quiet = world.cycle()
     assert quiet.joined == [] and quiet.write_calls() == 0
+
+
+def test_a_backfill_planned_in_worker_processes_converges_as_one_planned_here(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning in two worker processes (every plan large enough, slices of two persons) while
+    the push sends each committed slice: one contact per human everywhere, then quiet."""
+    import sync.plan_pool
+    import sync.planning
+
+    monkeypatch.setattr(sync.plan_pool, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(sync.planning, "PARALLEL_SLICE", 2)
+    pooled: list[int] = []  # slices handed to workers, per plan
+    real = sync.plan_pool.plan_in_workers
+
+    def counting(*args: object, **kwargs: object) -> None:
+        pooled.append(len(args[5]))  # type: ignore[arg-type]
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sync.plan_pool, "plan_in_workers", counting)
+    world = World(db_url, tmp_path, extra={"planning": {"workers": 2}})
+    try:
+        seed_overlap(world)
+        report = world.backfill()
+        assert report.status == "ok", report.counts()
+        assert pooled and pooled[0] >= 2  # the backfill's plan went to the workers, in slices
+        assert report.queued is not None and report.queued.added > 0  # counted from the workers
+        world.converge()
+        world.assert_one_each(HUMANS)
+        before = world.write_requests()
+        assert world.cycle().write_calls() == 0 and world.write_requests() == before
+    finally:
+        world.close()
