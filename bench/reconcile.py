@@ -24,8 +24,8 @@ plans are planned in worker processes, one per core, ``--workers``; ``sync.plan_
 
 ``--cache DIR`` (SQLite only) keeps a copy of the staged store (and the incremental edits) in
 DIR, keyed by records and seed, and starts from that copy next time: iterating on planning
-then skips generating and staging, which take longer than the phases measured. (A run from
-the cache never holds the generated input, so its ``peak_rss_mb`` is lower than a full run's.)
+then skips generating and staging, which take longer than the phases measured. (Generating and
+staging run in a child process either way: the measured process never holds the input.)
 
 Both ``build_plan`` calls stream (``keep_ops=False``, as a cycle with an outbox queue does):
 every payload is rendered and the plan state stored, but the returned Plan keeps counts only.
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import pickle
 import random
 import shutil
@@ -250,6 +251,23 @@ def _cpu_s() -> float:
     return own + kids.ru_utime + kids.ru_stime
 
 
+def prepare(url: str, records: int, seed: int, changes: int, edits_path: Path) -> None:
+    """Generate ``records`` records, stage them into the store at ``url`` and pickle the
+    incremental edits (with the record count) to ``edits_path``. Runs in a child process."""
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    store = Store.open(url)
+    t = time.perf_counter()
+    generated, people = generate(records, seed)
+    n = sum(len(v) for v in generated.values())
+    log(f"generated {n:,} records of {people:,} people in {time.perf_counter() - t:.1f}s")
+    t = time.perf_counter()
+    stage_all(store, config(), generated)
+    log(f"staged in {time.perf_counter() - t:.1f}s")
+    with open(edits_path, "wb") as fh:
+        pickle.dump((n, edits(generated, changes, seed)), fh)
+    store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -281,22 +299,25 @@ def main() -> None:
             n, edited = pickle.load(fh)
         log(f"staged store of {n:,} records copied from {cached}")
     else:
-        t = time.perf_counter()
-        records, people = generate(args.records, args.seed)
-        n = sum(len(v) for v in records.values())
-        log(f"generated {n:,} records of {people:,} people in {time.perf_counter() - t:.1f}s")
-        t = time.perf_counter()
-        stage_all(store, cfg, records)
-        log(f"staged in {time.perf_counter() - t:.1f}s")
-        edited = edits(records, args.changes, args.seed)
-        del records  # the figures measure the engine, not this script's copy of the input
+        # Generated and staged in a child process: the figures measure the engine, and this
+        # process never holds the generated input (nor the heap it leaves behind).
+        edits_path = Path(tmp.name) / "edits.pickle"
+        store.close()
+        ctx = multiprocessing.get_context("spawn")
+        child = ctx.Process(target=prepare, args=(url, args.records, args.seed, args.changes, edits_path))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"generating and staging the records failed (exit {child.exitcode})")
+        store = Store.open(url)
+        with open(edits_path, "rb") as fh:
+            n, edited = pickle.load(fh)
         if cached is not None:
             cached.mkdir(parents=True, exist_ok=True)
             store.close()
             shutil.copyfile(Path(tmp.name) / "store.db", cached / "store.db")
+            shutil.copyfile(edits_path, cached / "edits.pickle")
             store = Store.open(url)
-            with open(cached / "edits.pickle", "wb") as fh:
-                pickle.dump((n, edited), fh)
 
     workers = default_workers() if args.workers is None else args.workers
     rss = RssSampler()
