@@ -173,8 +173,7 @@ class _Worker:
 
         # A queue per slice, so its counts are this slice's alone.
         queue = self.setup.queue.open(self.store) if self.setup.queue is not None else None
-        session = self.store.manual_session()
-        try:
+        with self.store.stepwise_session() as session:
             part = plan_slice(
                 session,
                 person_ids,
@@ -187,12 +186,6 @@ class _Worker:
                 queue=queue,
                 release_read=True,
             )
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
         result = SliceResult(persons=len(part.golden), conflicts=part.conflicts, queued=getattr(queue, "result", None))
         for op in part.ops:
             result.counts[(op.connection, op.kind.value)] += 1

@@ -359,16 +359,8 @@ def _slices(total: int, size: int, *, streaming: bool) -> Iterator[tuple[int, in
 def run_match(store: Store, config: Any, capabilities: Mapping[str, Capabilities] | None = None) -> set[int]:
     """Only the matching step, committed: the dirty records get their persons (the persons
     they touch become dirty for the next plan). Returns the persons a platform merge joined."""
-    session = store.manual_session()
-    try:
-        with _no_gc():
-            merged, _ = match_dirty(session, match_policy(config, capabilities))
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    with store.stepwise_session() as session, _no_gc():
+        merged, _ = match_dirty(session, match_policy(config, capabilities))
     return merged
 
 

@@ -143,6 +143,21 @@ class Store(StagingMixin, CursorsMixin, RunsMixin, ReplanMixin):
         finally:
             self._open_sessions.depth = nested
 
+    @contextmanager
+    def stepwise_session(self) -> Iterator[Session]:
+        """A transaction the block may commit part-way (planning commits after reading a slice,
+        so SQLite's write lock is not held while it computes); what is left commits when the
+        block succeeds and rolls back when it raises. :meth:`session` forbids such commits."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
     def manual_session(self) -> Session:
         """A session whose caller decides, at the end, to commit or roll back (planning's dry
         run rolls back a whole match-and-plan). Close it when done."""
