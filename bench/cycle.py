@@ -96,11 +96,11 @@ import yaml  # noqa: E402
 
 from connectors.base import PullMode  # noqa: E402
 from connectors.emulation import fake_person  # noqa: E402
+from connectors.loopback import LoopbackEmulators, emulator_config  # noqa: E402
 from connectors.registry import connector_class, emulator_class  # noqa: E402
 from sync.canonical import fields_to_json  # noqa: E402
 from sync.config import Config, load_config  # noqa: E402
 from sync.logs import configure_logging  # noqa: E402
-from sync.loopback import LoopbackEmulators, emulator_config  # noqa: E402
 from sync.store import Store, upgrade  # noqa: E402
 from sync.store.outbox import OutboxStore  # noqa: E402
 
@@ -180,7 +180,7 @@ def _emulator_main(platform: str, rate_scale: float, conn: Connection) -> None:
             conn.send(("ok", time.process_time()))
             continue
         try:
-            conn.send(("ok", _on_loop(served, lambda: commands[cmd](*args))))
+            conn.send(("ok", _on_loop(served, lambda: commands[cmd](*args))))  # noqa: B023 - called at once
         except Exception as exc:  # noqa: BLE001 - reported in the bench process
             conn.send(("error", repr(exc)))
     served.stop()
@@ -272,8 +272,12 @@ class Observer:
                 if name == "ghl":
                     old_tags, new_tags = set(old.get("tags") or ()), set(fields.get("tags") or ())
                     min_writes += int(bool(new_tags - old_tags)) + int(bool(old_tags - new_tags))
-                if (self.no_read_api[name] and not changed and rid in linked_after[name]
-                        and rid not in linked_before[name]):
+                if (
+                    self.no_read_api[name]
+                    and not changed
+                    and rid in linked_after[name]
+                    and rid not in linked_before[name]
+                ):
                     adopted_unchanged += 1
             limit = em.rate_limit
             counted = reads + min_writes
@@ -325,7 +329,7 @@ class Observer:
 RUNNER = """
 import json, sys
 from sync.config import load_config
-from sync.engine import Engine
+from sync.cycle import CycleRunner
 from sync.logs import configure_logging
 from sync.store import Store
 configure_logging("WARNING", "json")
@@ -335,7 +339,7 @@ config = load_config(sys.argv[1])
 store = Store.open(config.store_url)
 import time
 t0, cpu0 = time.monotonic(), time.process_time()
-run = lambda: Engine(config, store, chunk_size=256).run("default", kind=sys.argv[2], full=sys.argv[2] == "backfill")
+run = lambda: CycleRunner(config, store, chunk_size=256).run("default", kind=sys.argv[2], full=sys.argv[2] == "backfill")
 if len(sys.argv) > 3:  # a profile of the engine process, to this file
     import cProfile
     prof = cProfile.Profile()
@@ -355,9 +359,14 @@ def run_engine(cfg_path: Path, kind: str, tag: str, src: Path = REPO) -> dict[st
     (status, per-step timings, CPU). With ``BENCH_PROFILE=DIR`` set, each run's cProfile stats
     are written there."""
     extra = [str(Path(os.environ["BENCH_PROFILE"]) / f"{tag}.prof")] if os.environ.get("BENCH_PROFILE") else []
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(cfg_path), kind, *extra], cwd=src, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"},
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(cfg_path), kind, *extra],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"},
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"engine run failed: {out.stderr[-2000:]}")
     if os.environ.get("BENCH_STDERR"):
@@ -372,10 +381,15 @@ def main() -> None:
     ap.add_argument("--edit-fraction", type=float, default=0.01)
     ap.add_argument("--concurrency", type=int, default=8, help="max_concurrency per connection")
     ap.add_argument("--store", default=None, help="store URL (default: a SQLite file in a temp dir)")
-    ap.add_argument("--gap", type=float, default=None,
-                    help="seconds between phases (default: the longest scaled rate window)")
-    ap.add_argument("--engine-src", type=Path, default=REPO,
-                    help="run the engine from this source tree (e.g. an export of another branch, for A/B)")
+    ap.add_argument(
+        "--gap", type=float, default=None, help="seconds between phases (default: the longest scaled rate window)"
+    )
+    ap.add_argument(
+        "--engine-src",
+        type=Path,
+        default=REPO,
+        help="run the engine from this source tree (e.g. an export of another branch, for A/B)",
+    )
     args = ap.parse_args()
     src = args.engine_src.resolve()
 
@@ -391,9 +405,13 @@ def main() -> None:
     try:
         for k, (name, em) in enumerate(emulators.items()):
             em("seed", [person(i, name) for i in range(k * shift, k * shift + n)])
-        cfg = emulator_config({name: em.local for name, em in emulators.items()},
-                              {name: em.url for name, em in emulators.items()}, store_url,
-                              max_concurrency=args.concurrency, secrets_dir=tmp / "secrets")
+        cfg = emulator_config(
+            {name: em.local for name, em in emulators.items()},
+            {name: em.url for name, em in emulators.items()},
+            store_url,
+            max_concurrency=args.concurrency,
+            secrets_dir=tmp / "secrets",
+        )
         cfg_path = tmp / "bench.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         config = load_config(cfg_path)
@@ -430,7 +448,9 @@ def main() -> None:
         # GoHighLevel search is eventually consistent: let the edits become searchable (and the
         # rate windows clear, as between any two cycles).
         time.sleep(max(2.5 / args.rate_scale + 0.2, gap))
-        incremental = obs.phase(f"incremental ({edited} edits)", lambda: run_engine(cfg_path, "cycle", "incremental", src))
+        incremental = obs.phase(
+            f"incremental ({edited} edits)", lambda: run_engine(cfg_path, "cycle", "incremental", src)
+        )
     finally:
         if store is not None:
             store.close()

@@ -32,7 +32,9 @@ from connectors.netbackend import AsyncioStream  # noqa: E402
 from connectors.registry import connector_class, emulator_class  # noqa: E402
 
 
-async def one_round(url: str, asyncio_backend: bool, requests: int, concurrency: int, hold: bool = True) -> dict[str, float]:
+async def one_round(
+    url: str, asyncio_backend: bool, requests: int, concurrency: int, hold: bool = True
+) -> dict[str, float]:
     AsyncioStream.HOLD_BYTES = 64 * 1024 if hold else 0
     settings = emulator_class("acquire")().connection_settings(
         base_url=url, max_concurrency=concurrency, options={"asyncio_backend": asyncio_backend}
@@ -64,9 +66,22 @@ def main() -> None:
     args = ap.parse_args()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sync.cli", "emulate", "--platform", "acquire", "--port", str(port),
-         "--seed-contacts", "100"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sync.cli",
+            "emulate",
+            "--platform",
+            "acquire",
+            "--port",
+            str(port),
+            "--seed-contacts",
+            "100",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -75,15 +90,20 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {"anyio": [], "asyncio_unbuffered": [], "asyncio": []}
         for _ in range(args.rounds):
             for name in runs:
-                runs[name].append(asyncio.run(one_round(url, name != "anyio", args.requests, args.concurrency,
-                                                        hold=name == "asyncio")))
+                runs[name].append(
+                    asyncio.run(
+                        one_round(url, name != "anyio", args.requests, args.concurrency, hold=name == "asyncio")
+                    )
+                )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     out: dict[str, Any] = {"requests": args.requests, "rounds": args.rounds, "load": os.getloadavg()[0]}
     for name, rs in runs.items():
         out[name] = {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
-    out["cpu_ratio_asyncio_over_anyio"] = round(out["asyncio"]["cpu_ms_per_request"] / out["anyio"]["cpu_ms_per_request"], 3)
+    out["cpu_ratio_asyncio_over_anyio"] = round(
+        out["asyncio"]["cpu_ms_per_request"] / out["anyio"]["cpu_ms_per_request"], 3
+    )
     print(json.dumps(out))
 
 

@@ -17,7 +17,7 @@ CPU the platform's emulator process used during the pull; ``engine_cpu_s`` (over
 process's CPU, all threads. The last line is JSON.
 
 ``--platforms`` pulls only some platforms. ``--stage`` stages every page into a fresh SQLite
-store as the engine does (``sync.stage.pull_connection``, with each platform's shipped mapping)
+store as the engine does (``sync.detect.stage.pull_connection``, with each platform's shipped mapping)
 and ``--passes N`` pulls N times: the first pass stages everything, the later ones are quiet
 scans that find nothing new (what a no-op cycle pays for Acquire, which is scanned in full every
 cycle); the JSON line then carries ``passes`` (one summary per pass) as well.
@@ -57,9 +57,24 @@ def free_port() -> int:
 def start(platform: str, contacts: int, rate_scale: float) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sync.cli", "emulate", "--platform", platform, "--port", str(port),
-         "--seed-contacts", str(contacts), "--rate-scale", str(rate_scale)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sync.cli",
+            "emulate",
+            "--platform",
+            platform,
+            "--port",
+            str(port),
+            "--seed-contacts",
+            str(contacts),
+            "--rate-scale",
+            str(rate_scale),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     return proc, f"http://127.0.0.1:{port}"
@@ -80,15 +95,23 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def pull_one(platform: str, url: str, rate_scale: float, contacts: int, pid: int,
-                   store: Any = None) -> dict[str, Any]:
+async def pull_one(
+    platform: str, url: str, rate_scale: float, contacts: int, pid: int, store: Any = None
+) -> dict[str, Any]:
     settings = emulator_class(platform)(rate_scale=rate_scale).connection_settings(base_url=url, timeout_s=60.0)
     connector = connector_class(platform)(settings)
     caps = connector.capabilities
     if caps.pull_mode is PullMode.LOOKUP_ONLY:
         await connector.aclose()
-        return {"requests": 0, "min_requests": 0, "http_429": 0, "wall_s": 0.0, "floor_s": 0.0,
-                "records": 0, "note": "cannot list contacts (lookup only)"}
+        return {
+            "requests": 0,
+            "min_requests": 0,
+            "http_429": 0,
+            "wall_s": 0.0,
+            "floor_s": 0.0,
+            "records": 0,
+            "note": "cannot list contacts (lookup only)",
+        }
     page_size = getattr(connector, "page_limit", None) or getattr(connector, "page_size", 100)
     server_cpu = process_cpu(pid)
     started = time.perf_counter()
@@ -98,8 +121,8 @@ async def pull_one(platform: str, url: str, rate_scale: float, contacts: int, pi
         async for page in connector.pull(None):
             ids.update(r.remote_id for r in page.records)
     else:
+        from sync.detect.stage import pull_connection
         from sync.mapping import load_mapping
-        from sync.stage import pull_connection
 
         report = await pull_connection(store, platform, connector, load_mapping(platform))
         staged = {k: v for k, v in report.to_json().items() if k in ("records", "inserted", "changed", "unchanged")}
@@ -112,19 +135,28 @@ async def pull_one(platform: str, url: str, rate_scale: float, contacts: int, pi
     stats = connector.stats
     await connector.aclose()
     return {
-        "requests": stats.requests, "min_requests": min_requests, "http_429": stats.http_429,
-        "wall_s": round(wall, 3), "floor_s": round(floor, 3), "window_floor_s": round(window_floor, 3),
-        "records": staged.get("records", len(ids)), "retries": stats.retries, "page_size": page_size,
+        "requests": stats.requests,
+        "min_requests": min_requests,
+        "http_429": stats.http_429,
+        "wall_s": round(wall, 3),
+        "floor_s": round(floor, 3),
+        "window_floor_s": round(window_floor, 3),
+        "records": staged.get("records", len(ids)),
+        "retries": stats.retries,
+        "page_size": page_size,
         "rate_limit": f"{limit.requests}/{limit.per_seconds:g}s" if limit else None,
-        "emulator_cpu_s": round(server_cpu, 3), **staged,
+        "emulator_cpu_s": round(server_cpu, 3),
+        **staged,
     }
 
 
-async def pull_all(urls: dict[str, str], pids: dict[str, int], rate_scale: float, contacts: int,
-                   stores: dict[str, Any]) -> tuple[dict[str, Any], float, float]:
+async def pull_all(
+    urls: dict[str, str], pids: dict[str, int], rate_scale: float, contacts: int, stores: dict[str, Any]
+) -> tuple[dict[str, Any], float, float]:
     started, cpu = time.perf_counter(), time.process_time()
-    results = await asyncio.gather(*(pull_one(p, u, rate_scale, contacts, pids[p], stores.get(p))
-                                     for p, u in urls.items()))
+    results = await asyncio.gather(
+        *(pull_one(p, u, rate_scale, contacts, pids[p], stores.get(p)) for p, u in urls.items())
+    )
     return dict(zip(urls, results, strict=True)), time.perf_counter() - started, time.process_time() - cpu
 
 
@@ -144,8 +176,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--contacts", type=int, default=50_000)
     parser.add_argument("--rate-scale", type=float, default=10.0)
-    parser.add_argument("--platforms", default=",".join(PLATFORMS),
-                        help=f"comma-separated, of {', '.join(PLATFORMS)} (default: all)")
+    parser.add_argument(
+        "--platforms", default=",".join(PLATFORMS), help=f"comma-separated, of {', '.join(PLATFORMS)} (default: all)"
+    )
     parser.add_argument("--stage", action="store_true", help="stage the pages into a SQLite store per platform")
     parser.add_argument("--passes", type=int, default=1, help="pull this many times (later passes: quiet scans)")
     args = parser.parse_args()
@@ -164,18 +197,28 @@ def main() -> None:
         for platform, proc in procs.items():
             wait_ready(proc, platform)
         stores = open_stores(chosen, tmp.name) if args.stage else {}
-        print(f"emulators up (loopback sockets, one process each, rate scale {args.rate_scale:g}); pulling...",
-              flush=True)
+        print(
+            f"emulators up (loopback sockets, one process each, rate scale {args.rate_scale:g}); pulling...", flush=True
+        )
         pids = {p: proc.pid for p, proc in procs.items()}
         for n in range(max(1, args.passes)):
             load = os.getloadavg()[0]
             platforms, wall, cpu = asyncio.run(pull_all(urls, pids, args.rate_scale, args.contacts, stores))
-            passes.append({"platforms": platforms, "wall_s": round(wall, 3), "engine_cpu_s": round(cpu, 3),
-                           "load": round(load, 2)})
+            passes.append(
+                {
+                    "platforms": platforms,
+                    "wall_s": round(wall, 3),
+                    "engine_cpu_s": round(cpu, 3),
+                    "load": round(load, 2),
+                }
+            )
             for name, r in platforms.items():
-                print(f"pass {n + 1} {name:12s} records={r['records']:>6} requests={r['requests']:>5} "
-                      f"(min {r['min_requests']}) 429s={r['http_429']} wall={r['wall_s']:.2f}s "
-                      f"floor={r['floor_s']:.2f}s emulator_cpu={r.get('emulator_cpu_s', 0):.2f}s", flush=True)
+                print(
+                    f"pass {n + 1} {name:12s} records={r['records']:>6} requests={r['requests']:>5} "
+                    f"(min {r['min_requests']}) 429s={r['http_429']} wall={r['wall_s']:.2f}s "
+                    f"floor={r['floor_s']:.2f}s emulator_cpu={r.get('emulator_cpu_s', 0):.2f}s",
+                    flush=True,
+                )
             print(f"pass {n + 1} wall={wall:.2f}s engine_cpu={cpu:.2f}s load={load:.2f}", flush=True)
         for store in stores.values():
             store.close()
@@ -203,9 +246,11 @@ def main() -> None:
         "load": last["load"],
     }
     if len(passes) > 1:
-        summary["passes"] = [{k: v for k, v in p.items() if k != "platforms"}
-                             | {"emulator_cpu_s": {n: r.get("emulator_cpu_s") for n, r in p["platforms"].items()}}
-                             for p in passes]
+        summary["passes"] = [
+            {k: v for k, v in p.items() if k != "platforms"}
+            | {"emulator_cpu_s": {n: r.get("emulator_cpu_s") for n, r in p["platforms"].items()}}
+            for p in passes
+        ]
     print(json.dumps(summary))
 
 

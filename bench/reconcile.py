@@ -3,19 +3,19 @@
 Synthetic people spread over four connections (Acquire, GoHighLevel, Comm100, DM Champ): about
 40% of people are on several platforms, typed differently there (email case, phone formats), a
 few with a different last name on one platform (conflicts) and a few with a Comm100 duplicate
-merged into their contact (mergeToContactId). Records are staged through ``sync.stage`` /
+merged into their contact (mergeToContactId). Records are staged through ``sync.detect.stage`` /
 ``Store.stage_page`` (not timed). Then, timed:
 
 * ``match_s``: clustering with the keys in memory (``sync.match.match_records``);
 * ``match_io_s``: loading records and keys from the store, clustering, writing person ids,
   new persons, folds and reviews back, committed;
-* ``reconcile_plan_s``: ``sync.planning.build_plan`` — views loaded, payloads read through the
+* ``reconcile_plan_s``: ``sync.plan.build.build_plan`` — views loaded, payloads read through the
   mappings, three-way reconcile, op payloads rendered, golden records/snapshots/conflicts stored;
 * ``incremental_s``: ``build_plan`` again after ``--changes`` records (default 1,000) were
   edited and staged: the cost follows the change, not the size of the store.
 
 ``peak_rss_mb`` is the peak of the process's resident set plus its planning workers' (large
-plans are planned in worker processes, one per core, ``--workers``; ``sync.plan_pool``). The LAST line printed is one JSON object:
+plans are planned in worker processes, one per core, ``--workers``; ``sync.plan.pool``). The LAST line printed is one JSON object:
     {"records", "persons", "match_s", "match_io_s", "reconcile_plan_s", "peak_rss_mb",
      "incremental_changes", "incremental_s"}
 
@@ -38,16 +38,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import pickle
 import random
-import shutil
-import os
 import resource
-import threading
+import shutil
 import sys
 import tempfile
+import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +57,11 @@ sys.path.insert(0, str(ROOT))
 from connectors.base import RawRecord  # noqa: E402
 from connectors.registry import connector_class  # noqa: E402
 from sync.config import Config  # noqa: E402
+from sync.detect.stage import stage_record  # noqa: E402
 from sync.match import MatchInput, match_records  # noqa: E402
-from sync.plan_pool import default_workers  # noqa: E402
-from sync.planning import build_plan, match_policy, run_match  # noqa: E402
-from sync.stage import stage_record  # noqa: E402
+from sync.plan.build import build_plan, run_match  # noqa: E402
+from sync.plan.context import match_policy  # noqa: E402
+from sync.plan.pool import default_workers  # noqa: E402
 from sync.store import Store, upgrade  # noqa: E402
 from sync.store.persons import load_match_input  # noqa: E402
 
@@ -68,7 +69,7 @@ NAMES = ["acq", "c100", "dm", "ghl"]
 PLATFORMS = {"acq": "acquire", "ghl": "gohighlevel", "c100": "comm100", "dm": "dmchamp"}
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "John", "Margaret", "Ken"]
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus", "Hamilton", "Thompson"]
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 
@@ -100,8 +101,16 @@ def _phone(rng: random.Random, e164: str) -> str:
     return e164
 
 
-def payload(conn: str, rid: str, first: str, last: str, email: str | None, phone: str | None,
-            stamp: datetime, merged_into: str | None = None) -> dict[str, Any]:
+def payload(
+    conn: str,
+    rid: str,
+    first: str,
+    last: str,
+    email: str | None,
+    phone: str | None,
+    stamp: datetime,
+    merged_into: str | None = None,
+) -> dict[str, Any]:
     iso = stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     if conn == "acq":
         fields: dict[str, Any] = {"name": f"{first} {last}"}
@@ -109,21 +118,47 @@ def payload(conn: str, rid: str, first: str, last: str, email: str | None, phone
             fields["email"] = email
         if phone:
             fields["phone"] = phone
-        return {"id": int(rid), "archive": "no", "companyId": None, "dateCreated": iso, "dateUpdated": iso,
-                "fields": fields, "tags": []}
+        return {
+            "id": int(rid),
+            "archive": "no",
+            "companyId": None,
+            "dateCreated": iso,
+            "dateUpdated": iso,
+            "fields": fields,
+            "tags": [],
+        }
     if conn == "ghl":
-        out: dict[str, Any] = {"id": rid, "locationId": "L1", "firstName": first, "lastName": last, "tags": [],
-                               "customFields": [], "dateAdded": iso, "dateUpdated": iso}
+        out: dict[str, Any] = {
+            "id": rid,
+            "locationId": "L1",
+            "firstName": first,
+            "lastName": last,
+            "tags": [],
+            "customFields": [],
+            "dateAdded": iso,
+            "dateUpdated": iso,
+        }
         if email:
             out["email"] = email
         if phone:
             out["phone"] = phone
         return out
     if conn == "c100":
-        idents = [{"id": rid + "-e", "contactId": rid, "contactIdentityType": "Email", "name": "", "value": email}] if email else []
-        out = {"id": rid, "name": f"{first} {last}", "firstName": first, "lastName": last,
-               "createTime": iso, "lastUpdatedTime": iso, "mergeToContactId": merged_into or ZERO_GUID,
-               "contactIdentities": idents}
+        idents = (
+            [{"id": rid + "-e", "contactId": rid, "contactIdentityType": "Email", "name": "", "value": email}]
+            if email
+            else []
+        )
+        out = {
+            "id": rid,
+            "name": f"{first} {last}",
+            "firstName": first,
+            "lastName": last,
+            "createTime": iso,
+            "lastUpdatedTime": iso,
+            "mergeToContactId": merged_into or ZERO_GUID,
+            "contactIdentities": idents,
+        }
         if phone:
             out["phone"] = phone
         return out
@@ -144,7 +179,9 @@ def generate(n: int, seed: int) -> tuple[dict[str, list[RawRecord]], int]:
         person += 1
         first, last = rng.choice(FIRST), rng.choice(LAST)
         email = f"{first.lower()}.{last.lower()}{person}@example{person % 97}.com" if rng.random() < 0.9 else None
-        phone = f"+1{rng.randrange(201, 990)}{person % 10_000_000:07d}" if (rng.random() < 0.8 or email is None) else None
+        phone = (
+            f"+1{rng.randrange(201, 990)}{person % 10_000_000:07d}" if (rng.random() < 0.8 or email is None) else None
+        )
         if rng.random() < 0.6:
             conns = [rng.choice(["acq", "ghl", "c100"])]
         else:
@@ -276,8 +313,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--profile", default=None, help="write a cProfile of the reconcile + plan phase to this file")
     ap.add_argument("--cache", default=None, help="directory keeping staged SQLite stores between runs")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="planning worker processes (default: one per core, at most four; 1: in this process)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="planning worker processes (default: one per core, at most four; 1: in this process)",
+    )
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="cs-bench-reconcile-")
@@ -324,8 +365,17 @@ def main() -> None:
     policy = match_policy(cfg, caps)
     with store.session() as s:
         rows = load_match_input(s, full=True)
-    inp = MatchInput(rows.record_ids, rows.connections, rows.remote_ids, rows.person_ids, rows.merged_into,
-                     rows.deleted, rows.key_records, rows.key_kinds, rows.key_values)
+    inp = MatchInput(
+        rows.record_ids,
+        rows.connections,
+        rows.remote_ids,
+        rows.person_ids,
+        rows.merged_into,
+        rows.deleted,
+        rows.key_records,
+        rows.key_kinds,
+        rows.key_values,
+    )
     t = time.perf_counter()
     result = match_records(inp, policy)
     match_s = time.perf_counter() - t
@@ -352,8 +402,10 @@ def main() -> None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     persons = plan.persons
-    log(f"reconcile + plan: {reconcile_plan_s:.2f}s ({cpu:.2f}s CPU, up to {workers} workers), {persons:,} persons, summary {plan.summary()}, "
-        f"{len(plan.conflicts):,} conflicts, peak RSS so far {rss.peak_mb():.0f} MB")
+    log(
+        f"reconcile + plan: {reconcile_plan_s:.2f}s ({cpu:.2f}s CPU, up to {workers} workers), {persons:,} persons, summary {plan.summary()}, "
+        f"{len(plan.conflicts):,} conflicts, peak RSS so far {rss.peak_mb():.0f} MB"
+    )
     del plan
 
     # Incremental: a few records edited on their platform, staged, then one planning run.
@@ -366,16 +418,20 @@ def main() -> None:
     peak = rss.peak_mb()
     store.close()
     tmp.cleanup()
-    print(json.dumps({
-        "records": n,
-        "persons": persons,
-        "match_s": round(match_s, 3),
-        "match_io_s": round(match_io_s, 3),
-        "reconcile_plan_s": round(reconcile_plan_s, 3),
-        "peak_rss_mb": round(peak, 1),
-        "incremental_changes": args.changes,
-        "incremental_s": round(incremental_s, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "records": n,
+                "persons": persons,
+                "match_s": round(match_s, 3),
+                "match_io_s": round(match_io_s, 3),
+                "reconcile_plan_s": round(reconcile_plan_s, 3),
+                "peak_rss_mb": round(peak, 1),
+                "incremental_changes": args.changes,
+                "incremental_s": round(incremental_s, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from reconcile import config, prepare  # noqa: E402
 
 from connectors.registry import connector_class  # noqa: E402
 from sync.match import MatchInput, match_records  # noqa: E402
-from sync.planning import match_policy  # noqa: E402
+from sync.plan.context import match_policy  # noqa: E402
 from sync.store import Store, upgrade  # noqa: E402
 from sync.store.persons import load_match_input  # noqa: E402
 
@@ -91,8 +91,17 @@ def main() -> None:
             rows = load_match_input(s, full=True)
         store.close()
     n = len(rows)
-    inp = MatchInput(rows.record_ids, rows.connections, rows.remote_ids, rows.person_ids, rows.merged_into,
-                     rows.deleted, rows.key_records, rows.key_kinds, rows.key_values)
+    inp = MatchInput(
+        rows.record_ids,
+        rows.connections,
+        rows.remote_ids,
+        rows.person_ids,
+        rows.merged_into,
+        rows.deleted,
+        rows.key_records,
+        rows.key_kinds,
+        rows.key_values,
+    )
     caps = {c: connector_class(p).capabilities for c, p in PLATFORMS.items()}
     policy = match_policy(config(), caps)
 
@@ -137,18 +146,24 @@ def main() -> None:
         clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(pairs)
         clusters = con.execute(f"SELECT count(DISTINCT cluster_id) FROM {clustered.physical_name}").fetchone()[0]
         theirs.append(time.perf_counter() - t)
-        log(f"splink run {i + 1}: {theirs[-1]:.2f}s, {clusters:,} clusters; contactsync {ours[i]:.2f}s, {persons:,} persons")
+        log(
+            f"splink run {i + 1}: {theirs[-1]:.2f}s, {clusters:,} clusters; contactsync {ours[i]:.2f}s, {persons:,} persons"
+        )
 
     ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
-    print(json.dumps({
-        "records": n,
-        "repeat": args.repeat,
-        "contactsync_s": round(ours_s, 3),
-        "splink_s": round(theirs_s, 3),
-        "ratio": round(theirs_s / ours_s, 2),
-        "persons_contactsync": persons,
-        "clusters_splink": clusters,
-    }))
+    print(
+        json.dumps(
+            {
+                "records": n,
+                "repeat": args.repeat,
+                "contactsync_s": round(ours_s, 3),
+                "splink_s": round(theirs_s, 3),
+                "ratio": round(theirs_s / ours_s, 2),
+                "persons_contactsync": persons,
+                "clusters_splink": clusters,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

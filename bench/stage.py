@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import text
@@ -34,12 +34,12 @@ from sqlalchemy.engine import make_url
 
 from sync.normalize import IdentityKey
 from sync.store import StagedRecord, Store, payload_hash, upgrade
-from sync.store.db import make_engine
+from sync.store.connect import make_engine
 
 
 def synthetic(n: int) -> list[StagedRecord]:
     """N contact-like records with an email and a phone key each."""
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     out = []
     for i in range(n):
         email = f"person{i}@example{i % 97}.com"

@@ -208,5 +208,5 @@ class Connector(ABC):
     async def upsert(self, payload: JSON) -> WriteResult:
         raise NotImplementedError(f"{self.platform}: upsert")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most connectors hold nothing else
         """Release the HTTP client."""

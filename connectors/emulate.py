@@ -74,8 +74,10 @@ def describe(served: Served) -> str:
     """One line: platform, base URL, accepted credentials and connector options."""
     settings = served.emulator.connection_settings(base_url=served.url)
     options = {k: v for k, v in settings.options.items() if not k.startswith("backoff_")}
-    return (f"{served.emulator.platform} {served.url} credentials={json.dumps(served.emulator.credentials)} "
-            f"options={json.dumps(options)}")
+    return (
+        f"{served.emulator.platform} {served.url} credentials={json.dumps(served.emulator.credentials)} "
+        f"options={json.dumps(options)}"
+    )
 
 
 def serve(
@@ -108,8 +110,16 @@ def serve(
             _err(f"cannot load seed file {seed_file}: {exc}")
             return 2
     try:
-        emulators = build_emulators(platforms, host=host, port=port, seed_contacts=seed_contacts, seed=seed,
-                                    rate_scale=rate_scale, fault_rate=fault_rate, fault_seed=fault_seed)
+        emulators = build_emulators(
+            platforms,
+            host=host,
+            port=port,
+            seed_contacts=seed_contacts,
+            seed=seed,
+            rate_scale=rate_scale,
+            fault_rate=fault_rate,
+            fault_seed=fault_seed,
+        )
     except ImportError as exc:
         _err(f"an emulator is not available: {exc}")
         return 2

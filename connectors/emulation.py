@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import httpx
@@ -75,7 +75,7 @@ class Clock:
         """The current time (UTC, aware)."""
         if self._frozen_at is not None:
             return self._frozen_at
-        return datetime.now(timezone.utc) + self._offset
+        return datetime.now(UTC) + self._offset
 
     def advance(self, seconds: float) -> None:
         """Move time forward."""
@@ -87,7 +87,7 @@ class Clock:
     def freeze(self, at: datetime | None = None) -> None:
         """Stop the clock (at ``at``, default: now)."""
         at = at or self.now()
-        self._frozen_at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        self._frozen_at = at if at.tzinfo else at.replace(tzinfo=UTC)
 
     @property
     def frozen(self) -> bool:
@@ -215,13 +215,58 @@ _NONE: frozenset[Any] = frozenset()
 # --------------------------------------------------------------------------- fake people
 
 
-_FIRST = ("Ada", "Grace", "Alan", "Linus", "Margaret", "Edsger", "Barbara", "Donald", "Frances", "Ken",
-          "Radia", "Dennis", "Hedy", "John", "Katherine", "Tim", "Annie", "Niklaus", "Sophie", "Guido")
-_LAST = ("Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Dijkstra", "Liskov", "Knuth", "Allen",
-         "Thompson", "Perlman", "Ritchie", "Lamarr", "McCarthy", "Johnson", "Berners-Lee", "Easley",
-         "Wirth", "Wilson", "van Rossum")
-_CITIES = (("San Francisco", "CA", "US"), ("New York", "NY", "US"), ("Austin", "TX", "US"),
-           ("Boston", "MA", "US"), ("Seattle", "WA", "US"), ("Chicago", "IL", "US"))
+_FIRST = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Linus",
+    "Margaret",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Radia",
+    "Dennis",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Tim",
+    "Annie",
+    "Niklaus",
+    "Sophie",
+    "Guido",
+)
+_LAST = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Torvalds",
+    "Hamilton",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Perlman",
+    "Ritchie",
+    "Lamarr",
+    "McCarthy",
+    "Johnson",
+    "Berners-Lee",
+    "Easley",
+    "Wirth",
+    "Wilson",
+    "van Rossum",
+)
+_CITIES = (
+    ("San Francisco", "CA", "US"),
+    ("New York", "NY", "US"),
+    ("Austin", "TX", "US"),
+    ("Boston", "MA", "US"),
+    ("Seattle", "WA", "US"),
+    ("Chicago", "IL", "US"),
+)
 _AREA = (212, 213, 312, 415, 512, 617, 646, 718, 206, 305)
 _TAGS = ("vip", "lead", "customer", "newsletter", "partner")
 
@@ -339,8 +384,13 @@ async def _drop(send: Send) -> None:
     """Drop the connection mid-response: start a response promising a body, then fail. Through
     ``httpx.ASGITransport`` the client sees the exception; under uvicorn the started response
     makes the server close the socket, and the client sees an incomplete message."""
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
+        }
+    )
     await send({"type": "http.response.body", "body": b'{"partial":', "more_body": True})
     raise httpx.RemoteProtocolError("emulated dropped connection")
 
@@ -433,8 +483,7 @@ class Emulator:
 
     def error_response(self, status: int, headers: dict[str, str]) -> Response:
         """The platform's error body for an injected 429/5xx."""
-        return JSONResponse({"message": "emulated fault", "statusCode": status}, status_code=status,
-                            headers=headers)
+        return JSONResponse({"message": "emulated fault", "statusCode": status}, status_code=status, headers=headers)
 
     # -- framework
 
@@ -549,8 +598,9 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         await request.aread()
         response = await self.inner.handle_async_request(request)
         body = await response.aread()
-        self.exchanges.append((request, httpx.Response(response.status_code, headers=response.headers,
-                                                       content=body, request=request)))
+        self.exchanges.append(
+            (request, httpx.Response(response.status_code, headers=response.headers, content=body, request=request))
+        )
         return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
 
     def sent(self, method: str, path: str) -> list[httpx.Request]:
@@ -560,14 +610,14 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 
 def iso_ms(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and ``Z`` (``2020-09-09T10:01:36.000Z``)."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def parse_iso(value: str) -> datetime:
     """Parse an ISO-8601 timestamp (``Z`` accepted) to an aware UTC datetime."""
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- serving
@@ -609,8 +659,11 @@ def serve(
 
     served = [Served(e, host, port + i) for i, e in enumerate(emulators)]
     servers = [
-        _Server(uvicorn.Config(s.emulator.app, host=host, port=s.port, log_level="warning", lifespan="off",
-                               access_log=False))
+        _Server(
+            uvicorn.Config(
+                s.emulator.app, host=host, port=s.port, log_level="warning", lifespan="off", access_log=False
+            )
+        )
         for s in served
     ]
     failed: list[int] = []

@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -44,8 +44,8 @@ import structlog
 from connectors.base import (
     Capabilities,
     ConfigurationError,
-    Connector,
     ConnectionSettings,
+    Connector,
     NotFound,
     PaginationError,
     RateLimit,
@@ -53,7 +53,6 @@ from connectors.base import (
     RecordError,
     RemoteUnavailable,
 )
-
 from connectors.netbackend import use_asyncio_backend
 
 log = structlog.get_logger("contactsync.http")
@@ -356,8 +355,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class HttpClient:
@@ -483,8 +482,9 @@ class HttpClient:
                     raise ConfigurationError(f"{where}: HTTP {status}: {message}")
                 if action is Action.NOT_FOUND and method.upper() == "DELETE" and may_have_landed:
                     # A retried DELETE finding nothing: the earlier attempt landed.
-                    log.info("http.delete_landed", platform=self.platform, connection=self.settings.name,
-                             request=str(where))
+                    log.info(
+                        "http.delete_landed", platform=self.platform, connection=self.settings.name, request=str(where)
+                    )
                     return response
                 if action is Action.NOT_FOUND:
                     raise NotFound(status, f"{where}: {message}", _safe_body(response, self.redact))
@@ -500,8 +500,15 @@ class HttpClient:
                 raise RemoteUnavailable(f"{where}: {failure} after {attempt + 1} attempts")
             sleep = wait if wait is not None else self.backoff(attempt)
             self.stats.retries += 1
-            log.info("http.retry", platform=self.platform, connection=self.settings.name,
-                     request=str(where), failure=failure, attempt=attempt + 1, sleep_s=round(sleep, 3))
+            log.info(
+                "http.retry",
+                platform=self.platform,
+                connection=self.settings.name,
+                request=str(where),
+                failure=failure,
+                attempt=attempt + 1,
+                sleep_s=round(sleep, 3),
+            )
             await asyncio.sleep(sleep)
             attempt += 1
 
@@ -743,8 +750,11 @@ class HttpConnector(HttpHooks, Connector):
     required_options: tuple[str, ...] = ()
 
     def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        missing = [k for k in self.required_credentials
-                   if k not in settings.credentials or not settings.credentials[k].get_secret_value()]
+        missing = [
+            k
+            for k in self.required_credentials
+            if k not in settings.credentials or not settings.credentials[k].get_secret_value()
+        ]
         if missing:
             raise ConfigurationError(f"{self.platform} connection {settings.name!r}: missing credentials {missing}")
         missing = [k for k in self.required_options if not settings.options.get(k)]

@@ -52,7 +52,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from sync.store.db import normalize_url  # late: keeps env.py importable without the app
+    from sync.store.connect import normalize_url  # late: keeps env.py importable without the app
 
     url = os.environ.get("CONTACTSYNC_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
     engine = create_engine(normalize_url(url or ""))

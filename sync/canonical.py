@@ -20,11 +20,12 @@ ordered lists (emails, phones; the first is primary), ``frozenset[str]`` for tag
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Union
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FieldValue = Union[str, bool, tuple[str, ...], frozenset[str], None]
+FieldValue = str | bool | tuple[str, ...] | frozenset[str] | None
 FieldDict = dict[str, FieldValue]
 
 SCALAR_FIELDS: tuple[str, ...] = (
@@ -174,7 +175,9 @@ class Contact(BaseModel):
     def from_fields(cls, fields: Mapping[str, FieldValue]) -> Contact:
         """Build a contact from a (possibly partial) field dict."""
         f = {k: coerce_value(k, v) for k, v in fields.items()}
-        custom = {k[len(CUSTOM_PREFIX):]: str(v) for k, v in f.items() if k.startswith(CUSTOM_PREFIX) and v is not None}
+        custom = {
+            k[len(CUSTOM_PREFIX) :]: str(v) for k, v in f.items() if k.startswith(CUSTOM_PREFIX) and v is not None
+        }
         return cls(
             first_name=f.get("first_name"),  # type: ignore[arg-type]
             last_name=f.get("last_name"),  # type: ignore[arg-type]
@@ -201,8 +204,4 @@ def project(fields: Mapping[str, FieldValue], names: Iterable[str]) -> FieldDict
     """The part of a field dict on the given field names (custom.* patterns allowed as ``custom.*``)."""
     wanted = set(names)
     all_custom = "custom.*" in wanted
-    return {
-        k: v
-        for k, v in fields.items()
-        if k in wanted or (all_custom and k.startswith(CUSTOM_PREFIX))
-    }
+    return {k: v for k, v in fields.items() if k in wanted or (all_custom and k.startswith(CUSTOM_PREFIX))}

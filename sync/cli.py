@@ -5,7 +5,6 @@ configuration or usage, 3 store out of date."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -50,12 +49,12 @@ def config_check(config: Path = ConfigOpt) -> None:
 
 @app.command()
 def emulate(
-    platform: Optional[str] = typer.Option(None, "--platform", help="One platform to serve."),
+    platform: str | None = typer.Option(None, "--platform", help="One platform to serve."),
     all_: bool = typer.Option(False, "--all", help="Serve all four platforms on consecutive ports."),
     port: int = typer.Option(8700, "--port", help="Port (the first one with --all)."),
     host: str = typer.Option("127.0.0.1", "--host"),
     seed_contacts: int = typer.Option(0, "--seed-contacts", help="Generate N contacts on each."),
-    seed_file: Optional[Path] = typer.Option(None, "--seed-file", help="JSON seed file to load."),
+    seed_file: Path | None = typer.Option(None, "--seed-file", help="JSON seed file to load."),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Speed rate-limit windows up by this factor."),
     fault_rate: float = typer.Option(0.0, "--fault-rate", help="Fraction of requests given an injected fault."),
     fault_seed: int = typer.Option(0, "--fault-seed"),
@@ -110,7 +109,7 @@ def plan(
 @app.command()
 def run(
     config: Path = ConfigOpt,
-    profile: Optional[str] = typer.Option(None, "--profile", help="Run only this profile."),
+    profile: str | None = typer.Option(None, "--profile", help="Run only this profile."),
 ) -> None:
     """The daemon: every sync profile on its schedule until SIGTERM/SIGINT."""
     from sync.commands.run import run_daemon
@@ -127,11 +126,13 @@ def run(
 @app.command()
 def backfill(
     config: Path = ConfigOpt,
-    connection: Optional[str] = typer.Option(None, "--connection", help="Pull only this connection."),
+    connection: str | None = typer.Option(None, "--connection", help="Pull only this connection."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Pull and plan; write nothing to the platforms."),
     profile: str = typer.Option("default", "--profile", help="The sync profile."),
     replan: bool = typer.Option(
-        False, "--replan", help="Reconcile every person, not only those that changed (after editing mappings or policies)."
+        False,
+        "--replan",
+        help="Reconcile every person, not only those that changed (after editing mappings or policies).",
     ),
 ) -> None:
     """Full pull, reconcile and push, with progress bars; resumable after an interruption."""
@@ -165,9 +166,9 @@ def status(
 def conflicts(
     config: Path = ConfigOpt,
     show_all: bool = typer.Option(False, "--all", help="Every recorded conflict, not only open ones."),
-    resolve: Optional[int] = typer.Option(None, "--resolve", help="Resolve the conflict with this id."),
-    use: Optional[str] = typer.Option(None, "--use", help="...with the value from this connection."),
-    value: Optional[str] = typer.Option(None, "--value", help="...with this value (JSON)."),
+    resolve: int | None = typer.Option(None, "--resolve", help="Resolve the conflict with this id."),
+    use: str | None = typer.Option(None, "--use", help="...with the value from this connection."),
+    value: str | None = typer.Option(None, "--value", help="...with this value (JSON)."),
 ) -> None:
     """List conflicts, or resolve one by hand (--resolve ID --use CONNECTION | --value JSON)."""
     from sync.commands import conflicts as cmd
@@ -184,11 +185,11 @@ def conflicts(
 
 @app.command()
 def demo(
-    workdir: Optional[Path] = typer.Option(None, "--dir", help="Where to keep the demo store (default: a temp dir)."),
+    workdir: Path | None = typer.Option(None, "--dir", help="Where to keep the demo store (default: a temp dir)."),
     port: int = typer.Option(0, "--port", help="First loopback port for the emulators (0: any free ports)."),
 ) -> None:
     """Start the four emulators with overlapping contacts, backfill, edit, sync again: a tour."""
-    from sync.demo import run_demo
+    from sync.commands.demo import run_demo
 
     raise typer.Exit(run_demo(workdir=workdir, port=port))
 

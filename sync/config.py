@@ -35,7 +35,6 @@ from pydantic import (
 )
 
 from connectors.base import ConnectionSettings, RateLimit
-from connectors.registry import PLATFORMS
 from sync.canonical import FIELD_NAMES, field_kind, is_known_field
 
 DATABASE_URL_ENV = "CONTACTSYNC_DATABASE_URL"
@@ -220,7 +219,7 @@ class PlanningConfig(_Model):
         return value
 
     def worker_count(self) -> int | None:
-        """The number of workers, or None for the default (``sync.plan_pool.default_workers``)."""
+        """The number of workers, or None for the default (``sync.plan.pool.default_workers``)."""
         return None if self.workers == "auto" else int(self.workers)
 
 
@@ -412,7 +411,9 @@ def load_config(path: Path | str) -> Config:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(type(value), type(value).__name__)
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _dotted(loc: Iterable[Any]) -> str:
@@ -450,7 +451,7 @@ def _explain(err: Any) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Input should be ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            msg = msg[len(prefix) :]
     return f"{where}: expected {msg}, found {found}"
 
 
@@ -487,7 +488,9 @@ def _secret(node: Any, loc: tuple[Any, ...], base_dir: Path, warnings: list[str]
     where = _dotted(loc)
     if isinstance(node, dict):
         if set(node) != {"file"} or not isinstance(node["file"], str):
-            raise ConfigError(f"{where}: expected ${{ENV_VAR}}, ${{ENV_VAR:-default}} or {{file: /path}}, found a mapping with keys {sorted(node)}")
+            raise ConfigError(
+                f"{where}: expected ${{ENV_VAR}}, ${{ENV_VAR:-default}} or {{file: /path}}, found a mapping with keys {sorted(node)}"
+            )
         file = Path(_interpolate(node["file"], loc, secret=False))
         file = file if file.is_absolute() else base_dir / file
         try:
@@ -500,7 +503,9 @@ def _secret(node: Any, loc: tuple[Any, ...], base_dir: Path, warnings: list[str]
     if isinstance(node, (int, float)) and not isinstance(node, bool):
         node = str(node)
     if not isinstance(node, str):
-        raise ConfigError(f"{where}: expected ${{ENV_VAR}}, ${{ENV_VAR:-default}} or {{file: /path}}, found {_kind(node)}")
+        raise ConfigError(
+            f"{where}: expected ${{ENV_VAR}}, ${{ENV_VAR:-default}} or {{file: /path}}, found {_kind(node)}"
+        )
     if not _REF.search(node):
         warnings.append(f"{where}: a literal secret in the config file; prefer ${{ENV_VAR}} or {{file: /path}}")
     value = _interpolate(node, loc, secret=True)
@@ -517,10 +522,18 @@ def _store_url(config: Config, base_dir: Path) -> str:
         return f"sqlite:///{base_dir / 'contactsync.db'}"
     url = config.store.url.get_secret_value()
     if "://" not in url:
-        raise ConfigError("store.url: expected a database URL such as sqlite:///contactsync.db or postgresql+psycopg://user@host/db, found something else")
+        raise ConfigError(
+            "store.url: expected a database URL such as sqlite:///contactsync.db or postgresql+psycopg://user@host/db, found something else"
+        )
     scheme, _, rest = url.partition(":///")
     # A relative SQLite path is relative to the config file, not the working directory.
-    if scheme.startswith("sqlite") and rest and not rest.startswith("/") and rest != ":memory:" and not url.startswith(f"{scheme}:////"):
+    if (
+        scheme.startswith("sqlite")
+        and rest
+        and not rest.startswith("/")
+        and rest != ":memory:"
+        and not url.startswith(f"{scheme}:////")
+    ):
         return f"{scheme}:///{base_dir / rest}"
     return url
 
@@ -551,10 +564,14 @@ def _cross_check(config: Config, base_dir: Path) -> None:
         if conn.platform == "gohighlevel":
             if "token" not in creds:
                 raise ConfigError(f"{where}.credentials.token: expected a GoHighLevel access token, found nothing")
-            _require_option(conn, "location_id", f"{where}.options.location_id", "the GoHighLevel location (sub-account) id")
+            _require_option(
+                conn, "location_id", f"{where}.options.location_id", "the GoHighLevel location (sub-account) id"
+            )
             version = conn.options.get("version", DEFAULT_GHL_VERSION)
             if not isinstance(version, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version):
-                raise ConfigError(f"{where}.options.version: expected an API version date such as {DEFAULT_GHL_VERSION}, found {version!r}")
+                raise ConfigError(
+                    f"{where}.options.version: expected an API version date such as {DEFAULT_GHL_VERSION}, found {version!r}"
+                )
         if conn.platform == "comm100":
             basic = {"agent_email", "api_key"} <= creds
             if "token" not in creds and not basic:
@@ -562,10 +579,17 @@ def _cross_check(config: Config, base_dir: Path) -> None:
                     f"{where}.credentials: expected token, or agent_email and api_key, found {sorted(creds) or 'nothing'}"
                 )
             if basic and "token" not in creds:
-                _require_option(conn, "site_id", f"{where}.options.site_id", "the Comm100 site id (needed with agent_email + api_key)")
+                _require_option(
+                    conn,
+                    "site_id",
+                    f"{where}.options.site_id",
+                    "the Comm100 site id (needed with agent_email + api_key)",
+                )
         unknown = set(conn.options) - KNOWN_OPTIONS[conn.platform]
         if unknown:
-            config._warnings.append(f"{where}.options: unknown option(s) {sorted(unknown)} for {conn.platform}, passed on as-is")
+            config._warnings.append(
+                f"{where}.options: unknown option(s) {sorted(unknown)} for {conn.platform}, passed on as-is"
+            )
         if conn.mapping is not None:
             mapping = conn.mapping if conn.mapping.is_absolute() else base_dir / conn.mapping
             if not mapping.is_file():
@@ -583,20 +607,32 @@ def _cross_check(config: Config, base_dir: Path) -> None:
             raise ConfigError(f"conflicts.priority[{i}]: expected a connection name ({known}), found {name!r}")
     uses_priority = config.conflicts.policy == "priority" or "priority" in config.conflicts.fields.values()
     if uses_priority and not config.conflicts.priority:
-        raise ConfigError("conflicts.priority: expected a list of connection names (the priority policy is used), found nothing")
+        raise ConfigError(
+            "conflicts.priority: expected a list of connection names (the priority policy is used), found nothing"
+        )
     for field, policy in config.conflicts.fields.items():
         if not (field == "custom.*" or is_known_field(field)):
-            raise ConfigError(f"conflicts.fields.{field}: expected a canonical field name ({', '.join(FIELD_NAMES)}, custom.<key>, custom.*), found {field!r}")
+            raise ConfigError(
+                f"conflicts.fields.{field}: expected a canonical field name ({', '.join(FIELD_NAMES)}, custom.<key>, custom.*), found {field!r}"
+            )
         if policy == "union" and field_kind(field) not in ("set", "list"):
-            raise ConfigError(f"conflicts.fields.{field}: expected newest or priority (union applies to sets and lists), found 'union'")
+            raise ConfigError(
+                f"conflicts.fields.{field}: expected newest or priority (union applies to sets and lists), found 'union'"
+            )
     for pname, profile in config.profiles.items():
         if not _NAME.match(pname):
-            raise ConfigError(f"profiles.{pname}: expected a profile name of letters, digits, '_' and '-', found {pname!r}")
+            raise ConfigError(
+                f"profiles.{pname}: expected a profile name of letters, digits, '_' and '-', found {pname!r}"
+            )
         for i, name in enumerate(profile.connections or []):
             if name not in config.connections:
-                raise ConfigError(f"profiles.{pname}.connections[{i}]: expected a connection name ({known}), found {name!r}")
+                raise ConfigError(
+                    f"profiles.{pname}.connections[{i}]: expected a connection name ({known}), found {name!r}"
+                )
             if not config.connections[name].enabled:
-                raise ConfigError(f"profiles.{pname}.connections[{i}]: expected an enabled connection, found {name!r} (enabled: false)")
+                raise ConfigError(
+                    f"profiles.{pname}.connections[{i}]: expected an enabled connection, found {name!r} (enabled: false)"
+                )
         if profile.connections is not None and not profile.connections:
             raise ConfigError(f"profiles.{pname}.connections: expected at least one connection, found an empty list")
     if not config.enabled_connections():
@@ -606,7 +642,9 @@ def _cross_check(config: Config, base_dir: Path) -> None:
 def _require_option(conn: ConnectionConfig, key: str, where: str, what: str) -> None:
     value = conn.options.get(key)
     if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
-        raise ConfigError(f"{where}: expected {what}, found {_kind(value) if not isinstance(value, str) else repr(value)}")
+        raise ConfigError(
+            f"{where}: expected {what}, found {_kind(value) if not isinstance(value, str) else repr(value)}"
+        )
 
 
 # --------------------------------------------------------------------------- summary
@@ -615,7 +653,11 @@ def _require_option(conn: ConnectionConfig, key: str, where: str, what: str) -> 
 def summarize(config: Config) -> str:
     """A readable summary of what this config will sync: store, connections (platform, URL,
     mapped fields), profiles and policies. Never contains a secret."""
-    lines = [f"store: {config.store_url_display}", f"default phone region: {config.default_phone_region}", "connections:"]
+    lines = [
+        f"store: {config.store_url_display}",
+        f"default phone region: {config.default_phone_region}",
+        "connections:",
+    ]
     for name, conn in config.connections.items():
         state = "" if conn.enabled else " (disabled)"
         lines.append(f"  {name}: {conn.platform} at {mask_url(conn.base_url)}{state}")
@@ -660,8 +702,14 @@ def summarize(config: Config) -> str:
         + (f", per field {overrides}" if overrides else "")
         + f"; empty values {'erase' if c.empty_erases else 'never erase'}"
     )
-    lines.append(f"deletes: {config.deletes.policy}" + (f" (tag '{config.deletes.tag}')" if config.deletes.policy == "tag" else ""))
-    lines.append(f"merges without native merge: {config.merges.fallback}" + (f" (tag '{config.merges.tag}')" if config.merges.fallback == "tag" else ""))
+    lines.append(
+        f"deletes: {config.deletes.policy}"
+        + (f" (tag '{config.deletes.tag}')" if config.deletes.policy == "tag" else "")
+    )
+    lines.append(
+        f"merges without native merge: {config.merges.fallback}"
+        + (f" (tag '{config.merges.tag}')" if config.merges.fallback == "tag" else "")
+    )
     lines.append(f"logging: {config.logging.level}, format {config.logging.format}")
     for warning in config.warnings:
         lines.append(f"warning: {warning}")

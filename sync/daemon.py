@@ -17,17 +17,16 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-
-import structlog
 
 log = structlog.get_logger("contactsync.daemon")
 
@@ -46,8 +45,8 @@ class ScheduledProfile:
 
     def trigger(self) -> IntervalTrigger | CronTrigger:
         if self.cron:
-            return CronTrigger.from_crontab(self.cron, timezone=timezone.utc)
-        return IntervalTrigger(seconds=max(1.0, float(self.interval_seconds or 300.0)), timezone=timezone.utc)
+            return CronTrigger.from_crontab(self.cron, timezone=UTC)
+        return IntervalTrigger(seconds=max(1.0, float(self.interval_seconds or 300.0)), timezone=UTC)
 
 
 class Daemon:
@@ -64,7 +63,7 @@ class Daemon:
         # One worker per profile: profiles run side by side, a profile never beside itself.
         self.scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=len(self.profiles))},
-            timezone=timezone.utc,
+            timezone=UTC,
         )
         self.scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         for p in self.profiles:
@@ -77,7 +76,7 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=p.misfire_grace_seconds,
-                next_run_time=datetime.now(timezone.utc) if p.run_at_start else None,
+                next_run_time=datetime.now(UTC) if p.run_at_start else None,
                 replace_existing=True,
             )
 

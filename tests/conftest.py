@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from sync.store import Store, display_url, upgrade
-from sync.store.db import make_engine
+from sync.store.connect import make_engine
 from sync.store.models import Base
 
 TEST_DATABASE_ENV = "CONTACTSYNC_TEST_DATABASE_URL"

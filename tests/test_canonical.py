@@ -27,7 +27,9 @@ contacts = st.builds(
     tags=st.frozensets(text, max_size=4),
     do_not_disturb=st.none() | st.booleans(),
     custom_fields=st.dictionaries(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), text, max_size=3),
-    identities=st.frozensets(st.builds(Identity, type=st.sampled_from(["facebook", "externalid"]), value=text), max_size=2),
+    identities=st.frozensets(
+        st.builds(Identity, type=st.sampled_from(["facebook", "externalid"]), value=text), max_size=2
+    ),
 )
 
 

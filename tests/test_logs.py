@@ -49,7 +49,7 @@ def test_secrets_from_the_config_never_reach_log_output(config_file: Path, capsy
     structlog.contextvars.bind_contextvars(run_id=7)
     try:
         log.info(f"calling with {TOKEN}", headers={"Authorization": f"Bearer {TOKEN}"}, nested={"a": [TOKEN]})
-        log.info("request", url=f"https://api.dmchamp.com/v1/contacts?apiKey=literal-acquire-key-0042&email=x")
+        log.info("request", url="https://api.dmchamp.com/v1/contacts?apiKey=literal-acquire-key-0042&email=x")
         try:
             raise RuntimeError(f"server echoed {TOKEN}")
         except RuntimeError:
@@ -81,7 +81,13 @@ def test_level_filters_and_console_format(capsys: pytest.CaptureFixture[str]) ->
 
 def test_config_representations_hide_secrets(config_file: Path) -> None:
     config = load_config(config_file)
-    for text in (repr(config), str(config), config.model_dump_json(), str(config.model_dump()), repr(config.connection_settings("ghl"))):
+    for text in (
+        repr(config),
+        str(config),
+        config.model_dump_json(),
+        str(config.model_dump()),
+        repr(config.connection_settings("ghl")),
+    ):
         assert TOKEN not in text and "literal-acquire-key-0042" not in text
     assert config.connection_settings("ghl").credentials["token"].get_secret_value() == TOKEN
 
@@ -99,7 +105,9 @@ def test_config_errors_never_carry_a_secret(tmp_path: Path, monkeypatch: pytest.
             load_config(path)
         assert TOKEN not in str(info.value)
     # A secret of the wrong type is reported without its value.
-    path.write_text("connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: [" + TOKEN + "]}}\n")
+    path.write_text(
+        "connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: [" + TOKEN + "]}}\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert TOKEN not in str(info.value) and "connections.a.credentials.api_key" in str(info.value)

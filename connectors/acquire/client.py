@@ -14,7 +14,7 @@ matching looked-up phone numbers, default "US").
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Hashable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx
@@ -49,7 +49,7 @@ def parse_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def to_record(item: JSON) -> RawRecord:
@@ -144,10 +144,11 @@ class AcquireConnector(HttpConnector):
             return FetchedPage(records, page_no + 1 if more else None, {"count": count})
 
         # Every scan reads to the last page and Acquire documents no rate limit: read ahead.
-        pages = paginate(fetch, name="acquire contacts", start=start_page, read_ahead=self.read_ahead_pages,
-                         successor=successor)
+        pages = paginate(
+            fetch, name="acquire contacts", start=start_page, read_ahead=self.read_ahead_pages, successor=successor
+        )
         try:
-            async for token, page in pages:
+            async for _token, page in pages:
                 if isinstance(page.extra.get("count"), int):
                     counts.add(page.extra["count"])
                 seen.update(r.remote_id for r in page.records)
@@ -160,10 +161,12 @@ class AcquireConnector(HttpConnector):
                 stable = len(counts) == 1 and next(iter(counts)) == len(seen)
                 full = not resumed and stable
                 if not full and not resumed:
-                    log.info("acquire.scan_unstable", connection=self.settings.name, counts=sorted(counts), seen=len(seen))
+                    log.info(
+                        "acquire.scan_unstable", connection=self.settings.name, counts=sorted(counts), seen=len(seen)
+                    )
                 yield Page(
                     page.records,
-                    {"next_page": None, "completed_at": datetime.now(timezone.utc).isoformat()},
+                    {"next_page": None, "completed_at": datetime.now(UTC).isoformat()},
                     complete=True,
                     full_scan=full,
                 )
@@ -264,9 +267,7 @@ class AcquireConnector(HttpConnector):
         body = {"sourceIds": [int(i) for i in loser_ids]}
 
         async def send() -> WriteResult:
-            resp = await self.http.json(
-                "POST", f"/crm/contact/merge/{survivor_id}", json_body=body, idempotent=False
-            )
+            resp = await self.http.json("POST", f"/crm/contact/merge/{survivor_id}", json_body=body, idempotent=False)
             data = _data(resp)
             record = await self._full(data) if data.get("id") is not None else await self.get(survivor_id)
             return WriteResult(survivor_id, record)
@@ -319,8 +320,10 @@ def _fields_of(payload: Mapping[str, Any]) -> JSON:
     if not isinstance(nested, Mapping):
         raise RecordError(400, "acquire: payload fields must be an object")
     fields.update(nested)
-    dropped = sorted(set(payload) - {"fields", "name", "email", "phone", "id", "archive", "companyId",
-                                      "dateCreated", "dateUpdated", "tags"})
+    dropped = sorted(
+        set(payload)
+        - {"fields", "name", "email", "phone", "id", "archive", "companyId", "dateCreated", "dateUpdated", "tags"}
+    )
     if dropped:
         log.warning("acquire.unwritable_keys", keys=dropped)
     return fields

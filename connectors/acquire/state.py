@@ -14,7 +14,7 @@ import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -50,7 +50,7 @@ class AcquireError(Exception):
 
 def format_time(value: datetime) -> str:
     """Acquire's timestamp spelling: ``2020-09-09T10:01:36.000Z``."""
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
@@ -281,7 +281,11 @@ class AcquireState:
 
     def _insert(self, contact: JSON) -> None:
         ordered = self._ordered
-        if ordered is not None and len(ordered) == len(self.contacts) and (not ordered or ordered[-1]["id"] < contact["id"]):
+        if (
+            ordered is not None
+            and len(ordered) == len(self.contacts)
+            and (not ordered or ordered[-1]["id"] < contact["id"])
+        ):
             ordered.append(contact)
         else:
             self._ordered = None

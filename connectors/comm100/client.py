@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections.abc import AsyncIterator, Hashable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -233,8 +233,12 @@ class Comm100Connector(HttpConnector):
                 body = await self.http.json(
                     "GET",
                     CONTACTS,
-                    params={"sortBy": "createTime", "sortOrder": "desc", "include": "contactIdentity",
-                            "pageSize": self.page_size},
+                    params={
+                        "sortBy": "createTime",
+                        "sortOrder": "desc",
+                        "include": "contactIdentity",
+                        "pageSize": self.page_size,
+                    },
                 )
                 found = self._oldest_holding(body, kind, value)
             if found is not None:
@@ -246,7 +250,7 @@ class Comm100Connector(HttpConnector):
         matches = [c for c in contacts or [] if self._holds(c, kind, value)]
         if not matches:
             return None
-        matches.sort(key=lambda c: _parse(c.get("createTime")) or datetime.max.replace(tzinfo=timezone.utc))
+        matches.sort(key=lambda c: _parse(c.get("createTime")) or datetime.max.replace(tzinfo=UTC))
         return str(matches[0]["id"])
 
     def _holds(self, contact: JSON, kind: str, value: str) -> bool:
@@ -318,8 +322,10 @@ class Comm100Connector(HttpConnector):
         async def send() -> None:
             if self.merge_via == "endpoint":
                 await self.http.request(
-                    "POST", f"/contact/contacts/{survivor_id}:merge",
-                    json_body={"contactId": loser_id}, idempotent=False,
+                    "POST",
+                    f"/contact/contacts/{survivor_id}:merge",
+                    json_body={"contactId": loser_id},
+                    idempotent=False,
                 )
             else:
                 loser = await self.get(loser_id)
@@ -328,7 +334,8 @@ class Comm100Connector(HttpConnector):
                 if loser.merged_into == survivor_id:
                     return
                 await self.http.request(
-                    "PUT", f"{CONTACTS}/{loser_id}",
+                    "PUT",
+                    f"{CONTACTS}/{loser_id}",
                     json_body={"name": loser.payload.get("name") or "Unknown", "mergeToContactId": survivor_id},
                     idempotent=False,
                 )
@@ -399,4 +406,4 @@ def _same(fn: Any, a: str, b: str, *args: Any) -> bool:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat() if moment else None
+    return moment.astimezone(UTC).isoformat() if moment else None

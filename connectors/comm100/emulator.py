@@ -144,9 +144,7 @@ class Comm100Emulator(Emulator):
             "contactIdentities": [],
         }
         if person.get("email"):
-            record["contactIdentities"].append(
-                {"contactIdentityType": "Email", "name": name, "value": person["email"]}
-            )
+            record["contactIdentities"].append({"contactIdentityType": "Email", "name": name, "value": person["email"]})
         return str(self.state.seed(record)["id"])
 
     def touch(self, record: JSON) -> None:

@@ -14,7 +14,7 @@ import copy
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 JSON = dict[str, Any]
@@ -150,7 +150,7 @@ class Comm100State:
 
     def stamp(self, value: datetime | None = None) -> str:
         """Comm100's spelling: ``2021-04-16T10:05:38.7593288Z`` (7 fractional digits)."""
-        value = (value or self._now()).astimezone(timezone.utc)
+        value = (value or self._now()).astimezone(UTC)
         text = value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}0"
         return text + ("Z" if self.utc_suffix else "")
 
@@ -266,7 +266,7 @@ class Comm100State:
         contact_id = str(uuid.uuid4())
         identities = self._identities(contact_id, body.get("contactIdentities") or [], [])
         now = self.stamp()
-        contact: JSON = {"id": contact_id, **{k: None for k in PROFILE_KEYS}}
+        contact: JSON = {"id": contact_id, **dict.fromkeys(PROFILE_KEYS)}
         contact.update({k: body[k] for k in PROFILE_KEYS if k in body})
         contact["createTime"] = body["createTime"] if self.honor_client_times and body.get("createTime") else now
         contact["lastUpdatedTime"] = (
@@ -351,14 +351,17 @@ class Comm100State:
         with a non-zero ``mergeToContactId`` or ``isDeleted`` is stored as merged/deleted."""
         contact_id = str(record.get("id") or uuid.uuid4())
         now = self.stamp()
-        contact: JSON = {"id": contact_id, **{k: None for k in PROFILE_KEYS}}
+        contact: JSON = {"id": contact_id, **dict.fromkeys(PROFILE_KEYS)}
         contact.update({k: copy.deepcopy(v) for k, v in record.items() if k != "contactIdentities"})
         contact.setdefault("createTime", now)
         contact.setdefault("lastUpdatedTime", contact["createTime"])
         contact["mergeToContactId"] = record.get("mergeToContactId") or ZERO_GUID
         contact["contactIdentities"] = [
-            {"id": ident.get("id") or str(uuid.uuid4()), "contactId": contact_id,
-             **{k: ident.get(k) for k in IDENTITY_KEYS}}
+            {
+                "id": ident.get("id") or str(uuid.uuid4()),
+                "contactId": contact_id,
+                **{k: ident.get(k) for k in IDENTITY_KEYS},
+            }
             for ident in record.get("contactIdentities") or []
         ]
         self._order.setdefault(contact_id, len(self._order))
@@ -462,7 +465,7 @@ class Comm100State:
         return False
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _ident_key(ident: Mapping[str, Any]) -> tuple[str, str]:
@@ -480,7 +483,7 @@ def parse_time(value: str) -> datetime:
             if not ch.isdigit():
                 break
             digits += ch
-        zone = rest[len(digits):]
+        zone = rest[len(digits) :]
         text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
     parsed = datetime.fromisoformat(text)
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -129,9 +129,7 @@ class DmChampConnector(HttpConnector):
             return await self._adopt(existing, body)
 
         async def send() -> WriteResult:
-            response = await self.http.request(
-                "POST", "/contacts", json_body=send_body, idempotent=False, allow=(409,)
-            )
+            response = await self.http.request("POST", "/contacts", json_body=send_body, idempotent=False, allow=(409,))
             data = _json(response)
             if response.status_code == 409:
                 # "Contact already exists": it appeared since our lookup.

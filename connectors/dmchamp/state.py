@@ -16,7 +16,7 @@ import copy
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -249,7 +249,7 @@ class DmChampState:
 
     def stamp(self) -> str:
         """Now as ISO-8601 UTC (the emulator's own bookkeeping; the API never shows it)."""
-        return self._now().astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return self._now().astimezone(UTC).isoformat().replace("+00:00", "Z")
 
     def _index_email(self, contact: JSON) -> None:
         email = contact.get("email")
@@ -306,4 +306,3 @@ class DmChampState:
         for key in BOOL_KEYS:
             if key in body and not isinstance(body[key], bool):
                 raise bad_request(f"{key} must be a boolean")
-

@@ -147,8 +147,7 @@ class GoHighLevelConnector(HttpConnector):
             next_token = None
             if len(contacts) >= self.page_limit and not done:
                 last = contacts[-1]
-                after = last.get("searchAfter") or [
-                    int(parse_iso(last["dateUpdated"]).timestamp() * 1000), last["id"]]
+                after = last.get("searchAfter") or [int(parse_iso(last["dateUpdated"]).timestamp() * 1000), last["id"]]
                 next_token = tuple(after)
             return FetchedPage(records, next_token)
 
@@ -182,8 +181,9 @@ class GoHighLevelConnector(HttpConnector):
             if not value:
                 continue
             param = "number" if key == "phone" else "email"
-            data = await self.http.json("GET", "/contacts/search/duplicate",
-                                        params={"locationId": self.location_id, param: value})
+            data = await self.http.json(
+                "GET", "/contacts/search/duplicate", params={"locationId": self.location_id, param: value}
+            )
             contact = (data or {}).get("contact")
             if contact:
                 return contact
@@ -287,8 +287,12 @@ class GoHighLevelConnector(HttpConnector):
         body["locationId"] = self.location_id
         data = await self.http.json("POST", "/contacts/upsert", json_body=body)
         record = self._record(data["contact"])
-        return WriteResult(record.remote_id, record, created=bool(data.get("new")),
-                           extra={"traceId": data.get("traceId")} if data.get("traceId") else {})
+        return WriteResult(
+            record.remote_id,
+            record,
+            created=bool(data.get("new")),
+            extra={"traceId": data.get("traceId")} if data.get("traceId") else {},
+        )
 
 
 def _duplicate_of(exc: RecordError) -> str | None:

@@ -62,8 +62,9 @@ class Unprocessable(Exception):
 
 
 def _unprocessable(*messages: str) -> JSONResponse:
-    return JSONResponse({"statusCode": 422, "message": list(messages), "error": "Unprocessable Entity"},
-                        status_code=422)
+    return JSONResponse(
+        {"statusCode": 422, "message": list(messages), "error": "Unprocessable Entity"}, status_code=422
+    )
 
 
 def _bad_request(message: str, **extra: Any) -> JSONResponse:
@@ -133,8 +134,14 @@ class GoHighLevelEmulator(Emulator):
         self._phones = ValueIndex()
         # Test hook: the delay of the next change only (then back to random draws).
         self.next_search_delay: float | None = None
-        super().__init__(base_url=base_url, rate_scale=rate_scale, faults=faults, clock=clock,
-                         credentials=credentials, rate_limit=rate_limit)
+        super().__init__(
+            base_url=base_url,
+            rate_scale=rate_scale,
+            faults=faults,
+            clock=clock,
+            credentials=credentials,
+            rate_limit=rate_limit,
+        )
 
     # -- framework hooks
 
@@ -155,8 +162,10 @@ class GoHighLevelEmulator(Emulator):
         self._daily_used += 1
         auth = request.headers.get("authorization", "")
         if auth != f"Bearer {self.credentials['token']}":
-            return JSONResponse({"statusCode": 401, "message": "Invalid token: access token is invalid",
-                                 "error": "Unauthorized"}, status_code=401)
+            return JSONResponse(
+                {"statusCode": 401, "message": "Invalid token: access token is invalid", "error": "Unauthorized"},
+                status_code=401,
+            )
         version = request.headers.get("version")
         if version is None:
             return _bad_request("Version header was not found")
@@ -175,14 +184,18 @@ class GoHighLevelEmulator(Emulator):
         }
 
     def rate_limited_response(self, retry_after: float, headers: dict[str, str]) -> Response:
-        return JSONResponse({"statusCode": 429, "message": "Too Many Requests"}, status_code=429,
-                            headers=headers)
+        return JSONResponse({"statusCode": 429, "message": "Too Many Requests"}, status_code=429, headers=headers)
 
     def error_response(self, status: int, headers: dict[str, str]) -> Response:
-        messages = {429: "Too Many Requests", 500: "Internal server error", 502: "Bad Gateway",
-                    503: "Service Unavailable"}
-        return JSONResponse({"statusCode": status, "message": messages.get(status, "Error")},
-                            status_code=status, headers=headers)
+        messages = {
+            429: "Too Many Requests",
+            500: "Internal server error",
+            502: "Bad Gateway",
+            503: "Service Unavailable",
+        }
+        return JSONResponse(
+            {"statusCode": status, "message": messages.get(status, "Error")}, status_code=status, headers=headers
+        )
 
     def connector_options(self) -> JSON:
         return {
@@ -295,8 +308,21 @@ class GoHighLevelEmulator(Emulator):
         email = body.get("email")
         if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
             messages.append("email must be an email")
-        for key in ("firstName", "lastName", "name", "phone", "companyName", "address1", "city", "state",
-                    "postalCode", "website", "timezone", "country", "source"):
+        for key in (
+            "firstName",
+            "lastName",
+            "name",
+            "phone",
+            "companyName",
+            "address1",
+            "city",
+            "state",
+            "postalCode",
+            "website",
+            "timezone",
+            "country",
+            "source",
+        ):
             if key in body and not isinstance(body[key], str):
                 messages.append(f"{key} must be a string")
         if "dnd" in body and not isinstance(body["dnd"], bool):
@@ -338,8 +364,11 @@ class GoHighLevelEmulator(Emulator):
                 contact["phone"] = self._normalize_phone(value)
             else:
                 contact[key] = value
-        for key, source in (("firstNameLowerCase", "firstName"), ("lastNameLowerCase", "lastName"),
-                            ("emailLowerCase", "email")):
+        for key, source in (
+            ("firstNameLowerCase", "firstName"),
+            ("lastNameLowerCase", "lastName"),
+            ("emailLowerCase", "email"),
+        ):
             if source in contact:
                 contact[key] = str(contact[source]).lower()
             else:
@@ -360,8 +389,16 @@ class GoHighLevelEmulator(Emulator):
 
     def _new_contact(self, body: JSON) -> JSON:
         now = self.now_iso()
-        contact: JSON = {"id": self._new_id(), "locationId": self.location_id, "type": "lead",
-                         "dnd": False, "tags": [], "customFields": [], "dateAdded": now, "dateUpdated": now}
+        contact: JSON = {
+            "id": self._new_id(),
+            "locationId": self.location_id,
+            "type": "lead",
+            "dnd": False,
+            "tags": [],
+            "customFields": [],
+            "dateAdded": now,
+            "dateUpdated": now,
+        }
         try:
             self._apply(contact, body)
         except Unprocessable:
@@ -398,8 +435,9 @@ class GoHighLevelEmulator(Emulator):
         if not location_id:
             return _unprocessable("locationId should not be empty", "locationId must be a string")
         if location_id != self.location_id:
-            return JSONResponse({"statusCode": 403, "message": "The token does not have access to this location."},
-                                status_code=403)
+            return JSONResponse(
+                {"statusCode": 403, "message": "The token does not have access to this location."}, status_code=403
+            )
         return None
 
     def _missing(self, rid: str) -> JSONResponse:
@@ -440,8 +478,16 @@ class GoHighLevelEmulator(Emulator):
         if window is not None:
             # Fast path (the change feed): one range filter on the sort field -> bisect.
             lo_v, lo_incl, hi_v, hi_incl = window
-            a = 0 if lo_v is None else (bisect.bisect_left if lo_incl else bisect.bisect_right)(keys, (lo_v, "" if lo_incl else "\uffff"))
-            b = len(keys) if hi_v is None else (bisect.bisect_right if hi_incl else bisect.bisect_left)(keys, (hi_v, "\uffff" if hi_incl else ""))
+            a = (
+                0
+                if lo_v is None
+                else (bisect.bisect_left if lo_incl else bisect.bisect_right)(keys, (lo_v, "" if lo_incl else "\uffff"))
+            )
+            b = (
+                len(keys)
+                if hi_v is None
+                else (bisect.bisect_right if hi_incl else bisect.bisect_left)(keys, (hi_v, "\uffff" if hi_incl else ""))
+            )
             keys, matched, filters = keys[a:b], ids[a:b], []
         else:
             matched = [i for i in ids if _matches(self._visible[i], filters)] if filters else ids
@@ -506,10 +552,19 @@ class GoHighLevelEmulator(Emulator):
         if not self.allow_duplicates:
             existing = self.find_duplicate(body.get("email"), body.get("phone"))
             if existing is not None:
-                field = "email" if body.get("email") and existing.get("email", "").lower() == str(body["email"]).lower() else "phone"
-                return _bad_request("This location does not allow duplicated contacts.",
-                                    meta={"contactName": " ".join(filter(None, [existing.get("firstName"), existing.get("lastName")])),
-                                          "contactId": existing["id"], "matchingField": field})
+                field = (
+                    "email"
+                    if body.get("email") and existing.get("email", "").lower() == str(body["email"]).lower()
+                    else "phone"
+                )
+                return _bad_request(
+                    "This location does not allow duplicated contacts.",
+                    meta={
+                        "contactName": " ".join(filter(None, [existing.get("firstName"), existing.get("lastName")])),
+                        "contactId": existing["id"],
+                        "matchingField": field,
+                    },
+                )
         try:
             contact = self._new_contact(body)
         except Unprocessable as exc:
@@ -533,7 +588,9 @@ class GoHighLevelEmulator(Emulator):
         except Unprocessable as exc:
             return _unprocessable(*exc.messages)
         self.touch(contact)
-        return JSONResponse({"new": new, "contact": _copy(contact), "traceId": str(uuid.UUID(int=self._id_rng.getrandbits(128)))})
+        return JSONResponse(
+            {"new": new, "contact": _copy(contact), "traceId": str(uuid.UUID(int=self._id_rng.getrandbits(128)))}
+        )
 
     async def update(self, request: Request) -> Response:
         rid = request.path_params["contactId"]
@@ -658,8 +715,12 @@ def _range_on(filters: list[JSON], field: str) -> tuple[Any, bool, Any, bool] | 
     value = filters[0]["value"]
     lo = value.get("gte", value.get("gt"))
     hi = value.get("lte", value.get("lt"))
-    return (None if lo is None else _comparable(field, lo), "gte" in value,
-            None if hi is None else _comparable(field, hi), "lte" in value)
+    return (
+        None if lo is None else _comparable(field, lo),
+        "gte" in value,
+        None if hi is None else _comparable(field, hi),
+        "lte" in value,
+    )
 
 
 def _comparable(field: str, value: Any) -> Any:
@@ -720,5 +781,3 @@ def _copy(contact: JSON) -> JSON:
     out["tags"] = list(contact.get("tags", []))
     out["customFields"] = [dict(c) for c in contact.get("customFields", [])]
     return out
-
-

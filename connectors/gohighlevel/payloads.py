@@ -57,24 +57,78 @@ class Contact(TypedDict, total=False):
 
 
 # Body keys of CreateContactDto / UpsertContactDto (both also take locationId).
-CREATE_FIELDS: frozenset[str] = frozenset({
-    "firstName", "lastName", "name", "email", "gender", "phone", "address1", "city", "state",
-    "postalCode", "website", "timezone", "dnd", "dndSettings", "inboundDndSettings", "tags",
-    "customFields", "source", "dateOfBirth", "country", "companyName", "assignedTo",
-})
+CREATE_FIELDS: frozenset[str] = frozenset(
+    {
+        "firstName",
+        "lastName",
+        "name",
+        "email",
+        "gender",
+        "phone",
+        "address1",
+        "city",
+        "state",
+        "postalCode",
+        "website",
+        "timezone",
+        "dnd",
+        "dndSettings",
+        "inboundDndSettings",
+        "tags",
+        "customFields",
+        "source",
+        "dateOfBirth",
+        "country",
+        "companyName",
+        "assignedTo",
+    }
+)
 UPSERT_FIELDS: frozenset[str] = CREATE_FIELDS | {"createNewIfDuplicateAllowed"}
 # Body keys of UpdateContactDto. The spec omits companyName here; GoHighLevel accepts it on
 # update in practice (inferred), so the connector sends it and the emulator's strictness is an
 # option.
-UPDATE_FIELDS_SPEC: frozenset[str] = frozenset({
-    "firstName", "lastName", "name", "email", "phone", "address1", "city", "state", "postalCode",
-    "website", "timezone", "dnd", "dndSettings", "inboundDndSettings", "tags", "customFields",
-    "source", "dateOfBirth", "country", "assignedTo",
-})
+UPDATE_FIELDS_SPEC: frozenset[str] = frozenset(
+    {
+        "firstName",
+        "lastName",
+        "name",
+        "email",
+        "phone",
+        "address1",
+        "city",
+        "state",
+        "postalCode",
+        "website",
+        "timezone",
+        "dnd",
+        "dndSettings",
+        "inboundDndSettings",
+        "tags",
+        "customFields",
+        "source",
+        "dateOfBirth",
+        "country",
+        "assignedTo",
+    }
+)
 UPDATE_FIELDS: frozenset[str] = UPDATE_FIELDS_SPEC | {"companyName"}
 # Keys of a read contact that are never written back.
-READ_ONLY_FIELDS: frozenset[str] = frozenset({
-    "id", "locationId", "dateAdded", "dateUpdated", "searchAfter", "type", "emailLowerCase",
-    "firstNameLowerCase", "lastNameLowerCase", "fullNameLowerCase", "lastActivity", "deleted",
-    "attributions", "followers", "businessId",
-})
+READ_ONLY_FIELDS: frozenset[str] = frozenset(
+    {
+        "id",
+        "locationId",
+        "dateAdded",
+        "dateUpdated",
+        "searchAfter",
+        "type",
+        "emailLowerCase",
+        "firstNameLowerCase",
+        "lastNameLowerCase",
+        "fullNameLowerCase",
+        "lastActivity",
+        "deleted",
+        "attributions",
+        "followers",
+        "businessId",
+    }
+)

@@ -37,9 +37,7 @@ def upgrade() -> None:
     with op.batch_alter_table("remote_records", schema=None) as batch_op:
         batch_op.drop_index("ix_remote_records_dirty")
         batch_op.create_index("ix_remote_records_dirty", ["dirty"], unique=False, **_DIRTY)
-        batch_op.create_index(
-            "ix_remote_records_merged_into", ["connection", "merged_into"], unique=False, **_MERGED
-        )
+        batch_op.create_index("ix_remote_records_merged_into", ["connection", "merged_into"], unique=False, **_MERGED)
     with op.batch_alter_table("persons", schema=None) as batch_op:
         batch_op.create_index("ix_persons_dirty", ["dirty"], unique=False, **_DIRTY)
 

@@ -58,7 +58,7 @@ class PlanQueue:
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """A :class:`PlanQueue` to rebuild in a planning worker (``sync.plan_pool``)."""
+    """A :class:`PlanQueue` to rebuild in a planning worker (``sync.plan.pool``)."""
 
     capabilities: dict[str, Capabilities] | None
     run_id: int | None

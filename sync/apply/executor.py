@@ -237,7 +237,7 @@ class ConnectionApplier:
                 return
             try:
                 await asyncio.wait_for(wake.wait(), timeout=0.5)  # wake up now and then to see a stop
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _stopping(self) -> bool:
@@ -293,7 +293,9 @@ class ConnectionApplier:
             except RecordError as exc:
                 self.report.failed += 1
                 self.report.errors.append(f"{item.op} #{item.id}: {exc}")
-                return Failure(item.id, str(exc), retry_at=self.backoff.next_at(item.attempts + (0 if settling else 1), utcnow()))
+                return Failure(
+                    item.id, str(exc), retry_at=self.backoff.next_at(item.attempts + (0 if settling else 1), utcnow())
+                )
             except (RemoteUnavailable, Exception) as exc:  # noqa: BLE001 - one bad call must not stop the cycle
                 self.report.deferred += 1
                 message = f"{type(exc).__name__}: {exc}"
@@ -350,8 +352,11 @@ class ConnectionApplier:
                 found = await self._lookup(item.keys)
             except NotImplementedError:
                 if not self.caps.can_upsert:
-                    raise RecordError(0, f"{item.connection}: a create that may have happened cannot be "
-                                         "checked (no lookup, no upsert); left for review") from None
+                    raise RecordError(
+                        0,
+                        f"{item.connection}: a create that may have happened cannot be "
+                        "checked (no lookup, no upsert); left for review",
+                    ) from None
                 # No search on this platform: an upsert is the only create that cannot double.
                 result = await self._call("upsert", self.connector.upsert(body))
                 await self._claimable(item, str(result.remote_id), raise_=True)
@@ -504,7 +509,13 @@ async def apply_outbox(
     io = io or StoreThread()
     appliers = [
         ConnectionApplier(
-            outbox, t, backoff=backoff or Backoff(), chunk_size=chunk_size, stop=stop, progress=progress, io=io,
+            outbox,
+            t,
+            backoff=backoff or Backoff(),
+            chunk_size=chunk_size,
+            stop=stop,
+            progress=progress,
+            io=io,
             feed=feed,
         )
         for t in targets

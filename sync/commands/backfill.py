@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from sync.commands.common import CommandError, check_connection, open_store, setup_logging
-from sync.commands.plan import render_plan
 from sync.config import Config
-from sync.engine import CycleReport, Engine
+from sync.cycle import CycleReport, CycleRunner
+from sync.plan.render import render_text
 
 
 class _Bars:
@@ -39,7 +39,7 @@ def backfill(
     dry_run: bool = False,
     profile: str = "default",
     console: Console | None = None,
-    engine: Engine | None = None,
+    engine: CycleRunner | None = None,
     replan: bool = False,
 ) -> CycleReport:
     """Run the backfill and print what it did; raises CommandError when it failed."""
@@ -47,7 +47,7 @@ def backfill(
     check_connection(config, connection)
     setup_logging(config)
     own = engine is None
-    engine = engine or Engine(config, open_store(config))
+    engine = engine or CycleRunner(config, open_store(config))
     try:
         names = engine.profile_connections(profile)
         if connection is not None and connection not in names:
@@ -74,7 +74,7 @@ def backfill(
             )
         print_report(report, console)
         if dry_run and report.plan is not None:
-            console.print(render_plan(report.plan))
+            console.print(render_text(report.plan))
         if report.status == "failed":
             raise CommandError(f"backfill failed: {report.error}", 1)
         return report

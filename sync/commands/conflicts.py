@@ -29,7 +29,9 @@ def list_conflicts(config: Config, *, show_all: bool = False, console: Console |
         return rows
     table = Table("id", "person", "field", "candidates", "decision", "rule", "state")
     for r in rows:
-        cands = "\n".join(f"{c.get('connection')}: {json.dumps(c.get('value'))} @ {c.get('updated_at')}" for c in r.candidates)
+        cands = "\n".join(
+            f"{c.get('connection')}: {json.dumps(c.get('value'))} @ {c.get('updated_at')}" for c in r.candidates
+        )
         state = f"resolved by {r.resolved_by}" if r.resolved_at else ("needs review" if r.needs_review else "decided")
         table.add_row(str(r.id), str(r.person_id), r.field, cands, json.dumps(r.decision), r.rule, state)
     console.print(table)
@@ -70,6 +72,8 @@ def resolve(
         done = queries.resolve_conflict(conflict_id, chosen, by)
     finally:
         store.close()
-    console.print(f"conflict #{done.id} resolved: person {done.person_id} {done.field} = {json.dumps(done.decision)}; "
-                  "the next cycle carries it everywhere")
+    console.print(
+        f"conflict #{done.id} resolved: person {done.person_id} {done.field} = {json.dumps(done.decision)}; "
+        "the next cycle carries it everywhere"
+    )
     return done

@@ -6,8 +6,8 @@ import threading
 
 from sync.commands.common import open_store, setup_logging
 from sync.config import Config
+from sync.cycle import CycleRunner
 from sync.daemon import Daemon, ScheduledProfile
-from sync.engine import Engine
 
 
 def scheduled_profiles(config: Config, only: str | None = None) -> list[ScheduledProfile]:
@@ -32,7 +32,7 @@ def run_daemon(config: Config, *, profile: str | None = None) -> int:
     share one PostgreSQL store."""
     setup_logging(config)
     store = open_store(config)
-    engine = Engine(config, store)
+    engine = CycleRunner(config, store)
     try:
 
         def run_profile(name: str, stop: threading.Event) -> None:

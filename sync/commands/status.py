@@ -29,7 +29,11 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
         "store": config.store_url_display,
         "persons": overview.persons,
         "last_runs": [
-            {**r, "started_at": str(r["started_at"]), "finished_at": str(r["finished_at"]) if r["finished_at"] else None}
+            {
+                **r,
+                "started_at": str(r["started_at"]),
+                "finished_at": str(r["finished_at"]) if r["finished_at"] else None,
+            }
             for r in overview.last_runs
         ],
         "connections": {},
@@ -59,15 +63,28 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
             "excluded": c.get(OutboxStatus.EXCLUDED.value, 0),
             "done": c.get(OutboxStatus.DONE.value, 0),
             "failed_writes": [
-                {"id": i.id, "op": i.op, "person": i.person_id, "remote_id": i.remote_id, "attempts": i.attempts,
-                 "error": i.last_error, "next_attempt_at": str(i.next_attempt_at) if i.next_attempt_at else None}
+                {
+                    "id": i.id,
+                    "op": i.op,
+                    "person": i.person_id,
+                    "remote_id": i.remote_id,
+                    "attempts": i.attempts,
+                    "error": i.last_error,
+                    "next_attempt_at": str(i.next_attempt_at) if i.next_attempt_at else None,
+                }
                 for i in failed
             ],
             "excluded_records": [{"person": i.person_id, "reason": i.last_error} for i in excluded],
         }
     out["conflicts"] = [
-        {"id": c.id, "person": c.person_id, "field": c.field, "rule": c.rule, "decision": c.decision,
-         "candidates": c.candidates}
+        {
+            "id": c.id,
+            "person": c.person_id,
+            "field": c.field,
+            "rule": c.rule,
+            "decision": c.decision,
+            "candidates": c.candidates,
+        }
         for c in queries.conflicts(open_only=True, limit=detail)
     ]
     out["reviews"] = [
@@ -91,30 +108,55 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
     console.print(f"store {data['store']}: {data['persons']} persons")
     if data["last_runs"]:
         r = data["last_runs"][0]
-        console.print(f"last run #{r['id']} {r['kind']} of {r['profile']}: {r['status']} (started {r['started_at']})"
-                      + (f" error: {r['error']}" if r["error"] else ""))
+        console.print(
+            f"last run #{r['id']} {r['kind']} of {r['profile']}: {r['status']} (started {r['started_at']})"
+            + (f" error: {r['error']}" if r["error"] else "")
+        )
     else:
         console.print("no run yet")
-    table = Table("connection", "records", "linked", "deleted", "pending", "in flight", "failed", "excluded",
-                  "quarantined", "cursor")
+    table = Table(
+        "connection",
+        "records",
+        "linked",
+        "deleted",
+        "pending",
+        "in flight",
+        "failed",
+        "excluded",
+        "quarantined",
+        "cursor",
+    )
     for name, c in data["connections"].items():
         table.add_row(
             f"{name} ({c['platform']})" + ("" if c["enabled"] else " [disabled]"),
-            str(c["records"]), str(c["linked"]), str(c["deleted"]), str(c["pending"]), str(c["in_flight"]),
-            str(c["failed"]), str(c["excluded"]), str(c["quarantined"]),
+            str(c["records"]),
+            str(c["linked"]),
+            str(c["deleted"]),
+            str(c["pending"]),
+            str(c["in_flight"]),
+            str(c["failed"]),
+            str(c["excluded"]),
+            str(c["quarantined"]),
             json.dumps(c["cursor"], default=str) if c["cursor"] else "-",
         )
     console.print(table)
     for name, c in data["connections"].items():
         for f in c["failed_writes"]:
-            console.print(f"  [red]failed[/] {name} {f['op']} person {f['person']} (attempt {f['attempts']}, "
-                          f"retry at {f['next_attempt_at']}): {f['error']}", markup=True, highlight=False)
+            console.print(
+                f"  [red]failed[/] {name} {f['op']} person {f['person']} (attempt {f['attempts']}, "
+                f"retry at {f['next_attempt_at']}): {f['error']}",
+                markup=True,
+                highlight=False,
+            )
         for e in c["excluded_records"]:
             console.print(f"  excluded {name} person {e['person']}: {e['reason']}", highlight=False)
     console.print(f"open conflicts: {data['open_conflicts']}   ambiguous matches / duplicates: {data['open_reviews']}")
     for c in data["conflicts"]:
-        console.print(f"  conflict #{c['id']} person {c['person']} {c['field']}: decided {json.dumps(c['decision'])} "
-                      f"by {c['rule']}", highlight=False)
+        console.print(
+            f"  conflict #{c['id']} person {c['person']} {c['field']}: decided {json.dumps(c['decision'])} "
+            f"by {c['rule']}",
+            highlight=False,
+        )
     for r in data["reviews"]:
         console.print(f"  {r['kind']} #{r['id']} {r['key']}: {r['detail']}", highlight=False)
     return data

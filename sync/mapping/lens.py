@@ -318,7 +318,7 @@ class FieldMapping:
 
     def custom_keys(self, fields: Mapping[str, Any]) -> list[str]:
         """The custom field keys present in a field dict."""
-        return sorted(k[len(CUSTOM_PREFIX):] for k in fields if k.startswith(CUSTOM_PREFIX))
+        return sorted(k[len(CUSTOM_PREFIX) :] for k in fields if k.startswith(CUSTOM_PREFIX))
 
 
 def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

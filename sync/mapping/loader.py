@@ -110,7 +110,9 @@ def merge_override(doc: dict[str, Any], override: dict[str, Any]) -> dict[str, A
             out[key] = copy.deepcopy(value)
             continue
         if not isinstance(value, dict):
-            raise MappingError(f"overrides: fields must be a mapping of field name to entry, found {type(value).__name__}")
+            raise MappingError(
+                f"overrides: fields must be a mapping of field name to entry, found {type(value).__name__}"
+            )
         fields = out.setdefault("fields", {}) or {}
         out["fields"] = fields
         for name, entry in value.items():
@@ -199,7 +201,9 @@ def _lenses(entries: dict[str, dict[str, Any]], clear: Any, source: str) -> list
         kind = "custom" if name == "custom.*" else field_kind(name)
         if name == "custom.*" or name.startswith(CUSTOM_PREFIX) and t == "custom_fields":
             if t != "custom_fields" or name != "custom.*":
-                raise MappingError(f"{where}: the custom field family is mapped as 'custom.*' with transform custom_fields")
+                raise MappingError(
+                    f"{where}: the custom field family is mapped as 'custom.*' with transform custom_fields"
+                )
         expect = {
             "identity": ("scalar",),
             "bool": ("bool",),
@@ -224,11 +228,15 @@ def _lenses(entries: dict[str, dict[str, Any]], clear: Any, source: str) -> list
             item = entry.get("item", t)
             lenses.append(ListLens(name, _one(path, where), None, _item(item, where), direction, t, clear))
         elif t == "list":
-            lenses.append(ListLens(name, None, _one(path, where), _item(entry.get("item", "string"), where), direction, t, clear))
+            lenses.append(
+                ListLens(name, None, _one(path, where), _item(entry.get("item", "string"), where), direction, t, clear)
+            )
         elif t == "list_first_rest":
             if len(path) != 2:
                 raise MappingError(f"{where}: list_first_rest needs path [primary, rest]")
-            lenses.append(ListLens(name, path[0], path[1], _item(entry.get("item", "string"), where), direction, t, clear))
+            lenses.append(
+                ListLens(name, path[0], path[1], _item(entry.get("item", "string"), where), direction, t, clear)
+            )
         elif t == "tags_set":
             style = entry.get("style", "strings")
             if style not in ("strings", "objects"):
@@ -242,7 +250,11 @@ def _lenses(entries: dict[str, dict[str, Any]], clear: Any, source: str) -> list
             if not isinstance(ids, dict):
                 raise MappingError(f"{where}: ids must map platform field ids to keys")
             exclude = frozenset(_str_list(entry.get("exclude"), f"{where}: exclude"))
-            lenses.append(CustomLens(_one(path, where), direction, style, exclude, {str(k): str(v) for k, v in ids.items()}, clear))
+            lenses.append(
+                CustomLens(
+                    _one(path, where), direction, style, exclude, {str(k): str(v) for k, v in ids.items()}, clear
+                )
+            )
         elif t == "contact_identities":
             idents.setdefault(path[-1] if len(path) > 1 else path[0], []).append(name)
         elif t == "identity_fields":
@@ -286,7 +298,9 @@ def _name_lens(path: str, group: list[str], entries: dict[str, dict[str, Any]], 
         elif part == "last" and last is None:
             last = name
         else:
-            raise MappingError(f"{source}: field {name!r}: name_split on {path!r} needs one first and one last part (set part: first|last)")
+            raise MappingError(
+                f"{source}: field {name!r}: name_split on {path!r} needs one first and one last part (set part: first|last)"
+            )
     split = {entries[n].get("split", "first") for n in group}
     if len(split) > 1 or not split <= {"first", "last"}:
         raise MappingError(f"{source}: field {group[0]!r}: split must be first or last, the same for both parts")
@@ -323,7 +337,9 @@ def _identities_lens(path: str, group: list[str], entries: dict[str, dict[str, A
         type_key = entry.get("type_key", type_key)
         value_key = entry.get("value_key", value_key)
         type_names = {**type_names, **(entry.get("type_names") or {})}
-    return ContactIdentitiesLens(path, parts, primary, _same_direction(group, entries, source), type_key, value_key, type_names, clear)
+    return ContactIdentitiesLens(
+        path, parts, primary, _same_direction(group, entries, source), type_key, value_key, type_names, clear
+    )
 
 
 def _exclude_siblings(lenses: list[Lens]) -> None:
@@ -331,7 +347,7 @@ def _exclude_siblings(lenses: list[Lens]) -> None:
     for lens in lenses:
         if isinstance(lens, CustomLens) and lens.style == "keys":
             inside = {
-                p[len(lens.paths[0]) + 1:].split(".")[0]
+                p[len(lens.paths[0]) + 1 :].split(".")[0]
                 for other in lenses
                 if other is not lens
                 for p in other.paths
@@ -348,7 +364,7 @@ def _check_collisions(lenses: list[Lens], source: str) -> None:
             raise MappingError(
                 f"{source}: field {a.fields[0]!r}: transform {a.transform} has no inverse (read-only); use direction: in"
             )
-        for b in writers[i + 1:]:
+        for b in writers[i + 1 :]:
             for pa in a.paths:
                 for pb in b.paths:
                     nested_custom = (isinstance(a, CustomLens) and a.style == "keys" and pa != pb) or (
@@ -367,7 +383,12 @@ _SAMPLES: dict[str, list[Any]] = {
     "emails": [("ada@example.com",), ("ada@example.com", "lovelace@example.org")],
     "phones": [("+14155552671",), ("+14155552671", "+442079460958")],
     "tags": [frozenset({"vip"}), frozenset({"vip", "lead"})],
-    "identities": [frozenset({"facebook:1001"}), frozenset({"instagram:ada"}), frozenset({"externalid:A-1"}), frozenset({"twitter:ada", "facebook:1001"})],
+    "identities": [
+        frozenset({"facebook:1001"}),
+        frozenset({"instagram:ada"}),
+        frozenset({"externalid:A-1"}),
+        frozenset({"twitter:ada", "facebook:1001"}),
+    ],
     "bool": [True, False],
     "custom": [{"custom.plan": "gold"}, {"custom.plan": "gold", "custom.score": "7"}],
 }
@@ -412,12 +433,14 @@ def _law_read_write(mapping: FieldMapping, name: str, sample: dict[str, Any], ba
             )
     again = mapping.write(back, raw)
     if again != raw:
-        raise MappingError(f"{mapping.source}: field {name!r} does not round-trip: writing what was read changes the payload")
+        raise MappingError(
+            f"{mapping.source}: field {name!r} does not round-trip: writing what was read changes the payload"
+        )
 
 
 def _law_clear(mapping: FieldMapping, name: str, sample: dict[str, Any]) -> None:
     raw = mapping.write(sample, None)
-    cleared = mapping.read(mapping.write({k: None for k in sample}, raw)).fields
+    cleared = mapping.read(mapping.write(dict.fromkeys(sample), raw)).fields
     left = [k for k in sample if not is_empty(cleared.get(k))]
     if left:
         raise MappingError(f"{mapping.source}: field {name!r} cannot be cleared: still reads {cleared.get(left[0])!r}")

@@ -641,7 +641,7 @@ class CustomLens(Lens):
 
     def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
         current, _ = self.read(raw, region)
-        keys = {n[len(CUSTOM_PREFIX):] for n in set(current) | set(desired) if current.get(n) != desired.get(n)}
+        keys = {n[len(CUSTOM_PREFIX) :] for n in set(current) | set(desired) if current.get(n) != desired.get(n)}
         if not keys:
             return
         path = self.paths[0]
@@ -672,7 +672,7 @@ class CustomLens(Lens):
         for name, value in values.items():
             if not self.owns(name) or is_empty(value):
                 continue
-            key = name[len(CUSTOM_PREFIX):]
+            key = name[len(CUSTOM_PREFIX) :]
             if not key or key in self.exclude or not _clean(value):
                 return False
             if self.style == "id_value" and key in self.ids:
@@ -817,7 +817,9 @@ class ContactIdentitiesLens(Lens):
             for entry in entries:
                 if self._field_of(entry) == field:
                     try:
-                        existing.setdefault(self._norm(field, entry.get(self.type_key), entry.get(self.value_key), region), entry)
+                        existing.setdefault(
+                            self._norm(field, entry.get(self.type_key), entry.get(self.value_key), region), entry
+                        )
                     except InvalidValue:
                         pass
             value = desired.get(field)

@@ -29,8 +29,8 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -362,7 +362,9 @@ def _weak_joins(
         # Input order (a token's first key), not hash order: the outcome must be reproducible.
         hard = hard[np.argsort(token_key[utok[hard]], kind="stable")]
         runs = [(int(utok[m]), pl[start[m] : start[m] + count[m]].tolist()) for m in hard.tolist()]
-        for label, root in _weak_joins_in_order(inp, policy, runs, guard, tok, token_key, key_rec, weak, reviews).items():
+        for label, root in _weak_joins_in_order(
+            inp, policy, runs, guard, tok, token_key, key_rec, weak, reviews
+        ).items():
             remap[label] = root
     return remap[comp]
 

@@ -1,6 +1,6 @@
 """Matching policy: which identity keys join records, and how strongly.
 
-Pure data, built from the configuration by ``sync/planning.py`` (this package must not depend on
+Pure data, built from the configuration by ``sync/plan/context.py`` (this package must not depend on
 the pydantic config). A *strong* key joins any records that share it; a *weak* key joins them
 only when that does not bring two different guard-kind keys (emails, by default) into one
 person — a family or an office sharing a phone number is an ambiguous match, kept apart and
@@ -9,8 +9,8 @@ stored for review.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 STRONG = "strong"
 WEAK = "weak"

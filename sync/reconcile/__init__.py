@@ -1,13 +1,13 @@
 """Reconciliation: per person, a three-way merge of every field against the snapshots, and the
-Plan of writes that follows (pure code; ``sync/planning.py`` is the glue to the store).
+Plan of writes that follows (pure code; ``sync/plan`` is the glue to the store).
 
     plan = reconcile(views, connections, ReconcilePolicy(...))
 """
 
 from __future__ import annotations
 
-from sync.reconcile.engine import PersonPlan, reconcile, reconcile_person
 from sync.reconcile.fields import same
+from sync.reconcile.merge import PersonPlan, reconcile, reconcile_person
 from sync.reconcile.policy import (
     NEWEST,
     PRIORITY,

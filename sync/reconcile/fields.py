@@ -8,15 +8,16 @@ the policy settles, and the decision is returned as data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, NamedTuple
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 from sync.canonical import FieldValue, field_kind, is_empty
 from sync.plan import Candidate
 from sync.reconcile.policy import NEWEST, PRIORITY, UNION, ResolvedRule
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def same(a: FieldValue, b: FieldValue) -> bool:

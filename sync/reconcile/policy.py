@@ -1,10 +1,10 @@
 """Reconcile policies as small frozen dataclasses (pure code does not depend on the pydantic
-config; ``sync/planning.py`` builds these from it)."""
+config; ``sync/plan/context.py`` builds these from it)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from sync.canonical import CUSTOM_PREFIX
 

@@ -1,6 +1,6 @@
 """What pure reconcile looks at: one person, and per connection its record(s) and snapshot.
 
-Built by ``sync/planning.py`` from the store (``sync/store/persons.py``) and the mappings, or
+Built by ``sync/plan/slice.py`` from the store (``sync/store/persons.py``) and the mappings, or
 directly by tests and the in-memory property test. All values are canonical field dicts.
 """
 

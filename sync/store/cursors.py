@@ -36,9 +36,7 @@ class UnknownScan(Exception):
 
 def _cursor_row(session: Session, connection: str) -> Cursor:
     """The connection's cursor row, created if missing, locked for update on PostgreSQL."""
-    row = session.execute(
-        select(Cursor).where(Cursor.connection == connection).with_for_update()
-    ).scalar_one_or_none()
+    row = session.execute(select(Cursor).where(Cursor.connection == connection).with_for_update()).scalar_one_or_none()
     if row is None:
         row = Cursor(connection=connection, position=None, checkpoint=None, full_scan_id=0)
         session.add(row)
@@ -90,9 +88,7 @@ class CursorsMixin:
         with self.session() as s:
             row = _cursor_row(s, connection)
             if scan_id != row.full_scan_id or scan_id <= 0:
-                raise UnknownScan(
-                    f"scan {scan_id} is not the current full scan of {connection!r} ({row.full_scan_id})"
-                )
+                raise UnknownScan(f"scan {scan_id} is not the current full scan of {connection!r} ({row.full_scan_id})")
             live = (
                 RemoteRecord.connection == connection,
                 RemoteRecord.deleted_at.is_(None),

@@ -29,9 +29,9 @@ def lock_key(profile: str) -> int:
 class ProfileLock:
     """A non-blocking lock on one profile. Use as a context manager and test :attr:`held`::
 
-        with ProfileLock(store.engine, "default") as lock:
-            if not lock.held:
-                return  # another process is running this profile
+    with ProfileLock(store.engine, "default") as lock:
+        if not lock.held:
+            return  # another process is running this profile
     """
 
     def __init__(self, engine: Engine, profile: str) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 import migrations
+from sync.store.connect import make_engine
 
 # Any fixed 64-bit number: serializes concurrent `db upgrade`s on one PostgreSQL store.
 _PG_MIGRATION_LOCK = 0x636F6E7461637473
@@ -44,8 +45,6 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(url: str) -> None:
     """Bring the store at ``url`` up to the head revision, creating it if needed. Idempotent;
     on PostgreSQL an advisory lock makes concurrent upgrades wait for each other."""
-    from sync.store.db import make_engine
-
     engine = make_engine(url, for_migrations=True)
     try:
         with engine.begin() as conn:

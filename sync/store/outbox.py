@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import Engine, and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, Snapshot, utcnow
 from sync.canonical import fields_to_json
+from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, Snapshot, utcnow
 from sync.store.snapshots import fields_hash
 from sync.store.staging import payload_hash
 
@@ -227,8 +227,13 @@ class _ResultBatch:
         session.execute(
             update(outbox)
             .where(outbox.c.id == bindparam("b_id"))
-            .values(status=OutboxStatus.DONE.value, result_remote_id=bindparam("b_rid"),
-                    last_error=bindparam("b_note"), next_attempt_at=None, updated_at=now),
+            .values(
+                status=OutboxStatus.DONE.value,
+                result_remote_id=bindparam("b_rid"),
+                last_error=bindparam("b_note"),
+                next_attempt_at=None,
+                updated_at=now,
+            ),
             [{"b_id": c.item_id, "b_rid": c.remote_id, "b_note": c.note} for c in done],
         )
         records = self._load_records(done)
@@ -266,8 +271,9 @@ class _ResultBatch:
             unique = sorted(set(rids))
             for start in range(0, len(unique), 500):
                 rows = self.session.execute(
-                    select(rr.c.id, rr.c.remote_id, rr.c.payload)
-                    .where(rr.c.connection == conn, rr.c.remote_id.in_(unique[start : start + 500]))
+                    select(rr.c.id, rr.c.remote_id, rr.c.payload).where(
+                        rr.c.connection == conn, rr.c.remote_id.in_(unique[start : start + 500])
+                    )
                 )
                 for rid, remote_id, payload in rows:
                     records[(conn, remote_id)] = _RecordState(rid, payload, set())
@@ -275,8 +281,9 @@ class _ResultBatch:
         rec_ids = sorted(by_id)
         for start in range(0, len(rec_ids), 500):
             for record_id, kind, value in self.session.execute(
-                select(IdentityKey.record_id, IdentityKey.kind, IdentityKey.value)
-                .where(IdentityKey.record_id.in_(rec_ids[start : start + 500]))
+                select(IdentityKey.record_id, IdentityKey.kind, IdentityKey.value).where(
+                    IdentityKey.record_id.in_(rec_ids[start : start + 500])
+                )
             ):
                 by_id[record_id].keys.add((kind, value))
         return records
@@ -287,10 +294,18 @@ class _ResultBatch:
             body = dict(c.record_payload or {})
             rec = _RecordState(None, body, set())
             rec.values = {
-                "connection": c.connection, "remote_id": c.remote_id, "payload": body,
-                "payload_hash": record_hash(body), "remote_updated_at": c.record_updated_at,
-                "seen_at": self.now, "deleted_at": None, "merged_into": None, "person_id": c.person_id,
-                "dirty": False, "invalid": None, "last_scan": None,
+                "connection": c.connection,
+                "remote_id": c.remote_id,
+                "payload": body,
+                "payload_hash": record_hash(body),
+                "remote_updated_at": c.record_updated_at,
+                "seen_at": self.now,
+                "deleted_at": None,
+                "merged_into": None,
+                "person_id": c.person_id,
+                "dirty": False,
+                "invalid": None,
+                "last_scan": None,
             }
         else:
             if c.person_id is not None:
@@ -348,8 +363,9 @@ class _ResultBatch:
         have: dict[tuple[int, str], str] = {}
         for start in range(0, len(pairs), 500):
             for person_id, connection, digest in session.execute(
-                select(Snapshot.person_id, Snapshot.connection, Snapshot.hash)
-                .where(tuple_(Snapshot.person_id, Snapshot.connection).in_(pairs[start : start + 500]))
+                select(Snapshot.person_id, Snapshot.connection, Snapshot.hash).where(
+                    tuple_(Snapshot.person_id, Snapshot.connection).in_(pairs[start : start + 500])
+                )
             ):
                 have[(person_id, connection)] = digest
         inserts, updates, drops = [], [], []
@@ -361,8 +377,15 @@ class _ResultBatch:
                 continue
             digest = fields_hash(data)
             if pair not in have:
-                inserts.append({"person_id": pair[0], "connection": pair[1], "fields": data, "hash": digest,
-                                "updated_at": self.now})
+                inserts.append(
+                    {
+                        "person_id": pair[0],
+                        "connection": pair[1],
+                        "fields": data,
+                        "hash": digest,
+                        "updated_at": self.now,
+                    }
+                )
             elif have[pair] != digest:
                 updates.append({"b_person": pair[0], "b_conn": pair[1], "b_fields": data, "b_hash": digest})
         snap = Snapshot.__table__
@@ -423,7 +446,9 @@ class OutboxStore:
                 self._exclude(index, intent, run_id, now, new_rows)
                 result.excluded += 1
                 continue
-            same = [r for r in rows if r.status in ACTIVE and (intent.op == "create" or r.remote_id == intent.remote_id)]
+            same = [
+                r for r in rows if r.status in ACTIVE and (intent.op == "create" or r.remote_id == intent.remote_id)
+            ]
             if intent.op == "create" and any(r.status == OutboxStatus.IN_FLIGHT.value for r in same):
                 result.skipped_in_flight += 1
                 continue
@@ -728,7 +753,8 @@ class OutboxStore:
                 )
             ).all()
             echoes = [
-                rid for rid, payload, invalid, digest in rows
+                rid
+                for rid, payload, invalid, digest in rows
                 if not invalid and isinstance(payload, dict) and digest_of(payload) == digest
             ]
             for start in range(0, len(echoes), 500):

@@ -25,14 +25,13 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, func, insert, select, text, update
-from sqlalchemy import BigInteger, String, and_, any_, literal_column
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, String, and_, any_, bindparam, func, insert, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from sync.arrays import sorted_unique
@@ -211,12 +210,9 @@ def _load_rows(session: Session, ids: list[int] | None) -> MatchRows:
     out = MatchRows(full=ids is None)
     if ids is None:
         rec_parts = [
-            _columns(session, rr, _RECORD_COLS, rr.c.id.between(lo, hi))
-            for lo, hi in _blocks(session, rr.c.id)
+            _columns(session, rr, _RECORD_COLS, rr.c.id.between(lo, hi)) for lo, hi in _blocks(session, rr.c.id)
         ]
-        key_parts = [
-            _columns(session, ik, _KEY_COLS, ik.c.id.between(lo, hi)) for lo, hi in _blocks(session, ik.c.id)
-        ]
+        key_parts = [_columns(session, ik, _KEY_COLS, ik.c.id.between(lo, hi)) for lo, hi in _blocks(session, ik.c.id)]
         merged_where = rr.c.merged_into.is_not(None)
     else:
         if not ids:
@@ -269,10 +265,14 @@ def _blocks(session: Session, id_col: Any) -> list[tuple[int, int]]:
 def _columns(session: Session, table: Any, cols: Sequence[tuple[str, str]], where: Any) -> list[Any]:
     """The rows of ``table`` matching ``where``, as one array or list per column of ``cols``."""
     agg = _AGG[session.get_bind().dialect.name]
-    stmt = select(
-        func.count(),
-        *(literal_column(agg[how].format(c=expr)) for expr, how in cols),
-    ).select_from(table).where(where)
+    stmt = (
+        select(
+            func.count(),
+            *(literal_column(agg[how].format(c=expr)) for expr, how in cols),
+        )
+        .select_from(table)
+        .where(where)
+    )
     n, *texts = session.execute(stmt).one()
     if not n:
         return [_parse("", how, 0) for _, how in cols]
@@ -389,7 +389,9 @@ def save_match(
         if rows.merged_into[i] != rows.remote_ids[j]
     ]
     if inferred:
-        session.execute(update(rr).where(rr.c.id == bindparam("b_id")).values(merged_into=bindparam("b_into")), inferred)
+        session.execute(
+            update(rr).where(rr.c.id == bindparam("b_id")).values(merged_into=bindparam("b_into")), inferred
+        )
 
     folded = {int(a): int(b) for a, b in folds.items()}
     if folded:
@@ -436,7 +438,9 @@ def _insert_persons(session: Session, ids: Sequence[int], now: datetime) -> None
     session.execute(stmt, {"lo": ids[0], "hi": ids[-1], "now": now})
 
 
-def _write_records(session: Session, ids: np.ndarray, persons: np.ndarray, changed: np.ndarray, dirty: np.ndarray) -> None:
+def _write_records(
+    session: Session, ids: np.ndarray, persons: np.ndarray, changed: np.ndarray, dirty: np.ndarray
+) -> None:
     """New person ids and cleared dirty flags in ONE write per record: a record whose person
     changed gets both in one UPDATE (each UPDATE rewrites the whole row, payload included, so
     two passes cost twice the pages). Only records loaded dirty are cleared — never a blanket
@@ -473,10 +477,14 @@ def _write_records(session: Session, ids: np.ndarray, persons: np.ndarray, chang
             finally:
                 conn.exec_driver_sql("DROP TABLE match_person")
         else:  # pragma: no cover - SQLite before 3.33 (2020) has no UPDATE ... FROM
-            conn.exec_driver_sql("UPDATE remote_records SET person_id = ?, dirty = 0 WHERE id = ?", [(p, i) for i, p in pairs])
+            conn.exec_driver_sql(
+                "UPDATE remote_records SET person_id = ?, dirty = 0 WHERE id = ?", [(p, i) for i, p in pairs]
+            )
     only_dirty = dirty & ~changed
     if only_dirty.any():
-        conn.exec_driver_sql("UPDATE remote_records SET dirty = 0 WHERE id = ?", [(i,) for i in ids[only_dirty].tolist()])
+        conn.exec_driver_sql(
+            "UPDATE remote_records SET dirty = 0 WHERE id = ?", [(i,) for i in ids[only_dirty].tolist()]
+        )
 
 
 def _allocate_person_ids(session: Session, n: int) -> list[int]:
@@ -500,7 +508,9 @@ def _fold_persons(session: Session, folded: Mapping[int, int], now: datetime) ->
     pt = Person.__table__
     st = Snapshot.__table__
     session.execute(
-        update(pt).where(pt.c.id == bindparam("b_id")).values(merged_into=bindparam("b_into"), dirty=False, updated_at=now),
+        update(pt)
+        .where(pt.c.id == bindparam("b_id"))
+        .values(merged_into=bindparam("b_into"), dirty=False, updated_at=now),
         [{"b_id": a, "b_into": b} for a, b in folded.items()],
     )
     involved = sorted(set(folded) | set(folded.values()))
@@ -521,7 +531,9 @@ def _fold_persons(session: Session, folded: Mapping[int, int], now: datetime) ->
     have: set[tuple[int, str]] = set()
     loser_snaps: list[tuple[int, str]] = []
     for chunk in _chunks(involved):
-        for person_id, conn in session.execute(select(st.c.person_id, st.c.connection).where(st.c.person_id.in_(chunk))):
+        for person_id, conn in session.execute(
+            select(st.c.person_id, st.c.connection).where(st.c.person_id.in_(chunk))
+        ):
             if person_id in folded:
                 loser_snaps.append((person_id, conn))
             else:
@@ -670,7 +682,7 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -684,11 +696,10 @@ def _timestamp(value: Any) -> datetime | None:
 
 def _aware(value: datetime | None) -> datetime | None:
     # Core selects bypass the column type's result processing on some drivers: make it UTC-aware.
-    from datetime import timezone
 
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 def _hash(data: Mapping[str, Any]) -> str:
@@ -706,7 +717,9 @@ def _blob(data: Mapping[str, Any]) -> str:
     return _ENCODE(data)
 
 
-def save_plan_state(session: Session, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()) -> None:
+def save_plan_state(
+    session: Session, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()
+) -> None:
     """Store what a plan decided that needs no remote call: golden records (version + 1, no
     longer dirty), snapshots confirmed by reading (``plan.snapshots``) and conflicts.
     ``existing``: the (person, connection) snapshots already stored (inserts vs updates).
@@ -817,4 +830,3 @@ __all__ = [
     "save_match",
     "save_plan_state",
 ]
-

@@ -47,9 +47,7 @@ class RunsMixin:
             s.flush()
             return run.id
 
-    def finish_run(
-        self, run_id: int, status: str, counts: dict[str, Any], error: str | None = None
-    ) -> None:
+    def finish_run(self, run_id: int, status: str, counts: dict[str, Any], error: str | None = None) -> None:
         """Log the end of a run. ``error`` must already be free of secrets."""
         if status not in RUN_STATUSES[1:]:
             raise ValueError(f"a run finishes as one of {RUN_STATUSES[1:]}, not {status!r}")

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-# Column limits of remote_records / identity_keys (sync/store/models.py). Callers (sync/stage)
+# Column limits of remote_records / identity_keys (sync/store/models.py). Callers (sync/detect/stage)
 # should quarantine a record that exceeds them; stage_page refuses the page with StageError.
 MAX_REMOTE_ID_LENGTH = 128
 MAX_KEY_KIND_LENGTH = 64
@@ -197,7 +197,7 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     models.UTCDateTime)."""
     if value is None:
         return None
-    v = value.astimezone(timezone.utc)
+    v = value.astimezone(UTC)
     return f"{v:%Y-%m-%d %H:%M:%S}.{v.microsecond:06d}"
 
 
@@ -326,7 +326,9 @@ class StagingMixin:
                 for r in upserts
             ]
             keys = [
-                {"remote_id": r.remote_id, "kind": kind, "value": value} for r in upserts for kind, value in _key_pairs(r)
+                {"remote_id": r.remote_id, "kind": kind, "value": value}
+                for r in upserts
+                for kind, value in _key_pairs(r)
             ]
             stmt = stmt.returning(rr.id, rr.remote_id)
             # One statement: the upsert's RETURNING feeds the key insert (a data-modifying CTE).
@@ -519,8 +521,9 @@ class StagingMixin:
         if cursor is not None:
             ins = self._insert(Cursor)
             s.execute(
-                ins.values(connection=connection, position=cursor, full_scan_id=0, updated_at=now)
-                .on_conflict_do_update(
+                ins.values(
+                    connection=connection, position=cursor, full_scan_id=0, updated_at=now
+                ).on_conflict_do_update(
                     index_elements=[Cursor.__table__.c.connection],
                     set_={"position": ins.excluded.position, "updated_at": ins.excluded.updated_at},
                 )
@@ -586,7 +589,11 @@ class StagingMixin:
         if scan_id is not None:
             extra["last_scan"] = scan_id
         for chunk in _chunks(newly_deleted):
-            s.execute(update(RemoteRecord.__table__).where(self._among(rr.id, chunk)).values(deleted_at=now, dirty=True, **extra))
+            s.execute(
+                update(RemoteRecord.__table__)
+                .where(self._among(rr.id, chunk))
+                .values(deleted_at=now, dirty=True, **extra)
+            )
         for chunk in _chunks(unchanged) if touch_unchanged else ():
             s.execute(update(RemoteRecord.__table__).where(self._among(rr.id, chunk)).values(**extra))
 

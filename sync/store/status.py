@@ -102,7 +102,9 @@ class StatusQueries:
             for cur in s.scalars(select(Cursor)):
                 st = out.connections.setdefault(cur.connection, ConnectionStatus(cur.connection))
                 st.cursor, st.checkpoint, st.cursor_updated_at = cur.position, cur.checkpoint, cur.updated_at
-            out.persons = int(s.scalar(select(func.count()).select_from(Person).where(Person.merged_into.is_(None))) or 0)
+            out.persons = int(
+                s.scalar(select(func.count()).select_from(Person).where(Person.merged_into.is_(None))) or 0
+            )
             out.open_conflicts = int(
                 s.scalar(
                     select(func.count())
@@ -138,8 +140,16 @@ class StatusQueries:
             rows = s.scalars(q.order_by(Conflict.id.desc()).limit(limit))
             return [
                 ConflictRow(
-                    r.id, r.person_id, r.field, list(r.candidates or []), r.decision, r.rule,
-                    r.needs_review, r.resolved_at, r.resolved_by, r.created_at,
+                    r.id,
+                    r.person_id,
+                    r.field,
+                    list(r.candidates or []),
+                    r.decision,
+                    r.rule,
+                    r.needs_review,
+                    r.resolved_at,
+                    r.resolved_by,
+                    r.created_at,
                 )
                 for r in rows
             ]
@@ -174,8 +184,16 @@ class StatusQueries:
                 person.updated_at = utcnow()
                 person.dirty = True
             return ConflictRow(
-                row.id, row.person_id, row.field, list(row.candidates or []), row.decision, row.rule,
-                row.needs_review, row.resolved_at, row.resolved_by, row.created_at,
+                row.id,
+                row.person_id,
+                row.field,
+                list(row.candidates or []),
+                row.decision,
+                row.rule,
+                row.needs_review,
+                row.resolved_at,
+                row.resolved_by,
+                row.created_at,
             )
 
 
@@ -192,15 +210,15 @@ def persons_with_records(engine: Engine, *, limit: int = 1000) -> list[PersonRec
     """Live persons with their linked records (merged-away and deleted ones included, marked)."""
     sessions = sessionmaker(engine, expire_on_commit=False)
     with sessions() as s:
-        people = list(
-            s.scalars(select(Person).where(Person.merged_into.is_(None)).order_by(Person.id).limit(limit))
-        )
+        people = list(s.scalars(select(Person).where(Person.merged_into.is_(None)).order_by(Person.id).limit(limit)))
         ids = [p.id for p in people]
         by_person: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             for r in s.scalars(
-                select(RemoteRecord).where(RemoteRecord.person_id.in_(chunk)).order_by(RemoteRecord.connection, RemoteRecord.id)
+                select(RemoteRecord)
+                .where(RemoteRecord.person_id.in_(chunk))
+                .order_by(RemoteRecord.connection, RemoteRecord.id)
             ):
                 by_person[r.person_id].append(  # type: ignore[index]
                     {

@@ -10,9 +10,12 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from connectors.acquire import CONNECTOR as Acquire, EMULATOR as AcquireEmulator
-from connectors.dmchamp import CONNECTOR as DmChamp, EMULATOR as DmChampEmulator
-from connectors.gohighlevel import CONNECTOR as Ghl, EMULATOR as GhlEmulator
+from connectors.acquire import CONNECTOR as Acquire
+from connectors.acquire import EMULATOR as AcquireEmulator
+from connectors.dmchamp import CONNECTOR as DmChamp
+from connectors.dmchamp import EMULATOR as DmChampEmulator
+from connectors.gohighlevel import CONNECTOR as Ghl
+from connectors.gohighlevel import EMULATOR as GhlEmulator
 from sync.apply import Backoff, Target, apply_outbox, intent_for
 from sync.plan import OpKind, PlanOp
 from sync.store import Store
@@ -32,8 +35,9 @@ def _people(store: Store, n: int) -> list[int]:
 
 def _acq_create(pid: int, email: str, name: str = "Ada Lovelace") -> PlanOp:
     fields = {"first_name": name.split()[0], "last_name": name.split()[1], "emails": (email,)}
-    return PlanOp("acq", pid, OpKind.CREATE, fields=fields, confirms=fields,
-                  payload={"fields": {"name": name, "email": email}})
+    return PlanOp(
+        "acq", pid, OpKind.CREATE, fields=fields, confirms=fields, payload={"fields": {"name": name, "email": email}}
+    )
 
 
 def _run(outbox: OutboxStore, targets: list[Target], **kw: Any):  # type: ignore[no-untyped-def]
@@ -51,11 +55,13 @@ def test_creates_and_one_record_error_do_not_stop_the_rest(store: Store) -> None
     emu = AcquireEmulator()
     outbox = OutboxStore(store.engine)
     pids = _people(store, 3)
-    outbox.enqueue([
-        intent_for(_acq_create(pids[0], "ada@example.com")),
-        intent_for(_acq_create(pids[1], "not-an-email")),
-        intent_for(_acq_create(pids[2], "grace@example.com", "Grace Hopper")),
-    ])
+    outbox.enqueue(
+        [
+            intent_for(_acq_create(pids[0], "ada@example.com")),
+            intent_for(_acq_create(pids[1], "not-an-email")),
+            intent_for(_acq_create(pids[2], "grace@example.com", "Grace Hopper")),
+        ]
+    )
     report = _run(outbox, [Target("acq", Acquire(emu.connection_settings(name="acq"), emu.transport()))])
     r = report.connections["acq"]
     assert (r.done, r.failed, r.calls["create"]) == (2, 1, 3)
@@ -107,16 +113,29 @@ def test_configuration_error_stops_only_that_connection(store: Store) -> None:
     outbox = OutboxStore(store.engine)
     p1, p2 = _people(store, 2)
     fields = {"first_name": "Ada", "phones": ("+14155552671",)}
-    outbox.enqueue([
-        intent_for(_acq_create(p1, "ada@example.com")),
-        intent_for(PlanOp("dm", p2, OpKind.CREATE, fields=fields, confirms=fields,
-                          payload={"phoneNumber": "+14155552671", "firstName": "Ada"})),
-    ])
+    outbox.enqueue(
+        [
+            intent_for(_acq_create(p1, "ada@example.com")),
+            intent_for(
+                PlanOp(
+                    "dm",
+                    p2,
+                    OpKind.CREATE,
+                    fields=fields,
+                    confirms=fields,
+                    payload={"phoneNumber": "+14155552671", "firstName": "Ada"},
+                )
+            ),
+        ]
+    )
     bad = acq.connection_settings(name="acq", credentials={"api_key": SecretStr("wrong")})
-    report = _run(outbox, [
-        Target("acq", Acquire(bad, acq.transport())),
-        Target("dm", DmChamp(dm.connection_settings(name="dm"), dm.transport())),
-    ])
+    report = _run(
+        outbox,
+        [
+            Target("acq", Acquire(bad, acq.transport())),
+            Target("dm", DmChamp(dm.connection_settings(name="dm"), dm.transport())),
+        ],
+    )
     assert report.connections["acq"].stopped and report.connections["dm"].done == 1
     pending = outbox.due("acq")
     assert len(pending) == 1 and pending[0].attempts == 0
@@ -129,8 +148,20 @@ def test_dmchamp_create_adopts_the_existing_contact(store: Store) -> None:
     outbox = OutboxStore(store.engine)
     (pid,) = _people(store, 1)
     fields = {"first_name": "Ada", "phones": ("+14155552671",)}
-    outbox.enqueue([intent_for(PlanOp("dm", pid, OpKind.CREATE, fields=fields, confirms=fields,
-                                      payload={"phoneNumber": "+14155552671", "firstName": "Ada"}))])
+    outbox.enqueue(
+        [
+            intent_for(
+                PlanOp(
+                    "dm",
+                    pid,
+                    OpKind.CREATE,
+                    fields=fields,
+                    confirms=fields,
+                    payload={"phoneNumber": "+14155552671", "firstName": "Ada"},
+                )
+            )
+        ]
+    )
     report = _run(outbox, [Target("dm", DmChamp(dm.connection_settings(name="dm"), dm.transport()))])
     assert report.connections["dm"].done == 1
     records = dm.records()
@@ -146,11 +177,16 @@ def test_ghl_update_sends_tags_through_their_endpoints(store: Store) -> None:
     (pid,) = _people(store, 1)
     connector = Ghl(emu.connection_settings(name="ghl"), emu.transport())
     caps: Capabilities = connector.capabilities
-    op = PlanOp("ghl", pid, OpKind.UPDATE, remote_id=rid,
-                fields={"first_name": "Augusta", "tags": frozenset({"vip", "new"})},
-                before={"first_name": "Ada", "tags": frozenset({"vip", "old"})},
-                confirms={"first_name": "Augusta", "tags": frozenset({"vip", "new"})},
-                payload={"firstName": "Augusta", "tags": ["new", "vip"]})
+    op = PlanOp(
+        "ghl",
+        pid,
+        OpKind.UPDATE,
+        remote_id=rid,
+        fields={"first_name": "Augusta", "tags": frozenset({"vip", "new"})},
+        before={"first_name": "Ada", "tags": frozenset({"vip", "old"})},
+        confirms={"first_name": "Augusta", "tags": frozenset({"vip", "new"})},
+        payload={"firstName": "Augusta", "tags": ["new", "vip"]},
+    )
     outbox.enqueue([intent_for(op, caps)])
     report = _run(outbox, [Target("ghl", connector)])
     r = report.connections["ghl"]
@@ -198,6 +234,8 @@ def test_a_feed_sends_each_committed_slice_while_planning_runs(store: Store) -> 
     assert seen_before_finish == ["first@example.com"]
     assert report.connections["acq"].done == 3
     assert sorted(c["fields"]["email"] for c in emu.records()) == [
-        "first@example.com", "fresh@example.com", "later@example.com"
+        "first@example.com",
+        "fresh@example.com",
+        "later@example.com",
     ]
     assert [i.body["fields"]["email"] for i in outbox.items([OutboxStatus.SUPERSEDED.value])] == ["stale@example.com"]

@@ -63,8 +63,13 @@ def test_result_links_record_keys_and_snapshot_in_one_go(store: Store) -> None:
     outbox.record(
         [
             Completion(
-                item.id, "17", pid, "acq", record_payload={"id": 17, "fields": {"name": "Ada"}},
-                keys=[("email", "ada@example.com")], snapshot=item.fields,
+                item.id,
+                "17",
+                pid,
+                "acq",
+                record_payload={"id": 17, "fields": {"name": "Ada"}},
+                keys=[("email", "ada@example.com")],
+                snapshot=item.fields,
             )
         ]
     )
@@ -125,9 +130,14 @@ def test_tags_via_endpoint_become_add_remove_calls() -> None:
 
     caps = Capabilities(pull_mode=PullMode.CHANGE_FEED, tags_via_endpoint=True)
     op = PlanOp(
-        "ghl", 1, OpKind.UPDATE, remote_id="x",
-        fields={"tags": frozenset({"vip", "new"})}, before={"tags": frozenset({"vip", "old"})},
-        confirms={"tags": frozenset({"vip", "new"})}, payload={"tags": ["new", "vip"], "firstName": "A"},
+        "ghl",
+        1,
+        OpKind.UPDATE,
+        remote_id="x",
+        fields={"tags": frozenset({"vip", "new"})},
+        before={"tags": frozenset({"vip", "old"})},
+        confirms={"tags": frozenset({"vip", "new"})},
+        payload={"tags": ["new", "vip"], "firstName": "A"},
     )
     intent = intent_for(op, caps)
     assert intent.payload == {"body": {"firstName": "A"}, "add_tags": ["new"], "remove_tags": ["old"]}
@@ -147,10 +157,18 @@ def test_clear_echoes_cleans_only_records_that_read_as_their_snapshot(store: Sto
     }
     with store.session() as s:
         for pid, (rid, payload) in zip(persons, payloads.items()):
-            s.add(RemoteRecord(connection="c100", remote_id=rid, payload=payload, payload_hash=rid, dirty=True,
-                               person_id=None if rid == "unlinked" else pid,
-                               invalid=[{"field": "phones", "reason": "bad"}] if rid == "invalid" else None,
-                               seen_at=utcnow()))
+            s.add(
+                RemoteRecord(
+                    connection="c100",
+                    remote_id=rid,
+                    payload=payload,
+                    payload_hash=rid,
+                    dirty=True,
+                    person_id=None if rid == "unlinked" else pid,
+                    invalid=[{"field": "phones", "reason": "bad"}] if rid == "invalid" else None,
+                    seen_at=utcnow(),
+                )
+            )
     snapshots = SnapshotStore(store.engine)
     for pid in persons:
         snapshots.put(pid, "c100", snapshot)

@@ -67,7 +67,11 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(write(tmp_path, MINIMAL))
     assert cfg.store_url == f"sqlite:///{tmp_path.resolve() / 'contactsync.db'}"
     assert cfg.default_phone_region == "US"
-    assert [(k.kind, k.strength) for k in cfg.matching.keys] == [("email", "strong"), ("identity:*", "strong"), ("phone", "weak")]
+    assert [(k.kind, k.strength) for k in cfg.matching.keys] == [
+        ("email", "strong"),
+        ("identity:*", "strong"),
+        ("phone", "weak"),
+    ]
     assert cfg.matching.duplicates == "link_oldest"
     assert cfg.matching.strength("identity:facebook") == "strong"
     assert cfg.conflicts.policy == "newest" and not cfg.conflicts.empty_erases
@@ -143,15 +147,51 @@ def test_relative_sqlite_path_is_relative_to_the_config(tmp_path: Path, monkeypa
     ("body", "path", "expected"),
     [
         ("connections:\n  a: {platform: myspace, base_url: 'http://x'}\n", "connections.a.platform", "'acquire'"),
-        ("connections:\n  a: {platform: acquire, base_url: 'ftp://x', credentials: {api_key: '${K:-k123}'}}\n", "connections.a.base_url", "http"),
-        ("connections:\n  a: {platform: acquire, base_url: 'http://x'}\n", "connections.a.credentials.api_key", "API key"),
-        ("connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: '${NOPE_NOT_SET}'}}\n", "connections.a.credentials.api_key", "NOPE_NOT_SET"),
-        ("connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: {file: /nonexistent/k}}}\n", "connections.a.credentials.api_key", "readable secret file"),
-        ("connections:\n  g: {platform: gohighlevel, base_url: 'http://x', credentials: {token: '${K:-k123}'}}\n", "connections.g.options.location_id", "location"),
-        ("connections:\n  c: {platform: comm100, base_url: 'http://x', credentials: {api_key: '${K:-k123}'}}\n", "connections.c.credentials", "agent_email"),
-        ("connections:\n  c: {platform: comm100, base_url: 'http://x', credentials: {agent_email: '${E:-a@b.c}', api_key: '${K:-k123}'}}\n", "connections.c.options.site_id", "site id"),
-        ("connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: '${K:-k123}'}, timeout_s: -1}\n", "connections.a.timeout_s", "greater than 0"),
-        ("connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: '${K:-k123}'}, colour: red}\n", "connections.a.colour", "unknown option"),
+        (
+            "connections:\n  a: {platform: acquire, base_url: 'ftp://x', credentials: {api_key: '${K:-k123}'}}\n",
+            "connections.a.base_url",
+            "http",
+        ),
+        (
+            "connections:\n  a: {platform: acquire, base_url: 'http://x'}\n",
+            "connections.a.credentials.api_key",
+            "API key",
+        ),
+        (
+            "connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: '${NOPE_NOT_SET}'}}\n",
+            "connections.a.credentials.api_key",
+            "NOPE_NOT_SET",
+        ),
+        (
+            "connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: {file: /nonexistent/k}}}\n",
+            "connections.a.credentials.api_key",
+            "readable secret file",
+        ),
+        (
+            "connections:\n  g: {platform: gohighlevel, base_url: 'http://x', credentials: {token: '${K:-k123}'}}\n",
+            "connections.g.options.location_id",
+            "location",
+        ),
+        (
+            "connections:\n  c: {platform: comm100, base_url: 'http://x', credentials: {api_key: '${K:-k123}'}}\n",
+            "connections.c.credentials",
+            "agent_email",
+        ),
+        (
+            "connections:\n  c: {platform: comm100, base_url: 'http://x', credentials: {agent_email: '${E:-a@b.c}', api_key: '${K:-k123}'}}\n",
+            "connections.c.options.site_id",
+            "site id",
+        ),
+        (
+            "connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: '${K:-k123}'}, timeout_s: -1}\n",
+            "connections.a.timeout_s",
+            "greater than 0",
+        ),
+        (
+            "connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: '${K:-k123}'}, colour: red}\n",
+            "connections.a.colour",
+            "unknown option",
+        ),
         ("default_phone_region: XX\nconnections: {}\n", "default_phone_region", "ISO 3166"),
         ("connections: {}\n", "connections", "at least one connection"),
     ],
@@ -216,8 +256,12 @@ def test_bad_mapping_override_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_profiles_schedule_and_disabled_connections(tmp_path: Path) -> None:
-    body = ACQ + "  b: {platform: dmchamp, base_url: 'http://y', credentials: {api_key: '${K:-k123}'}, enabled: false}\n"
-    cfg = load_config(write(tmp_path, body + "profiles: {nightly: {schedule: {cron: '0 3 * * *'}, misfire_grace_seconds: 600}}\n"))
+    body = (
+        ACQ + "  b: {platform: dmchamp, base_url: 'http://y', credentials: {api_key: '${K:-k123}'}, enabled: false}\n"
+    )
+    cfg = load_config(
+        write(tmp_path, body + "profiles: {nightly: {schedule: {cron: '0 3 * * *'}, misfire_grace_seconds: 600}}\n")
+    )
     nightly = cfg.effective_profiles()["nightly"]
     assert nightly.connections == ["a"] and nightly.schedule.cron == "0 3 * * *"
     with pytest.raises(ConfigError, match=r"^profiles\.p\.connections\[0\]: expected an enabled connection"):
@@ -241,7 +285,9 @@ def test_summary_lists_what_will_sync(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_gohighlevel_custom_field_ids_name_keys_in_the_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GHL_TOKEN", "tok-123456")
-    body = MINIMAL.replace("options: {location_id: loc-1}", "options: {location_id: loc-1, custom_field_ids: {plan: F1}}")
+    body = MINIMAL.replace(
+        "options: {location_id: loc-1}", "options: {location_id: loc-1, custom_field_ids: {plan: F1}}"
+    )
     cfg = load_config(write(tmp_path, body))
     assert cfg.warnings == []
     mapping = cfg.mapping("ghl")

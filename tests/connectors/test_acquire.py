@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -16,7 +16,7 @@ from connectors.base import ConfigurationError, NotFound, RecordError
 from connectors.emulation import Clock, FaultConfig
 
 T = TypeVar("T")
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -87,9 +87,7 @@ def test_credentials_are_checked() -> None:
     emu = AcquireEmulator()
     with pytest.raises(ConfigurationError):
         AcquireConnector(emu.connection_settings(credentials={}), emu.transport())
-    conn = AcquireConnector(
-        emu.connection_settings(credentials={"api_key": SecretStr("wrong-key")}), emu.transport()
-    )
+    conn = AcquireConnector(emu.connection_settings(credentials={"api_key": SecretStr("wrong-key")}), emu.transport())
 
     async def go() -> None:
         with pytest.raises(ConfigurationError) as info:
@@ -189,8 +187,18 @@ def test_null_date_updated_falls_back_to_date_created() -> None:
 
 def test_update_sends_only_fields_and_keeps_the_rest() -> None:
     emu, conn = make()
-    [rid] = emu.seed([{"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.org",
-                       "phone": "+14155552671", "tags": ["vip"], "custom": {"plan": "pro"}}])
+    [rid] = emu.seed(
+        [
+            {
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+                "email": "ada@example.org",
+                "phone": "+14155552671",
+                "tags": ["vip"],
+                "custom": {"plan": "pro"},
+            }
+        ]
+    )
 
     async def go() -> None:
         emu.clock.advance(60)
@@ -231,10 +239,12 @@ def test_delete_and_get() -> None:
 
 def test_lookup_by_email_and_by_differently_formatted_phone() -> None:
     emu, conn = make()
-    ids = emu.seed([
-        {"first_name": "Ada", "email": "ada@example.org", "phone": "+14155552671"},
-        {"first_name": "Grace", "email": "grace@example.org", "phone": "+12125550143"},
-    ])
+    ids = emu.seed(
+        [
+            {"first_name": "Ada", "email": "ada@example.org", "phone": "+14155552671"},
+            {"first_name": "Grace", "email": "grace@example.org", "phone": "+12125550143"},
+        ]
+    )
     assert emu.contacts[ids[0]]["fields"]["phone"] == "+1 415 555 2671"
 
     async def go() -> None:
@@ -254,12 +264,19 @@ def test_lookup_by_email_and_by_differently_formatted_phone() -> None:
 
 def test_native_merge_keeps_both_sets_of_details_and_removes_the_sources() -> None:
     emu, conn = make()
-    ids = emu.seed([
-        {"first_name": "Ada", "email": "ada@example.org", "phone": "+14155552671", "tags": ["vip"]},
-        {"first_name": "Ada", "email": "ada@work.example", "phone": "+12125550143", "city": "London",
-         "tags": ["lead"]},
-        {"first_name": "Ada", "email": "ADA@example.org"},
-    ])
+    ids = emu.seed(
+        [
+            {"first_name": "Ada", "email": "ada@example.org", "phone": "+14155552671", "tags": ["vip"]},
+            {
+                "first_name": "Ada",
+                "email": "ada@work.example",
+                "phone": "+12125550143",
+                "city": "London",
+                "tags": ["lead"],
+            },
+            {"first_name": "Ada", "email": "ADA@example.org"},
+        ]
+    )
     emu.external_edit(ids[2], {"fields": {"phone": "(415) 555-2671"}})
 
     async def go() -> None:
@@ -312,8 +329,9 @@ def test_merge_rejects_bad_input() -> None:
 
 
 def test_pull_and_writes_survive_injected_faults() -> None:
-    faults = FaultConfig(rate=0.3, seed=7, kinds=frozenset({"500", "502", "503", "drop", "429_retry_after",
-                                                            "repeat_page", "shift_page"}))
+    faults = FaultConfig(
+        rate=0.3, seed=7, kinds=frozenset({"500", "502", "503", "drop", "429_retry_after", "repeat_page", "shift_page"})
+    )
     emu = AcquireEmulator(clock=Clock(T0), faults=faults)
     ids = emu.seed(40)
     conn = AcquireConnector(
@@ -362,7 +380,9 @@ def test_unique_email_check_follows_every_change_of_an_email() -> None:
         assert duplicate(await create("ada.l@example.com"))
         b = (await create("ada@example.com")).json()["data"]["id"]  # the old address is free
         # Its own address is not a duplicate of itself.
-        assert (await raw(emu, "PUT", f"/crm/objects/contact/{a}", json={"email": "ADA.L@example.com"})).status_code == 200
+        assert (
+            await raw(emu, "PUT", f"/crm/objects/contact/{a}", json={"email": "ADA.L@example.com"})
+        ).status_code == 200
 
         emu.external_edit(str(a), {"fields": {"email": "countess@example.com"}})
         assert duplicate(await create("countess@example.com"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Coroutine
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -18,7 +18,7 @@ from connectors.comm100.state import ZERO_GUID
 from connectors.emulation import Clock, FaultConfig
 
 T = TypeVar("T")
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TOKEN = "c100-token-xyz"
 
 
@@ -47,8 +47,13 @@ async def pull_all(conn: Comm100Connector, cursor: Any = None) -> list[Any]:
 
 
 def person(i: int, **extra: Any) -> dict[str, Any]:
-    return {"first_name": f"P{i}", "last_name": "Test", "email": f"p{i}@example.org", "phone": f"+1415555{i:04d}",
-            **extra}
+    return {
+        "first_name": f"P{i}",
+        "last_name": "Test",
+        "email": f"p{i}@example.org",
+        "phone": f"+1415555{i:04d}",
+        **extra,
+    }
 
 
 def ident(kind: str, value: str) -> dict[str, str]:
@@ -85,8 +90,14 @@ def test_list_envelope_paging_and_identities() -> None:
 
 def test_search_parameters() -> None:
     emu = emulator()
-    emu.seed_raw({"name": "Vincent", "company": "Comm100", "alias": "Vinc",
-                  "contactIdentities": [ident("Twitter", "1361654692588728354"), ident("Email", "v@example.org")]})
+    emu.seed_raw(
+        {
+            "name": "Vincent",
+            "company": "Comm100",
+            "alias": "Vinc",
+            "contactIdentities": [ident("Twitter", "1361654692588728354"), ident("Email", "v@example.org")],
+        }
+    )
     emu.seed_raw({"name": "Other", "contactIdentities": [ident("SMS", "+14155552671")]})
 
     async def go() -> None:
@@ -111,14 +122,22 @@ def test_create_update_delete_status_codes_and_validation() -> None:
         missing_name = await raw(emu, "POST", "/global/contacts", json={"firstName": "Ada"})
         assert missing_name.status_code == 400
         assert missing_name.json()["errors"][0]["field"] == "name"
-        bad_type = await raw(emu, "POST", "/global/contacts", json={"name": "A", "contactIdentities": [ident("Fax", "1")]})
+        bad_type = await raw(
+            emu, "POST", "/global/contacts", json={"name": "A", "contactIdentities": [ident("Fax", "1")]}
+        )
         assert bad_type.status_code == 400
-        created = await raw(emu, "POST", "/global/contacts",
-                            json={"name": "Ada", "firstName": "Ada", "contactIdentities": [ident("Email", "a@x.org")]})
+        created = await raw(
+            emu,
+            "POST",
+            "/global/contacts",
+            json={"name": "Ada", "firstName": "Ada", "contactIdentities": [ident("Email", "a@x.org")]},
+        )
         assert created.status_code == 201
         cid = created.json()["id"]
         assert "contactIdentities" not in created.json()
-        dup = await raw(emu, "POST", "/global/contacts", json={"name": "B", "contactIdentities": [ident("email", "A@x.org")]})
+        dup = await raw(
+            emu, "POST", "/global/contacts", json={"name": "B", "contactIdentities": [ident("email", "A@x.org")]}
+        )
         assert dup.status_code == 400  # an identity belongs to one contact
         no_name = await raw(emu, "PUT", f"/global/contacts/{cid}", json={"firstName": "Augusta"})
         assert no_name.status_code == 400
@@ -147,8 +166,7 @@ def test_put_replaces_is_an_option() -> None:
 
 
 def test_bearer_and_basic_auth() -> None:
-    emu = emulator(credentials={"token": TOKEN, "agent_email": "agent@example.org", "api_key": "k-123"},
-                   site_id="2345")
+    emu = emulator(credentials={"token": TOKEN, "agent_email": "agent@example.org", "api_key": "k-123"}, site_id="2345")
     emu.seed(2)
 
     async def go() -> None:
@@ -156,8 +174,11 @@ def test_bearer_and_basic_auth() -> None:
         assert len([r for p in await pull_all(bearer) for r in p.records]) == 2
         basic = connect(emu, credentials={"agent_email": SecretStr("agent@example.org"), "api_key": SecretStr("k-123")})
         assert len([r for p in await pull_all(basic) for r in p.records]) == 2
-        wrong_site = connect(emu, credentials={"agent_email": SecretStr("agent@example.org"),
-                                               "api_key": SecretStr("k-123")}, options={"site_id": "9"})
+        wrong_site = connect(
+            emu,
+            credentials={"agent_email": SecretStr("agent@example.org"), "api_key": SecretStr("k-123")},
+            options={"site_id": "9"},
+        )
         with pytest.raises(ConfigurationError) as info:
             await pull_all(wrong_site)
         assert "k-123" not in str(info.value)
@@ -165,8 +186,12 @@ def test_bearer_and_basic_auth() -> None:
             await c.aclose()
         # Basic credentials without a site id are refused up front.
         with pytest.raises(ConfigurationError):
-            Comm100Connector(emu.connection_settings(
-                credentials={"agent_email": SecretStr("a@b.org"), "api_key": SecretStr("k")}, options={"site_id": ""}))
+            Comm100Connector(
+                emu.connection_settings(
+                    credentials={"agent_email": SecretStr("a@b.org"), "api_key": SecretStr("k")},
+                    options={"site_id": ""},
+                )
+            )
         with pytest.raises(ConfigurationError):
             Comm100Connector(emu.connection_settings(credentials={}))
         header = "Basic " + base64.b64encode(b"agent@example.org:k-123").decode()
@@ -348,8 +373,13 @@ def test_create_derives_a_name_and_lookup_confirms_identities() -> None:
 
     async def go() -> None:
         before = len(emu.request_log)
-        result = await conn.create({"firstName": "Ada", "lastName": "Lovelace",
-                                    "contactIdentities": [ident("Email", "Ada@Example.org"), ident("SMS", "+14155552671")]})
+        result = await conn.create(
+            {
+                "firstName": "Ada",
+                "lastName": "Lovelace",
+                "contactIdentities": [ident("Email", "Ada@Example.org"), ident("SMS", "+14155552671")],
+            }
+        )
         assert result.created and result.record is None  # not read back (the default)
         assert [e.method for e in emu.request_log[before:]] == ["POST"]
         assert emu.contacts[result.remote_id]["name"] == "Ada Lovelace"

@@ -79,9 +79,14 @@ def test_create_validation() -> None:
     emu = emulator()
 
     async def go() -> None:
-        for body in ({}, {"firstName": "Ada"}, {"phoneNumber": "4155552671"}, {"phoneNumber": 14155552671},
-                     {"phoneNumber": "+14155552671", "email": "broken"},
-                     {"phoneNumber": "+14155552671", "is_bot_active": "yes"}):
+        for body in (
+            {},
+            {"firstName": "Ada"},
+            {"phoneNumber": "4155552671"},
+            {"phoneNumber": 14155552671},
+            {"phoneNumber": "+14155552671", "email": "broken"},
+            {"phoneNumber": "+14155552671", "is_bot_active": "yes"},
+        ):
             r = await raw(emu, "POST", "/contacts", json=body)
             assert r.status_code == 400 and "error" in r.json(), body
         # A bad list id creates nothing (lists are validated first).
@@ -255,7 +260,9 @@ def test_lists_and_tags() -> None:
 # ----------------------------------------------------------------- secrets and faults
 
 
-def test_the_api_key_never_reaches_logs_or_errors(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_api_key_never_reaches_logs_or_errors(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     faults = FaultConfig(rate=0.5, seed=3, kinds=frozenset({"500", "drop", "429"}))
     emu = DmChampEmulator(credentials={"api_key": KEY}, faults=faults)
     conn = connect(emu, options={"backoff_base_s": 0.001, "backoff_cap_s": 0.005}, max_retries=2)
@@ -286,8 +293,9 @@ def test_the_api_key_never_reaches_logs_or_errors(caplog: pytest.LogCaptureFixtu
 
 
 def test_creates_under_faults_land_exactly_once() -> None:
-    faults = FaultConfig(rate=0.5, seed=11, kinds=frozenset({"500", "502", "drop", "slow", "429_retry_after"}),
-                         slow_seconds=0.1)
+    faults = FaultConfig(
+        rate=0.5, seed=11, kinds=frozenset({"500", "502", "drop", "slow", "429_retry_after"}), slow_seconds=0.1
+    )
     emu = DmChampEmulator(credentials={"api_key": KEY}, faults=faults)
     conn = connect(emu, options={"backoff_base_s": 0.001, "backoff_cap_s": 0.005}, timeout_s=0.03, max_retries=8)
 

@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -24,7 +24,7 @@ from connectors.emulation import Clock, FaultConfig, SlidingWindow, fake_person
 from connectors.gohighlevel import CONNECTOR, EMULATOR
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def ghl_headers(emulator: EMULATOR) -> dict[str, str]:
@@ -87,7 +87,8 @@ def test_request_log_and_rate_limit_429() -> None:
 
     assert asyncio.run(body()) == [400, 400, 429]
     assert [(e.method, e.path, e.status) for e in emulator.request_log] == [("GET", "/contacts/nope", 400)] * 2 + [
-        ("GET", "/contacts/nope", 429)]
+        ("GET", "/contacts/nope", 429)
+    ]
     assert emulator.count_status(429) == 1
 
 
@@ -100,8 +101,11 @@ def test_write_faults_apply_once_or_not_at_all() -> None:
         async with httpx.AsyncClient(transport=emulator.transport(), base_url=emulator.base_url) as client:
             for i in range(12):
                 try:
-                    await client.post("/contacts/", headers=ghl_headers(emulator),
-                                      json={"locationId": emulator.location_id, "email": f"p{i}@example.org"})
+                    await client.post(
+                        "/contacts/",
+                        headers=ghl_headers(emulator),
+                        json={"locationId": emulator.location_id, "email": f"p{i}@example.org"},
+                    )
                 except httpx.RemoteProtocolError:
                     pass
 
@@ -124,8 +128,11 @@ def test_page_faults_repeat_or_shift_back_only() -> None:
         pages = []
         async with httpx.AsyncClient(transport=emulator.transport(), base_url=emulator.base_url) as client:
             for page in (1, 2):
-                r = await client.post("/contacts/search", headers=ghl_headers(emulator),
-                                      json={"locationId": emulator.location_id, "pageLimit": 5, "page": page})
+                r = await client.post(
+                    "/contacts/search",
+                    headers=ghl_headers(emulator),
+                    json={"locationId": emulator.location_id, "pageLimit": 5, "page": page},
+                )
                 pages.append([c["id"] for c in r.json()["contacts"]])
         return pages
 
@@ -167,21 +174,39 @@ def _free_port() -> int:
 def test_emulate_serves_over_a_socket_and_stops_on_sigterm() -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sync.cli", "emulate", "--platform", "gohighlevel", "--port", str(port),
-         "--seed-contacts", "25", "--rate-scale", "100"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sync.cli",
+            "emulate",
+            "--platform",
+            "gohighlevel",
+            "--port",
+            str(port),
+            "--seed-contacts",
+            "25",
+            "--rate-scale",
+            "100",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.startswith(f"gohighlevel http://127.0.0.1:{port} "), line + (proc.stderr.read() if proc.poll() else "")
+        assert line.startswith(f"gohighlevel http://127.0.0.1:{port} "), line + (
+            proc.stderr.read() if proc.poll() else ""
+        )
         assert EMULATOR.default_credentials["token"] in line  # it prints what it accepts
         assert "serving" in proc.stdout.readline()
 
         async def pull() -> int:
-            settings = EMULATOR(rate_scale=100).connection_settings(base_url=f"http://127.0.0.1:{port}",
-                                                                   options={"page_limit": 10})
+            settings = EMULATOR(rate_scale=100).connection_settings(
+                base_url=f"http://127.0.0.1:{port}", options={"page_limit": 10}
+            )
             connector = CONNECTOR(settings)  # a real socket, no in-process transport
             n = 0
             async for page in connector.pull(None):
@@ -210,7 +235,7 @@ def test_loopback_listeners_say_tcp_so_asyncio_disables_nagle_on_their_connectio
     """asyncio sets TCP_NODELAY only on sockets whose ``proto`` is IPPROTO_TCP, and accepted
     connections inherit the listener's. A listener made with proto 0 left Nagle on: every
     response's last segment waited for the client's delayed ACK (~40 ms a request)."""
-    from sync.loopback import LoopbackEmulators
+    from connectors.loopback import LoopbackEmulators
 
     with LoopbackEmulators({"ghl": lambda url: EMULATOR(base_url=url)}) as served:
         listener = served._sockets["ghl"]  # noqa: SLF001

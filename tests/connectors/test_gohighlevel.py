@@ -4,7 +4,7 @@ search paging and filters, duplicates, custom fields) and the connector's use of
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,18 +15,21 @@ from connectors.emulation import Clock, RecordingTransport
 from connectors.gohighlevel import CONNECTOR, EMULATOR
 from connectors.gohighlevel.emulator import GoHighLevelEmulator
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def headers(emulator: GoHighLevelEmulator, version: str | None = "2021-07-28", token: str | None = None) -> dict[str, str]:
+def headers(
+    emulator: GoHighLevelEmulator, version: str | None = "2021-07-28", token: str | None = None
+) -> dict[str, str]:
     out = {"Authorization": f"Bearer {token or emulator.credentials['token']}"}
     if version:
         out["Version"] = version
     return out
 
 
-def call(emulator: GoHighLevelEmulator, method: str, path: str, *, hdrs: dict[str, str] | None = None,
-         **kwargs: Any) -> httpx.Response:
+def call(
+    emulator: GoHighLevelEmulator, method: str, path: str, *, hdrs: dict[str, str] | None = None, **kwargs: Any
+) -> httpx.Response:
     async def body() -> httpx.Response:
         async with httpx.AsyncClient(transport=emulator.transport(), base_url=emulator.base_url) as client:
             return await client.request(method, path, headers=hdrs if hdrs is not None else headers(emulator), **kwargs)
@@ -44,8 +47,11 @@ def search(emulator: GoHighLevelEmulator, **body: Any) -> httpx.Response:
 def test_auth_and_version() -> None:
     emulator = EMULATOR()
     r = call(emulator, "GET", "/contacts/x", hdrs=headers(emulator, token="wrong"))
-    assert r.status_code == 401 and r.json() == {"statusCode": 401, "message": "Invalid token: access token is invalid",
-                                                 "error": "Unauthorized"}
+    assert r.status_code == 401 and r.json() == {
+        "statusCode": 401,
+        "message": "Invalid token: access token is invalid",
+        "error": "Unauthorized",
+    }
     assert call(emulator, "GET", "/contacts/x", hdrs=headers(emulator, version=None)).status_code == 400
     assert call(emulator, "GET", "/contacts/x", hdrs=headers(emulator, version="2021-04-15")).status_code == 400
     rid = emulator.seed(1)[0]
@@ -83,19 +89,34 @@ def test_search_filters_sort_and_search_after() -> None:
     emulator = EMULATOR(clock=Clock(T0), search_delay_s=0.0)
     ids = []
     for i in range(6):
-        ids += emulator.seed([{"first_name": f"N{i}", "email": f"n{i}@example.org", "tags": ["even"] if i % 2 == 0 else []}])
+        ids += emulator.seed(
+            [{"first_name": f"N{i}", "email": f"n{i}@example.org", "tags": ["even"] if i % 2 == 0 else []}]
+        )
         emulator.clock.advance(10)
     r = search(emulator, pageLimit=4, sort=[{"field": "dateUpdated", "direction": "asc"}])
     assert r.json()["total"] == 6 and [c["id"] for c in r.json()["contacts"]] == ids[:4]
     after = r.json()["contacts"][-1]["searchAfter"]
     r = search(emulator, pageLimit=4, searchAfter=after, sort=[{"field": "dateUpdated", "direction": "asc"}])
     assert [c["id"] for c in r.json()["contacts"]] == ids[4:]
-    r = search(emulator, pageLimit=10, filters=[{"field": "dateUpdated", "operator": "range",
-                                                 "value": {"gte": "2026-01-01T00:00:30.000Z"}}])
+    r = search(
+        emulator,
+        pageLimit=10,
+        filters=[{"field": "dateUpdated", "operator": "range", "value": {"gte": "2026-01-01T00:00:30.000Z"}}],
+    )
     assert {c["id"] for c in r.json()["contacts"]} == set(ids[3:])
-    r = search(emulator, pageLimit=10, filters=[{"group": "OR", "filters": [
-        {"field": "tags", "operator": "eq", "value": "even"},
-        {"field": "firstName", "operator": "eq", "value": "n5"}]}])
+    r = search(
+        emulator,
+        pageLimit=10,
+        filters=[
+            {
+                "group": "OR",
+                "filters": [
+                    {"field": "tags", "operator": "eq", "value": "even"},
+                    {"field": "firstName", "operator": "eq", "value": "n5"},
+                ],
+            }
+        ],
+    )
     assert {c["id"] for c in r.json()["contacts"]} == {ids[0], ids[2], ids[4], ids[5]}
     r = search(emulator, pageLimit=2, sort=[{"field": "dateUpdated", "direction": "desc"}])
     assert [c["id"] for c in r.json()["contacts"]] == [ids[5], ids[4]]
@@ -114,8 +135,16 @@ def test_search_is_eventually_consistent() -> None:
 
 def test_custom_fields_written_by_key_read_by_stable_id() -> None:
     emulator = EMULATOR()
-    r = call(emulator, "POST", "/contacts/", json={"locationId": emulator.location_id, "email": "a@example.org",
-                                                   "customFields": [{"key": "plan", "field_value": "pro"}]})
+    r = call(
+        emulator,
+        "POST",
+        "/contacts/",
+        json={
+            "locationId": emulator.location_id,
+            "email": "a@example.org",
+            "customFields": [{"key": "plan", "field_value": "pro"}],
+        },
+    )
     fid = emulator.custom_field_ids["plan"]
     assert r.json()["contact"]["customFields"] == [{"id": fid, "value": "pro"}]
     rid = r.json()["contact"]["id"]
@@ -164,7 +193,9 @@ def test_update_missing_contact_and_delete_twice() -> None:
 
 def test_update_sends_only_changes_and_clears_with_empty_string() -> None:
     emulator = EMULATOR()
-    rid = emulator.seed([{"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.org", "city": "London"}])[0]
+    rid = emulator.seed([{"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.org", "city": "London"}])[
+        0
+    ]
     recorder = RecordingTransport(emulator.transport())
 
     async def body() -> None:
@@ -267,7 +298,11 @@ def test_search_views_stay_sorted_as_contacts_change() -> None:
     fresh = EMULATOR(clock=Clock(T0), search_delay_s=0)
     fresh._visible = dict(emulator._visible)  # the same contacts, views built from scratch
     for direction in ("asc", "desc"):
-        expected = [c["id"] for c in search(fresh, pageLimit=100,
-                                            sort=[{"field": "dateUpdated", "direction": direction}]).json()["contacts"]]
+        expected = [
+            c["id"]
+            for c in search(fresh, pageLimit=100, sort=[{"field": "dateUpdated", "direction": direction}]).json()[
+                "contacts"
+            ]
+        ]
         assert order(direction) == expected
     assert order("desc")[:3] == [ids[5], ids[0], ids[3]]

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from pydantic import SecretStr
 
 from connectors.base import ConfigurationError, RecordError
@@ -71,10 +70,16 @@ async def scripted_session(recorder: RecordingTransport, emulator: Any) -> None:
     try:
         pages = [p async for p in connector.pull(None)]
         assert sum(len(p.records) for p in pages) == 12
-        created = await connector.create({
-            "firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.org", "phone": "+14155552671",
-            "tags": ["vip"], "customFields": [{"key": "plan", "field_value": "pro"}],
-        })
+        created = await connector.create(
+            {
+                "firstName": "Ada",
+                "lastName": "Lovelace",
+                "email": "ada@example.org",
+                "phone": "+14155552671",
+                "tags": ["vip"],
+                "customFields": [{"key": "plan", "field_value": "pro"}],
+            }
+        )
         assert await connector.get(created.remote_id) is not None
         await connector.update(created.remote_id, {"city": "London", "tags": ["vip", "speaker"]})
         await connector.add_tags(created.remote_id, ["alpha"])
@@ -106,8 +111,15 @@ def test_connector_requests_and_emulator_responses_follow_the_spec(spec: OpenAPI
     asyncio.run(scripted_session(recorder, emulator))
 
     seen = {(q.method, q.url.path, r.status_code) for q, r in recorder.exchanges}
-    for method, path in [("POST", "/contacts/search"), ("POST", "/contacts/"), ("PUT", None), ("GET", None),
-                         ("DELETE", None), ("POST", "/contacts/upsert"), ("GET", "/contacts/search/duplicate")]:
+    for method, path in [
+        ("POST", "/contacts/search"),
+        ("POST", "/contacts/"),
+        ("PUT", None),
+        ("GET", None),
+        ("DELETE", None),
+        ("POST", "/contacts/upsert"),
+        ("GET", "/contacts/search/duplicate"),
+    ]:
         assert any(m == method and (path is None or p == path) for m, p, _ in seen), (method, path)
     assert any(p.endswith("/tags") and m == "POST" for m, p, _ in seen)
     assert any(p.endswith("/tags") and m == "DELETE" for m, p, _ in seen)
@@ -142,7 +154,8 @@ def test_update_never_sends_tags(spec: OpenAPI) -> None:
     puts = recorder.sent("PUT", f"/contacts/{rid}")
     assert len(puts) == 1 and "tags" not in httpx.Response(200, content=puts[0].content).json()
     assert httpx.Response(200, content=recorder.sent("POST", f"/contacts/{rid}/tags")[0].content).json() == {
-        "tags": ["speaker"]}
+        "tags": ["speaker"]
+    }
     assert len(recorder.sent("POST", f"/contacts/{rid}/tags")) == 1
     assert len(recorder.sent("DELETE", f"/contacts/{rid}/tags")) == 1
     assert set(emulator.contacts[rid]["tags"]) == {"speaker"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -84,8 +84,9 @@ def ok(body: Any = None, status: int = 200, headers: dict[str, str] | None = Non
 
 
 def fail(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Callable[[Request], Response]:
-    return lambda _r: JSONResponse(body if body is not None else {"message": f"status {status}"}, status_code=status,
-                                   headers=headers)
+    return lambda _r: JSONResponse(
+        body if body is not None else {"message": f"status {status}"}, status_code=status, headers=headers
+    )
 
 
 def raise_(exc: Exception) -> Callable[[Request], Response]:
@@ -137,10 +138,23 @@ def run(coro: Any) -> Any:
 
 @pytest.mark.parametrize(
     ("status", "action"),
-    [(200, Action.SUCCESS), (201, Action.SUCCESS), (204, Action.SUCCESS), (401, Action.FAIL_CONFIG),
-     (403, Action.FAIL_CONFIG), (404, Action.NOT_FOUND), (400, Action.RECORD_ERROR), (409, Action.RECORD_ERROR),
-     (422, Action.RECORD_ERROR), (429, Action.RATE_LIMITED), (500, Action.RETRY), (502, Action.RETRY),
-     (503, Action.RETRY), (504, Action.RETRY), (599, Action.RETRY)],
+    [
+        (200, Action.SUCCESS),
+        (201, Action.SUCCESS),
+        (204, Action.SUCCESS),
+        (401, Action.FAIL_CONFIG),
+        (403, Action.FAIL_CONFIG),
+        (404, Action.NOT_FOUND),
+        (400, Action.RECORD_ERROR),
+        (409, Action.RECORD_ERROR),
+        (422, Action.RECORD_ERROR),
+        (429, Action.RATE_LIMITED),
+        (500, Action.RETRY),
+        (502, Action.RETRY),
+        (503, Action.RETRY),
+        (504, Action.RETRY),
+        (599, Action.RETRY),
+    ],
 )
 def test_status_policy(status: int, action: Action) -> None:
     assert classify_status(status) is action
@@ -148,8 +162,14 @@ def test_status_policy(status: int, action: Action) -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [httpx.ReadError("x"), httpx.RemoteProtocolError("x"), httpx.ConnectError("x"), httpx.ReadTimeout("x"),
-     httpx.WriteError("x"), asyncio.TimeoutError()],
+    [
+        httpx.ReadError("x"),
+        httpx.RemoteProtocolError("x"),
+        httpx.ConnectError("x"),
+        httpx.ReadTimeout("x"),
+        httpx.WriteError("x"),
+        TimeoutError(),
+    ],
 )
 def test_transport_failures_are_retried(exc: Exception) -> None:
     assert classify_exception(exc) is Action.RETRY
@@ -160,7 +180,7 @@ def test_other_exceptions_are_not_classified() -> None:
 
 
 def test_retry_after_seconds_decimal_and_http_date() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("0.25") == 0.25
     date = email.utils.format_datetime(now + timedelta(seconds=30), usegmt=True)
@@ -365,8 +385,9 @@ def test_budget_learns_limit_and_usage_from_headers() -> None:
 
 
 def test_parse_rate_headers() -> None:
-    headers = httpx.Headers({"X-RateLimit-Max": "100", "X-RateLimit-Remaining": "42",
-                             "X-RateLimit-Interval-Milliseconds": "10000"})
+    headers = httpx.Headers(
+        {"X-RateLimit-Max": "100", "X-RateLimit-Remaining": "42", "X-RateLimit-Interval-Milliseconds": "10000"}
+    )
     assert parse_rate_headers(headers) == RateObservation(42, 100, 10.0)
     assert parse_rate_headers(httpx.Headers({})) is None
 
@@ -391,9 +412,11 @@ def _page(ids: list[str], next_token: Any) -> FetchedPage:
 def test_paginate_refetches_a_repeated_page_and_drops_shifted_duplicates(read_ahead: bool | int) -> None:
     # Reading ahead (one page, or three with predicted tokens) must yield the same records as
     # fetching page by page.
-    served = {None: [_page(["1", "2"], 1)],
-              1: [_page(["1", "2"], 1), _page(["2", "3", "4"], 2)],  # repeat, then shifted back
-              2: [_page(["5"], None)]}
+    served = {
+        None: [_page(["1", "2"], 1)],
+        1: [_page(["1", "2"], 1), _page(["2", "3", "4"], 2)],  # repeat, then shifted back
+        2: [_page(["5"], None)],
+    }
 
     async def fetch(token: Any) -> FetchedPage:
         return served[token].pop(0)
@@ -402,8 +425,11 @@ def test_paginate_refetches_a_repeated_page_and_drops_shifted_duplicates(read_ah
         return token + 1 if token < 2 else None
 
     async def body() -> list[str]:
-        return [r.remote_id async for _, page in paginate(fetch, name="t", read_ahead=read_ahead, successor=successor)
-                for r in page.records]
+        return [
+            r.remote_id
+            async for _, page in paginate(fetch, name="t", read_ahead=read_ahead, successor=successor)
+            for r in page.records
+        ]
 
     assert run(body()) == ["1", "2", "3", "4", "5"]
 
@@ -425,8 +451,7 @@ def test_paginate_keeps_several_predicted_pages_in_flight_in_order() -> None:
         return _page([f"r{n}"], n + 1 if n < 5 else None)
 
     async def body() -> list[str]:
-        pages = paginate(fetch, name="t", start=1, read_ahead=3,
-                         successor=lambda t: int(t) + 1 if int(t) < 5 else None)
+        pages = paginate(fetch, name="t", start=1, read_ahead=3, successor=lambda t: int(t) + 1 if int(t) < 5 else None)
         return [r.remote_id async for _, page in pages for r in page.records]
 
     assert run(body()) == ["r1", "r2", "r3", "r4", "r5"]
@@ -450,7 +475,7 @@ def test_paginate_reads_the_next_page_while_the_caller_works_and_cancels_it_when
 
     async def body() -> None:
         pages = paginate(fetch, name="t", read_ahead=True)
-        async for token, _page_ in pages:
+        async for token, _page in pages:
             events.append(f"stage {token or 0}")
             await asyncio.sleep(0.02)  # staging: the next request is under way meanwhile
             events.append(f"staged {token or 0}")
@@ -460,8 +485,18 @@ def test_paginate_reads_the_next_page_while_the_caller_works_and_cancels_it_when
         await asyncio.sleep(0.05)
 
     run(body())
-    assert events == ["fetch 0", "stage 0", "fetch 1", "staged 0", "stage 1", "fetch 2", "staged 1",
-                      "stage 2", "fetch 3", "staged 2"]
+    assert events == [
+        "fetch 0",
+        "stage 0",
+        "fetch 1",
+        "staged 0",
+        "stage 1",
+        "fetch 2",
+        "staged 1",
+        "stage 2",
+        "fetch 3",
+        "staged 2",
+    ]
     assert cancelled == [3]
 
 
@@ -496,9 +531,13 @@ def test_first_delete_finding_nothing_is_not_found() -> None:
 
 def test_a_non_boolean_asyncio_backend_option_is_a_clear_configuration_error() -> None:
     settings = ConnectionSettings(
-        name="toy", base_url="https://toy.test", credentials={"token": SecretStr(SECRET)},
+        name="toy",
+        base_url="https://toy.test",
+        credentials={"token": SecretStr(SECRET)},
         options={"asyncio_backend": "no"},
     )
-    with pytest.raises(ConfigurationError, match=r"connections\.toy\.options\.asyncio_backend: expected true or false, found 'no'") as err:
+    with pytest.raises(
+        ConfigurationError, match=r"connections\.toy\.options\.asyncio_backend: expected true or false, found 'no'"
+    ) as err:
         Toy(settings)
     assert SECRET not in str(err.value)

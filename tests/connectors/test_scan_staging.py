@@ -1,4 +1,4 @@
-"""Scans staged into a real store (``sync.stage.pull_connection``): a scan that finds nothing new
+"""Scans staged into a real store (``sync.detect.stage.pull_connection``): a scan that finds nothing new
 skips reading the records whose payload hash is already staged (an Acquire full scan always, a
 long incremental pull once it is long), and still stages exactly what reading them would have —
 keys, invalid values, changes and deletions."""
@@ -6,7 +6,7 @@ keys, invalid values, changes and deletions."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,13 +18,13 @@ from connectors.base import RawRecord
 from connectors.comm100.client import Comm100Connector
 from connectors.comm100.emulator import Comm100Emulator
 from connectors.emulation import Clock
+from sync.detect import stage
+from sync.detect.stage import PullReport, pull_connection, stage_record, unread_record
 from sync.mapping import load_mapping
-from sync import stage
-from sync.stage import PullReport, pull_connection, stage_record, unread_record
 from sync.store import Store
 from sync.store.models import Cursor, IdentityKey, RemoteRecord
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 CONN = "acq"
 
 
@@ -107,9 +107,15 @@ def test_a_row_changed_after_the_hashes_were_read_is_staged_with_its_keys(store:
     # The pull believed the row unchanged (the hash it knew), but the stored row changed in
     # between: staging must read the keys after all rather than write the row without them.
     mapping = load_mapping("acquire")
-    payload = {"id": 7, "archive": "no", "companyId": None, "dateCreated": "2026-03-01T09:00:00.000Z",
-               "dateUpdated": "2026-03-01T09:00:00.000Z", "tags": [],
-               "fields": {"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+1 415 555 2671"}}
+    payload = {
+        "id": 7,
+        "archive": "no",
+        "companyId": None,
+        "dateCreated": "2026-03-01T09:00:00.000Z",
+        "dateUpdated": "2026-03-01T09:00:00.000Z",
+        "tags": [],
+        "fields": {"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+1 415 555 2671"},
+    }
     record = RawRecord("7", payload, T0)
     older = RawRecord("7", {**payload, "fields": {"name": "Ada Lovelace", "email": "old@example.com"}}, T0)
     store.stage_page(CONN, [stage_record(mapping, older)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -22,7 +22,7 @@ from connectors.registry import PLATFORMS, connector_class, emulator_class
 from .scenarios import Scenario, load_scenario
 
 T = TypeVar("T")
-EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

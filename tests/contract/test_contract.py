@@ -31,7 +31,9 @@ def can_pull(connector: Connector) -> bool:
     return connector.capabilities.pull_mode is not PullMode.LOOKUP_ONLY
 
 
-async def pull_all(connector: Connector, cursor: dict[str, Any] | None = None) -> tuple[list[RawRecord], dict[str, Any] | None, int]:
+async def pull_all(
+    connector: Connector, cursor: dict[str, Any] | None = None
+) -> tuple[list[RawRecord], dict[str, Any] | None, int]:
     """Every record of one pull, the last page's cursor and the number of pages."""
     records: list[RawRecord] = []
     last_cursor = cursor

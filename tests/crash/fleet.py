@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from connectors.emulation import Emulator, FaultConfig
+from connectors.loopback import LoopbackEmulators, emulator_config
 from connectors.registry import emulator_class
 from sync.config import Config, load_config
-from sync.loopback import LoopbackEmulators, emulator_config
 
 CONNECTIONS = {"acquire": "acquire", "dmchamp": "dmchamp", "ghl": "gohighlevel", "comm100": "comm100"}
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +40,12 @@ def typed_for(platform: str, person: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-SEED_RANGES = {"acquire": range(0, 30), "ghl": range(12, 40), "comm100": list(range(0, 8)) + list(range(26, 40)),
-               "dmchamp": range(3, 8)}
+SEED_RANGES = {
+    "acquire": range(0, 30),
+    "ghl": range(12, 40),
+    "comm100": list(range(0, 8)) + list(range(26, 40)),
+    "dmchamp": range(3, 8),
+}
 HUMANS = 40
 
 
@@ -68,7 +72,7 @@ def write_config(served: LoopbackEmulators, db_url: str, tmp_path: Path, **kwarg
 
 WORKER = """
 import sys
-import sync.cli, sync.commands.backfill, sync.commands.run, sync.engine, sync.planning
+import sync.cli, sync.commands.backfill, sync.commands.run, sync.cycle, sync.plan.build
 for p in ("acquire", "dmchamp", "gohighlevel", "comm100"):
     __import__("connectors." + p)
 print("ready", flush=True)
@@ -89,8 +93,13 @@ class Worker:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, *args], cwd=ROOT, env=worker_env(),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", WORKER, *args],
+            cwd=ROOT,
+            env=worker_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def go(self) -> subprocess.Popen[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from connectors.emulation import FaultConfig
 from sync.apply import Backoff
-from sync.engine import Engine
+from sync.cycle import CycleRunner
 from sync.store import Store
 from sync.store.models import OutboxStatus
 from sync.store.outbox import OutboxStore
@@ -23,14 +23,14 @@ def test_ten_percent_faults_everywhere_still_converge(db_url: str, tmp_path: Pat
     store = Store.open(db_url)
     try:
         _, config = fleet.write_config(served, db_url, tmp_path)
-        engine = Engine(config, store, backoff=Backoff(base_s=0.0))
+        engine = CycleRunner(config, store, backoff=Backoff(base_s=0.0))
         engine.run("default", kind="backfill", full=True)
         engine.run("default")
         edits = {3: ("ghl", "Chaos1"), 20: ("acquire", "Chaos2"), 30: ("comm100", "Chaos3")}
         for i, (platform, last) in edits.items():
             rid = fleet.raw_id(served, platform, config, i)
             assert rid is not None, (platform, i)
-            served.call(lambda: served.emulators[platform].external_edit(rid, fleet.edit(platform, i, last)))
+            served.call(lambda: served.emulators[platform].external_edit(rid, fleet.edit(platform, i, last)))  # noqa: B023 - called at once
         reports = []
         for _ in range(12):
             reports.append(engine.run("default"))

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from sync.apply import Backoff
-from sync.engine import Engine
+from sync.cycle import CycleRunner
 from sync.store import Store
 from sync.store.models import OutboxStatus
 from sync.store.outbox import OutboxStore
@@ -47,7 +47,7 @@ def test_sigterm_stops_cleanly_and_leaves_the_outbox_consistent(db_url: str, tmp
         assert outbox.items([OutboxStatus.IN_FLIGHT.value]) == []
         assert all(r.status != "running" for r in store.recent_runs())
         # What was left pending is carried out by the next run, without duplicates.
-        engine = Engine(config, store, backoff=Backoff(base_s=0.0))
+        engine = CycleRunner(config, store, backoff=Backoff(base_s=0.0))
         for _ in range(4):
             if engine.run("default").write_calls() == 0:
                 break

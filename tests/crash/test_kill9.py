@@ -10,10 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from sync.apply import Backoff
-from sync.engine import Engine
+from sync.cycle import CycleRunner
 from sync.store import Store
 from sync.store.models import OutboxStatus
 from sync.store.outbox import OutboxStore
@@ -43,7 +41,7 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(db_url: str, tmp_pat
                 platform = rng.choice([p for p in ("acquire", "ghl", "comm100") if fleet.raw_id(served, p, config, i)])
                 rid = fleet.raw_id(served, platform, config, i)
                 last = f"Edit{run}"
-                served.call(lambda: served.emulators[platform].external_edit(rid, fleet.edit(platform, i, last)))
+                served.call(lambda: served.emulators[platform].external_edit(rid, fleet.edit(platform, i, last)))  # noqa: B023 - called at once
                 expected[i] = last
             proc = upcoming.go()
             # The next worker pays its imports while this one runs (it waits for "go").
@@ -70,7 +68,7 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(db_url: str, tmp_pat
         # Restart and let it finish: convergence, with a quiet cycle at the end.
         store = Store.open(db_url)
         try:
-            engine = Engine(config, store, backoff=Backoff(base_s=0.0))
+            engine = CycleRunner(config, store, backoff=Backoff(base_s=0.0))
             for _ in range(6):
                 report = engine.run("default")
                 if report.write_calls() == 0 and report.status == "ok":

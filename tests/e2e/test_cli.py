@@ -43,7 +43,9 @@ def test_a_person_resolves_a_conflict_and_the_choice_travels(world: World) -> No
     listed = runner.invoke(app, ["conflicts", "-c", str(world.config_path), "--all"])
     assert listed.exit_code == 0 and "last_name" in listed.output
     (conflict,) = [r for r in StatusQueries(world.store.engine).conflicts() if r.field == "last_name"]
-    bad = runner.invoke(app, ["conflicts", "-c", str(world.config_path), "--resolve", str(conflict.id), "--use", "nowhere"])
+    bad = runner.invoke(
+        app, ["conflicts", "-c", str(world.config_path), "--resolve", str(conflict.id), "--use", "nowhere"]
+    )
     assert bad.exit_code == 2
     ok = runner.invoke(app, ["conflicts", "-c", str(world.config_path), "--resolve", str(conflict.id), "--use", "ghl"])
     assert ok.exit_code == 0, ok.output
@@ -56,7 +58,7 @@ def test_a_person_resolves_a_conflict_and_the_choice_travels(world: World) -> No
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from sync.demo import run_demo
+    from sync.commands.demo import run_demo
 
     console = Console(record=True, width=120)
     assert run_demo(workdir=tmp_path / "demo", console=console) == 0
@@ -67,23 +69,30 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 def test_plan_prints_the_writes_and_makes_none(db_url: str, tmp_path: Path) -> None:
     import yaml
 
+    from connectors.loopback import LoopbackEmulators, emulator_config
     from connectors.registry import emulator_class
-    from sync.loopback import LoopbackEmulators, emulator_config
 
     from .world import CONNECTIONS
 
-    factories = {n: (lambda url, p=p: emulator_class(p)(base_url=url, rate_scale=1000.0)) for n, p in CONNECTIONS.items()}
+    factories = {
+        n: (lambda url, p=p: emulator_class(p)(base_url=url, rate_scale=1000.0)) for n, p in CONNECTIONS.items()
+    }
     with LoopbackEmulators(factories) as served:
-        served.emulators["ghl"].seed([{"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com",
-                                       "phone": "+14155552671"}])
+        served.emulators["ghl"].seed(
+            [{"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "phone": "+14155552671"}]
+        )
         cfg = emulator_config(served.emulators, served.urls, db_url, secrets_dir=tmp_path / "secrets")
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(cfg))
         result = runner.invoke(app, ["plan", "-c", str(path)])
         assert result.exit_code == 0, result.output
         assert "acquire" in result.output and "create" in result.output
-        writes = [e for emu in served.emulators.values() for e in emu.request_log
-                  if e.method in ("PUT", "DELETE") or (e.method == "POST" and not e.path.endswith("/search"))]
+        writes = [
+            e
+            for emu in served.emulators.values()
+            for e in emu.request_log
+            if e.method in ("PUT", "DELETE") or (e.method == "POST" and not e.path.endswith("/search"))
+        ]
         assert writes == []
         as_json = runner.invoke(app, ["plan", "-c", str(path), "--json"])
         assert as_json.exit_code == 0 and json.loads(as_json.output)["summary"]["acquire"]["create"] == 1

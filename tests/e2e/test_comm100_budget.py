@@ -14,8 +14,9 @@ import httpx
 from sqlalchemy import func, select
 
 from sync.apply import Backoff
-from sync.engine import Engine
+from sync.cycle import CycleRunner
 from sync.store.models import Person, RemoteRecord
+
 from .test_sync import ADA, HUMANS, seed_overlap
 from .world import World
 
@@ -40,24 +41,31 @@ def comm100_requests(world: World, since: int) -> Counter[str]:
 
 def live_persons(world: World) -> int:
     with world.store.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(Person).where(Person.merged_into.is_(None))).scalar_one())
+        return int(
+            conn.execute(select(func.count()).select_from(Person).where(Person.merged_into.is_(None))).scalar_one()
+        )
 
 
 def comm100_records(world: World) -> int:
     with world.store.engine.connect() as conn:
-        return int(conn.execute(
-            select(func.count()).select_from(RemoteRecord)
-            .where(RemoteRecord.connection == "comm100", RemoteRecord.deleted_at.is_(None))
-        ).scalar_one())
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(RemoteRecord)
+                .where(RemoteRecord.connection == "comm100", RemoteRecord.deleted_at.is_(None))
+            ).scalar_one()
+        )
 
 
 def seed_many(world: World, n: int) -> list[tuple[str, str]]:
     """``n`` people on Acquire only: each becomes a Comm100 create."""
     people = [(f"crowd{i}@example.org", f"+1415666{i:04d}") for i in range(n)]
-    world.emulators["acquire"].seed([
-        {"first_name": f"Crowd{i}", "last_name": "Member", "email": email, "phone": phone}
-        for i, (email, phone) in enumerate(people)
-    ])
+    world.emulators["acquire"].seed(
+        [
+            {"first_name": f"Crowd{i}", "last_name": "Member", "email": email, "phone": phone}
+            for i, (email, phone) in enumerate(people)
+        ]
+    )
     return people
 
 
@@ -137,8 +145,10 @@ def test_an_email_change_updates_the_comm100_identity_instead_of_adding_one(worl
     assert after["name"] == before["name"]  # the required name was sent as it was
 
     # And back the other way: an agent changes it in the Comm100 console.
-    changed = [dict(i, value="ada@analytical.example") if str(i["contactIdentityType"]).lower() == "email" else i
-               for i in after["contactIdentities"]]
+    changed = [
+        dict(i, value="ada@analytical.example") if str(i["contactIdentityType"]).lower() == "email" else i
+        for i in after["contactIdentities"]
+    ]
     world.emulators["comm100"].external_edit(after["id"], {"contactIdentities": changed})
     world.converge()
     final = comm100_contact(world, "ada@analytical.example")
@@ -180,8 +190,9 @@ def test_an_outside_edit_made_between_our_pull_and_our_update_is_kept(world: Wor
     world.emulators["ghl"].external_edit(str(ada_ghl["_raw"]["id"]), {"companyName": "Analytical Engines"})
     agent = AgentEditsBeforeThePut(world, target["id"], {"firstName": "Augusta"})
     transports = {n: e.transport() for n, e in world.emulators.items()}
-    world.engine = Engine(world.config, world.store, transports={**transports, "comm100": agent},
-                          backoff=Backoff(base_s=0.0))
+    world.engine = CycleRunner(
+        world.config, world.store, transports={**transports, "comm100": agent}, backoff=Backoff(base_s=0.0)
+    )
     start = len(world.emulators["comm100"].request_log)
     world.cycle()
     assert agent.done  # the company went to Comm100 with one PUT, after the agent's edit

@@ -10,6 +10,7 @@ import pytest
 from sync.store.models import OutboxStatus
 from sync.store.outbox import OutboxStore
 from sync.store.status import StatusQueries
+
 from .world import World, make_emulators
 
 ADA = ("ada@example.com", "+14155552671")
@@ -21,19 +22,30 @@ HUMANS = [ADA, GRACE, ALAN, LINUS]
 
 def seed_overlap(w: World) -> None:
     """The same people typed differently on each platform."""
-    w.emulators["acquire"].seed([
-        {"first_name": "Ada", "last_name": "Lovelace", "email": "Ada@Example.com", "phone": "(415) 555-2671"},
-        {"first_name": "Grace", "last_name": "Hopper", "email": "grace@navy.example", "phone": "+1 212 555 0100"},
-        {"first_name": "Alan", "last_name": "Turing", "email": "alan@bletchley.example"},
-    ])
-    w.emulators["ghl"].seed([
-        {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "phone": "+14155552671"},
-        {"first_name": "Linus", "last_name": "Torvalds", "email": "linus@kernel.example", "phone": "+1 503 555 0199"},
-    ])
-    w.emulators["comm100"].seed([
-        {"first_name": "Ada", "last_name": "Lovelace", "email": "ADA@EXAMPLE.COM"},
-        {"first_name": "Grace", "last_name": "Hopper", "phone": "212-555-0100"},
-    ])
+    w.emulators["acquire"].seed(
+        [
+            {"first_name": "Ada", "last_name": "Lovelace", "email": "Ada@Example.com", "phone": "(415) 555-2671"},
+            {"first_name": "Grace", "last_name": "Hopper", "email": "grace@navy.example", "phone": "+1 212 555 0100"},
+            {"first_name": "Alan", "last_name": "Turing", "email": "alan@bletchley.example"},
+        ]
+    )
+    w.emulators["ghl"].seed(
+        [
+            {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "phone": "+14155552671"},
+            {
+                "first_name": "Linus",
+                "last_name": "Torvalds",
+                "email": "linus@kernel.example",
+                "phone": "+1 503 555 0199",
+            },
+        ]
+    )
+    w.emulators["comm100"].seed(
+        [
+            {"first_name": "Ada", "last_name": "Lovelace", "email": "ADA@EXAMPLE.COM"},
+            {"first_name": "Grace", "last_name": "Hopper", "phone": "212-555-0100"},
+        ]
+    )
     w.emulators["dmchamp"].seed([{"first_name": "Grace", "last_name": "H", "phone": "+12125550100"}])
 
 
@@ -65,9 +77,11 @@ def test_an_edit_on_any_platform_reaches_the_others(world: World) -> None:
     seed_overlap(world)
     world.backfill()
     world.converge()
-    edits = [("acquire", {"fields": {"name": "Ada Byron"}}, "Byron"),
-             ("ghl", {"lastName": "King"}, "King"),
-             ("comm100", {"lastName": "Lovelace-King", "name": "Ada Lovelace-King"}, "Lovelace-King")]
+    edits = [
+        ("acquire", {"fields": {"name": "Ada Byron"}}, "Byron"),
+        ("ghl", {"lastName": "King"}, "King"),
+        ("comm100", {"lastName": "Lovelace-King", "name": "Ada Lovelace-King"}, "Lovelace-King"),
+    ]
     for platform, change, expected in edits:
         (target,) = world.holding(platform, email=ADA[0])
         world.emulators[platform].external_edit(str(target["_raw"]["id"]), change)
@@ -78,10 +92,17 @@ def test_an_edit_on_any_platform_reaches_the_others(world: World) -> None:
 
 
 def test_comm100_merge_is_carried_to_the_other_platforms(world: World) -> None:
-    world.emulators["comm100"].seed([
-        {"first_name": "Alan", "last_name": "Turing", "email": "alan@bletchley.example", "phone": "+441234567890"},
-        {"first_name": "Alan", "last_name": "Turing", "email": "turing@cambridge.example", "phone": "+441234567891"},
-    ])
+    world.emulators["comm100"].seed(
+        [
+            {"first_name": "Alan", "last_name": "Turing", "email": "alan@bletchley.example", "phone": "+441234567890"},
+            {
+                "first_name": "Alan",
+                "last_name": "Turing",
+                "email": "turing@cambridge.example",
+                "phone": "+441234567891",
+            },
+        ]
+    )
     world.backfill()
     world.converge()
     for name in ("acquire", "ghl", "comm100", "dmchamp"):
@@ -131,7 +152,7 @@ def test_dmchamp_contacts_are_found_by_lookup_and_never_duplicated(world: World)
     # A second full backfill, and a store that forgot the DM Champ links, still find them.
     world.backfill()
     world.converge()
-    for email, phone in HUMANS:
+    for _email, phone in HUMANS:
         if phone:
             assert len(world.holding("dmchamp", phone=phone)) == 1
     assert len(world.emulators["dmchamp"].records()) == 3
@@ -142,11 +163,15 @@ def test_record_level_failure_is_kept_and_does_not_stop_the_cycle(db_url: str, t
     # second contact with the same phone: that one create fails, everything else goes through.
     w = World(db_url, tmp_path, emulators=make_emulators())
     try:
-        w.emulators["ghl"].seed([{"first_name": "Ann", "last_name": "One", "email": "ann@example.com", "phone": "+14155550001"}])
-        w.emulators["acquire"].seed([
-            {"first_name": "Bob", "last_name": "Two", "email": "bob@example.com", "phone": "+14155550001"},
-            {"first_name": "Cy", "last_name": "Three", "email": "cy@example.com", "phone": "+14155550003"},
-        ])
+        w.emulators["ghl"].seed(
+            [{"first_name": "Ann", "last_name": "One", "email": "ann@example.com", "phone": "+14155550001"}]
+        )
+        w.emulators["acquire"].seed(
+            [
+                {"first_name": "Bob", "last_name": "Two", "email": "bob@example.com", "phone": "+14155550001"},
+                {"first_name": "Cy", "last_name": "Three", "email": "cy@example.com", "phone": "+14155550003"},
+            ]
+        )
         report = w.backfill()
         assert report.status == "partial"
         failed = OutboxStore(w.store.engine).items([OutboxStatus.FAILED.value])
@@ -170,8 +195,13 @@ def test_a_connection_added_to_the_profile_later_receives_everyone(world: World)
     # changed would never create them there.
     seed_overlap(world)
     world.engine.config = world.config.model_copy(
-        update={"profiles": {"default": world.config.effective_profiles()["default"].model_copy(
-            update={"connections": ["acquire", "dmchamp", "comm100"]})}}
+        update={
+            "profiles": {
+                "default": world.config.effective_profiles()["default"].model_copy(
+                    update={"connections": ["acquire", "dmchamp", "comm100"]}
+                )
+            }
+        }
     )
     world.backfill()
     world.converge()
@@ -191,19 +221,19 @@ def test_a_backfill_planned_in_worker_processes_converges_as_one_planned_here(
 ) -> None:
     """Planning in two worker processes (every plan large enough, slices of two persons) while
     the push sends each committed slice: one contact per human everywhere, then quiet."""
-    import sync.plan_pool
-    import sync.planning
+    import sync.plan.build
+    import sync.plan.pool
 
-    monkeypatch.setattr(sync.plan_pool, "PARALLEL_FROM", 1)
-    monkeypatch.setattr(sync.planning, "PARALLEL_SLICE", 2)
+    monkeypatch.setattr(sync.plan.pool, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(sync.plan.build, "PARALLEL_SLICE", 2)
     pooled: list[int] = []  # slices handed to workers, per plan
-    real = sync.plan_pool.plan_in_workers
+    real = sync.plan.pool.plan_in_workers
 
     def counting(*args: object, **kwargs: object) -> None:
         pooled.append(len(args[5]))  # type: ignore[arg-type]
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sync.plan_pool, "plan_in_workers", counting)
+    monkeypatch.setattr(sync.plan.pool, "plan_in_workers", counting)
     world = World(db_url, tmp_path, extra={"planning": {"workers": 2}})
     try:
         seed_overlap(world)

@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 
 from connectors.emulation import Emulator, FaultConfig
+from connectors.loopback import emulator_config
 from connectors.registry import emulator_class
 from sync.apply import Backoff
 from sync.config import Config, load_config
-from sync.engine import CycleReport, Engine
-from sync.loopback import emulator_config
+from sync.cycle import CycleReport, CycleRunner
 from sync.store import Store
 
 CONNECTIONS = {"acquire": "acquire", "dmchamp": "dmchamp", "ghl": "gohighlevel", "comm100": "comm100"}
@@ -46,13 +46,14 @@ class World:
     ) -> None:
         self.emulators = emulators or make_emulators()
         urls = {n: e.base_url for n, e in self.emulators.items()}
-        cfg = emulator_config(self.emulators, urls, db_url, conflicts=conflicts, extra=extra,
-                              secrets_dir=tmp_path / "secrets")
+        cfg = emulator_config(
+            self.emulators, urls, db_url, conflicts=conflicts, extra=extra, secrets_dir=tmp_path / "secrets"
+        )
         self.config_path = tmp_path / "contactsync.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.config: Config = load_config(self.config_path)
         self.store = Store.open(db_url)
-        self.engine = Engine(
+        self.engine = CycleRunner(
             self.config,
             self.store,
             transports={n: e.transport() for n, e in self.emulators.items()},
@@ -94,7 +95,8 @@ class World:
     def holding(self, name: str, *, email: str | None = None, phone: str | None = None) -> list[dict[str, Any]]:
         """The contacts of a platform holding this email or phone (normalized)."""
         return [
-            c for c in self.contacts(name)
+            c
+            for c in self.contacts(name)
             if (email and email in (c.get("emails") or ())) or (phone and phone in (c.get("phones") or ()))
         ]
 
@@ -112,6 +114,8 @@ class World:
 
     def write_requests(self) -> dict[str, int]:
         return {
-            n: sum(1 for e in emu.request_log if e.method in ("POST", "PUT", "DELETE", "PATCH") and "search" not in e.path)
+            n: sum(
+                1 for e in emu.request_log if e.method in ("POST", "PUT", "DELETE", "PATCH") and "search" not in e.path
+            )
             for n, emu in self.emulators.items()
         }

@@ -190,7 +190,9 @@ def raw_comm100(draw: st.DrawFn) -> dict[str, Any]:
             value = draw(st.from_regex(r"@?[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True))
         else:
             value = draw(st.from_regex(r"[A-Za-z0-9-]{1,10}", fullmatch=True))
-        identities.append({"id": f"id-{i}", "contactId": contact_id, "contactIdentityType": kind, "name": "", "value": value})
+        identities.append(
+            {"id": f"id-{i}", "contactId": contact_id, "contactIdentityType": kind, "name": "", "value": value}
+        )
     return {
         "id": contact_id,
         "name": draw(TEXT),

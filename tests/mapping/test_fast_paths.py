@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.registry import PLATFORMS
+from sync.canonical import is_empty
 from sync.mapping import load_mapping
 from sync.mapping.transforms import Issue, _plain_email
 from sync.normalize import InvalidValue, normalize_email
-from sync.canonical import is_empty
+
 from .strategies import RAW, canonical
 
 MAPPINGS = {p: load_mapping(p) for p in PLATFORMS}
@@ -30,7 +31,9 @@ JUNK = st.recursive(
         st.floats(allow_nan=False, allow_infinity=False, width=16),
         st.sampled_from(["", "  ", " x ", "Ada", "Ada  King", "a@B.com", "(415) 555-2671", "true", "no", "1"]),
     ),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "name", "id"]), inner, max_size=2)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "name", "id"]), inner, max_size=2)
+    ),
     max_leaves=6,
 )
 
@@ -113,8 +116,21 @@ def test_plain_email_check_agrees_with_email_validator(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Ada.Lovelace@Example.COM", "a+b_c-d@x-y.co.uk", "a..b@x.com", "a@b.local", "a@localhost", "a@x.c0",
-     ".a@x.com", "a.@x.com", "a@-x.com", "a@x-.com", "a@ab--cd.com", "a@x..com", "x" * 65 + "@x.com"],
+    [
+        "Ada.Lovelace@Example.COM",
+        "a+b_c-d@x-y.co.uk",
+        "a..b@x.com",
+        "a@b.local",
+        "a@localhost",
+        "a@x.c0",
+        ".a@x.com",
+        "a.@x.com",
+        "a@-x.com",
+        "a@x-.com",
+        "a@ab--cd.com",
+        "a@x..com",
+        "x" * 65 + "@x.com",
+    ],
 )
 def test_plain_email_examples(text: str) -> None:
     fast = _plain_email(text)
@@ -237,7 +253,13 @@ def test_payload_copy_is_an_independent_deep_copy(raw: dict[str, Any]) -> None:
 US_DIGITS = st.from_regex(r"[0-9]{10,11}", fullmatch=True)
 PHONE_TEXT = US_DIGITS.flatmap(
     lambda d: st.sampled_from(
-        [d, f"({d[:3]}) {d[3:6]}-{d[6:]}", f"{d[:3]}.{d[3:6]}.{d[6:]}", f" {d[:3]}-{d[3:6]}-{d[6:]} ", f"{d[:3]}/{d[3:]}"]
+        [
+            d,
+            f"({d[:3]}) {d[3:6]}-{d[6:]}",
+            f"{d[:3]}.{d[3:6]}.{d[6:]}",
+            f" {d[:3]}-{d[3:6]}-{d[6:]} ",
+            f"{d[:3]}/{d[3:]}",
+        ]
     )
 )
 

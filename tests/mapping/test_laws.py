@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from connectors.registry import PLATFORMS
 from sync.canonical import is_empty
 from sync.mapping import load_mapping
+
 from .strategies import RAW, canonical
 
 MAPPINGS = {p: load_mapping(p) for p in PLATFORMS}

@@ -90,9 +90,23 @@ def test_default_region_reads_national_numbers() -> None:
 
 def test_dmchamp_updates_only_updatable_keys() -> None:
     m = load_mapping("dmchamp")
-    base = {"phoneNumber": "+14155552671", "firstName": "Ada", "instagramId": "@Ada", "is_bot_active": True, "do_not_disturb": False}
+    base = {
+        "phoneNumber": "+14155552671",
+        "firstName": "Ada",
+        "instagramId": "@Ada",
+        "is_bot_active": True,
+        "do_not_disturb": False,
+    }
     assert m.read(base).fields["identities"] == frozenset({"instagram:ada"})
-    changes = m.changes({"phones": ("+14155550000",), "first_name": "Bo", "do_not_disturb": True, "identities": frozenset({"instagram:bo"})}, base)
+    changes = m.changes(
+        {
+            "phones": ("+14155550000",),
+            "first_name": "Bo",
+            "do_not_disturb": True,
+            "identities": frozenset({"instagram:bo"}),
+        },
+        base,
+    )
     assert changes == {"firstName": "Bo", "do_not_disturb": True}
     created = m.write({"phones": ("+14155552671",), "emails": ("a@x.io",), "identities": frozenset({"externalid:A-1"})})
     assert created == {"phoneNumber": "+14155552671", "email": "a@x.io", "externalId": "A-1"}
@@ -100,11 +114,23 @@ def test_dmchamp_updates_only_updatable_keys() -> None:
 
 def test_gohighlevel_tags_go_through_endpoints_and_custom_fields_by_id() -> None:
     m = load_mapping("gohighlevel", override={"fields": {"custom.*": {"ids": {"F1": "plan"}}}})
-    base = {"id": "c1", "firstName": "Ada", "tags": ["a", "b"], "customFields": [{"id": "F1", "value": "gold"}, {"id": "F2", "value": "x"}]}
-    assert m.read(base).fields == {"first_name": "Ada", "tags": frozenset({"a", "b"}), "custom.plan": "gold", "custom.F2": "x"}
+    base = {
+        "id": "c1",
+        "firstName": "Ada",
+        "tags": ["a", "b"],
+        "customFields": [{"id": "F1", "value": "gold"}, {"id": "F2", "value": "x"}],
+    }
+    assert m.read(base).fields == {
+        "first_name": "Ada",
+        "tags": frozenset({"a", "b"}),
+        "custom.plan": "gold",
+        "custom.F2": "x",
+    }
     fields = {"tags": frozenset({"b", "c"}), "custom.plan": "silver", "custom.score": "7"}
     assert m.endpoint_fields == frozenset({"tags"})
-    assert m.changes(fields, base) == {"customFields": [{"id": "F1", "field_value": "silver"}, {"key": "score", "field_value": "7"}]}
+    assert m.changes(fields, base) == {
+        "customFields": [{"id": "F1", "field_value": "silver"}, {"key": "score", "field_value": "7"}]
+    }
     assert m.tag_changes(fields, base) == (["c"], ["a"])
     created = m.write({"first_name": "Bo", "tags": frozenset({"vip"}), "custom.plan": "gold"})
     assert created == {"firstName": "Bo", "tags": ["vip"], "customFields": [{"id": "F1", "field_value": "gold"}]}
@@ -139,7 +165,9 @@ def test_comm100_identities_and_name_always_sent() -> None:
     changes = m.changes({"company": "Engines"}, base)
     assert changes == {"company": "Engines", "name": "Ada L."}
     changes = m.changes({"identities": frozenset({"twitter:adal", "externalid:A-1"})}, base)
-    assert changes["contactIdentities"] == base["contactIdentities"] + [{"contactIdentityType": "externalID", "value": "A-1"}]
+    assert changes["contactIdentities"] == base["contactIdentities"] + [
+        {"contactIdentityType": "externalID", "value": "A-1"}
+    ]
     assert changes["name"] == "Ada L."
     # A new contact gets a name derived from first/last, or its first email when nameless.
     assert m.write({"first_name": "Bo", "last_name": "Li"})["name"] == "Bo Li"
@@ -149,7 +177,13 @@ def test_comm100_identities_and_name_always_sent() -> None:
 
 def test_keys_of_a_field_dict() -> None:
     m = load_mapping("comm100")
-    keys = m.keys({"emails": ("a@x.io",), "phones": ("+14155552671",), "identities": frozenset({"facebook:12", "whatsapp:+447700900123"})})
+    keys = m.keys(
+        {
+            "emails": ("a@x.io",),
+            "phones": ("+14155552671",),
+            "identities": frozenset({"facebook:12", "whatsapp:+447700900123"}),
+        }
+    )
     assert keys == [
         IdentityKey("email", "a@x.io"),
         IdentityKey("phone", "+14155552671"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -319,6 +319,7 @@ def test_a_record_deleted_long_ago_is_not_inferred_merged_when_its_email_reappea
     fresh.vanished_now = [False, True]
     assert match_records(fresh, MatchPolicy(infer_merges=frozenset({"acq"}))).merged == {1: 0}
 
+
 class _Colliding(str):
     """A key value whose hash collides with every other: interning must not trust hashes."""
 
@@ -360,7 +361,9 @@ def _record_sets(draw: st.DrawFn) -> list[R]:
                 f"r{i}",
                 tuple(keys),
                 person=draw(st.one_of(st.none(), st.integers(1, max(1, n // 3)))),
-                merged_into=draw(st.one_of(st.none(), st.just(f"r{draw(st.integers(0, n - 1))}"))) if i % 5 == 0 else None,
+                merged_into=draw(st.one_of(st.none(), st.just(f"r{draw(st.integers(0, n - 1))}")))
+                if i % 5 == 0
+                else None,
                 deleted=draw(st.booleans()) if i % 7 == 0 else False,
             )
         )
@@ -378,4 +381,9 @@ def test_weak_joins_by_cluster_decide_like_one_key_at_a_time(recs: list[R], emai
         mp.setattr(graph, "_weak_joins", functools.partial(graph._weak_joins, vectorized=False))
         ref = match_records(build(recs), policy)
     assert fast.person_of.tolist() == ref.person_of.tolist()
-    assert (fast.folds, fast.merged, fast.duplicates, fast.reviews) == (ref.folds, ref.merged, ref.duplicates, ref.reviews)
+    assert (fast.folds, fast.merged, fast.duplicates, fast.reviews) == (
+        ref.folds,
+        ref.merged,
+        ref.duplicates,
+        ref.reviews,
+    )

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -27,7 +26,8 @@ from connectors.base import Capabilities, PullMode
 from sync.canonical import FieldDict, is_empty
 from sync.match import MatchInput, MatchPolicy, match_records
 from sync.plan import OpKind, Plan
-from sync.planning import PlanContext, person_view
+from sync.plan.context import PlanContext
+from sync.plan.slice import person_view
 from sync.reconcile import (
     ConflictPolicy,
     ConnectionInfo,
@@ -40,7 +40,7 @@ from sync.reconcile import (
 )
 from sync.store.persons import PersonRows, RecordRow
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FIRST = ["Ada", "Grace", "Alan", "Edsger"]
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra"]
 EMAILS = [f"p{i}@x.com" for i in range(6)]
@@ -58,8 +58,15 @@ def _keep_one(fields: FieldDict) -> FieldDict:
     return out
 
 
-def _info(name: str, fields: set[str], caps: Capabilities, *, read_only: set[str] = set(),
-          create_only: set[str] = set(), one_value: bool = False) -> ConnectionInfo:
+def _info(
+    name: str,
+    fields: set[str],
+    caps: Capabilities,
+    *,
+    read_only: frozenset[str] = frozenset(),
+    create_only: frozenset[str] = frozenset(),
+    one_value: bool = False,
+) -> ConnectionInfo:
     writable = frozenset(fields)
     return ConnectionInfo(
         name,
@@ -67,7 +74,8 @@ def _info(name: str, fields: set[str], caps: Capabilities, *, read_only: set[str
         create_fields=writable,
         update_fields=writable - frozenset(create_only),
         capabilities=caps,
-        shape=(lambda f: {k: v for k, v in _keep_one(f).items() if k in writable}) if one_value
+        shape=(lambda f: {k: v for k, v in _keep_one(f).items() if k in writable})
+        if one_value
         else (lambda f: {k: v for k, v in f.items() if k in writable}),
     )
 
@@ -78,14 +86,18 @@ INFOS = {
     "ghl": _info("ghl", BASE | {"company", "tags"}, Capabilities(PullMode.CHANGE_FEED), one_value=True),
     "c100": _info("c100", BASE | {"company"}, Capabilities(PullMode.SORTED_SCAN)),
     "dm": _info(
-        "dm", BASE, Capabilities(PullMode.LOOKUP_ONLY, can_delete=False, required_for_create=("phones",)),
-        create_only={"phones"}, one_value=True,
+        "dm",
+        BASE,
+        Capabilities(PullMode.LOOKUP_ONLY, can_delete=False, required_for_create=("phones",)),
+        create_only={"phones"},
+        one_value=True,
     ),
 }
 READABLE = ["acq", "ghl", "c100"]  # DM Champ cannot be listed: nobody's edits there are seen
 POLICY = ReconcilePolicy(
-    conflicts=ConflictPolicy(rule="newest", priority=("ghl", "acq", "c100", "dm"),
-                             overrides={"tags": FieldRule(rule="union")}),
+    conflicts=ConflictPolicy(
+        rule="newest", priority=("ghl", "acq", "c100", "dm"), overrides={"tags": FieldRule(rule="union")}
+    ),
     merges=MergePolicy(fallback="delete"),
 )
 # Other corners of the policy space, each run as its own machine.
@@ -151,13 +163,17 @@ class World:
         return rid
 
     def live(self, conn: str) -> list[str]:
-        return sorted((r for r, rec in self.platforms[conn].items() if not rec.deleted and not rec.merged_into),
-                      key=lambda r: self.platforms[conn][r].id)
+        return sorted(
+            (r for r, rec in self.platforms[conn].items() if not rec.deleted and not rec.merged_into),
+            key=lambda r: self.platforms[conn][r].id,
+        )
 
     # -- one cycle: match, view, reconcile, apply ------------------------------------------
 
     def cycle(self) -> Plan:
-        order = sorted(((c, r) for c in INFOS for r in self.platforms[c]), key=lambda cr: self.platforms[cr[0]][cr[1]].id)
+        order = sorted(
+            ((c, r) for c in INFOS for r in self.platforms[c]), key=lambda cr: self.platforms[cr[0]][cr[1]].id
+        )
         kr: list[int] = []
         kk: list[str] = []
         kv: list[str] = []
@@ -369,7 +385,13 @@ class Convergence(RuleBasedStateMachine):
             info = INFOS[conn]
             want = info.shaped({k: v for k, v in w.golden[pid].items() if k in info.update_fields})
             for name in info.update_fields:
-                assert same(want.get(name), rec.fields.get(name)), (conn, rid, name, want.get(name), rec.fields.get(name))
+                assert same(want.get(name), rec.fields.get(name)), (
+                    conn,
+                    rid,
+                    name,
+                    want.get(name),
+                    rec.fields.get(name),
+                )
 
     @invariant()
     def persons_are_stable(self) -> None:
@@ -406,7 +428,10 @@ TestConvergencePropagating = ConvergencePropagating.TestCase
 def test_email_of_a_deleted_person_reused_by_another_record_converges() -> None:
     state = ConvergencePropagating()
     state.start()
-    state.create(conn="acq", fields={"first_name": "Ada", "last_name": "Lovelace", "emails": ("p1@x.com",), "tags": frozenset(["vip"])})
+    state.create(
+        conn="acq",
+        fields={"first_name": "Ada", "last_name": "Lovelace", "emails": ("p1@x.com",), "tags": frozenset(["vip"])},
+    )
     state.sync()
     state.delete(conn="ghl", pick=0)
     state.create(conn="acq", fields={"first_name": "Ada", "last_name": "Lovelace", "emails": ("p0@x.com",)})

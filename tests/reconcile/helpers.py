@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from connectors.base import Capabilities, PullMode
 from sync.canonical import FieldDict
 from sync.reconcile import ConnectionInfo
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def at(minutes: int) -> datetime:
@@ -31,16 +31,25 @@ DM_FIELDS = frozenset({"first_name", "last_name", "emails", "phones", "do_not_di
 
 CONNECTIONS = {
     "acq": ConnectionInfo(
-        "acq", ACQ_FIELDS | {"tags"}, ACQ_FIELDS, ACQ_FIELDS,  # tags read-only there
+        "acq",
+        ACQ_FIELDS | {"tags"},
+        ACQ_FIELDS,
+        ACQ_FIELDS,  # tags read-only there
         Capabilities(PullMode.FULL_SCAN, can_merge=True),
     ),
     "ghl": ConnectionInfo(
-        "ghl", GHL_FIELDS, GHL_FIELDS, GHL_FIELDS,
+        "ghl",
+        GHL_FIELDS,
+        GHL_FIELDS,
+        GHL_FIELDS,
         Capabilities(PullMode.CHANGE_FEED, tags_via_endpoint=True),
     ),
     "c100": ConnectionInfo("c100", C100_FIELDS, C100_FIELDS, C100_FIELDS, Capabilities(PullMode.FULL_SCAN)),
     "dm": ConnectionInfo(
-        "dm", DM_FIELDS, DM_FIELDS, DM_FIELDS - {"phones"},
+        "dm",
+        DM_FIELDS,
+        DM_FIELDS,
+        DM_FIELDS - {"phones"},
         Capabilities(PullMode.LOOKUP_ONLY, can_delete=False, required_for_create=("phones",)),
         shape=_one_email,
     ),

@@ -16,12 +16,13 @@ from sync.reconcile import (
     FieldRule,
     MergePolicy,
     PersonView,
-    RecordState,
     ReconcilePolicy,
+    RecordState,
     Side,
     reconcile,
     reconcile_person,
 )
+
 from .helpers import CONNECTIONS, at
 
 ADA: FieldDict = {
@@ -105,8 +106,12 @@ def test_same_change_on_several_sides_is_not_a_conflict() -> None:
 
 def _conflict_view() -> PersonView:
     sides = everywhere(ADA)
-    sides["acq"] = replace(sides["acq"], record=RecordState("acq-1", {**sides["acq"].snapshot, "first_name": "Augusta"}, at(5)))  # type: ignore[dict-item]
-    sides["ghl"] = replace(sides["ghl"], record=RecordState("ghl-1", {**sides["ghl"].snapshot, "first_name": "Ada A."}, at(9)))  # type: ignore[dict-item]
+    sides["acq"] = replace(
+        sides["acq"], record=RecordState("acq-1", {**sides["acq"].snapshot, "first_name": "Augusta"}, at(5))
+    )  # type: ignore[dict-item]
+    sides["ghl"] = replace(
+        sides["ghl"], record=RecordState("ghl-1", {**sides["ghl"].snapshot, "first_name": "Ada A."}, at(9))
+    )  # type: ignore[dict-item]
     return PersonView(1, dict(ADA), sides)
 
 
@@ -122,7 +127,11 @@ def test_different_changes_newest_wins_and_the_conflict_is_recorded() -> None:
         ("ghl", "Ada A.", at(9)),
     ]
     updates = {op.connection: op.fields for op in ops_of(result, OpKind.UPDATE)}
-    assert updates == {"acq": {"first_name": "Ada A."}, "c100": {"first_name": "Ada A."}, "dm": {"first_name": "Ada A."}}
+    assert updates == {
+        "acq": {"first_name": "Ada A."},
+        "c100": {"first_name": "Ada A."},
+        "dm": {"first_name": "Ada A."},
+    }
 
 
 def test_priority_policy_prefers_the_listed_connection() -> None:
@@ -160,8 +169,10 @@ def test_newest_with_equal_times_is_decided_by_a_tie_break_and_flagged_for_revie
 
 def test_newest_with_no_times_at_all_is_flagged_for_review() -> None:
     view = _conflict_view()
-    sides = {c: replace(s, record=replace(s.record, updated_at=None)) if c in ("acq", "ghl") else s  # type: ignore[arg-type]
-             for c, s in view.sides.items()}
+    sides = {
+        c: replace(s, record=replace(s.record, updated_at=None)) if c in ("acq", "ghl") else s  # type: ignore[arg-type]
+        for c, s in view.sides.items()
+    }
     (conflict,) = run(replace(view, sides=sides)).conflicts
     assert conflict.needs_review
 
@@ -238,7 +249,9 @@ def test_a_newly_linked_record_brings_its_new_values() -> None:
     sides["c100"] = Side("c100", RecordState("c-new", {**ADA, "company": "Analytical Engines"}, at(3)))
     result = run(PersonView(1, dict(ADA), sides))
     assert result.golden["company"] == "Analytical Engines"
-    assert [(op.connection, op.fields) for op in ops_of(result, OpKind.UPDATE)] == [("ghl", {"company": "Analytical Engines"})]
+    assert [(op.connection, op.fields) for op in ops_of(result, OpKind.UPDATE)] == [
+        ("ghl", {"company": "Analytical Engines"})
+    ]
 
 
 def test_echo_of_our_own_write_is_not_a_change_and_a_quiet_cycle_plans_nothing() -> None:
@@ -373,7 +386,9 @@ def test_custom_fields_follow_the_custom_pattern() -> None:
     with_custom = {**ADA, "custom.plan": "gold"}
     sides = everywhere(with_custom, acq={"custom.plan": "platinum"})
     result = run(PersonView(1, dict(with_custom), sides))
-    assert [(op.connection, op.fields) for op in ops_of(result, OpKind.UPDATE)] == [("ghl", {"custom.plan": "platinum"})]
+    assert [(op.connection, op.fields) for op in ops_of(result, OpKind.UPDATE)] == [
+        ("ghl", {"custom.plan": "platinum"})
+    ]
 
 
 def test_reconcile_gathers_a_plan() -> None:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync.canonical import FieldDict
-from sync.reconcile import PersonView, RecordState, ReconcilePolicy, Side, reconcile_person
-from sync.reconcile import engine
+from sync.reconcile import PersonView, ReconcilePolicy, RecordState, Side, merge, reconcile_person
+
 from .helpers import CONNECTIONS, at
 
 VALUES: dict[str, Any] = {
@@ -29,21 +29,21 @@ VALUES: dict[str, Any] = {
 CURRENT = st.fixed_dictionaries({}, optional=VALUES)
 
 
-def general(view: PersonView) -> engine.PersonPlan:
+def general(view: PersonView) -> merge.PersonPlan:
     """The general path for ``view``, called step by step (what reconcile_person did before
     the fast path)."""
     policy = ReconcilePolicy()
-    out = engine.PersonPlan(view.person_id, golden=dict(view.golden))
+    out = merge.PersonPlan(view.person_id, golden=dict(view.golden))
     sides = {name: view.sides.get(name) or Side(name) for name in sorted(CONNECTIONS)}
     live = {n: s for n, s in sides.items() if s.record is not None and not s.record.deleted}
-    holds = {n: engine._holds(CONNECTIONS[n], s) for n, s in live.items()}
-    golden, erased = engine._decide_fields(view, CONNECTIONS, live, holds, policy, out)
+    holds = {n: merge._holds(CONNECTIONS[n], s) for n, s in live.items()}
+    golden, erased = merge._decide_fields(view, CONNECTIONS, live, holds, policy, out)
     out.golden = golden
     for name, side in live.items():
-        engine._plan_side(view.person_id, CONNECTIONS[name], side, holds[name], golden, erased, policy, out)
+        merge._plan_side(view.person_id, CONNECTIONS[name], side, holds[name], golden, erased, policy, out)
     for name, side in sides.items():
         if side.record is None:
-            engine._plan_create(view.person_id, CONNECTIONS[name], golden, out)
+            merge._plan_create(view.person_id, CONNECTIONS[name], golden, out)
     return out
 
 

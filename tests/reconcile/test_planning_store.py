@@ -3,7 +3,7 @@ incremental loading, stable person ids, folds, reviews, conflicts, snapshots and
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,14 +12,15 @@ from sqlalchemy import func, select
 from connectors.base import RawRecord
 from connectors.registry import connector_class
 from sync.config import Config
+from sync.detect.stage import stage_record
 from sync.plan import OpKind, Plan
-from sync.planning import build_plan, render_json, render_text
-from sync.stage import stage_record
+from sync.plan.build import build_plan
+from sync.plan.render import render_json, render_text
 from sync.store import Store
 from sync.store.models import Conflict, MatchReview, Person, RemoteRecord, Snapshot
 from sync.store.persons import load_match_input
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 NAMES = ["acq", "c100", "dm", "ghl"]
 PLATFORM = {"acq": "acquire", "ghl": "gohighlevel", "c100": "comm100", "dm": "dmchamp"}
 
@@ -48,14 +49,27 @@ def acq(rid: int, name: str, email: str | None, phone: str | None = None, minute
     if phone:
         fields["phone"] = phone
     stamp = (T0 + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    payload = {"id": rid, "archive": "no", "companyId": None, "dateCreated": stamp, "dateUpdated": stamp,
-               "fields": fields, "tags": []}
+    payload = {
+        "id": rid,
+        "archive": "no",
+        "companyId": None,
+        "dateCreated": stamp,
+        "dateUpdated": stamp,
+        "fields": fields,
+        "tags": [],
+    }
     return RawRecord(str(rid), payload, T0 + timedelta(minutes=minute))
 
 
 def ghl(rid: str, first: str, last: str, email: str | None, phone: str | None = None, minute: int = 0) -> RawRecord:
-    payload: dict[str, Any] = {"id": rid, "locationId": "L1", "firstName": first, "lastName": last, "tags": [],
-                               "customFields": []}
+    payload: dict[str, Any] = {
+        "id": rid,
+        "locationId": "L1",
+        "firstName": first,
+        "lastName": last,
+        "tags": [],
+        "customFields": [],
+    }
     if email:
         payload["email"] = email
     if phone:
@@ -65,9 +79,14 @@ def ghl(rid: str, first: str, last: str, email: str | None, phone: str | None = 
 
 def c100(rid: str, first: str, last: str, email: str, merged_into: str | None = None, minute: int = 0) -> RawRecord:
     payload = {
-        "id": rid, "name": f"{first} {last}", "firstName": first, "lastName": last,
+        "id": rid,
+        "name": f"{first} {last}",
+        "firstName": first,
+        "lastName": last,
         "mergeToContactId": merged_into or "00000000-0000-0000-0000-000000000000",
-        "contactIdentities": [{"id": rid + "-e", "contactId": rid, "contactIdentityType": "Email", "name": "", "value": email}],
+        "contactIdentities": [
+            {"id": rid + "-e", "contactId": rid, "contactIdentityType": "Email", "name": "", "value": email}
+        ],
     }
     return RawRecord(rid, payload, T0 + timedelta(minutes=minute), merged_into=merged_into)
 
@@ -207,7 +226,9 @@ def test_conflicting_edits_are_decided_and_stored_as_rows(store: Store) -> None:
         assert row.field == "last_name" and row.decision == "Byron" and row.rule == "priority:acq>ghl"
         assert sorted((c["connection"], c["value"]) for c in row.candidates) == [("acq", "Byron"), ("ghl", "King")]
         assert all(c["updated_at"] for c in row.candidates)
-    assert [op.fields for op in result.ops if op.connection == "ghl" and op.kind is OpKind.UPDATE] == [{"last_name": "Byron"}]
+    assert [op.fields for op in result.ops if op.connection == "ghl" and op.kind is OpKind.UPDATE] == [
+        {"last_name": "Byron"}
+    ]
 
 
 def test_comm100_merge_folds_persons_and_is_carried_to_the_other_platforms(store: Store) -> None:
@@ -364,7 +385,7 @@ def test_a_plan_with_on_commit_commits_each_slice_with_its_intents(store: Store)
 
 
 def test_streamed_slices_start_small_and_grow() -> None:
-    from sync.planning import _slices
+    from sync.plan.build import _slices
 
     assert list(_slices(10, 4, streaming=False)) == [(0, 4), (4, 8), (8, 10)]
     sizes = [end - start for start, end in _slices(100_000, 20_000, streaming=True)]

@@ -1,4 +1,4 @@
-"""Planning a large plan in worker processes (``sync.plan_pool``), over a real store (SQLite
+"""Planning a large plan in worker processes (``sync.plan.pool``), over a real store (SQLite
 file; PostgreSQL when configured): the same plan, the same stored state and the same intents as
 planning in one process, each slice committed with its intents, secrets kept in the parent,
 and a failing worker failing the plan without marking anything clean it did not plan."""
@@ -15,12 +15,22 @@ from sqlalchemy import func, select
 
 from sync.apply import PlanQueue, intents_for
 from sync.config import Config
-from sync.plan_pool import PlanningWorkerError, worker_config
-from sync.planning import build_plan
+from sync.plan.build import build_plan
+from sync.plan.pool import PlanningWorkerError, worker_config
 from sync.store import Store
 from sync.store.models import Conflict, Outbox, Person, Snapshot
 from sync.store.outbox import OutboxStore
-from tests.reconcile.test_planning_store import CAPS, NAMES, _without_person_ids, acq, c100, count, ghl, make_config, stage
+from tests.reconcile.test_planning_store import (
+    CAPS,
+    NAMES,
+    _without_person_ids,
+    acq,
+    c100,
+    count,
+    ghl,
+    make_config,
+    stage,
+)
 
 
 def _stage_people(store: Store, config: Config, n: int = 60) -> None:
@@ -33,15 +43,23 @@ def _stage_people(store: Store, config: Config, n: int = 60) -> None:
         "ghl",
         *[ghl(f"g{i}", f"P{i}", "Z" if i % 3 == 0 else "X", f"P{i}@X.com", minute=2 * i) for i in range(1, n, 2)],
     )
-    stage(store, config, "c100", c100("c-1", "P1", "X", "p1@x.com"), c100("c-2", "P1", "X", "p1@x.com", merged_into="c-1"))
+    stage(
+        store, config, "c100", c100("c-1", "P1", "X", "p1@x.com"), c100("c-2", "P1", "X", "p1@x.com", merged_into="c-1")
+    )
 
 
 def _outbox(store: Store) -> list[dict[str, Any]]:
     with store.session() as s:
         rows = s.scalars(select(Outbox).order_by(Outbox.connection, Outbox.op, Outbox.remote_id, Outbox.id)).all()
         out = [
-            {"connection": r.connection, "op": r.op, "remote_id": r.remote_id, "payload": r.payload, "fields": r.fields,
-             "status": r.status}
+            {
+                "connection": r.connection,
+                "op": r.op,
+                "remote_id": r.remote_id,
+                "payload": r.payload,
+                "fields": r.fields,
+                "status": r.status,
+            }
             for r in rows
         ]
     return sorted(out, key=lambda r: json.dumps(r, sort_keys=True, default=str))
@@ -49,7 +67,9 @@ def _outbox(store: Store) -> list[dict[str, Any]]:
 
 def _golden(store: Store) -> list[str]:
     with store.session() as s:
-        return sorted(json.dumps(f, sort_keys=True) for f in s.scalars(select(Person.fields).where(Person.merged_into.is_(None))))
+        return sorted(
+            json.dumps(f, sort_keys=True) for f in s.scalars(select(Person.fields).where(Person.merged_into.is_(None)))
+        )
 
 
 def test_workers_plan_the_same_plan_state_and_intents_as_one_process(store: Store) -> None:
@@ -59,14 +79,25 @@ def test_workers_plan_the_same_plan_state_and_intents_as_one_process(store: Stor
     queue = PlanQueue(OutboxStore(store.engine), CAPS)
     commits: list[int] = []
     parallel = build_plan(
-        store, config, NAMES, CAPS, chunk_size=8, queue=queue, workers=2, parallel_from=1,
+        store,
+        config,
+        NAMES,
+        CAPS,
+        chunk_size=8,
+        queue=queue,
+        workers=2,
+        parallel_from=1,
         on_commit=lambda: commits.append(count(store, Person, Person.dirty.is_(False))),
     )
     # Every slice committed on its own, and the push was told after each one.
     assert len(commits) == 8 and commits[-1] == parallel.persons
     assert parallel.summary() == reference.summary() and parallel.persons == len(reference.golden) == 59
-    assert sorted(json.dumps(c, sort_keys=True, default=str) for c in _without_person_ids([c.to_json() for c in parallel.conflicts])) == sorted(
-        json.dumps(c, sort_keys=True, default=str) for c in _without_person_ids([c.to_json() for c in reference.conflicts])
+    assert sorted(
+        json.dumps(c, sort_keys=True, default=str)
+        for c in _without_person_ids([c.to_json() for c in parallel.conflicts])
+    ) == sorted(
+        json.dumps(c, sort_keys=True, default=str)
+        for c in _without_person_ids([c.to_json() for c in reference.conflicts])
     )
     assert parallel.conflicts and count(store, Conflict) == len(parallel.conflicts)
     # The state stored: every person clean with the reference's golden record, its snapshots.
@@ -82,7 +113,10 @@ def test_workers_plan_the_same_plan_state_and_intents_as_one_process(store: Stor
         json.dumps([i.connection, i.op, i.remote_id, i.payload], sort_keys=True, default=str)
         for i in intents_for(reference.ops, CAPS)
     )
-    got = [json.dumps([r["connection"], r["op"], r["remote_id"], r["payload"]], sort_keys=True, default=str) for r in _outbox(store)]
+    got = [
+        json.dumps([r["connection"], r["op"], r["remote_id"], r["payload"]], sort_keys=True, default=str)
+        for r in _outbox(store)
+    ]
     assert sorted(got) == expected
     # Nothing new: nothing planned, in workers or not.
     assert build_plan(store, config, NAMES, CAPS, queue=queue, workers=2, parallel_from=1).is_empty()
@@ -99,7 +133,9 @@ def test_a_plan_below_the_threshold_or_with_one_worker_is_planned_in_this_proces
     _stage_people(store, config, n=20)
     queued: list[Any] = []
     # A plain callable cannot be rebuilt in a worker: planned here, through it.
-    plan = build_plan(store, config, NAMES, CAPS, queue=lambda _s, part: queued.append(part), workers=2, parallel_from=1)
+    plan = build_plan(
+        store, config, NAMES, CAPS, queue=lambda _s, part: queued.append(part), workers=2, parallel_from=1
+    )
     assert plan.persons == 19 and sum(len(p.golden) for p in queued) == 19
 
 
@@ -144,7 +180,7 @@ def test_a_failing_worker_fails_the_plan_and_leaves_its_persons_dirty(store: Sto
 
 _ORPHAN_SCRIPT = """
 import multiprocessing, os, sys, time
-from sync.plan_pool import _die_with_parent
+from sync.plan.pool import _die_with_parent
 
 def child(parent):
     _die_with_parent(parent)
@@ -181,7 +217,10 @@ def test_a_worker_dies_with_its_parent(tmp_path: Path) -> None:
     script.write_text(_ORPHAN_SCRIPT)
     root = Path(__file__).resolve().parents[2]
     parent = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root,
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
         env={**os.environ, "PYTHONPATH": str(root)},
     )
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, update
@@ -11,7 +11,7 @@ from sync.normalize import IdentityKey as Key
 from sync.store import CursorState, StagedRecord, Store, UnknownScan, payload_hash
 from sync.store.models import RemoteRecord
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def rec(remote_id: str, **flags: object) -> StagedRecord:

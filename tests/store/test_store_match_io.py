@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,13 +18,13 @@ from sqlalchemy.engine import Engine
 from connectors.base import RawRecord
 from connectors.registry import connector_class
 from sync.config import Config
-from sync.planning import build_plan, run_match
-from sync.stage import stage_record
+from sync.detect.stage import stage_record
+from sync.plan.build import build_plan, run_match
 from sync.store import Store
 from sync.store.models import IdentityKey, Person, RemoteRecord
 from sync.store.persons import MatchRows, dirty_person_ids, load_match_input
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 PLATFORM = {"acq": "acquire", "ghl": "gohighlevel", "c100": "comm100", "dm": "dmchamp"}
 CAPS = {n: connector_class(p).capabilities for n, p in PLATFORM.items()}
 ZERO = "00000000-0000-0000-0000-000000000000"
@@ -48,22 +48,42 @@ def acq(rid: int, name: str, email: str, phone: str | None = None, minute: int =
     fields: dict[str, Any] = {"name": name, "email": email}
     if phone:
         fields["phone"] = phone
-    payload = {"id": rid, "archive": "no", "companyId": None, "dateCreated": stamp, "dateUpdated": stamp,
-               "fields": fields, "tags": []}
+    payload = {
+        "id": rid,
+        "archive": "no",
+        "companyId": None,
+        "dateCreated": stamp,
+        "dateUpdated": stamp,
+        "fields": fields,
+        "tags": [],
+    }
     return RawRecord(str(rid), payload, T0 + timedelta(minutes=minute))
 
 
 def ghl(rid: str, first: str, last: str, email: str, minute: int = 0) -> RawRecord:
-    payload = {"id": rid, "locationId": "L1", "firstName": first, "lastName": last, "tags": [], "customFields": [],
-               "email": email}
+    payload = {
+        "id": rid,
+        "locationId": "L1",
+        "firstName": first,
+        "lastName": last,
+        "tags": [],
+        "customFields": [],
+        "email": email,
+    }
     return RawRecord(rid, payload, T0 + timedelta(minutes=minute))
 
 
 def c100(rid: str, name: str, email: str, merged_into: str | None = None) -> RawRecord:
     first, last = name.split(" ")
     payload = {
-        "id": rid, "name": name, "firstName": first, "lastName": last, "mergeToContactId": merged_into or ZERO,
-        "contactIdentities": [{"id": rid + "-e", "contactId": rid, "contactIdentityType": "Email", "name": "", "value": email}],
+        "id": rid,
+        "name": name,
+        "firstName": first,
+        "lastName": last,
+        "mergeToContactId": merged_into or ZERO,
+        "contactIdentities": [
+            {"id": rid + "-e", "contactId": rid, "contactIdentityType": "Email", "name": "", "value": email}
+        ],
     }
     return RawRecord(rid, payload, T0, merged_into=merged_into)
 
@@ -82,8 +102,13 @@ def columns(rows: MatchRows) -> dict[str, Any]:
     return {
         int(rid): (conn, remote, int(person), merged, bool(deleted), bool(dirty), sorted(keys.get(int(rid), [])))
         for rid, conn, remote, person, merged, deleted, dirty in zip(
-            rows.record_ids.tolist(), rows.connections, rows.remote_ids, rows.person_ids.tolist(), rows.merged_into,
-            rows.deleted.tolist(), rows.dirty.tolist(),
+            rows.record_ids.tolist(),
+            rows.connections,
+            rows.remote_ids,
+            rows.person_ids.tolist(),
+            rows.merged_into,
+            rows.deleted.tolist(),
+            rows.dirty.tolist(),
         )
     }
 
@@ -97,8 +122,15 @@ def expected(store: Store) -> dict[str, Any]:
         for rid, kind, value in s.execute(select(ik.record_id, ik.kind, ik.value)):
             keys.setdefault(rid, []).append((kind, value))
         return {
-            rid: (conn, remote, -1 if person is None else person, merged, deleted_at is not None, bool(dirty),
-                  sorted(keys.get(rid, [])))
+            rid: (
+                conn,
+                remote,
+                -1 if person is None else person,
+                merged,
+                deleted_at is not None,
+                bool(dirty),
+                sorted(keys.get(rid, [])),
+            )
             for rid, conn, remote, person, merged, deleted_at, dirty in s.execute(
                 select(rr.id, rr.connection, rr.remote_id, rr.person_id, rr.merged_into, rr.deleted_at, rr.dirty)
             )
@@ -107,7 +139,7 @@ def expected(store: Store) -> dict[str, Any]:
 
 def insert_records(store: Store, rows: list[dict[str, Any]], keys: list[tuple[int, str, str]]) -> list[int]:
     """Rows written straight into the store (values no connector would produce)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with store.session() as s:
         ids = []
         for row in rows:
@@ -125,12 +157,18 @@ def test_whole_and_incremental_loads_read_every_column_as_stored(store: Store) -
             {"connection": "acq", "remote_id": "1"},
             {"connection": "ghl", "remote_id": "g-1"},
             {"connection": "c100", "remote_id": "c-2", "merged_into": "c-1"},
-            {"connection": "c100", "remote_id": "c-1", "deleted_at": datetime(2026, 1, 1, tzinfo=timezone.utc)},
+            {"connection": "c100", "remote_id": "c-1", "deleted_at": datetime(2026, 1, 1, tzinfo=UTC)},
             {"connection": "acq", "remote_id": "2", "dirty": False},
             {"connection": "dm", "remote_id": ""},  # empty strings survive the split
         ],
-        [(0, "email", "ada@x.com"), (1, "email", "ada@x.com"), (1, "phone", "+14155552671"), (2, "email", ""),
-         (3, "identity:facebook", "ada.l"), (3, "email", "ADA@x.com")],
+        [
+            (0, "email", "ada@x.com"),
+            (1, "email", "ada@x.com"),
+            (1, "phone", "+14155552671"),
+            (2, "email", ""),
+            (3, "identity:facebook", "ada.l"),
+            (3, "email", "ADA@x.com"),
+        ],
     )
     with store.session() as s:
         person = s.execute(insert(Person).values(fields={}).returning(Person.id)).scalar_one()
@@ -165,7 +203,8 @@ def test_a_whole_load_in_several_blocks_equals_one_block(store: Store, monkeypat
     insert_records(
         store,
         [{"connection": "acq", "remote_id": str(i), "dirty": i % 3 == 0} for i in range(25)],
-        [(i, "email", f"p{i % 7}@x.com") for i in range(25)] + [(i, "phone", f"+1415555{i:04d}") for i in range(0, 25, 2)],
+        [(i, "email", f"p{i % 7}@x.com") for i in range(25)]
+        + [(i, "phone", f"+1415555{i:04d}") for i in range(0, 25, 2)],
     )
     want = expected(store)
     monkeypatch.setattr(persons, "_BLOCK", 4)
@@ -237,7 +276,9 @@ def test_every_query_of_an_incremental_match_is_an_index_lookup(store: Store, st
             rows = load_match_input(session)
             dirty_person_ids(session)
         assert not rows.full and sorted(rows.remote_ids) == ["3", "7", "c1", "c2", "g3", "g7"]
-        statements = [(sql, params) for sql, params in seen if re.search(r"\b(remote_records|identity_keys|persons)\b", sql)]
+        statements = [
+            (sql, params) for sql, params in seen if re.search(r"\b(remote_records|identity_keys|persons)\b", sql)
+        ]
         assert len(statements) >= 8
         conn = session.connection()
         if store_kind == "postgresql":
@@ -258,10 +299,10 @@ def test_every_query_of_an_incremental_match_is_an_index_lookup(store: Store, st
 def test_a_backfill_rebuilds_the_person_index_and_leaves_the_schema_as_migrated(
     store: Store, store_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sync.store.persons as persons
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    import sync.store.persons as persons
     from sync.store.models import Base
 
     monkeypatch.setattr(persons, "_BIG", 5)  # SQLite: drop + rebuild ix_remote_records_person_id
@@ -275,7 +316,7 @@ def test_a_backfill_rebuilds_the_person_index_and_leaves_the_schema_as_migrated(
     run_match(store, config, CAPS)
     rr = RemoteRecord.__table__.c
     with store.session() as s:
-        by = dict(((c, r), p) for c, r, p in s.execute(select(rr.connection, rr.remote_id, rr.person_id)))
+        by = {(c, r): p for c, r, p in s.execute(select(rr.connection, rr.remote_id, rr.person_id))}
         assert by["acq", "3"] == by["ghl", "g3"] and len(set(by.values())) == 12 and None not in by.values()
         assert s.execute(select(rr.id).where(rr.person_id == by["acq", "3"])).scalars().all()  # index answers
     with store.engine.connect() as conn:
@@ -288,9 +329,16 @@ def test_a_backfill_rebuilds_the_person_index_and_leaves_the_schema_as_migrated(
 def test_an_incremental_load_finds_neighbours_by_any_unicode_key(store: Store) -> None:
     ids = insert_records(
         store,
-        [{"connection": "acq", "remote_id": "1", "dirty": False}, {"connection": "ghl", "remote_id": "g\u00f1-😀"},
-         {"connection": "c100", "remote_id": "c1", "dirty": False}],
-        [(0, "identity:handle", "ñandú 😀 \x1f"), (1, "identity:handle", "ñandú 😀 \x1f"), (2, "identity:handle", "nandu")],
+        [
+            {"connection": "acq", "remote_id": "1", "dirty": False},
+            {"connection": "ghl", "remote_id": "g\u00f1-😀"},
+            {"connection": "c100", "remote_id": "c1", "dirty": False},
+        ],
+        [
+            (0, "identity:handle", "ñandú 😀 \x1f"),
+            (1, "identity:handle", "ñandú 😀 \x1f"),
+            (2, "identity:handle", "nandu"),
+        ],
     )
     with store.session() as s:
         rows = load_match_input(s, full=False)

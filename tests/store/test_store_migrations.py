@@ -13,7 +13,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from sync.store import Store, StoreOutOfDate, current_revision, display_url, head_revision, upgrade
-from sync.store.db import make_engine
+from sync.store.connect import make_engine
 from sync.store.models import Base
 
 

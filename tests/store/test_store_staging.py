@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from sync.normalize import IdentityKey as Key
 from sync.store import StagedRecord, StageError, Store, payload_hash
 from sync.store.models import IdentityKey, RemoteRecord, utcnow
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def rec(remote_id: str, email: str | None = None, phone: str | None = None, **extra: Any) -> StagedRecord:
@@ -39,9 +39,11 @@ def rows(store: Store, connection: str = "acq") -> dict[str, RemoteRecord]:
 
 def keys_of(store: Store, connection: str = "acq") -> dict[str, set[tuple[str, str]]]:
     with store.session() as s:
-        q = select(RemoteRecord.remote_id, IdentityKey.kind, IdentityKey.value).join(
-            IdentityKey, IdentityKey.record_id == RemoteRecord.id
-        ).where(RemoteRecord.connection == connection)
+        q = (
+            select(RemoteRecord.remote_id, IdentityKey.kind, IdentityKey.value)
+            .join(IdentityKey, IdentityKey.record_id == RemoteRecord.id)
+            .where(RemoteRecord.connection == connection)
+        )
         out: dict[str, set[tuple[str, str]]] = {}
         for remote_id, kind, value in s.execute(q):
             out.setdefault(remote_id, set()).add((kind, value))
@@ -63,7 +65,11 @@ def test_payload_hash_ignores_key_order_and_sees_values() -> None:
 def test_new_records_are_inserted_dirty_with_their_keys(store: Store) -> None:
     result = store.stage_page(
         "acq",
-        [rec("1", "a@x.io", "+15551230001"), rec("2", "b@x.io"), rec("3", invalid=[{"field": "phone", "kind": "phone", "reason": "bad"}])],
+        [
+            rec("1", "a@x.io", "+15551230001"),
+            rec("2", "b@x.io"),
+            rec("3", invalid=[{"field": "phone", "kind": "phone", "reason": "bad"}]),
+        ],
     )
     assert (result.inserted, result.changed, result.unchanged) == (3, 0, 0)
     assert sorted(result.dirty) == ["1", "2", "3"]
@@ -228,13 +234,17 @@ def test_bulk_written_values_compare_like_orm_written_ones(store: Store) -> None
     r.remote_updated_at = T0.astimezone(paris)  # any zone in, UTC stored
     store.stage_page("acq", [r, rec("2", "b@x.io", invalid=[{"field": "phone", "kind": "phone", "reason": "x"}])])
     with store.session() as s:
-        found = s.execute(
-            select(RemoteRecord.remote_id).where(
-                RemoteRecord.remote_updated_at == T0,
-                RemoteRecord.invalid.is_(None),  # "no invalid values" is SQL NULL, not JSON null
-                RemoteRecord.dirty.is_(True),
+        found = (
+            s.execute(
+                select(RemoteRecord.remote_id).where(
+                    RemoteRecord.remote_updated_at == T0,
+                    RemoteRecord.invalid.is_(None),  # "no invalid values" is SQL NULL, not JSON null
+                    RemoteRecord.dirty.is_(True),
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert found == ["1"]
     assert rows(store)["1"].remote_updated_at == T0
 
@@ -282,7 +292,9 @@ def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: 
                     break
                 time.sleep(0.01)
             activity = watch.execute(
-                text("SELECT wait_event_type, wait_event, left(query, 40) FROM pg_stat_activity WHERE datname = current_database()")
+                text(
+                    "SELECT wait_event_type, wait_event, left(query, 40) FROM pg_stat_activity WHERE datname = current_database()"
+                )
             ).all()
         stack = sys._current_frames().get(worker.ident or 0)
         assert waiting, (outcome, activity, "".join(traceback.format_stack(stack)) if stack else None)
@@ -305,7 +317,9 @@ def test_values_with_bulk_format_characters_are_stored_as_given(store: Store) ->
     """Backslashes, tabs, line breaks and a literal ``\\N`` survive the bulk write (PostgreSQL's
     COPY text format gives them a meaning)."""
     odd = "a\\b\tc\nd\re \\N"
-    r = rec(odd, note=odd, nested={"k": [odd]}, merged_into=odd, invalid=[{"field": odd, "kind": "phone", "reason": odd}])
+    r = rec(
+        odd, note=odd, nested={"k": [odd]}, merged_into=odd, invalid=[{"field": odd, "kind": "phone", "reason": odd}]
+    )
     r.keys = [Key("email", f"x{odd}@x.io"), Key(odd, odd)]
     result = store.stage_page(odd, [r])
     assert result.inserted == 1

@@ -29,8 +29,13 @@ SCENARIO = Scenario(
         "deletes_detectable": False,
     },
     creates=[
-        {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.org", "phone": "+14155552671",
-         "tags": ["vip"]},
+        {
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "email": "ada@example.org",
+            "phone": "+14155552671",
+            "tags": ["vip"],
+        },
         {"firstName": "Grace", "lastName": "Hopper", "email": "grace@example.org", "phone": "+12125550143"},
         {"firstName": "Alan", "lastName": "Turing", "email": "alan@example.org", "city": "Wilmslow"},
     ],

@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.emulation import Emulator
+from connectors.loopback import LoopbackEmulators, emulator_config
 from connectors.registry import emulator_class
 from sync.canonical import to_json_value
 from sync.config import load_config
-from sync.engine import CycleReport, Engine
-from sync.loopback import LoopbackEmulators, emulator_config
+from sync.cycle import CycleReport, CycleRunner
 from sync.plan import OpKind
 from sync.store import Store, upgrade
 from sync.store.models import OutboxStatus
@@ -41,14 +41,24 @@ CONNECTIONS = {"acquire": "acquire", "dmchamp": "dmchamp", "ghl": "gohighlevel",
 # The same people, typed differently on each platform.
 SEED: dict[str, list[dict[str, Any]]] = {
     "acquire": [
-        {"first_name": "Ada", "last_name": "Lovelace", "email": "Ada.Lovelace@Example.com", "phone": "(415) 555-2671",
-         "city": "London"},
+        {
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": "Ada.Lovelace@Example.com",
+            "phone": "(415) 555-2671",
+            "city": "London",
+        },
         {"first_name": "Grace", "last_name": "Hopper", "email": "grace@navy.example", "phone": "+1 212 555 0100"},
         {"first_name": "Alan", "last_name": "Turing", "email": "alan@bletchley.example"},
     ],
     "ghl": [
-        {"first_name": "Ada", "last_name": "Lovelace", "email": "ada.lovelace@example.com", "phone": "+14155552671",
-         "company": "Analytical Engines"},
+        {
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": "ada.lovelace@example.com",
+            "phone": "+14155552671",
+            "company": "Analytical Engines",
+        },
         {"first_name": "Linus", "last_name": "Torvalds", "email": "linus@kernel.example", "phone": "+1 503 555 0199"},
     ],
     "comm100": [
@@ -79,7 +89,9 @@ def _seed(emulators: Mapping[str, Emulator]) -> dict[str, list[str]]:
 
 
 def _ops_table(report: CycleReport) -> Table:
-    table = Table("connection", "created", "updated", "merged", "tagged", "deleted", "excluded", "write calls", "failed")
+    table = Table(
+        "connection", "created", "updated", "merged", "tagged", "deleted", "excluded", "write calls", "failed"
+    )
     plan = report.plan
     summary = plan.summary() if plan else {}
     for name in CONNECTIONS:
@@ -113,7 +125,8 @@ def _show_matches(console: Console, store: Store) -> None:
         for conn in CONNECTIONS:
             recs = [r for r in p.records if r["connection"] == conn]
             text = ", ".join(
-                r["remote_id"][:10] + (f" (merged into {r['merged_into'][:10]})" if r["merged_into"] else "")
+                r["remote_id"][:10]
+                + (f" (merged into {r['merged_into'][:10]})" if r["merged_into"] else "")
                 + (" (deleted)" if r["deleted"] and not r["merged_into"] else "")
                 for r in recs
             )
@@ -129,11 +142,14 @@ def _show_conflicts(console: Console, report: CycleReport) -> None:
     console.print("conflicts decided:")
     for c in report.plan.conflicts:
         cands = "; ".join(
-            f"{x.connection} said {to_json_value(x.value)!r}"
-            + (f" at {x.updated_at:%H:%M:%S}" if x.updated_at else "")
+            f"{x.connection} said {to_json_value(x.value)!r}" + (f" at {x.updated_at:%H:%M:%S}" if x.updated_at else "")
             for x in c.candidates
         )
-        why = {"newest": "the newest edit wins", "union": "sets are united", "priority": "the most trusted connection wins"}
+        why = {
+            "newest": "the newest edit wins",
+            "union": "sets are united",
+            "priority": "the most trusted connection wins",
+        }
         rule = next((v for k, v in why.items() if c.rule.startswith(k)), c.rule)
         console.print(
             f"  person {c.person_id} {c.field}: {cands} -> {to_json_value(c.decision)!r} (rule {c.rule}: {rule})"
@@ -152,7 +168,7 @@ def _show_exclusions(console: Console, store: Store) -> None:
         console.print(f"  person {r.person_id} on {r.connection}: {r.last_error}", highlight=False)
 
 
-def _views(emulators: Mapping[str, Emulator], engine: Engine, email: str, phone: str) -> dict[str, dict[str, Any]]:
+def _views(emulators: Mapping[str, Emulator], engine: CycleRunner, email: str, phone: str) -> dict[str, dict[str, Any]]:
     """How each platform holds one person now, read through the mappings."""
     out: dict[str, dict[str, Any]] = {}
     for name, emulator in emulators.items():
@@ -160,7 +176,11 @@ def _views(emulators: Mapping[str, Emulator], engine: Engine, email: str, phone:
         for raw in emulator.records():
             fields = mapping.read(raw).fields
             if email in (fields.get("emails") or ()) or phone in (fields.get("phones") or ()):
-                out[name] = {k: to_json_value(v) for k, v in fields.items() if k in ("first_name", "last_name", "address.city", "company")}
+                out[name] = {
+                    k: to_json_value(v)
+                    for k, v in fields.items()
+                    if k in ("first_name", "last_name", "address.city", "company")
+                }
                 break
     return out
 
@@ -192,7 +212,7 @@ def run_demo(*, workdir: Path | None = None, port: int = 0, console: Console | N
             upgrade(config.store_url)
             store = Store.open(config.store_url)
             try:
-                engine = Engine(config, store)
+                engine = CycleRunner(config, store)
                 from sync.commands.backfill import backfill
 
                 console.rule("1. backfill")
@@ -204,7 +224,9 @@ def run_demo(*, workdir: Path | None = None, port: int = 0, console: Console | N
                 _show_exclusions(console, store)
 
                 console.rule("2. edits on two platforms")
-                ada_ghl = next(r["id"] for r in emulators["ghl"].records() if r.get("email") == "ada.lovelace@example.com")
+                ada_ghl = next(
+                    r["id"] for r in emulators["ghl"].records() if r.get("email") == "ada.lovelace@example.com"
+                )
                 served.call(lambda: emulators["ghl"].external_edit(ada_ghl, {"lastName": "King"}))
                 console.print("  GoHighLevel: Ada's last name -> King")
                 grace_c100 = ids["comm100"][1]
@@ -227,7 +249,9 @@ def run_demo(*, workdir: Path | None = None, port: int = 0, console: Console | N
                         "  so an existing GoHighLevel contact keeps its own company; new ones get it on create."
                     )
                 arrived = all(v.get("last_name") == "King" for v in ada.values()) and all(
-                    v.get("address.city") == "Arlington" for n, v in grace.items() if "address.city" in engine.config.mapping(n).readable
+                    v.get("address.city") == "Arlington"
+                    for n, v in grace.items()
+                    if "address.city" in engine.config.mapping(n).readable
                 )
                 quiet = engine.run("default")
                 console.print(f"a further cycle with no edits made {quiet.write_calls()} write calls")

@@ -29,9 +29,9 @@ from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_
 from sync.apply.storethread import StoreThread
 from sync.canonical import fields_to_json, is_empty
 from sync.config import Config
+from sync.detect.stage import PullReport, pull_connection, read_keys
 from sync.plan import Plan
-from sync.planning import build_plan
-from sync.stage import PullReport, pull_connection, read_keys
+from sync.plan.build import build_plan
 from sync.store import Store
 from sync.store.locks import ProfileLock
 from sync.store.outbox import EnqueueResult, OutboxStore
@@ -89,7 +89,7 @@ class CycleReport:
         return n + (self.settled.write_calls if self.settled else 0)
 
 
-class Engine:
+class CycleRunner:
     """Runs cycles of one configuration against one store.
 
     ``transports`` (connection name → httpx transport) reach in-process emulators in tests;
@@ -162,7 +162,14 @@ class Engine:
                 return report
             return asyncio.run(
                 self.cycle(
-                    profile, kind=kind, full=full, dry_run=dry_run, only=only, stop=stop, progress=progress, replan=replan
+                    profile,
+                    kind=kind,
+                    full=full,
+                    dry_run=dry_run,
+                    only=only,
+                    stop=stop,
+                    progress=progress,
+                    replan=replan,
                 )
             )
 
@@ -209,9 +216,7 @@ class Engine:
                 lap = now
 
             if not dry_run:
-                report.settled = await apply_outbox(
-                    self.outbox, targets, backoff=self.backoff, settle_only=True, io=io
-                )
+                report.settled = await apply_outbox(self.outbox, targets, backoff=self.backoff, settle_only=True, io=io)
                 timed("settle")
             report.pulls = await self._pull(connectors, pulled, full=full, stop=astop, progress=progress, io=io)
             timed("pull")
@@ -240,7 +245,12 @@ class Engine:
                 log.info("replan_for_new_connections", connections=report.joined)
             if queue is None:
                 report.plan = self._reconcile(
-                    names, connectors, run_id=report.run_id, commit=False, queue=None, replan=replan or bool(report.joined)
+                    names,
+                    connectors,
+                    run_id=report.run_id,
+                    commit=False,
+                    queue=None,
+                    replan=replan or bool(report.joined),
                 )
                 timed("plan")
                 return report
@@ -252,8 +262,14 @@ class Engine:
             loop = asyncio.get_running_loop()
             pushing = asyncio.create_task(
                 apply_outbox(
-                    self.outbox, targets, backoff=self.backoff, chunk_size=self.chunk_size, stop=astop,
-                    progress=push, io=io, feed=feed,
+                    self.outbox,
+                    targets,
+                    backoff=self.backoff,
+                    chunk_size=self.chunk_size,
+                    stop=astop,
+                    progress=push,
+                    io=io,
+                    feed=feed,
                 )
             )
             try:

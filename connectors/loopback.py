@@ -156,13 +156,21 @@ def emulator_config(
             "max_concurrency": max_concurrency,
         }
         if emulator.rate_limit is not None:
-            conn["rate_limit"] = {"requests": emulator.rate_limit.requests, "per_seconds": emulator.rate_limit.per_seconds}
+            conn["rate_limit"] = {
+                "requests": emulator.rate_limit.requests,
+                "per_seconds": emulator.rate_limit.per_seconds,
+            }
         connections[name] = conn
     config: dict[str, Any] = {
         "store": {"url": store_url},
         "connections": connections,
-        "profiles": {"default": {"connections": list(emulators), "schedule": {"interval_seconds": interval_seconds},
-                                 "misfire_grace_seconds": 30}},
+        "profiles": {
+            "default": {
+                "connections": list(emulators),
+                "schedule": {"interval_seconds": interval_seconds},
+                "misfire_grace_seconds": 30,
+            }
+        },
         "logging": {"level": "WARNING", "format": "json"},
     }
     if conflicts:

@@ -5,7 +5,7 @@ backfill's planning is bound to one core however many the machine has.
     plan_in_workers(store, config, names, capabilities, dirty, slices, ...) -> None
 
 Each worker opens its own connection to the same store and, per slice of dirty persons, does
-exactly what the single-process loop in :mod:`sync.planning` does: load the slice's views,
+exactly what the single-process loop in :mod:`sync.plan.build` does: load the slice's views,
 reconcile, render payloads, then store the golden records, read-confirmed snapshots, conflicts
 and (through the queue) the outbox intents, and commit that slice on its own. A slice holds
 whole persons and the persons of two slices share nothing, so slices commit in any order; a
@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connectors.base import Capabilities
-from sync.plan import ConflictDecision, Plan
+from sync.plan.context import connection_info, reconcile_policy
+from sync.plan.model import ConflictDecision, Plan
+from sync.plan.slice import plan_slice
+from sync.store import Store
 
 # Below this many dirty persons a pool costs more than it saves (worker start-up is about a
 # second; one core plans some 10,000 persons a second).
@@ -91,9 +94,7 @@ def worker_config(config: Any) -> Any:
     """A copy of ``config`` to send to a worker: without credentials (planning never calls a
     platform, so secrets stay in the parent) and without the parent's loaded mappings (each
     worker loads its own)."""
-    connections = {
-        name: conn.model_copy(update={"credentials": {}}) for name, conn in config.connections.items()
-    }
+    connections = {name: conn.model_copy(update={"credentials": {}}) for name, conn in config.connections.items()}
     copy = config.model_copy(update={"connections": connections})
     copy._mappings = {}
     return copy
@@ -159,9 +160,6 @@ class _Worker:
     """A worker's store handle, mappings and policies, built once when it starts."""
 
     def __init__(self, setup: _Setup) -> None:
-        from sync.planning import connection_info, reconcile_policy
-        from sync.store import Store
-
         self.setup = setup
         self.store = Store.open(setup.store_url, check=False)
         self.mappings = {n: setup.config.mapping(n) for n in setup.names}
@@ -169,8 +167,6 @@ class _Worker:
         self.policy = reconcile_policy(setup.config)
 
     def plan(self, person_ids: list[int]) -> SliceResult:
-        from sync.planning import plan_slice
-
         # A queue per slice, so its counts are this slice's alone.
         queue = self.setup.queue.open(self.store) if self.setup.queue is not None else None
         with self.store.stepwise_session() as session:

@@ -283,12 +283,21 @@ def _plan_side(
             return confirmed
     if not info.capabilities.can_update:
         out.ops.append(
-            PlanOp(info.name, person_id, OpKind.EXCLUDE, side.record.remote_id, fields=changes, before=before,
-                   reason=f"{info.name} cannot update contacts")
+            PlanOp(
+                info.name,
+                person_id,
+                OpKind.EXCLUDE,
+                side.record.remote_id,
+                fields=changes,
+                before=before,
+                reason=f"{info.name} cannot update contacts",
+            )
         )
         return confirmed
     out.ops.append(
-        PlanOp(info.name, person_id, OpKind.UPDATE, side.record.remote_id, fields=changes, confirms=after, before=before)
+        PlanOp(
+            info.name, person_id, OpKind.UPDATE, side.record.remote_id, fields=changes, confirms=after, before=before
+        )
     )
     return confirmed
 
@@ -298,12 +307,16 @@ def _plan_create(person_id: int, info: ConnectionInfo, golden: FieldDict, out: P
     allowed = info.create_fields
     fields = {k: v for k, v in golden.items() if (k in allowed or covers(allowed, k)) and not is_empty(v)}
     if not info.capabilities.can_create:
-        out.ops.append(PlanOp(info.name, person_id, OpKind.EXCLUDE, fields=fields, reason=f"{info.name} cannot create contacts"))
+        out.ops.append(
+            PlanOp(info.name, person_id, OpKind.EXCLUDE, fields=fields, reason=f"{info.name} cannot create contacts")
+        )
         return
     missing = [f for f in info.capabilities.required_for_create if is_empty(golden.get(f))]
     if missing:
         out.ops.append(
-            PlanOp(info.name, person_id, OpKind.EXCLUDE, fields=fields, reason=f"{info.name} needs {', '.join(missing)}")
+            PlanOp(
+                info.name, person_id, OpKind.EXCLUDE, fields=fields, reason=f"{info.name} needs {', '.join(missing)}"
+            )
         )
         return
     if not fields:
@@ -344,8 +357,16 @@ def _plan_others(
     caps = info.capabilities
     if view.merged:
         if caps.can_merge:
-            out.ops.append(PlanOp(info.name, view.person_id, OpKind.MERGE, side.record.remote_id,
-                                  loser_ids=losers, reason="merged on another platform"))
+            out.ops.append(
+                PlanOp(
+                    info.name,
+                    view.person_id,
+                    OpKind.MERGE,
+                    side.record.remote_id,
+                    loser_ids=losers,
+                    reason="merged on another platform",
+                )
+            )
             return
         fallback = policy.merges.fallback
         for record in side.others:
@@ -360,12 +381,26 @@ def _plan_others(
                 _tag_record(view.person_id, info, record, policy.merges.tag, why, confirmed, out)
         return
     if policy.duplicates == "merge" and caps.can_merge:
-        out.ops.append(PlanOp(info.name, view.person_id, OpKind.MERGE, side.record.remote_id,
-                              loser_ids=losers, reason="duplicates on this platform"))
+        out.ops.append(
+            PlanOp(
+                info.name,
+                view.person_id,
+                OpKind.MERGE,
+                side.record.remote_id,
+                loser_ids=losers,
+                reason="duplicates on this platform",
+            )
+        )
 
 
 def _tag_record(
-    person_id: int, info: ConnectionInfo, record: RecordState, tag: str, reason: str, confirmed: FieldDict, out: PersonPlan
+    person_id: int,
+    info: ConnectionInfo,
+    record: RecordState,
+    tag: str,
+    reason: str,
+    confirmed: FieldDict,
+    out: PersonPlan,
 ) -> None:
     """Add ``tag`` to one record's tags (once: a record already tagged gets nothing). The
     snapshot belongs to the primary record, so the op confirms what is confirmed already."""
@@ -373,12 +408,29 @@ def _tag_record(
     if tag in tags:
         return
     if not covers(info.update_fields, "tags"):
-        out.ops.append(PlanOp(info.name, person_id, OpKind.EXCLUDE, record.remote_id,
-                              reason=f"{reason}; {info.name} cannot tag contacts"))
+        out.ops.append(
+            PlanOp(
+                info.name,
+                person_id,
+                OpKind.EXCLUDE,
+                record.remote_id,
+                reason=f"{reason}; {info.name} cannot tag contacts",
+            )
+        )
         return
     new = tags | {tag}
-    out.ops.append(PlanOp(info.name, person_id, OpKind.TAG, record.remote_id, fields={"tags": new},
-                          confirms=dict(confirmed), before={"tags": tags}, reason=reason))
+    out.ops.append(
+        PlanOp(
+            info.name,
+            person_id,
+            OpKind.TAG,
+            record.remote_id,
+            fields={"tags": new},
+            confirms=dict(confirmed),
+            before={"tags": tags},
+            reason=reason,
+        )
+    )
 
 
 def _same_dict(a: FieldDict, b: FieldDict) -> bool:

@@ -18,7 +18,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from connectors.base import Connector, PullMode, RawRecord
@@ -102,7 +102,11 @@ def stage_record(mapping: ReadsRecords, record: RawRecord, digest: str | None = 
     result = mapping.read(record.payload)
     issues = getattr(result, "issues", None) or []
     invalid = [
-        {"field": getattr(i, "field", ""), "kind": getattr(i, "kind", getattr(i, "field", "")), "reason": getattr(i, "reason", str(i))}
+        {
+            "field": getattr(i, "field", ""),
+            "kind": getattr(i, "kind", getattr(i, "field", "")),
+            "reason": getattr(i, "reason", str(i)),
+        }
         for i in issues
     ]
     return StagedRecord(
@@ -189,7 +193,7 @@ async def pull_connection(
         {
             "full": full or bool(checkpoint and checkpoint.get("full")),
             "scan_id": scan_id,
-            "started_at": datetime.now(timezone.utc).isoformat(),
+            "started_at": datetime.now(UTC).isoformat(),
             "resumed": report.resumed,
         },
     )
@@ -222,11 +226,18 @@ async def pull_connection(
                 staged.append(stage_record(mapping, record, digest))
                 report.invalid_values += len(staged[-1].invalid)
             except Exception as exc:  # noqa: BLE001 - one malformed payload never stops the page
-                store.quarantine(name, str(record.remote_id)[:MAX_REMOTE_ID_LENGTH] or None, _raw_text(record.payload), f"{type(exc).__name__}: {exc}")
+                store.quarantine(
+                    name,
+                    str(record.remote_id)[:MAX_REMOTE_ID_LENGTH] or None,
+                    _raw_text(record.payload),
+                    f"{type(exc).__name__}: {exc}",
+                )
                 report.quarantined += 1
         # Off the event loop, so the other connections' pulls keep going during the commit.
         if io is not None:
-            result = await io(store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False)
+            result = await io(
+                store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False
+            )
         else:
             result = await asyncio.to_thread(
                 store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False

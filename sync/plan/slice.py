@@ -1,0 +1,138 @@
+"""Planning one slice of persons: load their views from the store, reconcile, render each
+op's payload through its connection's mapping, and store the plan state (uncommitted)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sync.canonical import FieldDict, is_empty
+from sync.plan.context import Mapping_, PlanContext
+from sync.plan.model import OpKind, Plan, PlanOp
+from sync.reconcile import ConnectionInfo, PersonView, ReconcilePolicy, RecordState, Side, covers, reconcile, same
+from sync.store.persons import PersonRows, RecordRow, load_person_views, save_plan_state
+
+
+def plan_slice(
+    session: Any,
+    person_ids: Sequence[int],
+    infos: Mapping[str, ConnectionInfo],
+    mappings: Mapping[str, Mapping_],
+    policy: ReconcilePolicy,
+    *,
+    merged_persons: set[int] | frozenset[int] = frozenset(),
+    primaries: Mapping[tuple[int, str], str] | None = None,
+    run_id: int | None = None,
+    queue: Callable[[Any, Plan], None] | None = None,
+    save: bool = True,
+    release_read: bool = False,
+) -> Plan:
+    """Plan one slice of persons in ``session``: load their views, reconcile, render the
+    payloads and (``save``) store the plan state and queue the intents — uncommitted.
+    ``release_read`` commits right after loading, so on SQLite the write lock is not held
+    while the slice is computed (another writer — the push, another worker — goes on)."""
+    people = load_person_views(session, person_ids)
+    if release_read:
+        session.commit()
+    ctx = PlanContext(mappings, {})
+    views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
+    part = render_payloads(reconcile(views, infos, policy), ctx)
+    if save:
+        existing = [(p.person_id, c) for p in people for c in p.snapshots]
+        save_plan_state(session, part, run_id=run_id, existing=existing)
+        if queue is not None:
+            queue(session, part)
+    return part
+
+
+def person_view(
+    person: PersonRows,
+    infos: Mapping[str, ConnectionInfo],
+    mappings: Mapping[str, Mapping_],
+    ctx: PlanContext,
+    merged_persons: set[int] | frozenset[int] = frozenset(),
+    primaries: Mapping[tuple[int, str], str] | None = None,
+) -> PersonView:
+    """The reconcile view of a stored person: per connection the primary record, further live
+    records, and the snapshot. Records merged away are not sides at all.
+
+    With several live records on one connection, the primary is the one the snapshot belongs
+    to — the record whose values agree with the snapshot on the most fields — then the one
+    the match preferred, then the oldest; with none live, a deleted one (so a delete is seen).
+    Choosing by the snapshot keeps the primary stable across runs (the snapshot is per person
+    and connection, so pairing it with another record would fake changes)."""
+    by_conn: dict[str, list[RecordRow]] = {}
+    for rec in person.records:
+        if rec.connection in infos and not rec.merged_into:
+            by_conn.setdefault(rec.connection, []).append(rec)
+    sides: dict[str, Side] = {}
+    for conn, recs in by_conn.items():
+        snapshot = person.snapshots.get(conn)
+        if len(recs) == 1:  # the common case: nothing to choose between
+            rec = recs[0]
+            ctx.payloads[(conn, rec.remote_id)] = rec.payload
+            current = mappings[conn].read(rec.payload).fields
+            sides[conn] = Side(conn, RecordState(rec.remote_id, current, rec.updated_at, rec.deleted), snapshot)
+            continue
+        preferred = (primaries or {}).get((person.person_id, conn))
+        states: list[tuple[tuple[int, bool, int], RecordState]] = []
+        for rec in recs:
+            if rec.deleted and any(not r.deleted for r in recs):
+                continue
+            ctx.payloads[(conn, rec.remote_id)] = rec.payload
+            current = mappings[conn].read(rec.payload).fields
+            agree = _agreement(current, snapshot) if snapshot is not None and len(recs) > 1 else 0
+            order = (-agree, rec.remote_id != preferred, rec.id)
+            states.append((order, RecordState(rec.remote_id, current, rec.updated_at, rec.deleted)))
+        states.sort(key=lambda item: item[0])
+        chosen = [state for _, state in states]
+        if chosen[0].deleted:
+            chosen = chosen[:1]
+        sides[conn] = Side(conn, chosen[0], snapshot, tuple(chosen[1:]))
+    return PersonView(person.person_id, person.golden, sides, merged=person.person_id in merged_persons)
+
+
+def _agreement(current: FieldDict, snapshot: FieldDict) -> int:
+    """How many fields a record's values share with a snapshot."""
+    return sum(1 for k in set(current) | set(snapshot) if same(current.get(k), snapshot.get(k)))
+
+
+def render_payloads(plan: Plan, ctx: PlanContext) -> Plan:
+    """Each create/update/tag op with its platform payload (through the mapping). An update
+    whose payload comes out empty and that changes no endpoint field is dropped — its values
+    are already held there — and its snapshot is confirmed instead."""
+    ops: list[PlanOp] = []
+    passive = (OpKind.DELETE, OpKind.MERGE, OpKind.EXCLUDE)
+    for op in plan.ops:
+        mapping = ctx.mappings.get(op.connection)
+        if mapping is None or op.kind in passive:
+            ops.append(op)
+            continue
+        if op.kind is OpKind.CREATE:
+            # The payload, and what the platform will read back of it (the mapping's fit).
+            body, back = mapping.create(op.fields)
+            writable = mapping.writable
+            confirms = {k: v for k, v in back.items() if (k in writable or covers(writable, k)) and not is_empty(v)}
+            if confirms == op.fields:
+                confirms = op.fields  # one dict, not two equal ones (a backfill holds millions)
+            ops.append(_with(op, payload=body, confirms=confirms))
+            continue
+        base = ctx.payloads.get((op.connection, op.remote_id or ""), {})
+        payload = mapping.changes(op.fields, base)
+        endpoint = set(op.fields) & set(mapping.endpoint_fields)
+        if not payload and not endpoint:
+            if op.kind is OpKind.UPDATE:
+                plan.snapshots[(op.person_id, op.connection)] = dict(op.confirms)
+            continue
+        ops.append(_with(op, payload=payload))
+    plan.ops = ops
+    return plan
+
+
+def _with(op: PlanOp, **changes: Any) -> PlanOp:
+    """``dataclasses.replace`` for a PlanOp without its per-call field introspection (a
+    backfill renders millions): a copy of the instance dict with ``changes`` set."""
+    new = object.__new__(PlanOp)
+    new.__dict__.update(op.__dict__)
+    new.__dict__.update(changes)
+    return new
