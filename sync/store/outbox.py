@@ -410,7 +410,7 @@ class _ResultBatch:
 class OutboxStore:
     """The outbox and the result transaction: the repository ``store.outbox`` (each call its
     own transaction) / ``tx.outbox`` (calls join the unit of work: planning queues a slice's
-    intents with :meth:`enqueue` in the transaction that stores its plan state)."""
+    intents with :meth:`enqueue_into` in the transaction that stores its plan state)."""
 
     def __init__(self, sessions: Sessions) -> None:
         self._sessions = sessions
