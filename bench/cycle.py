@@ -417,7 +417,7 @@ def main() -> None:
         config = load_config(cfg_path)
         upgrade(config.store_url)
         store = Store.open(config.store_url)
-        obs = Observer(emulators, config, OutboxStore(store.engine))
+        obs = Observer(emulators, config, store.outbox)
         # Cycles run minutes apart (the daemon's interval), so each starts with the platforms'
         # rate windows clear of the previous cycle's requests: wait one (scaled) window.
         windows = [em.rate_limit.per_seconds for em in emulators.values() if em.rate_limit]

@@ -228,7 +228,7 @@ def stage_all(store: Store, cfg: Config, records: dict[str, list[RawRecord]], pa
     for conn, recs in records.items():
         mapping = cfg.mapping(conn)
         for i in range(0, len(recs), page):
-            store.stage_page(conn, [stage_record(mapping, r) for r in recs[i : i + page]])
+            store.staging.stage_page(conn, [stage_record(mapping, r) for r in recs[i : i + page]])
 
 
 class RssSampler:

@@ -67,9 +67,9 @@ def stage_all(url: str, records: list[StagedRecord], page_size: int) -> float:
         start = time.perf_counter()
         for i in range(0, len(records), page_size):
             page = records[i : i + page_size]
-            store.stage_page("bench", page, cursor={"since": page[-1].payload["dateUpdated"]})
+            store.staging.stage_page("bench", page, cursor={"since": page[-1].payload["dateUpdated"]})
         elapsed = time.perf_counter() - start
-        result = store.stage_page("bench", records[:page_size])  # sanity: a repeat is unchanged
+        result = store.staging.stage_page("bench", records[:page_size])  # sanity: a repeat is unchanged
         assert result.unchanged == min(page_size, len(records)), result
         return elapsed
     finally:

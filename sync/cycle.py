@@ -33,8 +33,7 @@ from sync.detect.stage import PullReport, pull_connection, read_keys
 from sync.plan import Plan
 from sync.plan.build import build_plan
 from sync.store import Store
-from sync.store.locks import ProfileLock
-from sync.store.outbox import EnqueueResult, OutboxStore
+from sync.store.outbox import EnqueueResult
 from sync.store.snapshots import fields_hash
 
 log = structlog.get_logger("contactsync.engine")
@@ -108,7 +107,7 @@ class CycleRunner:
     ) -> None:
         self.config = config
         self.store = store
-        self.outbox = OutboxStore(store.engine)
+        self.outbox = store.outbox
         self.transports = dict(transports or {})
         self.settings_overrides = {k: dict(v) for k, v in (settings or {}).items()}
         self.backoff = backoff or Backoff()
@@ -155,7 +154,7 @@ class CycleRunner:
         """Run one cycle of ``profile`` under its lock (blocking). A cycle that finds the lock
         held elsewhere returns at once with ``skipped`` set. ``replan`` reconciles every person,
         not only those that changed (after a change of mappings or policies)."""
-        with ProfileLock(self.store.engine, profile) as lock:
+        with self.store.profile_lock(profile) as lock:
             if not lock.held:
                 report = CycleReport(profile, kind, status="skipped", skipped="another process holds this profile")
                 log.info("run_skipped", profile=profile, kind=kind, reason=report.skipped)
@@ -190,7 +189,7 @@ class CycleRunner:
         report = CycleReport(profile, "plan" if dry_run else kind)
         names = self.profile_connections(profile)
         pulled = [n for n in names if only is None or n in only]
-        report.run_id = self.store.start_run(profile, report.kind)
+        report.run_id = self.store.runs.start_run(profile, report.kind)
         structlog.contextvars.bind_contextvars(run_id=report.run_id, profile=profile)
         astop = asyncio.Event()
         watcher = asyncio.create_task(_watch(stop, astop)) if stop is not None else None
@@ -237,10 +236,10 @@ class CycleRunner:
                 report.extra["echoes"] = {n: k for n, k in echoes.items() if k}
             # The intents are queued inside the planning transaction (PlanQueue): the persons it
             # marks clean and the writes that carry their edits commit together.
-            queue = None if dry_run else PlanQueue(self.outbox, self.capabilities(connectors), run_id=report.run_id)
+            queue = None if dry_run else PlanQueue(self.capabilities(connectors), run_id=report.run_id)
             # A connection that joined the profile after its persons were planned must get all of
             # them, not only the ones that change from now on.
-            report.joined = self.store.unplanned_connections(names)
+            report.joined = await io(self.store.replan.unplanned_connections, names)
             if report.joined:
                 log.info("replan_for_new_connections", connections=report.joined)
             if queue is None:
@@ -370,7 +369,7 @@ class CycleRunner:
         counts = report.counts()
         if report.run_id is not None:
             status = report.status if report.status in ("ok", "partial", "failed") else "ok"
-            self.store.finish_run(report.run_id, status, counts, report.error)
+            self.store.runs.finish_run(report.run_id, status, counts, report.error)
         summary: dict[str, Any] = {
             "profile": report.profile,
             "kind": report.kind,

@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from connectors.base import Capabilities
 from sync.apply.executor import ApplyReport, Backoff, ConnectionReport, PlanFeed, Target, apply_outbox
 from sync.apply.intents import Intent, intent_for, intents_for, lookup_keys
 from sync.plan import OpKind, Plan
-from sync.store.outbox import EnqueueResult, OutboxStore
+from sync.store import UnitOfWork
+from sync.store.outbox import EnqueueResult
 
 OP_ORDER = {OpKind.MERGE: 0, OpKind.TAG: 1, OpKind.CREATE: 2, OpKind.UPDATE: 3, OpKind.DELETE: 4, OpKind.EXCLUDE: 5}
 
@@ -34,16 +33,13 @@ class PlanQueue:
     marked clean whose edit is in no intent. Slices hold whole persons, so sorting by
     :data:`OP_ORDER` per slice keeps each person's order of operations."""
 
-    def __init__(
-        self, outbox: OutboxStore, capabilities: Mapping[str, Capabilities] | None = None, *, run_id: int | None = None
-    ) -> None:
-        self.outbox = outbox
+    def __init__(self, capabilities: Mapping[str, Capabilities] | None = None, *, run_id: int | None = None) -> None:
         self.capabilities = capabilities
         self.run_id = run_id
         self.result = EnqueueResult()
 
-    def __call__(self, session: Session, part: Plan) -> None:
-        self.outbox.enqueue_in(session, _ordered_intents(part, self.capabilities), run_id=self.run_id, into=self.result)
+    def __call__(self, tx: UnitOfWork, part: Plan) -> None:
+        tx.outbox.enqueue_into(_ordered_intents(part, self.capabilities), run_id=self.run_id, into=self.result)
 
     def portable(self) -> QueueSpec:
         """What a planning worker process needs to queue on its own store handle."""
@@ -64,8 +60,8 @@ class QueueSpec:
     run_id: int | None
 
     def open(self, store: Any) -> PlanQueue:
-        """A queue writing through ``store``'s engine."""
-        return PlanQueue(OutboxStore(store.engine), self.capabilities, run_id=self.run_id)
+        """A queue for planning in a unit of work of ``store`` (it writes through ``tx.outbox``)."""
+        return PlanQueue(self.capabilities, run_id=self.run_id)
 
 
 __all__ = [

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from sync.commands.common import CommandError, open_store
 from sync.config import Config
-from sync.store.status import ConflictRow, StatusQueries
+from sync.store.status import ConflictRow
 
 
 def list_conflicts(config: Config, *, show_all: bool = False, console: Console | None = None) -> list[ConflictRow]:
@@ -21,7 +21,7 @@ def list_conflicts(config: Config, *, show_all: bool = False, console: Console |
     console = console or Console()
     store = open_store(config)
     try:
-        rows = StatusQueries(store.engine).conflicts(open_only=not show_all)
+        rows = store.status.conflicts(open_only=not show_all)
     finally:
         store.close()
     if not rows:
@@ -53,7 +53,7 @@ def resolve(
         raise CommandError("give exactly one of --use CONNECTION or --value JSON", 2)
     store = open_store(config)
     try:
-        queries = StatusQueries(store.engine)
+        queries = store.status
         row = next((r for r in queries.conflicts(limit=100_000) if r.id == conflict_id), None)
         if row is None:
             raise CommandError(f"no conflict #{conflict_id}", 2)

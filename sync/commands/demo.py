@@ -30,8 +30,6 @@ from sync.cycle import CycleReport, CycleRunner
 from sync.plan import OpKind
 from sync.store import Store, upgrade
 from sync.store.models import OutboxStatus
-from sync.store.outbox import OutboxStore
-from sync.store.status import persons_with_records
 
 # Rate-limit windows are shrunk by this factor so the tour takes seconds (stated in the output).
 RATE_SCALE = 50.0
@@ -118,7 +116,7 @@ def _person_name(fields: Mapping[str, Any]) -> str:
 
 
 def _show_matches(console: Console, store: Store) -> None:
-    people = persons_with_records(store.engine)
+    people = store.persons.with_records()
     table = Table("person", "who", *CONNECTIONS)
     for p in people:
         cells = []
@@ -159,7 +157,7 @@ def _show_conflicts(console: Console, report: CycleReport) -> None:
 
 
 def _show_exclusions(console: Console, store: Store) -> None:
-    rows = OutboxStore(store.engine).items([OutboxStatus.EXCLUDED.value])
+    rows = store.outbox.items([OutboxStatus.EXCLUDED.value])
     if not rows:
         console.print("excluded: none")
         return

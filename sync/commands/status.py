@@ -13,15 +13,13 @@ from sync.commands.common import open_store
 from sync.config import Config
 from sync.store import Store
 from sync.store.models import OutboxStatus
-from sync.store.outbox import OutboxStore
-from sync.store.status import StatusQueries
 
 
 def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]:
     """Everything status shows, as plain JSON."""
     names = list(config.connections)
-    queries = StatusQueries(store.engine)
-    outbox = OutboxStore(store.engine)
+    queries = store.status
+    outbox = store.outbox
     overview = queries.overview(names)
     counts = outbox.counts()
     last = overview.last_runs[0] if overview.last_runs else None

@@ -4,7 +4,7 @@ For each record of a page: the mapping reads the raw payload into canonical fiel
 do not normalize are kept raw and reported as ``invalid``), the matching keys are derived from
 those fields, and the payload is hashed. A payload that cannot be read at all is quarantined
 with its reason while the rest of the page goes on. The page's cursor is committed in the same
-transaction as its rows (``Store.stage_page``), so a kill at any point resumes where the last
+transaction as its rows (``store.staging.stage_page``), so a kill at any point resumes where the last
 committed page ended.
 
 Deletion detection runs only after a complete pull that the connector marks ``full_scan`` and
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -143,10 +143,14 @@ def unread_record(mapping: ReadsRecords, record: RawRecord, digest: str) -> Stag
     )
 
 
-async def _staged_hashes(store: Store, name: str, io: Any) -> dict[str, tuple[str, str | None, int]]:
+def _off_loop(io: Any) -> Callable[..., Awaitable[Any]]:
+    """How the pull calls the store: on the cycle's one store thread (``io``, a
+    ``sync.apply.storethread.StoreThread``), else in a worker thread. Never on the event loop:
+    a blocking store call (on SQLite, waiting for the write lock) would hold up every
+    connection's I/O."""
     if io is not None:
-        return await io(store.staged_hashes, name)
-    return await asyncio.to_thread(store.staged_hashes, name)
+        return io  # type: ignore[no-any-return]
+    return asyncio.to_thread
 
 
 def _raw_text(payload: Any) -> str:
@@ -170,14 +174,15 @@ async def pull_connection(
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
 
     A lookup-only platform (DM Champ) has nothing to pull: its records are the ones we write.
-    ``io`` (a ``sync.apply.storethread.StoreThread``) runs the page commits off the event loop
-    on the cycle's one store thread."""
+    ``io`` (a ``sync.apply.storethread.StoreThread``) runs every store call — cursor, page
+    commits, quarantine — off the event loop on the cycle's one store thread."""
     report = PullReport(name)
     if connector.capabilities.pull_mode is PullMode.LOOKUP_ONLY:
         report.skipped = "lookup only: no listing on this platform"
         report.complete = True
         return report
-    state = store.get_cursor(name)
+    call = _off_loop(io)
+    state = await call(store.cursors.get_cursor, name)
     # A checkpoint left behind means the previous pull of this connection was interrupted: an
     # incremental pull continues from the committed cursor anyway; a full pull (backfill)
     # resumes from it only when the interrupted pull was a full one too.
@@ -187,8 +192,9 @@ async def pull_connection(
     else:
         report.resumed = checkpoint is not None
     position = state.position if (report.resumed or not full) else None
-    scan_id = store.begin_full_scan(name) if connector.capabilities.deletes_detectable else None
-    store.set_checkpoint(
+    scan_id = await call(store.cursors.begin_full_scan, name) if connector.capabilities.deletes_detectable else None
+    await call(
+        store.cursors.set_checkpoint,
         name,
         {
             "full": full or bool(checkpoint and checkpoint.get("full")),
@@ -202,7 +208,7 @@ async def pull_connection(
     # every staged row, unless it turns out long (e.g. the first pull after our own writes).
     known: dict[str, tuple[str, str | None, int]] | None = None
     if connector.capabilities.pull_mode is PullMode.FULL_SCAN or full:
-        known = await _staged_hashes(store, name, io)
+        known = await call(store.staging.staged_hashes, name)
     # A scan keeps the ids it lists, so the records it finds unchanged need no write each (the
     # deletes are what the store holds live and the scan did not list). Quarantined records
     # count as listed: they exist there, they only could not be read.
@@ -211,8 +217,9 @@ async def pull_connection(
         if listed is not None:
             listed.update(str(r.remote_id) for r in page.records)
         if known is None and report.records >= KNOWN_HASHES_AFTER:
-            known = await _staged_hashes(store, name, io)
+            known = await call(store.staging.staged_hashes, name)
         staged: list[StagedRecord] = []
+        unreadable: list[tuple[str | None, str, str]] = []
         for record in page.records:
             try:
                 seen = known.get(str(record.remote_id)) if known and isinstance(record.payload, dict) else None
@@ -226,22 +233,20 @@ async def pull_connection(
                 staged.append(stage_record(mapping, record, digest))
                 report.invalid_values += len(staged[-1].invalid)
             except Exception as exc:  # noqa: BLE001 - one malformed payload never stops the page
-                store.quarantine(
-                    name,
-                    str(record.remote_id)[:MAX_REMOTE_ID_LENGTH] or None,
-                    _raw_text(record.payload),
-                    f"{type(exc).__name__}: {exc}",
+                unreadable.append(
+                    (
+                        str(record.remote_id)[:MAX_REMOTE_ID_LENGTH] or None,
+                        _raw_text(record.payload),
+                        f"{type(exc).__name__}: {exc}",
+                    )
                 )
                 report.quarantined += 1
+        for remote_id, raw, reason in unreadable:
+            await call(store.staging.quarantine, name, remote_id, raw, reason)
         # Off the event loop, so the other connections' pulls keep going during the commit.
-        if io is not None:
-            result = await io(
-                store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False
-            )
-        else:
-            result = await asyncio.to_thread(
-                store.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False
-            )
+        result = await call(
+            store.staging.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False
+        )
         report.pages += 1
         report.records += len(page.records)
         report.inserted += result.inserted
@@ -252,10 +257,10 @@ async def pull_connection(
         if page.complete:
             report.complete = True
             if page.full_scan and scan_id is not None and not report.resumed:
-                report.deleted = store.finish_full_scan(name, scan_id, seen=listed)
+                report.deleted = await call(store.cursors.finish_full_scan, name, scan_id, seen=listed)
             break
         if stop is not None and stop.is_set():
             break  # the checkpoint stays: the next pull resumes from the committed cursor
     if report.complete:
-        store.set_checkpoint(name, None)
+        await call(store.cursors.set_checkpoint, name, None)
     return report

@@ -4,10 +4,11 @@ persons slice by slice (:mod:`sync.plan.slice`), in this process or in worker pr
 
     build_plan(store, config, names, capabilities, run_id=..., commit=True) -> Plan
 
-With ``commit=False`` (``contactsync plan``, a dry run) everything runs in one store transaction
-that is rolled back, so nothing is written anywhere, not even locally. With ``commit`` a plain
-plan is one transaction; a streamed or parallel plan commits the match first and then each slice
-on its own (a crash leaves the later slices' persons dirty, to be planned again).
+Everything goes through one unit of work, ``store.transaction()``. With ``commit=False``
+(``contactsync plan``, a dry run) it is rolled back at the end, so nothing is written anywhere,
+not even locally. With ``commit`` a plain plan commits once at the end; a streamed or parallel
+plan commits the match first and then each slice on its own (``tx.commit()``; a crash leaves the
+later slices' persons dirty, to be planned again).
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from sync.plan.context import Mapping_, connection_info, match_policy, reconcile
 from sync.plan.model import Plan
 from sync.plan.slice import plan_slice
 from sync.reconcile import ConnectionInfo
-from sync.store import Store
-from sync.store.persons import MatchRows, ReviewRow, dirty_person_ids, load_match_input, save_match
-from sync.store.replan import mark_all_persons_dirty_in
+from sync.store import Store, UnitOfWork
+from sync.store.persons import MatchRows, ReviewRow
 
 
 def build_plan(
@@ -41,7 +41,7 @@ def build_plan(
     run_id: int | None = None,
     commit: bool = True,
     chunk_size: int = 20_000,
-    queue: Callable[[Any, Plan], None] | None = None,
+    queue: Callable[[UnitOfWork, Plan], None] | None = None,
     replan: bool = False,
     keep_ops: bool | None = None,
     on_commit: Callable[[], None] | None = None,
@@ -52,7 +52,7 @@ def build_plan(
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
     read-confirmed snapshots and conflicts; without it the transaction is rolled back.
 
-    ``queue(session, slice)`` is called for each planned slice inside the same transaction
+    ``queue(tx, slice)`` is called for each planned slice inside the same unit of work
     (the outbox's :class:`sync.apply.PlanQueue`): a caller that will carry the plan out must
     pass it, or a crash between this commit and a later enqueue would lose the edits whose
     persons this commit marks clean.
@@ -80,15 +80,14 @@ def build_plan(
     given; ``workers=1`` always plans in this process."""
     mappings = {n: config.mapping(n) for n in names}
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
-    session = store.manual_session()
     keep = queue is None if keep_ops is None else keep_ops
     count = plan_pool.default_workers() if workers is None else workers
     pool = None
-    if count > 1 and _shareable(store):
+    if count > 1 and store.shareable:
         pool = _Pool(store, count, plan_pool.PARALLEL_FROM if parallel_from is None else parallel_from)
-    with _no_gc():
+    with store.transaction() as tx, _no_gc():
         return _build(
-            session,
+            tx,
             mappings,
             infos,
             config,
@@ -102,17 +101,6 @@ def build_plan(
             on_commit=on_commit if commit else None,
             pool=pool,
         )
-
-
-def _shareable(store: Store) -> bool:
-    """Whether other processes can open ``store`` (not an in-memory SQLite database)."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(store.url)
-    return not (
-        url.get_backend_name() == "sqlite"
-        and (not url.database or url.database == ":memory:" or "mode=memory" in str(url))
-    )
 
 
 @contextmanager
@@ -129,7 +117,7 @@ def _no_gc() -> Iterator[None]:
 
 
 def _build(
-    session: Any,
+    tx: UnitOfWork,
     mappings: Mapping[str, Mapping_],
     infos: Mapping[str, ConnectionInfo],
     config: Any,
@@ -138,81 +126,73 @@ def _build(
     run_id: int | None,
     commit: bool,
     chunk_size: int,
-    queue: Callable[[Any, Plan], None] | None,
+    queue: Callable[[UnitOfWork, Plan], None] | None,
     replan: bool,
     keep: bool,
     on_commit: Callable[[], None] | None = None,
     pool: _Pool | None = None,
 ) -> Plan:
-    try:
-        if replan:
-            mark_all_persons_dirty_in(session)
-        merged_persons, primaries = match_dirty(session, match_policy(config, capabilities))
-        policy = reconcile_policy(config)
-        plan = Plan()
-        dirty = dirty_person_ids(session)
-        parallel = pool is not None and commit and not keep and len(dirty) >= pool.threshold
-        if parallel and queue is not None and not hasattr(queue, "portable"):
-            parallel = False  # a queue that cannot be rebuilt in a worker: plan here
-        if on_commit is not None or parallel:
-            session.commit()
-        # Workers take smaller slices: each holds one at a time, and several run at once.
-        size = min(chunk_size, PARALLEL_SLICE) if parallel else chunk_size
-        slices = list(_slices(len(dirty), size, streaming=on_commit is not None or parallel))
-        if parallel:
-            assert pool is not None
-            plan_pool.plan_in_workers(
-                pool.store,
-                config,
-                list(infos),
-                capabilities,
-                dirty,
-                slices,
-                plan=plan,
-                run_id=run_id,
-                merged_persons=merged_persons,
-                primaries=primaries,
-                queue=queue,
-                workers=pool.workers,
-                on_commit=on_commit,  # type: ignore[arg-type]
-            )
-            return plan
-        # In slices, so a backfill holds one slice of views and raw payloads at a time.
-        for start, end in slices:
-            part = plan_slice(
-                session,
-                dirty[start:end],
-                infos,
-                mappings,
-                policy,
-                merged_persons=merged_persons,
-                primaries=primaries,
-                run_id=run_id,
-                queue=queue if commit else None,
-                save=commit,
-                release_read=on_commit is not None,
-            )
-            if commit and on_commit is not None:
-                session.commit()
-                on_commit()
-            plan.persons += len(part.golden)
-            plan.conflicts.extend(part.conflicts)
-            if keep:
-                plan.ops.extend(part.ops)
-                plan.golden.update(part.golden)
-                plan.snapshots.update(part.snapshots)
-            else:
-                plan.count(part.ops)
-            del part
-        if commit:
-            session.commit()
+    if replan:
+        tx.persons.mark_all_dirty()
+    merged_persons, primaries = match_dirty(tx, match_policy(config, capabilities))
+    policy = reconcile_policy(config)
+    plan = Plan()
+    dirty = tx.persons.dirty_person_ids()
+    parallel = pool is not None and commit and not keep and len(dirty) >= pool.threshold
+    if parallel and queue is not None and not hasattr(queue, "portable"):
+        parallel = False  # a queue that cannot be rebuilt in a worker: plan here
+    if on_commit is not None or parallel:
+        tx.commit()
+    # Workers take smaller slices: each holds one at a time, and several run at once.
+    size = min(chunk_size, PARALLEL_SLICE) if parallel else chunk_size
+    slices = list(_slices(len(dirty), size, streaming=on_commit is not None or parallel))
+    if parallel:
+        assert pool is not None
+        plan_pool.plan_in_workers(
+            pool.store,
+            config,
+            list(infos),
+            capabilities,
+            dirty,
+            slices,
+            plan=plan,
+            run_id=run_id,
+            merged_persons=merged_persons,
+            primaries=primaries,
+            queue=queue,  # type: ignore[arg-type]
+            workers=pool.workers,
+            on_commit=on_commit,
+        )
+        return plan
+    # In slices, so a backfill holds one slice of views and raw payloads at a time.
+    for start, end in slices:
+        part = plan_slice(
+            tx,
+            dirty[start:end],
+            infos,
+            mappings,
+            policy,
+            merged_persons=merged_persons,
+            primaries=primaries,
+            run_id=run_id,
+            queue=queue if commit else None,
+            save=commit,
+            release_read=on_commit is not None,
+        )
+        if commit and on_commit is not None:
+            tx.commit()
+            on_commit()
+        plan.persons += len(part.golden)
+        plan.conflicts.extend(part.conflicts)
+        if keep:
+            plan.ops.extend(part.ops)
+            plan.golden.update(part.golden)
+            plan.snapshots.update(part.snapshots)
         else:
-            session.rollback()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+            plan.count(part.ops)
+        del part
+    if not commit:
+        tx.rollback()  # a dry run: nothing of the match or the plan is kept
     return plan
 
 
@@ -243,21 +223,20 @@ def _slices(total: int, size: int, *, streaming: bool) -> Iterator[tuple[int, in
 def run_match(store: Store, config: Any, capabilities: Mapping[str, Capabilities] | None = None) -> set[int]:
     """Only the matching step, committed: the dirty records get their persons (the persons
     they touch become dirty for the next plan). Returns the persons a platform merge joined."""
-    with store.stepwise_session() as session, _no_gc():
-        merged, _ = match_dirty(session, match_policy(config, capabilities))
+    with store.transaction() as tx, _no_gc():
+        merged, _ = match_dirty(tx, match_policy(config, capabilities))
     return merged
 
 
-def match_dirty(session: Any, policy: MatchPolicy) -> tuple[set[int], dict[tuple[int, str], str]]:
+def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tuple[int, str], str]]:
     """Match the dirty records and store the result. Returns the persons a platform merge
     joined this run, and the primary record (remote id) per (person, connection) where a
     person has several."""
-    rows = load_match_input(session)
+    rows = tx.persons.load_match_input()
     if not len(rows):
         return set(), {}
     result = match_records(_input(rows), policy)
-    outcome = save_match(
-        session,
+    outcome = tx.persons.save_match(
         rows,
         result.person_of.tolist(),
         folds=result.folds,

@@ -169,9 +169,9 @@ class _Worker:
     def plan(self, person_ids: list[int]) -> SliceResult:
         # A queue per slice, so its counts are this slice's alone.
         queue = self.setup.queue.open(self.store) if self.setup.queue is not None else None
-        with self.store.stepwise_session() as session:
+        with self.store.transaction() as tx:
             part = plan_slice(
-                session,
+                tx,
                 person_ids,
                 self.infos,
                 self.mappings,

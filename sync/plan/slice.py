@@ -10,11 +10,12 @@ from sync.canonical import FieldDict, is_empty
 from sync.plan.context import Mapping_, PlanContext
 from sync.plan.model import OpKind, Plan, PlanOp
 from sync.reconcile import ConnectionInfo, PersonView, ReconcilePolicy, RecordState, Side, covers, reconcile, same
-from sync.store.persons import PersonRows, RecordRow, load_person_views, save_plan_state
+from sync.store import UnitOfWork
+from sync.store.persons import PersonRows, RecordRow
 
 
 def plan_slice(
-    session: Any,
+    tx: UnitOfWork,
     person_ids: Sequence[int],
     infos: Mapping[str, ConnectionInfo],
     mappings: Mapping[str, Mapping_],
@@ -23,25 +24,25 @@ def plan_slice(
     merged_persons: set[int] | frozenset[int] = frozenset(),
     primaries: Mapping[tuple[int, str], str] | None = None,
     run_id: int | None = None,
-    queue: Callable[[Any, Plan], None] | None = None,
+    queue: Callable[[UnitOfWork, Plan], None] | None = None,
     save: bool = True,
     release_read: bool = False,
 ) -> Plan:
-    """Plan one slice of persons in ``session``: load their views, reconcile, render the
+    """Plan one slice of persons in the unit of work ``tx``: load their views, reconcile, render the
     payloads and (``save``) store the plan state and queue the intents — uncommitted.
     ``release_read`` commits right after loading, so on SQLite the write lock is not held
     while the slice is computed (another writer — the push, another worker — goes on)."""
-    people = load_person_views(session, person_ids)
+    people = tx.persons.load_person_views(person_ids)
     if release_read:
-        session.commit()
+        tx.commit()
     ctx = PlanContext(mappings, {})
     views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
     part = render_payloads(reconcile(views, infos, policy), ctx)
     if save:
         existing = [(p.person_id, c) for p in people for c in p.snapshots]
-        save_plan_state(session, part, run_id=run_id, existing=existing)
+        tx.persons.save_plan_state(part, run_id=run_id, existing=existing)
         if queue is not None:
-            queue(session, part)
+            queue(tx, part)
     return part
 
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
+    from sync.store.db import Sessions
+
 
 @dataclass(frozen=True)
 class CursorState:
@@ -44,12 +46,14 @@ def _cursor_row(session: Session, connection: str) -> Cursor:
     return row
 
 
-class CursorsMixin:
-    """Cursor operations of :class:`sync.store.Store`."""
+class Cursors:
+    """Cursor operations: the repository ``store.cursors``."""
 
-    if TYPE_CHECKING:
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
 
-        def session(self) -> AbstractContextManager[Session]: ...
+    def session(self) -> AbstractContextManager[Session]:
+        return self._sessions.begin()
 
     def get_cursor(self, connection: str) -> CursorState:
         """The connection's cursor; an unknown connection starts with everything empty."""

@@ -1,28 +1,44 @@
-"""Opening the staging store: engine set-up per dialect, the revision check, sessions.
+"""Opening the staging store, and its one transaction API.
 
-:class:`Store` is the one handle the rest of the engine holds. Its operations are grouped by job
-in small mixins (staging, cursors, runs) that all work through :meth:`Store.session`.
+:class:`Store` is the one handle the rest of the engine holds and the only door into the store.
+Its repositories hang off it — ``store.staging``, ``store.cursors``, ``store.runs``,
+``store.outbox``, ``store.persons``, ``store.snapshots``, ``store.status`` — and every one of
+them works through :meth:`Store.transaction`, on the store's one sessionmaker, behind the
+nested-transaction guard.
+
+A repository taken from the store (``store.outbox.due(...)``) runs each call in a transaction
+of its own. A repository taken from a unit of work (``tx.outbox``, ``tx.persons``) joins that
+unit's transaction instead: what planning writes through ``tx.persons`` and queues through
+``tx.outbox`` commits together.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from functools import cached_property
+from typing import Protocol
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.connect import display_url, make_engine
-from sync.store.cursors import CursorsMixin
+from sync.store.cursors import Cursors
+from sync.store.locks import ProfileLock
 from sync.store.migrate import current_revision, head_revision
-from sync.store.replan import ReplanMixin
-from sync.store.runs import RunsMixin
-from sync.store.staging import StagingMixin
+from sync.store.outbox import OutboxStore
+from sync.store.persons import Persons
+from sync.store.replan import Replan
+from sync.store.runs import Runs
+from sync.store.snapshots import SnapshotStore
+from sync.store.staging import Staging
+from sync.store.status import StatusQueries
 
 
 class NestedSession(RuntimeError):
-    """``Store.session()`` opened inside another in the same thread on SQLite (a deadlock)."""
+    """A store transaction opened inside another that holds its transaction, in the same thread,
+    on SQLite (a deadlock: the inner one would wait for the outer one's write lock)."""
 
 
 class StoreOutOfDate(Exception):
@@ -38,14 +54,111 @@ class StoreOutOfDate(Exception):
         self.needed = needed
 
 
-class Store(StagingMixin, CursorsMixin, RunsMixin, ReplanMixin):
-    """A handle on the staging store. Open with :meth:`open`; close with :meth:`close`."""
+class Sessions(Protocol):
+    """Where a repository gets its session: ``with sessions() as s`` (reads) and
+    ``with sessions.begin() as s`` (writes) both yield a session inside a store transaction."""
+
+    def __call__(self) -> AbstractContextManager[Session]: ...
+
+    def begin(self) -> AbstractContextManager[Session]: ...
+
+
+class _PerCall:
+    """Each use is a transaction of its own, through :meth:`Store.transaction` (and its guard)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @contextmanager
+    def __call__(self) -> Iterator[Session]:
+        with self._store.transaction() as tx:
+            yield tx.session
+
+    begin = __call__
+
+
+class _Joined:
+    """Every use joins one open unit of work: nothing is committed or closed here."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @contextmanager
+    def __call__(self) -> Iterator[Session]:
+        yield self._session
+
+    begin = __call__
+
+
+class UnitOfWork:
+    """One open store transaction, yielded by :meth:`Store.transaction`.
+
+    Repositories taken from it act inside it: ``tx.persons`` (matching and planning state),
+    ``tx.outbox`` (queueing intents), ``tx.snapshots``. What they write commits when the
+    ``with`` block ends without an exception and rolls back when it raises.
+
+    - :meth:`commit` commits part-way: what was written so far is durable, and the next
+      statement begins a new transaction. Planning streams this way (the match, then each
+      slice), and commits right after reading a slice so SQLite's write lock is not held while
+      the slice is computed.
+    - :meth:`rollback` discards everything since the last commit: a dry run rolls back at the
+      end of its block, so nothing it did is written anywhere.
+
+    ``session`` is the raw SQLAlchemy session, for ``sync/store``'s own code and for tests that
+    inspect the store; code outside ``sync/store`` goes through the repositories."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._sessions = _Joined(session)
+
+    def commit(self) -> None:
+        """Commit what the unit has done so far; the unit stays open for more."""
+        self.session.commit()
+
+    def rollback(self) -> None:
+        """Discard what the unit has done since its last commit; the unit stays open."""
+        self.session.rollback()
+
+    @property
+    def holds_transaction(self) -> bool:
+        """Whether a transaction is under way (on SQLite: the write lock is held)."""
+        return self.session.in_transaction()
+
+    @cached_property
+    def persons(self) -> Persons:
+        return Persons(self._sessions)
+
+    @cached_property
+    def outbox(self) -> OutboxStore:
+        return OutboxStore(self._sessions)
+
+    @cached_property
+    def snapshots(self) -> SnapshotStore:
+        return SnapshotStore(self._sessions)
+
+
+class Store:
+    """A handle on the staging store. Open with :meth:`open`; close with :meth:`close`.
+
+    Repositories (each call its own transaction): :attr:`staging`, :attr:`cursors`,
+    :attr:`runs`, :attr:`replan`, :attr:`outbox`, :attr:`persons`, :attr:`snapshots`,
+    :attr:`status`. Several calls in one transaction: ``with store.transaction() as tx``."""
 
     def __init__(self, engine: Engine, url: str) -> None:
+        # The engine is for sync/store's own code (locks, migrations) and tests' assertions.
         self.engine = engine
         self.url = url
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._open_sessions = threading.local()
+        self._open_units = threading.local()
+        per_call = _PerCall(self)
+        self.staging = Staging(per_call, engine.dialect.name)
+        self.cursors = Cursors(per_call)
+        self.runs = Runs(per_call)
+        self.replan = Replan(per_call)
+        self.outbox = OutboxStore(per_call)
+        self.persons = Persons(per_call)
+        self.snapshots = SnapshotStore(per_call)
+        self.status = StatusQueries(per_call)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:
@@ -68,45 +181,58 @@ class Store(StagingMixin, CursorsMixin, RunsMixin, ReplanMixin):
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction: commits when the block succeeds, rolls back when it raises.
+    @property
+    def shareable(self) -> bool:
+        """Whether other processes can open this store (not an in-memory SQLite database)."""
+        url = self.engine.url
+        return not (
+            url.get_backend_name() == "sqlite"
+            and (not url.database or url.database == ":memory:" or "mode=memory" in str(url))
+        )
 
-        On SQLite a transaction takes the write lock when it begins, so do not call another
-        Store method (or open another session) inside the block: it would wait for the lock its
-        own thread holds. That mistake raises :class:`NestedSession` at once instead of hanging."""
-        nested = getattr(self._open_sessions, "depth", 0)
-        if nested and self.dialect_name == "sqlite":
+    @contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """The one way into a store transaction: yields a :class:`UnitOfWork`, which commits
+        when the block succeeds and rolls back when it raises (see its ``commit`` and
+        ``rollback`` for committing part-way and for a dry run).
+
+        The transaction begins at once; on SQLite that takes the write lock (``BEGIN
+        IMMEDIATE``). So do not use the store (a repository of the store, or another
+        transaction) inside the block while the unit holds its transaction: it would wait for
+        the lock its own thread holds. That mistake raises :class:`NestedSession` at once
+        instead of hanging. After ``tx.commit()`` the unit holds nothing until its next
+        statement, and the store may be used meanwhile."""
+        units: list[UnitOfWork] = getattr(self._open_units, "units", None) or []
+        if self.dialect_name == "sqlite" and any(u.holds_transaction for u in units):
             raise NestedSession(
-                "a Store session is already open in this thread; on SQLite the inner one would "
-                "wait forever for the outer one's write lock"
+                "a store transaction is already under way in this thread; on SQLite the inner "
+                "one would wait forever for the outer one's write lock"
             )
-        self._open_sessions.depth = nested + 1
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        finally:
-            self._open_sessions.depth = nested
-
-    @contextmanager
-    def stepwise_session(self) -> Iterator[Session]:
-        """A transaction the block may commit part-way (planning commits after reading a slice,
-        so SQLite's write lock is not held while it computes); what is left commits when the
-        block succeeds and rolls back when it raises. :meth:`session` forbids such commits."""
         session = self._sessions()
+        unit = UnitOfWork(session)
+        self._open_units.units = [*units, unit]
         try:
-            yield session
+            session.begin()
+            yield unit
             session.commit()
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+            self._open_units.units = units
 
-    def manual_session(self) -> Session:
-        """A session whose caller decides, at the end, to commit or roll back (planning's dry
-        run rolls back a whole match-and-plan). Close it when done."""
-        return self._sessions()
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """``with store.session() as s`` is ``with store.transaction() as tx`` with ``s =
+        tx.session``: the raw SQLAlchemy session of one transaction, for ``sync/store``'s own
+        code and for tests that inspect the store."""
+        with self.transaction() as tx:
+            yield tx.session
+
+    def profile_lock(self, profile: str) -> ProfileLock:
+        """The lock that lets one process at a time run ``profile`` (use as a context manager)."""
+        return ProfileLock(self.engine, profile)
 
     def close(self) -> None:
         """Release all pooled connections."""

@@ -23,15 +23,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session
 
 from sync.canonical import fields_to_json
 from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, Snapshot, utcnow
 from sync.store.snapshots import fields_hash
 from sync.store.staging import payload_hash
+
+if TYPE_CHECKING:
+    from sync.store.db import Sessions
 
 ACTIVE = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value, OutboxStatus.IN_FLIGHT.value)
 REPLACEABLE = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value)
@@ -405,11 +408,12 @@ class _ResultBatch:
 
 
 class OutboxStore:
-    """The outbox and the result transaction. Takes the store's SQLAlchemy engine."""
+    """The outbox and the result transaction: the repository ``store.outbox`` (each call its
+    own transaction) / ``tx.outbox`` (calls join the unit of work: planning queues a slice's
+    intents with :meth:`enqueue_into` in the transaction that stores its plan state)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
 
     # -- intent -------------------------------------------------------------------------------
 
@@ -529,23 +533,6 @@ class OutboxStore:
         elif current.last_error != intent.reason:
             current.last_error = intent.reason
             current.updated_at = now
-
-    def clear_exclusions(self, connection: str, person_ids: Iterable[int]) -> int:
-        """Drop exclusions that no longer hold (the person now can go there)."""
-        ids = list(person_ids)
-        if not ids:
-            return 0
-        with self._sessions.begin() as session:
-            res = session.execute(
-                update(Outbox)
-                .where(
-                    Outbox.connection == connection,
-                    Outbox.person_id.in_(ids),
-                    Outbox.status == OutboxStatus.EXCLUDED.value,
-                )
-                .values(status=OutboxStatus.SUPERSEDED.value, updated_at=utcnow())
-            )
-            return int(res.rowcount or 0)
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -676,7 +663,7 @@ class OutboxStore:
     def owner(self, connection: str, remote_id: str) -> int | None:
         """The live person a remote record is linked to (following person merges), or None.
         Called once per adopted contact: one Core query, the person chain only when merged."""
-        with self.engine.connect() as conn:
+        with self._sessions() as conn:
             row = conn.execute(
                 select(RemoteRecord.person_id, Person.merged_into)
                 .outerjoin(Person, Person.id == RemoteRecord.person_id)
@@ -768,12 +755,15 @@ class OutboxStore:
         with self._sessions() as session:
             return _live_persons(session, {p for p in person_ids if p is not None})
 
-    def live_person(self, person_id: int | None) -> int | None:
-        """The person ``person_id`` was folded into, if any (else itself)."""
-        with self._sessions() as session:
-            return _live_person(session, person_id)
-
     def get(self, item_id: int) -> OutboxItem | None:
         with self._sessions() as session:
             row = session.get(Outbox, item_id)
             return None if row is None else _item(row)
+
+    def enqueue_into(
+        self, intents: Iterable[Intent], *, run_id: int | None = None, into: EnqueueResult
+    ) -> EnqueueResult:
+        """:meth:`enqueue_in` in this repository's transaction, counting into ``into``: through
+        ``tx.outbox`` a plan's slice is queued in the unit of work that stores its plan state."""
+        with self._sessions.begin() as session:
+            return self.enqueue_in(session, intents, run_id=run_id, into=into)

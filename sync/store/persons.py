@@ -13,8 +13,10 @@
 * :func:`load_person_views` — per dirty person: golden record, records with payloads, snapshots.
 * :func:`save_plan_state` — golden records, read-confirmed snapshots and conflicts of a plan.
 
-Functions take a ``Session`` so a caller can run matching and planning in one transaction (and
-roll it back for a dry run).
+Functions take a ``Session``; code outside ``sync/store`` calls them through the repository
+:class:`Persons` — ``store.persons`` (each call its own transaction) or ``tx.persons`` of a
+``store.transaction()`` (matching and planning in one unit of work, committed part-way when
+streaming, rolled back for a dry run).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import BigInteger, String, and_, any_, bindparam, func, insert, literal_column, select, text, update
@@ -36,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from sync.arrays import sorted_unique
 from sync.canonical import FieldDict, fields_from_json, fields_to_json
-from sync.plan import Plan
+from sync.plan.model import Plan
 from sync.store.models import (
     Conflict,
     IdentityKey,
@@ -46,6 +48,11 @@ from sync.store.models import (
     Snapshot,
     utcnow,
 )
+from sync.store.replan import mark_all_persons_dirty_in
+from sync.store.status import PersonRecords, persons_with_records
+
+if TYPE_CHECKING:
+    from sync.store.db import Sessions
 
 # Ids per IN (...) list: well under SQLite's bound-parameter limit.
 _CHUNK = 5_000
@@ -694,18 +701,6 @@ def _timestamp(value: Any) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # Core selects bypass the column type's result processing on some drivers: make it UTC-aware.
-
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-def _hash(data: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_blob(data).encode("utf-8")).hexdigest()
-
-
 # json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) without building
 # an encoder per call (the hash of sync.store.snapshots.fields_hash).
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -830,3 +825,60 @@ __all__ = [
     "save_match",
     "save_plan_state",
 ]
+
+
+class Persons:
+    """Matching and planning state: the repository ``store.persons`` / ``tx.persons``. Each
+    method runs its function of this module in the repository's transaction."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+
+    def load_match_input(self, *, full: bool | None = None) -> MatchRows:
+        """See :func:`load_match_input`."""
+        with self._sessions() as session:
+            return load_match_input(session, full=full)
+
+    def save_match(
+        self,
+        rows: MatchRows,
+        person_of: Sequence[int],
+        *,
+        folds: Mapping[int, int],
+        merged: Mapping[int, int],
+        reviews: Sequence[ReviewRow],
+        new_persons: int,
+    ) -> MatchOutcome:
+        """See :func:`save_match`."""
+        with self._sessions.begin() as session:
+            return save_match(
+                session, rows, person_of, folds=folds, merged=merged, reviews=reviews, new_persons=new_persons
+            )
+
+    def dirty_person_ids(self) -> list[int]:
+        """See :func:`dirty_person_ids`."""
+        with self._sessions() as session:
+            return dirty_person_ids(session)
+
+    def load_person_views(self, person_ids: Sequence[int]) -> list[PersonRows]:
+        """See :func:`load_person_views`."""
+        with self._sessions() as session:
+            return load_person_views(session, person_ids)
+
+    def save_plan_state(
+        self, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()
+    ) -> None:
+        """See :func:`save_plan_state`."""
+        with self._sessions.begin() as session:
+            save_plan_state(session, plan, run_id=run_id, existing=existing)
+
+    def mark_all_dirty(self) -> int:
+        """Mark every live person dirty (re-planning everyone); see
+        :func:`sync.store.replan.mark_all_persons_dirty_in`."""
+        with self._sessions.begin() as session:
+            return mark_all_persons_dirty_in(session)
+
+    def with_records(self, *, limit: int = 1000) -> list[PersonRecords]:
+        """See :func:`sync.store.status.persons_with_records`."""
+        with self._sessions() as session:
+            return persons_with_records(session, limit=limit)

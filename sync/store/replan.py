@@ -18,9 +18,9 @@ from sqlalchemy import exists, select, update
 from sync.store.models import Outbox, Person, Snapshot
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from sqlalchemy.orm import Session
+
+    from sync.store.db import Sessions
 
 
 def unplanned_connections_in(session: Session, names: Sequence[str]) -> list[str]:
@@ -44,14 +44,13 @@ def mark_all_persons_dirty_in(session: Session) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-class ReplanMixin:
-    """Re-planning operations of :class:`sync.store.Store`."""
+class Replan:
+    """Re-planning operations: the repository ``store.replan``."""
 
-    if TYPE_CHECKING:
-
-        def session(self) -> AbstractContextManager[Session]: ...
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
 
     def unplanned_connections(self, names: Sequence[str]) -> list[str]:
         """See :func:`unplanned_connections_in`."""
-        with self.session() as s:
+        with self._sessions() as s:
             return unplanned_connections_in(s, names)

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
+    from sync.store.db import Sessions
+
 RUN_STATUSES = ("running", "ok", "partial", "failed")
 
 
@@ -32,12 +34,14 @@ class RunInfo:
     error: str | None
 
 
-class RunsMixin:
-    """Run-log operations of :class:`sync.store.Store`."""
+class Runs:
+    """Run-log operations: the repository ``store.runs``."""
 
-    if TYPE_CHECKING:
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
 
-        def session(self) -> AbstractContextManager[Session]: ...
+    def session(self) -> AbstractContextManager[Session]:
+        return self._sessions.begin()
 
     def start_run(self, profile: str, kind: str) -> int:
         """Log the start of a run (``kind``: cycle | backfill | plan) and return its id."""

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, delete, select, tuple_
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from sync.canonical import FieldDict, FieldValue, fields_from_json, fields_to_json
 from sync.store.models import Snapshot, utcnow
+
+if TYPE_CHECKING:
+    from sync.store.db import Sessions
 
 
 def fields_hash(fields_json: Mapping[str, Any]) -> str:
@@ -48,34 +51,17 @@ def put_snapshot(session: Session, person_id: int, connection: str, fields: Mapp
     return True
 
 
-def drop_snapshot(session: Session, person_id: int, connection: str) -> None:
-    """Forget the snapshot (the record is gone from that connection)."""
-    session.execute(delete(Snapshot).where(Snapshot.person_id == person_id, Snapshot.connection == connection))
-
-
 def get_snapshot(session: Session, person_id: int, connection: str) -> FieldDict | None:
     """The snapshot as a field dict, or None when nothing was ever confirmed there."""
     row = session.get(Snapshot, (person_id, connection))
     return None if row is None else fields_from_json(row.fields)
 
 
-def get_snapshots(session: Session, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], FieldDict]:
-    """Snapshots for many (person, connection) pairs at once."""
-    wanted = list(dict.fromkeys(keys))
-    out: dict[tuple[int, str], FieldDict] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows = session.scalars(select(Snapshot).where(tuple_(Snapshot.person_id, Snapshot.connection).in_(chunk)))
-        for row in rows:
-            out[(row.person_id, row.connection)] = fields_from_json(row.fields)
-    return out
-
-
 class SnapshotStore:
-    """Read access to snapshots for code outside a transaction (status, tests, planning)."""
+    """Snapshots: the repository ``store.snapshots`` / ``tx.snapshots``."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
 
     def get(self, person_id: int, connection: str) -> FieldDict | None:
         with self._sessions() as session:

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
+    from sync.store.db import Sessions
+
 # Column limits of remote_records / identity_keys (sync/store/models.py). Callers (sync/detect/stage)
 # should quarantine a record that exceeds them; stage_page refuses the page with StageError.
 MAX_REMOTE_ID_LENGTH = 128
@@ -651,3 +653,20 @@ class StagingMixin:
                 QuarantineEntry(r.id, r.connection, r.remote_id, r.raw, r.reason, r.created_at)
                 for r in s.execute(q).scalars()
             ]
+
+
+class Staging(StagingMixin):
+    """Staging and quarantine: the repository ``store.staging`` (one per store: it keeps the
+    rows inserted through it, for PostgreSQL's statistics, and SQLite's compiled upsert).
+    Each call is its own transaction; ``stage_page`` commits a whole page, or nothing."""
+
+    def __init__(self, sessions: Sessions, dialect_name: str) -> None:
+        self._sessions = sessions
+        self._dialect_name = dialect_name
+
+    @property
+    def dialect_name(self) -> str:
+        return self._dialect_name
+
+    def session(self) -> AbstractContextManager[Session]:
+        return self._sessions.begin()

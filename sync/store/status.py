@@ -6,14 +6,18 @@ platform's message, excluded persons with the reason; open conflicts and ambiguo
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, case, func, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
 from sync.store.models import Conflict, Cursor, MatchReview, Person, Quarantine, RemoteRecord, Run, utcnow
+
+if TYPE_CHECKING:
+    from sync.store.db import Sessions
 
 
 @dataclass
@@ -74,8 +78,8 @@ class StoreStatus:
 class StatusQueries:
     """Queries over the store for status and conflict listings."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
 
     def overview(self, connections: list[str]) -> StoreStatus:
         out = StoreStatus()
@@ -206,10 +210,10 @@ class PersonRecords:
     records: list[dict[str, Any]]  # {"connection", "remote_id", "merged_into", "deleted"}
 
 
-def persons_with_records(engine: Engine, *, limit: int = 1000) -> list[PersonRecords]:
-    """Live persons with their linked records (merged-away and deleted ones included, marked)."""
-    sessions = sessionmaker(engine, expire_on_commit=False)
-    with sessions() as s:
+def persons_with_records(session: Session, *, limit: int = 1000) -> list[PersonRecords]:
+    """Live persons with their linked records (merged-away and deleted ones included, marked);
+    ``store.persons.with_records()``."""
+    with nullcontext(session) as s:
         people = list(s.scalars(select(Person).where(Person.merged_into.is_(None)).order_by(Person.id).limit(limit)))
         ids = [p.id for p in people]
         by_person: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}

@@ -53,7 +53,7 @@ def _run(outbox: OutboxStore, targets: list[Target], **kw: Any):  # type: ignore
 
 def test_creates_and_one_record_error_do_not_stop_the_rest(store: Store) -> None:
     emu = AcquireEmulator()
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     pids = _people(store, 3)
     outbox.enqueue(
         [
@@ -75,7 +75,7 @@ def test_creates_and_one_record_error_do_not_stop_the_rest(store: Store) -> None
 
 def test_in_flight_create_is_settled_by_lookup_not_repeated(store: Store) -> None:
     emu = AcquireEmulator()
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     (pid,) = _people(store, 1)
     outbox.enqueue([intent_for(_acq_create(pid, "ada@example.com"))])
     item = outbox.due("acq")[0]
@@ -100,7 +100,7 @@ def test_in_flight_create_is_settled_by_lookup_not_repeated(store: Store) -> Non
 
 def test_in_flight_create_that_never_arrived_is_created_once(store: Store) -> None:
     emu = AcquireEmulator()
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     (pid,) = _people(store, 1)
     outbox.enqueue([intent_for(_acq_create(pid, "ada@example.com"))])
     outbox.mark_in_flight([outbox.due("acq")[0].id])
@@ -110,7 +110,7 @@ def test_in_flight_create_that_never_arrived_is_created_once(store: Store) -> No
 
 def test_configuration_error_stops_only_that_connection(store: Store) -> None:
     acq, dm = AcquireEmulator(), DmChampEmulator()
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     p1, p2 = _people(store, 2)
     fields = {"first_name": "Ada", "phones": ("+14155552671",)}
     outbox.enqueue(
@@ -145,7 +145,7 @@ def test_configuration_error_stops_only_that_connection(store: Store) -> None:
 def test_dmchamp_create_adopts_the_existing_contact(store: Store) -> None:
     dm = DmChampEmulator()
     dm.seed([{"first_name": "Old", "last_name": "Name", "phone": "+14155552671"}])
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     (pid,) = _people(store, 1)
     fields = {"first_name": "Ada", "phones": ("+14155552671",)}
     outbox.enqueue(
@@ -173,7 +173,7 @@ def test_ghl_update_sends_tags_through_their_endpoints(store: Store) -> None:
 
     emu = GhlEmulator()
     (rid,) = emu.seed([{"first_name": "Ada", "email": "ada@example.com", "tags": ["old", "vip"]}])
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     (pid,) = _people(store, 1)
     connector = Ghl(emu.connection_settings(name="ghl"), emu.transport())
     caps: Capabilities = connector.capabilities
@@ -201,7 +201,7 @@ def test_a_feed_sends_each_committed_slice_while_planning_runs(store: Store) -> 
     from sync.apply import PlanFeed
 
     emu = AcquireEmulator()
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     old, first, later = _people(store, 3)
     outbox.enqueue([intent_for(_acq_create(old, "stale@example.com"))], run_id=1)
     target = Target("acq", Acquire(emu.connection_settings(name="acq"), emu.transport()))

@@ -12,8 +12,8 @@ from sync.canonical import fields_to_json
 from sync.plan import OpKind, PlanOp
 from sync.store import Store
 from sync.store.models import IdentityKey, OutboxStatus, Person, RemoteRecord, utcnow
-from sync.store.outbox import Completion, Failure, OutboxStore
-from sync.store.snapshots import SnapshotStore, fields_hash
+from sync.store.outbox import Completion, Failure
+from sync.store.snapshots import fields_hash
 
 
 def _person(store: Store) -> int:
@@ -30,7 +30,7 @@ def _create(pid: int, name: str = "Ada") -> PlanOp:
 
 
 def test_enqueue_keeps_identical_and_supersedes_changed(store: Store) -> None:
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     pid = _person(store)
     first = outbox.enqueue([intent_for(_create(pid))])
     assert first.added == 1
@@ -44,7 +44,7 @@ def test_enqueue_keeps_identical_and_supersedes_changed(store: Store) -> None:
 
 
 def test_create_in_flight_is_never_queued_twice(store: Store) -> None:
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     pid = _person(store)
     outbox.enqueue([intent_for(_create(pid))])
     outbox.mark_in_flight([i.id for i in outbox.due("acq")])
@@ -55,7 +55,7 @@ def test_create_in_flight_is_never_queued_twice(store: Store) -> None:
 
 
 def test_result_links_record_keys_and_snapshot_in_one_go(store: Store) -> None:
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     pid = _person(store)
     outbox.enqueue([intent_for(_create(pid))])
     item = outbox.due("acq")[0]
@@ -80,12 +80,12 @@ def test_result_links_record_keys_and_snapshot_in_one_go(store: Store) -> None:
         assert rec.person_id == pid and rec.dirty is False
         keys = s.scalars(select(IdentityKey).where(IdentityKey.record_id == rec.id)).all()
         assert [(k.kind, k.value) for k in keys] == [("email", "ada@example.com")]
-    snap = SnapshotStore(store.engine).get(pid, "acq")
+    snap = store.snapshots.get(pid, "acq")
     assert snap == {"emails": ("ada@example.com",), "first_name": "Ada", "phones": ("+14155552671",)}
 
 
 def test_failure_backs_off_and_comes_due_later(store: Store) -> None:
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     pid = _person(store)
     outbox.enqueue([intent_for(_create(pid))])
     item = outbox.due("acq")[0]
@@ -102,7 +102,7 @@ def test_failure_backs_off_and_comes_due_later(store: Store) -> None:
 
 
 def test_not_sent_gives_the_attempt_back(store: Store) -> None:
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     pid = _person(store)
     outbox.enqueue([intent_for(_create(pid))])
     item = outbox.due("acq")[0]
@@ -113,7 +113,7 @@ def test_not_sent_gives_the_attempt_back(store: Store) -> None:
 
 
 def test_exclusion_is_kept_once_and_replaces_a_queued_create(store: Store) -> None:
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     pid = _person(store)
     outbox.enqueue([intent_for(_create(pid))])
     excl = PlanOp("acq", pid, OpKind.EXCLUDE, reason="needs a phone")
@@ -146,7 +146,7 @@ def test_tags_via_endpoint_become_add_remove_calls() -> None:
 def test_clear_echoes_cleans_only_records_that_read_as_their_snapshot(store: Store) -> None:
     """A record we wrote comes back from the next pull with a new payload (server stamps), dirty;
     when it reads as the snapshot we confirmed it is marked clean, anything else stays dirty."""
-    outbox = OutboxStore(store.engine)
+    outbox = store.outbox
     snapshot = {"first_name": "Ada", "emails": ("ada@example.com",)}
     persons = [_person(store) for _ in range(4)]
     payloads = {
@@ -169,7 +169,7 @@ def test_clear_echoes_cleans_only_records_that_read_as_their_snapshot(store: Sto
                     seen_at=utcnow(),
                 )
             )
-    snapshots = SnapshotStore(store.engine)
+    snapshots = store.snapshots
     for pid in persons:
         snapshots.put(pid, "c100", snapshot)
 

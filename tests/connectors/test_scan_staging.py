@@ -118,10 +118,10 @@ def test_a_row_changed_after_the_hashes_were_read_is_staged_with_its_keys(store:
     }
     record = RawRecord("7", payload, T0)
     older = RawRecord("7", {**payload, "fields": {"name": "Ada Lovelace", "email": "old@example.com"}}, T0)
-    store.stage_page(CONN, [stage_record(mapping, older)])
+    store.staging.stage_page(CONN, [stage_record(mapping, older)])
 
     probe = stage_record(mapping, record)
-    result = store.stage_page(CONN, [unread_record(mapping, record, probe.payload_hash)])
+    result = store.staging.stage_page(CONN, [unread_record(mapping, record, probe.payload_hash)])
     assert result.changed == 1
     assert staged_keys(store)["7"] == {(k.kind, k.value) for k in probe.keys}
     assert ("email", "ada@example.com") in staged_keys(store)["7"]

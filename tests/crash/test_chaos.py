@@ -12,7 +12,6 @@ from sync.apply import Backoff
 from sync.cycle import CycleRunner
 from sync.store import Store
 from sync.store.models import OutboxStatus
-from sync.store.outbox import OutboxStore
 
 from . import fleet
 
@@ -43,7 +42,7 @@ def test_ten_percent_faults_everywhere_still_converge(db_url: str, tmp_path: Pat
         assert fleet.missing(served, config) == {}
         for i, (_, last) in edits.items():
             assert set(fleet.last_names(served, config, i).values()) == {last}, i
-        assert OutboxStore(store.engine).items([OutboxStatus.IN_FLIGHT.value]) == []
+        assert store.outbox.items([OutboxStatus.IN_FLIGHT.value]) == []
     finally:
         store.close()
         served.stop()

@@ -12,7 +12,6 @@ from sync.apply import Backoff
 from sync.cycle import CycleRunner
 from sync.store import Store
 from sync.store.models import OutboxStatus
-from sync.store.outbox import OutboxStore
 
 from . import fleet
 
@@ -26,7 +25,7 @@ def _wait_for_run(store: Store, timeout: float = 60.0, *, finished: int = 0) -> 
     sleep, so a loaded machine only makes the test slower, never wrong."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = store.recent_runs(1000)
+        runs = store.runs.recent_runs(1000)
         if runs and sum(r.finished_at is not None for r in runs) >= finished:
             return
         time.sleep(0.05)
@@ -43,9 +42,9 @@ def test_sigterm_stops_cleanly_and_leaves_the_outbox_consistent(db_url: str, tmp
         time.sleep(1.0)  # well into the first cycle's pushes
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
-        outbox = OutboxStore(store.engine)
+        outbox = store.outbox
         assert outbox.items([OutboxStatus.IN_FLIGHT.value]) == []
-        assert all(r.status != "running" for r in store.recent_runs())
+        assert all(r.status != "running" for r in store.runs.recent_runs())
         # What was left pending is carried out by the next run, without duplicates.
         engine = CycleRunner(config, store, backoff=Backoff(base_s=0.0))
         for _ in range(4):
@@ -72,7 +71,7 @@ def test_two_daemons_on_one_store_never_run_a_profile_at_once(db_url: str, tmp_p
             p.send_signal(signal.SIGTERM)
         for p in procs:
             assert p.wait(timeout=30) == 0, p.stderr.read() if p.stderr else ""
-        runs = sorted(store.recent_runs(1000), key=lambda r: r.started_at)
+        runs = sorted(store.runs.recent_runs(1000), key=lambda r: r.started_at)
         assert len(runs) >= 2
         for before, after in zip(runs, runs[1:]):
             assert before.finished_at is not None and after.started_at >= before.finished_at, (before, after)

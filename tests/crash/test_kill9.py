@@ -14,7 +14,6 @@ from sync.apply import Backoff
 from sync.cycle import CycleRunner
 from sync.store import Store
 from sync.store.models import OutboxStatus
-from sync.store.outbox import OutboxStore
 
 from . import fleet
 
@@ -74,7 +73,7 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(db_url: str, tmp_pat
                 if report.write_calls() == 0 and report.status == "ok":
                     break
             assert report.write_calls() == 0, report.counts()
-            outbox = OutboxStore(store.engine)
+            outbox = store.outbox
             assert outbox.items([OutboxStatus.IN_FLIGHT.value, OutboxStatus.FAILED.value]) == []
         finally:
             store.close()

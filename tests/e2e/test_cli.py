@@ -9,7 +9,6 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from sync.cli import app
-from sync.store.status import StatusQueries
 
 from .test_sync import ADA, seed_overlap
 from .world import World
@@ -42,7 +41,7 @@ def test_a_person_resolves_a_conflict_and_the_choice_travels(world: World) -> No
     world.converge()
     listed = runner.invoke(app, ["conflicts", "-c", str(world.config_path), "--all"])
     assert listed.exit_code == 0 and "last_name" in listed.output
-    (conflict,) = [r for r in StatusQueries(world.store.engine).conflicts() if r.field == "last_name"]
+    (conflict,) = [r for r in world.store.status.conflicts() if r.field == "last_name"]
     bad = runner.invoke(
         app, ["conflicts", "-c", str(world.config_path), "--resolve", str(conflict.id), "--use", "nowhere"]
     )

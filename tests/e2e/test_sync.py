@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from sync.store.models import OutboxStatus
-from sync.store.outbox import OutboxStore
-from sync.store.status import StatusQueries
 
 from .world import World, make_emulators
 
@@ -56,10 +54,10 @@ def test_backfill_leaves_one_contact_per_human_everywhere(world: World) -> None:
     world.converge()
     world.assert_one_each(HUMANS)
     # Alan has no phone: DM Champ cannot hold him, and says so.
-    excluded = OutboxStore(world.store.engine).items([OutboxStatus.EXCLUDED.value], connection="dmchamp")
+    excluded = world.store.outbox.items([OutboxStatus.EXCLUDED.value], connection="dmchamp")
     assert len(excluded) == 1 and "phone" in (excluded[0].last_error or "")
     # The run is in the runs table with its counts.
-    runs = world.store.recent_runs()
+    runs = world.store.runs.recent_runs()
     assert runs[-1].kind == "backfill" and runs[-1].counts["pull"]["acquire"]["records"] == 3
 
 
@@ -141,7 +139,7 @@ def test_conflicting_edits_follow_the_newest_policy(world: World) -> None:
     for name in ("acquire", "ghl", "comm100"):
         (ada,) = world.holding(name, email=ADA[0])
         assert ada["last_name"] == "Newer", name
-    rows = StatusQueries(world.store.engine).conflicts()
+    rows = world.store.status.conflicts()
     assert any(r.field == "last_name" and r.decision == "Newer" for r in rows)
 
 
@@ -174,7 +172,7 @@ def test_record_level_failure_is_kept_and_does_not_stop_the_cycle(db_url: str, t
         )
         report = w.backfill()
         assert report.status == "partial"
-        failed = OutboxStore(w.store.engine).items([OutboxStatus.FAILED.value])
+        failed = w.store.outbox.items([OutboxStatus.FAILED.value])
         assert len(failed) == 1 and failed[0].connection == "ghl"
         assert "already person" in (failed[0].last_error or "")
         assert len(w.holding("ghl", email="cy@example.com")) == 1

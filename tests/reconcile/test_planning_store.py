@@ -93,7 +93,7 @@ def c100(rid: str, first: str, last: str, email: str, merged_into: str | None = 
 
 def stage(store: Store, config: Config, conn: str, *records: RawRecord) -> None:
     mapping = config.mapping(conn)
-    store.stage_page(conn, [stage_record(mapping, r) for r in records])
+    store.staging.stage_page(conn, [stage_record(mapping, r) for r in records])
 
 
 def plan(store: Store, config: Config, commit: bool = True) -> Plan:

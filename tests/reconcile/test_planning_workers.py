@@ -19,7 +19,6 @@ from sync.plan.build import build_plan
 from sync.plan.pool import PlanningWorkerError, worker_config
 from sync.store import Store
 from sync.store.models import Conflict, Outbox, Person, Snapshot
-from sync.store.outbox import OutboxStore
 from tests.reconcile.test_planning_store import (
     CAPS,
     NAMES,
@@ -76,7 +75,7 @@ def test_workers_plan_the_same_plan_state_and_intents_as_one_process(store: Stor
     config = make_config()
     _stage_people(store, config)
     reference = build_plan(store, config, NAMES, CAPS, commit=False, workers=1)  # a dry run, in this process
-    queue = PlanQueue(OutboxStore(store.engine), CAPS)
+    queue = PlanQueue(CAPS)
     commits: list[int] = []
     parallel = build_plan(
         store,
@@ -168,7 +167,7 @@ def test_a_failing_worker_fails_the_plan_and_leaves_its_persons_dirty(store: Sto
     config = base.model_copy(update={"connections": connections})
     _stage_people(store, config, n=20)
     mapping.unlink()
-    queue = PlanQueue(OutboxStore(store.engine), CAPS)
+    queue = PlanQueue(CAPS)
     with pytest.raises(PlanningWorkerError, match="acq.yaml"):
         build_plan(store, config, NAMES, CAPS, chunk_size=4, queue=queue, workers=2, parallel_from=1)
     # The match committed (it stands on its own); no person was marked clean, no intent queued.

@@ -90,7 +90,7 @@ def c100(rid: str, name: str, email: str, merged_into: str | None = None) -> Raw
 
 def stage(store: Store, config: Config, conn: str, *records: RawRecord) -> None:
     mapping = config.mapping(conn)
-    store.stage_page(conn, [stage_record(mapping, r) for r in records])
+    store.staging.stage_page(conn, [stage_record(mapping, r) for r in records])
 
 
 def columns(rows: MatchRows) -> dict[str, Any]:
@@ -270,30 +270,30 @@ def test_every_query_of_an_incremental_match_is_an_index_lookup(store: Store, st
     stage(store, config, "ghl", ghl("g7", "P7", "Changed", "p7@x.com", minute=3))
     stage(store, config, "c100", c100("c1", "P3 Y", "p3@x.com"))
 
-    session = store.manual_session()
-    try:
-        with captured(store.engine) as seen:
-            rows = load_match_input(session)
-            dirty_person_ids(session)
-        assert not rows.full and sorted(rows.remote_ids) == ["3", "7", "c1", "c2", "g3", "g7"]
-        statements = [
-            (sql, params) for sql, params in seen if re.search(r"\b(remote_records|identity_keys|persons)\b", sql)
-        ]
-        assert len(statements) >= 8
-        conn = session.connection()
-        if store_kind == "postgresql":
-            # Tiny tables: the planner would scan anyway. Forbid it, and see an index serve each.
-            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        for sql, params in statements:
-            if store_kind == "sqlite":
-                plan = "\n".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
-                assert not _SQLITE_SCAN.search(plan), f"{sql}\n{plan}"
-            else:
-                plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
-                assert not _PG_SCAN.search(plan), f"{sql}\n{plan}"
-    finally:
-        session.rollback()
-        session.close()
+    with store.transaction() as tx:
+        session = tx.session
+        try:
+            with captured(store.engine) as seen:
+                rows = load_match_input(session)
+                dirty_person_ids(session)
+            assert not rows.full and sorted(rows.remote_ids) == ["3", "7", "c1", "c2", "g3", "g7"]
+            statements = [
+                (sql, params) for sql, params in seen if re.search(r"\b(remote_records|identity_keys|persons)\b", sql)
+            ]
+            assert len(statements) >= 8
+            conn = session.connection()
+            if store_kind == "postgresql":
+                # Tiny tables: the planner would scan anyway. Forbid it, and see an index serve each.
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            for sql, params in statements:
+                if store_kind == "sqlite":
+                    plan = "\n".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+                    assert not _SQLITE_SCAN.search(plan), f"{sql}\n{plan}"
+                else:
+                    plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
+                    assert not _PG_SCAN.search(plan), f"{sql}\n{plan}"
+        finally:
+            tx.rollback()  # a read-only look: nothing to keep
 
 
 def test_a_backfill_rebuilds_the_person_index_and_leaves_the_schema_as_migrated(

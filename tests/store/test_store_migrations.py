@@ -91,7 +91,7 @@ def test_upgrade_creates_an_empty_store(scratch_url: str) -> None:
     store = Store.open(scratch_url)
     try:
         assert current_revision(store.engine) == head_revision()
-        assert store.recent_runs() == []
+        assert store.runs.recent_runs() == []
     finally:
         store.close()
 
@@ -135,8 +135,8 @@ def test_nested_sessions_fail_fast_on_sqlite_and_work_on_postgresql(store: Store
     with store.session():
         if store_kind == "sqlite":
             with pytest.raises(NestedSession):
-                store.get_cursor("acq")
+                store.cursors.get_cursor("acq")
         else:
-            assert store.get_cursor("acq").position is None
+            assert store.cursors.get_cursor("acq").position is None
     # The failed attempt left the store usable.
-    assert store.get_cursor("acq").full_scan_id == 0
+    assert store.cursors.get_cursor("acq").full_scan_id == 0

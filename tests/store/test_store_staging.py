@@ -63,7 +63,7 @@ def test_payload_hash_ignores_key_order_and_sees_values() -> None:
 
 
 def test_new_records_are_inserted_dirty_with_their_keys(store: Store) -> None:
-    result = store.stage_page(
+    result = store.staging.stage_page(
         "acq",
         [
             rec("1", "a@x.io", "+15551230001"),
@@ -86,10 +86,10 @@ def test_new_records_are_inserted_dirty_with_their_keys(store: Store) -> None:
 
 def test_repeated_records_are_unchanged_and_not_dirtied(store: Store) -> None:
     page = [rec("1", "a@x.io"), rec("2", "b@x.io")]
-    store.stage_page("acq", page)
+    store.staging.stage_page("acq", page)
     clear_dirty(store)
     before = rows(store)
-    again = store.stage_page("acq", page)
+    again = store.staging.stage_page("acq", page)
     assert (again.inserted, again.changed, again.unchanged) == (0, 0, 2)
     assert again.dirty == []
     after = rows(store)
@@ -100,9 +100,9 @@ def test_repeated_records_are_unchanged_and_not_dirtied(store: Store) -> None:
 
 
 def test_changed_record_is_dirtied_and_its_keys_replaced(store: Store) -> None:
-    store.stage_page("acq", [rec("1", "a@x.io", "+15551230001"), rec("2", "b@x.io")])
+    store.staging.stage_page("acq", [rec("1", "a@x.io", "+15551230001"), rec("2", "b@x.io")])
     clear_dirty(store)
-    result = store.stage_page("acq", [rec("1", "new@x.io"), rec("2", "b@x.io")])
+    result = store.staging.stage_page("acq", [rec("1", "new@x.io"), rec("2", "b@x.io")])
     assert (result.inserted, result.changed, result.unchanged) == (0, 1, 1)
     assert result.dirty == ["1"]
     stored = rows(store)
@@ -112,24 +112,24 @@ def test_changed_record_is_dirtied_and_its_keys_replaced(store: Store) -> None:
 
 
 def test_connections_are_separate(store: Store) -> None:
-    store.stage_page("acq", [rec("1", "a@x.io")])
-    result = store.stage_page("ghl", [rec("1", "a@x.io")])
+    store.staging.stage_page("acq", [rec("1", "a@x.io")])
+    result = store.staging.stage_page("ghl", [rec("1", "a@x.io")])
     assert result.inserted == 1
     assert rows(store, "acq")["1"].id != rows(store, "ghl")["1"].id
 
 
 def test_a_remote_id_repeated_in_a_page_counts_once(store: Store) -> None:
-    result = store.stage_page("acq", [rec("1", "old@x.io"), rec("2"), rec("1", "new@x.io")])
+    result = store.staging.stage_page("acq", [rec("1", "old@x.io"), rec("2"), rec("1", "new@x.io")])
     assert (result.inserted, result.changed, result.unchanged) == (2, 0, 0)
     assert rows(store)["1"].payload["email"] == "new@x.io"
     assert keys_of(store)["1"] == {("email", "new@x.io")}
 
 
 def test_tombstone_marks_deleted_and_keeps_payload_and_keys(store: Store) -> None:
-    store.stage_page("acq", [rec("1", "a@x.io")])
+    store.staging.stage_page("acq", [rec("1", "a@x.io")])
     clear_dirty(store)
     tomb = StagedRecord("1", {"id": "1"}, payload_hash({"id": "1"}), T0, [], deleted=True)
-    result = store.stage_page("acq", [tomb])
+    result = store.staging.stage_page("acq", [tomb])
     assert (result.inserted, result.changed, result.unchanged) == (0, 1, 0)
     assert result.dirty == ["1"]
     r = rows(store)["1"]
@@ -137,53 +137,53 @@ def test_tombstone_marks_deleted_and_keeps_payload_and_keys(store: Store) -> Non
     assert r.payload["email"] == "a@x.io"
     assert keys_of(store) == {"1": {("email", "a@x.io")}}
     clear_dirty(store)
-    assert store.stage_page("acq", [tomb]).unchanged == 1
+    assert store.staging.stage_page("acq", [tomb]).unchanged == 1
     assert not rows(store)["1"].dirty
     # It comes back: a change, no longer deleted.
-    back = store.stage_page("acq", [rec("1", "a@x.io")])
+    back = store.staging.stage_page("acq", [rec("1", "a@x.io")])
     assert back.changed == 1
     r = rows(store)["1"]
     assert r.deleted_at is None and r.dirty
 
 
 def test_unknown_tombstone_is_stored_deleted(store: Store) -> None:
-    result = store.stage_page("acq", [rec("9", "z@x.io", deleted=True)])
+    result = store.staging.stage_page("acq", [rec("9", "z@x.io", deleted=True)])
     assert result.inserted == 1
     assert rows(store)["9"].deleted_at is not None
 
 
 def test_a_new_merge_target_is_a_change(store: Store) -> None:
-    store.stage_page("c100", [rec("7", "a@x.io")])
+    store.staging.stage_page("c100", [rec("7", "a@x.io")])
     clear_dirty(store)
-    result = store.stage_page("c100", [rec("7", "a@x.io", merged_into="8")])
+    result = store.staging.stage_page("c100", [rec("7", "a@x.io", merged_into="8")])
     assert result.changed == 1
     r = rows(store, "c100")["7"]
     assert r.merged_into == "8" and r.dirty
 
 
 def test_scan_id_marks_every_record_seen(store: Store) -> None:
-    store.stage_page("acq", [rec("1", "a@x.io"), rec("2", "b@x.io")])
-    scan = store.begin_full_scan("acq")
-    store.stage_page("acq", [rec("1", "a@x.io"), rec("2", "changed@x.io"), rec("3")], scan_id=scan)
+    store.staging.stage_page("acq", [rec("1", "a@x.io"), rec("2", "b@x.io")])
+    scan = store.cursors.begin_full_scan("acq")
+    store.staging.stage_page("acq", [rec("1", "a@x.io"), rec("2", "changed@x.io"), rec("3")], scan_id=scan)
     assert {r.remote_id: r.last_scan for r in rows(store).values()} == {"1": scan, "2": scan, "3": scan}
     # An incremental page afterwards does not erase what the scan saw.
-    store.stage_page("acq", [rec("2", "again@x.io")])
+    store.staging.stage_page("acq", [rec("2", "again@x.io")])
     assert rows(store)["2"].last_scan == scan
 
 
 def test_cursor_advances_with_the_page(store: Store) -> None:
-    assert store.get_cursor("acq").position is None
-    store.stage_page("acq", [rec("1")], cursor={"since": "2026-03-01T12:00:00Z"})
-    assert store.get_cursor("acq").position == {"since": "2026-03-01T12:00:00Z"}
-    store.stage_page("acq", [], cursor={"since": "2026-03-02T00:00:00Z"})
-    assert store.get_cursor("acq").position == {"since": "2026-03-02T00:00:00Z"}
-    store.stage_page("acq", [rec("2")])  # no cursor given: position untouched
-    assert store.get_cursor("acq").position == {"since": "2026-03-02T00:00:00Z"}
+    assert store.cursors.get_cursor("acq").position is None
+    store.staging.stage_page("acq", [rec("1")], cursor={"since": "2026-03-01T12:00:00Z"})
+    assert store.cursors.get_cursor("acq").position == {"since": "2026-03-01T12:00:00Z"}
+    store.staging.stage_page("acq", [], cursor={"since": "2026-03-02T00:00:00Z"})
+    assert store.cursors.get_cursor("acq").position == {"since": "2026-03-02T00:00:00Z"}
+    store.staging.stage_page("acq", [rec("2")])  # no cursor given: position untouched
+    assert store.cursors.get_cursor("acq").position == {"since": "2026-03-02T00:00:00Z"}
 
 
 @pytest.mark.parametrize("bad", ["overlong_remote_id", "unserializable_payload"])
 def test_a_failed_page_commits_nothing_and_leaves_the_cursor(store: Store, bad: str) -> None:
-    store.stage_page("acq", [rec("1", "a@x.io")], cursor={"page": 1})
+    store.staging.stage_page("acq", [rec("1", "a@x.io")], cursor={"page": 1})
     good = rec("2", "b@x.io")
     changed = rec("1", "other@x.io")
     if bad == "overlong_remote_id":
@@ -194,8 +194,8 @@ def test_a_failed_page_commits_nothing_and_leaves_the_cursor(store: Store, bad: 
         broken.payload["oops"] = object()  # cannot be written as JSON: fails inside the transaction
         expected = Exception
     with pytest.raises(expected):
-        store.stage_page("acq", [good, changed, broken], cursor={"page": 2})
-    assert store.get_cursor("acq").position == {"page": 1}
+        store.staging.stage_page("acq", [good, changed, broken], cursor={"page": 2})
+    assert store.cursors.get_cursor("acq").position == {"page": 1}
     assert set(rows(store)) == {"1"}
     assert rows(store)["1"].payload["email"] == "a@x.io"
     assert keys_of(store) == {"1": {("email", "a@x.io")}}
@@ -204,25 +204,25 @@ def test_a_failed_page_commits_nothing_and_leaves_the_cursor(store: Store, bad: 
 def test_pages_larger_than_one_in_list(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(staging, "_IN_CHUNK", 7)
     page = [rec(str(i), f"p{i}@x.io") for i in range(30)]
-    assert store.stage_page("acq", page).inserted == 30
+    assert store.staging.stage_page("acq", page).inserted == 30
     page[3] = rec("3", "moved@x.io")
     page[20] = rec("20", deleted=True)
-    result = store.stage_page("acq", page)
+    result = store.staging.stage_page("acq", page)
     assert (result.inserted, result.changed, result.unchanged) == (0, 2, 28)
     assert sorted(result.dirty) == ["20", "3"]
     assert len(keys_of(store)) == 30
 
 
 def test_quarantine_keeps_payloads_with_reasons(store: Store) -> None:
-    first = store.quarantine("acq", "1", '{"id": "1", "name": ', "invalid JSON")
-    store.quarantine("ghl", None, "<html>", "not a contact")
-    entries = store.quarantined()
+    first = store.staging.quarantine("acq", "1", '{"id": "1", "name": ', "invalid JSON")
+    store.staging.quarantine("ghl", None, "<html>", "not a contact")
+    entries = store.staging.quarantined()
     assert [e.id for e in entries] == [first, first + 1]
     assert [(e.connection, e.remote_id, e.reason) for e in entries] == [
         ("acq", "1", "invalid JSON"),
         ("ghl", None, "not a contact"),
     ]
-    only = store.quarantined("ghl")
+    only = store.staging.quarantined("ghl")
     assert len(only) == 1 and only[0].raw == "<html>" and only[0].created_at.tzinfo is not None
 
 
@@ -232,7 +232,9 @@ def test_bulk_written_values_compare_like_orm_written_ones(store: Store) -> None
     paris = timezone(timedelta(hours=2))
     r = rec("1", "a@x.io")
     r.remote_updated_at = T0.astimezone(paris)  # any zone in, UTC stored
-    store.stage_page("acq", [r, rec("2", "b@x.io", invalid=[{"field": "phone", "kind": "phone", "reason": "x"}])])
+    store.staging.stage_page(
+        "acq", [r, rec("2", "b@x.io", invalid=[{"field": "phone", "kind": "phone", "reason": "x"}])]
+    )
     with store.session() as s:
         found = (
             s.execute(
@@ -253,8 +255,8 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
     r = rec("1")
     r.remote_updated_at = datetime(2026, 3, 1, 12, 0)
     with pytest.raises(StageError, match="timezone-aware"):
-        store.stage_page("acq", [r], cursor={"page": 1})
-    assert store.get_cursor("acq").position is None
+        store.staging.stage_page("acq", [r], cursor={"page": 1})
+    assert store.cursors.get_cursor("acq").position is None
 
 
 def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: Store, store_kind: str) -> None:
@@ -273,7 +275,9 @@ def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: 
 
     def stage() -> None:
         try:
-            outcome["result"] = store.stage_page("acq", [rec("1", "a@x.io"), rec("2", "b@x.io")], cursor={"page": 1})
+            outcome["result"] = store.staging.stage_page(
+                "acq", [rec("1", "a@x.io"), rec("2", "b@x.io")], cursor={"page": 1}
+            )
         except Exception as e:  # surfaced below
             outcome["error"] = e
 
@@ -310,7 +314,7 @@ def test_a_new_record_inserted_by_another_writer_meanwhile_is_taken_over(store: 
     assert stored["2"].payload["email"] == "b@x.io" and stored["2"].dirty
     assert result.record_ids == {r.remote_id: r.id for r in stored.values()}
     assert keys_of(store) == {"1": {("email", "a@x.io")}, "2": {("email", "b@x.io")}}
-    assert store.get_cursor("acq").position == {"page": 1}
+    assert store.cursors.get_cursor("acq").position == {"page": 1}
 
 
 def test_values_with_bulk_format_characters_are_stored_as_given(store: Store) -> None:
@@ -321,7 +325,7 @@ def test_values_with_bulk_format_characters_are_stored_as_given(store: Store) ->
         odd, note=odd, nested={"k": [odd]}, merged_into=odd, invalid=[{"field": odd, "kind": "phone", "reason": odd}]
     )
     r.keys = [Key("email", f"x{odd}@x.io"), Key(odd, odd)]
-    result = store.stage_page(odd, [r])
+    result = store.staging.stage_page(odd, [r])
     assert result.inserted == 1
     stored = rows(store, odd)[odd]
     assert stored.payload == r.payload
@@ -329,4 +333,4 @@ def test_values_with_bulk_format_characters_are_stored_as_given(store: Store) ->
     assert stored.invalid == [{"field": odd, "kind": "phone", "reason": odd}]
     assert stored.connection == odd and stored.payload_hash == r.payload_hash
     assert keys_of(store, odd) == {odd: {("email", f"x{odd}@x.io"), (odd, odd)}}
-    assert store.stage_page(odd, [r]).unchanged == 1
+    assert store.staging.stage_page(odd, [r]).unchanged == 1
