@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from connectors.base import Capabilities
+from sync.mapping import FieldMapping
 from sync.match import MatchInput, MatchPolicy, MatchResult, match_records
 from sync.plan import pool as plan_pool
-from sync.plan.context import Mapping_, connection_info, match_policy, reconcile_policy
+from sync.plan.context import connection_info, match_policy, reconcile_policy
 from sync.plan.model import Plan
 from sync.plan.slice import plan_slice
 from sync.reconcile import ConnectionInfo
@@ -130,7 +131,7 @@ def _no_gc() -> Iterator[None]:
 
 def _build(
     session: Any,
-    mappings: Mapping[str, Mapping_],
+    mappings: Mapping[str, FieldMapping],
     infos: Mapping[str, ConnectionInfo],
     config: Any,
     capabilities: Mapping[str, Capabilities],
