@@ -150,7 +150,7 @@ def _build(
             mark_all_persons_dirty_in(session)
         merged_persons, primaries = match_dirty(session, match_policy(config, capabilities))
         policy = reconcile_policy(config)
-        plan = Plan()
+        plan = Plan() if keep else Plan.counted()
         dirty = dirty_person_ids(session)
         parallel = pool is not None and commit and not keep and len(dirty) >= pool.threshold
         if parallel and queue is not None and not hasattr(queue, "portable"):
