@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import run
 
 from connectors.base import NotFound, RateLimit, RecordError
 from connectors.emulation import Clock, RecordingTransport
@@ -153,10 +154,6 @@ def test_custom_fields_written_by_key_read_by_stable_id() -> None:
 
 
 # --------------------------------------------------------------------------- connector
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 def test_create_duplicate_links_existing_contact() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from helpers import run
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -127,10 +128,6 @@ def make(server: Server, **settings: Any) -> Toy:
     }
     values.update(settings)
     return Toy(ConnectionSettings(**values), httpx.ASGITransport(app=server.app))
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 # --------------------------------------------------------------------------- the table

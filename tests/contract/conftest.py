@@ -7,12 +7,12 @@ skipped with the reason. ``harness`` builds an emulator (in-process, reached thr
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from helpers import run
 from pydantic import SecretStr
 
 from connectors.base import Connector, RateLimit
@@ -21,13 +21,7 @@ from connectors.registry import PLATFORMS, connector_class, emulator_class
 
 from .scenarios import Scenario, load_scenario
 
-T = TypeVar("T")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine to completion (the suite's tests are synchronous shells)."""
-    return asyncio.run(coro)
 
 
 @pytest.fixture(params=PLATFORMS)
