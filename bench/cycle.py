@@ -92,11 +92,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
-
 from connectors.base import PullMode  # noqa: E402
 from connectors.emulation import fake_person  # noqa: E402
-from connectors.loopback import LoopbackEmulators, emulator_config  # noqa: E402
+from connectors.fleet import CONNECTIONS, last_name_edit, typed_for, write_config  # noqa: E402
+from connectors.loopback import LoopbackEmulators  # noqa: E402
 from connectors.registry import connector_class, emulator_class  # noqa: E402
 from sync.canonical import fields_to_json  # noqa: E402
 from sync.config import Config, load_config  # noqa: E402
@@ -104,21 +103,13 @@ from sync.logs import configure_logging  # noqa: E402
 from sync.store import Store, upgrade  # noqa: E402
 from sync.store.outbox import OutboxStore  # noqa: E402
 
-CONNECTIONS = {"acquire": "acquire", "dmchamp": "dmchamp", "ghl": "gohighlevel", "comm100": "comm100"}
 WRITE_METHODS = {"POST", "PUT", "DELETE", "PATCH"}
 
 
 def person(i: int, platform: str) -> dict[str, Any]:
     p = fake_person(random.Random(i), i)
     p.pop("custom", None)
-    n = p["phone"][-10:]
-    if platform == "acquire":
-        p["email"] = p["email"].capitalize()
-        p["phone"] = f"({n[:3]}) {n[3:6]}-{n[6:]}"
-    elif platform == "comm100":
-        p["email"] = p["email"].upper()
-        p["phone"] = f"{n[:3]}-{n[3:6]}-{n[6:]}"
-    return p
+    return typed_for(platform, p)
 
 
 # One contact by id on each platform's API (not a list, a search or a sub-resource).
@@ -405,15 +396,14 @@ def main() -> None:
     try:
         for k, (name, em) in enumerate(emulators.items()):
             em("seed", [person(i, name) for i in range(k * shift, k * shift + n)])
-        cfg = emulator_config(
+        cfg_path = write_config(
             {name: em.local for name, em in emulators.items()},
             {name: em.url for name, em in emulators.items()},
             store_url,
+            tmp,
+            file_name="bench.yaml",
             max_concurrency=args.concurrency,
-            secrets_dir=tmp / "secrets",
         )
-        cfg_path = tmp / "bench.yaml"
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         config = load_config(cfg_path)
         upgrade(config.store_url)
         store = Store.open(config.store_url)
@@ -434,16 +424,13 @@ def main() -> None:
             em = emulators[name]
             ids = em("ids")
             for rid in rng.sample(ids, max(1, int(len(ids) * args.edit_fraction))):
-                last = f"Edited{edited}"
                 if name == "acquire":
                     first = (em("contact", rid)["fields"].get("name") or "X").split(" ")[0]
-                    change: dict[str, Any] = {"fields": {"name": f"{first} {last}"}}
                 elif name == "comm100":
                     first = em("contact", rid).get("firstName") or "X"
-                    change = {"lastName": last, "name": f"{first} {last}"}
                 else:
-                    change = {"lastName": last}
-                em("edit", rid, change)
+                    first = ""  # the last name alone is set there
+                em("edit", rid, last_name_edit(name, first, f"Edited{edited}"))
                 edited += 1
         # GoHighLevel search is eventually consistent: let the edits become searchable (and the
         # rate windows clear, as between any two cycles).

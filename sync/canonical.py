@@ -20,8 +20,8 @@ ordered lists (emails, phones; the first is primary), ``frozenset[str]`` for tag
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +66,12 @@ def field_kind(name: str) -> str:
 def is_empty(value: FieldValue) -> bool:
     """An absent value: None, "", or an empty collection (False is a value, not empty)."""
     return value is None or value == "" or (isinstance(value, (tuple, frozenset)) and len(value) == 0)
+
+
+def members(value: FieldValue) -> tuple[str, ...] | frozenset[str]:
+    """The items of a list or set field's value, none for an absent one: ``value or ()``, typed
+    for those fields (a caller that knows the field's kind knows the value is a collection)."""
+    return cast("tuple[str, ...] | frozenset[str]", value or ())
 
 
 def coerce_value(name: str, value: Any) -> FieldValue:
@@ -198,10 +204,3 @@ class Contact(BaseModel):
             custom_fields=custom,
             identities=frozenset(Identity.from_token(t) for t in (f.get("identities") or ())),  # type: ignore[union-attr]
         )
-
-
-def project(fields: Mapping[str, FieldValue], names: Iterable[str]) -> FieldDict:
-    """The part of a field dict on the given field names (custom.* patterns allowed as ``custom.*``)."""
-    wanted = set(names)
-    all_custom = "custom.*" in wanted
-    return {k: v for k, v in fields.items() if k in wanted or (all_custom and k.startswith(CUSTOM_PREFIX))}

@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
@@ -36,6 +36,9 @@ from pydantic import (
 
 from connectors.base import ConnectionSettings, RateLimit
 from sync.canonical import FIELD_NAMES, field_kind, is_known_field
+
+if TYPE_CHECKING:
+    from sync.mapping import FieldMapping
 
 DATABASE_URL_ENV = "CONTACTSYNC_DATABASE_URL"
 DEFAULT_GHL_VERSION = "2021-07-28"
@@ -252,7 +255,7 @@ class Config(_Model):
     _path: Path | None = PrivateAttr(default=None)
     _store_url: str = PrivateAttr(default="")
     _warnings: list[str] = PrivateAttr(default_factory=list)
-    _mappings: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _mappings: dict[str, FieldMapping] = PrivateAttr(default_factory=dict)
 
     @field_validator("default_phone_region", mode="before")
     @classmethod
@@ -336,8 +339,8 @@ class Config(_Model):
             rate_limit=RateLimit(conn.rate_limit.requests, conn.rate_limit.per_seconds) if conn.rate_limit else None,
         )
 
-    def mapping(self, name: str) -> Any:
-        """The field mapping of connection ``name`` (``sync.mapping.FieldMapping``): the shipped
+    def mapping(self, name: str) -> FieldMapping:
+        """The field mapping of connection ``name``: the shipped
         one or the connection's ``mapping`` file, with its ``mapping_overrides``."""
         if name not in self._mappings:
             from sync.mapping import load_mapping

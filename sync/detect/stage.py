@@ -19,9 +19,10 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from connectors.base import Connector, PullMode, RawRecord
+from sync.mapping import FieldMapping
 from sync.normalize import IdentityKey
 from sync.store import MAX_REMOTE_ID_LENGTH, StagedRecord, Store, payload_hash
 
@@ -30,14 +31,6 @@ PageProgress = Callable[[str, int], None]
 # An incremental pull that has returned this many records loads the staged hashes (one query of
 # the connection's rows) to skip reading the unchanged ones among the rest.
 KNOWN_HASHES_AFTER = 1000
-
-
-class ReadsRecords(Protocol):
-    """What staging needs of a field mapping (``sync.mapping.FieldMapping``)."""
-
-    def read(self, raw: dict[str, Any]) -> Any: ...
-
-    def keys(self, fields: Any) -> Any: ...
 
 
 @dataclass
@@ -86,13 +79,13 @@ def _key_pairs(keys: Any) -> list[IdentityKey]:
     return out
 
 
-def read_keys(mapping: ReadsRecords, payload: dict[str, Any]) -> list[tuple[str, str]]:
+def read_keys(mapping: FieldMapping, payload: dict[str, Any]) -> list[tuple[str, str]]:
     """The normalized matching keys of a raw payload, as (kind, value) pairs."""
     result = mapping.read(payload)
     return [(k.kind, k.value) for k in _key_pairs(mapping.keys(result.fields))]
 
 
-def stage_record(mapping: ReadsRecords, record: RawRecord, digest: str | None = None) -> StagedRecord:
+def stage_record(mapping: FieldMapping, record: RawRecord, digest: str | None = None) -> StagedRecord:
     """One raw record as a staged record; raises on a payload that cannot be read at all.
     ``digest``: the payload's hash when the caller has it already."""
     if not isinstance(record.payload, dict):
@@ -100,15 +93,7 @@ def stage_record(mapping: ReadsRecords, record: RawRecord, digest: str | None = 
     if not record.remote_id or len(str(record.remote_id)) > MAX_REMOTE_ID_LENGTH:
         raise ValueError(f"remote id of length {len(str(record.remote_id or ''))} is not usable")
     result = mapping.read(record.payload)
-    issues = getattr(result, "issues", None) or []
-    invalid = [
-        {
-            "field": getattr(i, "field", ""),
-            "kind": getattr(i, "kind", getattr(i, "field", "")),
-            "reason": getattr(i, "reason", str(i)),
-        }
-        for i in issues
-    ]
+    invalid = [{"field": i.field, "kind": i.field, "reason": i.reason} for i in result.issues]
     return StagedRecord(
         remote_id=str(record.remote_id),
         payload=record.payload,
@@ -121,7 +106,7 @@ def stage_record(mapping: ReadsRecords, record: RawRecord, digest: str | None = 
     )
 
 
-def unread_record(mapping: ReadsRecords, record: RawRecord, digest: str) -> StagedRecord:
+def unread_record(mapping: FieldMapping, record: RawRecord, digest: str) -> StagedRecord:
     """A record whose payload hash ``digest`` equals its staged row's: staging only refreshes
     such a row's ``seen_at``, so its keys are not read (the mapping's read is most of a pull's
     CPU per record). Should the stored row have changed meanwhile, staging reads them after
@@ -164,7 +149,7 @@ async def pull_connection(
     store: Store,
     name: str,
     connector: Connector,
-    mapping: ReadsRecords,
+    mapping: FieldMapping,
     *,
     full: bool = False,
     stop: asyncio.Event | None = None,

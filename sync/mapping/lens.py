@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.canonical import CUSTOM_PREFIX, FieldDict, is_empty
+from sync.canonical import FieldDict, is_empty, members
 from sync.mapping import paths
 from sync.mapping.transforms import Issue, Lens, deep_copy, value_equal
 from sync.normalize import IdentityKey, InvalidValue, normalize_identity
@@ -282,7 +282,7 @@ class FieldMapping:
         """For an endpoint ``tags`` field: (tags to add, tags to remove), sorted."""
         if "tags" not in fields:
             return [], []
-        have = set(self.read(base or {}).fields.get("tags") or ())  # type: ignore[arg-type]
+        have = set(members(self.read(base or {}).fields.get("tags")))
         want = set(fields.get("tags") or ())
         return sorted(want - have), sorted(have - want)
 
@@ -315,10 +315,6 @@ class FieldMapping:
             if key not in out:
                 out.append(key)
         return out
-
-    def custom_keys(self, fields: Mapping[str, Any]) -> list[str]:
-        """The custom field keys present in a field dict."""
-        return sorted(k[len(CUSTOM_PREFIX) :] for k in fields if k.startswith(CUSTOM_PREFIX))
 
 
 def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -262,10 +262,10 @@ def _lenses(entries: dict[str, dict[str, Any]], clear: Any, source: str) -> list
             if not isinstance(by_type, dict) or not by_type:
                 raise MappingError(f"{where}: identity_fields needs types: {{<identity type>: <raw path>}}")
             lenses.append(IdentityFieldsLens(name, {str(k): str(v) for k, v in by_type.items()}, direction, clear))
-    for path, group in names.items():
-        lenses.append(_name_lens(path, group, entries, clear, source))
-    for path, group in idents.items():
-        lenses.append(_identities_lens(path, group, entries, clear, source))
+    for name_path, group in names.items():
+        lenses.append(_name_lens(name_path, group, entries, clear, source))
+    for list_path, group in idents.items():
+        lenses.append(_identities_lens(list_path, group, entries, clear, source))
     _exclude_siblings(lenses)
     return lenses
 
@@ -283,7 +283,7 @@ def _item(item: Any, where: str) -> str:
 
 
 def _same_direction(group: list[str], entries: dict[str, dict[str, Any]], source: str) -> str:
-    directions = {entries[n]["direction"] for n in group}
+    directions: set[str] = {entries[n]["direction"] for n in group}
     if len(directions) > 1:
         raise MappingError(f"{source}: fields {group} share a raw path but not a direction")
     return directions.pop()
@@ -312,7 +312,8 @@ def _identities_lens(path: str, group: list[str], entries: dict[str, dict[str, A
     primary: dict[str, str] = {}
     seen: set[str] = set()
     rest = 0
-    type_key, value_key, type_names = "contactIdentityType", "value", {}
+    type_key, value_key = "contactIdentityType", "value"
+    type_names: dict[str, Any] = {}
     for name in group:
         entry = entries[name]
         where = f"{source}: field {name!r}"

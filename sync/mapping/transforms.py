@@ -17,9 +17,9 @@ import copy
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
-from sync.canonical import CUSTOM_PREFIX, FieldDict, FieldValue, is_empty
+from sync.canonical import CUSTOM_PREFIX, FieldDict, FieldValue, is_empty, members
 from sync.mapping import paths
 from sync.normalize import InvalidValue, normalize_email, normalize_identity, normalize_identity_type, normalize_phone
 
@@ -88,7 +88,7 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _clean(value: Any) -> bool:
+def _clean(value: Any) -> TypeGuard[str]:
     """A canonical string: non-empty and already stripped."""
     return isinstance(value, str) and bool(value) and value == value.strip()
 
@@ -483,7 +483,7 @@ class ListLens(Lens):
         return run
 
     def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
-        want = list(desired.get(self.fields[0]) or ())
+        want = list(members(desired.get(self.fields[0])))
         formats: dict[str, Any] = {}
         invalid: list[Any] = []
         for _, value in self._raw_items(raw):
@@ -530,7 +530,7 @@ class ListLens(Lens):
         return all(_is_normal(self.item, v, region) for v in value)
 
 
-def _is_normal(kind: str, value: Any, region: str) -> bool:
+def _is_normal(kind: str, value: object, region: str) -> bool:
     try:
         return normalize_item(kind, value, region) == value
     except InvalidValue:
@@ -574,7 +574,7 @@ class TagsLens(Lens):
         return run
 
     def write(self, desired: FieldDict, raw: dict[str, Any], region: str, changed: set[str]) -> None:
-        want = set(desired.get(self.fields[0]) or ())
+        want = set(members(desired.get(self.fields[0])))
         kept: list[Any] = []
         seen: set[str] = set()
         for value in self._names(raw):
@@ -756,12 +756,12 @@ class ContactIdentitiesLens(Lens):
                     continue
                 value = desired[field]
                 if field in item:
-                    want = list(value or ())  # type: ignore[arg-type]
+                    want = list(members(value))
                     if field in primary:
                         paths.put(raw, primary[field], want[0] if want else clear)
                         want = want[1:]
                 else:
-                    want = sorted(set(value or ()))  # type: ignore[arg-type]
+                    want = sorted(set(members(value)))
                 result.extend(new_entry(field, n) for n in want)
             paths.put(raw, list_path, result)
 
@@ -798,9 +798,9 @@ class ContactIdentitiesLens(Lens):
             if not _blank(value):
                 add(field, None, value)
         for entry in self._entries(raw):
-            field = self._field_of(entry)
-            if field is not None and not _blank(entry.get(self.value_key)):
-                add(field, entry.get(self.type_key), entry.get(self.value_key))
+            owner = self._field_of(entry)
+            if owner is not None and not _blank(entry.get(self.value_key)):
+                add(owner, entry.get(self.type_key), entry.get(self.value_key))
         out: FieldDict = {}
         for field, values in found.items():
             if values:
@@ -824,7 +824,7 @@ class ContactIdentitiesLens(Lens):
                         pass
             value = desired.get(field)
             if field in self.ITEM:
-                want = list(value or ())  # type: ignore[arg-type]
+                want = list(members(value))
                 if field in self.primary:
                     current = paths.get(raw, self.primary[field])
                     keep = not _blank(current) and want and _same(self.ITEM[field], current, want[0], region)
@@ -832,20 +832,20 @@ class ContactIdentitiesLens(Lens):
                     want = want[1:]
             else:
                 kept = [t for t in (self._token(e, region) for e in entries if self._field_of(e) == field) if t]
-                tokens = set(value or ())  # type: ignore[arg-type]
+                tokens = set(members(value))
                 want = [t for t in dict.fromkeys(kept) if t in tokens] + sorted(tokens - set(kept))
             queues[field] = [existing.get(n) or self._new_entry(field, n) for n in want]
         if not queues:
             return
         result: list[Any] = []
         for entry in entries:
-            field = self._field_of(entry)
-            if field not in queues:
+            owner = self._field_of(entry)
+            if owner is None or owner not in queues:
                 result.append(entry)
-            elif not self._valid(field, entry, region):
+            elif not self._valid(owner, entry, region):
                 result.append(entry)  # an entry that does not normalize is kept, never dropped
-            elif queues[field]:
-                result.append(queues[field].pop(0))
+            elif queues[owner]:
+                result.append(queues[owner].pop(0))
         for field in self.parts:
             result.extend(queues.get(field, []))
         paths.put(raw, self.list_path, result)

@@ -31,6 +31,7 @@ import operator
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -232,13 +233,13 @@ def _resolve_merges(
         # Where each merge target lives: only records whose remote id is a target are indexed
         # (a membership test per record, in C), not every remote id of the input.
         targets = {inp.merged_into[i] for i in merged_idx}
-        holders: dict[tuple[str, str], int] = {}
+        target_at: dict[tuple[str, str | None], int] = {}
         for j in itertools.compress(range(len(inp.remote_ids)), map(targets.__contains__, inp.remote_ids)):
-            holders[(inp.connections[j], inp.remote_ids[j])] = j
+            target_at[(inp.connections[j], inp.remote_ids[j])] = j
         for i in merged_idx:
-            j = holders.get((inp.connections[i], inp.merged_into[i]))  # type: ignore[arg-type]
-            if j is not None and j != i:
-                out[i] = j
+            target = target_at.get((inp.connections[i], inp.merged_into[i]))
+            if target is not None and target != i:
+                out[i] = target
     vanished = [i for i in deleted_idx if i not in out and not inp.merged_into[i]]
     if vanished and len(tok):
         strong = np.isin(kcode, strong_codes)
@@ -366,7 +367,7 @@ def _weak_joins(
             inp, policy, runs, guard, tok, token_key, key_rec, weak, reviews
         ).items():
             remap[label] = root
-    return remap[comp]
+    return cast(np.ndarray, remap[comp])  # numpy types fancy indexing by an untyped array as Any
 
 
 def _weak_joins_in_order(

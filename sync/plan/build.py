@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from connectors.base import Capabilities
+from sync.mapping import FieldMapping
 from sync.match import MatchInput, MatchPolicy, MatchResult, match_records
 from sync.plan import pool as plan_pool
-from sync.plan.context import Mapping_, connection_info, match_policy, reconcile_policy
+from sync.plan.context import connection_info, match_policy, reconcile_policy
 from sync.plan.model import Plan
 from sync.plan.slice import plan_slice
 from sync.reconcile import ConnectionInfo
@@ -118,7 +119,7 @@ def _no_gc() -> Iterator[None]:
 
 def _build(
     tx: UnitOfWork,
-    mappings: Mapping[str, Mapping_],
+    mappings: Mapping[str, FieldMapping],
     infos: Mapping[str, ConnectionInfo],
     config: Any,
     capabilities: Mapping[str, Capabilities],
@@ -136,7 +137,7 @@ def _build(
         tx.persons.mark_all_dirty()
     merged_persons, primaries = match_dirty(tx, match_policy(config, capabilities))
     policy = reconcile_policy(config)
-    plan = Plan()
+    plan = Plan() if keep else Plan.counted()
     dirty = tx.persons.dirty_person_ids()
     parallel = pool is not None and commit and not keep and len(dirty) >= pool.threshold
     if parallel and queue is not None and not hasattr(queue, "portable"):

@@ -5,31 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import Capabilities
-from sync.canonical import FieldDict
+from sync.mapping import FieldMapping
 from sync.match import MatchPolicy
 from sync.reconcile import ConflictPolicy, ConnectionInfo, DeletePolicy, FieldRule, MergePolicy, ReconcilePolicy
 
-
-class Mapping_(Protocol):
-    """What planning needs of a ``sync.mapping.FieldMapping``."""
-
-    readable: frozenset[str]
-    writable: frozenset[str]
-    updatable_keys: frozenset[str] | None
-    endpoint_fields: frozenset[str]
-    lenses: Any
-
-    def read(self, raw: dict[str, Any]) -> Any: ...
-    def write(self, fields: Mapping[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]: ...
-    def create(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], FieldDict]: ...
-    def changes(self, fields: Mapping[str, Any], base: dict[str, Any]) -> dict[str, Any]: ...
-    def fit(self, fields: Mapping[str, Any]) -> FieldDict: ...
+if TYPE_CHECKING:
+    from sync.config import Config
 
 
-def match_policy(config: Any, capabilities: Mapping[str, Capabilities] | None = None) -> MatchPolicy:
+def match_policy(config: Config, capabilities: Mapping[str, Capabilities] | None = None) -> MatchPolicy:
     """``MatchPolicy`` from ``config.matching`` (keys with strength). A vanished record is
     inferred merged only on connections that can merge natively (``capabilities``)."""
     infer = None
@@ -41,7 +28,7 @@ def match_policy(config: Any, capabilities: Mapping[str, Capabilities] | None = 
 _DUPLICATES = {"link_oldest": "link", "flag": "link", "merge_native": "merge"}
 
 
-def reconcile_policy(config: Any) -> ReconcilePolicy:
+def reconcile_policy(config: Config) -> ReconcilePolicy:
     """``ReconcilePolicy`` from ``config.conflicts`` / ``.deletes`` / ``.merges`` /
     ``.matching.duplicates``. Sets (tags, identities) merge by ``union`` unless a field says
     otherwise, as the configuration documents."""
@@ -59,7 +46,7 @@ def reconcile_policy(config: Any) -> ReconcilePolicy:
     )
 
 
-def update_fields(mapping: Mapping_) -> frozenset[str]:
+def update_fields(mapping: FieldMapping) -> frozenset[str]:
     """Canonical fields an update can change: writable fields whose raw keys the platform
     accepts on update (DM Champ: never the phone), plus endpoint fields (GoHighLevel tags)."""
     allowed = mapping.updatable_keys
@@ -73,7 +60,7 @@ def update_fields(mapping: Mapping_) -> frozenset[str]:
     return frozenset(out)
 
 
-def connection_info(name: str, mapping: Mapping_, capabilities: Capabilities) -> ConnectionInfo:
+def connection_info(name: str, mapping: FieldMapping, capabilities: Capabilities) -> ConnectionInfo:
     """How reconcile sees one connection: its mapping's fields narrowed by its capabilities."""
     create = frozenset(mapping.writable) if capabilities.can_create else frozenset()
     update = update_fields(mapping) if capabilities.can_update else frozenset()
@@ -86,5 +73,5 @@ def connection_info(name: str, mapping: Mapping_, capabilities: Capabilities) ->
 class PlanContext:
     """What a plan was built from, for rendering payloads (raw record by connection and id)."""
 
-    mappings: Mapping[str, Mapping_]
+    mappings: Mapping[str, FieldMapping]
     payloads: dict[tuple[str, str], dict[str, Any]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -120,9 +121,26 @@ class ConflictDecision:
         }
 
 
+# Ops per (connection, op kind value): what a counted plan keeps of its ops.
+OpCounts = Counter[tuple[str, str]]
+
+
 @dataclass
 class Plan:
-    """Everything one reconcile decided. Writes nothing; ``sync/apply`` carries it out."""
+    """Everything one reconcile decided. Writes nothing; ``sync/apply`` carries it out.
+
+    A plan has one of two shapes, told by :attr:`keeps_ops`:
+
+    * *kept* (``Plan()``; reconcile, ``contactsync plan``, a cycle without an outbox): ``ops``
+      holds every op, ``golden`` and ``snapshots`` every golden record and read-confirmed
+      snapshot;
+    * *counted* (:meth:`counted`; a plan whose slices were queued to the outbox as they were
+      planned): ``ops``, ``golden`` and ``snapshots`` stay empty and ``untracked`` counts the ops
+      per (connection, op kind), so a backfill's million rendered payloads never sit in memory
+      at once.
+
+    Either way :meth:`summary`, :meth:`is_empty`, ``conflicts`` and ``persons`` describe the
+    whole plan."""
 
     ops: list[PlanOp] = field(default_factory=list)
     conflicts: list[ConflictDecision] = field(default_factory=list)
@@ -132,24 +150,31 @@ class Plan:
     # connection, no write needed there); stored when the plan is committed, so the same change
     # is not seen again. Snapshots after writes are each op's ``confirms``.
     snapshots: dict[tuple[int, str], FieldDict] = field(default_factory=dict)
-    # Ops counted but not held, per (connection, op kind): a plan built with ``keep_ops=False``
-    # (its slices were queued to the outbox as they were planned) keeps only these counts.
-    untracked: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Ops counted but not held (a counted plan's ops).
+    untracked: OpCounts = field(default_factory=Counter)
     # Persons reconciled (``golden`` is empty when the golden records were not kept).
     persons: int = 0
+    # False: a counted plan (see the class docstring).
+    keeps_ops: bool = True
+
+    @classmethod
+    def counted(cls) -> Plan:
+        """An empty plan of the counted shape: its ops are counted, not held."""
+        return cls(keeps_ops=False)
 
     def is_empty(self) -> bool:
         if any(n for (_, kind), n in self.untracked.items() if kind != OpKind.EXCLUDE.value):
             return False
         return not any(op.kind is not OpKind.EXCLUDE for op in self.ops)
 
-    def count(self, ops: list[PlanOp]) -> None:
-        """Count ``ops`` into :attr:`untracked` instead of holding them."""
+    def count(self, ops: Iterable[PlanOp]) -> None:
+        """Count ``ops`` into :attr:`untracked` instead of holding them (a counted plan)."""
         tally = self.untracked
         for op in ops:
             tally[(op.connection, op.kind.value)] += 1
 
     def by_connection(self) -> dict[str, list[PlanOp]]:
+        """The held ops per connection (none on a counted plan)."""
         out: dict[str, list[PlanOp]] = {}
         for op in self.ops:
             out.setdefault(op.connection, []).append(op)

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sync.canonical import FieldDict, is_empty
-from sync.plan.context import Mapping_, PlanContext
+from sync.mapping import FieldMapping
+from sync.plan.context import PlanContext
 from sync.plan.model import OpKind, Plan, PlanOp
 from sync.reconcile import ConnectionInfo, PersonView, ReconcilePolicy, RecordState, Side, covers, reconcile, same
 from sync.store import UnitOfWork
@@ -18,7 +19,7 @@ def plan_slice(
     tx: UnitOfWork,
     person_ids: Sequence[int],
     infos: Mapping[str, ConnectionInfo],
-    mappings: Mapping[str, Mapping_],
+    mappings: Mapping[str, FieldMapping],
     policy: ReconcilePolicy,
     *,
     merged_persons: set[int] | frozenset[int] = frozenset(),
@@ -49,7 +50,7 @@ def plan_slice(
 def person_view(
     person: PersonRows,
     infos: Mapping[str, ConnectionInfo],
-    mappings: Mapping[str, Mapping_],
+    mappings: Mapping[str, FieldMapping],
     ctx: PlanContext,
     merged_persons: set[int] | frozenset[int] = frozenset(),
     primaries: Mapping[tuple[int, str], str] | None = None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from sync.canonical import FieldValue, field_kind, is_empty
+from sync.canonical import FieldValue, field_kind, is_empty, members
 from sync.plan import Candidate
 from sync.reconcile.policy import NEWEST, PRIORITY, UNION, ResolvedRule
 
@@ -103,18 +103,18 @@ def _union(kind: str, golden: FieldValue, changes: list[Change], priority: tuple
     added: list[str] = []
     removed: set[str] = set()
     for c in ordered:
-        now = list(c.value or ())
-        base = set(c.base or ())
+        now = list(members(c.value))
+        base = set(members(c.base))
         added.extend(v for v in now if v not in base)
         removed |= base - set(now)
     if kind == "set":
-        return frozenset((set(golden or ()) | set(added)) - removed)
+        return frozenset((set(members(golden)) | set(added)) - removed)
     out: list[str] = []
     for c in ordered:
-        for v in c.value or ():
+        for v in members(c.value):
             if v not in out and v not in removed:
                 out.append(v)
-    for v in golden or ():
+    for v in members(golden):
         if v not in out and v not in removed:
             out.append(v)
     return tuple(out)

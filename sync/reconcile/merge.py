@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from connectors.base import PullMode
-from sync.canonical import FieldDict, FieldValue, is_empty
+from sync.canonical import FieldDict, FieldValue, is_empty, members
 from sync.plan import ConflictDecision, OpKind, Plan, PlanOp, new_op
 from sync.reconcile.fields import Change, candidates, decide, same
 from sync.reconcile.policy import ReconcilePolicy
@@ -79,7 +79,7 @@ def reconcile_person(
     holds = {n: _holds(connections[n], s) for n, s in live.items()}
     golden, erased = _decide_fields(view, connections, live, holds, policy, out)
     if gone and policy.deletes.mode == "tag":
-        golden["tags"] = frozenset(golden.get("tags") or ()) | {policy.deletes.tag}
+        golden["tags"] = frozenset(members(golden.get("tags"))) | {policy.deletes.tag}
     out.golden = golden
 
     for name, side in live.items():
@@ -264,7 +264,7 @@ def _plan_side(
         else:
             after[name] = held
     delete_tag = policy.deletes.tag if policy.deletes.mode == "tag" else None
-    if delete_tag and "tags" in changes and delete_tag not in (holds.get("tags") or ()):
+    if delete_tag and "tags" in changes and delete_tag not in members(holds.get("tags")):
         # Marking a record deleted elsewhere is its own op kind, so apply and people see it.
         tags = changes.pop("tags")
         out.ops.append(
@@ -404,7 +404,7 @@ def _tag_record(
 ) -> None:
     """Add ``tag`` to one record's tags (once: a record already tagged gets nothing). The
     snapshot belongs to the primary record, so the op confirms what is confirmed already."""
-    tags = frozenset((record.current or {}).get("tags") or ())
+    tags = frozenset(members((record.current or {}).get("tags")))
     if tag in tags:
         return
     if not covers(info.update_fields, "tags"):

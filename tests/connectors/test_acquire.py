@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -15,12 +13,9 @@ from connectors.acquire import AcquireConnector, AcquireEmulator
 from connectors.base import ConfigurationError, NotFound, RecordError
 from connectors.emulation import Clock, FaultConfig
 
-T = TypeVar("T")
+from helpers import pull_all, request, run
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def make(emu: AcquireEmulator | None = None, **options: Any) -> tuple[AcquireEmulator, AcquireConnector]:
@@ -30,12 +25,7 @@ def make(emu: AcquireEmulator | None = None, **options: Any) -> tuple[AcquireEmu
 
 async def raw(emu: AcquireEmulator, method: str, path: str, *, key: str | None = None, **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or emu.credentials['api_key']}"}
-    async with httpx.AsyncClient(transport=emu.transport(), base_url=emu.base_url) as client:
-        return await client.request(method, path, headers=headers, **kw)
-
-
-async def pull_all(conn: AcquireConnector, cursor: Any = None) -> list[Any]:
-    return [page async for page in conn.pull(cursor)]
+    return await request(emu, method, path, headers=headers, **kw)
 
 
 # ----------------------------------------------------------------- wire format

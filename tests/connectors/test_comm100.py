@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -17,13 +16,10 @@ from connectors.comm100 import Comm100Connector, Comm100Emulator
 from connectors.comm100.state import ZERO_GUID
 from connectors.emulation import Clock, FaultConfig
 
-T = TypeVar("T")
+from helpers import pull_all, request, run
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TOKEN = "c100-token-xyz"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def emulator(**kw: Any) -> Comm100Emulator:
@@ -38,12 +34,7 @@ def connect(emu: Comm100Emulator, **kw: Any) -> Comm100Connector:
 
 async def raw(emu: Comm100Emulator, method: str, path: str, **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {emu.credentials['token']}", **kw.pop("headers", {})}
-    async with httpx.AsyncClient(transport=emu.transport(), base_url=emu.base_url) as client:
-        return await client.request(method, path, headers=headers, **kw)
-
-
-async def pull_all(conn: Comm100Connector, cursor: Any = None) -> list[Any]:
-    return [page async for page in conn.pull(cursor)]
+    return await request(emu, method, path, headers=headers, **kw)
 
 
 def person(i: int, **extra: Any) -> dict[str, Any]:

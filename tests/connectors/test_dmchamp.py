@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -15,12 +13,9 @@ from connectors.base import ConfigurationError, NotFound, PullMode, RecordError
 from connectors.dmchamp import DmChampConnector, DmChampEmulator
 from connectors.emulation import FaultConfig
 
-T = TypeVar("T")
+from helpers import request, run
+
 KEY = "dmc-secret-key-123"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def emulator(**state_options: Any) -> DmChampEmulator:
@@ -33,8 +28,7 @@ def connect(emu: DmChampEmulator, transport: httpx.AsyncBaseTransport | None = N
 
 async def raw(emu: DmChampEmulator, method: str, path: str, *, key: str = KEY, **kw: Any) -> httpx.Response:
     params = {**kw.pop("params", {}), "apiKey": key}
-    async with httpx.AsyncClient(transport=emu.transport(), base_url=emu.base_url) as client:
-        return await client.request(method, path, params=params, **kw)
+    return await request(emu, method, path, params=params, **kw)
 
 
 ADA = {"phoneNumber": "+14155552671", "firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.org"}

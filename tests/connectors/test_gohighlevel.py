@@ -15,6 +15,8 @@ from connectors.emulation import Clock, RecordingTransport
 from connectors.gohighlevel import CONNECTOR, EMULATOR
 from connectors.gohighlevel.emulator import GoHighLevelEmulator
 
+from helpers import run
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -153,10 +155,6 @@ def test_custom_fields_written_by_key_read_by_stable_id() -> None:
 
 
 # --------------------------------------------------------------------------- connector
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 def test_create_duplicate_links_existing_contact() -> None:

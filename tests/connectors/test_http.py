@@ -51,6 +51,8 @@ from connectors.http import (
     redact_url,
 )
 
+from helpers import run
+
 SECRET = "s3cr3t-token-value"
 
 
@@ -127,10 +129,6 @@ def make(server: Server, **settings: Any) -> Toy:
     }
     values.update(settings)
     return Toy(ConnectionSettings(**values), httpx.ASGITransport(app=server.app))
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 # --------------------------------------------------------------------------- the table

@@ -7,10 +7,9 @@ skipped with the reason. ``harness`` builds an emulator (in-process, reached thr
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -20,14 +19,9 @@ from connectors.emulation import Clock, Emulator, FaultConfig
 from connectors.registry import PLATFORMS, connector_class, emulator_class
 
 from .scenarios import Scenario, load_scenario
+from helpers import run
 
-T = TypeVar("T")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine to completion (the suite's tests are synchronous shells)."""
-    return asyncio.run(coro)
 
 
 @pytest.fixture(params=PLATFORMS)

@@ -12,32 +12,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from connectors import fleet
 from connectors.emulation import Emulator, FaultConfig
-from connectors.loopback import LoopbackEmulators, emulator_config
+from connectors.fleet import CONNECTIONS, typed_for
+from connectors.loopback import LoopbackEmulators
 from connectors.registry import emulator_class
 from sync.config import Config, load_config
 
-CONNECTIONS = {"acquire": "acquire", "dmchamp": "dmchamp", "ghl": "gohighlevel", "comm100": "comm100"}
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def human(i: int) -> dict[str, Any]:
     return {"first_name": f"P{i}", "last_name": "Seed", "email": f"p{i}@example.com", "phone": f"+1415555{i:04d}"}
-
-
-def typed_for(platform: str, person: dict[str, Any]) -> dict[str, Any]:
-    """The same person as another platform's users would type them."""
-    p = dict(person)
-    n = p["phone"][-10:]
-    if platform == "acquire":
-        p["email"] = p["email"].capitalize()
-        p["phone"] = f"({n[:3]}) {n[3:6]}-{n[6:]}"
-    elif platform == "comm100":
-        p["email"] = p["email"].upper()
-        p["phone"] = f"{n[:3]}-{n[3:6]}-{n[6:]}"
-    return p
 
 
 SEED_RANGES = {
@@ -64,9 +50,7 @@ def start_emulators(*, rate_scale: float, faults: FaultConfig | None = None) -> 
 
 
 def write_config(served: LoopbackEmulators, db_url: str, tmp_path: Path, **kwargs: Any) -> tuple[Path, Config]:
-    cfg = emulator_config(served.emulators, served.urls, db_url, secrets_dir=tmp_path / "secrets", **kwargs)
-    path = tmp_path / "contactsync.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path = fleet.write_config(served.emulators, served.urls, db_url, tmp_path, **kwargs)
     return path, load_config(path)
 
 
@@ -171,8 +155,4 @@ def raw_id(served: LoopbackEmulators, name: str, config: Config, i: int) -> str 
 
 def edit(platform: str, i: int, last: str) -> dict[str, Any]:
     """Raw changes that set human ``i``'s last name on a platform."""
-    if platform == "acquire":
-        return {"fields": {"name": f"P{i} {last}"}}
-    if platform == "comm100":
-        return {"lastName": last, "name": f"P{i} {last}"}
-    return {"lastName": last}
+    return fleet.last_name_edit(platform, f"P{i}", last)

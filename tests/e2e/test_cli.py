@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from sync.cli import app
 
-from .test_sync import ADA, seed_overlap
+from .test_sync import ADA, edit_ada_on_two_sides, seed_overlap
 from .world import World
 
 runner = CliRunner()
@@ -30,14 +30,7 @@ def test_status_shows_connections_exclusions_and_runs(world: World) -> None:
 
 
 def test_a_person_resolves_a_conflict_and_the_choice_travels(world: World) -> None:
-    seed_overlap(world)
-    world.backfill()
-    world.converge()
-    (g,) = world.holding("ghl", email=ADA[0])
-    (c,) = world.holding("comm100", email=ADA[0])
-    world.emulators["ghl"].external_edit(str(g["_raw"]["id"]), {"lastName": "Older"})
-    world.emulators["comm100"].clock.advance(120)
-    world.emulators["comm100"].external_edit(str(c["_raw"]["id"]), {"lastName": "Newer", "name": "Ada Newer"})
+    edit_ada_on_two_sides(world)
     world.converge()
     listed = runner.invoke(app, ["conflicts", "-c", str(world.config_path), "--all"])
     assert listed.exit_code == 0 and "last_name" in listed.output

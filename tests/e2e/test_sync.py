@@ -123,7 +123,8 @@ def test_comm100_merge_is_carried_to_the_other_platforms(world: World) -> None:
     assert len(world.contacts("dmchamp")) == 2
 
 
-def test_conflicting_edits_follow_the_newest_policy(world: World) -> None:
+def edit_ada_on_two_sides(world: World) -> None:
+    """Converged, then Ada's last name edited on GoHighLevel and, two minutes later, on Comm100."""
     seed_overlap(world)
     world.backfill()
     world.converge()
@@ -132,6 +133,10 @@ def test_conflicting_edits_follow_the_newest_policy(world: World) -> None:
     world.emulators["ghl"].external_edit(str(g["_raw"]["id"]), {"lastName": "Older"})
     world.emulators["comm100"].clock.advance(120)
     world.emulators["comm100"].external_edit(str(c["_raw"]["id"]), {"lastName": "Newer", "name": "Ada Newer"})
+
+
+def test_conflicting_edits_follow_the_newest_policy(world: World) -> None:
+    edit_ada_on_two_sides(world)
     report = world.cycle()
     decided = [x for x in (report.plan.conflicts if report.plan else []) if x.field == "last_name"]
     assert len(decided) == 1 and decided[0].decision == "Newer" and decided[0].rule.startswith("newest")

@@ -9,17 +9,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from connectors.emulation import Emulator, FaultConfig
-from connectors.loopback import emulator_config
+from connectors.fleet import CONNECTIONS, write_config
 from connectors.registry import emulator_class
 from sync.apply import Backoff
 from sync.config import Config, load_config
 from sync.cycle import CycleReport, CycleRunner
 from sync.store import Store
 
-CONNECTIONS = {"acquire": "acquire", "dmchamp": "dmchamp", "ghl": "gohighlevel", "comm100": "comm100"}
 # Rate windows shrunk a thousandfold: tests are about behaviour, not pacing.
 RATE_SCALE = 1000.0
 
@@ -46,11 +43,7 @@ class World:
     ) -> None:
         self.emulators = emulators or make_emulators()
         urls = {n: e.base_url for n, e in self.emulators.items()}
-        cfg = emulator_config(
-            self.emulators, urls, db_url, conflicts=conflicts, extra=extra, secrets_dir=tmp_path / "secrets"
-        )
-        self.config_path = tmp_path / "contactsync.yaml"
-        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.config_path = write_config(self.emulators, urls, db_url, tmp_path, conflicts=conflicts, extra=extra)
         self.config: Config = load_config(self.config_path)
         self.store = Store.open(db_url)
         self.engine = CycleRunner(
