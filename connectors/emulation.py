@@ -701,11 +701,3 @@ def serve(
     if failed:
         raise OSError(f"could not listen on {host}:{', '.join(map(str, sorted(failed)))}")
     return served
-
-
-_ids = itertools.count(1)
-
-
-def next_serial() -> int:
-    """A process-wide increasing number (for ids that must not collide across emulators)."""
-    return next(_ids)

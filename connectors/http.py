@@ -296,9 +296,6 @@ class ClientStats:
     connection_errors: int = 0
     rechecks: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
 
 class HttpHooks:
     """The small per-platform hooks the shared loop calls. Defaults suit a plain JSON API."""

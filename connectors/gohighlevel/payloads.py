@@ -21,14 +21,6 @@ class CustomFieldValue(TypedDict, total=False):
     value: Any
 
 
-class CustomFieldInput(TypedDict, total=False):
-    """``customFields`` item as written: ``{"id"|"key", "field_value"}``."""
-
-    id: str
-    key: str
-    field_value: Any
-
-
 class Contact(TypedDict, total=False):
     """The contact object (GetContectByIdSchema; search results add ``searchAfter``)."""
 
