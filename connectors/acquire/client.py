@@ -20,7 +20,19 @@ from typing import Any, cast
 import httpx
 import structlog
 
-from connectors.acquire.state import ERROR_RECORD_NOT_FOUND
+from connectors.acquire.api import (
+    CONTACTS,
+    ERROR_RECORD_NOT_FOUND,
+    FIELD_SHORTHANDS,
+    FIRST_PAGE,
+    MAX_LIMIT,
+    READ_ONLY_KEYS,
+    RELATIONS,
+    contact_path,
+    error_type,
+    merge_path,
+    parse_time,
+)
 from connectors.base import (
     Capabilities,
     NotFound,
@@ -37,19 +49,7 @@ from sync.normalize import DEFAULT_REGION, InvalidValue, normalize_email, normal
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.acquire")
 
-CONTACTS = "/crm/objects/contact"
-RELATIONS = "fields,tags"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Acquire's ``2020-09-09T10:01:36.000Z`` (or null) as an aware UTC datetime."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+_RELATIONS = ",".join(RELATIONS)
 
 
 def to_record(item: JSON) -> RawRecord:
@@ -78,7 +78,7 @@ class AcquireConnector(HttpConnector):
 
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
-        self.page_size = int(settings.options.get("page_size", 100))
+        self.page_size = int(settings.options.get("page_size", MAX_LIMIT))
         self.read_ahead_pages = max(0, int(settings.options.get("read_ahead_pages", 1)))
         self.default_region = str(settings.options.get("default_region", DEFAULT_REGION))
 
@@ -109,11 +109,11 @@ class AcquireConnector(HttpConnector):
         """Scan every contact. The cursor only remembers where an interrupted scan stopped
         (``next_page``); a resumed scan is not a full scan (it spans runs), so it never
         allows deletion detection."""
-        start_page = 1
+        start_page = FIRST_PAGE
         resumed = False
         if cursor and cursor.get("next_page"):
             start_page = int(cursor["next_page"])
-            resumed = start_page > 1
+            resumed = start_page > FIRST_PAGE
         counts: set[int] = set()
         seen: set[str] = set()
         last_count: list[int] = []  # [the latest filteredCount]: where the scan should end
@@ -130,7 +130,7 @@ class AcquireConnector(HttpConnector):
         async def fetch(token: Hashable | None) -> FetchedPage:
             page_no = int(token) if token is not None else start_page
             body = await self.http.json(
-                "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": RELATIONS}
+                "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": _RELATIONS}
             )
             data = _data(body)
             items = data.get("list")
@@ -179,7 +179,7 @@ class AcquireConnector(HttpConnector):
         if not remote_id.isdigit():
             return None
         try:
-            body = await self.http.json("GET", f"{CONTACTS}/{remote_id}", params={"relations": RELATIONS})
+            body = await self.http.json("GET", contact_path(remote_id), params={"relations": _RELATIONS})
         except NotFound:
             return None
         return to_record(_data(body))
@@ -249,14 +249,14 @@ class AcquireConnector(HttpConnector):
             if record is None:
                 raise NotFound(400, f"acquire: no contact {remote_id}")
             return WriteResult(remote_id, record)
-        resp = await self.http.json("PUT", f"{CONTACTS}/{remote_id}", json_body={"fields": fields})
+        resp = await self.http.json("PUT", contact_path(remote_id), json_body={"fields": fields})
         record = await self._full(_data(resp))
         return WriteResult(remote_id, record)
 
     async def delete(self, remote_id: str) -> None:
         if not remote_id.isdigit():
             raise NotFound(400, f"acquire: no contact {remote_id!r}")
-        await self.http.json("DELETE", f"{CONTACTS}/{remote_id}")
+        await self.http.json("DELETE", contact_path(remote_id))
 
     async def merge(self, survivor_id: str, loser_ids: list[str]) -> WriteResult:
         """Native merge: the survivor keeps its own email/phone and gains the losers'
@@ -267,7 +267,7 @@ class AcquireConnector(HttpConnector):
         body = {"sourceIds": [int(i) for i in loser_ids]}
 
         async def send() -> WriteResult:
-            resp = await self.http.json("POST", f"/crm/contact/merge/{survivor_id}", json_body=body, idempotent=False)
+            resp = await self.http.json("POST", merge_path(survivor_id), json_body=body, idempotent=False)
             data = _data(resp)
             record = await self._full(data) if data.get("id") is not None else await self.get(survivor_id)
             return WriteResult(survivor_id, record)
@@ -300,30 +300,23 @@ def _data(body: Any) -> JSON:
 
 def _error_type(response: httpx.Response) -> str | None:
     try:
-        body = response.json()
+        return error_type(response.json())
     except ValueError:
         return None
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):
-        return err.get("type")
-    return err if isinstance(err, str) else None
 
 
 def _fields_of(payload: Mapping[str, Any]) -> JSON:
     """The ``fields`` to send: the payload's ``fields`` plus top-level name/email/phone
     shorthands. Other top-level keys (tags, ids, timestamps) are not writable."""
     fields: JSON = {}
-    for key in ("name", "email", "phone"):
+    for key in FIELD_SHORTHANDS:
         if key in payload:
             fields[key] = payload[key]
     nested = payload.get("fields") or {}
     if not isinstance(nested, Mapping):
         raise RecordError(400, "acquire: payload fields must be an object")
     fields.update(nested)
-    dropped = sorted(
-        set(payload)
-        - {"fields", "name", "email", "phone", "id", "archive", "companyId", "dateCreated", "dateUpdated", "tags"}
-    )
+    dropped = sorted(set(payload) - {"fields", *FIELD_SHORTHANDS} - READ_ONLY_KEYS)
     if dropped:
         log.warning("acquire.unwritable_keys", keys=dropped)
     return fields

@@ -39,23 +39,27 @@ from connectors.base import (
     NotFound,
     Page,
     PullMode,
-    RateLimit,
     RawRecord,
     RecordError,
     RemoteUnavailable,
     WriteResult,
 )
-from connectors.comm100.state import ZERO_GUID, parse_time
+from connectors.comm100.api import (
+    CONTACTS,
+    MAX_PAGE_SIZE,
+    PHONE_IDENTITY_TYPES,
+    RATE_LIMIT,
+    SERVER_KEYS,
+    ZERO_GUID,
+    contact_path,
+    merge_path,
+    parse_time,
+)
 from connectors.http import FetchedPage, HttpConnector, paginate
 from sync.normalize import DEFAULT_REGION, InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.comm100")
-
-CONTACTS = "/global/contacts"
-# Keys the server owns: never sent in a create/update body.
-_SERVER_KEYS = frozenset({"id", "createTime", "lastUpdatedTime", "mergeToContactId", "isDeleted"})
-_PHONE_TYPES = frozenset({"sms", "whatsapp"})
 
 
 def to_record(contact: JSON) -> RawRecord:
@@ -90,7 +94,7 @@ class Comm100Connector(HttpConnector):
         can_merge=False,  # enabled per connection by option merge_via (inferred endpoints)
         lookup_keys=("email", "phone"),
         deletes_detectable=True,
-        rate_limit=RateLimit(300, 300.0),  # documented: 300 calls per 5 minutes
+        rate_limit=RATE_LIMIT,  # documented: 300 calls per 5 minutes
         overlap_seconds=30.0,
     )
 
@@ -115,7 +119,7 @@ class Comm100Connector(HttpConnector):
             overlap_seconds=float(opts.get("overlap_seconds", type(self).capabilities.overlap_seconds)),
         )
         self._use_token = has_token
-        self.page_size = min(int(opts.get("page_size", 100)), 100)
+        self.page_size = min(int(opts.get("page_size", MAX_PAGE_SIZE)), MAX_PAGE_SIZE)
         self.default_region = str(opts.get("default_region", DEFAULT_REGION))
         self.read_back = bool(opts.get("read_back", False))
         super().__init__(settings, transport)
@@ -203,7 +207,7 @@ class Comm100Connector(HttpConnector):
 
     async def get(self, remote_id: str) -> RawRecord | None:
         try:
-            body = await self.http.json("GET", f"{CONTACTS}/{remote_id}", params={"include": "contactIdentity"})
+            body = await self.http.json("GET", contact_path(remote_id), params={"include": "contactIdentity"})
         except NotFound:
             return None
         if not isinstance(body, dict) or "id" not in body:
@@ -263,7 +267,11 @@ class Comm100Connector(HttpConnector):
                 continue
             if kind == "email" and itype == "email" and _same(normalize_email, raw, value):
                 return True
-            if kind == "phone" and itype in _PHONE_TYPES and _same(normalize_phone, raw, value, self.default_region):
+            if (
+                kind == "phone"
+                and itype in PHONE_IDENTITY_TYPES
+                and _same(normalize_phone, raw, value, self.default_region)
+            ):
                 return True
         phone = contact.get("phone")
         return kind == "phone" and isinstance(phone, str) and _same(normalize_phone, phone, value, self.default_region)
@@ -302,13 +310,13 @@ class Comm100Connector(HttpConnector):
             if current is None or current.merged_into or current.deleted:
                 raise NotFound(404, f"comm100: no live contact {remote_id}")
             body["name"] = current.payload.get("name") or _derive_name({**current.payload, **body})
-        updated = await self.http.json("PUT", f"{CONTACTS}/{remote_id}", json_body=body)
+        updated = await self.http.json("PUT", contact_path(remote_id), json_body=body)
         if not isinstance(updated, dict):
             raise RemoteUnavailable("comm100 PUT /global/contacts/{id}: response is not a contact")
         return WriteResult(remote_id, await self._record({"id": remote_id, **updated}))
 
     async def delete(self, remote_id: str) -> None:
-        await self.http.request("DELETE", f"{CONTACTS}/{remote_id}")
+        await self.http.request("DELETE", contact_path(remote_id))
 
     async def merge(self, survivor_id: str, loser_ids: list[str]) -> WriteResult:
         """Native merge through the inferred endpoint chosen by option ``merge_via``."""
@@ -323,7 +331,7 @@ class Comm100Connector(HttpConnector):
             if self.merge_via == "endpoint":
                 await self.http.request(
                     "POST",
-                    f"/contact/contacts/{survivor_id}:merge",
+                    merge_path(survivor_id),
                     json_body={"contactId": loser_id},
                     idempotent=False,
                 )
@@ -335,7 +343,7 @@ class Comm100Connector(HttpConnector):
                     return
                 await self.http.request(
                     "PUT",
-                    f"{CONTACTS}/{loser_id}",
+                    contact_path(loser_id),
                     json_body={"name": loser.payload.get("name") or "Unknown", "mergeToContactId": survivor_id},
                     idempotent=False,
                 )
@@ -363,7 +371,7 @@ class Comm100Connector(HttpConnector):
 def _body(payload: Mapping[str, Any]) -> JSON:
     """A create/update body: the payload without the server-owned keys; identities without
     their server-assigned ids."""
-    body = {k: v for k, v in payload.items() if k not in _SERVER_KEYS}
+    body = {k: v for k, v in payload.items() if k not in SERVER_KEYS}
     idents = body.get("contactIdentities")
     if idents is not None:
         if not isinstance(idents, list):
@@ -391,7 +399,7 @@ def _identity_keys(body: Mapping[str, Any]) -> dict[str, str]:
         itype = str(ident.get("contactIdentityType") or "").lower()
         if itype == "email" and "email" not in keys and ident.get("value"):
             keys["email"] = str(ident["value"])
-        elif itype in _PHONE_TYPES and "phone" not in keys and ident.get("value"):
+        elif itype in PHONE_IDENTITY_TYPES and "phone" not in keys and ident.get("value"):
             keys["phone"] = str(ident["value"])
     if "phone" not in keys and body.get("phone"):
         keys["phone"] = str(body["phone"])

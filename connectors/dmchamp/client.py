@@ -30,13 +30,21 @@ from connectors.base import (
     RemoteUnavailable,
     WriteResult,
 )
-from connectors.dmchamp.state import CREATE_KEYS, UPDATABLE_KEYS
+from connectors.dmchamp.api import (
+    ALREADY_EXISTS_MESSAGE,
+    CONTACT_LISTS,
+    CONTACTS,
+    CREATE_KEYS,
+    UPDATABLE_KEYS,
+    contact_path,
+    tags_path,
+)
 from connectors.http import HttpConnector
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.dmchamp")
 
-_ALREADY_EXISTS = "already exists"
+_ALREADY_EXISTS = ALREADY_EXISTS_MESSAGE.lower().removeprefix("contact ")  # "already exists"
 
 
 class DmChampConnector(HttpConnector):
@@ -98,7 +106,7 @@ class DmChampConnector(HttpConnector):
 
     async def _find(self, phone: str | None = None, email: str | None = None) -> str | None:
         params = {"phoneNumber": phone} if phone else {"email": email}
-        response = await self.http.request("GET", "/contacts", params=params, allow=(404,))
+        response = await self.http.request("GET", CONTACTS, params=params, allow=(404,))
         if response.status_code == 404:
             return None
         body = _json(response)
@@ -129,7 +137,7 @@ class DmChampConnector(HttpConnector):
             return await self._adopt(existing, body)
 
         async def send() -> WriteResult:
-            response = await self.http.request("POST", "/contacts", json_body=send_body, idempotent=False, allow=(409,))
+            response = await self.http.request("POST", CONTACTS, json_body=send_body, idempotent=False, allow=(409,))
             data = _json(response)
             if response.status_code == 409:
                 # "Contact already exists": it appeared since our lookup.
@@ -182,21 +190,21 @@ class DmChampConnector(HttpConnector):
         return WriteResult(remote_id, None, extra={"dropped": dropped} if dropped else {})
 
     async def _put(self, contact_id: str, changes: JSON) -> None:
-        await self.http.request("PUT", f"/contacts/{contact_id}", json_body=changes)
+        await self.http.request("PUT", contact_path(contact_id), json_body=changes)
 
     # ----------------------------------------------------------------- DM Champ extras
 
     async def add_to_list(self, contact_id: str, list_id: str) -> None:
         """Add a contact to a contact list (``POST /contacts/lists``)."""
-        await self.http.request("POST", "/contacts/lists", json_body={"contactId": contact_id, "listId": list_id})
+        await self.http.request("POST", CONTACT_LISTS, json_body={"contactId": contact_id, "listId": list_id})
 
     async def remove_from_list(self, contact_id: str, list_id: str) -> None:
         """Remove a contact from a contact list (``DELETE /contacts/lists``)."""
-        await self.http.request("DELETE", "/contacts/lists", json_body={"contactId": contact_id, "listId": list_id})
+        await self.http.request("DELETE", CONTACT_LISTS, json_body={"contactId": contact_id, "listId": list_id})
 
     async def tags(self, contact_id: str) -> list[str]:
         """The names of a contact's tags (``GET /contacts/tags/{id}``); NotFound if none."""
-        response = await self.http.request("GET", f"/contacts/tags/{contact_id}")
+        response = await self.http.request("GET", tags_path(contact_id))
         body = _json(response)
         if not isinstance(body, list):
             raise RemoteUnavailable("dmchamp GET /contacts/tags: response is not a list")

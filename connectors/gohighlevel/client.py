@@ -32,25 +32,30 @@ from connectors.base import (
     NotFound,
     Page,
     PullMode,
-    RateLimit,
     RawRecord,
     RecordError,
     WriteResult,
 )
-from connectors.emulation import iso_ms, parse_iso
-from connectors.gohighlevel.payloads import (
+from connectors.gohighlevel.api import (
+    CREATE,
     CREATE_FIELDS,
+    DEFAULT_OVERLAP_SECONDS,
     DEFAULT_VERSION,
+    DUPLICATE,
+    MAX_PAGE_LIMIT,
+    RATE_LIMIT,
     READ_ONLY_FIELDS,
+    SEARCH,
     UPDATE_FIELDS,
+    UPSERT,
     UPSERT_FIELDS,
+    contact_path,
+    tags_path,
 )
 from connectors.http import Action, FetchedPage, HttpConnector, paginate
+from connectors.timestamps import iso_ms, parse_iso
 
 JSON = dict[str, Any]
-
-DEFAULT_OVERLAP_S = 10.0
-MAX_PAGE_LIMIT = 500
 
 
 class GoHighLevelConnector(HttpConnector):
@@ -70,8 +75,8 @@ class GoHighLevelConnector(HttpConnector):
         updatable_fields=UPDATE_FIELDS - {"tags"},
         lookup_keys=("email", "phone"),
         deletes_detectable=False,
-        rate_limit=RateLimit(100, 10.0),
-        overlap_seconds=DEFAULT_OVERLAP_S,
+        rate_limit=RATE_LIMIT,
+        overlap_seconds=DEFAULT_OVERLAP_SECONDS,
     )
 
     def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -83,7 +88,7 @@ class GoHighLevelConnector(HttpConnector):
         # Custom field key -> id of the location: written items then carry the id the spec
         # requires (an item with only a key is sent as is, which GoHighLevel also accepts).
         self.custom_field_ids: dict[str, str] = dict(opts.get("custom_field_ids") or {})
-        overlap = float(opts.get("overlap_s", DEFAULT_OVERLAP_S))
+        overlap = float(opts.get("overlap_s", DEFAULT_OVERLAP_SECONDS))
         self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=overlap)
 
     # -- hooks
@@ -136,7 +141,7 @@ class GoHighLevelConnector(HttpConnector):
             body = dict(base)
             if token is not None:
                 body["searchAfter"] = list(token)  # type: ignore[arg-type]
-            data = await self.http.json("POST", "/contacts/search", json_body=body)
+            data = await self.http.json("POST", SEARCH, json_body=body)
             contacts = (data or {}).get("contacts") or []
             records = [self._record(c) for c in contacts]
             seen_ids.update(r.remote_id for r in records)
@@ -166,7 +171,7 @@ class GoHighLevelConnector(HttpConnector):
 
     async def get(self, remote_id: str) -> RawRecord | None:
         try:
-            data = await self.http.json("GET", f"/contacts/{remote_id}")
+            data = await self.http.json("GET", contact_path(remote_id))
         except NotFound:
             return None
         return self._record(data["contact"])
@@ -181,9 +186,7 @@ class GoHighLevelConnector(HttpConnector):
             if not value:
                 continue
             param = "number" if key == "phone" else "email"
-            data = await self.http.json(
-                "GET", "/contacts/search/duplicate", params={"locationId": self.location_id, param: value}
-            )
+            data = await self.http.json("GET", DUPLICATE, params={"locationId": self.location_id, param: value})
             contact = (data or {}).get("contact")
             if contact:
                 return contact
@@ -214,7 +217,7 @@ class GoHighLevelConnector(HttpConnector):
 
         async def send() -> WriteResult:
             try:
-                response = await self.http.request("POST", "/contacts/", json_body=body, idempotent=False)
+                response = await self.http.request("POST", CREATE, json_body=body, idempotent=False)
             except RecordError as exc:
                 existing = _duplicate_of(exc)
                 if existing is None:
@@ -246,7 +249,7 @@ class GoHighLevelConnector(HttpConnector):
         body = self._write_body(cleared, UPDATE_FIELDS)
         record: RawRecord | None = None
         if body:
-            data = await self.http.json("PUT", f"/contacts/{remote_id}", json_body=body)
+            data = await self.http.json("PUT", contact_path(remote_id), json_body=body)
             record = self._record(data["contact"])
         if wanted_tags is not None:
             current = record or await self.get(remote_id)
@@ -268,24 +271,24 @@ class GoHighLevelConnector(HttpConnector):
 
     async def delete(self, remote_id: str) -> None:
         try:
-            await self.http.request("DELETE", f"/contacts/{remote_id}")
+            await self.http.request("DELETE", contact_path(remote_id))
         except NotFound:
             return  # already gone (perhaps our own earlier attempt landed)
 
     async def add_tags(self, remote_id: str, tags: list[str]) -> None:
         if tags:
-            await self.http.request("POST", f"/contacts/{remote_id}/tags", json_body={"tags": list(tags)})
+            await self.http.request("POST", tags_path(remote_id), json_body={"tags": list(tags)})
 
     async def remove_tags(self, remote_id: str, tags: list[str]) -> None:
         if tags:
-            await self.http.request("DELETE", f"/contacts/{remote_id}/tags", json_body={"tags": list(tags)})
+            await self.http.request("DELETE", tags_path(remote_id), json_body={"tags": list(tags)})
 
     async def upsert(self, payload: JSON) -> WriteResult:
         """Create or update by the location's duplicate rule (email, then phone). Safe to
         repeat, so it is retried like a read."""
         body = self._write_body(payload, UPSERT_FIELDS)
         body["locationId"] = self.location_id
-        data = await self.http.json("POST", "/contacts/upsert", json_body=body)
+        data = await self.http.json("POST", UPSERT, json_body=body)
         record = self._record(data["contact"])
         return WriteResult(
             record.remote_id,
