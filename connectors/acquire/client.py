@@ -5,10 +5,9 @@ page in id order, until a short page. The last page of a scan that ran start to 
 pull, with a stable ``filteredCount``, is marked ``full_scan`` so the engine may detect deletions
 (and merges: a vanished contact whose keys now sit on a survivor).
 
-Settings: credential ``api_key`` (Bearer); options ``page_size`` (default 100, the most the
-emulator accepts: Acquire documents no maximum), ``read_ahead_pages`` (pages requested ahead of
-the one being staged, default 1; Acquire documents no rate limit) and ``default_region`` (for
-matching looked-up phone numbers, default "US").
+Settings: :class:`~connectors.acquire.settings.AcquireOptions` (``page_size``,
+``read_ahead_pages``, ``default_region`` for matching looked-up phone numbers) and
+:class:`~connectors.acquire.settings.AcquireCredentials` (``api_key``, sent as Bearer).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from connectors.acquire.api import (
     ERROR_RECORD_NOT_FOUND,
     FIELD_SHORTHANDS,
     FIRST_PAGE,
-    MAX_LIMIT,
     READ_ONLY_KEYS,
     RELATIONS,
     contact_path,
@@ -33,6 +31,7 @@ from connectors.acquire.api import (
     merge_path,
     parse_time,
 )
+from connectors.acquire.settings import AcquireCredentials, AcquireOptions
 from connectors.base import (
     Capabilities,
     NotFound,
@@ -44,7 +43,7 @@ from connectors.base import (
     WriteResult,
 )
 from connectors.http import Action, FetchedPage, HttpConnector, paginate
-from sync.normalize import DEFAULT_REGION, InvalidValue, normalize_email, normalize_phone
+from sync.normalize import InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.acquire")
@@ -74,13 +73,15 @@ class AcquireConnector(HttpConnector):
         deletes_detectable=True,
         rate_limit=None,  # documented: "no API consumption limits"
     )
-    required_credentials = ("api_key",)
+    options_model = AcquireOptions
+    credentials_model = AcquireCredentials
+    options: AcquireOptions
 
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
-        self.page_size = int(settings.options.get("page_size", MAX_LIMIT))
-        self.read_ahead_pages = max(0, int(settings.options.get("read_ahead_pages", 1)))
-        self.default_region = str(settings.options.get("default_region", DEFAULT_REGION))
+        self.page_size = self.options.page_size
+        self.read_ahead_pages = max(0, self.options.read_ahead_pages)
+        self.default_region = self.options.default_region
 
     # ----------------------------------------------------------------- hooks
 

@@ -7,13 +7,10 @@ as such (a non-zero ``mergeToContactId`` sets ``RawRecord.merged_into``; ``isDel
 minus an overlap window. The cursor moves only on the last page of a pull: with newest-first
 order, every earlier page's safe resume point is the old cursor.
 
-Settings: credentials ``token`` (OAuth2 bearer) or ``agent_email`` + ``api_key`` (HTTP Basic,
-with option ``site_id`` sent as ``?siteId=``). Options: ``page_size`` (default 100, max 100),
-``overlap_seconds`` (default 30), ``default_region`` (phone matching in lookups),
-``read_back`` (default False; True re-reads a written contact - one GET per write - so the
-returned record carries its identities and server stamps), ``merge_via`` (``"endpoint"`` for
-``POST /contact/contacts/{id}:merge`` or ``"put"`` for a PUT of ``mergeToContactId`` - both
-inferred, so native merge is off unless chosen).
+Settings: :class:`~connectors.comm100.settings.Comm100Credentials` (``token``, OAuth2 bearer,
+or ``agent_email`` + ``api_key``, HTTP Basic with option ``site_id`` sent as ``?siteId=``) and
+:class:`~connectors.comm100.settings.Comm100Options` (``page_size``, ``overlap_seconds``,
+``default_region`` for phone matching in lookups, ``read_back``, ``merge_via``).
 
 Writes are not read back by default: write responses carry no ``contactIdentities``, but the
 engine does not need them - it keeps what it sent as the record's payload and snapshot, and the
@@ -35,7 +32,6 @@ import structlog
 
 from connectors.base import (
     Capabilities,
-    ConfigurationError,
     NotFound,
     Page,
     PullMode,
@@ -55,8 +51,9 @@ from connectors.comm100.api import (
     merge_path,
     parse_time,
 )
+from connectors.comm100.settings import Comm100Credentials, Comm100Options
 from connectors.http import FetchedPage, HttpConnector, paginate
-from sync.normalize import DEFAULT_REGION, InvalidValue, normalize_email, normalize_phone
+from sync.normalize import InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.comm100")
@@ -98,31 +95,22 @@ class Comm100Connector(HttpConnector):
         overlap_seconds=30.0,
     )
 
+    options_model = Comm100Options
+    credentials_model = Comm100Credentials
+    options: Comm100Options
+    credentials: Comm100Credentials
+
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        creds = settings.credentials
-        has_token = "token" in creds and bool(creds["token"].get_secret_value())
-        has_basic = all(k in creds and creds[k].get_secret_value() for k in ("agent_email", "api_key"))
-        if not has_token and not has_basic:
-            raise ConfigurationError(
-                f"comm100 connection {settings.name!r}: needs credential 'token' or 'agent_email' + 'api_key'"
-            )
-        if not has_token and not settings.options.get("site_id"):
-            raise ConfigurationError(f"comm100 connection {settings.name!r}: Basic auth needs option 'site_id'")
-        opts = settings.options
-        merge_via = opts.get("merge_via")
-        if merge_via not in (None, "endpoint", "put"):
-            raise ConfigurationError(f"comm100 connection {settings.name!r}: merge_via must be 'endpoint' or 'put'")
-        self.merge_via: str | None = merge_via
-        self.capabilities = dataclasses.replace(
-            type(self).capabilities,
-            can_merge=merge_via is not None,
-            overlap_seconds=float(opts.get("overlap_seconds", type(self).capabilities.overlap_seconds)),
-        )
-        self._use_token = has_token
-        self.page_size = min(int(opts.get("page_size", MAX_PAGE_SIZE)), MAX_PAGE_SIZE)
-        self.default_region = str(opts.get("default_region", DEFAULT_REGION))
-        self.read_back = bool(opts.get("read_back", False))
         super().__init__(settings, transport)
+        opts = self.options
+        self.merge_via: str | None = opts.merge_via
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities, can_merge=opts.merge_via is not None, overlap_seconds=opts.overlap_seconds
+        )
+        self._use_token = self.credentials.uses_token
+        self.page_size = min(opts.page_size, MAX_PAGE_SIZE)
+        self.default_region = opts.default_region
+        self.read_back = opts.read_back
 
     # ----------------------------------------------------------------- hooks
 
@@ -133,8 +121,8 @@ class Comm100Connector(HttpConnector):
         return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
     def auth_params(self) -> dict[str, str]:
-        site = self.settings.options.get("site_id")
-        return {"siteId": str(site)} if site else {}
+        site = self.options.site_id
+        return {"siteId": site} if site else {}
 
     # ----------------------------------------------------------------- pull
 

@@ -7,9 +7,10 @@ looks the number up first and never makes a second contact for it, whichever of 
 documented answers to a duplicate create the account gives ("Contact already exists" or the
 existing contact's id).
 
-Settings: credential ``api_key`` (sent as the ``apiKey`` query parameter, so every URL carries
-it: the shared HTTP layer redacts it from logs and errors). Option ``list_id``: every contact
-this connector creates or adopts is put in that contact list (``listId`` on create).
+Settings: :class:`~connectors.dmchamp.settings.DmChampCredentials` (``api_key``, sent as the
+``apiKey`` query parameter, so every URL carries it: the shared HTTP layer redacts it from logs
+and errors) and :class:`~connectors.dmchamp.settings.DmChampOptions` (``list_id``: every contact
+this connector creates or adopts is put in that contact list, ``listId`` on create).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from connectors.dmchamp.api import (
     contact_path,
     tags_path,
 )
+from connectors.dmchamp.settings import DmChampCredentials, DmChampOptions
 from connectors.http import HttpConnector
 
 JSON = dict[str, Any]
@@ -65,11 +67,13 @@ class DmChampConnector(HttpConnector):
         deletes_detectable=False,
         rate_limit=None,  # none documented
     )
-    required_credentials = ("api_key",)
+    options_model = DmChampOptions
+    credentials_model = DmChampCredentials
+    options: DmChampOptions
 
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
-        self.list_id: str | None = str(settings.options["list_id"]) if settings.options.get("list_id") else None
+        self.list_id: str | None = self.options.list_id
 
     # ----------------------------------------------------------------- hooks
 

@@ -12,9 +12,9 @@
 * Deletions are not detected from pulls: search is eventually consistent, so a record missing
   from a search may simply not be indexed yet (``deletes_detectable=False``); ``get`` confirms.
 
-Options (``ConnectionSettings.options``): ``location_id`` (required), ``version`` (default
-2021-07-28; 2021-04-15 also accepted), ``page_limit`` (default 500, the maximum), ``overlap_s``
-(default 10 s: GoHighLevel documents "a few seconds" of search delay).
+Settings: :class:`~connectors.gohighlevel.settings.GoHighLevelOptions` (``location_id``
+required, ``version``, ``page_size``, ``overlap_seconds``, ``custom_field_ids``) and
+:class:`~connectors.gohighlevel.settings.GoHighLevelCredentials` (``token``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from connectors.gohighlevel.api import (
     CREATE,
     CREATE_FIELDS,
     DEFAULT_OVERLAP_SECONDS,
-    DEFAULT_VERSION,
     DUPLICATE,
     MAX_PAGE_LIMIT,
     RATE_LIMIT,
@@ -52,6 +51,7 @@ from connectors.gohighlevel.api import (
     contact_path,
     tags_path,
 )
+from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions
 from connectors.http import Action, FetchedPage, HttpConnector, paginate
 from connectors.timestamps import iso_ms, parse_iso
 
@@ -62,8 +62,9 @@ class GoHighLevelConnector(HttpConnector):
     """One GoHighLevel location (sub-account)."""
 
     platform = "gohighlevel"
-    required_credentials = ("token",)
-    required_options = ("location_id",)
+    options_model = GoHighLevelOptions
+    credentials_model = GoHighLevelCredentials
+    options: GoHighLevelOptions
     capabilities = Capabilities(
         pull_mode=PullMode.CHANGE_FEED,
         can_create=True,
@@ -81,15 +82,14 @@ class GoHighLevelConnector(HttpConnector):
 
     def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
-        opts = settings.options
-        self.location_id = str(opts["location_id"])
-        self.version = str(opts.get("version", DEFAULT_VERSION))
-        self.page_limit = min(int(opts.get("page_limit", MAX_PAGE_LIMIT)), MAX_PAGE_LIMIT)
+        opts = self.options
+        self.location_id = opts.location_id
+        self.version = opts.version
+        self.page_size = min(opts.page_size, MAX_PAGE_LIMIT)
         # Custom field key -> id of the location: written items then carry the id the spec
         # requires (an item with only a key is sent as is, which GoHighLevel also accepts).
-        self.custom_field_ids: dict[str, str] = dict(opts.get("custom_field_ids") or {})
-        overlap = float(opts.get("overlap_s", DEFAULT_OVERLAP_SECONDS))
-        self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=overlap)
+        self.custom_field_ids: dict[str, str] = dict(opts.custom_field_ids)
+        self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=opts.overlap_seconds)
 
     # -- hooks
 
@@ -128,7 +128,7 @@ class GoHighLevelConnector(HttpConnector):
         since = (cursor or {}).get("date_updated")
         base: JSON = {
             "locationId": self.location_id,
-            "pageLimit": self.page_limit,
+            "pageLimit": self.page_size,
             "sort": [{"field": "dateUpdated", "direction": "asc"}],
         }
         if since:
@@ -150,7 +150,7 @@ class GoHighLevelConnector(HttpConnector):
             # (saves the empty request after a full last page).
             done = isinstance(total, int) and len(seen_ids) >= total
             next_token = None
-            if len(contacts) >= self.page_limit and not done:
+            if len(contacts) >= self.page_size and not done:
                 last = contacts[-1]
                 after = last.get("searchAfter") or [int(parse_iso(last["dateUpdated"]).timestamp() * 1000), last["id"]]
                 next_token = tuple(after)

@@ -211,7 +211,7 @@ class GoHighLevelEmulator(Emulator):
             "location_id": self.location_id,
             "version": DEFAULT_VERSION,
             # The overlap must cover the longest search delay.
-            "overlap_s": self.search_delay_s * 1.5 + 0.001,
+            "overlap_seconds": self.search_delay_s * 1.5 + 0.001,
             # The location's custom fields as they stand (key -> id).
             "custom_field_ids": dict(self.custom_field_ids),
         }
