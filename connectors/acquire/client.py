@@ -1,9 +1,10 @@
 """The Acquire connector: a full scan of ``/crm/objects/contact`` plus writes and native merge.
 
 Acquire has no change feed and no updated-since filter, so every pull lists everything, page by
-page in id order, until a short page. The last page of a scan that ran start to finish in one
-pull, with a stable ``filteredCount``, is marked ``full_scan`` so the engine may detect deletions
-(and merges: a vanished contact whose keys now sit on a survivor).
+page in id order, until a short page (:class:`~connectors.pulls.FullScanPull`). The last page of
+a scan that ran start to finish in one pull, with a stable ``filteredCount``, is marked
+``full_scan`` so the engine may detect deletions (and merges: a vanished contact whose keys now
+sit on a survivor).
 
 Settings: :class:`~connectors.acquire.settings.AcquireOptions` (``page_size``,
 ``read_ahead_pages``, ``default_region`` for matching looked-up phone numbers) and
@@ -12,8 +13,7 @@ Settings: :class:`~connectors.acquire.settings.AcquireOptions` (``page_size``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Hashable, Mapping
 from typing import Any, cast
 
 import httpx
@@ -35,14 +35,14 @@ from connectors.acquire.settings import AcquireCredentials, AcquireOptions
 from connectors.base import (
     Capabilities,
     NotFound,
-    Page,
     PullMode,
     RawRecord,
     RecordError,
     RemoteUnavailable,
     WriteResult,
 )
-from connectors.http import Action, FetchedPage, HttpConnector, paginate
+from connectors.http import Action, FetchedPage, HttpConnector
+from connectors.pulls import FullScanPull
 from sync.normalize import InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
@@ -60,7 +60,7 @@ def to_record(item: JSON) -> RawRecord:
     )
 
 
-class AcquireConnector(HttpConnector):
+class AcquireConnector(FullScanPull, HttpConnector):
     """One Acquire account (``https://{account}.acquire.io/api/v1``)."""
 
     platform = "acquire"
@@ -106,73 +106,31 @@ class AcquireConnector(HttpConnector):
 
     # ----------------------------------------------------------------- pull
 
-    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
-        """Scan every contact. The cursor only remembers where an interrupted scan stopped
-        (``next_page``); a resumed scan is not a full scan (it spans runs), so it never
-        allows deletion detection."""
-        start_page = FIRST_PAGE
-        resumed = False
-        if cursor and cursor.get("next_page"):
-            start_page = int(cursor["next_page"])
-            resumed = start_page > FIRST_PAGE
-        counts: set[int] = set()
-        seen: set[str] = set()
-        last_count: list[int] = []  # [the latest filteredCount]: where the scan should end
+    # FullScanPull owns the loop, the resume cursor and the stable-total check (``filteredCount``).
+    first_page = FIRST_PAGE
 
-        def successor(page_no: Hashable) -> Hashable | None:
-            # Pages are numbered, so the ones after the next can be requested before it
-            # arrives; none past the last page the count promises (no wasted requests when
-            # nothing changes; a count that grows is still followed page by page).
-            after = int(cast(int, page_no)) + 1
-            if not last_count or (after - 1) * self.page_size >= last_count[-1]:
-                return None
-            return after
+    def page_after(self, token: Hashable, total: int | None) -> Hashable | None:
+        # Pages are numbered, so the ones after the next can be requested before it arrives;
+        # none past the last page the count promises (no wasted requests when nothing
+        # changes; a count that grows is still followed page by page).
+        after = int(cast(int, token)) + 1
+        if total is None or (after - 1) * self.page_size >= total:
+            return None
+        return after
 
-        async def fetch(token: Hashable | None) -> FetchedPage:
-            page_no = int(token) if token is not None else start_page
-            body = await self.http.json(
-                "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": _RELATIONS}
-            )
-            data = _data(body)
-            items = data.get("list")
-            if not isinstance(items, list):
-                raise RemoteUnavailable("acquire GET /crm/objects/contact: response has no data.list")
-            count = (data.get("counts") or {}).get("filteredCount")
-            if isinstance(count, int):
-                last_count[:] = [count]
-            records = [to_record(item) for item in items]
-            more = len(items) >= self.page_size
-            return FetchedPage(records, page_no + 1 if more else None, {"count": count})
-
-        # Every scan reads to the last page and Acquire documents no rate limit: read ahead.
-        pages = paginate(
-            fetch, name="acquire contacts", start=start_page, read_ahead=self.read_ahead_pages, successor=successor
+    async def fetch_page(self, token: Hashable | None) -> FetchedPage:
+        page_no = int(cast(int, token)) if token is not None else FIRST_PAGE
+        body = await self.http.json(
+            "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": _RELATIONS}
         )
-        try:
-            async for _token, page in pages:
-                if isinstance(page.extra.get("count"), int):
-                    counts.add(page.extra["count"])
-                seen.update(r.remote_id for r in page.records)
-                last = page.next_token is None
-                if not last:
-                    yield Page(page.records, {"next_page": page.next_token})
-                    continue
-                # The scan is trustworthy for deletions only when nothing was added or removed
-                # while it ran: offset paging shifts under concurrent deletes and could skip a row.
-                stable = len(counts) == 1 and next(iter(counts)) == len(seen)
-                full = not resumed and stable
-                if not full and not resumed:
-                    log.info(
-                        "acquire.scan_unstable", connection=self.settings.name, counts=sorted(counts), seen=len(seen)
-                    )
-                yield Page(
-                    page.records,
-                    {"next_page": None, "completed_at": datetime.now(UTC).isoformat()},
-                    complete=True,
-                    full_scan=full,
-                )
-        finally:
-            await pages.aclose()
+        data = _data(body)
+        items = data.get("list")
+        if not isinstance(items, list):
+            raise RemoteUnavailable("acquire GET /crm/objects/contact: response has no data.list")
+        count = (data.get("counts") or {}).get("filteredCount")
+        records = [to_record(item) for item in items]
+        more = len(items) >= self.page_size
+        return FetchedPage(records, page_no + 1 if more else None, {"total": count})
 
     # ----------------------------------------------------------------- reads
 

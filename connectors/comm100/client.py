@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import AsyncIterator, Hashable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Hashable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,7 +33,6 @@ import structlog
 from connectors.base import (
     Capabilities,
     NotFound,
-    Page,
     PullMode,
     RawRecord,
     RecordError,
@@ -52,7 +51,8 @@ from connectors.comm100.api import (
     parse_time,
 )
 from connectors.comm100.settings import Comm100Credentials, Comm100Options
-from connectors.http import FetchedPage, HttpConnector, paginate
+from connectors.http import FetchedPage, HttpConnector
+from connectors.pulls import SortedScanPull
 from sync.normalize import InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
@@ -82,7 +82,7 @@ def _parse(value: Any) -> datetime | None:
         return None
 
 
-class Comm100Connector(HttpConnector):
+class Comm100Connector(SortedScanPull, HttpConnector):
     """One Comm100 site (``https://api{NN}.comm100.io/v4``)."""
 
     platform = "comm100"
@@ -126,70 +126,32 @@ class Comm100Connector(HttpConnector):
 
     # ----------------------------------------------------------------- pull
 
-    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
-        """Newest-first scan down to ``cursor["since"]`` minus the overlap window.
+    # SortedScanPull owns the loop: newest first down to ``cursor["since"]`` minus the overlap
+    # window; the cursor moves on the last page; a stable ``total`` makes a full scan.
 
-        Every page but the last carries the old cursor; the last one carries the newest
-        ``lastUpdatedTime`` seen. A pull that started without a cursor and ran to the end with
-        a stable ``total`` is a full scan (deletion detection allowed)."""
-        since = _parse((cursor or {}).get("since"))
-        floor = since - timedelta(seconds=self.capabilities.overlap_seconds) if since else None
-        old_cursor: JSON = {"since": _iso(since)} if since else {"since": None}
-        high = since
-        totals: set[int] = set()
-        seen: set[str] = set()
-        params = {
-            "pageIndex": 1,
-            "pageSize": self.page_size,
-            "sortBy": "lastUpdatedTime",
-            "sortOrder": "desc",
-            "isIncludeDeleted": "true",
-            "include": "contactIdentity",
-        }
+    def parse_cursor_time(self, value: Any) -> datetime | None:
+        return _parse(value)
 
-        async def fetch(token: Hashable | None) -> FetchedPage:
-            if token is None:
-                body = await self.http.json("GET", CONTACTS, params=params)
-            else:
-                # httpx replaces (not merges) a URL's query when params are passed, and the
-                # shared layer always passes the auth params: split nextPage into path + params.
-                url = httpx.URL(str(token))
-                body = await self.http.json(
-                    "GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items())
-                )
-            if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
-                raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")
-            records = [to_record(c) for c in body["contacts"]]
-            return FetchedPage(records, body.get("nextPage") or None, {"total": body.get("total")})
-
-        pages = paginate(fetch, name="comm100 contacts")
-        try:
-            async for _token, page in pages:
-                if isinstance(page.extra.get("total"), int):
-                    totals.add(page.extra["total"])
-                keep: list[RawRecord] = []
-                stopped = False
-                for record in page.records:
-                    if floor is not None and record.updated_at is not None and record.updated_at < floor:
-                        stopped = True
-                        break
-                    keep.append(record)
-                    seen.add(record.remote_id)
-                    if record.updated_at is not None and (high is None or record.updated_at > high):
-                        high = record.updated_at
-                if not stopped and page.next_token is not None:
-                    yield Page(keep, dict(old_cursor))
-                    continue
-                stable = len(totals) == 1 and next(iter(totals)) == len(seen)
-                yield Page(
-                    keep,
-                    {"since": _iso(high)} if high else dict(old_cursor),
-                    complete=True,
-                    full_scan=since is None and not stopped and stable,
-                )
-                return
-        finally:
-            await pages.aclose()
+    async def fetch_page(self, token: Hashable | None) -> FetchedPage:
+        if token is None:
+            params = {
+                "pageIndex": 1,
+                "pageSize": self.page_size,
+                "sortBy": "lastUpdatedTime",
+                "sortOrder": "desc",
+                "isIncludeDeleted": "true",
+                "include": "contactIdentity",
+            }
+            body = await self.http.json("GET", CONTACTS, params=params)
+        else:
+            # httpx replaces (not merges) a URL's query when params are passed, and the
+            # shared layer always passes the auth params: split nextPage into path + params.
+            url = httpx.URL(str(token))
+            body = await self.http.json("GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items()))
+        if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
+            raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")
+        records = [to_record(c) for c in body["contacts"]]
+        return FetchedPage(records, body.get("nextPage") or None, {"total": body.get("total")})
 
     # ----------------------------------------------------------------- reads
 

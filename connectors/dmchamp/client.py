@@ -15,7 +15,7 @@ this connector creates or adopts is put in that contact list, ``listId`` on crea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -24,7 +24,6 @@ import structlog
 from connectors.base import (
     Capabilities,
     NotFound,
-    Page,
     PullMode,
     RawRecord,
     RecordError,
@@ -42,6 +41,7 @@ from connectors.dmchamp.api import (
 )
 from connectors.dmchamp.settings import DmChampCredentials, DmChampOptions
 from connectors.http import HttpConnector
+from connectors.pulls import LookupOnlyPull
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.dmchamp")
@@ -49,7 +49,7 @@ log = structlog.get_logger("contactsync.dmchamp")
 _ALREADY_EXISTS = ALREADY_EXISTS_MESSAGE.lower().removeprefix("contact ")  # "already exists"
 
 
-class DmChampConnector(HttpConnector):
+class DmChampConnector(LookupOnlyPull, HttpConnector):
     """One DM Champ account (``https://api.dmchamp.com/v1``)."""
 
     platform = "dmchamp"
@@ -89,12 +89,7 @@ class DmChampConnector(HttpConnector):
             return body[:200]
         return super().error_message(response)
 
-    # ----------------------------------------------------------------- pull
-
-    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
-        """DM Champ has no list or change feed: nothing is ever pulled (LOOKUP_ONLY)."""
-        return
-        yield  # an async generator that yields nothing
+    # LookupOnlyPull: DM Champ has no list or change feed, so nothing is ever pulled.
 
     # ----------------------------------------------------------------- lookups
 

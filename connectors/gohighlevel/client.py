@@ -20,8 +20,8 @@ required, ``version``, ``page_size``, ``overlap_seconds``, ``custom_field_ids``)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Hashable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -30,7 +30,6 @@ from connectors.base import (
     Capabilities,
     ConnectionSettings,
     NotFound,
-    Page,
     PullMode,
     RawRecord,
     RecordError,
@@ -52,13 +51,14 @@ from connectors.gohighlevel.api import (
     tags_path,
 )
 from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions
-from connectors.http import Action, FetchedPage, HttpConnector, paginate
+from connectors.http import Action, FetchedPage, HttpConnector
+from connectors.pulls import ChangeFeedPull
 from connectors.timestamps import iso_ms, parse_iso
 
 JSON = dict[str, Any]
 
 
-class GoHighLevelConnector(HttpConnector):
+class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     """One GoHighLevel location (sub-account)."""
 
     platform = "gohighlevel"
@@ -123,24 +123,32 @@ class GoHighLevelConnector(HttpConnector):
             updated_at=parse_iso(updated) if updated else None,
         )
 
-    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
-        """Changes since ``cursor`` (everything when None), oldest first."""
-        since = (cursor or {}).get("date_updated")
+    # ChangeFeedPull owns the loop and the cursor ``{"date_updated": <max dateUpdated yielded>}``.
+    cursor_key = "date_updated"
+    listing_name = "search"
+
+    def format_time(self, moment: datetime) -> str:
+        return iso_ms(moment)
+
+    def parse_cursor_time(self, value: Any) -> datetime | None:
+        return parse_iso(value) if value else None
+
+    def change_fetcher(self, start: datetime | None) -> Callable[[Hashable | None], Awaitable[FetchedPage]]:
+        """Search sorted by ``dateUpdated`` ascending, ``gte`` the range start, paged with
+        ``searchAfter``."""
         base: JSON = {
             "locationId": self.location_id,
             "pageLimit": self.page_size,
             "sort": [{"field": "dateUpdated", "direction": "asc"}],
         }
-        if since:
-            start = parse_iso(since) - timedelta(seconds=self.capabilities.overlap_seconds)
+        if start is not None:
             base["filters"] = [{"field": "dateUpdated", "operator": "range", "value": {"gte": iso_ms(start)}}]
-
         seen_ids: set[str] = set()
 
         async def fetch(token: Hashable | None) -> FetchedPage:
             body = dict(base)
             if token is not None:
-                body["searchAfter"] = list(token)  # type: ignore[arg-type]
+                body["searchAfter"] = list(token)  # type: ignore[call-overload]
             data = await self.http.json("POST", SEARCH, json_body=body)
             contacts = (data or {}).get("contacts") or []
             records = [self._record(c) for c in contacts]
@@ -156,18 +164,7 @@ class GoHighLevelConnector(HttpConnector):
                 next_token = tuple(after)
             return FetchedPage(records, next_token)
 
-        high: datetime | None = parse_iso(since) if since else None
-        async for _token, page in paginate(fetch, name=f"{self.platform}:{self.settings.name} search"):
-            for r in page.records:
-                if r.updated_at is not None and (high is None or r.updated_at > high):
-                    high = r.updated_at
-            last = page.next_token is None
-            yield Page(
-                records=page.records,
-                cursor={"date_updated": iso_ms(high)} if high else {},
-                complete=last,
-                full_scan=False,
-            )
+        return fetch
 
     async def get(self, remote_id: str) -> RawRecord | None:
         try:

@@ -50,3 +50,15 @@ def test_connectors_import_no_sync_internals_but_normalize() -> None:
     for path in ROOT.rglob("*.py"):
         bad = {m for m in imported_modules(path) if m.split(".")[0] == "sync" and m != "sync.normalize"}
         assert not bad, f"{path.relative_to(ROOT.parent)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_connector_is_its_declared_pull_kind_with_its_settings_models(platform: str) -> None:
+    from connectors.pulls import PullKind
+    from connectors.registry import connector_class, credentials_model, options_model
+
+    cls = connector_class(platform)
+    assert issubclass(cls, PullKind)
+    assert cls.pull_mode is cls.capabilities.pull_mode
+    assert cls.options_model is options_model(platform)
+    assert cls.credentials_model is credentials_model(platform)
