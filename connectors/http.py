@@ -33,7 +33,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -113,7 +113,7 @@ def classify_status(status: int) -> Action:
 def classify_exception(exc: BaseException) -> Action | None:
     """The action for a transport exception, or None when it is not a transport failure."""
     for cls in type(exc).__mro__:
-        action = ERROR_POLICY.get(cls)  # type: ignore[call-overload]
+        action = ERROR_POLICY.get(cls)
         if action is not None:
             return action
     return None
@@ -574,7 +574,8 @@ class _Where:
     __slots__ = ("_client", "_method", "_path", "_text")
 
     def __init__(self, client: HttpClient, method: str, path: str) -> None:
-        self._client, self._method, self._path, self._text = client, method, path, None
+        self._client, self._method, self._path = client, method, path
+        self._text: str | None = None
 
     def __str__(self) -> str:
         if self._text is None:
@@ -652,7 +653,7 @@ async def paginate(
     max_repeats: int = 3,
     read_ahead: bool | int = False,
     successor: Callable[[Hashable], Hashable | None] | None = None,
-) -> AsyncIterator[tuple[Hashable | None, FetchedPage]]:
+) -> AsyncGenerator[tuple[Hashable | None, FetchedPage], None]:
     """The paging loop: ``fetch(token)`` until a page has no next token. Yields
     ``(token_requested, page)``; a repeated page is fetched again (see :class:`Paginator`),
     and records already yielded in this pull in the same version (same updated time, or the
