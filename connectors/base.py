@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 JSON = dict[str, Any]
 
@@ -133,6 +133,147 @@ class ConnectionSettings:
     rate_limit: RateLimit | None = None
 
 
+# --------------------------------------------------------------------------- settings models
+
+
+class ConnectorOptions(BaseModel):
+    """The options every connector understands (those of the shared HTTP layer); each platform
+    subclasses it with its own. Validation of a connection's ``options`` is delegated here, by
+    the config loader and by the connector itself, so the two cannot drift.
+
+    Keys not declared are kept and passed on (the config loader warns about them: typos).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    #: Records a page asks for (each platform sets its default and maximum).
+    page_size: int = Field(default=100, ge=1, description="a page size of at least 1")
+    #: Region for phone numbers written without a country code (the config's
+    #: ``default_phone_region`` fills it in).
+    default_region: str = Field(default="US", description="an ISO 3166 alpha-2 region code")
+    backoff_base_s: float = Field(default=0.5, ge=0, description="seconds of the first retry backoff")
+    backoff_cap_s: float = Field(default=30.0, ge=0, description="the longest retry backoff in seconds")
+    #: A longer Retry-After gives up with RemoteUnavailable rather than stall the run.
+    max_retry_after_s: float = Field(default=300.0, ge=0, description="the longest Retry-After to wait, in seconds")
+    #: On real sockets, httpcore runs over ``connectors/netbackend.py`` instead of anyio.
+    asyncio_backend: bool = Field(default=True, description="true or false")
+
+    @field_validator("asyncio_backend", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError("true or false")
+        return value
+
+    @classmethod
+    def unknown(cls, options: Iterable[str]) -> list[str]:
+        """The option names this model does not declare (sorted)."""
+        return sorted(set(options) - set(cls.model_fields))
+
+
+class ConnectorCredentials(BaseModel):
+    """The credentials of a connection, each a ``SecretStr`` unwrapped only where a request is
+    built. A platform subclasses it with its fields; an empty value counts as absent. Names not
+    declared are kept (and still redacted)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_empty(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if _secret_text(v)}
+        return data
+
+    def check_options(self, options: ConnectorOptions) -> None:
+        """Rules that tie credentials to options (Comm100 Basic auth needs ``site_id``): raise
+        :class:`SettingsProblem`."""
+
+
+def _secret_text(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return "" if value is None else str(value)
+
+
+def optional_id(value: Any, what: str) -> Any:
+    """An account id given as a string or a number (YAML reads ``10000`` as an int): its text;
+    anything else (a bool, a mapping, an empty string) is refused as ``what``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise ValueError(what)
+    return str(value)
+
+
+class SettingsProblem(ValueError):
+    """One thing wrong with a connection's settings: the key (``options.site_id``,
+    ``credentials``), what was expected and what was found (never a secret's value)."""
+
+    def __init__(self, key: str, expected: str, found: str) -> None:
+        super().__init__(f"{key}: expected {expected}, found {found}")
+        self.key = key
+        self.expected = expected
+        self.found = found
+
+
+def _found(value: Any, *, secret: bool) -> str:
+    if value is None:
+        return "nothing"
+    if secret:
+        return "a value (hidden: it is a secret)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _problems(model: type[BaseModel], data: Mapping[str, Any], part: str) -> list[SettingsProblem]:
+    """Validate ``data`` against ``model``: the problems, each naming its key."""
+    try:
+        model.model_validate(dict(data))
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            key = ".".join([part, *loc])
+            msg = str(err["msg"])
+            for prefix in ("Value error, ", "Input should be ", "Assertion failed, "):
+                msg = msg.removeprefix(prefix)
+            info = model.model_fields.get(loc[0]) if loc else None
+            if err["type"] == "missing":
+                expected = info.description if info and info.description else "a value"
+                found = "nothing"
+            elif not loc and part == "credentials":
+                expected, found = msg, str(sorted(data)) if data else "nothing"
+            else:
+                expected, found = msg, _found(err.get("input"), secret=part == "credentials")
+            out.append(SettingsProblem(key, expected, found))
+        return out
+    return []
+
+
+def settings_problems(
+    options_model: type[ConnectorOptions],
+    credentials_model: type[ConnectorCredentials],
+    options: Mapping[str, Any],
+    credentials: Mapping[str, Any],
+) -> list[SettingsProblem]:
+    """Everything wrong with a connection's ``options`` and ``credentials`` under a platform's
+    models (empty when they are valid)."""
+    problems = _problems(credentials_model, credentials, "credentials") + _problems(options_model, options, "options")
+    if not problems:
+        try:
+            credentials_model.model_validate(dict(credentials)).check_options(
+                options_model.model_validate(dict(options))
+            )
+        except SettingsProblem as exc:
+            problems.append(exc)
+    return problems
+
+
 class ConnectorError(Exception):
     """Base of the errors a connector raises. Messages never carry credentials."""
 
@@ -171,6 +312,23 @@ class Connector(ABC):
 
     platform: str = ""
     capabilities: Capabilities
+    #: The options and credentials this connector understands (see ``connectors/<platform>/settings.py``).
+    options_model: ClassVar[type[ConnectorOptions]] = ConnectorOptions
+    credentials_model: ClassVar[type[ConnectorCredentials]] = ConnectorCredentials
+
+    @classmethod
+    def parse_settings(cls, settings: ConnectionSettings) -> tuple[ConnectorOptions, ConnectorCredentials]:
+        """``settings.options`` and ``settings.credentials`` validated by this connector's
+        models. Raises ConfigurationError naming every bad key (never a secret's value)."""
+        problems = settings_problems(cls.options_model, cls.credentials_model, settings.options, settings.credentials)
+        if problems:
+            raise ConfigurationError(
+                "\n".join(
+                    f"connections.{settings.name}.{p.key}: expected {p.expected}, found {p.found}" for p in problems
+                )
+            )
+        options = cls.options_model.model_validate(dict(settings.options))
+        return options, cls.credentials_model.model_validate(dict(settings.credentials))
 
     @abstractmethod
     def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:

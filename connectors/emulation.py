@@ -42,6 +42,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.base import ConnectionSettings, RateLimit
+from connectors.timestamps import iso_ms
 
 JSON = dict[str, Any]
 
@@ -608,18 +609,6 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         return [q for q, _ in self.exchanges if q.method == method and q.url.path == path]
 
 
-def iso_ms(moment: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and ``Z`` (``2020-09-09T10:01:36.000Z``)."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_iso(value: str) -> datetime:
-    """Parse an ISO-8601 timestamp (``Z`` accepted) to an aware UTC datetime."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 # --------------------------------------------------------------------------- serving
 
 
@@ -701,11 +690,3 @@ def serve(
     if failed:
         raise OSError(f"could not listen on {host}:{', '.join(map(str, sorted(failed)))}")
     return served
-
-
-_ids = itertools.count(1)
-
-
-def next_serial() -> int:
-    """A process-wide increasing number (for ids that must not collide across emulators)."""
-    return next(_ids)

@@ -33,7 +33,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -46,6 +46,7 @@ from connectors.base import (
     ConfigurationError,
     ConnectionSettings,
     Connector,
+    ConnectorOptions,
     NotFound,
     PaginationError,
     RateLimit,
@@ -112,7 +113,7 @@ def classify_status(status: int) -> Action:
 def classify_exception(exc: BaseException) -> Action | None:
     """The action for a transport exception, or None when it is not a transport failure."""
     for cls in type(exc).__mro__:
-        action = ERROR_POLICY.get(cls)  # type: ignore[call-overload]
+        action = ERROR_POLICY.get(cls)
         if action is not None:
             return action
     return None
@@ -296,9 +297,6 @@ class ClientStats:
     connection_errors: int = 0
     rechecks: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
 
 class HttpHooks:
     """The small per-platform hooks the shared loop calls. Defaults suit a plain JSON API."""
@@ -362,10 +360,10 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 class HttpClient:
     """One connection's HTTP client: the send/classify/retry loop over ``httpx.AsyncClient``.
 
-    ``settings.options`` may tune the backoff: ``backoff_base_s`` (default 0.5),
-    ``backoff_cap_s`` (30) and ``max_retry_after_s`` (300: a longer Retry-After gives up with
-    RemoteUnavailable rather than stall the run). ``asyncio_backend`` (default True): on real
-    sockets, httpcore runs over :mod:`connectors.netbackend` instead of its anyio backend.
+    ``options`` (the connection's validated :class:`ConnectorOptions`; parsed from
+    ``settings.options`` when not given) tune the backoff: ``backoff_base_s``,
+    ``backoff_cap_s`` and ``max_retry_after_s``; ``asyncio_backend``: on real sockets, httpcore
+    runs over :mod:`connectors.netbackend` instead of its anyio backend.
     """
 
     def __init__(
@@ -375,25 +373,22 @@ class HttpClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         default_rate_limit: RateLimit | None = None,
+        options: ConnectorOptions | None = None,
     ) -> None:
+        if options is None:
+            options, _ = Connector.parse_settings(settings)
         self.settings = settings
         self.hooks = hooks
         self.platform = hooks.platform or settings.name
         self.stats = ClientStats()
         self.budget = RateBudget(settings.rate_limit or default_rate_limit)
         self._sem = asyncio.Semaphore(max(1, settings.max_concurrency))
-        opts = settings.options
-        self.backoff_base_s = float(opts.get("backoff_base_s", 0.5))
-        self.backoff_cap_s = float(opts.get("backoff_cap_s", 30.0))
-        self.max_retry_after_s = float(opts.get("max_retry_after_s", 300.0))
+        self.backoff_base_s = options.backoff_base_s
+        self.backoff_cap_s = options.backoff_cap_s
+        self.max_retry_after_s = options.max_retry_after_s
         self._redact = Redactor([v.get_secret_value() for v in settings.credentials.values()])
         self._rng = random.Random()
-        asyncio_backend = opts.get("asyncio_backend", True)
-        if not isinstance(asyncio_backend, bool):
-            raise ConfigurationError(
-                f"connections.{settings.name}.options.asyncio_backend: expected true or false, "
-                f"found {asyncio_backend!r}"
-            )
+        asyncio_backend = options.asyncio_backend
         if transport is None and asyncio_backend:
             # Real sockets: httpcore over plain asyncio streams (connectors/netbackend.py) costs
             # far less CPU per request than its default anyio backend.
@@ -579,7 +574,8 @@ class _Where:
     __slots__ = ("_client", "_method", "_path", "_text")
 
     def __init__(self, client: HttpClient, method: str, path: str) -> None:
-        self._client, self._method, self._path, self._text = client, method, path, None
+        self._client, self._method, self._path = client, method, path
+        self._text: str | None = None
 
     def __str__(self) -> str:
         if self._text is None:
@@ -657,7 +653,7 @@ async def paginate(
     max_repeats: int = 3,
     read_ahead: bool | int = False,
     successor: Callable[[Hashable], Hashable | None] | None = None,
-) -> AsyncIterator[tuple[Hashable | None, FetchedPage]]:
+) -> AsyncGenerator[tuple[Hashable | None, FetchedPage], None]:
     """The paging loop: ``fetch(token)`` until a page has no next token. Yields
     ``(token_requested, page)``; a repeated page is fetched again (see :class:`Paginator`),
     and records already yielded in this pull in the same version (same updated time, or the
@@ -739,30 +735,23 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 
 class HttpConnector(HttpHooks, Connector):
-    """A connector over :class:`HttpClient`. Subclasses set ``platform``, ``capabilities`` and
-    ``required_credentials``, fill the hooks of :class:`HttpHooks`, and implement the
-    :class:`Connector` methods with ``self.http.request`` / ``self.http.json``."""
+    """A connector over :class:`HttpClient`. Subclasses set ``platform``, ``capabilities``,
+    ``options_model`` and ``credentials_model``, fill the hooks of :class:`HttpHooks`, and
+    implement the :class:`Connector` methods with ``self.http.request`` / ``self.http.json``.
+
+    The settings are validated by those models before anything else (ConfigurationError naming
+    each bad key): ``self.options`` and ``self.credentials`` are the validated values.
+    """
 
     capabilities: Capabilities
-    #: Credential names that must be present and non-empty (else ConfigurationError).
-    required_credentials: tuple[str, ...] = ()
-    #: Option names that must be present (e.g. GoHighLevel ``location_id``).
-    required_options: tuple[str, ...] = ()
 
     def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        missing = [
-            k
-            for k in self.required_credentials
-            if k not in settings.credentials or not settings.credentials[k].get_secret_value()
-        ]
-        if missing:
-            raise ConfigurationError(f"{self.platform} connection {settings.name!r}: missing credentials {missing}")
-        missing = [k for k in self.required_options if not settings.options.get(k)]
-        if missing:
-            raise ConfigurationError(f"{self.platform} connection {settings.name!r}: missing options {missing}")
+        self.options, self.credentials = self.parse_settings(settings)
         self.settings = settings
         install_httpx_log_redaction()
-        self.http = HttpClient(settings, self, transport=transport, default_rate_limit=self.capabilities.rate_limit)
+        self.http = HttpClient(
+            settings, self, transport=transport, default_rate_limit=self.capabilities.rate_limit, options=self.options
+        )
 
     def secret(self, name: str) -> str:
         """A credential's value (use only where a request is built)."""

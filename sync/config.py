@@ -6,9 +6,11 @@ path of the bad key, what was expected and what was found (never a secret's valu
 1. parse the YAML and expand ``${VAR}`` / ``${VAR:-default}`` references in every string;
    under ``connections.<name>.credentials`` a value may also be ``{file: /path}``;
 2. validate the document against the models below (types, ranges, enums, unknown keys);
-3. cross-check (credentials each platform needs, connection names in priority lists and
-   profiles, canonical field names in ``conflicts.fields``) and load each connection's field
-   mapping, so a mapping that cannot round-trip fails here too.
+3. cross-check: each connection's ``options`` and ``credentials`` are validated by its
+   connector's own models (``connectors/<platform>/settings.py``, through
+   ``connectors.registry``); connection names in priority lists and profiles, canonical field
+   names in ``conflicts.fields``; and load each connection's field mapping, so a mapping that
+   cannot round-trip fails here too.
 
 Every option is documented in ``config.example.yaml`` at the repository root.
 """
@@ -34,25 +36,16 @@ from pydantic import (
     model_validator,
 )
 
-from connectors.base import ConnectionSettings, RateLimit
+from connectors.base import ConnectionSettings, RateLimit, settings_problems
+from connectors.registry import credentials_model, options_model
 from sync.canonical import FIELD_NAMES, field_kind, is_known_field
 
 if TYPE_CHECKING:
     from sync.mapping import FieldMapping
 
 DATABASE_URL_ENV = "CONTACTSYNC_DATABASE_URL"
-DEFAULT_GHL_VERSION = "2021-07-28"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-
-# Options each platform's connector understands; others are kept but warned about (typos).
-_COMMON_OPTIONS = frozenset({"backoff_base_s", "backoff_cap_s", "max_retry_after_s", "default_region", "page_size"})
-KNOWN_OPTIONS: dict[str, frozenset[str]] = {
-    "acquire": _COMMON_OPTIONS,
-    "dmchamp": _COMMON_OPTIONS | {"list_id"},
-    "gohighlevel": _COMMON_OPTIONS | {"location_id", "version", "page_limit", "overlap_s", "custom_field_ids"},
-    "comm100": _COMMON_OPTIONS | {"site_id", "overlap_seconds", "merge_via", "read_back"},
-}
 
 
 class ConfigError(Exception):
@@ -314,13 +307,14 @@ class Config(_Model):
         }
 
     def options(self, name: str) -> dict[str, Any]:
-        """A connection's platform options with defaults applied: GoHighLevel ``version``, and
-        ``default_region`` (the config's ``default_phone_region``) for every connector."""
+        """A connection's platform options as given, with ``default_region`` (the config's
+        ``default_phone_region``) for every connector, and GoHighLevel's ``version`` (its
+        options model's default) spelled out so the summary shows which API version is used."""
         conn = self.connections[name]
         opts = dict(conn.options)
         opts.setdefault("default_region", self.default_phone_region)
         if conn.platform == "gohighlevel":
-            opts.setdefault("version", DEFAULT_GHL_VERSION)
+            opts.setdefault("version", options_model(conn.platform).model_fields["version"].default)
         return opts
 
     def connection_settings(self, name: str) -> ConnectionSettings:
@@ -561,37 +555,15 @@ def _cross_check(config: Config, base_dir: Path) -> None:
     known = ", ".join(names)
     for name, conn in config.connections.items():
         where = f"connections.{name}"
-        creds = set(conn.credentials)
-        if conn.platform in ("acquire", "dmchamp") and "api_key" not in creds:
-            raise ConfigError(f"{where}.credentials.api_key: expected an API key for {conn.platform}, found nothing")
-        if conn.platform == "gohighlevel":
-            if "token" not in creds:
-                raise ConfigError(f"{where}.credentials.token: expected a GoHighLevel access token, found nothing")
-            _require_option(
-                conn, "location_id", f"{where}.options.location_id", "the GoHighLevel location (sub-account) id"
-            )
-            version = conn.options.get("version", DEFAULT_GHL_VERSION)
-            if not isinstance(version, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", version):
-                raise ConfigError(
-                    f"{where}.options.version: expected an API version date such as {DEFAULT_GHL_VERSION}, found {version!r}"
-                )
-        if conn.platform == "comm100":
-            basic = {"agent_email", "api_key"} <= creds
-            if "token" not in creds and not basic:
-                raise ConfigError(
-                    f"{where}.credentials: expected token, or agent_email and api_key, found {sorted(creds) or 'nothing'}"
-                )
-            if basic and "token" not in creds:
-                _require_option(
-                    conn,
-                    "site_id",
-                    f"{where}.options.site_id",
-                    "the Comm100 site id (needed with agent_email + api_key)",
-                )
-        unknown = set(conn.options) - KNOWN_OPTIONS[conn.platform]
+        problems = settings_problems(
+            options_model(conn.platform), credentials_model(conn.platform), conn.options, conn.credentials
+        )
+        if problems:
+            raise ConfigError("\n".join(f"{where}.{p.key}: expected {p.expected}, found {p.found}" for p in problems))
+        unknown = options_model(conn.platform).unknown(conn.options)
         if unknown:
             config._warnings.append(
-                f"{where}.options: unknown option(s) {sorted(unknown)} for {conn.platform}, passed on as-is"
+                f"{where}.options: unknown option(s) {unknown} for {conn.platform}, passed on as-is"
             )
         if conn.mapping is not None:
             mapping = conn.mapping if conn.mapping.is_absolute() else base_dir / conn.mapping
@@ -640,14 +612,6 @@ def _cross_check(config: Config, base_dir: Path) -> None:
             raise ConfigError(f"profiles.{pname}.connections: expected at least one connection, found an empty list")
     if not config.enabled_connections():
         raise ConfigError(f"connections: expected at least one enabled connection, found none enabled ({known})")
-
-
-def _require_option(conn: ConnectionConfig, key: str, where: str, what: str) -> None:
-    value = conn.options.get(key)
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
-        raise ConfigError(
-            f"{where}: expected {what}, found {_kind(value) if not isinstance(value, str) else repr(value)}"
-        )
 
 
 # --------------------------------------------------------------------------- summary

@@ -1,55 +1,54 @@
 """The Acquire connector: a full scan of ``/crm/objects/contact`` plus writes and native merge.
 
 Acquire has no change feed and no updated-since filter, so every pull lists everything, page by
-page in id order, until a short page. The last page of a scan that ran start to finish in one
-pull, with a stable ``filteredCount``, is marked ``full_scan`` so the engine may detect deletions
-(and merges: a vanished contact whose keys now sit on a survivor).
+page in id order, until a short page (:class:`~connectors.pulls.FullScanPull`). The last page of
+a scan that ran start to finish in one pull, with a stable ``filteredCount``, is marked
+``full_scan`` so the engine may detect deletions (and merges: a vanished contact whose keys now
+sit on a survivor).
 
-Settings: credential ``api_key`` (Bearer); options ``page_size`` (default 100, the most the
-emulator accepts: Acquire documents no maximum), ``read_ahead_pages`` (pages requested ahead of
-the one being staged, default 1; Acquire documents no rate limit) and ``default_region`` (for
-matching looked-up phone numbers, default "US").
+Settings: :class:`~connectors.acquire.settings.AcquireOptions` (``page_size``,
+``read_ahead_pages``, ``default_region`` for matching looked-up phone numbers) and
+:class:`~connectors.acquire.settings.AcquireCredentials` (``api_key``, sent as Bearer).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Hashable, Mapping
 from typing import Any, cast
 
 import httpx
 import structlog
 
-from connectors.acquire.state import ERROR_RECORD_NOT_FOUND
+from connectors.acquire.api import (
+    CONTACTS,
+    ERROR_RECORD_NOT_FOUND,
+    FIELD_SHORTHANDS,
+    FIRST_PAGE,
+    READ_ONLY_KEYS,
+    RELATIONS,
+    contact_path,
+    error_type,
+    merge_path,
+    parse_time,
+)
+from connectors.acquire.settings import AcquireCredentials, AcquireOptions
 from connectors.base import (
     Capabilities,
     NotFound,
-    Page,
     PullMode,
     RawRecord,
     RecordError,
     RemoteUnavailable,
     WriteResult,
 )
-from connectors.http import Action, FetchedPage, HttpConnector, paginate
-from sync.normalize import DEFAULT_REGION, InvalidValue, normalize_email, normalize_phone
+from connectors.http import Action, FetchedPage, HttpConnector
+from connectors.pulls import FullScanPull
+from sync.normalize import InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.acquire")
 
-CONTACTS = "/crm/objects/contact"
-RELATIONS = "fields,tags"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Acquire's ``2020-09-09T10:01:36.000Z`` (or null) as an aware UTC datetime."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+_RELATIONS = ",".join(RELATIONS)
 
 
 def to_record(item: JSON) -> RawRecord:
@@ -61,7 +60,7 @@ def to_record(item: JSON) -> RawRecord:
     )
 
 
-class AcquireConnector(HttpConnector):
+class AcquireConnector(FullScanPull, HttpConnector):
     """One Acquire account (``https://{account}.acquire.io/api/v1``)."""
 
     platform = "acquire"
@@ -74,13 +73,15 @@ class AcquireConnector(HttpConnector):
         deletes_detectable=True,
         rate_limit=None,  # documented: "no API consumption limits"
     )
-    required_credentials = ("api_key",)
+    options_model = AcquireOptions
+    credentials_model = AcquireCredentials
+    options: AcquireOptions
 
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
-        self.page_size = int(settings.options.get("page_size", 100))
-        self.read_ahead_pages = max(0, int(settings.options.get("read_ahead_pages", 1)))
-        self.default_region = str(settings.options.get("default_region", DEFAULT_REGION))
+        self.page_size = self.options.page_size
+        self.read_ahead_pages = max(0, self.options.read_ahead_pages)
+        self.default_region = self.options.default_region
 
     # ----------------------------------------------------------------- hooks
 
@@ -105,73 +106,31 @@ class AcquireConnector(HttpConnector):
 
     # ----------------------------------------------------------------- pull
 
-    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
-        """Scan every contact. The cursor only remembers where an interrupted scan stopped
-        (``next_page``); a resumed scan is not a full scan (it spans runs), so it never
-        allows deletion detection."""
-        start_page = 1
-        resumed = False
-        if cursor and cursor.get("next_page"):
-            start_page = int(cursor["next_page"])
-            resumed = start_page > 1
-        counts: set[int] = set()
-        seen: set[str] = set()
-        last_count: list[int] = []  # [the latest filteredCount]: where the scan should end
+    # FullScanPull owns the loop, the resume cursor and the stable-total check (``filteredCount``).
+    first_page = FIRST_PAGE
 
-        def successor(page_no: Hashable) -> Hashable | None:
-            # Pages are numbered, so the ones after the next can be requested before it
-            # arrives; none past the last page the count promises (no wasted requests when
-            # nothing changes; a count that grows is still followed page by page).
-            after = int(cast(int, page_no)) + 1
-            if not last_count or (after - 1) * self.page_size >= last_count[-1]:
-                return None
-            return after
+    def page_after(self, token: Hashable, total: int | None) -> Hashable | None:
+        # Pages are numbered, so the ones after the next can be requested before it arrives;
+        # none past the last page the count promises (no wasted requests when nothing
+        # changes; a count that grows is still followed page by page).
+        after = int(cast(int, token)) + 1
+        if total is None or (after - 1) * self.page_size >= total:
+            return None
+        return after
 
-        async def fetch(token: Hashable | None) -> FetchedPage:
-            page_no = int(token) if token is not None else start_page
-            body = await self.http.json(
-                "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": RELATIONS}
-            )
-            data = _data(body)
-            items = data.get("list")
-            if not isinstance(items, list):
-                raise RemoteUnavailable("acquire GET /crm/objects/contact: response has no data.list")
-            count = (data.get("counts") or {}).get("filteredCount")
-            if isinstance(count, int):
-                last_count[:] = [count]
-            records = [to_record(item) for item in items]
-            more = len(items) >= self.page_size
-            return FetchedPage(records, page_no + 1 if more else None, {"count": count})
-
-        # Every scan reads to the last page and Acquire documents no rate limit: read ahead.
-        pages = paginate(
-            fetch, name="acquire contacts", start=start_page, read_ahead=self.read_ahead_pages, successor=successor
+    async def fetch_page(self, token: Hashable | None) -> FetchedPage:
+        page_no = int(cast(int, token)) if token is not None else FIRST_PAGE
+        body = await self.http.json(
+            "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": _RELATIONS}
         )
-        try:
-            async for _token, page in pages:
-                if isinstance(page.extra.get("count"), int):
-                    counts.add(page.extra["count"])
-                seen.update(r.remote_id for r in page.records)
-                last = page.next_token is None
-                if not last:
-                    yield Page(page.records, {"next_page": page.next_token})
-                    continue
-                # The scan is trustworthy for deletions only when nothing was added or removed
-                # while it ran: offset paging shifts under concurrent deletes and could skip a row.
-                stable = len(counts) == 1 and next(iter(counts)) == len(seen)
-                full = not resumed and stable
-                if not full and not resumed:
-                    log.info(
-                        "acquire.scan_unstable", connection=self.settings.name, counts=sorted(counts), seen=len(seen)
-                    )
-                yield Page(
-                    page.records,
-                    {"next_page": None, "completed_at": datetime.now(UTC).isoformat()},
-                    complete=True,
-                    full_scan=full,
-                )
-        finally:
-            await pages.aclose()
+        data = _data(body)
+        items = data.get("list")
+        if not isinstance(items, list):
+            raise RemoteUnavailable("acquire GET /crm/objects/contact: response has no data.list")
+        count = (data.get("counts") or {}).get("filteredCount")
+        records = [to_record(item) for item in items]
+        more = len(items) >= self.page_size
+        return FetchedPage(records, page_no + 1 if more else None, {"total": count})
 
     # ----------------------------------------------------------------- reads
 
@@ -179,7 +138,7 @@ class AcquireConnector(HttpConnector):
         if not remote_id.isdigit():
             return None
         try:
-            body = await self.http.json("GET", f"{CONTACTS}/{remote_id}", params={"relations": RELATIONS})
+            body = await self.http.json("GET", contact_path(remote_id), params={"relations": _RELATIONS})
         except NotFound:
             return None
         return to_record(_data(body))
@@ -249,14 +208,14 @@ class AcquireConnector(HttpConnector):
             if record is None:
                 raise NotFound(400, f"acquire: no contact {remote_id}")
             return WriteResult(remote_id, record)
-        resp = await self.http.json("PUT", f"{CONTACTS}/{remote_id}", json_body={"fields": fields})
+        resp = await self.http.json("PUT", contact_path(remote_id), json_body={"fields": fields})
         record = await self._full(_data(resp))
         return WriteResult(remote_id, record)
 
     async def delete(self, remote_id: str) -> None:
         if not remote_id.isdigit():
             raise NotFound(400, f"acquire: no contact {remote_id!r}")
-        await self.http.json("DELETE", f"{CONTACTS}/{remote_id}")
+        await self.http.json("DELETE", contact_path(remote_id))
 
     async def merge(self, survivor_id: str, loser_ids: list[str]) -> WriteResult:
         """Native merge: the survivor keeps its own email/phone and gains the losers'
@@ -267,7 +226,7 @@ class AcquireConnector(HttpConnector):
         body = {"sourceIds": [int(i) for i in loser_ids]}
 
         async def send() -> WriteResult:
-            resp = await self.http.json("POST", f"/crm/contact/merge/{survivor_id}", json_body=body, idempotent=False)
+            resp = await self.http.json("POST", merge_path(survivor_id), json_body=body, idempotent=False)
             data = _data(resp)
             record = await self._full(data) if data.get("id") is not None else await self.get(survivor_id)
             return WriteResult(survivor_id, record)
@@ -300,30 +259,23 @@ def _data(body: Any) -> JSON:
 
 def _error_type(response: httpx.Response) -> str | None:
     try:
-        body = response.json()
+        return error_type(response.json())
     except ValueError:
         return None
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):
-        return err.get("type")
-    return err if isinstance(err, str) else None
 
 
 def _fields_of(payload: Mapping[str, Any]) -> JSON:
     """The ``fields`` to send: the payload's ``fields`` plus top-level name/email/phone
     shorthands. Other top-level keys (tags, ids, timestamps) are not writable."""
     fields: JSON = {}
-    for key in ("name", "email", "phone"):
+    for key in FIELD_SHORTHANDS:
         if key in payload:
             fields[key] = payload[key]
     nested = payload.get("fields") or {}
     if not isinstance(nested, Mapping):
         raise RecordError(400, "acquire: payload fields must be an object")
     fields.update(nested)
-    dropped = sorted(
-        set(payload)
-        - {"fields", "name", "email", "phone", "id", "archive", "companyId", "dateCreated", "dateUpdated", "tags"}
-    )
+    dropped = sorted(set(payload) - {"fields", *FIELD_SHORTHANDS} - READ_ONLY_KEYS)
     if dropped:
         log.warning("acquire.unwritable_keys", keys=dropped)
     return fields

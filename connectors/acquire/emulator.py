@@ -25,17 +25,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from connectors.acquire.state import (
+from connectors.acquire.api import (
+    CONTACT,
+    CONTACTS,
+    DEFAULT_LIMIT,
     ERROR_INVALID_INPUT,
     ERROR_UNAUTHORIZED,
-    AcquireError,
-    AcquireState,
+    FIRST_PAGE,
+    MAX_LIMIT,
+    MERGE,
+    error_body,
 )
+from connectors.acquire.state import AcquireError, AcquireState
 from connectors.emulation import Emulator
 
 JSON = dict[str, Any]
-MAX_LIMIT = 100  # inferred: the docs give no maximum; larger limits are refused, not clamped
-DEFAULT_LIMIT = 20  # inferred
 
 
 def _display_phone(e164: str) -> str:
@@ -63,12 +67,12 @@ class AcquireEmulator(Emulator):
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
-            Route("/crm/objects/contact", self._list, methods=["GET"]),
-            Route("/crm/objects/contact", self._create, methods=["POST"]),
-            Route("/crm/objects/contact/{contact_id}", self._get, methods=["GET"]),
-            Route("/crm/objects/contact/{contact_id}", self._update, methods=["PUT"]),
-            Route("/crm/objects/contact/{contact_id}", self._delete, methods=["DELETE"]),
-            Route("/crm/contact/merge/{primary_id}", self._merge, methods=["POST"]),
+            Route(CONTACTS, self._list, methods=["GET"]),
+            Route(CONTACTS, self._create, methods=["POST"]),
+            Route(CONTACT, self._get, methods=["GET"]),
+            Route(CONTACT, self._update, methods=["PUT"]),
+            Route(CONTACT, self._delete, methods=["DELETE"]),
+            Route(MERGE, self._merge, methods=["POST"]),
         ]
 
     def authenticate(self, request: Request) -> Response | None:
@@ -104,11 +108,7 @@ class AcquireEmulator(Emulator):
 
     def error_response(self, status: int, headers: dict[str, str]) -> Response:
         error_type = "ERROR_SERVER_ERROR" if status >= 500 else "ERROR_TOO_MANY_REQUESTS"
-        return JSONResponse(
-            {"error": {"type": error_type, "message": "emulated fault", "status": status}},
-            status_code=status,
-            headers=headers,
-        )
+        return JSONResponse(error_body(error_type, "emulated fault", status), status_code=status, headers=headers)
 
     # ----------------------------------------------------------------- helpers for tests
 
@@ -167,7 +167,7 @@ class AcquireEmulator(Emulator):
                 raise AcquireError(400, ERROR_INVALID_INPUT, f"limit must be at most {MAX_LIMIT}")
             # Pages are 1-based; page 0 is the first page too (inferred: the docs' example body
             # carries "page":0).
-            page = max(self._int_param(request, "page", 1), 1)
+            page = max(self._int_param(request, "page", FIRST_PAGE), FIRST_PAGE)
             relations = self._relations(request, ())
         except AcquireError as exc:
             return self._error(exc)

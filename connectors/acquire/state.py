@@ -14,22 +14,22 @@ import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from connectors.acquire.api import (
+    ERROR_DUPLICATE_RECORD_FOUND,
+    ERROR_INVALID_INPUT,
+    ERROR_RECORD_NOT_FOUND,
+    LIST_FIELD_KEYS,
+    error_body,
+    format_time,
+)
 from connectors.emulation import ValueIndex
 
 JSON = dict[str, Any]
-
-ERROR_INVALID_INPUT = "ERROR_INVALID_INPUT"
-ERROR_RECORD_NOT_FOUND = "ERROR_RECORD_NOT_FOUND"
-ERROR_DUPLICATE_RECORD_FOUND = "ERROR_DUPLICATE_RECORD_FOUND"
-ERROR_UNAUTHORIZED = "ERROR_UNAUTHORIZED"
-
-# Keys of ``fields`` that hold lists (extra details a merge appends to).
-LIST_FIELD_KEYS = ("otherEmails", "otherPhones")
 _DIGITS = re.compile(r"\D")
 _PHONE_LIKE = re.compile(r"^[+\d\s().\-]+$")
 
@@ -44,14 +44,7 @@ class AcquireError(Exception):
         self.message = message
 
     def body(self) -> JSON:
-        # Inferred shape: the docs give the status codes and type names, not the JSON layout.
-        return {"error": {"type": self.error_type, "message": self.message, "status": self.status}}
-
-
-def format_time(value: datetime) -> str:
-    """Acquire's timestamp spelling: ``2020-09-09T10:01:36.000Z``."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+        return error_body(self.error_type, self.message, self.status)
 
 
 def _digits(value: str) -> str:

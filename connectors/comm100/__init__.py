@@ -4,14 +4,45 @@
 ``CONNECTOR`` is :class:`~connectors.comm100.client.Comm100Connector`, ``EMULATOR``
 :class:`~connectors.comm100.emulator.Comm100Emulator`; the raw payload is the contact of
 ``GET /global/contacts?include=contactIdentity``.
+
+``OPTIONS`` and ``CREDENTIALS`` are the connection's settings models (``settings.py``). Names are
+resolved on first use, so reading the settings models (config validation) does not import the
+HTTP client or the emulator.
 """
 
 from __future__ import annotations
 
-from connectors.comm100.client import Comm100Connector
-from connectors.comm100.emulator import Comm100Emulator
+from typing import TYPE_CHECKING, Any
 
-CONNECTOR = Comm100Connector
-EMULATOR = Comm100Emulator
+from connectors.comm100.settings import Comm100Credentials, Comm100Options
 
-__all__ = ["CONNECTOR", "EMULATOR", "Comm100Connector", "Comm100Emulator"]
+if TYPE_CHECKING:
+    from connectors.comm100.client import Comm100Connector
+    from connectors.comm100.emulator import Comm100Emulator
+
+OPTIONS = Comm100Options
+CREDENTIALS = Comm100Credentials
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("CONNECTOR", "Comm100Connector"):
+        from connectors.comm100.client import Comm100Connector
+
+        return Comm100Connector
+    if name in ("EMULATOR", "Comm100Emulator"):
+        from connectors.comm100.emulator import Comm100Emulator
+
+        return Comm100Emulator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CONNECTOR",
+    "CREDENTIALS",
+    "EMULATOR",
+    "OPTIONS",
+    "Comm100Connector",
+    "Comm100Credentials",
+    "Comm100Emulator",
+    "Comm100Options",
+]

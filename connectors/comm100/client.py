@@ -7,13 +7,10 @@ as such (a non-zero ``mergeToContactId`` sets ``RawRecord.merged_into``; ``isDel
 minus an overlap window. The cursor moves only on the last page of a pull: with newest-first
 order, every earlier page's safe resume point is the old cursor.
 
-Settings: credentials ``token`` (OAuth2 bearer) or ``agent_email`` + ``api_key`` (HTTP Basic,
-with option ``site_id`` sent as ``?siteId=``). Options: ``page_size`` (default 100, max 100),
-``overlap_seconds`` (default 30), ``default_region`` (phone matching in lookups),
-``read_back`` (default False; True re-reads a written contact - one GET per write - so the
-returned record carries its identities and server stamps), ``merge_via`` (``"endpoint"`` for
-``POST /contact/contacts/{id}:merge`` or ``"put"`` for a PUT of ``mergeToContactId`` - both
-inferred, so native merge is off unless chosen).
+Settings: :class:`~connectors.comm100.settings.Comm100Credentials` (``token``, OAuth2 bearer,
+or ``agent_email`` + ``api_key``, HTTP Basic with option ``site_id`` sent as ``?siteId=``) and
+:class:`~connectors.comm100.settings.Comm100Options` (``page_size``, ``overlap_seconds``,
+``default_region`` for phone matching in lookups, ``read_back``, ``merge_via``).
 
 Writes are not read back by default: write responses carry no ``contactIdentities``, but the
 engine does not need them - it keeps what it sent as the record's payload and snapshot, and the
@@ -26,8 +23,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import AsyncIterator, Hashable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Hashable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -35,27 +32,31 @@ import structlog
 
 from connectors.base import (
     Capabilities,
-    ConfigurationError,
     NotFound,
-    Page,
     PullMode,
-    RateLimit,
     RawRecord,
     RecordError,
     RemoteUnavailable,
     WriteResult,
 )
-from connectors.comm100.state import ZERO_GUID, parse_time
-from connectors.http import FetchedPage, HttpConnector, paginate
-from sync.normalize import DEFAULT_REGION, InvalidValue, normalize_email, normalize_phone
+from connectors.comm100.api import (
+    CONTACTS,
+    MAX_PAGE_SIZE,
+    PHONE_IDENTITY_TYPES,
+    RATE_LIMIT,
+    SERVER_KEYS,
+    ZERO_GUID,
+    contact_path,
+    merge_path,
+    parse_time,
+)
+from connectors.comm100.settings import Comm100Credentials, Comm100Options
+from connectors.http import FetchedPage, HttpConnector
+from connectors.pulls import SortedScanPull
+from sync.normalize import InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.comm100")
-
-CONTACTS = "/global/contacts"
-# Keys the server owns: never sent in a create/update body.
-_SERVER_KEYS = frozenset({"id", "createTime", "lastUpdatedTime", "mergeToContactId", "isDeleted"})
-_PHONE_TYPES = frozenset({"sms", "whatsapp"})
 
 
 def to_record(contact: JSON) -> RawRecord:
@@ -81,7 +82,7 @@ def _parse(value: Any) -> datetime | None:
         return None
 
 
-class Comm100Connector(HttpConnector):
+class Comm100Connector(SortedScanPull, HttpConnector):
     """One Comm100 site (``https://api{NN}.comm100.io/v4``)."""
 
     platform = "comm100"
@@ -90,35 +91,26 @@ class Comm100Connector(HttpConnector):
         can_merge=False,  # enabled per connection by option merge_via (inferred endpoints)
         lookup_keys=("email", "phone"),
         deletes_detectable=True,
-        rate_limit=RateLimit(300, 300.0),  # documented: 300 calls per 5 minutes
+        rate_limit=RATE_LIMIT,  # documented: 300 calls per 5 minutes
         overlap_seconds=30.0,
     )
 
+    options_model = Comm100Options
+    credentials_model = Comm100Credentials
+    options: Comm100Options
+    credentials: Comm100Credentials
+
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        creds = settings.credentials
-        has_token = "token" in creds and bool(creds["token"].get_secret_value())
-        has_basic = all(k in creds and creds[k].get_secret_value() for k in ("agent_email", "api_key"))
-        if not has_token and not has_basic:
-            raise ConfigurationError(
-                f"comm100 connection {settings.name!r}: needs credential 'token' or 'agent_email' + 'api_key'"
-            )
-        if not has_token and not settings.options.get("site_id"):
-            raise ConfigurationError(f"comm100 connection {settings.name!r}: Basic auth needs option 'site_id'")
-        opts = settings.options
-        merge_via = opts.get("merge_via")
-        if merge_via not in (None, "endpoint", "put"):
-            raise ConfigurationError(f"comm100 connection {settings.name!r}: merge_via must be 'endpoint' or 'put'")
-        self.merge_via: str | None = merge_via
-        self.capabilities = dataclasses.replace(
-            type(self).capabilities,
-            can_merge=merge_via is not None,
-            overlap_seconds=float(opts.get("overlap_seconds", type(self).capabilities.overlap_seconds)),
-        )
-        self._use_token = has_token
-        self.page_size = min(int(opts.get("page_size", 100)), 100)
-        self.default_region = str(opts.get("default_region", DEFAULT_REGION))
-        self.read_back = bool(opts.get("read_back", False))
         super().__init__(settings, transport)
+        opts = self.options
+        self.merge_via: str | None = opts.merge_via
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities, can_merge=opts.merge_via is not None, overlap_seconds=opts.overlap_seconds
+        )
+        self._use_token = self.credentials.uses_token
+        self.page_size = min(opts.page_size, MAX_PAGE_SIZE)
+        self.default_region = opts.default_region
+        self.read_back = opts.read_back
 
     # ----------------------------------------------------------------- hooks
 
@@ -129,81 +121,43 @@ class Comm100Connector(HttpConnector):
         return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
     def auth_params(self) -> dict[str, str]:
-        site = self.settings.options.get("site_id")
-        return {"siteId": str(site)} if site else {}
+        site = self.options.site_id
+        return {"siteId": site} if site else {}
 
     # ----------------------------------------------------------------- pull
 
-    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
-        """Newest-first scan down to ``cursor["since"]`` minus the overlap window.
+    # SortedScanPull owns the loop: newest first down to ``cursor["since"]`` minus the overlap
+    # window; the cursor moves on the last page; a stable ``total`` makes a full scan.
 
-        Every page but the last carries the old cursor; the last one carries the newest
-        ``lastUpdatedTime`` seen. A pull that started without a cursor and ran to the end with
-        a stable ``total`` is a full scan (deletion detection allowed)."""
-        since = _parse((cursor or {}).get("since"))
-        floor = since - timedelta(seconds=self.capabilities.overlap_seconds) if since else None
-        old_cursor: JSON = {"since": _iso(since)} if since else {"since": None}
-        high = since
-        totals: set[int] = set()
-        seen: set[str] = set()
-        params = {
-            "pageIndex": 1,
-            "pageSize": self.page_size,
-            "sortBy": "lastUpdatedTime",
-            "sortOrder": "desc",
-            "isIncludeDeleted": "true",
-            "include": "contactIdentity",
-        }
+    def parse_cursor_time(self, value: Any) -> datetime | None:
+        return _parse(value)
 
-        async def fetch(token: Hashable | None) -> FetchedPage:
-            if token is None:
-                body = await self.http.json("GET", CONTACTS, params=params)
-            else:
-                # httpx replaces (not merges) a URL's query when params are passed, and the
-                # shared layer always passes the auth params: split nextPage into path + params.
-                url = httpx.URL(str(token))
-                body = await self.http.json(
-                    "GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items())
-                )
-            if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
-                raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")
-            records = [to_record(c) for c in body["contacts"]]
-            return FetchedPage(records, body.get("nextPage") or None, {"total": body.get("total")})
-
-        pages = paginate(fetch, name="comm100 contacts")
-        try:
-            async for _token, page in pages:
-                if isinstance(page.extra.get("total"), int):
-                    totals.add(page.extra["total"])
-                keep: list[RawRecord] = []
-                stopped = False
-                for record in page.records:
-                    if floor is not None and record.updated_at is not None and record.updated_at < floor:
-                        stopped = True
-                        break
-                    keep.append(record)
-                    seen.add(record.remote_id)
-                    if record.updated_at is not None and (high is None or record.updated_at > high):
-                        high = record.updated_at
-                if not stopped and page.next_token is not None:
-                    yield Page(keep, dict(old_cursor))
-                    continue
-                stable = len(totals) == 1 and next(iter(totals)) == len(seen)
-                yield Page(
-                    keep,
-                    {"since": _iso(high)} if high else dict(old_cursor),
-                    complete=True,
-                    full_scan=since is None and not stopped and stable,
-                )
-                return
-        finally:
-            await pages.aclose()
+    async def fetch_page(self, token: Hashable | None) -> FetchedPage:
+        if token is None:
+            params = {
+                "pageIndex": 1,
+                "pageSize": self.page_size,
+                "sortBy": "lastUpdatedTime",
+                "sortOrder": "desc",
+                "isIncludeDeleted": "true",
+                "include": "contactIdentity",
+            }
+            body = await self.http.json("GET", CONTACTS, params=params)
+        else:
+            # httpx replaces (not merges) a URL's query when params are passed, and the
+            # shared layer always passes the auth params: split nextPage into path + params.
+            url = httpx.URL(str(token))
+            body = await self.http.json("GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items()))
+        if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
+            raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")
+        records = [to_record(c) for c in body["contacts"]]
+        return FetchedPage(records, body.get("nextPage") or None, {"total": body.get("total")})
 
     # ----------------------------------------------------------------- reads
 
     async def get(self, remote_id: str) -> RawRecord | None:
         try:
-            body = await self.http.json("GET", f"{CONTACTS}/{remote_id}", params={"include": "contactIdentity"})
+            body = await self.http.json("GET", contact_path(remote_id), params={"include": "contactIdentity"})
         except NotFound:
             return None
         if not isinstance(body, dict) or "id" not in body:
@@ -263,7 +217,11 @@ class Comm100Connector(HttpConnector):
                 continue
             if kind == "email" and itype == "email" and _same(normalize_email, raw, value):
                 return True
-            if kind == "phone" and itype in _PHONE_TYPES and _same(normalize_phone, raw, value, self.default_region):
+            if (
+                kind == "phone"
+                and itype in PHONE_IDENTITY_TYPES
+                and _same(normalize_phone, raw, value, self.default_region)
+            ):
                 return True
         phone = contact.get("phone")
         return kind == "phone" and isinstance(phone, str) and _same(normalize_phone, phone, value, self.default_region)
@@ -302,13 +260,13 @@ class Comm100Connector(HttpConnector):
             if current is None or current.merged_into or current.deleted:
                 raise NotFound(404, f"comm100: no live contact {remote_id}")
             body["name"] = current.payload.get("name") or _derive_name({**current.payload, **body})
-        updated = await self.http.json("PUT", f"{CONTACTS}/{remote_id}", json_body=body)
+        updated = await self.http.json("PUT", contact_path(remote_id), json_body=body)
         if not isinstance(updated, dict):
             raise RemoteUnavailable("comm100 PUT /global/contacts/{id}: response is not a contact")
         return WriteResult(remote_id, await self._record({"id": remote_id, **updated}))
 
     async def delete(self, remote_id: str) -> None:
-        await self.http.request("DELETE", f"{CONTACTS}/{remote_id}")
+        await self.http.request("DELETE", contact_path(remote_id))
 
     async def merge(self, survivor_id: str, loser_ids: list[str]) -> WriteResult:
         """Native merge through the inferred endpoint chosen by option ``merge_via``."""
@@ -323,7 +281,7 @@ class Comm100Connector(HttpConnector):
             if self.merge_via == "endpoint":
                 await self.http.request(
                     "POST",
-                    f"/contact/contacts/{survivor_id}:merge",
+                    merge_path(survivor_id),
                     json_body={"contactId": loser_id},
                     idempotent=False,
                 )
@@ -335,7 +293,7 @@ class Comm100Connector(HttpConnector):
                     return
                 await self.http.request(
                     "PUT",
-                    f"{CONTACTS}/{loser_id}",
+                    contact_path(loser_id),
                     json_body={"name": loser.payload.get("name") or "Unknown", "mergeToContactId": survivor_id},
                     idempotent=False,
                 )
@@ -363,7 +321,7 @@ class Comm100Connector(HttpConnector):
 def _body(payload: Mapping[str, Any]) -> JSON:
     """A create/update body: the payload without the server-owned keys; identities without
     their server-assigned ids."""
-    body = {k: v for k, v in payload.items() if k not in _SERVER_KEYS}
+    body = {k: v for k, v in payload.items() if k not in SERVER_KEYS}
     idents = body.get("contactIdentities")
     if idents is not None:
         if not isinstance(idents, list):
@@ -391,7 +349,7 @@ def _identity_keys(body: Mapping[str, Any]) -> dict[str, str]:
         itype = str(ident.get("contactIdentityType") or "").lower()
         if itype == "email" and "email" not in keys and ident.get("value"):
             keys["email"] = str(ident["value"])
-        elif itype in _PHONE_TYPES and "phone" not in keys and ident.get("value"):
+        elif itype in PHONE_IDENTITY_TYPES and "phone" not in keys and ident.get("value"):
             keys["phone"] = str(ident["value"])
     if "phone" not in keys and body.get("phone"):
         keys["phone"] = str(body["phone"])

@@ -30,9 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from connectors.base import RateLimit
+from connectors.comm100.api import CONTACT, CONTACTS, DEFAULT_PAGE_SIZE, MERGE, RATE_LIMIT, ZERO_GUID
 from connectors.comm100.state import (
-    ZERO_GUID,
     Comm100Error,
     Comm100State,
     ListQuery,
@@ -41,7 +40,6 @@ from connectors.comm100.state import (
 from connectors.emulation import Emulator
 
 JSON = dict[str, Any]
-DEFAULT_PAGE_SIZE = 20  # inferred
 
 
 def _bool_param(raw: str | None, name: str) -> bool:
@@ -73,7 +71,7 @@ class Comm100Emulator(Emulator):
     """
 
     platform = "comm100"
-    documented_rate_limit = RateLimit(300, 300.0)  # 300 calls per 5 minutes per IP
+    documented_rate_limit = RATE_LIMIT
     default_credentials = {
         "token": "c100-test-token",
         "agent_email": "agent@example.com",
@@ -100,14 +98,14 @@ class Comm100Emulator(Emulator):
 
     def routes(self) -> Sequence[BaseRoute]:
         routes: list[BaseRoute] = [
-            Route("/global/contacts", self._list, methods=["GET"]),
-            Route("/global/contacts", self._create, methods=["POST"]),
-            Route("/global/contacts/{contact_id}", self._get, methods=["GET"]),
-            Route("/global/contacts/{contact_id}", self._update, methods=["PUT"]),
-            Route("/global/contacts/{contact_id}", self._delete, methods=["DELETE"]),
+            Route(CONTACTS, self._list, methods=["GET"]),
+            Route(CONTACTS, self._create, methods=["POST"]),
+            Route(CONTACT, self._get, methods=["GET"]),
+            Route(CONTACT, self._update, methods=["PUT"]),
+            Route(CONTACT, self._delete, methods=["DELETE"]),
         ]
         if self.merge_endpoint:
-            routes.append(Route("/contact/contacts/{contact_id}:merge", self._merge, methods=["POST"]))
+            routes.append(Route(MERGE, self._merge, methods=["POST"]))
         return routes
 
     def authenticate(self, request: Request) -> Response | None:

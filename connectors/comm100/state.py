@@ -17,44 +17,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-JSON = dict[str, Any]
+from connectors.comm100.api import (
+    IDENTITY_KEYS,
+    IDENTITY_TYPES,
+    MAX_PAGE_SIZE,
+    PROFILE_KEYS,
+    SORT_KEYS,
+    ZERO_GUID,
+    error_body,
+    parse_time,
+)
 
-ZERO_GUID = "00000000-0000-0000-0000-000000000000"
-IDENTITY_TYPES = (
-    "visitor",
-    "Email",
-    "SMS",
-    "facebook",
-    "twitter",
-    "wechat",
-    "SSOID",
-    "externalID",
-    "whatsApp",
-    "instagram",
-    "telegram",
-    "line",
-    "SecureMessaging",
-)
+JSON = dict[str, Any]
 _TYPES_BY_LOWER = {t.lower(): t for t in IDENTITY_TYPES}
-PROFILE_KEYS = (
-    "name",
-    "description",
-    "firstName",
-    "lastName",
-    "alias",
-    "title",
-    "company",
-    "fax",
-    "phone",
-    "mailingAddress",
-    "city",
-    "stateOrProvince",
-    "countryOrRegion",
-    "postalOrZipCode",
-)
-IDENTITY_KEYS = ("contactIdentityType", "name", "value", "avatarUrl", "infoUrl", "screenName", "originalContactPageUrl")
-SORT_KEYS = ("lastUpdatedTime", "createTime", "name")
-MAX_PAGE_SIZE = 100
 
 
 class Comm100Error(Exception):
@@ -67,10 +42,7 @@ class Comm100Error(Exception):
         self.errors = errors or []
 
     def body(self) -> JSON:
-        body: JSON = {"code": self.status, "message": self.message}
-        if self.errors:
-            body["errors"] = self.errors
-        return body
+        return error_body(self.status, self.message, self.errors)
 
 
 def validation(field: str, message: str) -> Comm100Error:
@@ -470,20 +442,3 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _ident_key(ident: Mapping[str, Any]) -> tuple[str, str]:
     return str(ident.get("contactIdentityType") or "").lower(), str(ident.get("value") or "").lower()
-
-
-def parse_time(value: str) -> datetime:
-    """A Comm100 timestamp (with or without a zone, any number of fraction digits) as aware
-    UTC; a value without a zone is taken as UTC."""
-    text = value.strip().replace("Z", "+00:00")
-    head, sep, rest = text.partition(".")
-    if sep:
-        digits = ""
-        for ch in rest:
-            if not ch.isdigit():
-                break
-            digits += ch
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-    parsed = datetime.fromisoformat(text)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

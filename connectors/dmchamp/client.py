@@ -7,14 +7,15 @@ looks the number up first and never makes a second contact for it, whichever of 
 documented answers to a duplicate create the account gives ("Contact already exists" or the
 existing contact's id).
 
-Settings: credential ``api_key`` (sent as the ``apiKey`` query parameter, so every URL carries
-it: the shared HTTP layer redacts it from logs and errors). Option ``list_id``: every contact
-this connector creates or adopts is put in that contact list (``listId`` on create).
+Settings: :class:`~connectors.dmchamp.settings.DmChampCredentials` (``api_key``, sent as the
+``apiKey`` query parameter, so every URL carries it: the shared HTTP layer redacts it from logs
+and errors) and :class:`~connectors.dmchamp.settings.DmChampOptions` (``list_id``: every contact
+this connector creates or adopts is put in that contact list, ``listId`` on create).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -23,23 +24,32 @@ import structlog
 from connectors.base import (
     Capabilities,
     NotFound,
-    Page,
     PullMode,
     RawRecord,
     RecordError,
     RemoteUnavailable,
     WriteResult,
 )
-from connectors.dmchamp.state import CREATE_KEYS, UPDATABLE_KEYS
+from connectors.dmchamp.api import (
+    ALREADY_EXISTS_MESSAGE,
+    CONTACT_LISTS,
+    CONTACTS,
+    CREATE_KEYS,
+    UPDATABLE_KEYS,
+    contact_path,
+    tags_path,
+)
+from connectors.dmchamp.settings import DmChampCredentials, DmChampOptions
 from connectors.http import HttpConnector
+from connectors.pulls import LookupOnlyPull
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.dmchamp")
 
-_ALREADY_EXISTS = "already exists"
+_ALREADY_EXISTS = ALREADY_EXISTS_MESSAGE.lower().removeprefix("contact ")  # "already exists"
 
 
-class DmChampConnector(HttpConnector):
+class DmChampConnector(LookupOnlyPull, HttpConnector):
     """One DM Champ account (``https://api.dmchamp.com/v1``)."""
 
     platform = "dmchamp"
@@ -57,11 +67,13 @@ class DmChampConnector(HttpConnector):
         deletes_detectable=False,
         rate_limit=None,  # none documented
     )
-    required_credentials = ("api_key",)
+    options_model = DmChampOptions
+    credentials_model = DmChampCredentials
+    options: DmChampOptions
 
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
-        self.list_id: str | None = str(settings.options["list_id"]) if settings.options.get("list_id") else None
+        self.list_id: str | None = self.options.list_id
 
     # ----------------------------------------------------------------- hooks
 
@@ -77,12 +89,7 @@ class DmChampConnector(HttpConnector):
             return body[:200]
         return super().error_message(response)
 
-    # ----------------------------------------------------------------- pull
-
-    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
-        """DM Champ has no list or change feed: nothing is ever pulled (LOOKUP_ONLY)."""
-        return
-        yield  # an async generator that yields nothing
+    # LookupOnlyPull: DM Champ has no list or change feed, so nothing is ever pulled.
 
     # ----------------------------------------------------------------- lookups
 
@@ -98,7 +105,7 @@ class DmChampConnector(HttpConnector):
 
     async def _find(self, phone: str | None = None, email: str | None = None) -> str | None:
         params = {"phoneNumber": phone} if phone else {"email": email}
-        response = await self.http.request("GET", "/contacts", params=params, allow=(404,))
+        response = await self.http.request("GET", CONTACTS, params=params, allow=(404,))
         if response.status_code == 404:
             return None
         body = _json(response)
@@ -129,7 +136,7 @@ class DmChampConnector(HttpConnector):
             return await self._adopt(existing, body)
 
         async def send() -> WriteResult:
-            response = await self.http.request("POST", "/contacts", json_body=send_body, idempotent=False, allow=(409,))
+            response = await self.http.request("POST", CONTACTS, json_body=send_body, idempotent=False, allow=(409,))
             data = _json(response)
             if response.status_code == 409:
                 # "Contact already exists": it appeared since our lookup.
@@ -182,21 +189,21 @@ class DmChampConnector(HttpConnector):
         return WriteResult(remote_id, None, extra={"dropped": dropped} if dropped else {})
 
     async def _put(self, contact_id: str, changes: JSON) -> None:
-        await self.http.request("PUT", f"/contacts/{contact_id}", json_body=changes)
+        await self.http.request("PUT", contact_path(contact_id), json_body=changes)
 
     # ----------------------------------------------------------------- DM Champ extras
 
     async def add_to_list(self, contact_id: str, list_id: str) -> None:
         """Add a contact to a contact list (``POST /contacts/lists``)."""
-        await self.http.request("POST", "/contacts/lists", json_body={"contactId": contact_id, "listId": list_id})
+        await self.http.request("POST", CONTACT_LISTS, json_body={"contactId": contact_id, "listId": list_id})
 
     async def remove_from_list(self, contact_id: str, list_id: str) -> None:
         """Remove a contact from a contact list (``DELETE /contacts/lists``)."""
-        await self.http.request("DELETE", "/contacts/lists", json_body={"contactId": contact_id, "listId": list_id})
+        await self.http.request("DELETE", CONTACT_LISTS, json_body={"contactId": contact_id, "listId": list_id})
 
     async def tags(self, contact_id: str) -> list[str]:
         """The names of a contact's tags (``GET /contacts/tags/{id}``); NotFound if none."""
-        response = await self.http.request("GET", f"/contacts/tags/{contact_id}")
+        response = await self.http.request("GET", tags_path(contact_id))
         body = _json(response)
         if not isinstance(body, list):
             raise RemoteUnavailable("dmchamp GET /contacts/tags: response is not a list")

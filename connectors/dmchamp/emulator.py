@@ -24,6 +24,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from connectors.dmchamp.api import (
+    ALREADY_EXISTS_MESSAGE,
+    CONTACT,
+    CONTACT_LISTS,
+    CONTACT_MESSAGES,
+    CONTACT_TAGS,
+    CONTACTS,
+)
 from connectors.dmchamp.state import DmChampError, DmChampState, bad_request
 from connectors.emulation import Emulator
 
@@ -47,13 +55,13 @@ class DmChampEmulator(Emulator):
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
-            Route("/contacts", self._find, methods=["GET"]),
-            Route("/contacts", self._create, methods=["POST"]),
-            Route("/contacts/lists", self._add_to_list, methods=["POST"]),
-            Route("/contacts/lists", self._remove_from_list, methods=["DELETE"]),
-            Route("/contacts/tags/{contact_id}", self._tags, methods=["GET"]),
-            Route("/contacts/messages/{contact_id}", self._messages, methods=["GET"]),
-            Route("/contacts/{contact_id}", self._update, methods=["PUT"]),
+            Route(CONTACTS, self._find, methods=["GET"]),
+            Route(CONTACTS, self._create, methods=["POST"]),
+            Route(CONTACT_LISTS, self._add_to_list, methods=["POST"]),
+            Route(CONTACT_LISTS, self._remove_from_list, methods=["DELETE"]),
+            Route(CONTACT_TAGS, self._tags, methods=["GET"]),
+            Route(CONTACT_MESSAGES, self._messages, methods=["GET"]),
+            Route(CONTACT, self._update, methods=["PUT"]),
         ]
 
     def authenticate(self, request: Request) -> Response | None:
@@ -132,7 +140,7 @@ class DmChampEmulator(Emulator):
             contact_id, created = self.state.create(await self._body(request))
         except DmChampError as exc:
             return self._error(exc)
-        message = "Successfully created new contact" if created else "Contact already exists"
+        message = "Successfully created new contact" if created else ALREADY_EXISTS_MESSAGE
         return JSONResponse({"success": True, "data": {"message": message, "contactId": contact_id}})
 
     async def _update(self, request: Request) -> Response:

@@ -21,30 +21,11 @@ from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 
+from connectors.dmchamp.api import ALREADY_EXISTS_MESSAGE, BOOL_KEYS, CREATE_KEYS, UPDATABLE_KEYS
 from connectors.emulation import ValueIndex
 
 JSON = dict[str, Any]
 
-UPDATABLE_KEYS = frozenset({"firstName", "lastName", "email", "is_bot_active", "do_not_disturb"})
-CREATE_KEYS = frozenset(
-    {
-        "phoneNumber",
-        "firstName",
-        "lastName",
-        "email",
-        "instagramId",
-        "currentCampaign",
-        "currentCampaignData",
-        "channel",
-        "isChatWindowOpen",
-        "externalId",
-        "customChannel",
-        "chatWidgetId",
-        "is_bot_active",
-        "do_not_disturb",
-    }
-)
-BOOL_KEYS = frozenset({"is_bot_active", "do_not_disturb", "isChatWindowOpen"})
 # "must include valid country code": a plus sign, then 8..15 digits.
 _INTL_PHONE = re.compile(r"^\+[1-9]\d{7,14}$")
 _PHONE_JUNK = re.compile(r"[\s().\-]")
@@ -150,7 +131,7 @@ class DmChampState:
         existing = self._by_phone(phone)
         if existing is not None:
             if self.on_duplicate_phone == "error":
-                raise DmChampError(409, {"success": False, "message": "Contact already exists"})
+                raise DmChampError(409, {"success": False, "message": ALREADY_EXISTS_MESSAGE})
             return existing, False
         contact: JSON = {k: copy.deepcopy(v) for k, v in body.items() if k in CREATE_KEYS}
         contact["phoneNumber"] = phone

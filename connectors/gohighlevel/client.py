@@ -12,16 +12,16 @@
 * Deletions are not detected from pulls: search is eventually consistent, so a record missing
   from a search may simply not be indexed yet (``deletes_detectable=False``); ``get`` confirms.
 
-Options (``ConnectionSettings.options``): ``location_id`` (required), ``version`` (default
-2021-07-28; 2021-04-15 also accepted), ``page_limit`` (default 500, the maximum), ``overlap_s``
-(default 10 s: GoHighLevel documents "a few seconds" of search delay).
+Settings: :class:`~connectors.gohighlevel.settings.GoHighLevelOptions` (``location_id``
+required, ``version``, ``page_size``, ``overlap_seconds``, ``custom_field_ids``) and
+:class:`~connectors.gohighlevel.settings.GoHighLevelCredentials` (``token``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Hashable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -30,35 +30,41 @@ from connectors.base import (
     Capabilities,
     ConnectionSettings,
     NotFound,
-    Page,
     PullMode,
-    RateLimit,
     RawRecord,
     RecordError,
     WriteResult,
 )
-from connectors.emulation import iso_ms, parse_iso
-from connectors.gohighlevel.payloads import (
+from connectors.gohighlevel.api import (
+    CREATE,
     CREATE_FIELDS,
-    DEFAULT_VERSION,
+    DEFAULT_OVERLAP_SECONDS,
+    DUPLICATE,
+    MAX_PAGE_LIMIT,
+    RATE_LIMIT,
     READ_ONLY_FIELDS,
+    SEARCH,
     UPDATE_FIELDS,
+    UPSERT,
     UPSERT_FIELDS,
+    contact_path,
+    tags_path,
 )
-from connectors.http import Action, FetchedPage, HttpConnector, paginate
+from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions
+from connectors.http import Action, FetchedPage, HttpConnector
+from connectors.pulls import ChangeFeedPull
+from connectors.timestamps import iso_ms, parse_iso
 
 JSON = dict[str, Any]
 
-DEFAULT_OVERLAP_S = 10.0
-MAX_PAGE_LIMIT = 500
 
-
-class GoHighLevelConnector(HttpConnector):
+class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     """One GoHighLevel location (sub-account)."""
 
     platform = "gohighlevel"
-    required_credentials = ("token",)
-    required_options = ("location_id",)
+    options_model = GoHighLevelOptions
+    credentials_model = GoHighLevelCredentials
+    options: GoHighLevelOptions
     capabilities = Capabilities(
         pull_mode=PullMode.CHANGE_FEED,
         can_create=True,
@@ -70,21 +76,20 @@ class GoHighLevelConnector(HttpConnector):
         updatable_fields=UPDATE_FIELDS - {"tags"},
         lookup_keys=("email", "phone"),
         deletes_detectable=False,
-        rate_limit=RateLimit(100, 10.0),
-        overlap_seconds=DEFAULT_OVERLAP_S,
+        rate_limit=RATE_LIMIT,
+        overlap_seconds=DEFAULT_OVERLAP_SECONDS,
     )
 
     def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
-        opts = settings.options
-        self.location_id = str(opts["location_id"])
-        self.version = str(opts.get("version", DEFAULT_VERSION))
-        self.page_limit = min(int(opts.get("page_limit", MAX_PAGE_LIMIT)), MAX_PAGE_LIMIT)
+        opts = self.options
+        self.location_id = opts.location_id
+        self.version = opts.version
+        self.page_size = min(opts.page_size, MAX_PAGE_LIMIT)
         # Custom field key -> id of the location: written items then carry the id the spec
         # requires (an item with only a key is sent as is, which GoHighLevel also accepts).
-        self.custom_field_ids: dict[str, str] = dict(opts.get("custom_field_ids") or {})
-        overlap = float(opts.get("overlap_s", DEFAULT_OVERLAP_S))
-        self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=overlap)
+        self.custom_field_ids: dict[str, str] = dict(opts.custom_field_ids)
+        self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=opts.overlap_seconds)
 
     # -- hooks
 
@@ -118,25 +123,33 @@ class GoHighLevelConnector(HttpConnector):
             updated_at=parse_iso(updated) if updated else None,
         )
 
-    async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
-        """Changes since ``cursor`` (everything when None), oldest first."""
-        since = (cursor or {}).get("date_updated")
+    # ChangeFeedPull owns the loop and the cursor ``{"date_updated": <max dateUpdated yielded>}``.
+    cursor_key = "date_updated"
+    listing_name = "search"
+
+    def format_time(self, moment: datetime) -> str:
+        return iso_ms(moment)
+
+    def parse_cursor_time(self, value: Any) -> datetime | None:
+        return parse_iso(value) if value else None
+
+    def change_fetcher(self, start: datetime | None) -> Callable[[Hashable | None], Awaitable[FetchedPage]]:
+        """Search sorted by ``dateUpdated`` ascending, ``gte`` the range start, paged with
+        ``searchAfter``."""
         base: JSON = {
             "locationId": self.location_id,
-            "pageLimit": self.page_limit,
+            "pageLimit": self.page_size,
             "sort": [{"field": "dateUpdated", "direction": "asc"}],
         }
-        if since:
-            start = parse_iso(since) - timedelta(seconds=self.capabilities.overlap_seconds)
+        if start is not None:
             base["filters"] = [{"field": "dateUpdated", "operator": "range", "value": {"gte": iso_ms(start)}}]
-
         seen_ids: set[str] = set()
 
         async def fetch(token: Hashable | None) -> FetchedPage:
             body = dict(base)
             if token is not None:
-                body["searchAfter"] = list(token)  # type: ignore[arg-type]
-            data = await self.http.json("POST", "/contacts/search", json_body=body)
+                body["searchAfter"] = list(token)  # type: ignore[call-overload]
+            data = await self.http.json("POST", SEARCH, json_body=body)
             contacts = (data or {}).get("contacts") or []
             records = [self._record(c) for c in contacts]
             seen_ids.update(r.remote_id for r in records)
@@ -145,28 +158,17 @@ class GoHighLevelConnector(HttpConnector):
             # (saves the empty request after a full last page).
             done = isinstance(total, int) and len(seen_ids) >= total
             next_token = None
-            if len(contacts) >= self.page_limit and not done:
+            if len(contacts) >= self.page_size and not done:
                 last = contacts[-1]
                 after = last.get("searchAfter") or [int(parse_iso(last["dateUpdated"]).timestamp() * 1000), last["id"]]
                 next_token = tuple(after)
             return FetchedPage(records, next_token)
 
-        high: datetime | None = parse_iso(since) if since else None
-        async for _token, page in paginate(fetch, name=f"{self.platform}:{self.settings.name} search"):
-            for r in page.records:
-                if r.updated_at is not None and (high is None or r.updated_at > high):
-                    high = r.updated_at
-            last = page.next_token is None
-            yield Page(
-                records=page.records,
-                cursor={"date_updated": iso_ms(high)} if high else {},
-                complete=last,
-                full_scan=False,
-            )
+        return fetch
 
     async def get(self, remote_id: str) -> RawRecord | None:
         try:
-            data = await self.http.json("GET", f"/contacts/{remote_id}")
+            data = await self.http.json("GET", contact_path(remote_id))
         except NotFound:
             return None
         return self._record(data["contact"])
@@ -181,9 +183,7 @@ class GoHighLevelConnector(HttpConnector):
             if not value:
                 continue
             param = "number" if key == "phone" else "email"
-            data = await self.http.json(
-                "GET", "/contacts/search/duplicate", params={"locationId": self.location_id, param: value}
-            )
+            data = await self.http.json("GET", DUPLICATE, params={"locationId": self.location_id, param: value})
             contact = (data or {}).get("contact")
             if contact:
                 return contact
@@ -214,7 +214,7 @@ class GoHighLevelConnector(HttpConnector):
 
         async def send() -> WriteResult:
             try:
-                response = await self.http.request("POST", "/contacts/", json_body=body, idempotent=False)
+                response = await self.http.request("POST", CREATE, json_body=body, idempotent=False)
             except RecordError as exc:
                 existing = _duplicate_of(exc)
                 if existing is None:
@@ -246,7 +246,7 @@ class GoHighLevelConnector(HttpConnector):
         body = self._write_body(cleared, UPDATE_FIELDS)
         record: RawRecord | None = None
         if body:
-            data = await self.http.json("PUT", f"/contacts/{remote_id}", json_body=body)
+            data = await self.http.json("PUT", contact_path(remote_id), json_body=body)
             record = self._record(data["contact"])
         if wanted_tags is not None:
             current = record or await self.get(remote_id)
@@ -268,24 +268,24 @@ class GoHighLevelConnector(HttpConnector):
 
     async def delete(self, remote_id: str) -> None:
         try:
-            await self.http.request("DELETE", f"/contacts/{remote_id}")
+            await self.http.request("DELETE", contact_path(remote_id))
         except NotFound:
             return  # already gone (perhaps our own earlier attempt landed)
 
     async def add_tags(self, remote_id: str, tags: list[str]) -> None:
         if tags:
-            await self.http.request("POST", f"/contacts/{remote_id}/tags", json_body={"tags": list(tags)})
+            await self.http.request("POST", tags_path(remote_id), json_body={"tags": list(tags)})
 
     async def remove_tags(self, remote_id: str, tags: list[str]) -> None:
         if tags:
-            await self.http.request("DELETE", f"/contacts/{remote_id}/tags", json_body={"tags": list(tags)})
+            await self.http.request("DELETE", tags_path(remote_id), json_body={"tags": list(tags)})
 
     async def upsert(self, payload: JSON) -> WriteResult:
         """Create or update by the location's duplicate rule (email, then phone). Safe to
         repeat, so it is retried like a read."""
         body = self._write_body(payload, UPSERT_FIELDS)
         body["locationId"] = self.location_id
-        data = await self.http.json("POST", "/contacts/upsert", json_body=body)
+        data = await self.http.json("POST", UPSERT, json_body=body)
         record = self._record(data["contact"])
         return WriteResult(
             record.remote_id,

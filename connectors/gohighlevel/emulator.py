@@ -35,22 +35,31 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.base import RateLimit
-from connectors.emulation import Clock, Emulator, FaultConfig, ValueIndex, parse_iso
-from connectors.gohighlevel.payloads import (
+from connectors.emulation import Clock, Emulator, FaultConfig, ValueIndex
+from connectors.gohighlevel.api import (
     API_VERSIONS,
+    CONTACT,
+    CONTACT_TAGS,
+    CREATE,
     CREATE_FIELDS,
+    DAILY_LIMIT,
     DEFAULT_VERSION,
+    DUPLICATE,
+    MAX_PAGE_LIMIT,
+    MAX_STANDARD_RESULTS,
+    RATE_LIMIT,
+    SEARCH,
     UPDATE_FIELDS,
     UPDATE_FIELDS_SPEC,
+    UPSERT,
     UPSERT_FIELDS,
 )
+from connectors.timestamps import parse_iso
 
 JSON = dict[str, Any]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _OPERATORS = {"eq", "not_eq", "contains", "not_contains", "exists", "not_exists", "range"}
-MAX_PAGE_LIMIT = 500
-MAX_STANDARD_RESULTS = 10_000  # page + pageLimit reach this far; beyond it searchAfter
 
 
 class Unprocessable(Exception):
@@ -94,9 +103,9 @@ class GoHighLevelEmulator(Emulator):
     """
 
     platform = "gohighlevel"
-    documented_rate_limit = RateLimit(100, 10.0)
+    documented_rate_limit = RATE_LIMIT
     default_credentials = {"token": "pit-emulator-0000-ghl-token"}
-    daily_limit = 200_000
+    daily_limit = DAILY_LIMIT
 
     def __init__(
         self,
@@ -147,15 +156,15 @@ class GoHighLevelEmulator(Emulator):
 
     def routes(self) -> list[Route]:
         return [
-            Route("/contacts/search", self.search, methods=["POST"]),
-            Route("/contacts/search/duplicate", self.duplicate, methods=["GET"]),
-            Route("/contacts/upsert", self.upsert, methods=["POST"]),
-            Route("/contacts/", self.create, methods=["POST"]),
-            Route("/contacts/{contactId}/tags", self.add_tags, methods=["POST"]),
-            Route("/contacts/{contactId}/tags", self.remove_tags, methods=["DELETE"]),
-            Route("/contacts/{contactId}", self.get, methods=["GET"]),
-            Route("/contacts/{contactId}", self.update, methods=["PUT"]),
-            Route("/contacts/{contactId}", self.delete, methods=["DELETE"]),
+            Route(SEARCH, self.search, methods=["POST"]),
+            Route(DUPLICATE, self.duplicate, methods=["GET"]),
+            Route(UPSERT, self.upsert, methods=["POST"]),
+            Route(CREATE, self.create, methods=["POST"]),
+            Route(CONTACT_TAGS, self.add_tags, methods=["POST"]),
+            Route(CONTACT_TAGS, self.remove_tags, methods=["DELETE"]),
+            Route(CONTACT, self.get, methods=["GET"]),
+            Route(CONTACT, self.update, methods=["PUT"]),
+            Route(CONTACT, self.delete, methods=["DELETE"]),
         ]
 
     def authenticate(self, request: Request) -> Response | None:
@@ -202,7 +211,7 @@ class GoHighLevelEmulator(Emulator):
             "location_id": self.location_id,
             "version": DEFAULT_VERSION,
             # The overlap must cover the longest search delay.
-            "overlap_s": self.search_delay_s * 1.5 + 0.001,
+            "overlap_seconds": self.search_delay_s * 1.5 + 0.001,
             # The location's custom fields as they stand (key -> id).
             "custom_field_ids": dict(self.custom_field_ids),
         }

@@ -57,11 +57,11 @@ def test_fault_config_rejects_unknown_kinds() -> None:
 
 def test_connection_settings_are_ready_to_use() -> None:
     emulator = EMULATOR(rate_scale=50)
-    settings = emulator.connection_settings(options={"page_limit": 3}, max_concurrency=2)
+    settings = emulator.connection_settings(options={"page_size": 3}, max_concurrency=2)
     assert isinstance(settings.credentials["token"], SecretStr)
     assert settings.credentials["token"].get_secret_value() == emulator.credentials["token"]
     assert settings.rate_limit == RateLimit(100, 10.0 / 50)
-    assert settings.options["location_id"] == emulator.location_id and settings.options["page_limit"] == 3
+    assert settings.options["location_id"] == emulator.location_id and settings.options["page_size"] == 3
     assert settings.max_concurrency == 2
 
 
@@ -151,7 +151,7 @@ def test_slow_fault_past_timeout_then_retry_succeeds() -> None:
     emulator.seed(9)
 
     async def body() -> int:
-        connector = CONNECTOR(emulator.connection_settings(options={"page_limit": 2}), emulator.transport())
+        connector = CONNECTOR(emulator.connection_settings(options={"page_size": 2}), emulator.transport())
         n = 0
         async for page in connector.pull(None):
             n += len(page.records)
@@ -205,7 +205,7 @@ def test_emulate_serves_over_a_socket_and_stops_on_sigterm() -> None:
 
         async def pull() -> int:
             settings = EMULATOR(rate_scale=100).connection_settings(
-                base_url=f"http://127.0.0.1:{port}", options={"page_limit": 10}
+                base_url=f"http://127.0.0.1:{port}", options={"page_size": 10}
             )
             connector = CONNECTOR(settings)  # a real socket, no in-process transport
             n = 0

@@ -212,7 +212,7 @@ def test_incremental_pull_cursor_moves_forward_only() -> None:
     emulator.seed(5)
 
     async def body() -> None:
-        connector = CONNECTOR(emulator.connection_settings(options={"page_limit": 2}), emulator.transport())
+        connector = CONNECTOR(emulator.connection_settings(options={"page_size": 2}), emulator.transport())
         cursors = [p.cursor async for p in connector.pull(None)]
         assert cursors[-1] == {"date_updated": "2026-01-01T00:00:00.000Z"}
         # Nothing changed: the re-read overlap returns records, but the cursor stays put.
@@ -229,7 +229,7 @@ def test_pull_under_rate_limit_learned_from_headers_only() -> None:
     emulator.seed(30)
 
     async def body() -> None:
-        settings = emulator.connection_settings(options={"page_limit": 2}, rate_limit=None)
+        settings = emulator.connection_settings(options={"page_size": 2}, rate_limit=None)
         connector = CONNECTOR(settings, emulator.transport())
         connector.http.budget.limit = None  # forget the documented limit too
         n = sum([len(p.records) async for p in connector.pull(None)])

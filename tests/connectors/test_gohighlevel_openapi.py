@@ -66,7 +66,7 @@ def spec() -> OpenAPI:
 async def scripted_session(recorder: RecordingTransport, emulator: Any) -> None:
     """search, create, get, update (incl. tags), tags add/remove, upsert, duplicate lookup,
     delete, a 422 and a 401."""
-    connector = CONNECTOR(emulator.connection_settings(options={"page_limit": 5}), recorder)
+    connector = CONNECTOR(emulator.connection_settings(options={"page_size": 5}), recorder)
     try:
         pages = [p async for p in connector.pull(None)]
         assert sum(len(p.records) for p in pages) == 12

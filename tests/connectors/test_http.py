@@ -25,6 +25,7 @@ from connectors.base import (
     Capabilities,
     ConfigurationError,
     ConnectionSettings,
+    ConnectorCredentials,
     NotFound,
     PaginationError,
     PullMode,
@@ -98,9 +99,13 @@ def raise_(exc: Exception) -> Callable[[Request], Response]:
     return step
 
 
+class ToyCredentials(ConnectorCredentials):
+    token: SecretStr
+
+
 class Toy(HttpConnector):
     platform = "toy"
-    required_credentials = ("token",)
+    credentials_model = ToyCredentials
     capabilities = Capabilities(PullMode.FULL_SCAN)
 
     def auth_headers(self) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Fixtures of the contract suite: one parametrization over every registered platform.
 
-A platform whose package is not importable yet, or that has no scenario module yet, is
-skipped with the reason. ``harness`` builds an emulator (in-process, reached through
+A platform whose package cannot be imported, or that has no scenario module, FAILS the
+suite (never a skip: a broken import would otherwise pass silently as "skipped"). ``harness`` builds an emulator (in-process, reached through
 ``httpx.ASGITransport``) and connectors for it, and closes them after the test.
 """
 
@@ -31,11 +31,11 @@ def scenario(request: pytest.FixtureRequest) -> Scenario:
         connector_class(platform)
         emulator_class(platform)
     except (ImportError, AttributeError) as exc:
-        pytest.skip(f"connectors.{platform} is not importable yet: {exc}")
+        pytest.fail(f"connectors.{platform} cannot be imported: {exc!r}")
     try:
         return load_scenario(platform)
     except ImportError as exc:
-        pytest.skip(f"no contract scenario for {platform} yet: {exc}")
+        pytest.fail(f"no contract scenario for {platform}: {exc!r}")
 
 
 class Harness:

@@ -20,7 +20,7 @@ def _keys(payload: JSON) -> dict[str, str]:
 SCENARIO = Scenario(
     platform="gohighlevel",
     emulator_kwargs={"search_delay_s": 5.0},
-    settings_options={"page_limit": 7},
+    settings_options={"page_size": 7},
     expected={
         "pull_mode": PullMode.CHANGE_FEED,
         "can_merge": False,

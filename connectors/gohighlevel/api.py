@@ -1,5 +1,6 @@
-"""GoHighLevel (LeadConnector API v2) raw payload types and field sets, after the official
-OpenAPI spec (``apps/contacts.json`` of GoHighLevel/highlevel-api-docs).
+"""Facts about GoHighLevel's contact API (LeadConnector v2) that the client and the emulator
+share: paths, versions, limits, raw payload types and field sets, after the official OpenAPI
+spec (``apps/contacts.json`` of GoHighLevel/highlevel-api-docs).
 
 The spec's schemas list no required fields and no nullable strings: a string field is a
 string or absent. These TypedDicts document the shapes; the code handles plain dicts.
@@ -9,9 +10,37 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from connectors.base import RateLimit
+
 API_VERSIONS: tuple[str, ...] = ("2021-07-28", "2021-04-15")  # spec, seed page
 DEFAULT_VERSION = "2021-07-28"
 BASE_URL = "https://services.leadconnectorhq.com"
+
+# --------------------------------------------------------------------------- paths
+SEARCH = "/contacts/search"  # POST: filters, sort, pageLimit, searchAfter
+DUPLICATE = "/contacts/search/duplicate"  # GET ?locationId=&number=|email=
+UPSERT = "/contacts/upsert"
+CREATE = "/contacts/"  # the trailing slash is the spec's
+CONTACT = "/contacts/{contactId}"
+CONTACT_TAGS = "/contacts/{contactId}/tags"  # POST|DELETE {tags: [...]}
+
+
+def contact_path(contact_id: str) -> str:
+    return CONTACT.format(contactId=contact_id)
+
+
+def tags_path(contact_id: str) -> str:
+    return CONTACT_TAGS.format(contactId=contact_id)
+
+
+# --------------------------------------------------------------------------- limits
+RATE_LIMIT = RateLimit(100, 10.0)  # documented burst: 100 requests per 10 s per location
+DAILY_LIMIT = 200_000  # documented: per app per location
+MAX_PAGE_LIMIT = 500  # search pageLimit maximum
+MAX_STANDARD_RESULTS = 10_000  # page + pageLimit reach this far; beyond it searchAfter
+#: Search is eventually consistent ("a few seconds", documented as possible): how far back an
+#: incremental pull re-reads by default.
+DEFAULT_OVERLAP_SECONDS = 10.0
 
 
 class CustomFieldValue(TypedDict, total=False):
@@ -19,14 +48,6 @@ class CustomFieldValue(TypedDict, total=False):
 
     id: str
     value: Any
-
-
-class CustomFieldInput(TypedDict, total=False):
-    """``customFields`` item as written: ``{"id"|"key", "field_value"}``."""
-
-    id: str
-    key: str
-    field_value: Any
 
 
 class Contact(TypedDict, total=False):
