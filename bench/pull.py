@@ -112,7 +112,7 @@ async def pull_one(
             "records": 0,
             "note": "cannot list contacts (lookup only)",
         }
-    page_size = getattr(connector, "page_limit", None) or getattr(connector, "page_size", 100)
+    page_size = getattr(connector, "page_size", 100)
     server_cpu = process_cpu(pid)
     started = time.perf_counter()
     ids: set[str] = set()
