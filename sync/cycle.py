@@ -81,6 +81,8 @@ class CycleReport:
             if pull.held:
                 out.append(f"{name}: {pull.held_reason}")
         for name, why in sorted(self.breakers.items()):
+            if name in self.pulls and self.pulls[name].error:
+                continue  # said above
             out.append(f"{name}: circuit breaker open ({why}); its writes stay pending")
         for report in (self.settled, self.applied):
             if report is None:
