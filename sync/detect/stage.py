@@ -160,7 +160,7 @@ async def pull_connection(
     stop: asyncio.Event | None = None,
     progress: PageProgress | None = None,
     io: Any = None,
-    deletes: DeleteLimits | None = DeleteLimits(),
+    deletes: DeleteLimits | None = None,
 ) -> PullReport:
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
 
@@ -168,7 +168,8 @@ async def pull_connection(
     ``io`` (a ``sync.apply.storethread.StoreThread``) runs every store call — cursor, page
     commits, quarantine — off the event loop on the cycle's one store thread. ``deletes``: the
     mass-delete limits a complete scan's implied deletes are judged by (``store.held``); None
-    believes every one."""
+    (a unit of the pull alone) believes every one — the engine always passes the configured
+    limits."""
     report = PullReport(name)
     if connector.capabilities.pull_mode is PullMode.LOOKUP_ONLY:
         report.skipped = "lookup only: no listing on this platform"
