@@ -9,8 +9,12 @@ or were deferred — ``contactsync status`` says what), 130 interrupted (Ctrl-C,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from sync.config import Config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Bidirectional contact sync.")
 db_app = typer.Typer(no_args_is_help=True, help="The staging store.")
@@ -39,7 +43,7 @@ app.add_typer(deletes_app, name="deletes")
 ConfigOpt = typer.Option(..., "-c", "--config", help="Path to the YAML configuration file.")
 
 
-def _load(config: Path):  # type: ignore[no-untyped-def]
+def _load(config: Path) -> Config:
     """Load a config or exit 2 with the error (YAML path of the bad key, what was expected)."""
     from sync.config import ConfigError, load_config
 

@@ -34,7 +34,7 @@ def list_held(
     try:
         counts = store.held.counts()
         reasons = store.held.reasons()
-        data = {
+        data: dict[str, dict[str, Any]] = {
             name: {
                 "held": n,
                 "reasons": reasons.get(name, []),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from sync.store.models import HeldDelete, RemoteRecord, utcnow
 
@@ -100,7 +100,7 @@ def hold_in(session: Session, connection: str, remote_ids: Sequence[str], reason
     new = [r for r in remote_ids if r not in have]
     if new:
         session.execute(
-            HeldDelete.__table__.insert(),
+            insert(HeldDelete),
             [{"connection": connection, "remote_id": r, "reason": reason, "held_at": now} for r in new],
         )
 
