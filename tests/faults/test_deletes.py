@@ -145,3 +145,23 @@ def test_a_few_deletes_within_the_limits_still_travel(world: World) -> None:
     world.converge()
     assert len(world.contacts("ghl")) == len(world.contacts("comm100")) == N - 2
     assert status_json(world)["connections"]["acquire"]["held_deletes"] == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ("deletes: {max_share: 1.5}\n", "deletes.max_share"),
+        ("deletes: {max_count: -1}\n", "deletes.max_count"),
+        ("breaker: {max_consecutive_failures: 0}\n", "breaker.max_consecutive_failures"),
+    ],
+)
+def test_bad_breaker_settings_name_the_key(tmp_path: Path, extra: str, path: str) -> None:
+    from sync.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "connections:\n  a: {platform: acquire, base_url: 'http://x', credentials: {api_key: '${K:-k123}'}}\n" + extra
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(info.value).startswith(path + ":"), str(info.value)
