@@ -249,6 +249,21 @@ class Quarantine(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class HeldDelete(Base):
+    """A delete a full scan implied but the circuit breaker did not believe (too many records
+    missing at once, or a scan that shares no id with the store's view): nothing is marked
+    deleted or propagated until ``contactsync deletes approve`` (or ``reject`` drops it)."""
+
+    __tablename__ = "held_deletes"
+    __table_args__ = (UniqueConstraint("connection", "remote_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(String(64))
+    remote_id: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Run(Base):
     """Every cycle or backfill: start, end, status and counts (the canonical log line)."""
 
@@ -259,6 +274,6 @@ class Run(Base):
     kind: Mapped[str] = mapped_column(String(16))  # cycle | backfill | plan
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|partial|failed
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|partial|failed|interrupted
     counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
