@@ -359,7 +359,8 @@ class CycleRunner:
                 watcher.cancel()
             report.breakers = {n: b.reason for n, b in breakers.items() if b.reason}
             if report.status in ("partial", "interrupted") and not report.error:
-                report.error = "; ".join(report.reasons()) or None
+                fallback = "stopped on request (a stop signal)" if report.status == "interrupted" else None
+                report.error = "; ".join(report.reasons()) or fallback
             await asyncio.gather(*(c.aclose() for c in connectors.values()), return_exceptions=True)
             io.close()
             report.duration_s = round(time.monotonic() - started, 3)
