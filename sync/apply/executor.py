@@ -488,10 +488,13 @@ class ConnectionApplier:
 
     def _marker(self, item: OutboxItem) -> str | None:
         """The idempotency marker a create carries where the platform stores one and can be
-        searched by it (``connector.marker_field`` / ``lookup_marker``): the person's, so any
-        create of that person there finds the contact an earlier one made."""
+        searched by it (``connector.marker_field`` / ``lookup_marker``), for a person without a
+        key to look up: the person's, so any create of that person there finds the contact an
+        earlier one made."""
         if item.person_id is None or not self._marker_field() or not hasattr(self.connector, "lookup_marker"):
             return None
+        if any(item.keys.get(k) for k in self.caps.lookup_keys):
+            return None  # found by its keys: the body stays as planned
         return f"contactsync:{item.person_id}"
 
     def _checkable(self, item: OutboxItem, marker: str | None) -> bool:
