@@ -171,7 +171,7 @@ class _Held(Exception):
 
 def _same_json(a: Any, b: Any) -> bool:
     """Canonical JSON values equal (empties alike, lists as sets of their items' text)."""
-    empty = (None, "", [], {})
+    empty: tuple[Any, ...] = (None, "", [], {})
     if a in empty or b in empty:
         return a in empty and b in empty
     if isinstance(a, list) and isinstance(b, list):
