@@ -46,7 +46,12 @@ def plan_slice(
     part = render_payloads(decided, ctx)
     if save:
         existing = [(p.person_id, c) for p in people for c in p.snapshots]
-        tx.persons.save_plan_state(part, run_id=run_id, existing=existing)
+        # Optimistic: a person whose version moved while this slice was computed (a manual
+        # resolution) is not saved and stays dirty; none of its ops is queued.
+        versions = {p.person_id: p.version for p in people}
+        rejected = tx.persons.save_plan_state(part, run_id=run_id, existing=existing, versions=versions)
+        if rejected:
+            _drop_persons(part, rejected)
         if queue is not None:
             queue(tx, part)
         if unplanned:
@@ -65,6 +70,14 @@ def _drop_skipped(plan: Plan, skip: frozenset[str] | set[str]) -> set[int]:
         plan.ops = [op for op in plan.ops if op.connection not in skip]
         plan.snapshots = {k: v for k, v in plan.snapshots.items() if k[1] not in skip}
     return persons
+
+
+def _drop_persons(part: Plan, persons: set[int]) -> None:
+    """Leave out of ``part`` everything it planned for ``persons`` (to be planned again)."""
+    part.ops = [op for op in part.ops if op.person_id not in persons]
+    part.golden = {p: g for p, g in part.golden.items() if p not in persons}
+    part.snapshots = {k: v for k, v in part.snapshots.items() if k[0] not in persons}
+    part.conflicts = [c for c in part.conflicts if c.person_id not in persons]
 
 
 def person_view(

@@ -602,6 +602,7 @@ class PersonRows:
     golden: FieldDict
     records: list[RecordRow] = field(default_factory=list)
     snapshots: dict[str, FieldDict] = field(default_factory=dict)
+    version: int = 0  # read with the golden record: the plan saves only if it is unchanged
 
 
 def dirty_person_ids(session: Session) -> list[int]:
@@ -628,9 +629,9 @@ def load_person_views(session: Session, person_ids: Sequence[int]) -> list[Perso
             within = f"BETWEEN {chunk[0]} AND {chunk[-1]}"
         else:
             within = f"IN ({','.join(map(str, chunk))})"  # ints only: safe to inline
-        for pid, fields in _raw(session, f"SELECT id, fields FROM persons WHERE id {within}"):
+        for pid, fields, version in _raw(session, f"SELECT id, fields, version FROM persons WHERE id {within}"):
             if pid in wanted:
-                out[pid] = PersonRows(pid, fields_from_json(_json(fields) or {}))
+                out[pid] = PersonRows(pid, fields_from_json(_json(fields) or {}), version=int(version or 0))
         rows = _raw(
             session,
             "SELECT id, connection, remote_id, payload, remote_updated_at, deleted_at IS NOT NULL, merged_into, "
@@ -713,11 +714,21 @@ def _blob(data: Mapping[str, Any]) -> str:
 
 
 def save_plan_state(
-    session: Session, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()
-) -> None:
+    session: Session,
+    plan: Plan,
+    *,
+    run_id: int | None = None,
+    existing: Iterable[tuple[int, str]] = (),
+    versions: Mapping[int, int] | None = None,
+) -> set[int]:
     """Store what a plan decided that needs no remote call: golden records (version + 1, no
     longer dirty), snapshots confirmed by reading (``plan.snapshots``) and conflicts.
     ``existing``: the (person, connection) snapshots already stored (inserts vs updates).
+
+    ``versions`` (person → the version its golden record was read at) makes the save
+    optimistic: a person whose version moved meanwhile (a manual resolution committed while
+    the plan was computed) is not saved and stays dirty; nothing of the plan is stored for
+    it, and those persons are returned (their ops must not be queued).
 
     A backfill stores a million of each: the rows go to the driver as plain tuples (JSON text
     serialized here, the timestamp converted once) — one ``executemany`` per statement on
@@ -728,11 +739,39 @@ def save_plan_state(
     pg = conn.dialect.name == "postgresql"
     stamp = _bind_value(conn, Person.__table__.c.updated_at, now)
     texts_of: dict[int, str] = {}
+    rejected: set[int] = set()
     if plan.golden:
         ids = list(plan.golden)
         texts = [_blob(fields_to_json(g)) for g in plan.golden.values()]
         texts_of = dict(zip(ids, texts))
-        if pg:
+        if versions is not None:
+            vers = [int(versions.get(pid, -1)) for pid in ids]
+            if pg:
+                conn.execute(
+                    text(
+                        "UPDATE persons AS p SET fields = v.f, version = p.version + 1, updated_at = :now, "
+                        "dirty = false FROM unnest(CAST(:ids AS bigint[]), CAST(:fs AS jsonb[]), "
+                        "CAST(:vs AS integer[])) AS v(id, f, ver) WHERE p.id = v.id AND p.version = v.ver"
+                    ).bindparams(bindparam("now", type_=Person.__table__.c.updated_at.type)),
+                    {"ids": ids, "fs": texts, "vs": vers, "now": now},
+                )
+            else:
+                conn.exec_driver_sql(
+                    "UPDATE persons SET fields = ?, version = version + 1, updated_at = ?, dirty = 0 "
+                    "WHERE id = ? AND version = ?",
+                    [(f, stamp, pid, v) for pid, f, v in zip(ids, texts, vers)],
+                )
+            # Every person of the plan was dirty; one whose version moved was not saved and
+            # still is (the partial index of dirty persons answers this).
+            for chunk in _chunks(sorted(ids)):
+                flag = "dirty" if pg else "dirty = 1"
+                rejected.update(
+                    int(r[0])
+                    for r in _raw(
+                        session, f"SELECT id FROM persons WHERE {flag} AND id IN ({','.join(map(str, chunk))})"
+                    )
+                )
+        elif pg:
             conn.execute(
                 text(
                     "UPDATE persons AS p SET fields = v.f, version = p.version + 1, updated_at = :now, dirty = false "
@@ -750,6 +789,8 @@ def save_plan_state(
     updates: list[tuple[int, str, str, str]] = []
     golden = plan.golden
     for (pid, connection), snap in plan.snapshots.items():
+        if pid in rejected:
+            continue
         # A person first seen on one connection: its snapshot there is its golden record,
         # already serialized above.
         g = golden.get(pid)
@@ -791,6 +832,8 @@ def save_plan_state(
     if plan.conflicts:
         rows = []
         for c in plan.conflicts:
+            if c.person_id in rejected:
+                continue
             data = c.to_json()
             rows.append(
                 {
@@ -804,7 +847,9 @@ def save_plan_state(
                     "created_at": now,
                 }
             )
-        session.execute(insert(Conflict.__table__), rows)
+        if rows:
+            session.execute(insert(Conflict.__table__), rows)
+    return rejected
 
 
 def _bind_value(conn: Any, column: Any, value: Any) -> Any:
@@ -866,11 +911,16 @@ class Persons:
             return load_person_views(session, person_ids)
 
     def save_plan_state(
-        self, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()
-    ) -> None:
+        self,
+        plan: Plan,
+        *,
+        run_id: int | None = None,
+        existing: Iterable[tuple[int, str]] = (),
+        versions: Mapping[int, int] | None = None,
+    ) -> set[int]:
         """See :func:`save_plan_state`."""
         with self._sessions.begin() as session:
-            save_plan_state(session, plan, run_id=run_id, existing=existing)
+            return save_plan_state(session, plan, run_id=run_id, existing=existing, versions=versions)
 
     def mark_all_dirty(self) -> int:
         """Mark every live person dirty (re-planning everyone); see
