@@ -219,8 +219,24 @@ def refresh_stats(session: Session, table: str, columns: Sequence[str]) -> bool:
     return True
 
 
+def empty_tables(url: str) -> None:
+    """Empty every table of the store at ``url`` (benchmarks reusing a database), identities
+    restarted. PostgreSQL only."""
+    from sync.store.connect import make_engine
+    from sync.store.models import Base
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+
+
 __all__ = [
     "copy_field",
+    "empty_tables",
     "copy_numbers",
     "copy_rows",
     "int_array",
