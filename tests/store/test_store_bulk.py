@@ -265,3 +265,11 @@ def test_a_match_lands_as_matched(store: Store) -> None:
         ids[5]: (100, False),
     }
     assert persons == {pid: (True, {}, 0) for pid in (100, new[-1], new[-2], new[-3])}
+
+
+def test_text_array_round_trips_every_character(store: Store, pg_only: None) -> None:
+    values = [*AWKWARD, "NULL", "{}", " spaced "]
+    with store.session() as s:
+        got = s.execute(text("SELECT unnest(CAST(:p AS text[]))"), {"p": bulk.text_array(values)}).scalars().all()
+    assert got == values
+    assert bulk.text_array([]) == "{}"
