@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -382,9 +383,13 @@ class Connector(ABC):
     async def upsert(self, payload: JSON) -> WriteResult:
         raise NotImplementedError(f"{self.platform}: upsert")
 
-    def bind_stop(self, stop: asyncio.Event | None) -> None:  # noqa: B027 - optional hook
+    def bind_stop(  # noqa: B027 - optional hook
+        self, stop: asyncio.Event | None, signal: threading.Event | None = None
+    ) -> None:
         """Hand the connector the run's stop event: waits (rate budget, retry backoff) wake on
-        it and no request starts once it is set (raising :class:`Stopped`)."""
+        it and no request starts once it is set (raising :class:`Stopped`). ``signal``: the
+        thread-world event that feeds ``stop`` (set by a signal handler), checked too before
+        each request, so none starts in the moment before ``stop`` follows it."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: most connectors hold nothing else
         """Release the HTTP client."""

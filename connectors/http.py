@@ -31,6 +31,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
@@ -406,6 +407,7 @@ class HttpClient:
         #: The run's stop event (see :meth:`Connector.bind_stop`): waits wake on it and no
         #: request is sent once it is set.
         self.stop: asyncio.Event | None = None
+        self.signal: threading.Event | None = None  # the thread-world event that feeds ``stop``
         self._sem = asyncio.Semaphore(max(1, settings.max_concurrency))
         self.backoff_base_s = options.backoff_base_s
         self.backoff_cap_s = options.backoff_cap_s
@@ -456,6 +458,11 @@ class HttpClient:
                 f"{self.platform}: refusing to follow a link to {scheme}://{host}:{port} - it is not the "
                 f"configured origin {self._origin[0]}://{self._origin[1]}:{self._origin[2]}; nothing was sent there"
             )
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run was asked to stop."""
+        return (self.stop is not None and self.stop.is_set()) or (self.signal is not None and self.signal.is_set())
 
     async def _pause(self, seconds: float, *, may_have_landed: bool) -> None:
         if await pause(seconds, self.stop):
@@ -558,11 +565,11 @@ class HttpClient:
     async def _send(
         self, method: str, path: str, params: Mapping[str, Any], headers: Mapping[str, str], body: Any
     ) -> httpx.Response:
-        if self.stop is not None and self.stop.is_set():
+        if self.stopped:
             raise Stopped
         async with self._sem:
             slot = await self.budget.acquire(self.stop)
-            if self.stop is not None and self.stop.is_set():  # no request starts after a stop
+            if self.stopped:  # no request starts after a stop
                 self.budget.release(slot)
                 raise Stopped
             self.stats.requests += 1
@@ -842,8 +849,8 @@ class HttpConnector(HttpHooks, Connector):
             settings, self, transport=transport, default_rate_limit=self.capabilities.rate_limit, options=self.options
         )
 
-    def bind_stop(self, stop: asyncio.Event | None) -> None:
-        self.http.stop = stop
+    def bind_stop(self, stop: asyncio.Event | None, signal: threading.Event | None = None) -> None:
+        self.http.stop, self.http.signal = stop, signal
 
     def secret(self, name: str) -> str:
         """A credential's value (use only where a request is built)."""

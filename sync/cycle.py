@@ -195,7 +195,7 @@ class CycleRunner:
         watcher = asyncio.create_task(_watch(stop, astop)) if stop is not None else None
         connectors = {n: self.connector(n) for n in names}
         for c in connectors.values():
-            c.bind_stop(astop)  # rate-budget and backoff waits wake on a stop; no request after it
+            c.bind_stop(astop, stop)  # rate-budget and backoff waits wake on a stop; no request after it
         io = StoreThread()
         try:
             targets = [
