@@ -284,16 +284,16 @@ class ConnectionApplier:
                 # Claimed but never sent: back to pending without counting an attempt (a row
                 # being settled may have landed in an earlier run: it stays in flight).
                 self.report.deferred += 1
-                status = OutboxStatus.IN_FLIGHT if settling else OutboxStatus.PENDING
-                return Failure(item.id, "not sent: run stopped", status=status.value, count_attempt=False)
+                kept = OutboxStatus.IN_FLIGHT if settling else OutboxStatus.PENDING
+                return Failure(item.id, "not sent: run stopped", status=kept.value, count_attempt=False)
             try:
                 return await self._execute(item, settling)
             except Stopped as exc:
                 # The stop came while this row waited (rate budget, backoff): nothing new sent.
                 self.report.deferred += 1
                 landed = settling or (exc.may_have_landed and item.op == "create")
-                status = OutboxStatus.IN_FLIGHT if landed else OutboxStatus.PENDING
-                return Failure(item.id, "not sent: run stopped", status=status.value, count_attempt=False)
+                kept = OutboxStatus.IN_FLIGHT if landed else OutboxStatus.PENDING
+                return Failure(item.id, "not sent: run stopped", status=kept.value, count_attempt=False)
             except ConfigurationError as exc:
                 self.report.stopped = f"configuration error: {exc}"
                 self.report.errors.append(self.report.stopped)

@@ -193,7 +193,7 @@ def _socket_of(conn: Connection) -> int | None:
     """The file descriptor of a connection's socket (psycopg and psycopg2 have ``fileno``)."""
     try:
         dbapi = conn.connection.dbapi_connection
-        return int(dbapi.fileno()) if dbapi is not None else None  # type: ignore[attr-defined]
+        return int(dbapi.fileno()) if dbapi is not None else None
     except Exception:  # noqa: BLE001 - no socket to watch: the periodic round trip still runs
         return None
 
