@@ -13,7 +13,9 @@ ASGI apps reached through ``httpx.ASGITransport``.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -306,6 +308,21 @@ class PaginationError(ConnectorError):
     """The platform returned the same page token twice (a loop): fail loudly."""
 
 
+class UnsafeUrl(ConnectorError):
+    """A URL the platform handed us (a next-page link) points off the configured origin
+    (another scheme, host or port): nothing is sent there, credentials least of all."""
+
+
+class Stopped(ConnectorError):
+    """The run was asked to stop: a request waiting for the rate budget or a retry backoff
+    gave up instead of being sent. ``may_have_landed``: an earlier attempt of the same call
+    may have taken effect (a write then stays in flight, to be settled by a lookup)."""
+
+    def __init__(self, message: str = "stopped: the run was asked to stop", *, may_have_landed: bool = False) -> None:
+        super().__init__(message)
+        self.may_have_landed = may_have_landed
+
+
 class Connector(ABC):
     """One platform account. Subclasses fill the hooks; the shared HTTP layer
     (``connectors/http.py``) owns retry, backoff, rate budget and redaction."""
@@ -365,6 +382,14 @@ class Connector(ABC):
 
     async def upsert(self, payload: JSON) -> WriteResult:
         raise NotImplementedError(f"{self.platform}: upsert")
+
+    def bind_stop(  # noqa: B027 - optional hook
+        self, stop: asyncio.Event | None, signal: threading.Event | None = None
+    ) -> None:
+        """Hand the connector the run's stop event: waits (rate budget, retry backoff) wake on
+        it and no request starts once it is set (raising :class:`Stopped`). ``signal``: the
+        thread-world event that feeds ``stop`` (set by a signal handler), checked too before
+        each request, so none starts in the moment before ``stop`` follows it."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: most connectors hold nothing else
         """Release the HTTP client."""

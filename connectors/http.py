@@ -31,6 +31,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
@@ -53,6 +54,8 @@ from connectors.base import (
     RawRecord,
     RecordError,
     RemoteUnavailable,
+    Stopped,
+    UnsafeUrl,
 )
 from connectors.netbackend import use_asyncio_backend
 
@@ -205,6 +208,23 @@ def parse_rate_headers(headers: httpx.Headers) -> RateObservation | None:
     return RateObservation(remaining, limit, interval_ms / 1000.0 if interval_ms else None)
 
 
+async def pause(seconds: float, stop: asyncio.Event | None) -> bool:
+    """Sleep ``seconds``, waking early when ``stop`` is set; True when stopped (at once when it
+    already is). Every wait of the HTTP layer goes through here, so a stop never waits out a
+    rate window or a backoff."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    if stop.is_set():
+        return True
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((waiter,), timeout=seconds)
+    finally:
+        waiter.cancel()
+    return stop.is_set()
+
+
 _IN_FLIGHT = math.inf  # the stamp of a slot whose request is not answered yet
 
 
@@ -240,9 +260,10 @@ class RateBudget:
         if any(s[0] <= cutoff for s in self._slots):
             self._slots = deque(s for s in self._slots if s[0] > cutoff)
 
-    async def acquire(self) -> list[float] | None:
+    async def acquire(self, stop: asyncio.Event | None = None) -> list[float] | None:
         """Wait until one more request fits in the window; returns its slot (pass it to
-        :meth:`release` when the response is in)."""
+        :meth:`release` when the response is in). Raises :class:`Stopped` as soon as ``stop``
+        is set, however long the window still is."""
         if self.limit is None:
             return None
         async with self._lock:  # FIFO: waiters queue on the lock while the holder sleeps
@@ -259,7 +280,8 @@ class RateBudget:
                 else:
                     wait = max(oldest + self._window() - now, 0.0005)
                 self.waited_s += wait
-                await asyncio.sleep(wait)
+                if await pause(wait, stop):
+                    raise Stopped("stopped while waiting for the rate budget")
 
     def release(self, slot: list[float] | None) -> None:
         """The request of ``slot`` is answered: it arrived by now at the latest."""
@@ -382,6 +404,10 @@ class HttpClient:
         self.platform = hooks.platform or settings.name
         self.stats = ClientStats()
         self.budget = RateBudget(settings.rate_limit or default_rate_limit)
+        #: The run's stop event (see :meth:`Connector.bind_stop`): waits wake on it and no
+        #: request is sent once it is set.
+        self.stop: asyncio.Event | None = None
+        self.signal: threading.Event | None = None  # the thread-world event that feeds ``stop``
         self._sem = asyncio.Semaphore(max(1, settings.max_concurrency))
         self.backoff_base_s = options.backoff_base_s
         self.backoff_cap_s = options.backoff_cap_s
@@ -400,7 +426,11 @@ class HttpClient:
             timeout=httpx.Timeout(settings.timeout_s),
             headers=hooks.default_headers(),
             follow_redirects=False,
+            # Credentials are added to each request as it is sent, by the auth hook: no frame
+            # above it (ours or httpx's) holds them in a local a traceback could render.
+            auth=_HookAuth(hooks),
         )
+        self._origin = _origin(httpx.URL(settings.base_url))
 
     # -- helpers
 
@@ -414,6 +444,29 @@ class HttpClient:
 
     def _where(self, method: str, path: str) -> str:
         return f"{self.platform} {method} {self.redact(redact_url(path).split('?')[0])}"
+
+    def check_origin(self, url: str | httpx.URL) -> None:
+        """Refuse (:class:`UnsafeUrl`) an absolute URL off the configured origin (scheme, host,
+        port): a platform's link to another host, or to plain http, never gets a request (nor
+        the credentials every request carries). Relative URLs are always on the origin."""
+        u = httpx.URL(str(url))
+        if not u.is_absolute_url and not u.host:
+            return
+        if _origin(u) != self._origin:
+            scheme, host, port = _origin(u)
+            raise UnsafeUrl(
+                f"{self.platform}: refusing to follow a link to {scheme}://{host}:{port} - it is not the "
+                f"configured origin {self._origin[0]}://{self._origin[1]}:{self._origin[2]}; nothing was sent there"
+            )
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run was asked to stop."""
+        return (self.stop is not None and self.stop.is_set()) or (self.signal is not None and self.signal.is_set())
+
+    async def _pause(self, seconds: float, *, may_have_landed: bool) -> None:
+        if await pause(seconds, self.stop):
+            raise Stopped("stopped during a retry backoff", may_have_landed=may_have_landed)
 
     # -- the loop
 
@@ -439,15 +492,17 @@ class HttpClient:
         RemoteUnavailable.
         """
         where = _Where(self, method, path)  # redacted text built only if a message needs it
-        all_params = {**(params or {}), **self.hooks.auth_params()}
-        all_headers = {**self.hooks.auth_headers(), **(headers or {})}
+        if "//" in path:  # an absolute URL (a platform's next-page link): on our origin only
+            self.check_origin(path)
         attempt = 0
         may_have_landed = False  # an earlier attempt of this call may have been applied
         while True:
             wait: float | None = None
             failure: str
             try:
-                response = await self._send(method, path, all_params, all_headers, json_body)
+                response = await self._send(method, path, params or {}, headers or {}, json_body)
+            except Stopped:
+                raise Stopped(may_have_landed=may_have_landed) from None
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised if unknown
                 action = classify_exception(exc)
                 if action is None:
@@ -504,14 +559,19 @@ class HttpClient:
                 attempt=attempt + 1,
                 sleep_s=round(sleep, 3),
             )
-            await asyncio.sleep(sleep)
+            await self._pause(sleep, may_have_landed=may_have_landed)
             attempt += 1
 
     async def _send(
         self, method: str, path: str, params: Mapping[str, Any], headers: Mapping[str, str], body: Any
     ) -> httpx.Response:
+        if self.stopped:
+            raise Stopped
         async with self._sem:
-            slot = await self.budget.acquire()
+            slot = await self.budget.acquire(self.stop)
+            if self.stopped:  # no request starts after a stop
+                self.budget.release(slot)
+                raise Stopped
             self.stats.requests += 1
             kwargs: dict[str, Any] = {"params": params or None, "headers": headers}
             if body is not None:
@@ -554,9 +614,12 @@ class HttpClient:
             except AmbiguousWrite as exc:
                 if attempt >= self.settings.max_retries:
                     raise RemoteUnavailable(f"{exc}; gave up after {attempt + 1} attempts") from None
-                await asyncio.sleep(self.backoff(attempt))
+                await self._pause(self.backoff(attempt), may_have_landed=True)
                 self.stats.rechecks += 1
-                found = await recheck()
+                try:
+                    found = await recheck()
+                except Stopped:
+                    raise Stopped(may_have_landed=True) from None
                 if found is not None:
                     log.info("http.write_landed", platform=self.platform, connection=self.settings.name)
                     return found
@@ -565,6 +628,39 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class _HookAuth(httpx.Auth):
+    """Adds a connection's credentials (its hooks' ``auth_headers`` / ``auth_params``) to each
+    request as httpx sends it. Headers the caller set explicitly win over the hooks'."""
+
+    def __init__(self, hooks: HttpHooks) -> None:
+        self._hooks = hooks
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        for name, value in self._hooks.auth_headers().items():
+            if name not in request.headers:
+                request.headers[name] = value
+        params = self._hooks.auth_params()
+        if params:
+            request.url = request.url.copy_merge_params(params)
+        request.__class__ = _QuietRequest  # its repr must not show a key sent as a parameter
+        yield request
+
+    def __repr__(self) -> str:
+        return "<credentials hidden>"
+
+
+class _QuietRequest(httpx.Request):
+    """An httpx request whose repr shows its URL redacted (tracebacks render locals by repr)."""
+
+    def __repr__(self) -> str:
+        return f"<Request({self.method!r}, {redact_url(self.url)!r})>"
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    scheme = url.scheme.lower()
+    return scheme, url.host.lower(), url.port or {"http": 80, "https": 443}.get(scheme)
 
 
 class _Where:
@@ -752,6 +848,9 @@ class HttpConnector(HttpHooks, Connector):
         self.http = HttpClient(
             settings, self, transport=transport, default_rate_limit=self.capabilities.rate_limit, options=self.options
         )
+
+    def bind_stop(self, stop: asyncio.Event | None, signal: threading.Event | None = None) -> None:
+        self.http.stop, self.http.signal = stop, signal
 
     def secret(self, name: str) -> str:
         """A credential's value (use only where a request is built)."""

@@ -104,8 +104,9 @@ def emulate(
 
 
 def _fail(exc: Exception) -> None:
-    from sync.commands.common import CommandError
+    from sync.commands.common import CommandError, explain
 
+    exc = explain(exc) or exc  # a known failure (a locked SQLite store) as one paragraph
     if isinstance(exc, CommandError):
         typer.echo(str(exc), err=True)
         raise typer.Exit(exc.exit_code) from None

@@ -239,6 +239,8 @@ class CycleRunner:
         watcher = asyncio.create_task(_watch(stop, astop)) if stop is not None else None
         connectors = {n: self.connector(n) for n in names}
         breakers = {n: Breaker(n, self.config.breaker.max_consecutive_failures) for n in names}
+        for c in connectors.values():
+            c.bind_stop(astop, stop)  # rate-budget and backoff waits wake on a stop; no request after it
         io = StoreThread()
         try:
             targets = [
@@ -260,7 +262,9 @@ class CycleRunner:
                 lap = now
 
             if not dry_run:
-                report.settled = await apply_outbox(self.outbox, targets, backoff=self.backoff, settle_only=True, io=io)
+                report.settled = await apply_outbox(
+                    self.outbox, targets, backoff=self.backoff, settle_only=True, io=io, stop=astop
+                )
                 timed("settle")
             report.pulls = await self._pull(connectors, pulled, full=full, stop=astop, progress=progress, io=io)
             timed("pull")

@@ -147,6 +147,9 @@ class Comm100Connector(SortedScanPull, HttpConnector):
             # httpx replaces (not merges) a URL's query when params are passed, and the
             # shared layer always passes the auth params: split nextPage into path + params.
             url = httpx.URL(str(token))
+            # nextPage is followed on the configured origin only: a link to another host (or
+            # to plain http) would carry our credentials there.
+            self.http.check_origin(url)
             body = await self.http.json("GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items()))
         if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
             raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")

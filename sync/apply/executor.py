@@ -33,6 +33,7 @@ from connectors.base import (
     PullMode,
     RecordError,
     RemoteUnavailable,
+    Stopped,
     WriteResult,
 )
 from sync.apply.storethread import StoreThread
@@ -359,9 +360,11 @@ class ConnectionApplier:
     async def _guarded(self, item: OutboxItem, settling: bool) -> Completion | Failure:
         async with self._sem:
             if self._stopping():
-                # Claimed but never sent: back to pending without counting an attempt.
+                # Claimed but never sent: back to pending without counting an attempt (a row
+                # being settled may have landed in an earlier run: it stays in flight).
                 self.report.deferred += 1
-                return Failure(item.id, "not sent: run stopped", status=OutboxStatus.PENDING.value, count_attempt=False)
+                kept = OutboxStatus.IN_FLIGHT if settling else OutboxStatus.PENDING
+                return Failure(item.id, "not sent: run stopped", status=kept.value, count_attempt=False)
             try:
                 return await self._execute(item, settling)
             except _Unsettled as exc:
@@ -372,6 +375,12 @@ class ConnectionApplier:
                 self.report.held += 1
                 self.report.errors.append(f"{item.op} #{item.id}: {exc}")
                 return Failure(item.id, str(exc), status=OutboxStatus.HELD.value, count_attempt=False)
+            except Stopped as exc:
+                # The stop came while this row waited (rate budget, backoff): nothing new sent.
+                self.report.deferred += 1
+                landed = settling or (exc.may_have_landed and item.op == "create")
+                kept = OutboxStatus.IN_FLIGHT if landed else OutboxStatus.PENDING
+                return Failure(item.id, "not sent: run stopped", status=kept.value, count_attempt=False)
             except ConfigurationError as exc:
                 self.report.stopped = f"configuration error: {exc}"
                 self.report.errors.append(self.report.stopped)

@@ -15,7 +15,7 @@ unit's transaction instead: what planning writes through ``tx.persons`` and queu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
 from typing import Protocol
@@ -65,14 +65,17 @@ class Sessions(Protocol):
 
 
 class _PerCall:
-    """Each use is a transaction of its own, through :meth:`Store.transaction` (and its guard)."""
+    """Each use is a transaction of its own, through :meth:`Store.transaction` (and its guard).
+    ``fenced=False``: commits even after the profile lock was lost (the runs table: a run that
+    lost its lock still records how it ended)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, fenced: bool = True) -> None:
         self._store = store
+        self._fenced = fenced
 
     @contextmanager
     def __call__(self) -> Iterator[Session]:
-        with self._store.transaction() as tx:
+        with self._store.transaction(fenced=self._fenced) as tx:
             yield tx.session
 
     begin = __call__
@@ -108,12 +111,17 @@ class UnitOfWork:
     ``session`` is the raw SQLAlchemy session, for ``sync/store``'s own code and for tests that
     inspect the store; code outside ``sync/store`` goes through the repositories."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, fence: Callable[[], None] | None = None) -> None:
         self.session = session
         self._sessions = _Joined(session)
+        self._fence = fence
 
     def commit(self) -> None:
-        """Commit what the unit has done so far; the unit stays open for more."""
+        """Commit what the unit has done so far; the unit stays open for more. Raises
+        :class:`~sync.store.locks.LostLock` instead when a profile lock held by this process
+        was lost (fencing: nothing more is committed)."""
+        if self._fence is not None:
+            self._fence()
         self.session.commit()
 
     def rollback(self) -> None:
@@ -155,10 +163,11 @@ class Store:
         self.url = url
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._open_units = threading.local()
+        self._fences: tuple[ProfileLock, ...] = ()  # profile locks taken through this store
         per_call = _PerCall(self)
         self.staging = Staging(per_call, engine.dialect.name)
         self.cursors = Cursors(per_call)
-        self.runs = Runs(per_call)
+        self.runs = Runs(_PerCall(self, fenced=False))
         self.replan = Replan(per_call)
         self.held = HeldDeletes(per_call)
         self.outbox = OutboxStore(per_call)
@@ -197,7 +206,7 @@ class Store:
         )
 
     @contextmanager
-    def transaction(self) -> Iterator[UnitOfWork]:
+    def transaction(self, *, fenced: bool = True) -> Iterator[UnitOfWork]:
         """The one way into a store transaction: yields a :class:`UnitOfWork`, which commits
         when the block succeeds and rolls back when it raises (see its ``commit`` and
         ``rollback`` for committing part-way and for a dry run).
@@ -207,7 +216,11 @@ class Store:
         transaction) inside the block while the unit holds its transaction: it would wait for
         the lock its own thread holds. That mistake raises :class:`NestedSession` at once
         instead of hanging. After ``tx.commit()`` the unit holds nothing until its next
-        statement, and the store may be used meanwhile."""
+        statement, and the store may be used meanwhile.
+
+        Fencing: while this store holds a profile lock, every commit first checks the lock is
+        still held and raises :class:`~sync.store.locks.LostLock` (rolling back) when it is
+        not. ``fenced=False`` skips that (only for recording how a run ended)."""
         units: list[UnitOfWork] = getattr(self._open_units, "units", None) or []
         if self.dialect_name == "sqlite" and any(u.holds_transaction for u in units):
             raise NestedSession(
@@ -215,11 +228,13 @@ class Store:
                 "one would wait forever for the outer one's write lock"
             )
         session = self._sessions()
-        unit = UnitOfWork(session)
+        unit = UnitOfWork(session, self.check_locks if fenced else None)
         self._open_units.units = [*units, unit]
         try:
             session.begin()
             yield unit
+            if fenced:
+                self.check_locks()
             session.commit()
         except BaseException:
             session.rollback()
@@ -237,8 +252,21 @@ class Store:
             yield tx.session
 
     def profile_lock(self, profile: str) -> ProfileLock:
-        """The lock that lets one process at a time run ``profile`` (use as a context manager)."""
-        return ProfileLock(self.engine, profile)
+        """The lock that lets one process at a time run ``profile`` (use as a context manager).
+        While it is held, the store's commits are fenced by it (see :meth:`transaction`)."""
+        lock = ProfileLock(self.engine, profile)
+        self._fences = (*self._fences, lock)
+        lock.on_release.append(self._forget_lock)
+        return lock
+
+    def _forget_lock(self, lock: ProfileLock) -> None:
+        self._fences = tuple(f for f in self._fences if f is not lock)
+
+    def check_locks(self) -> None:
+        """Raise :class:`~sync.store.locks.LostLock` when a profile lock this store took is no
+        longer held (cheap: see ``ProfileLock.check``)."""
+        for lock in self._fences:
+            lock.check()
 
     def close(self) -> None:
         """Release all pooled connections."""
