@@ -77,8 +77,8 @@ def check_id(value: Any, id_types: tuple[type, ...]) -> str:
     if value is None:
         raise ValueError("the item has no id")
     if isinstance(value, bool) or not isinstance(value, id_types):
-        kinds = " or ".join("integer" if t is int else "string" for t in id_types)
-        raise ValueError(f"id {_short(value)} is a {type(value).__name__}, expected a {kinds}")
+        kinds = " or ".join("an integer" if t is int else "a string" for t in id_types)
+        raise ValueError(f"id {_short(value)} is a {type(value).__name__}, expected {kinds}")
     text = str(value)
     if not text.strip() or len(text) > MAX_ID_LENGTH or _ID_CONTROL.search(text):
         raise ValueError(f"id {_short(value)} is not usable (1..{MAX_ID_LENGTH} printable characters)")

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    and_,
     any_,
     bindparam,
     column,
@@ -648,15 +649,14 @@ class StagingMixin:
         row, with the latest payload and time."""
         q = Quarantine.__table__.c
         with self.session() as s:
-            if remote_id is not None:
-                same = s.execute(
-                    select(q.id)
-                    .where(q.connection == connection, q.remote_id == remote_id, q.reason == reason)
-                    .limit(1)
-                ).scalar()
-                if same is not None:
-                    s.execute(update(Quarantine.__table__).where(q.id == same).values(raw=raw, created_at=utcnow()))
-                    return int(same)
+            # Without an id, the same item is known by its text.
+            which = q.remote_id == remote_id if remote_id is not None else and_(q.remote_id.is_(None), q.raw == raw)
+            same = s.execute(
+                select(q.id).where(q.connection == connection, q.reason == reason, which).limit(1)
+            ).scalar()
+            if same is not None:
+                s.execute(update(Quarantine.__table__).where(q.id == same).values(raw=raw, created_at=utcnow()))
+                return int(same)
             row = Quarantine(connection=connection, remote_id=remote_id, raw=raw, reason=reason, created_at=utcnow())
             s.add(row)
             s.flush()
