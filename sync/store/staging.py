@@ -655,7 +655,7 @@ class StagingMixin:
                 select(q.id).where(q.connection == connection, q.reason == reason, which).limit(1)
             ).scalar()
             if same is not None:
-                s.execute(update(Quarantine.__table__).where(q.id == same).values(raw=raw, created_at=utcnow()))
+                s.execute(update(Quarantine).where(Quarantine.id == same).values(raw=raw, created_at=utcnow()))
                 return int(same)
             row = Quarantine(connection=connection, remote_id=remote_id, raw=raw, reason=reason, created_at=utcnow())
             s.add(row)
@@ -679,9 +679,8 @@ class StagingMixin:
         with self.session() as s:
             n = 0
             for chunk in _chunks(list(remote_ids)):
-                n += s.execute(
-                    delete(Quarantine.__table__).where(q.connection == connection, self._among(q.remote_id, chunk))
-                ).rowcount
+                done = s.execute(delete(Quarantine).where(q.connection == connection, self._among(q.remote_id, chunk)))
+                n += int(getattr(done, "rowcount", 0) or 0)
             return n
 
     def quarantined(self, connection: str | None = None) -> list[QuarantineEntry]:
