@@ -18,7 +18,7 @@ import pytest
 from sync.commands.status import collect
 from tests.e2e.world import World
 
-from .tamper import install
+from .listing_tamper import install
 
 ADA = ("ada@example.com", "+14155552671")
 GRACE = ("grace@navy.example", "+12125550100")

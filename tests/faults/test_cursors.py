@@ -19,7 +19,7 @@ from connectors.timestamps import parse_iso
 from sync.commands.status import collect
 from tests.e2e.world import World
 
-from .tamper import install
+from .listing_tamper import install
 
 ADA = ("ada@example.com", "+14155552671")
 LINUS = ("linus@kernel.example", "+15035550199")

@@ -1,4 +1,4 @@
-"""A transport that rewrites an emulator's list responses, for the fault tests: the emulator
+"""A transport that rewrites an emulator's list responses, for the C/D fault tests (see also tamper.py on main, a rule-based one): the emulator
 stays the source of truth, the connector sees what a hostile or broken platform would send."""
 
 from __future__ import annotations
