@@ -14,10 +14,15 @@ merged into their contact (mergeToContactId). Records are staged through ``sync.
 * ``incremental_s``: ``build_plan`` again after ``--changes`` records (default 1,000) were
   edited and staged: the cost follows the change, not the size of the store.
 
+It runs on a new SQLite store and, when ``CONTACTSYNC_TEST_DATABASE_URL`` is set (a
+PostgreSQL database, as for the test suite: EVERY TABLE OF IT IS EMPTIED first), on that store
+too, each in a process of its own; the PostgreSQL figures go under ``"postgres"`` in the last
+line. ``--store URL`` runs on that one store only.
+
 ``peak_rss_mb`` is the peak of the process's resident set plus its planning workers' (large
 plans are planned in worker processes, one per core, ``--workers``; ``sync.plan.pool``). The LAST line printed is one JSON object:
     {"records", "persons", "match_s", "match_io_s", "reconcile_plan_s", "peak_rss_mb",
-     "incremental_changes", "incremental_s"}
+     "incremental_changes", "incremental_s", "postgres": {the same keys}}
 
     .venv/bin/python bench/reconcile.py [--records 1000000] [--store URL] [--seed 7] [--profile FILE]
                                         [--cache DIR]
@@ -62,7 +67,8 @@ from sync.match import MatchInput, match_records  # noqa: E402
 from sync.plan.build import build_plan, run_match  # noqa: E402
 from sync.plan.context import match_policy  # noqa: E402
 from sync.plan.pool import default_workers  # noqa: E402
-from sync.store import Store, upgrade  # noqa: E402
+from sync.store import Store, display_url, upgrade  # noqa: E402
+from sync.store.bulk import empty_tables  # noqa: E402
 from sync.store.persons import load_match_input  # noqa: E402
 
 NAMES = ["acq", "c100", "dm", "ghl"]
@@ -71,6 +77,8 @@ FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "John
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus", "Hamilton", "Thompson"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+# When set (a PostgreSQL URL, as for the test suite), the benchmark runs there too.
+PG_ENV = "CONTACTSYNC_TEST_DATABASE_URL"
 
 
 def config() -> Config:
@@ -320,17 +328,49 @@ def main() -> None:
         help="planning worker processes (default: one per core, at most four; 1: in this process)",
     )
     args = ap.parse_args()
+    if args.store:
+        print(json.dumps(measure_apart(args, args.store)))
+        return
+    result = measure_apart(args, None)
+    pg = os.environ.get(PG_ENV)
+    if pg:
+        print(f"SQLite: {json.dumps(result)}", file=sys.stderr, flush=True)
+        print(f"PostgreSQL ({display_url(pg)}):", file=sys.stderr, flush=True)
+        result["postgres"] = measure_apart(args, pg, empty=True)
+    print(json.dumps(result))
 
+
+def measure_apart(args: argparse.Namespace, url: str | None, *, empty: bool = False) -> dict[str, Any]:
+    """:func:`measure` in a child process of its own, so each store's peak RSS is its own."""
+    with tempfile.TemporaryDirectory(prefix="cs-bench-reconcile-result-") as out:
+        path = Path(out) / "result.json"
+        child = multiprocessing.get_context("spawn").Process(target=_measure_to, args=(args, url, empty, path))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"the benchmark on {display_url(url or 'sqlite')} failed (exit {child.exitcode})")
+        return dict(json.loads(path.read_text()))
+
+
+def _measure_to(args: argparse.Namespace, url: str | None, empty: bool, path: Path) -> None:
+    path.write_text(json.dumps(measure(args, url, empty=empty)))
+
+
+def measure(args: argparse.Namespace, given: str | None, *, empty: bool = False) -> dict[str, Any]:
+    """Stage, then time matching, planning and an incremental plan on the store at ``given``
+    (None: a new SQLite file; ``empty``: every table emptied first); returns the figures."""
     tmp = tempfile.TemporaryDirectory(prefix="cs-bench-reconcile-")
-    url = args.store or f"sqlite:///{Path(tmp.name) / 'store.db'}"
+    url = given or f"sqlite:///{Path(tmp.name) / 'store.db'}"
     upgrade(url)
+    if empty:
+        empty_tables(url)  # the records of an earlier run would be matched again
     store = Store.open(url)
     cfg = config()
     caps = {n: connector_class(PLATFORMS[n]).capabilities for n in NAMES}
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     cached = None
-    if args.cache and args.store is None:
+    if args.cache and given is None:
         cached = Path(args.cache) / f"reconcile-{args.records}-{args.seed}-{args.changes}"
     if cached is not None and (cached / "store.db").exists():
         store.close()
@@ -418,20 +458,16 @@ def main() -> None:
     peak = rss.peak_mb()
     store.close()
     tmp.cleanup()
-    print(
-        json.dumps(
-            {
-                "records": n,
-                "persons": persons,
-                "match_s": round(match_s, 3),
-                "match_io_s": round(match_io_s, 3),
-                "reconcile_plan_s": round(reconcile_plan_s, 3),
-                "peak_rss_mb": round(peak, 1),
-                "incremental_changes": args.changes,
-                "incremental_s": round(incremental_s, 3),
-            }
-        )
-    )
+    return {
+        "records": n,
+        "persons": persons,
+        "match_s": round(match_s, 3),
+        "match_io_s": round(match_io_s, 3),
+        "reconcile_plan_s": round(reconcile_plan_s, 3),
+        "peak_rss_mb": round(peak, 1),
+        "incremental_changes": args.changes,
+        "incremental_s": round(incremental_s, 3),
+    }
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def emulator_config(
     connections: dict[str, Any] = {}
     for name, emulator in emulators.items():
         settings = emulator.connection_settings(base_url=urls[name])
-        creds = dict(emulator.credentials)
+        creds: dict[str, Any] = dict(emulator.credentials)
         if emulator.platform == "comm100" and "token" in creds:
             creds = {"token": creds["token"]}
         if secrets_dir is not None:

@@ -107,7 +107,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if info == "is_readable":
             # httpcore asks this of an idle keep-alive connection: readable means the server sent
             # something unexpected or closed it, so the connection must not be reused.
-            return self._reader.at_eof() or bool(self._reader._buffer) or self._writer.is_closing()  # noqa: SLF001
+            return self._reader.at_eof() or bool(self._reader._buffer) or self._writer.is_closing()  # type: ignore[attr-defined]  # noqa: SLF001
         if info == "ssl_object":
             return self._writer.get_extra_info("ssl_object")
         if info == "client_addr":

@@ -1,12 +1,20 @@
 """The ``contactsync`` command line. Each command is a thin shell over a module that does the
-work, so the modules are testable without the CLI. Exit codes: 0 ok, 1 run failed, 2 bad
-configuration or usage, 3 store out of date."""
+work, so the modules are testable without the CLI.
+
+Exit codes (README, "Exit codes"): 0 ok, 1 run failed, 2 bad configuration or usage, 3 store
+out of date, 4 skipped (another process holds the profile), 5 partial (the run finished but
+something was left undone: a pull failed, a breaker opened, deletes were held, writes failed
+or were deferred — ``contactsync status`` says what), 130 interrupted (Ctrl-C, SIGTERM)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from sync.config import Config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Bidirectional contact sync.")
 db_app = typer.Typer(no_args_is_help=True, help="The staging store.")
@@ -14,10 +22,28 @@ config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_SKIPPED, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+RUN_EXIT_CODES = {
+    "ok": EXIT_OK,
+    "failed": EXIT_FAILED,
+    "skipped": EXIT_SKIPPED,
+    "partial": EXIT_PARTIAL,
+    "interrupted": EXIT_INTERRUPTED,
+}
+
+
+def exit_code(status: str) -> int:
+    """The exit code of a run that ended with ``status``."""
+    return RUN_EXIT_CODES.get(status, EXIT_FAILED)
+
+
+deletes_app = typer.Typer(no_args_is_help=True, help="Deletes held by the mass-delete circuit breaker.")
+app.add_typer(deletes_app, name="deletes")
+
 ConfigOpt = typer.Option(..., "-c", "--config", help="Path to the YAML configuration file.")
 
 
-def _load(config: Path):  # type: ignore[no-untyped-def]
+def _load(config: Path) -> Config:
     """Load a config or exit 2 with the error (YAML path of the bad key, what was expected)."""
     from sync.config import ConfigError, load_config
 
@@ -102,8 +128,7 @@ def plan(
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
         return
-    if report.status == "failed":
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(report.status))
 
 
 @app.command()
@@ -144,7 +169,7 @@ def backfill(
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
         return
-    raise typer.Exit(0 if report.status in ("ok", "partial", "skipped") else 1)
+    raise typer.Exit(exit_code(report.status))
 
 
 @app.command()
@@ -158,6 +183,50 @@ def status(
     cfg = _load(config)
     try:
         show(cfg, as_json=as_json)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+ConnectionsOpt = typer.Option(None, "--connection", help="Only this connection (repeatable); default: all.")
+
+
+@deletes_app.command("list")
+def deletes_list(
+    config: Path = ConfigOpt,
+    connection: list[str] | None = ConnectionsOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """The held deletes, per connection, with the reason they are held."""
+    from sync.commands import deletes as cmd
+
+    cfg = _load(config)
+    try:
+        cmd.list_held(cfg, connections=connection or None, as_json=as_json)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@deletes_app.command("approve")
+def deletes_approve(config: Path = ConfigOpt, connection: list[str] | None = ConnectionsOpt) -> None:
+    """Believe the held deletes: the next cycle carries them out under `deletes.policy`."""
+    from sync.commands import deletes as cmd
+
+    cfg = _load(config)
+    try:
+        cmd.approve(cfg, connections=connection or None)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@deletes_app.command("reject")
+def deletes_reject(config: Path = ConfigOpt, connection: list[str] | None = ConnectionsOpt) -> None:
+    """Drop the held deletes: nothing is deleted (a later scan that still misses the records
+    holds them again)."""
+    from sync.commands import deletes as cmd
+
+    cfg = _load(config)
+    try:
+        cmd.reject(cfg, connections=connection or None)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
 

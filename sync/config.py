@@ -164,6 +164,17 @@ class DeletesConfig(_Model):
 
     policy: Literal["ignore", "propagate", "tag"] = "ignore"
     tag: str = Field(default="contactsync:deleted", min_length=1)
+    # The mass-delete circuit breaker: a complete scan of one connection implying more deletes
+    # than this (a share of its records, or a count) holds them for `contactsync deletes`.
+    max_share: float = Field(default=0.10, ge=0.0, le=1.0)
+    max_count: int = Field(default=50, ge=0)
+
+
+class BreakerConfig(_Model):
+    """The per-connection circuit breaker: after this many failed calls in a row a connection
+    is left alone for the rest of the cycle (its pending writes stay pending)."""
+
+    max_consecutive_failures: int = Field(default=5, ge=1)
 
 
 class MergesConfig(_Model):
@@ -240,6 +251,7 @@ class Config(_Model):
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
     deletes: DeletesConfig = Field(default_factory=DeletesConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     merges: MergesConfig = Field(default_factory=MergesConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
     planning: PlanningConfig = Field(default_factory=PlanningConfig)

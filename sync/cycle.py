@@ -8,7 +8,16 @@ as a dry run. Around it:
   process run a profile at a time — a second one skips the cycle;
 * **settling first**: outbox rows left in flight by a crash are settled (looked up or upserted)
   *before* pulling and planning, so a planned create never races one that may already exist;
-* the **runs table** gets a row per cycle with its counts, and one summary log line is written.
+* the **runs table** gets a row per cycle with its counts, and one summary log line is written;
+  every run ends recorded as ``ok``, ``partial``, ``failed`` or ``interrupted`` with its reason,
+  whatever stopped it (a stop signal, KeyboardInterrupt, cancellation, an exception), and a run
+  left ``running`` by a process that died is marked ``interrupted`` at the profile's next start;
+* **a failed pull plans nothing**: a connection whose pull failed this cycle gets no create,
+  update or delete (its records are unknown); its persons stay dirty for a later cycle, and its
+  push is held by its circuit breaker;
+* a **circuit breaker per connection**: after ``breaker.max_consecutive_failures`` failed calls
+  in a row (unavailable, unauthorized) the connection is opened for the rest of the cycle; its
+  pending work stays pending with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 import httpx
 import structlog
 
-from connectors.base import Capabilities, Connector, ConnectorError
+from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, RecordError
 from connectors.registry import connector_class
 from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
@@ -33,6 +42,7 @@ from sync.detect.stage import PullReport, pull_connection, read_keys
 from sync.plan import Plan
 from sync.plan.build import build_plan
 from sync.store import Store
+from sync.store.held import DeleteLimits
 from sync.store.outbox import EnqueueResult
 from sync.store.snapshots import fields_hash
 
@@ -59,7 +69,32 @@ class CycleReport:
     duration_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     joined: list[str] = field(default_factory=list)  # connections planned for the first time: all persons replanned
+    breakers: dict[str, str] = field(default_factory=dict)  # connection -> why its breaker opened
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def reasons(self) -> list[str]:
+        """Why this run is not ``ok``, in words, one entry per cause."""
+        out: list[str] = []
+        for name, pull in sorted(self.pulls.items()):
+            if pull.error:
+                out.append(f"{name}: pull failed ({pull.error}); nothing planned for it")
+            if pull.held:
+                out.append(f"{name}: {pull.held_reason}")
+        for name, why in sorted(self.breakers.items()):
+            if name in self.pulls and self.pulls[name].error:
+                continue  # said above
+            out.append(f"{name}: circuit breaker open ({why}); its writes stay pending")
+        for report in (self.settled, self.applied):
+            if report is None:
+                continue
+            for name, r in sorted(report.connections.items()):
+                if r.stopped and name not in self.breakers:
+                    out.append(f"{name}: push stopped ({r.stopped})")
+                if r.failed:
+                    out.append(f"{name}: {r.failed} writes failed")
+                if r.deferred:
+                    out.append(f"{name}: {r.deferred} writes not done (platform unavailable or stopped)")
+        return out
 
     def counts(self) -> dict[str, Any]:
         """The run's counts as plain JSON."""
@@ -80,6 +115,8 @@ class CycleReport:
             out["timings"] = dict(self.timings)
         if self.joined:
             out["joined"] = list(self.joined)
+        if self.breakers:
+            out["breakers"] = dict(self.breakers)
         out.update(self.extra)
         return out
 
@@ -159,6 +196,13 @@ class CycleRunner:
                 report = CycleReport(profile, kind, status="skipped", skipped="another process holds this profile")
                 log.info("run_skipped", profile=profile, kind=kind, reason=report.skipped)
                 return report
+            # Under the lock no other process runs this profile: a run still "running" was
+            # left by a process that died (kill -9, power loss).
+            stale = self.store.runs.interrupt_stale(
+                profile, "the process running it stopped without finishing (killed or crashed)"
+            )
+            if stale:
+                log.warning("stale_runs_interrupted", profile=profile, runs=stale)
             return asyncio.run(
                 self.cycle(
                     profile,
@@ -194,12 +238,13 @@ class CycleRunner:
         astop = asyncio.Event()
         watcher = asyncio.create_task(_watch(stop, astop)) if stop is not None else None
         connectors = {n: self.connector(n) for n in names}
+        breakers = {n: Breaker(n, self.config.breaker.max_consecutive_failures) for n in names}
         io = StoreThread()
         try:
             targets = [
                 Target(
                     n,
-                    c,
+                    _Guarded(c, breakers[n]),  # type: ignore[arg-type]
                     concurrency=self.config.connections[n].max_concurrency,
                     keys_of=_keys_of(self.config.mapping(n)),
                     read_fields=_reader(self.config.mapping(n)),
@@ -219,8 +264,13 @@ class CycleRunner:
                 timed("settle")
             report.pulls = await self._pull(connectors, pulled, full=full, stop=astop, progress=progress, io=io)
             timed("pull")
+            # A connection whose pull failed: its records are unknown this cycle, so nothing is
+            # planned for it and nothing is pushed to it (its breaker opens).
+            failed_pulls = sorted(n for n in pulled if report.pulls[n].error)
+            for n in failed_pulls:
+                breakers[n].trip(f"pull failed this cycle: {report.pulls[n].error}")
             if astop.is_set():
-                report.status = "partial"
+                report.status = "interrupted"
                 report.error = "stopped before planning"
                 return report
             # Contacts we wrote without reading them back come back from this pull as changed
@@ -250,8 +300,10 @@ class CycleRunner:
                     commit=False,
                     queue=None,
                     replan=replan or bool(report.joined),
+                    skip=failed_pulls,
                 )
                 timed("plan")
+                report.status = _status(report, astop)
                 return report
             push = None if progress is None else (lambda conn, n: progress("push", conn, n))
             # Planning runs in a worker thread and commits slice by slice; the push sends each
@@ -281,6 +333,7 @@ class CycleRunner:
                     queue=queue,
                     replan=replan or bool(report.joined),
                     on_commit=lambda: loop.call_soon_threadsafe(feed.notify),
+                    skip=failed_pulls,
                 )
                 timed("plan")
             finally:
@@ -289,21 +342,25 @@ class CycleRunner:
                 report.applied = await pushing
             report.queued = queue.result
             timed("push")
-            if report.applied.failed or any(r.stopped for r in report.applied.connections.values()):
-                report.status = "partial"
-            if any(p.error for p in report.pulls.values()):
-                report.status = "partial"
-            if astop.is_set():
-                report.status = "partial"
+            report.status = _status(report, astop)
             return report
         except Exception as exc:
             report.status = "failed"
             report.error = f"{type(exc).__name__}: {exc}"
             log.exception("run_failed", error=report.error)
             return report
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError) as exc:
+            # Ctrl-C, a SIGTERM turned into an exception, a cancelled task: recorded, then raised.
+            report.status = "interrupted"
+            report.error = f"interrupted ({type(exc).__name__})"
+            raise
         finally:
             if watcher is not None:
                 watcher.cancel()
+            report.breakers = {n: b.reason for n, b in breakers.items() if b.reason}
+            if report.status in ("partial", "interrupted") and not report.error:
+                fallback = "stopped on request (a stop signal)" if report.status == "interrupted" else None
+                report.error = "; ".join(report.reasons()) or fallback
             await asyncio.gather(*(c.aclose() for c in connectors.values()), return_exceptions=True)
             io.close()
             report.duration_s = round(time.monotonic() - started, 3)
@@ -331,6 +388,7 @@ class CycleRunner:
                     stop=stop,
                     progress=None if progress is None else (lambda conn, n: progress("pull", conn, n)),
                     io=io,
+                    deletes=DeleteLimits(self.config.deletes.max_share, self.config.deletes.max_count),
                 )
             except ConnectorError as exc:
                 # One platform down never stops the others; its staged rows stay as they were.
@@ -350,8 +408,10 @@ class CycleRunner:
         queue: PlanQueue | None,
         replan: bool,
         on_commit: Callable[[], None] | None = None,
+        skip: Sequence[str] = (),
     ) -> Plan:
-        """Match dirty records into persons, reconcile them and build the plan."""
+        """Match dirty records into persons, reconcile them and build the plan (nothing for the
+        connections in ``skip``, whose pull failed)."""
         return build_plan(
             self.store,
             self.config,
@@ -363,13 +423,17 @@ class CycleRunner:
             replan=replan,
             on_commit=on_commit,
             workers=self.config.planning.worker_count(),
+            skip=skip,
         )
 
     def _finish(self, report: CycleReport) -> None:
         counts = report.counts()
         if report.run_id is not None:
-            status = report.status if report.status in ("ok", "partial", "failed") else "ok"
-            self.store.runs.finish_run(report.run_id, status, counts, report.error)
+            status = report.status if report.status in ("ok", "partial", "failed", "interrupted") else "failed"
+            try:
+                self.store.runs.finish_run(report.run_id, status, counts, report.error)
+            except Exception:  # noqa: BLE001 - the store may be what failed; the next start marks it
+                log.exception("run_not_recorded", run_id=report.run_id, status=status)
         summary: dict[str, Any] = {
             "profile": report.profile,
             "kind": report.kind,
@@ -390,6 +454,91 @@ class CycleRunner:
         if report.error:
             summary["error"] = report.error
         log.info("run_finished", run_id=report.run_id, **summary)
+
+
+def _status(report: CycleReport, stop: asyncio.Event) -> str:
+    """How a cycle that ran to its end went: ``interrupted`` when a stop was requested,
+    ``partial`` when any connection's pull failed, any deletes were held, any breaker opened or
+    any write failed or was left for later; else ``ok``."""
+    if stop.is_set():
+        return "interrupted"
+    if any(p.error or p.held for p in report.pulls.values()):
+        return "partial"
+    for applied in (report.settled, report.applied):
+        if applied is None:
+            continue
+        if any(r.failed or r.deferred or r.stopped for r in applied.connections.values()):
+            return "partial"
+    return "ok"
+
+
+class CircuitOpen(ConfigurationError):
+    """A connection's circuit breaker is open: no call is made to it for the rest of the cycle.
+    (A ``ConfigurationError``, so the push stops that connection and leaves its rows pending.)"""
+
+
+class Breaker:
+    """One connection's circuit breaker for one cycle: ``limit`` failed calls in a row (the
+    platform unavailable after the HTTP layer's retries, unauthorized, a transport error) open it,
+    as does a failed pull (:meth:`trip`). A call that gets any answer — a success or a
+    record-level error — closes the count again."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = max(1, limit)
+        self.failures = 0
+        self.reason: str | None = None
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise CircuitOpen(f"{self.name}: circuit breaker open for this cycle: {self.reason}")
+
+    def trip(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            log.warning("breaker_open", connection=self.name, reason=reason)
+
+    def success(self) -> None:
+        self.failures = 0
+
+    def failure(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.failures >= self.limit:
+            self.trip(f"{self.failures} calls in a row failed, the last with {type(exc).__name__}: {exc}")
+
+
+class _Guarded:
+    """A connector whose write and lookup calls go through its :class:`Breaker`."""
+
+    _CALLS = frozenset({"create", "update", "upsert", "delete", "add_tags", "remove_tags", "merge", "lookup", "get"})
+
+    def __init__(self, inner: Connector, breaker: Breaker) -> None:
+        self._inner = inner
+        self._breaker = breaker
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in self._CALLS:
+            return attr
+        breaker = self._breaker
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            breaker.check()
+            try:
+                result = await attr(*args, **kwargs)
+            except (RecordError, NotImplementedError):
+                breaker.success()  # the platform answered: it is up
+                raise
+            except ConnectorError as exc:
+                breaker.failure(exc)
+                raise
+            except Exception as exc:
+                breaker.failure(exc)
+                raise
+            breaker.success()
+            return result
+
+        return call
 
 
 def _keys_of(mapping: Any) -> Callable[[Mapping[str, Any]], list[tuple[str, str]]]:

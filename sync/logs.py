@@ -17,7 +17,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -77,7 +77,7 @@ def redact_value(value: Any, key: str | None = None) -> Any:
     return redact_text(str(value))
 
 
-def redact_processor(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_processor(logger: Any, method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: mask secrets in every key of the event."""
     return {k: (v if k in ("level", "timestamp", "logger") else redact_value(v, k)) for k, v in event.items()}
 
@@ -94,10 +94,10 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """A stream handler on the *current* sys.stderr."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 

@@ -29,6 +29,8 @@ from connectors.comm100.api import (
 )
 
 JSON = dict[str, Any]
+# A list of contacts; an alias because Comm100State.list (the list endpoint) shadows the builtin in its body.
+Rows = list[JSON]
 _TYPES_BY_LOWER = {t.lower(): t for t in IDENTITY_TYPES}
 
 
@@ -137,7 +139,7 @@ class Comm100State:
 
     # ----------------------------------------------------------------- reads
 
-    def list(self, q: ListQuery) -> list[JSON]:
+    def list(self, q: ListQuery) -> Rows:
         """Every stored contact matching ``q``, sorted as asked (the caller pages)."""
         if q.page_index < 1:
             raise validation("pageIndex", "pageIndex must be 1 or greater.")
@@ -171,7 +173,7 @@ class Comm100State:
 
         return key
 
-    def _sorted_rows(self, sort_by: str, include_deleted: bool, descending: bool = False) -> list[JSON]:
+    def _sorted_rows(self, sort_by: str, include_deleted: bool, descending: bool = False) -> Rows:
         """Every contact sorted (ascending order reversed when ``descending``), cached until the
         next change: a page of a scan is a slice, not a sort or a copy. Read it, never change it."""
         cached = self._sorted.get((sort_by, include_deleted, descending))
@@ -397,11 +399,9 @@ class Comm100State:
             raise validation("contactIdentities", "contactIdentities must be an array.")
         return dict(body)
 
-    def _identities(
-        self, contact_id: str, raw: Iterable[Any], existing: list[JSON], check_unique: bool = True
-    ) -> list[JSON]:
+    def _identities(self, contact_id: str, raw: Iterable[Any], existing: Rows, check_unique: bool = True) -> Rows:
         by_key = {_ident_key(i): i for i in existing}
-        out: list[JSON] = []
+        out: Rows = []
         seen: set[tuple[str, str]] = set()
         for item in raw:
             if not isinstance(item, Mapping):

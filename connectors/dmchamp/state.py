@@ -17,7 +17,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -109,7 +109,7 @@ class DmChampState:
             if found is not None:
                 return found
         if email:
-            found = self._emails.first(email.strip().lower())
+            found = cast("str | None", self._emails.first(email.strip().lower()))
             if found is not None:
                 return str(found)
         raise not_found()
@@ -204,7 +204,7 @@ class DmChampState:
         self._index_email(contact)
         if record.get("tags"):
             self.tags[contact_id] = [
-                t if isinstance(t, Mapping) else {"name": str(t), "description": ""} for t in record["tags"]
+                dict(t) if isinstance(t, Mapping) else {"name": str(t), "description": ""} for t in record["tags"]
             ]
         for list_id in record.get("listIds", []) or []:
             self.add_list(list_id)["members"].add(contact_id)

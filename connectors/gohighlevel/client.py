@@ -172,6 +172,23 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             return None
         return self._record(data["contact"])
 
+    # An idempotency marker for creates that carry no email or phone (a chat identity only):
+    # the engine sets ``source`` to it on create and finds the contact again by searching on
+    # it after a lost response. ``source`` is stored and returned by the API; filtering the
+    # search on it is inferred (the spec's filters name no field list) - keep it a switch.
+    marker_field = "source"
+
+    async def lookup_marker(self, marker: str) -> str | None:
+        """The contact whose ``source`` is ``marker``; None when there is none."""
+        body = {
+            "locationId": self.location_id,
+            "pageLimit": 1,
+            "filters": [{"field": self.marker_field, "operator": "eq", "value": marker}],
+        }
+        data = await self.http.json("POST", "/contacts/search", json_body=body)
+        contacts = (data or {}).get("contacts") or []
+        return str(contacts[0]["id"]) if contacts else None
+
     async def lookup(self, keys: Mapping[str, str]) -> str | None:
         found = await self._lookup_contact(keys)
         return str(found["id"]) if found else None

@@ -27,7 +27,7 @@ import re
 import string
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import phonenumbers
 from starlette.requests import Request
@@ -772,7 +772,7 @@ def _match_one(contact: JSON, f: JSON) -> bool:
         return False
     a = _comparable(field, actual)
     checks = {"gte": lambda b: a >= b, "gt": lambda b: a > b, "lte": lambda b: a <= b, "lt": lambda b: a < b}
-    return all(checks[k](_comparable(field, v)) for k, v in value.items())
+    return all(checks[k](_comparable(field, v)) for k, v in cast(JSON, value).items())
 
 
 def _dedupe(tags: list[str]) -> list[str]:

@@ -39,7 +39,10 @@ class PlanQueue:
         self.result = EnqueueResult()
 
     def __call__(self, tx: UnitOfWork, part: Plan) -> None:
-        tx.outbox.enqueue_into(_ordered_intents(part, self.capabilities), run_id=self.run_id, into=self.result)
+        # Every person of the slice is re-planned whole: their older unsent rows are superseded.
+        tx.outbox.enqueue_into(
+            _ordered_intents(part, self.capabilities), run_id=self.run_id, into=self.result, persons=part.golden
+        )
 
     def portable(self) -> QueueSpec:
         """What a planning worker process needs to queue on its own store handle."""

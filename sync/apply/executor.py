@@ -38,7 +38,7 @@ from connectors.base import (
 from sync.apply.storethread import StoreThread
 from sync.canonical import FieldDict, fields_to_json
 from sync.store.models import OutboxStatus, utcnow
-from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore
+from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore, SendState
 
 KeysOf = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
 ReadFields = Callable[[Mapping[str, Any]], FieldDict]
@@ -87,6 +87,8 @@ class ConnectionReport:
     deferred: int = 0  # left for a later run (platform unavailable, or stopped)
     settled: int = 0  # in-flight rows from an earlier run brought to a result
     found_by_lookup: int = 0
+    superseded: int = 0  # stale rows found at send time: superseded, their persons planned again
+    held: int = 0  # creates that could not be checked after a lost response: held for review
     stopped: str | None = None  # why this connection stopped early
     errors: list[str] = field(default_factory=list)
 
@@ -103,6 +105,8 @@ class ConnectionReport:
             "deferred": self.deferred,
             "settled": self.settled,
             "found_by_lookup": self.found_by_lookup,
+            "superseded": self.superseded,
+            "held": self.held,
             "stopped": self.stopped,
             "errors": self.errors[:20],
         }
@@ -157,6 +161,24 @@ class _Stop(Exception):
     """The connection must stop for this run (configuration error)."""
 
 
+class _Unsettled(Exception):
+    """A row looked at before the pull that must wait for planning (back to pending)."""
+
+
+class _Held(Exception):
+    """A create that may have landed and cannot be checked: held for a human."""
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Canonical JSON values equal (empties alike, lists as sets of their items' text)."""
+    empty: tuple[Any, ...] = (None, "", [], {})
+    if a in empty or b in empty:
+        return a in empty and b in empty
+    if isinstance(a, list) and isinstance(b, list):
+        return sorted(map(repr, a)) == sorted(map(repr, b))
+    return bool(a == b)
+
+
 class ConnectionApplier:
     """Applies the outbox of one connection."""
 
@@ -187,16 +209,23 @@ class ConnectionApplier:
         self._claims: dict[str, int | None] = {}
         self._me: dict[int, int] = {}
         self._key_owners: dict[str, set[int]] = {}
+        self._probe = False
 
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self, *, settle_only: bool = False) -> ConnectionReport:
         try:
             in_flight = await self.io(self.outbox.in_flight, self.target.name)
-            if in_flight:
-                await self._chunk(in_flight, settling=True)
             if settle_only:
+                # Before the pull nothing is written: an in-flight create is only looked up
+                # (linked if found, else back to pending), anything else goes back to pending,
+                # to be re-planned against what the pull brings (or sent after it, if still
+                # current). A write planned before an outside edit is never sent over it.
+                if in_flight:
+                    await self._chunk(in_flight, settling=True, probe=True)
                 return self.report
+            if in_flight and self.feed is None:
+                await self._chunk(in_flight, settling=True)
             sent: set[int] = set()
             if self.feed is not None:
                 await self._stream(self.feed, sent)
@@ -240,6 +269,51 @@ class ConnectionApplier:
             except TimeoutError:
                 pass
 
+    async def _fresh(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+        """The rows still current, the others superseded (their persons planned again).
+
+        A row is stale when its person's version is no longer the one it was planned at (a
+        manual resolution, a newer plan), or - for a row queued by an earlier run - when its
+        person waits to be planned again, or when the record it writes no longer holds (as
+        last pulled) the values the row was planned against."""
+        current = self.feed.run_id if self.feed is not None else None
+        state = await self.io(self.outbox.send_state, items)
+        stale: list[tuple[int, str]] = []
+        for item in items:
+            reason = self._staleness(item, state, current)
+            if reason is not None:
+                stale.append((item.id, reason))
+        if not stale:
+            return list(items)
+        persons = {i.person_id for i in items if i.person_id is not None and i.id in dict(stale)}
+        await self.io(self.outbox.supersede_stale, stale, persons)
+        self.report.superseded += len(stale)
+        gone = dict(stale)
+        return [i for i in items if i.id not in gone]
+
+    def _staleness(self, item: OutboxItem, state: SendState, current: int | None) -> str | None:
+        if item.person_id is None:
+            return None
+        person = state.persons.get(item.person_id)
+        if person is None:
+            return None
+        version, dirty = person
+        if item.person_version is not None and version != item.person_version:
+            return "stale: the person changed since this write was planned; planned again"
+        earlier = current is not None and item.run_id != current
+        if not earlier:
+            return None
+        if dirty:
+            return "stale: the person has changes not yet planned; planned again"
+        if item.base and item.remote_id is not None and self.target.read_fields is not None:
+            payload = state.payloads.get(item.remote_id)
+            if payload is not None:
+                held = fields_to_json(self.target.read_fields(payload))
+                for name, value in item.base.items():
+                    if not _same_json(held.get(name), value):
+                        return f"stale: {name} changed on {item.connection} since this write was planned; planned again"
+        return None
+
     def _stopping(self) -> bool:
         return self.report.stopped is not None or (self.stop is not None and self.stop.is_set())
 
@@ -252,8 +326,13 @@ class ConnectionApplier:
             await self.io(self.outbox.key_owners, self.target.name, kind, values) if values and kind else {}
         )
 
-    async def _chunk(self, items: Sequence[OutboxItem], *, settling: bool) -> None:
+    async def _chunk(self, items: Sequence[OutboxItem], *, settling: bool, probe: bool = False) -> None:
+        if not settling:
+            items = await self._fresh(items)
+            if not items:
+                return
         await self._prefetch(items)
+        self._probe = probe
         # Rows of one person run in id order (a merge before the update that relies on it);
         # different persons run concurrently.
         groups: dict[Any, list[OutboxItem]] = {}
@@ -285,6 +364,14 @@ class ConnectionApplier:
                 return Failure(item.id, "not sent: run stopped", status=OutboxStatus.PENDING.value, count_attempt=False)
             try:
                 return await self._execute(item, settling)
+            except _Unsettled as exc:
+                # Looked up before the pull and not there: back to pending (its attempts kept,
+                # so the send after planning looks it up once more before creating).
+                return Failure(item.id, str(exc), status=OutboxStatus.PENDING.value, count_attempt=False)
+            except _Held as exc:
+                self.report.held += 1
+                self.report.errors.append(f"{item.op} #{item.id}: {exc}")
+                return Failure(item.id, str(exc), status=OutboxStatus.HELD.value, count_attempt=False)
             except ConfigurationError as exc:
                 self.report.stopped = f"configuration error: {exc}"
                 self.report.errors.append(self.report.stopped)
@@ -319,6 +406,8 @@ class ConnectionApplier:
     async def _execute(self, item: OutboxItem, settling: bool) -> Completion:
         if item.op == "create":
             return await self._create(item, settling)
+        if settling and self._probe:
+            raise _Unsettled("left in flight by an earlier run: planned again after the pull")
         if item.op in ("update", "tag"):
             return await self._update(item)
         if item.op == "delete":
@@ -341,7 +430,16 @@ class ConnectionApplier:
         the contact up first and links what it finds — unless that contact is already another
         person's, which is a record-level failure rather than a silent takeover."""
         body = item.body
+        marker = self._marker(item)
+        if marker is not None:
+            body[self._marker_field()] = marker
         lookup_only = self.caps.pull_mode is PullMode.LOOKUP_ONLY
+        if settling and not self._checkable(item, marker):
+            # It may have landed and nothing can find it: never sent again blind.
+            raise _Held(
+                f"{item.connection}: a create that may have landed cannot be checked (no email or phone "
+                "to look it up by, no marker the platform can be searched by); held for review"
+            )
         if lookup_only and not settling and item.attempts == 0 and self.caps.can_upsert:
             # A first create on a lookup-only platform whose create finds the contact by its
             # key itself (DM Champ, by phone): check locally that no other person holds that
@@ -350,7 +448,12 @@ class ConnectionApplier:
         elif settling or lookup_only or item.attempts >= 1:
             try:
                 found = await self._lookup(item.keys)
+                if found is None and marker is not None:
+                    self.report.calls["lookup"] += 1
+                    found = await self.connector.lookup_marker(marker)  # type: ignore[attr-defined]
             except NotImplementedError:
+                if settling and self._probe:
+                    raise _Unsettled("cannot be looked up before the pull; settled after planning") from None
                 if not self.caps.can_upsert:
                     raise RecordError(
                         0,
@@ -363,17 +466,65 @@ class ConnectionApplier:
                 return self._created(item, result, body, merge_payload=not result.created)
             if found is not None and await self._claimable(item, found, raise_=not settling):
                 self.report.found_by_lookup += 1
+                if not lookup_only:
+                    return await self._adopt(item, found, body)
                 if not settling:
-                    # An existing contact with this person's keys: bring our fields to it.
+                    # An existing contact with this person's keys: bring our fields to it
+                    # (DM Champ: write-only, nothing there is read back to lose).
                     changes = self._updatable(body)
                     if changes:
                         await self._call("update", self.connector.update(found, changes))
                 return self._created(item, WriteResult(remote_id=found), body, merge_payload=True)
+            if settling and self._probe:
+                raise _Unsettled("not found before the pull: sent after planning")
         result: WriteResult = await self._call("create", self.connector.create(body))
         if not result.created:
             # The platform handed back an existing contact (duplicate refused, or adopted).
             await self._claimable(item, str(result.remote_id), raise_=True)
         return self._created(item, result, body, merge_payload=not result.created)
+
+    def _marker_field(self) -> str:
+        return str(getattr(self.connector, "marker_field", ""))
+
+    def _marker(self, item: OutboxItem) -> str | None:
+        """The idempotency marker a create carries where the platform stores one and can be
+        searched by it (``connector.marker_field`` / ``lookup_marker``), for a person without a
+        key to look up: the person's, so any create of that person there finds the contact an
+        earlier one made."""
+        if item.person_id is None or not self._marker_field() or not hasattr(self.connector, "lookup_marker"):
+            return None
+        if any(item.keys.get(k) for k in self.caps.lookup_keys):
+            return None  # found by its keys: the body stays as planned
+        return f"contactsync:{item.person_id}"
+
+    def _checkable(self, item: OutboxItem, marker: str | None) -> bool:
+        """Whether a create that may have landed can be found again on this platform."""
+        if marker is not None:
+            return True
+        return any(item.keys.get(k) for k in self.caps.lookup_keys)
+
+    async def _adopt(self, item: OutboxItem, found: str, body: Mapping[str, Any]) -> Completion:
+        """A contact found where a create may have landed. Nothing is written over it: when it
+        holds what this row (or a version of it an earlier plan carried) would have written, it
+        is our create and that is its snapshot; otherwise it was made or changed by someone
+        else, and it is linked without a snapshot, so the next plan reconciles its values with
+        the person's (the outside values count as edits) instead of overwriting them."""
+        record = await self._call("get", self.connector.get(found))
+        if record is None or self.target.read_fields is None:
+            return self._created(item, WriteResult(remote_id=found), body, merge_payload=True)
+        held = fields_to_json(self.target.read_fields(record.payload))
+        versions = [item.fields, *(item.payload.get("earlier_fields") or [])]
+        ours = next((v for v in versions if all(_same_json(held.get(k), x) for k, x in v.items())), None)
+        completion = self._created(item, WriteResult(remote_id=found, record=record), body)
+        if ours is None:
+            completion.snapshot = None
+            completion.dirty = True
+            completion.note = "found by lookup holding other values: linked, reconciled by the next plan"
+        elif ours is not item.fields:
+            completion.snapshot = {**{k: v for k, v in held.items() if k not in ours}, **ours}
+            completion.dirty = True  # an earlier plan's values landed: the next plan brings the newer ones
+            completion.note = "an earlier plan's create landed: its values are planned again"
+        return completion
 
     async def _check_keys_free(self, item: OutboxItem) -> None:
         me = self._me.get(item.person_id) if item.person_id is not None else None

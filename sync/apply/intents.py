@@ -60,7 +60,10 @@ def intent_for(op: PlanOp, capabilities: Capabilities | None = None) -> Intent:
                 envelope["remove_tags"] = sorted(old - new)
     if op.kind is OpKind.MERGE:
         envelope["loser_ids"] = list(op.loser_ids)
-    return Intent(op.connection, op.person_id, op.kind.value, op.remote_id, envelope, confirms, op.reason)
+    # What the target held of the fields written when this was planned: a row still unsent
+    # after a later pull is sent only while the record still holds it (sync.apply.executor).
+    base = fields_to_json(op.before) if op.kind in (OpKind.UPDATE, OpKind.TAG) and op.before else None
+    return Intent(op.connection, op.person_id, op.kind.value, op.remote_id, envelope, confirms, op.reason, base)
 
 
 def intents_for(ops: Iterable[PlanOp], capabilities: dict[str, Capabilities] | None = None) -> list[Intent]:

@@ -4,6 +4,11 @@ backfill (the cursor checkpoint), and the push from the outbox."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -53,15 +58,18 @@ def backfill(
         if connection is not None and connection not in names:
             raise CommandError(f"connection {connection!r} is not in profile {profile!r}", 2)
         shown = [connection] if connection else names
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description:<24}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
+        with (
+            _stop_on_signals() as stop,
+            Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description:<24}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress,
+        ):
             bars = _Bars(progress, shown)
             report = engine.run(
                 profile,
@@ -71,6 +79,7 @@ def backfill(
                 only=[connection] if connection else None,
                 progress=bars,
                 replan=replan,
+                stop=stop,
             )
         print_report(report, console)
         if dry_run and report.plan is not None:
@@ -83,11 +92,35 @@ def backfill(
             engine.store.close()
 
 
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and a first Ctrl-C ask the backfill to stop (it winds down and is recorded as
+    ``interrupted``); a second Ctrl-C interrupts at once (still recorded as ``interrupted``).
+    Outside the main thread no handler can be installed: the event is never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def print_report(report: CycleReport, console: Console) -> None:
     """A short human summary of a cycle."""
     if report.skipped:
         console.print(f"[yellow]skipped:[/] {report.skipped}")
         return
+    held = {n: p for n, p in report.pulls.items() if p.held}
     console.print(f"run {report.run_id} ({report.kind}): [bold]{report.status}[/] in {report.duration_s:.1f}s")
     for name, pull in sorted(report.pulls.items()):
         if pull.skipped:
@@ -96,7 +129,9 @@ def print_report(report: CycleReport, console: Console) -> None:
         console.print(
             f"  pull {name}: {pull.records} records ({pull.inserted} new, {pull.changed} changed), "
             f"{pull.quarantined} quarantined, {len(pull.deleted)} deleted"
-            + (f"  [red]{pull.error}[/]" if pull.error else "")
+            + (f", {pull.held} deletes held" if pull.held else "")
+            + (f"  [red]{pull.error}[/]" if pull.error else ""),
+            highlight=False,
         )
     if report.plan is not None:
         for name, ops in report.plan.summary().items():
@@ -110,4 +145,6 @@ def print_report(report: CycleReport, console: Console) -> None:
                 line += f"  [red]{r.stopped}[/]"
             console.print(line)
     if report.error:
-        console.print(f"  [red]{report.error}[/]")
+        console.print(f"  [red]{report.error}[/]", highlight=False)
+    if held:
+        console.print("  deletes held for review: contactsync deletes approve|reject -c CONFIG")

@@ -24,7 +24,7 @@ from rich.table import Table
 from connectors.emulation import Emulator
 from connectors.loopback import LoopbackEmulators, emulator_config
 from connectors.registry import emulator_class
-from sync.canonical import to_json_value
+from sync.canonical import members, to_json_value
 from sync.config import load_config
 from sync.cycle import CycleReport, CycleRunner
 from sync.plan import OpKind
@@ -173,7 +173,7 @@ def _views(emulators: Mapping[str, Emulator], engine: CycleRunner, email: str, p
         mapping = engine.config.mapping(name)
         for raw in emulator.records():
             fields = mapping.read(raw).fields
-            if email in (fields.get("emails") or ()) or phone in (fields.get("phones") or ()):
+            if email in members(fields.get("emails")) or phone in members(fields.get("phones")):
                 out[name] = {
                     k: to_json_value(v)
                     for k, v in fields.items()

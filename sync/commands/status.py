@@ -23,6 +23,9 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
     overview = queries.overview(names)
     counts = outbox.counts()
     last = overview.last_runs[0] if overview.last_runs else None
+    held = store.held.counts()
+    held_reasons = store.held.reasons()
+    errors = last_errors(store, names)
     out: dict[str, Any] = {
         "store": config.store_url_display,
         "persons": overview.persons,
@@ -78,6 +81,9 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
                 for i in failed
             ],
             "excluded_records": [{"person": i.person_id, "reason": i.last_error} for i in excluded],
+            "held_deletes": held.get(name, 0),
+            "held_reasons": held_reasons.get(name, []),
+            "last_error": errors.get(name),
         }
     out["conflicts"] = [
         {
@@ -94,6 +100,46 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
         {"id": r.id, "kind": r.kind, "key": r.key, "records": r.records, "detail": r.detail}
         for r in queries.reviews(limit=detail)
     ]
+    return out
+
+
+def connection_error(counts: dict[str, Any], name: str) -> str | None:
+    """What went wrong for connection ``name`` in a run with these counts, in words; None when
+    nothing did (or the run did not involve it)."""
+    out: list[str] = []
+    pull = (counts.get("pull") or {}).get(name) or {}
+    if pull.get("error"):
+        out.append(f"pull failed: {pull['error']}")
+    breaker = (counts.get("breakers") or {}).get(name)
+    if breaker:
+        out.append(f"circuit breaker open: {breaker}")
+    for phase in ("settled", "push"):
+        r = (counts.get(phase) or {}).get(name) or {}
+        if r.get("stopped") and not breaker:
+            out.append(f"push stopped: {r['stopped']}")
+        if r.get("failed"):
+            last = (r.get("errors") or [""])[-1]
+            out.append(f"{r['failed']} writes failed" + (f" (last: {last})" if last else ""))
+        elif r.get("deferred"):
+            last = (r.get("errors") or [""])[-1]
+            out.append(f"{r['deferred']} writes left pending" + (f" (last: {last})" if last else ""))
+    return "; ".join(out) or None
+
+
+def involved(counts: dict[str, Any], name: str) -> bool:
+    return any(name in (counts.get(k) or {}) for k in ("pull", "push", "settled", "breakers"))
+
+
+def last_errors(store: Store, names: list[str], *, look_back: int = 50) -> dict[str, str | None]:
+    """Per connection, the error of the latest finished run that involved it (None: it went
+    fine)."""
+    out: dict[str, str | None] = {}
+    for run in store.runs.recent_runs(look_back):
+        if run.status == "running":
+            continue
+        for name in names:
+            if name not in out and involved(run.counts, name):
+                out[name] = connection_error(run.counts, name)
     return out
 
 
@@ -122,6 +168,7 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
         "records",
         "linked",
         "deleted",
+        "held",
         "pending",
         "in flight",
         "failed",
@@ -135,6 +182,7 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
             str(c["records"]),
             str(c["linked"]),
             str(c["deleted"]),
+            str(c["held_deletes"]),
             str(c["pending"]),
             str(c["in_flight"]),
             str(c["failed"]),
@@ -143,6 +191,17 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
             json.dumps(c["cursor"], default=str) if c["cursor"] else "-",
         )
     console.print(table)
+    for name, c in data["connections"].items():
+        if c["last_error"]:
+            console.print(f"  [red]last error[/] {name}: {c['last_error']}", highlight=False)
+        if c["held_deletes"]:
+            console.print(
+                f"  [yellow]held[/] {name}: {c['held_deletes']} deletes held for review "
+                "(contactsync deletes approve|reject)",
+                highlight=False,
+            )
+            for reason in c["held_reasons"]:
+                console.print(f"    reason: {reason}", highlight=False)
     for name, c in data["connections"].items():
         for f in c["failed_writes"]:
             console.print(

@@ -26,6 +26,7 @@ from sync.detect.sanitize import BadPayload, check_fields, clean_text, quarantin
 from sync.mapping import FieldMapping
 from sync.normalize import IdentityKey
 from sync.store import MAX_REMOTE_ID_LENGTH, StagedRecord, StageError, Store, payload_hash
+from sync.store.held import DeleteLimits
 
 PageProgress = Callable[[str, int], None]
 
@@ -51,6 +52,8 @@ class PullReport:
     resumed: bool = False
     skipped: str | None = None  # why nothing was pulled (lookup-only platform)
     error: str | None = None
+    held: int = 0  # deletes the scan implied that the mass-delete breaker holds (store.held)
+    held_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,8 @@ class PullReport:
             "resumed": self.resumed,
             "skipped": self.skipped,
             "error": self.error,
+            "held": self.held,
+            "held_reason": self.held_reason,
         }
 
 
@@ -216,12 +221,16 @@ async def pull_connection(
     stop: asyncio.Event | None = None,
     progress: PageProgress | None = None,
     io: Any = None,
+    deletes: DeleteLimits | None = None,
 ) -> PullReport:
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
 
     A lookup-only platform (DM Champ) has nothing to pull: its records are the ones we write.
     ``io`` (a ``sync.apply.storethread.StoreThread``) runs every store call — cursor, page
-    commits, quarantine — off the event loop on the cycle's one store thread."""
+    commits, quarantine — off the event loop on the cycle's one store thread. ``deletes``: the
+    mass-delete limits a complete scan's implied deletes are judged by (``store.held``); None
+    (a unit of the pull alone) believes every one — the engine always passes the configured
+    limits."""
     report = PullReport(name)
     if connector.capabilities.pull_mode is PullMode.LOOKUP_ONLY:
         report.skipped = "lookup only: no listing on this platform"
@@ -323,7 +332,9 @@ async def pull_connection(
         if page.complete:
             report.complete = True
             if page.full_scan and scan_id is not None and not report.resumed:
-                report.deleted = await call(store.cursors.finish_full_scan, name, scan_id, seen=listed)
+                closed = await call(store.cursors.close_full_scan, name, scan_id, seen=listed, limits=deletes)
+                report.deleted = closed.deleted
+                report.held, report.held_reason = len(closed.held), closed.reason
             break
         if stop is not None and stop.is_set():
             break  # the checkpoint stays: the next pull resumes from the committed cursor

@@ -14,7 +14,7 @@ later slices' persons dirty, to be planned again).
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +48,7 @@ def build_plan(
     on_commit: Callable[[], None] | None = None,
     workers: int | None = None,
     parallel_from: int | None = None,
+    skip: Collection[str] = (),
 ) -> Plan:
     """Match the store's dirty records, reconcile its dirty persons over connections ``names``
     and return the Plan with payloads rendered. ``commit`` stores the match, the golden records,
@@ -78,13 +79,18 @@ def build_plan(
     ``parallel_from`` dirty persons (default ``sync.plan.pool.PARALLEL_FROM``), committed, its
     ops not kept — in that many worker processes (``sync.plan.pool``). The match commits first
     and each slice then commits on its own, as when streaming, whether or not ``on_commit`` is
-    given; ``workers=1`` always plans in this process."""
+    given; ``workers=1`` always plans in this process.
+
+    ``skip``: connections whose pull failed this cycle. Their records are unknown, so nothing
+    is planned for them (no create, update, delete, tag or exclusion; no snapshot confirmed)
+    and every person that would have had one stays dirty, to be planned by a later cycle.
+    Such a plan is computed in this process."""
     mappings = {n: config.mapping(n) for n in names}
     infos = {n: connection_info(n, mappings[n], capabilities[n]) for n in names}
     keep = queue is None if keep_ops is None else keep_ops
     count = plan_pool.default_workers() if workers is None else workers
     pool = None
-    if count > 1 and store.shareable:
+    if count > 1 and store.shareable and not skip:
         pool = _Pool(store, count, plan_pool.PARALLEL_FROM if parallel_from is None else parallel_from)
     with store.transaction() as tx, _no_gc():
         return _build(
@@ -101,6 +107,7 @@ def build_plan(
             keep=keep,
             on_commit=on_commit if commit else None,
             pool=pool,
+            skip=frozenset(skip),
         )
 
 
@@ -132,6 +139,7 @@ def _build(
     keep: bool,
     on_commit: Callable[[], None] | None = None,
     pool: _Pool | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> Plan:
     if replan:
         tx.persons.mark_all_dirty()
@@ -179,6 +187,7 @@ def _build(
             queue=queue if commit else None,
             save=commit,
             release_read=on_commit is not None,
+            skip=skip,
         )
         if commit and on_commit is not None:
             tx.commit()

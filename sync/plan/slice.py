@@ -28,23 +28,56 @@ def plan_slice(
     queue: Callable[[UnitOfWork, Plan], None] | None = None,
     save: bool = True,
     release_read: bool = False,
+    skip: frozenset[str] | set[str] = frozenset(),
 ) -> Plan:
     """Plan one slice of persons in the unit of work ``tx``: load their views, reconcile, render the
     payloads and (``save``) store the plan state and queue the intents — uncommitted.
     ``release_read`` commits right after loading, so on SQLite the write lock is not held
-    while the slice is computed (another writer — the push, another worker — goes on)."""
+    while the slice is computed (another writer — the push, another worker — goes on).
+    ``skip``: connections whose pull failed this cycle: their ops and read-confirmed snapshots
+    are dropped and the persons they concerned are marked dirty again after saving."""
     people = tx.persons.load_person_views(person_ids)
     if release_read:
         tx.commit()
     ctx = PlanContext(mappings, {})
     views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
-    part = render_payloads(reconcile(views, infos, policy), ctx)
+    decided = reconcile(views, infos, policy)
+    unplanned = _drop_skipped(decided, skip) if skip else set()
+    part = render_payloads(decided, ctx)
     if save:
         existing = [(p.person_id, c) for p in people for c in p.snapshots]
-        tx.persons.save_plan_state(part, run_id=run_id, existing=existing)
+        # Optimistic: a person whose version moved while this slice was computed (a manual
+        # resolution) is not saved and stays dirty; none of its ops is queued.
+        versions = {p.person_id: p.version for p in people}
+        rejected = tx.persons.save_plan_state(part, run_id=run_id, existing=existing, versions=versions)
+        if rejected:
+            _drop_persons(part, rejected)
         if queue is not None:
             queue(tx, part)
+        if unplanned:
+            # Planned for the other connections, not yet for the skipped ones: a later cycle
+            # whose pull of them succeeds plans these persons again.
+            tx.replan.mark_dirty(sorted(unplanned))
     return part
+
+
+def _drop_skipped(plan: Plan, skip: frozenset[str] | set[str]) -> set[int]:
+    """Drop the ops and read-confirmed snapshots of connections in ``skip``; return the persons
+    they concerned."""
+    persons = {op.person_id for op in plan.ops if op.connection in skip}
+    persons.update(p for (p, c) in plan.snapshots if c in skip)
+    if persons:
+        plan.ops = [op for op in plan.ops if op.connection not in skip]
+        plan.snapshots = {k: v for k, v in plan.snapshots.items() if k[1] not in skip}
+    return persons
+
+
+def _drop_persons(part: Plan, persons: set[int]) -> None:
+    """Leave out of ``part`` everything it planned for ``persons`` (to be planned again)."""
+    part.ops = [op for op in part.ops if op.person_id not in persons]
+    part.golden = {p: g for p, g in part.golden.items() if p not in persons}
+    part.snapshots = {k: v for k, v in part.snapshots.items() if k[0] not in persons}
+    part.conflicts = [c for c in part.conflicts if c.person_id not in persons]
 
 
 def person_view(

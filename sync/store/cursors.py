@@ -7,11 +7,12 @@ The pull *position* advances only together with the rows it covers (see
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
+from sync.store.held import DeleteLimits, hold_in, judge, release_in
 from sync.store.models import Cursor, RemoteRecord, utcnow
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ class CursorState:
     position: dict[str, Any] | None
     checkpoint: dict[str, Any] | None
     full_scan_id: int
+
+
+@dataclass(frozen=True)
+class ScanClose:
+    """What closing a full scan did: the deletes believed (marked), or those held and why."""
+
+    deleted: list[str]
+    held: list[str] = field(default_factory=list)
+    reason: str | None = None
 
 
 class UnknownScan(Exception):
@@ -79,11 +89,35 @@ class Cursors:
             row.updated_at = utcnow()
             return row.full_scan_id
 
-    def finish_full_scan(self, connection: str, scan_id: int, *, seen: Collection[str] | None = None) -> list[str]:
+    def finish_full_scan(
+        self,
+        connection: str,
+        scan_id: int,
+        *,
+        seen: Collection[str] | None = None,
+        limits: DeleteLimits | None = None,
+    ) -> list[str]:
+        """Close a full scan and return the remote ids it marked deleted (see
+        :meth:`close_full_scan`; without ``limits`` every delete the scan implies is believed)."""
+        return self.close_full_scan(connection, scan_id, seen=seen, limits=limits).deleted
+
+    def close_full_scan(
+        self,
+        connection: str,
+        scan_id: int,
+        *,
+        seen: Collection[str] | None = None,
+        limits: DeleteLimits | None = None,
+    ) -> ScanClose:
         """Close a full scan: records of the connection that the scan did not see (and that are
         not already deleted or merged away) are marked deleted (``deleted_at``, dirty) and their
         remote ids returned. What the scan saw is ``seen`` (every remote id it listed) when
         given, else the records its pages marked with ``scan_id``.
+
+        With ``limits`` the deletes are believed only when the scan is consistent with the
+        store's previous view (:func:`sync.store.held.judge`): otherwise none is marked, they
+        are *held* (``store.held``) with the reason, returned as ``held``. Held rows of records
+        the scan listed again are released either way.
 
         Call this ONLY after a complete, successful scan: every page pulled and staged with
         this ``scan_id``. Never call it after a partial, interrupted or failed scan: records on
@@ -100,24 +134,28 @@ class Cursors:
             )
             if seen is not None:
                 listed = set(seen)
-                gone = sorted(r for r in s.scalars(select(RemoteRecord.remote_id).where(*live)) if r not in listed)
-                now = utcnow()
-                for start in range(0, len(gone), 500):
-                    s.execute(
-                        update(RemoteRecord)
-                        .where(*live, RemoteRecord.remote_id.in_(gone[start : start + 500]))
-                        .values(deleted_at=now, dirty=True)
-                        .execution_options(synchronize_session=False)
-                    )
-                return gone
-            result = s.execute(
-                update(RemoteRecord)
-                .where(
-                    *live,
-                    or_(RemoteRecord.last_scan.is_(None), RemoteRecord.last_scan != scan_id),
+                known = list(s.scalars(select(RemoteRecord.remote_id).where(*live)))
+                gone = sorted(r for r in known if r not in listed)
+            else:
+                rows = s.execute(select(RemoteRecord.remote_id, RemoteRecord.last_scan).where(*live)).all()
+                known = [r for r, _ in rows]
+                gone = sorted(r for r, last in rows if last is None or last != scan_id)
+            reason = None
+            if limits is not None:
+                reason = judge(
+                    connection, live=len(known), gone=len(gone), overlap=len(known) - len(gone), limits=limits
                 )
-                .values(deleted_at=utcnow(), dirty=True)
-                .returning(RemoteRecord.remote_id)
-                .execution_options(synchronize_session=False)
-            )
-            return sorted(result.scalars().all())
+            if reason is not None:
+                release_in(s, connection, keep=set(gone))
+                hold_in(s, connection, gone, reason)
+                return ScanClose(deleted=[], held=gone, reason=reason)
+            now = utcnow()
+            for start in range(0, len(gone), 500):
+                s.execute(
+                    update(RemoteRecord)
+                    .where(*live, RemoteRecord.remote_id.in_(gone[start : start + 500]))
+                    .values(deleted_at=now, dirty=True)
+                    .execution_options(synchronize_session=False)
+                )
+            release_in(s, connection)
+            return ScanClose(deleted=gone)

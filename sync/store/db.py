@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.connect import display_url, make_engine
 from sync.store.cursors import Cursors
+from sync.store.held import HeldDeletes
 from sync.store.locks import ProfileLock
 from sync.store.migrate import current_revision, head_revision
 from sync.store.outbox import OutboxStore
@@ -129,6 +130,10 @@ class UnitOfWork:
         return Persons(self._sessions)
 
     @cached_property
+    def replan(self) -> Replan:
+        return Replan(self._sessions)
+
+    @cached_property
     def outbox(self) -> OutboxStore:
         return OutboxStore(self._sessions)
 
@@ -141,7 +146,7 @@ class Store:
     """A handle on the staging store. Open with :meth:`open`; close with :meth:`close`.
 
     Repositories (each call its own transaction): :attr:`staging`, :attr:`cursors`,
-    :attr:`runs`, :attr:`replan`, :attr:`outbox`, :attr:`persons`, :attr:`snapshots`,
+    :attr:`runs`, :attr:`replan`, :attr:`held`, :attr:`outbox`, :attr:`persons`, :attr:`snapshots`,
     :attr:`status`. Several calls in one transaction: ``with store.transaction() as tx``."""
 
     def __init__(self, engine: Engine, url: str) -> None:
@@ -155,6 +160,7 @@ class Store:
         self.cursors = Cursors(per_call)
         self.runs = Runs(per_call)
         self.replan = Replan(per_call)
+        self.held = HeldDeletes(per_call)
         self.outbox = OutboxStore(per_call)
         self.persons = Persons(per_call)
         self.snapshots = SnapshotStore(per_call)

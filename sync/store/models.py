@@ -85,6 +85,9 @@ class OutboxStatus(str, enum.Enum):
     FAILED = "failed"  # record-level error; retried on later runs with backoff
     EXCLUDED = "excluded"  # cannot go there (reason in last_error), e.g. no phone for DM Champ
     SUPERSEDED = "superseded"  # a newer plan replaced this intent before it was sent
+    # A create whose outcome cannot be checked (a lost response, and no key or marker the
+    # platform can be searched by): never sent again blind; a human decides (reason in last_error).
+    HELD = "held"
 
 
 class RemoteRecord(Base):
@@ -197,6 +200,12 @@ class Outbox(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # What the write was planned against (migration 0004): the person's version once the plan
+    # that queued it was saved, and the remote values (canonical JSON) of the fields it writes
+    # as they stood then. A row whose person moved on, or whose target no longer holds its
+    # base, is stale: superseded and re-planned, never sent.
+    person_version: Mapped[int | None] = mapped_column(Integer)
+    base: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class Conflict(Base):
@@ -249,6 +258,21 @@ class Quarantine(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class HeldDelete(Base):
+    """A delete a full scan implied but the circuit breaker did not believe (too many records
+    missing at once, or a scan that shares no id with the store's view): nothing is marked
+    deleted or propagated until ``contactsync deletes approve`` (or ``reject`` drops it)."""
+
+    __tablename__ = "held_deletes"
+    __table_args__ = (UniqueConstraint("connection", "remote_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(String(64))
+    remote_id: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Run(Base):
     """Every cycle or backfill: start, end, status and counts (the canonical log line)."""
 
@@ -259,6 +283,6 @@ class Run(Base):
     kind: Mapped[str] = mapped_column(String(16))  # cycle | backfill | plan
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|partial|failed
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|partial|failed|interrupted
     counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)

@@ -57,6 +57,8 @@ class Intent:
     payload: dict[str, Any]  # the envelope (see module docstring)
     fields: dict[str, Any]  # canonical JSON the snapshot becomes on success
     reason: str = ""  # exclusions: why this person cannot go there
+    # The remote values (canonical JSON) of the fields written, as planned against (updates).
+    base: dict[str, Any] | None = None
 
 
 @dataclass
@@ -76,6 +78,9 @@ class OutboxItem:
     result_remote_id: str | None
     next_attempt_at: datetime | None
     updated_at: datetime
+    run_id: int | None = None
+    person_version: int | None = None
+    base: dict[str, Any] | None = None
 
     @property
     def body(self) -> dict[str, Any]:
@@ -101,6 +106,9 @@ def _item(row: Outbox) -> OutboxItem:
         result_remote_id=row.result_remote_id,
         next_attempt_at=row.next_attempt_at,
         updated_at=row.updated_at,
+        run_id=row.run_id,
+        person_version=row.person_version,
+        base=dict(row.base) if row.base is not None else None,
     )
 
 
@@ -124,6 +132,8 @@ class Completion:
     deleted: bool = False
     merged_losers: tuple[str, ...] = ()
     note: str | None = None
+    # Leave the record dirty (a contact found by lookup whose values must be reconciled).
+    dirty: bool = False
 
 
 @dataclass
@@ -147,6 +157,16 @@ class EnqueueResult:
     superseded: int = 0
     excluded: int = 0
     skipped_in_flight: int = 0  # a create of that person there is in flight: settle it first
+    refreshed_in_flight: int = 0  # of those, the ones whose body the newer plan replaced (sent only once settled)
+
+
+@dataclass
+class SendState:
+    """What a chunk's rows are checked against just before they are sent: per person its
+    (version, dirty), per target remote id its payload as last pulled (rows with a base)."""
+
+    persons: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,6 +216,18 @@ def _live_persons(session: Session, person_ids: set[int]) -> dict[int, int]:
             still.add(p)
         open_ids = still
     return current
+
+
+def _versions(session: Session, person_ids: set[int | None]) -> dict[int, int]:
+    """The current version of each person (as this transaction sees it)."""
+    ids = sorted(p for p in person_ids if p is not None)
+    out: dict[int, int] = {}
+    for start in range(0, len(ids), 500):
+        for pid, version in session.execute(
+            select(Person.id, Person.version).where(Person.id.in_(ids[start : start + 500]))
+        ):
+            out[int(pid)] = int(version or 0)
+    return out
 
 
 @dataclass(eq=False)
@@ -306,7 +338,7 @@ class _ResultBatch:
                 "deleted_at": None,
                 "merged_into": None,
                 "person_id": c.person_id,
-                "dirty": False,
+                "dirty": c.dirty,
                 "invalid": None,
                 "last_scan": None,
             }
@@ -321,6 +353,8 @@ class _ResultBatch:
             if c.record_updated_at is not None:
                 rec.values["remote_updated_at"] = c.record_updated_at
             rec.values["deleted_at"] = None
+            if c.dirty:
+                rec.values["dirty"] = True
         if c.keys is not None and set(c.keys) != rec.keys:
             rec.keys = set(c.keys)
             rec.keys_changed = True
@@ -434,15 +468,30 @@ class OutboxStore:
         run_id: int | None = None,
         *,
         into: EnqueueResult | None = None,
+        persons: Iterable[int] = (),
     ) -> EnqueueResult:
         """:meth:`enqueue` inside the caller's transaction: planning queues each slice's
         intents in the same transaction that stores its golden records and clears its dirty
-        flags, so a crash can never keep the one without the other (a lost edit)."""
+        flags, so a crash can never keep the one without the other (a lost edit).
+
+        ``persons``: the persons this plan covers (a planning slice). The new plan is the whole
+        of what they need: any pending or failed row of theirs that it does not repeat is
+        superseded (an intent queued by an earlier run is re-planned, never sent blind). A
+        create of theirs still in flight (its outcome unknown) is not queued twice: it keeps
+        its place and takes the newer plan's body, remembering the earlier ones so the
+        settle can recognise which of them landed.
+
+        Each new row records the person's version in this transaction (the plan's, once its
+        golden record is saved) and the intent's ``base``."""
         intents = list(intents)
+        planned = {int(p) for p in persons}
         result = into if into is not None else EnqueueResult()
         now = utcnow()
-        index = self._load_active(session, {i.person_id for i in intents if i.person_id is not None})
+        ids = {i.person_id for i in intents if i.person_id is not None} | planned
+        index = self._load_active(session, ids)
+        versions = _versions(session, ids)
         new_rows: list[Outbox] = []
+        keep: set[int] = set()  # ids of rows the plan repeats (kept as they are)
         for intent in intents:
             key = (intent.connection, intent.person_id, intent.op)
             rows = index.setdefault(key, []) if intent.person_id is not None else []
@@ -453,10 +502,34 @@ class OutboxStore:
             same = [
                 r for r in rows if r.status in ACTIVE and (intent.op == "create" or r.remote_id == intent.remote_id)
             ]
-            if intent.op == "create" and any(r.status == OutboxStatus.IN_FLIGHT.value for r in same):
-                result.skipped_in_flight += 1
+            if intent.op == "create":
+                flying = [r for r in same if r.status == OutboxStatus.IN_FLIGHT.value]
+                if flying:
+                    row = flying[0]
+                    keep.add(id(row))
+                    if row.payload.get("body") != intent.payload.get("body") or row.fields != intent.fields:
+                        earlier = list(row.payload.get("earlier_fields") or [])
+                        earlier.append(row.fields)
+                        row.payload = {**intent.payload, "earlier_fields": earlier}
+                        row.fields = intent.fields
+                        row.person_version = versions.get(intent.person_id)  # type: ignore[arg-type]
+                        row.updated_at = now
+                        result.refreshed_in_flight += 1
+                    result.skipped_in_flight += 1
+                    continue
+            held = [r for r in rows if r.status == OutboxStatus.HELD.value and intent.op == "create"]
+            if held:
+                keep.add(id(held[0]))
+                result.kept += 1
                 continue
-            if any(r.status in REPLACEABLE and r.payload == intent.payload and r.fields == intent.fields for r in same):
+            same_rows = [
+                r for r in same if r.status in REPLACEABLE and r.payload == intent.payload and r.fields == intent.fields
+            ]
+            if same_rows:
+                row = same_rows[0]
+                keep.add(id(row))
+                row.person_version = versions.get(intent.person_id)  # type: ignore[arg-type]
+                row.base = intent.base
                 result.kept += 1
                 continue
             for row in same:
@@ -476,11 +549,25 @@ class OutboxStore:
                 attempts=0,
                 created_at=now,
                 updated_at=now,
+                person_version=versions.get(intent.person_id) if intent.person_id is not None else None,
+                base=intent.base,
             )
             new_rows.append(row)
+            keep.add(id(row))
             if intent.person_id is not None:
                 rows.append(row)
             result.added += 1
+        if planned:
+            # What the plan no longer wants of its persons is dropped, not sent later.
+            for (_, person_id, op), rows in index.items():
+                if person_id not in planned or op == "exclude":
+                    continue
+                for row in rows:
+                    if row.status in REPLACEABLE and id(row) not in keep:
+                        row.status = OutboxStatus.SUPERSEDED.value
+                        row.last_error = "superseded: the person was planned again"
+                        row.updated_at = now
+                        result.superseded += 1
         session.add_all(new_rows)
         session.flush()
         return result
@@ -493,7 +580,7 @@ class OutboxStore:
             for row in session.scalars(
                 select(Outbox).where(
                     Outbox.person_id.in_(chunk),
-                    Outbox.status.in_((*ACTIVE, OutboxStatus.EXCLUDED.value)),
+                    Outbox.status.in_((*ACTIVE, OutboxStatus.EXCLUDED.value, OutboxStatus.HELD.value)),
                 )
             ):
                 index.setdefault((row.connection, row.person_id, row.op), []).append(row)
@@ -755,15 +842,65 @@ class OutboxStore:
         with self._sessions() as session:
             return _live_persons(session, {p for p in person_ids if p is not None})
 
+    def send_state(self, items: Sequence[OutboxItem]) -> SendState:
+        """See :class:`SendState` (two queries for a chunk)."""
+        state = SendState()
+        pids = sorted({i.person_id for i in items if i.person_id is not None})
+        targets: dict[str, set[str]] = {}
+        for i in items:
+            if i.base and i.remote_id is not None:
+                targets.setdefault(i.connection, set()).add(i.remote_id)
+        with self._sessions() as session:
+            for start in range(0, len(pids), 500):
+                for pid, version, dirty in session.execute(
+                    select(Person.id, Person.version, Person.dirty).where(Person.id.in_(pids[start : start + 500]))
+                ):
+                    state.persons[int(pid)] = (int(version or 0), bool(dirty))
+            for conn, rids in targets.items():
+                wanted = sorted(rids)
+                for start in range(0, len(wanted), 500):
+                    for rid, payload in session.execute(
+                        select(RemoteRecord.remote_id, RemoteRecord.payload).where(
+                            RemoteRecord.connection == conn, RemoteRecord.remote_id.in_(wanted[start : start + 500])
+                        )
+                    ):
+                        state.payloads[rid] = dict(payload or {})
+        return state
+
+    def supersede_stale(self, rows: Sequence[tuple[int, str]], persons: Iterable[int]) -> None:
+        """Supersede rows found stale at send time (with the reason) and mark their persons
+        dirty with a new version: the next plan carries what they still need, and a plan of
+        theirs being computed meanwhile is not saved (its version moved)."""
+        now = utcnow()
+        with self._sessions.begin() as session:
+            for item_id, reason in rows:
+                session.execute(
+                    update(Outbox)
+                    .where(Outbox.id == item_id, Outbox.status.in_(ACTIVE))
+                    .values(status=OutboxStatus.SUPERSEDED.value, last_error=reason[:2000], updated_at=now)
+                )
+            ids = sorted(set(persons))
+            for start in range(0, len(ids), 500):
+                session.execute(
+                    update(Person)
+                    .where(Person.id.in_(ids[start : start + 500]))
+                    .values(dirty=True, version=Person.version + 1, updated_at=now)
+                )
+
     def get(self, item_id: int) -> OutboxItem | None:
         with self._sessions() as session:
             row = session.get(Outbox, item_id)
             return None if row is None else _item(row)
 
     def enqueue_into(
-        self, intents: Iterable[Intent], *, run_id: int | None = None, into: EnqueueResult
+        self,
+        intents: Iterable[Intent],
+        *,
+        run_id: int | None = None,
+        into: EnqueueResult,
+        persons: Iterable[int] = (),
     ) -> EnqueueResult:
         """:meth:`enqueue_in` in this repository's transaction, counting into ``into``: through
         ``tx.outbox`` a plan's slice is queued in the unit of work that stores its plan state."""
         with self._sessions.begin() as session:
-            return self.enqueue_in(session, intents, run_id=run_id, into=into)
+            return self.enqueue_in(session, intents, run_id=run_id, into=into, persons=persons)

@@ -31,7 +31,21 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import BigInteger, String, and_, any_, bindparam, func, insert, literal_column, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -39,6 +53,7 @@ from sqlalchemy.orm import Session
 from sync.arrays import sorted_unique
 from sync.canonical import FieldDict, fields_from_json, fields_to_json
 from sync.plan.model import Plan
+from sync.store import bulk
 from sync.store.models import (
     Conflict,
     IdentityKey,
@@ -98,6 +113,10 @@ def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows
     (partial index on merged records) and the records of the persons all these belong to."""
     rr = RemoteRecord.__table__.c
     ik = IdentityKey.__table__.c
+    if bulk.is_postgres(session):
+        # The look-ups below are planned from the table's statistics: after a backfill they
+        # would still say every record is dirty and has no person (sequential scans).
+        bulk.refresh_stats(session, "remote_records", ("dirty", "person_id", "merged_into"))
     # Counted in the partial index of dirty rows (never ``.is_(True)``: SQLite would scan).
     n_dirty = session.execute(select(func.count()).select_from(RemoteRecord.__table__).where(rr.dirty)).scalar_one()
     if not n_dirty:
@@ -167,8 +186,10 @@ def _among(session: Session, col: Any, values: Sequence[Any]) -> Any:
     per-value placeholders for SQLAlchemy or the driver to render and parse."""
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
     if session.get_bind().dialect.name == "postgresql":
-        item = String() if isinstance(col.type, String) else BigInteger()
-        return col == any_(bindparam(None, values, type_=ARRAY(item)))
+        # One array literal the server parses (psycopg adapts a list element by element).
+        if isinstance(col.type, String):
+            return col == any_(cast(bindparam(None, bulk.text_array(values), type_=Text()), ARRAY(String())))
+        return col == any_(cast(bindparam(None, bulk.int_array(values), type_=Text()), ARRAY(BigInteger())))
     # Raw UTF-8, not \u escapes: SQLite's JSON reader then has nothing to decode.
     listed = json.dumps(values, ensure_ascii=False)
     return col.in_(select(literal_column("value")).select_from(func.json_each(bindparam(None, listed))))
@@ -369,8 +390,11 @@ def save_match(
     final = np.asarray(person_of, dtype=np.int64)
     created = np.zeros(0, np.int64)
     if new_persons:
-        created = np.asarray(_allocate_person_ids(session, new_persons), dtype=np.int64)
-        _insert_persons(session, created.tolist(), now)
+        if bulk.is_postgres(session):
+            created = _insert_new_persons_pg(session, new_persons, now)
+        else:
+            created = np.asarray(_allocate_person_ids(session, new_persons), dtype=np.int64)
+            _insert_persons(session, created.tolist(), now)
         new_ids = dict(zip(range(-1, -new_persons - 1, -1), created.tolist()))
         final = np.where(final < 0, created[np.clip(-final - 1, 0, None)], final)
     old = _person_array(rows.person_ids)
@@ -420,6 +444,22 @@ def save_match(
     return MatchOutcome(new_ids, set(touched_arr.tolist()), folded)
 
 
+def _insert_new_persons_pg(session: Session, n: int, now: datetime) -> np.ndarray:
+    """PostgreSQL: ``n`` new, empty, dirty persons under ids drawn from the sequence, in ONE
+    statement that returns the ids as one string (no row per id to fetch), ascending."""
+    stmt = text(
+        "WITH created AS (INSERT INTO persons (id, fields, version, updated_at, dirty) "
+        "SELECT nextval(q.seq), '{}'::jsonb, 0, :now, true "
+        "FROM (SELECT pg_get_serial_sequence('persons', 'id')::regclass AS seq OFFSET 0) AS q, "
+        "generate_series(1, :n) RETURNING id) "
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM created"
+    ).bindparams(bindparam("now", type_=Person.__table__.c.updated_at.type))
+    listed = session.execute(stmt, {"n": n, "now": now}).scalar_one()
+    ids = np.fromstring(listed, dtype=np.int64, sep=",")
+    assert len(ids) == n
+    return ids
+
+
 def _person_array(person_ids: Sequence[int | None]) -> np.ndarray:
     """Person ids as int64, -1 for none."""
     if isinstance(person_ids, np.ndarray):
@@ -456,15 +496,16 @@ def _write_records(
     if conn.dialect.name == "postgresql":
         touch = changed | dirty
         if touch.any():
-            # Rows only moved keep their dirty flag as it is now (a concurrent stage may have set it).
-            session.execute(
-                text(
-                    "UPDATE remote_records AS r SET person_id = v.p, dirty = r.dirty AND NOT v.c FROM "
-                    "unnest(CAST(:p AS bigint[]), CAST(:r AS bigint[]), CAST(:c AS boolean[])) AS v(p, id, c) "
-                    "WHERE r.id = v.id"
-                ),
-                {"p": persons[touch].tolist(), "r": ids[touch].tolist(), "c": dirty[touch].tolist()},
-            )
+            # (id, person, loaded dirty) in one binary COPY, then one UPDATE ... FROM it. Rows
+            # only moved keep their dirty flag as it is now (a concurrent stage may have set it).
+            with bulk.temp_table(session, "match_person", "id bigint, p bigint, c boolean") as tmp:
+                bulk.copy_numbers(session, tmp, {"id": ids[touch], "p": persons[touch], "c": dirty[touch]})
+                session.execute(
+                    text(
+                        f"UPDATE remote_records AS r SET person_id = v.p, dirty = r.dirty AND NOT v.c "
+                        f"FROM {tmp} AS v WHERE r.id = v.id"
+                    )
+                )
         return
     # SQLite: this transaction holds the write lock since it began (BEGIN IMMEDIATE), so a row
     # read clean is still clean: every written row can be left clean.
@@ -545,15 +586,22 @@ def _fold_persons(session: Session, folded: Mapping[int, int], now: datetime) ->
                 loser_snaps.append((person_id, conn))
             else:
                 have.add((person_id, conn))
+    # Decided here, written in two batched statements (not a round trip per snapshot): the
+    # rows dropped and the rows moved are distinct, so their order does not matter.
+    drops: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
     for person_id, conn in sorted(loser_snaps):
         target = folded[person_id]
         if (target, conn) in have:
-            session.execute(st.delete().where(st.c.person_id == person_id, st.c.connection == conn))
+            drops.append({"b_p": person_id, "b_c": conn})
         else:
-            session.execute(
-                update(st).where(st.c.person_id == person_id, st.c.connection == conn).values(person_id=target)
-            )
+            moves.append({"b_p": person_id, "b_c": conn, "b_t": target})
             have.add((target, conn))
+    where = and_(st.c.person_id == bindparam("b_p"), st.c.connection == bindparam("b_c"))
+    if drops:
+        session.execute(st.delete().where(where), drops)
+    if moves:
+        session.execute(update(st).where(where).values(person_id=bindparam("b_t")), moves)
 
 
 def _insert_for(session: Session) -> Any:
@@ -602,11 +650,16 @@ class PersonRows:
     golden: FieldDict
     records: list[RecordRow] = field(default_factory=list)
     snapshots: dict[str, FieldDict] = field(default_factory=dict)
+    version: int = 0  # read with the golden record: the plan saves only if it is unchanged
 
 
 def dirty_person_ids(session: Session) -> list[int]:
     """Persons waiting for reconcile (not folded away)."""
     pt = Person.__table__.c
+    if bulk.is_postgres(session):
+        # After a backfill's planning, statistics taken before it would still call every
+        # person dirty (a scan of the table instead of the partial index).
+        bulk.refresh_stats(session, "persons", ("dirty", "merged_into"))
     # ``.where(pt.dirty)``, not ``.is_(True)``: the partial index ix_persons_dirty then serves it.
     return list(session.execute(select(pt.id).where(pt.dirty, pt.merged_into.is_(None)).order_by(pt.id)).scalars())
 
@@ -628,9 +681,9 @@ def load_person_views(session: Session, person_ids: Sequence[int]) -> list[Perso
             within = f"BETWEEN {chunk[0]} AND {chunk[-1]}"
         else:
             within = f"IN ({','.join(map(str, chunk))})"  # ints only: safe to inline
-        for pid, fields in _raw(session, f"SELECT id, fields FROM persons WHERE id {within}"):
+        for pid, fields, version in _raw(session, f"SELECT id, fields, version FROM persons WHERE id {within}"):
             if pid in wanted:
-                out[pid] = PersonRows(pid, fields_from_json(_json(fields) or {}))
+                out[pid] = PersonRows(pid, fields_from_json(_json(fields) or {}), version=int(version or 0))
         rows = _raw(
             session,
             "SELECT id, connection, remote_id, payload, remote_updated_at, deleted_at IS NOT NULL, merged_into, "
@@ -713,11 +766,21 @@ def _blob(data: Mapping[str, Any]) -> str:
 
 
 def save_plan_state(
-    session: Session, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()
-) -> None:
+    session: Session,
+    plan: Plan,
+    *,
+    run_id: int | None = None,
+    existing: Iterable[tuple[int, str]] = (),
+    versions: Mapping[int, int] | None = None,
+) -> set[int]:
     """Store what a plan decided that needs no remote call: golden records (version + 1, no
     longer dirty), snapshots confirmed by reading (``plan.snapshots``) and conflicts.
     ``existing``: the (person, connection) snapshots already stored (inserts vs updates).
+
+    ``versions`` (person → the version its golden record was read at) makes the save
+    optimistic: a person whose version moved meanwhile (a manual resolution committed while
+    the plan was computed) is not saved and stays dirty; nothing of the plan is stored for
+    it, and those persons are returned (their ops must not be queued).
 
     A backfill stores a million of each: the rows go to the driver as plain tuples (JSON text
     serialized here, the timestamp converted once) — one ``executemany`` per statement on
@@ -728,28 +791,59 @@ def save_plan_state(
     pg = conn.dialect.name == "postgresql"
     stamp = _bind_value(conn, Person.__table__.c.updated_at, now)
     texts_of: dict[int, str] = {}
+    rejected: set[int] = set()
     if plan.golden:
         ids = list(plan.golden)
         texts = [_blob(fields_to_json(g)) for g in plan.golden.values()]
         texts_of = dict(zip(ids, texts))
+        vers = [int(versions.get(pid, -1)) for pid in ids] if versions is not None else None
         if pg:
-            conn.execute(
-                text(
-                    "UPDATE persons AS p SET fields = v.f, version = p.version + 1, updated_at = :now, dirty = false "
-                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:fs AS jsonb[])) AS v(id, f) WHERE p.id = v.id"
-                ).bindparams(bindparam("now", type_=Person.__table__.c.updated_at.type)),
-                {"ids": ids, "fs": texts, "now": now},
+            # COPY into a temp table, one UPDATE from it; optimistic (``versions``): only where
+            # the version is still the one the plan read.
+            with bulk.temp_table(session, "plan_golden", "id bigint, f jsonb, ver integer") as tmp:
+                jf = bulk.json_field
+                lines = (
+                    f"{pid}\t{jf(f)}\t{v}\n"
+                    for pid, f, v in zip(ids, texts, vers if vers is not None else [0] * len(ids))
+                )
+                bulk.copy_lines(session, tmp, ("id", "f", "ver"), lines)
+                guard = " AND p.version = v.ver" if vers is not None else ""
+                conn.execute(
+                    text(
+                        "UPDATE persons AS p SET fields = v.f, version = p.version + 1, updated_at = :now, "
+                        f"dirty = false FROM {tmp} AS v WHERE p.id = v.id{guard}"
+                    ).bindparams(bindparam("now", type_=Person.__table__.c.updated_at.type)),
+                    {"now": now},
+                )
+        elif vers is not None:
+            conn.exec_driver_sql(
+                "UPDATE persons SET fields = ?, version = version + 1, updated_at = ?, dirty = 0 "
+                "WHERE id = ? AND version = ?",
+                [(f, stamp, pid, v) for pid, f, v in zip(ids, texts, vers)],
             )
         else:
             conn.exec_driver_sql(
                 "UPDATE persons SET fields = ?, version = version + 1, updated_at = ?, dirty = 0 WHERE id = ?",
                 [(f, stamp, pid) for pid, f in zip(ids, texts)],
             )
+        if vers is not None:
+            # Every person of the plan was dirty; one whose version moved was not saved and
+            # still is (the partial index of dirty persons answers this).
+            flag = "dirty" if pg else "dirty = 1"
+            for chunk in _chunks(sorted(ids)):
+                rejected.update(
+                    int(r[0])
+                    for r in _raw(
+                        session, f"SELECT id FROM persons WHERE {flag} AND id IN ({','.join(map(str, chunk))})"
+                    )
+                )
     stored = set(existing)
     inserts: list[tuple[int, str, str, str]] = []
     updates: list[tuple[int, str, str, str]] = []
     golden = plan.golden
     for (pid, connection), snap in plan.snapshots.items():
+        if pid in rejected:
+            continue
         # A person first seen on one connection: its snapshot there is its golden record,
         # already serialized above.
         g = golden.get(pid)
@@ -758,14 +852,12 @@ def save_plan_state(
         (updates if (pid, connection) in stored else inserts).append(row)
     if inserts:
         if pg:
-            pids, conns, blobs, hashes = (list(c) for c in zip(*inserts))
-            conn.execute(
-                text(
-                    "INSERT INTO snapshots (person_id, connection, fields, hash, updated_at) "
-                    "SELECT v.p, v.c, v.f, v.h, :now FROM unnest(CAST(:p AS bigint[]), CAST(:c AS text[]), "
-                    "CAST(:f AS jsonb[]), CAST(:h AS text[])) AS v(p, c, f, h)"
-                ).bindparams(bindparam("now", type_=Snapshot.__table__.c.updated_at.type)),
-                {"p": pids, "c": conns, "f": blobs, "h": hashes, "now": now},
+            jf, cf, at = bulk.json_field, bulk.copy_field, now.isoformat()
+            bulk.copy_lines(
+                session,
+                "snapshots",
+                ("person_id", "connection", "fields", "hash", "updated_at"),
+                (f"{pid}\t{cf(c)}\t{jf(blob)}\t{digest}\t{at}\n" for pid, c, blob, digest in inserts),
             )
         else:
             conn.exec_driver_sql(
@@ -774,23 +866,52 @@ def save_plan_state(
             )
     if updates:
         if pg:
-            pids, conns, blobs, hashes = (list(c) for c in zip(*updates))
-            conn.execute(
-                text(
-                    "UPDATE snapshots AS s SET fields = v.f, hash = v.h, updated_at = :now FROM unnest("
-                    "CAST(:p AS bigint[]), CAST(:c AS text[]), CAST(:f AS jsonb[]), CAST(:h AS text[])) AS v(p, c, f, h) "
-                    "WHERE s.person_id = v.p AND s.connection = v.c"
-                ).bindparams(bindparam("now", type_=Snapshot.__table__.c.updated_at.type)),
-                {"p": pids, "c": conns, "f": blobs, "h": hashes, "now": now},
-            )
+            with bulk.temp_table(session, "plan_snapshot", "p bigint, c text, f jsonb, h text") as tmp:
+                jf, cf = bulk.json_field, bulk.copy_field
+                bulk.copy_lines(
+                    session,
+                    tmp,
+                    ("p", "c", "f", "h"),
+                    (f"{pid}\t{cf(c)}\t{jf(blob)}\t{digest}\n" for pid, c, blob, digest in updates),
+                )
+                conn.execute(
+                    text(
+                        f"UPDATE snapshots AS s SET fields = v.f, hash = v.h, updated_at = :now FROM {tmp} AS v "
+                        "WHERE s.person_id = v.p AND s.connection = v.c"
+                    ).bindparams(bindparam("now", type_=Snapshot.__table__.c.updated_at.type)),
+                    {"now": now},
+                )
         else:
             conn.exec_driver_sql(
                 "UPDATE snapshots SET fields = ?, hash = ?, updated_at = ? WHERE person_id = ? AND connection = ?",
                 [(blob, digest, stamp, pid, connection) for pid, connection, blob, digest in updates],
             )
-    if plan.conflicts:
+    if plan.conflicts and pg:
+        bulk.copy_rows(
+            session,
+            "conflicts",
+            ("run_id", "person_id", "field", "candidates", "decision", "rule", "needs_review", "created_at"),
+            (
+                (
+                    run_id,
+                    c.person_id,
+                    c.field,
+                    json.dumps(d["candidates"]),
+                    json.dumps(d["decision"]),
+                    c.rule[:64],
+                    c.needs_review,
+                    now,
+                )
+                for c in plan.conflicts
+                if c.person_id not in rejected
+                for d in (c.to_json(),)
+            ),
+        )
+    elif plan.conflicts:
         rows = []
         for c in plan.conflicts:
+            if c.person_id in rejected:
+                continue
             data = c.to_json()
             rows.append(
                 {
@@ -804,7 +925,9 @@ def save_plan_state(
                     "created_at": now,
                 }
             )
-        session.execute(insert(Conflict.__table__), rows)
+        if rows:
+            session.execute(insert(Conflict.__table__), rows)
+    return rejected
 
 
 def _bind_value(conn: Any, column: Any, value: Any) -> Any:
@@ -866,11 +989,16 @@ class Persons:
             return load_person_views(session, person_ids)
 
     def save_plan_state(
-        self, plan: Plan, *, run_id: int | None = None, existing: Iterable[tuple[int, str]] = ()
-    ) -> None:
+        self,
+        plan: Plan,
+        *,
+        run_id: int | None = None,
+        existing: Iterable[tuple[int, str]] = (),
+        versions: Mapping[int, int] | None = None,
+    ) -> set[int]:
         """See :func:`save_plan_state`."""
         with self._sessions.begin() as session:
-            save_plan_state(session, plan, run_id=run_id, existing=existing)
+            return save_plan_state(session, plan, run_id=run_id, existing=existing, versions=versions)
 
     def mark_all_dirty(self) -> int:
         """Mark every live person dirty (re-planning everyone); see

@@ -44,6 +44,22 @@ def mark_all_persons_dirty_in(session: Session) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def mark_persons_dirty_in(session: Session, person_ids: Sequence[int]) -> int:
+    """Mark the given live persons dirty in the caller's transaction (a plan that could not
+    cover every connection leaves them for the next one). Returns how many were marked."""
+    ids = sorted(set(person_ids))
+    n = 0
+    for start in range(0, len(ids), 5_000):
+        result = session.execute(
+            update(Person)
+            .where(Person.id.in_(ids[start : start + 5_000]), Person.merged_into.is_(None))
+            .values(dirty=True)
+            .execution_options(synchronize_session=False)
+        )
+        n += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return n
+
+
 class Replan:
     """Re-planning operations: the repository ``store.replan``."""
 
@@ -54,3 +70,8 @@ class Replan:
         """See :func:`unplanned_connections_in`."""
         with self._sessions() as s:
             return unplanned_connections_in(s, names)
+
+    def mark_dirty(self, person_ids: Sequence[int]) -> int:
+        """See :func:`mark_persons_dirty_in`."""
+        with self._sessions() as s:
+            return mark_persons_dirty_in(s, person_ids)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from sync.store.models import Run, utcnow
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from sync.store.db import Sessions
 
-RUN_STATUSES = ("running", "ok", "partial", "failed")
+RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,20 @@ class Runs:
             run.counts = dict(counts)
             run.error = error
             run.finished_at = utcnow()
+
+    def interrupt_stale(self, profile: str, reason: str) -> list[int]:
+        """Mark the profile's runs still ``running`` as ``interrupted`` with ``reason``; call it
+        only under the profile's lock (then no live process runs them). Returns their ids."""
+        with self.session() as s:
+            ids = list(s.scalars(select(Run.id).where(Run.profile == profile, Run.status == "running")))
+            if ids:
+                s.execute(
+                    update(Run)
+                    .where(Run.id.in_(ids))
+                    .values(status="interrupted", error=reason, finished_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+            return ids
 
     def recent_runs(self, limit: int = 20) -> list[RunInfo]:
         """The latest runs, newest first."""

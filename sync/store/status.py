@@ -187,7 +187,9 @@ class StatusQueries:
             row.needs_review = False
             row.resolved_at = utcnow()
             row.resolved_by = by
-            person = s.get(Person, row.person_id)
+            # Row-locked (PostgreSQL): a plan saving this person meanwhile waits, then finds its
+            # version moved and leaves the person dirty (optimistic save, see persons.py).
+            person = s.get(Person, row.person_id, with_for_update=True)
             if person is not None:
                 fields = dict(person.fields or {})
                 fields[row.field] = value
