@@ -159,6 +159,11 @@ class ConnectorOptions(BaseModel):
     max_retry_after_s: float = Field(default=300.0, ge=0, description="the longest Retry-After to wait, in seconds")
     #: On real sockets, httpcore runs over ``connectors/netbackend.py`` instead of anyio.
     asyncio_backend: bool = Field(default=True, description="true or false")
+    #: A record stamped later than the server's now plus this many seconds is flagged and never
+    #: moves a cursor (connectors/pulls.py).
+    clock_skew_s: float = Field(default=300.0, ge=0, description="seconds of allowed clock skew")
+    #: Pages one pull follows at most (an endless paginator fails with a clear error).
+    max_pages: int = Field(default=10_000, ge=1, description="a page count of at least 1")
 
     @field_validator("asyncio_backend", mode="before")
     @classmethod

@@ -722,6 +722,11 @@ class Paginator:
         return True
 
 
+#: Pages one pull follows at most by default (:func:`paginate`): 10,000 pages of 100 records
+#: is a million contacts; past that a listing that keeps handing out new tokens is a fault.
+MAX_PAGES = 10_000
+
+
 @dataclass
 class FetchedPage:
     """One page as a connector fetched it: its records and the token of the next page
@@ -749,6 +754,7 @@ async def paginate(
     max_repeats: int = 3,
     read_ahead: bool | int = False,
     successor: Callable[[Hashable], Hashable | None] | None = None,
+    max_pages: int | None = MAX_PAGES,
 ) -> AsyncGenerator[tuple[Hashable | None, FetchedPage], None]:
     """The paging loop: ``fetch(token)`` until a page has no next token. Yields
     ``(token_requested, page)``; a repeated page is fetched again (see :class:`Paginator`),
@@ -765,8 +771,12 @@ async def paginate(
     ``successor`` (the token expected after a given one, or None when no page is expected
     after it), so it only helps where tokens are predictable (page numbers). Pages are still
     yielded in order, one at a time; a prediction that turns out wrong (the page's own next
-    token differs) only costs the requests already sent."""
+    token differs) only costs the requests already sent.
+
+    ``max_pages``: a pull that is still given a next page after that many pages fails with
+    :class:`PaginationError` (an endless paginator that never repeats a token); None: no cap."""
     paginator = Paginator(name, max_repeats)
+    pages_done = 0
     seen: set[tuple[str, str]] = set()
     token = start
     depth = int(read_ahead)
@@ -790,6 +800,12 @@ async def paginate(
             yield token, page
             if page.next_token is None:
                 return
+            pages_done += 1
+            if max_pages is not None and pages_done >= max_pages:
+                raise PaginationError(
+                    f"{name}: still more pages after {pages_done}; stopped at the cap of {max_pages} pages"
+                    " (an endless listing? raise option max_pages if the account is that large)"
+                )
             token = page.next_token
     finally:
         for ahead in inflight.values():

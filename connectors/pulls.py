@@ -19,17 +19,120 @@ that).
 
 from __future__ import annotations
 
+import email.utils
+import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import httpx
 import structlog
 
-from connectors.base import Connector, Page, PullMode, RawRecord
+from connectors.base import Connector, ConnectorError, Page, PullMode, RawRecord
 from connectors.http import FetchedPage, paginate
 
 JSON = dict[str, Any]
 log = structlog.get_logger("contactsync.pulls")
+
+#: How far past the server's "now" a record's updated time may be before it is not believed:
+#: such a record is staged but flagged, and never moves a cursor (docs/decisions.md).
+DEFAULT_CLOCK_SKEW_S = 300.0
+#: The longest remote id kept (the store's column); a longer one is quarantined.
+MAX_ID_LENGTH = 128
+_ID_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UnreadablePage(ConnectorError):
+    """A listing page that could not be read at all (not JSON, nested too deep, a shape that is
+    not the documented list): that connection's pull fails; the others go on."""
+
+
+@dataclass
+class UnreadableRecord(RawRecord):
+    """An item of a listing that could not be read (no usable id, not an object, a value its
+    parser refuses): staged as a quarantine row with ``reason``, never as a record.
+    ``remote_id`` is "" when the id itself is the problem."""
+
+    reason: str = ""
+
+
+@dataclass
+class FutureRecord(RawRecord):
+    """A record whose updated time lies past the server's now plus the allowed skew: staged
+    (its values are real) but flagged, with ``updated_at`` cleared so it neither moves a
+    cursor nor wins a "newest" conflict; ``stamped`` is the time it claimed."""
+
+    stamped: datetime | None = None
+    limit: datetime | None = None
+
+
+def check_id(value: Any, id_types: tuple[type, ...]) -> str:
+    """The remote id of a listed item as the store keeps it, or ValueError saying why it is not
+    usable. Ids are never conflated: ``7``, ``"7"``, ``7.0`` and null are different things, so
+    only the platform's own id type is accepted (integers for Acquire, strings elsewhere); a
+    float, a bool, null or a container is refused, as is an empty or over-long string or one
+    with control characters."""
+    if value is None:
+        raise ValueError("the item has no id")
+    if isinstance(value, bool) or not isinstance(value, id_types):
+        kinds = " or ".join("an integer" if t is int else "a string" for t in id_types)
+        raise ValueError(f"id {_short(value)} is a {type(value).__name__}, expected {kinds}")
+    text = str(value)
+    if not text.strip() or len(text) > MAX_ID_LENGTH or _ID_CONTROL.search(text):
+        raise ValueError(f"id {_short(value)} is not usable (1..{MAX_ID_LENGTH} printable characters)")
+    return text
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr of a hostile value (deep nesting) can fail too
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def read_items(
+    items: list[Any], to_record: Callable[[Any], RawRecord], *, id_types: tuple[type, ...] = (str,)
+) -> list[RawRecord]:
+    """A listing's items as records, one at a time: an item that is not an object, has no
+    usable id (see :func:`check_id`) or that ``to_record`` refuses becomes an
+    :class:`UnreadableRecord` with the reason, and the rest of the page goes on."""
+    out: list[RawRecord] = []
+    for item in items:
+        remote_id = ""
+        try:
+            if not isinstance(item, dict):
+                raise ValueError(f"item is a {type(item).__name__}, not an object")
+            remote_id = check_id(item.get("id"), id_types)
+            record = to_record(item)
+            record.remote_id = remote_id
+            out.append(record)
+        except Exception as exc:  # noqa: BLE001 - one malformed item never stops the page
+            out.append(UnreadableRecord(remote_id, item, reason=f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def server_now(response: httpx.Response) -> datetime | None:
+    """The server's clock from a response's ``Date`` header (None when absent or unreadable)."""
+    header = response.headers.get("date")
+    if not header:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def decode_json(response: httpx.Response, where: str) -> Any:
+    """A list response's body: UnreadablePage when it is not JSON, nests deeper than Python
+    can parse, or holds NaN/Infinity outside any record."""
+    try:
+        return json.loads(response.content) if response.content else None
+    except (ValueError, RecursionError) as exc:
+        raise UnreadablePage(f"{where}: response body cannot be read ({type(exc).__name__})") from None
 
 
 class StableTotal:
@@ -40,6 +143,7 @@ class StableTotal:
     def __init__(self) -> None:
         self.totals: set[int] = set()
         self.seen: set[str] = set()
+        self.unidentified = 0
 
     def page(self, page: FetchedPage) -> None:
         """Count a page's reported total (``extra["total"]``, when an int)."""
@@ -48,11 +152,16 @@ class StableTotal:
             self.totals.add(total)
 
     def record(self, record: RawRecord) -> None:
+        if not record.remote_id:
+            # An item without a usable id: the scan cannot say which stored record it is, so
+            # it proves nothing about deletions.
+            self.unidentified += 1
+            return
         self.seen.add(record.remote_id)
 
     @property
     def stable(self) -> bool:
-        return len(self.totals) == 1 and next(iter(self.totals)) == len(self.seen)
+        return not self.unidentified and len(self.totals) == 1 and next(iter(self.totals)) == len(self.seen)
 
 
 class PullKind(Connector):
@@ -61,10 +170,73 @@ class PullKind(Connector):
     pull_mode: ClassVar[PullMode]
     #: The name the paginator reports loops under.
     listing_name: ClassVar[str] = "contacts"
+    #: Seconds a record's updated time may lie past the server's now (clock skew) before it is
+    #: flagged as stamped in the future, when the connector has no option ``clock_skew_s``.
+    clock_skew_s: float = DEFAULT_CLOCK_SKEW_S
+    #: Pages one pull follows at most before failing (an endless paginator), when the connector
+    #: has no option ``max_pages``.
+    max_pages: int = 10_000
 
     async def fetch_page(self, token: Hashable | None) -> FetchedPage:
         """One page of the listing (``token`` None: the first page)."""
         raise NotImplementedError(f"{self.platform}: fetch_page")
+
+    def _skew(self) -> timedelta:
+        skew = getattr(getattr(self, "options", None), "clock_skew_s", None)
+        return timedelta(seconds=float(skew if skew is not None else self.clock_skew_s))
+
+    def _page_cap(self) -> int:
+        cap = getattr(getattr(self, "options", None), "max_pages", None)
+        return int(cap) if cap else self.max_pages
+
+    def time_limit(self, page: FetchedPage | None = None) -> datetime:
+        """The latest updated time believed: the server's now (the list response's ``Date``,
+        in ``extra["server_now"]``, else the local clock) plus the allowed skew."""
+        now = page.extra.get("server_now") if page is not None else None
+        if not isinstance(now, datetime):
+            now = datetime.now(UTC)
+        return now + self._skew()
+
+    def _screen(self, page: FetchedPage) -> FetchedPage:
+        """Flag the page's records stamped past :meth:`time_limit` (see :class:`FutureRecord`)."""
+        limit = self.time_limit(page)
+        for i, record in enumerate(page.records):
+            if record.updated_at is not None and record.updated_at > limit and not isinstance(record, UnreadableRecord):
+                page.records[i] = FutureRecord(
+                    record.remote_id,
+                    record.payload,
+                    None,
+                    record.merged_into,
+                    record.deleted,
+                    stamped=record.updated_at,
+                    limit=limit,
+                )
+                log.warning(
+                    f"{self.platform}.future_timestamp",
+                    connection=getattr(getattr(self, "settings", None), "name", None),
+                    remote_id=record.remote_id,
+                    stamped=record.updated_at.isoformat(),
+                )
+        return page
+
+    def _checked(
+        self, fetch: Callable[[Hashable | None], Awaitable[FetchedPage]]
+    ) -> Callable[[Hashable | None], Awaitable[FetchedPage]]:
+        """``fetch`` whose failures are all ConnectorErrors (a page that cannot be read fails
+        this connection's pull only) and whose future-stamped records are flagged."""
+
+        async def checked(token: Hashable | None) -> FetchedPage:
+            try:
+                page = await fetch(token)
+            except ConnectorError:
+                raise
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+                raise UnreadablePage(
+                    f"{self.platform} {self.listing_name}: page cannot be read: {type(exc).__name__}: {_short(str(exc), 200)}"
+                ) from None
+            return self._screen(page)
+
+        return checked
 
 
 class FullScanPull(PullKind):
@@ -93,8 +265,10 @@ class FullScanPull(PullKind):
         check = StableTotal()
         latest: list[int] = []  # the latest total reported by any fetch, read-ahead ones included
 
+        fetch_page = self._checked(self.fetch_page)
+
         async def fetch(token: Hashable | None) -> FetchedPage:
-            page = await self.fetch_page(token)
+            page = await fetch_page(token)
             total = page.extra.get("total")
             if isinstance(total, int):
                 latest[:] = [total]
@@ -109,6 +283,7 @@ class FullScanPull(PullKind):
             start=start,
             read_ahead=self.read_ahead_pages,
             successor=successor,
+            max_pages=self._page_cap(),
         )
         try:
             async for _token, page in pages:
@@ -149,7 +324,19 @@ class _SinceCursor(PullKind):
         raise NotImplementedError
 
     def _since(self, cursor: JSON | None) -> datetime | None:
-        return self.parse_cursor_time((cursor or {}).get(self.cursor_key))
+        """The stored cursor's time; a cursor past the local now plus skew (frozen in the future
+        by a release that believed a future stamp) is dropped: the pull starts over from the
+        beginning, since which honest edits it hid is unknown."""
+        since = self.parse_cursor_time((cursor or {}).get(self.cursor_key))
+        limit = self.time_limit()
+        if since is not None and since > limit:
+            log.warning(
+                f"{self.platform}.cursor_in_future",
+                connection=getattr(getattr(self, "settings", None), "name", None),
+                cursor=since.isoformat(),
+            )
+            return None
+        return since
 
     def _floor(self, since: datetime | None) -> datetime | None:
         return since - timedelta(seconds=self.capabilities.overlap_seconds) if since else None
@@ -176,7 +363,9 @@ class SortedScanPull(_SinceCursor):
         old_cursor: JSON = {self.cursor_key: self.format_time(since) if since else None}
         high = since
         check = StableTotal()
-        pages = paginate(self.fetch_page, name=f"{self.platform} {self.listing_name}")
+        pages = paginate(
+            self._checked(self.fetch_page), name=f"{self.platform} {self.listing_name}", max_pages=self._page_cap()
+        )
         try:
             async for _token, page in pages:
                 check.page(page)
@@ -219,9 +408,9 @@ class ChangeFeedPull(_SinceCursor):
     async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
         since = self._since(cursor)
         high = since
-        fetch = self.change_fetcher(self._floor(since))
+        fetch = self._checked(self.change_fetcher(self._floor(since)))
         name = f"{self.platform}:{self.settings.name} {self.listing_name}"  # type: ignore[attr-defined]
-        async for _token, page in paginate(fetch, name=name):
+        async for _token, page in paginate(fetch, name=name, max_pages=self._page_cap()):
             for record in page.records:
                 high = self._newest(high, record)
             yield Page(

@@ -42,7 +42,7 @@ from connectors.base import (
     WriteResult,
 )
 from connectors.http import Action, FetchedPage, HttpConnector
-from connectors.pulls import FullScanPull
+from connectors.pulls import FullScanPull, decode_json, read_items, server_now
 from sync.normalize import InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
@@ -120,17 +120,19 @@ class AcquireConnector(FullScanPull, HttpConnector):
 
     async def fetch_page(self, token: Hashable | None) -> FetchedPage:
         page_no = int(cast(int, token)) if token is not None else FIRST_PAGE
-        body = await self.http.json(
+        response = await self.http.request(
             "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": _RELATIONS}
         )
-        data = _data(body)
+        data = _data(decode_json(response, f"acquire GET {CONTACTS}"))
         items = data.get("list")
         if not isinstance(items, list):
             raise RemoteUnavailable("acquire GET /crm/objects/contact: response has no data.list")
-        count = (data.get("counts") or {}).get("filteredCount")
-        records = [to_record(item) for item in items]
+        counts = data.get("counts")
+        count = counts.get("filteredCount") if isinstance(counts, dict) else None
+        records = read_items(items, to_record, id_types=(int,))
         more = len(items) >= self.page_size
-        return FetchedPage(records, page_no + 1 if more else None, {"total": count})
+        extra = {"total": count, "server_now": server_now(response)}
+        return FetchedPage(records, page_no + 1 if more else None, extra)
 
     # ----------------------------------------------------------------- reads
 

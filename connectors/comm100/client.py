@@ -52,7 +52,7 @@ from connectors.comm100.api import (
 )
 from connectors.comm100.settings import Comm100Credentials, Comm100Options
 from connectors.http import FetchedPage, HttpConnector
-from connectors.pulls import SortedScanPull
+from connectors.pulls import SortedScanPull, UnreadablePage, decode_json, read_items, server_now
 from sync.normalize import InvalidValue, normalize_email, normalize_phone
 
 JSON = dict[str, Any]
@@ -142,7 +142,7 @@ class Comm100Connector(SortedScanPull, HttpConnector):
                 "isIncludeDeleted": "true",
                 "include": "contactIdentity",
             }
-            body = await self.http.json("GET", CONTACTS, params=params)
+            response = await self.http.request("GET", CONTACTS, params=params)
         else:
             # httpx replaces (not merges) a URL's query when params are passed, and the
             # shared layer always passes the auth params: split nextPage into path + params.
@@ -150,11 +150,17 @@ class Comm100Connector(SortedScanPull, HttpConnector):
             # nextPage is followed on the configured origin only: a link to another host (or
             # to plain http) would carry our credentials there.
             self.http.check_origin(url)
-            body = await self.http.json("GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items()))
+            response = await self.http.request(
+                "GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items())
+            )
+        body = decode_json(response, f"comm100 GET {CONTACTS}")
         if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
             raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")
-        records = [to_record(c) for c in body["contacts"]]
-        return FetchedPage(records, body.get("nextPage") or None, {"total": body.get("total")})
+        next_page = body.get("nextPage") or None
+        if next_page is not None and not isinstance(next_page, str):
+            raise UnreadablePage(f"comm100 GET {CONTACTS}: nextPage is a {type(next_page).__name__}, not a URL")
+        records = read_items(body["contacts"], to_record, id_types=(str,))
+        return FetchedPage(records, next_page, {"total": body.get("total"), "server_now": server_now(response)})
 
     # ----------------------------------------------------------------- reads
 

@@ -52,7 +52,7 @@ from connectors.gohighlevel.api import (
 )
 from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions
 from connectors.http import Action, FetchedPage, HttpConnector
-from connectors.pulls import ChangeFeedPull
+from connectors.pulls import ChangeFeedPull, UnreadablePage, UnreadableRecord, decode_json, read_items, server_now
 from connectors.timestamps import iso_ms, parse_iso
 
 JSON = dict[str, Any]
@@ -149,20 +149,19 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             body = dict(base)
             if token is not None:
                 body["searchAfter"] = list(token)  # type: ignore[call-overload]
-            data = await self.http.json("POST", SEARCH, json_body=body)
-            contacts = (data or {}).get("contacts") or []
-            records = [self._record(c) for c in contacts]
-            seen_ids.update(r.remote_id for r in records)
-            total = (data or {}).get("total")
+            response = await self.http.request("POST", SEARCH, json_body=body)
+            data = decode_json(response, f"{self.platform} POST {SEARCH}")
+            contacts = _contacts_of(data)
+            records = read_items(contacts, self._record, id_types=(str,))
+            seen_ids.update(r.remote_id for r in records if r.remote_id)
+            total = data.get("total")
             # Stop on a short page, or once every match the search counts has been seen
             # (saves the empty request after a full last page).
-            done = isinstance(total, int) and len(seen_ids) >= total
+            done = isinstance(total, int) and not isinstance(total, bool) and len(seen_ids) >= total
             next_token = None
             if len(contacts) >= self.page_size and not done:
-                last = contacts[-1]
-                after = last.get("searchAfter") or [int(parse_iso(last["dateUpdated"]).timestamp() * 1000), last["id"]]
-                next_token = tuple(after)
-            return FetchedPage(records, next_token)
+                next_token = _search_after(contacts[-1], records)
+            return FetchedPage(records, next_token, {"server_now": server_now(response)})
 
         return fetch
 
@@ -310,6 +309,35 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             created=bool(data.get("new")),
             extra={"traceId": data.get("traceId")} if data.get("traceId") else {},
         )
+
+
+def _contacts_of(data: Any) -> list[Any]:
+    """The ``contacts`` list of a search response. A 200 whose body is not that (an error body
+    such as ``{"statusCode": 400, "message": ...}``, no ``contacts`` key) is an error, never an
+    empty complete page."""
+    if isinstance(data, dict) and isinstance(data.get("contacts"), list):
+        status = data.get("statusCode")
+        if not (isinstance(status, int) and status >= 400):
+            return data["contacts"]
+    detail = ""
+    if isinstance(data, dict):
+        detail = f": statusCode {data.get('statusCode')!r}, message {str(data.get('message'))[:200]!r}"
+    raise UnreadablePage(f"gohighlevel POST {SEARCH}: a 200 without a contacts list{detail}")
+
+
+def _search_after(last: Any, records: list[RawRecord]) -> tuple[Any, ...]:
+    """The ``searchAfter`` of the page after this one: the last item's own, else built from the
+    last readable record's updated time and id."""
+    after = last.get("searchAfter") if isinstance(last, dict) else None
+    if not isinstance(after, list) or not after:
+        after = None
+        for r in reversed(records):
+            if not isinstance(r, UnreadableRecord) and r.updated_at is not None:
+                after = [int(r.updated_at.timestamp() * 1000), r.remote_id]
+                break
+    if after is None:
+        raise UnreadablePage(f"gohighlevel POST {SEARCH}: no searchAfter to continue from")
+    return tuple(after)
 
 
 def _duplicate_of(exc: RecordError) -> str | None:

@@ -55,6 +55,11 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
             "deleted": st.deleted if st else 0,
             "invalid": st.invalid if st else 0,
             "quarantined": st.quarantined if st else 0,
+            "future_stamped": st.future_stamped if st else 0,
+            "quarantined_records": [
+                {"remote_id": q.remote_id, "reason": q.reason, "at": str(q.created_at)}
+                for q in store.staging.quarantined(name)[-detail:]
+            ],
             "cursor": st.cursor if st else None,
             "checkpoint": st.checkpoint if st else None,
             "last_pull": last_pull,
@@ -207,6 +212,13 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
             )
         for e in c["excluded_records"]:
             console.print(f"  excluded {name} person {e['person']}: {e['reason']}", highlight=False)
+        for q in c["quarantined_records"]:
+            console.print(f"  quarantined {name} record {q['remote_id'] or '(no id)'}: {q['reason']}", highlight=False)
+        if c["future_stamped"]:
+            console.print(
+                f"  {name}: {c['future_stamped']} record(s) stamped in the future (not believed; cursor not moved)",
+                highlight=False,
+            )
     console.print(f"open conflicts: {data['open_conflicts']}   ambiguous matches / duplicates: {data['open_reviews']}")
     for c in data["conflicts"]:
         console.print(

@@ -15,16 +15,17 @@ that moved between pages): the checkpoint row says whether the previous pull fin
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.base import Connector, PullMode, RawRecord
+from connectors.base import Connector, ConnectorError, PullMode, RawRecord
+from connectors.pulls import FutureRecord, UnreadablePage, UnreadableRecord
+from sync.detect.sanitize import BadPayload, check_fields, clean_text, quarantine_text, reason_text, sanitize
 from sync.mapping import FieldMapping
 from sync.normalize import IdentityKey
-from sync.store import MAX_REMOTE_ID_LENGTH, StagedRecord, Store, payload_hash
+from sync.store import MAX_REMOTE_ID_LENGTH, StagedRecord, StageError, Store, payload_hash
 from sync.store.held import DeleteLimits
 
 PageProgress = Callable[[str, int], None]
@@ -90,19 +91,38 @@ def read_keys(mapping: FieldMapping, payload: dict[str, Any]) -> list[tuple[str,
     return [(k.kind, k.value) for k in _key_pairs(mapping.keys(result.fields))]
 
 
+#: The ``invalid`` entry kind of a record stamped in the future (``status`` counts them).
+FUTURE_TIMESTAMP = "future_timestamp"
+
+
 def stage_record(mapping: FieldMapping, record: RawRecord, digest: str | None = None) -> StagedRecord:
-    """One raw record as a staged record; raises on a payload that cannot be read at all.
-    ``digest``: the payload's hash when the caller has it already."""
+    """One raw record as a staged record; raises on a payload that cannot be read at all, or
+    that is not clean and bounded (:mod:`sync.detect.sanitize`): the caller quarantines it with
+    the exception's message. ``digest`` is not used any more (the hash is taken of the
+    sanitized payload)."""
+    if isinstance(record, UnreadableRecord):
+        raise BadPayload(record.reason)
     if not isinstance(record.payload, dict):
-        raise ValueError(f"payload is a {type(record.payload).__name__}, not an object")
+        raise BadPayload(f"payload is a {type(record.payload).__name__}, not an object")
     if not record.remote_id or len(str(record.remote_id)) > MAX_REMOTE_ID_LENGTH:
-        raise ValueError(f"remote id of length {len(str(record.remote_id or ''))} is not usable")
-    result = mapping.read(record.payload)
+        raise BadPayload(f"remote id of length {len(str(record.remote_id or ''))} is not usable")
+    payload, digest = sanitize(record.payload)
+    result = mapping.read(payload)
+    check_fields(result.fields)
     invalid = [{"field": i.field, "kind": i.field, "reason": i.reason} for i in result.issues]
+    if isinstance(record, FutureRecord) and record.stamped is not None:
+        invalid.append(
+            {
+                "field": "updated_at",
+                "kind": FUTURE_TIMESTAMP,
+                "reason": f"stamped {record.stamped.isoformat()}, past the server's now plus skew"
+                f" ({record.limit.isoformat() if record.limit else '?'}): not believed",
+            }
+        )
     return StagedRecord(
         remote_id=str(record.remote_id),
-        payload=record.payload,
-        payload_hash=digest or payload_hash(record.payload),
+        payload=payload,
+        payload_hash=digest,
         remote_updated_at=record.updated_at,
         keys=_key_pairs(mapping.keys(result.fields)),
         invalid=invalid,
@@ -143,11 +163,52 @@ def _off_loop(io: Any) -> Callable[..., Awaitable[Any]]:
     return asyncio.to_thread
 
 
-def _raw_text(payload: Any) -> str:
+def _hash_or_none(payload: dict[str, Any]) -> str | None:
+    """The payload's hash for the unchanged-record shortcut (None when it cannot be taken: the
+    record then goes through the full checks)."""
     try:
-        return json.dumps(payload, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        return repr(payload)
+        return payload_hash(payload)
+    except (ValueError, RecursionError, UnicodeError):
+        return None
+
+
+def _unreadable(record: RawRecord, exc: BaseException) -> tuple[str | None, str, str]:
+    """A quarantine row (remote id, raw text, reason) for a record that cannot be staged."""
+    remote_id = clean_text(str(record.remote_id or ""))[:MAX_REMOTE_ID_LENGTH] or None
+    reason = str(exc) if isinstance(exc, BadPayload) else f"{type(exc).__name__}: {exc}"
+    return remote_id, quarantine_text(record.payload), reason_text(reason)
+
+
+async def _stage_one_by_one(
+    call: Callable[..., Awaitable[Any]],
+    store: Store,
+    name: str,
+    staged: list[StagedRecord],
+    cursor: dict[str, Any],
+    scan_id: int | None,
+) -> tuple[Any, list[tuple[str | None, str, str]]]:
+    """Stage a page the store refused as a whole, record by record; returns the summed result
+    and a quarantine row for each record refused."""
+    refused: list[tuple[str | None, str, str]] = []
+    totals = {"inserted": 0, "changed": 0, "unchanged": 0}
+    for r in staged:
+        try:
+            one = await call(store.staging.stage_page, name, [r], scan_id=scan_id, touch_unchanged=False)
+        except StageError as exc:
+            refused.append((r.remote_id, quarantine_text(r.payload), reason_text(f"the store refused it: {exc}")))
+            continue
+        totals["inserted"] += one.inserted
+        totals["changed"] += one.changed
+        totals["unchanged"] += one.unchanged
+    await call(store.staging.stage_page, name, [], cursor=cursor, scan_id=scan_id, touch_unchanged=False)
+    return _Summed(totals["inserted"], totals["changed"], totals["unchanged"]), refused
+
+
+@dataclass
+class _Summed:
+    inserted: int
+    changed: int
+    unchanged: int
 
 
 async def pull_connection(
@@ -207,40 +268,60 @@ async def pull_connection(
     # deletes are what the store holds live and the scan did not list). Quarantined records
     # count as listed: they exist there, they only could not be read.
     listed: set[str] | None = set() if scan_id is not None else None
-    async for page in connector.pull(position):
+    # Quarantined ids of this connection: a record staged cleanly later leaves quarantine.
+    quarantined: set[str] = set(await call(store.staging.quarantined_ids, name))
+    pages = connector.pull(position)
+    while True:
+        try:
+            page = await anext(pages)
+        except StopAsyncIteration:
+            break
+        except ConnectorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a page that cannot be read fails this pull only
+            raise UnreadablePage(f"{name}: page cannot be read: {type(exc).__name__}: {str(exc)[:200]}") from None
         if listed is not None:
-            listed.update(str(r.remote_id) for r in page.records)
+            listed.update(str(r.remote_id) for r in page.records if r.remote_id)
         if known is None and report.records >= KNOWN_HASHES_AFTER:
             known = await call(store.staging.staged_hashes, name)
         staged: list[StagedRecord] = []
         unreadable: list[tuple[str | None, str, str]] = []
         for record in page.records:
             try:
-                seen = known.get(str(record.remote_id)) if known and isinstance(record.payload, dict) else None
-                digest = None
+                seen = (
+                    known.get(str(record.remote_id))
+                    if known and type(record) is RawRecord and isinstance(record.payload, dict)
+                    else None
+                )
                 if seen is not None and not record.deleted and seen[1] == record.merged_into:
-                    digest = payload_hash(record.payload)
+                    digest = _hash_or_none(record.payload)
                     if digest == seen[0]:
                         staged.append(unread_record(mapping, record, digest))
                         report.invalid_values += seen[2]
                         continue
-                staged.append(stage_record(mapping, record, digest))
+                staged.append(stage_record(mapping, record))
                 report.invalid_values += len(staged[-1].invalid)
             except Exception as exc:  # noqa: BLE001 - one malformed payload never stops the page
-                unreadable.append(
-                    (
-                        str(record.remote_id)[:MAX_REMOTE_ID_LENGTH] or None,
-                        _raw_text(record.payload),
-                        f"{type(exc).__name__}: {exc}",
-                    )
-                )
+                unreadable.append(_unreadable(record, exc))
                 report.quarantined += 1
+        result = None
+        try:
+            # Off the event loop, so the other connections' pulls keep going during the commit.
+            result = await call(
+                store.staging.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False
+            )
+        except StageError:
+            # The store refused a value of the page: stage its records one by one, quarantine
+            # those it refuses, then move the cursor (the page is done either way).
+            result, refused = await _stage_one_by_one(call, store, name, staged, page.cursor, scan_id)
+            unreadable += refused
+            report.quarantined += len(refused)
         for remote_id, raw, reason in unreadable:
             await call(store.staging.quarantine, name, remote_id, raw, reason)
-        # Off the event loop, so the other connections' pulls keep going during the commit.
-        result = await call(
-            store.staging.stage_page, name, staged, cursor=page.cursor, scan_id=scan_id, touch_unchanged=False
-        )
+        cleared = quarantined.intersection(r.remote_id for r in staged) - {u[0] for u in unreadable}
+        if cleared:
+            await call(store.staging.release_quarantine, name, sorted(cleared))
+            quarantined -= cleared
         report.pages += 1
         report.records += len(page.records)
         report.inserted += result.inserted
@@ -257,6 +338,7 @@ async def pull_connection(
             break
         if stop is not None and stop.is_set():
             break  # the checkpoint stays: the next pull resumes from the committed cursor
+    await pages.aclose()  # type: ignore[attr-defined]
     if report.complete:
         await call(store.cursors.set_checkpoint, name, None)
     return report

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    and_,
     any_,
     bindparam,
     cast,
@@ -44,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, StatementError
 
 from sync.normalize import IdentityKey as NormalizedKey
 from sync.store import bulk
@@ -489,17 +490,24 @@ class StagingMixin:
         now = utcnow()
         copy_new = self.dialect_name == "postgresql"
         try:
-            with self.session() as s:
-                result = self._stage_in(
-                    s, connection, page, cursor, now, scan_id, copy_new=copy_new, touch_unchanged=touch_unchanged
-                )
-        except _CopyRaced:
-            # Another writer inserted a record of this page after the look-up: all rolled back,
-            # stage the page again through the upsert, which takes such rows over.
-            with self.session() as s:
-                result = self._stage_in(
-                    s, connection, page, cursor, now, scan_id, copy_new=False, touch_unchanged=touch_unchanged
-                )
+            try:
+                with self.session() as s:
+                    result = self._stage_in(
+                        s, connection, page, cursor, now, scan_id, copy_new=copy_new, touch_unchanged=touch_unchanged
+                    )
+            except _CopyRaced:
+                # Another writer inserted a record of this page after the look-up: all rolled
+                # back, stage the page again through the upsert, which takes such rows over.
+                with self.session() as s:
+                    result = self._stage_in(
+                        s, connection, page, cursor, now, scan_id, copy_new=False, touch_unchanged=touch_unchanged
+                    )
+        except (DataError, StatementError) as e:
+            # A value the database refuses (a NUL, an unencodable character, a number out of
+            # range): the caller quarantines the record rather than fail the pull every cycle.
+            if isinstance(e, DBAPIError) and not isinstance(e, DataError):
+                raise  # the connection or the server, not the data
+            raise StageError(f"{connection}: the database refused a value: {str(e.orig or e)[:300]}") from None
         self._note_inserted(result.inserted)
         return result
 
@@ -642,12 +650,44 @@ class StagingMixin:
 
     def quarantine(self, connection: str, remote_id: str | None, raw: str, reason: str) -> int:
         """Keep a payload that could not be staged (malformed), with the reason; returns its id.
-        ``raw`` is stored as given: the caller passes the payload text, never credentials."""
+        ``raw`` is stored as given: the caller passes the payload text, never credentials.
+        The same record refused again for the same reason (every scan lists it) keeps its one
+        row, with the latest payload and time."""
+        q = Quarantine.__table__.c
         with self.session() as s:
+            # Without an id, the same item is known by its text.
+            which = q.remote_id == remote_id if remote_id is not None else and_(q.remote_id.is_(None), q.raw == raw)
+            same = s.execute(
+                select(q.id).where(q.connection == connection, q.reason == reason, which).limit(1)
+            ).scalar()
+            if same is not None:
+                s.execute(update(Quarantine).where(Quarantine.id == same).values(raw=raw, created_at=utcnow()))
+                return int(same)
             row = Quarantine(connection=connection, remote_id=remote_id, raw=raw, reason=reason, created_at=utcnow())
             s.add(row)
             s.flush()
             return row.id
+
+    def quarantined_ids(self, connection: str) -> list[str]:
+        """The remote ids of ``connection`` that have a quarantine row."""
+        q = Quarantine.__table__.c
+        with self.session() as s:
+            return [
+                r
+                for (r,) in s.execute(
+                    select(q.remote_id).where(q.connection == connection, q.remote_id.is_not(None)).distinct()
+                )
+            ]
+
+    def release_quarantine(self, connection: str, remote_ids: Sequence[str]) -> int:
+        """Drop the quarantine rows of records that have since been staged cleanly."""
+        q = Quarantine.__table__.c
+        with self.session() as s:
+            n = 0
+            for chunk in _chunks(list(remote_ids)):
+                done = s.execute(delete(Quarantine).where(q.connection == connection, self._among(q.remote_id, chunk)))
+                n += int(getattr(done, "rowcount", 0) or 0)
+            return n
 
     def quarantined(self, connection: str | None = None) -> list[QuarantineEntry]:
         """Quarantined payloads, oldest first; all connections unless one is given."""

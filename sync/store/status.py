@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from sync.store.models import Conflict, Cursor, MatchReview, Person, Quarantine, RemoteRecord, Run, utcnow
@@ -31,6 +31,7 @@ class ConnectionStatus:
     dirty: int = 0
     invalid: int = 0
     quarantined: int = 0
+    future_stamped: int = 0  # live records whose updated time was past the server's now + skew
     cursor: dict[str, Any] | None = None
     checkpoint: dict[str, Any] | None = None
     cursor_updated_at: datetime | None = None
@@ -103,6 +104,13 @@ class StatusQueries:
                 st.dirty, st.invalid = int(dirty or 0), int(invalid)
             for conn, n in s.execute(select(Quarantine.connection, func.count()).group_by(Quarantine.connection)):
                 out.connections.setdefault(conn, ConnectionStatus(conn)).quarantined = int(n)
+            future = cast(rr.invalid, Text).like('%"future_timestamp"%')  # sync.detect.stage.FUTURE_TIMESTAMP
+            for conn, n in s.execute(
+                select(rr.connection, func.count())
+                .where(rr.invalid.is_not(None), rr.deleted_at.is_(None), future)
+                .group_by(rr.connection)
+            ):
+                out.connections.setdefault(conn, ConnectionStatus(conn)).future_stamped = int(n)
             for cur in s.scalars(select(Cursor)):
                 st = out.connections.setdefault(cur.connection, ConnectionStatus(cur.connection))
                 st.cursor, st.checkpoint, st.cursor_updated_at = cur.position, cur.checkpoint, cur.updated_at
