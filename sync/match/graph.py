@@ -323,7 +323,9 @@ def _resolve_merges(
             for j, pair in zip(key_rec[hold][holder_sel].tolist(), hold_pair[holder_sel].tolist()):
                 holders.setdefault(pair, []).append(j)
             cands: dict[int, dict[int, set[int]]] = {}  # tombstone -> holder -> shared tokens
-            for v, t, pair in zip(key_rec[lost][shared].tolist(), tok[lost][shared].tolist(), lost_pair[shared].tolist()):
+            for v, t, pair in zip(
+                key_rec[lost][shared].tolist(), tok[lost][shared].tolist(), lost_pair[shared].tolist()
+            ):
                 for j in holders[pair]:
                     cands.setdefault(v, {}).setdefault(j, set()).add(t)
             involved = sorted(set(cands) | {j for by in cands.values() for j in by})

@@ -231,9 +231,7 @@ def run_match(store: Store, config: Any, capabilities: Mapping[str, Capabilities
     return merged
 
 
-def match_dirty(
-    tx: UnitOfWork, policy: MatchPolicy
-) -> tuple[set[int], dict[tuple[int, str], str], MatchNotes]:
+def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tuple[int, str], str], MatchNotes]:
     """Match the dirty records and store the result. Returns the persons a platform merge
     joined this run, the primary record (remote id) per (person, connection) where a
     person has several, and the notes planning needs (inferred merges, contested keys)."""

@@ -118,9 +118,19 @@ def person_view(
         sides,
         merged=pid in merged_persons,
         merge_inferred=pid in notes.inferred_merges,
-        absorbed=any(rec.merged_into for rec in person.records),
+        absorbed=_absorbed(person, mappings),
         withheld=withheld,
     )
+
+
+def _absorbed(person: PersonRows, mappings: Mapping[str, FieldMapping]) -> frozenset[tuple[str, str]]:
+    """The email and phone keys of the person's records merged away on their platform."""
+    out: set[tuple[str, str]] = set()
+    for rec in person.records:
+        if rec.merged_into and rec.connection in mappings:
+            fields = mappings[rec.connection].read(rec.payload).fields
+            out.update((f, v) for f in _KEY_FIELDS.values() for v in fields.get(f) or ())
+    return frozenset(out)
 
 
 def _agreement(current: FieldDict, snapshot: FieldDict) -> int:

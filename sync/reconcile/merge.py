@@ -99,15 +99,15 @@ _KEY_FIELDS = ("emails", "phones")
 
 
 def _blocked(view: PersonView, side: Side) -> frozenset[tuple[str, str]]:
-    """Key values not to be added to this side's record: those a suspected merge contests, and,
-    in a person a platform merge joined, those another live record of this connection still
-    holds (the merge's loser, kept by the fallback): the platform would hold one key on two
-    contacts, or refuse it (Comm100: identity already used). Plain duplicates are left as they
-    were (flagged for review)."""
-    if not side.others or not (view.merged or view.absorbed):
+    """Key values not to be added to this side's record: those a suspected merge contests, and
+    those of a record merged away on its platform that another live record of this connection
+    still holds (the merge's loser there, kept by the fallback): the platform would hold one key
+    on two contacts, or refuse it (Comm100: identity already used). Plain duplicates are left as
+    they were (flagged for review)."""
+    if not side.others or not view.absorbed:
         return view.withheld
     held = {(f, v) for other in side.others for f in _KEY_FIELDS for v in members((other.current or {}).get(f))}
-    return view.withheld | held
+    return view.withheld | (held & view.absorbed)
 
 
 def _unblocked(golden: FieldDict, blocked: frozenset[tuple[str, str]], holds: FieldDict) -> FieldDict:

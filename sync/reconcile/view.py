@@ -93,5 +93,7 @@ class PersonView:
     sides: Mapping[str, Side] = field(default_factory=dict)
     merged: bool = False
     merge_inferred: bool = False
-    absorbed: bool = False  # holds a record merged away on its platform (a merge, this run or before)
+    # (list field, value) keys of the records merged away on their platform (a merge's losers,
+    # this run or before): not added where a loser's contact still holds them.
+    absorbed: frozenset[tuple[str, str]] = frozenset()
     withheld: frozenset[tuple[str, str]] = frozenset()
