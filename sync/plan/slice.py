@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.canonical import FieldDict, is_empty
+from sync.canonical import FieldDict, is_empty, members
 from sync.mapping import FieldMapping
 from sync.plan.context import PlanContext
 from sync.plan.model import OpKind, Plan, PlanOp
@@ -129,7 +129,7 @@ def _absorbed(person: PersonRows, mappings: Mapping[str, FieldMapping]) -> froze
     for rec in person.records:
         if rec.merged_into and rec.connection in mappings:
             fields = mappings[rec.connection].read(rec.payload).fields
-            out.update((f, v) for f in _KEY_FIELDS.values() for v in fields.get(f) or ())
+            out.update((f, v) for f in _KEY_FIELDS.values() for v in members(fields.get(f)))
     return frozenset(out)
 
 
