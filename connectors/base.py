@@ -69,6 +69,9 @@ class Capabilities:
     required_for_create: tuple[str, ...] = ()
     # Keys the platform can be searched by, in the order to try (settles in-flight creates).
     lookup_keys: tuple[str, ...] = ("email", "phone")
+    # True when the platform refuses one identity key value on two of its contacts (Comm100:
+    # "identity already used"): a merge's loser kept there keeps its keys off the survivor.
+    unique_keys: bool = False
     # True when a full scan can prove a record is gone (deletion detection is allowed).
     deletes_detectable: bool = True
     rate_limit: RateLimit | None = None

@@ -91,6 +91,7 @@ class Comm100Connector(SortedScanPull, HttpConnector):
         can_merge=False,  # enabled per connection by option merge_via (inferred endpoints)
         lookup_keys=("email", "phone"),
         deletes_detectable=True,
+        unique_keys=True,  # an identity value sits on one contact ("identity already used")
         rate_limit=RATE_LIMIT,  # documented: 300 calls per 5 minutes
         overlap_seconds=30.0,
     )

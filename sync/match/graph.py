@@ -9,8 +9,12 @@ records: the hot path never builds a per-record object. Records are joined by
 * their current person (sticky: an email edited on one platform must propagate, not split
   the person it belongs to);
 * merges: a record merged into another (Comm100 ``mergeToContactId``, or an Acquire contact
-  that vanished while one of its strong keys now sits on a live contact of the same
-  connection) joins its survivor — it is folded, never treated as a delete;
+  that vanished while every key it held now sits on one live contact of the same connection —
+  what a native merge that keeps the loser's details leaves) joins its survivor — it is
+  folded, never treated as a delete. A vanished record only *some* of whose keys moved to a
+  live contact of another person (a delete plus a key typed elsewhere looks the same) is a
+  *suspected merge*: not carried out, the key is contested (it joins no existing persons)
+  and the question is stored for review;
 * weak keys (a phone), only where that does not bring two different guard keys (emails) into
   one person: otherwise the match is ambiguous, kept apart and reported for review. Clusters
   of components sharing weak keys are joined at once where their guard keys agree; only the
@@ -19,9 +23,10 @@ records: the hot path never builds a per-record object. Records are joined by
 No step loops over records or keys in Python: per-record work is NumPy/SciPy or a C-level
 ``map`` over the input sequences (strings are hashed once).
 
-Persons keep their ids: a component takes the smallest existing person id among its records,
-the other persons in it are *folded* into that one, and a component with no person gets a new
-temporary (negative) id that the store replaces with a real one.
+Persons keep their ids: a component joined by a platform merge takes the person of the record
+the platform says survived; any other component the smallest existing person id among its
+records. The other persons in it are *folded* into that one, and a component with no person
+gets a new temporary (negative) id that the store replaces with a real one.
 """
 
 from __future__ import annotations
@@ -102,6 +107,12 @@ class MatchResult:
     merge_persons: frozenset[int]  # persons joined by a platform merge in this run
     duplicates: list[Duplicate] = field(default_factory=list)
     reviews: list[Review] = field(default_factory=list)
+    # Persons joined this run by an inferred merge only (no platform signal such as
+    # ``mergeToContactId``): reconcile never deletes for them unless deletes are propagated.
+    inferred_merge_persons: frozenset[int] = frozenset()
+    # Person -> (key kind, value) keys it holds under a suspected merge: contested, so they
+    # are not carried to its other platforms until a human decides.
+    withheld: dict[int, frozenset[tuple[str, str]]] = field(default_factory=dict)
 
     def persons(self) -> set[int]:
         """Every person (final ids, temporary ones included) touched by this match."""
@@ -131,14 +142,21 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
     strength = {kind: policy.strength(kind) for kind in kind_codes}
     strong_codes = [c for kind, c in kind_codes.items() if strength[kind] == STRONG]
     weak_codes = [c for kind, c in kind_codes.items() if strength[kind] == WEAK]
-    key_live = live[key_rec]
 
-    inferable = deleted_idx
+    tombstones = deleted_idx
     if policy.infer_merges is not None:
-        inferable = [i for i in inferable if inp.connections[i] in policy.infer_merges]
+        tombstones = [i for i in tombstones if inp.connections[i] in policy.infer_merges]
+    inferable = tombstones
     if inp.vanished_now is not None:
         inferable = [i for i in inferable if inp.vanished_now[i]]
-    merged = _resolve_merges(inp, tok, kcode, strong_codes, key_rec, live, inferable, merged_idx)
+    merged, suspects = _resolve_merges(
+        inp, tok, kcode, strong_codes, weak_codes, key_rec, live, person, inferable, tombstones, merged_idx
+    )
+    contested = sorted({t for _, _, tokens in suspects for t in tokens})
+    key_live = live[key_rec]
+    if contested:
+        # A contested key joins no existing persons (each keeps its records by the sticky edge).
+        key_live &= ~(np.isin(tok, contested) & (person[key_rec] >= 0))
 
     # Graph nodes: records [0, n), persons [n, ...). A strong key links each record holding it
     # to the first live record holding it (a star per key, no node per key: half the graph).
@@ -173,10 +191,18 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
     reviews: list[Review] = []
     comp = _weak_joins(inp, policy, comp, tok, token_key, kcode, kind_codes, weak_codes, key_rec, key_live, reviews)
 
-    # Persons: the smallest existing id survives in each component.
+    # Persons: the person of the record a platform merge says survived leads its component;
+    # elsewhere the smallest existing id survives.
     ncomp = int(comp.max()) + 1
     survivor = np.full(ncomp, _NO_PERSON, dtype=np.int64)
     np.minimum.at(survivor, comp[has_person], person[has_person])
+    if merged:
+        wins = np.asarray(sorted(set(merged.values()) - set(merged)), dtype=np.int64)
+        wins = wins[person[wins] >= 0] if len(wins) else wins
+        if len(wins):
+            lead = np.full(ncomp, _NO_PERSON, dtype=np.int64)
+            np.minimum.at(lead, comp[wins], person[wins])
+            survivor = np.where(lead != _NO_PERSON, lead, survivor)
     person_of = survivor[comp]
     fresh = person_of == _NO_PERSON
     new_persons = 0
@@ -192,9 +218,25 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
     moved = has_person & (person != person_of)
     folds = {int(p): int(s) for p, s in set(zip(person[moved].tolist(), person_of[moved].tolist()))}
     # Only a merge that joined two existing persons is carried to the other platforms.
-    merge_persons = frozenset(
-        int(person_of[i]) for i, j in merged.items() if person[i] >= 0 and person[j] >= 0 and person[i] != person[j]
-    )
+    joining = [(i, j) for i, j in merged.items() if person[i] >= 0 and person[j] >= 0 and person[i] != person[j]]
+    merge_persons = frozenset(int(person_of[i]) for i, _ in joining)
+    signalled = {int(person_of[i]) for i, _ in joining if inp.merged_into[i]}
+    inferred_merge_persons = merge_persons - signalled
+
+    withheld: dict[int, set[tuple[str, str]]] = {}
+    for v, s, tokens in suspects:
+        keys = [(inp.key_kinds[int(token_key[t])], inp.key_values[int(token_key[t])]) for t in tokens]
+        withheld.setdefault(int(person_of[s]), set()).update(keys)
+        kind, value = keys[0]
+        reviews.append(
+            Review(
+                "suspected_merge",
+                f"{kind}:{value}",
+                (v, s),
+                f"{inp.connections[v]} {inp.remote_ids[v]} vanished while its {kind} {value} sits on "
+                f"{inp.remote_ids[s]} of another person: not merged, the key joins neither",
+            )
+        )
 
     duplicates = _duplicates(inp, comp, person, person_of, live, merge_persons)
     for dup in duplicates:
@@ -208,7 +250,17 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
                     f"{len(dup.records)} records of {dup.connection} belong to one person",
                 )
             )
-    return MatchResult(person_of, new_persons, folds, merged, merge_persons, duplicates, reviews)
+    return MatchResult(
+        person_of,
+        new_persons,
+        folds,
+        merged,
+        merge_persons,
+        duplicates,
+        reviews,
+        inferred_merge_persons,
+        {p: frozenset(keys) for p, keys in withheld.items()},
+    )
 
 
 def _resolve_merges(
@@ -216,19 +268,31 @@ def _resolve_merges(
     tok: np.ndarray,
     kcode: np.ndarray,
     strong_codes: list[int],
+    weak_codes: list[int],
     key_rec: np.ndarray,
     live: np.ndarray,
-    deleted_idx: list[int],
+    person: np.ndarray,
+    vanished_idx: list[int],
+    tombstone_idx: list[int],
     merged_idx: list[int],
-) -> dict[int, int]:
-    """Merged-away record index -> survivor record index.
+) -> tuple[dict[int, int], list[tuple[int, int, tuple[int, ...]]]]:
+    """Merged-away record index -> survivor record index, and the suspected merges.
 
-    Explicit signals first (``merged_into``); then vanished records (deleted, no signal) whose
-    strong key now sits on a live record of the same connection: the platform merged them
-    (Acquire keeps the loser's email on the primary). A survivor that is not loaded leaves the
-    record unmerged for now (it is still not a delete).
+    Explicit signals first (``merged_into``). Then deleted records with no signal
+    (``tombstone_idx``, on connections whose merges leave none) whose strong key sits on a live
+    record of the same connection:
+
+    * newly vanished (``vanished_idx``) and *every* key it held (strong and weak) now on one live
+      record: the platform merged it there (Acquire keeps the loser's details on the primary);
+    * otherwise, where the two records belong to different existing persons, a suspected merge
+      ``(record, holder, contested strong tokens)``: only a key moved, which a delete plus an
+      edit explains as well. Old tombstones are checked too, so the key stays contested in later
+      runs (the tombstone keeps its keys).
+
+    A survivor that is not loaded leaves the record unmerged for now (it is still not a delete).
     """
     out: dict[int, int] = {}
+    suspects: list[tuple[int, int, tuple[int, ...]]] = []
     if merged_idx:
         # Where each merge target lives: only records whose remote id is a target are indexed
         # (a membership test per record, in C), not every remote id of the input.
@@ -240,23 +304,46 @@ def _resolve_merges(
             target = target_at.get((inp.connections[i], inp.merged_into[i]))
             if target is not None and target != i:
                 out[i] = target
-    vanished = [i for i in deleted_idx if i not in out and not inp.merged_into[i]]
-    if vanished and len(tok):
+    tombs = [i for i in tombstone_idx if i not in out and not inp.merged_into[i]]
+    if tombs and len(tok):
+        conn_code, conn_names = _codes(inp.connections, len(live))
+        width = len(conn_names)
         strong = np.isin(kcode, strong_codes)
-        vanished_mask = np.zeros(len(live), dtype=bool)
-        vanished_mask[vanished] = True
-        lost = strong & vanished_mask[key_rec]
-        lost_tokens = np.unique(tok[lost])
-        holders = strong & live[key_rec] & np.isin(tok, lost_tokens)
-        holder_of: dict[tuple[int, str], int] = {}
-        for j, t in zip(key_rec[holders].tolist(), tok[holders].tolist()):
-            holder_of.setdefault((t, inp.connections[j]), j)
-        for j, t in zip(key_rec[lost].tolist(), tok[lost].tolist()):
-            if j in out:
-                continue
-            survivor = holder_of.get((t, inp.connections[j]))
-            if survivor is not None:
-                out[j] = survivor
+        tomb_mask = np.zeros(len(live), dtype=bool)
+        tomb_mask[tombs] = True
+        lost = strong & tomb_mask[key_rec]
+        hold = strong & live[key_rec]
+        # (token, connection) pairs: a lost key held again on the same connection.
+        lost_pair = tok[lost] * width + conn_code[key_rec[lost]]
+        hold_pair = tok[hold] * width + conn_code[key_rec[hold]]
+        shared = np.isin(lost_pair, hold_pair)
+        if shared.any():
+            holder_sel = np.isin(hold_pair, lost_pair[shared])
+            holders: dict[int, list[int]] = {}
+            for j, pair in zip(key_rec[hold][holder_sel].tolist(), hold_pair[holder_sel].tolist()):
+                holders.setdefault(pair, []).append(j)
+            cands: dict[int, dict[int, set[int]]] = {}  # tombstone -> holder -> shared tokens
+            for v, t, pair in zip(
+                key_rec[lost][shared].tolist(), tok[lost][shared].tolist(), lost_pair[shared].tolist()
+            ):
+                for j in holders[pair]:
+                    cands.setdefault(v, {}).setdefault(j, set()).add(t)
+            involved = sorted(set(cands) | {j for by in cands.values() for j in by})
+            keyed = np.isin(kcode, strong_codes + weak_codes) & np.isin(key_rec, involved)
+            tokens_of: dict[int, set[int]] = {}
+            for r, t in zip(key_rec[keyed].tolist(), tok[keyed].tolist()):
+                tokens_of.setdefault(r, set()).add(t)
+            now = set(vanished_idx)
+            for v in sorted(cands):
+                by_holder = cands[v]
+                if v in now:
+                    held_all = [j for j in sorted(by_holder) if tokens_of.get(v, set()) <= tokens_of.get(j, set())]
+                    if held_all:
+                        out[v] = held_all[0]
+                        continue
+                for j in sorted(by_holder):
+                    if person[v] >= 0 and person[j] >= 0 and person[v] != person[j]:
+                        suspects.append((v, j, tuple(sorted(by_holder[j]))))
     # Follow chains (a -> b -> c) so every loser points at a live survivor when one is loaded.
     for i in list(out):
         seen = {i}
@@ -265,7 +352,7 @@ def _resolve_merges(
             seen.add(j)
             j = out[j]
         out[i] = j
-    return out
+    return out, suspects
 
 
 def _weak_joins(

@@ -27,7 +27,7 @@ from sync.match import MatchInput, MatchPolicy, MatchResult, match_records
 from sync.plan import pool as plan_pool
 from sync.plan.context import connection_info, match_policy, reconcile_policy
 from sync.plan.model import Plan
-from sync.plan.slice import plan_slice
+from sync.plan.slice import MatchNotes, plan_slice
 from sync.reconcile import ConnectionInfo
 from sync.store import Store, UnitOfWork
 from sync.store.persons import MatchRows, ReviewRow
@@ -143,7 +143,7 @@ def _build(
 ) -> Plan:
     if replan:
         tx.persons.mark_all_dirty()
-    merged_persons, primaries = match_dirty(tx, match_policy(config, capabilities))
+    merged_persons, primaries, notes = match_dirty(tx, match_policy(config, capabilities))
     policy = reconcile_policy(config)
     plan = Plan() if keep else Plan.counted()
     dirty = tx.persons.dirty_person_ids()
@@ -168,6 +168,7 @@ def _build(
             run_id=run_id,
             merged_persons=merged_persons,
             primaries=primaries,
+            notes=notes,
             queue=queue,  # type: ignore[arg-type]
             workers=pool.workers,
             on_commit=on_commit,
@@ -183,6 +184,7 @@ def _build(
             policy,
             merged_persons=merged_persons,
             primaries=primaries,
+            notes=notes,
             run_id=run_id,
             queue=queue if commit else None,
             save=commit,
@@ -234,17 +236,17 @@ def run_match(store: Store, config: Any, capabilities: Mapping[str, Capabilities
     """Only the matching step, committed: the dirty records get their persons (the persons
     they touch become dirty for the next plan). Returns the persons a platform merge joined."""
     with store.transaction() as tx, _no_gc():
-        merged, _ = match_dirty(tx, match_policy(config, capabilities))
+        merged, _, _ = match_dirty(tx, match_policy(config, capabilities))
     return merged
 
 
-def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tuple[int, str], str]]:
+def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tuple[int, str], str], MatchNotes]:
     """Match the dirty records and store the result. Returns the persons a platform merge
-    joined this run, and the primary record (remote id) per (person, connection) where a
-    person has several."""
+    joined this run, the primary record (remote id) per (person, connection) where a
+    person has several, and the notes planning needs (inferred merges, contested keys)."""
     rows = tx.persons.load_match_input()
     if not len(rows):
-        return set(), {}
+        return set(), {}, MatchNotes()
     result = match_records(_input(rows), policy)
     outcome = tx.persons.save_match(
         rows,
@@ -260,7 +262,11 @@ def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tup
 
     merged = {real(p) for p in result.merge_persons}
     primaries = {(real(d.person), d.connection): rows.remote_ids[d.records[0]] for d in result.duplicates}
-    return merged, primaries
+    notes = MatchNotes(
+        frozenset(real(p) for p in result.inferred_merge_persons),
+        {real(p): keys for p, keys in result.withheld.items()},
+    )
+    return merged, primaries, notes
 
 
 def _input(rows: MatchRows) -> MatchInput:

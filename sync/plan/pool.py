@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from connectors.base import Capabilities
 from sync.plan.context import connection_info, reconcile_policy
 from sync.plan.model import ConflictDecision, Plan
-from sync.plan.slice import plan_slice
+from sync.plan.slice import MatchNotes, plan_slice
 from sync.store import Store
 
 # Below this many dirty persons a pool costs more than it saves (worker start-up is about a
@@ -77,6 +77,7 @@ class _Setup:
     merged_persons: set[int]
     primaries: dict[tuple[int, str], str]
     queue: QueueSpec | None
+    notes: MatchNotes | None = None
     parent_pid: int = field(default_factory=os.getpid)
 
 
@@ -114,6 +115,7 @@ def plan_in_workers(
     primaries: Mapping[tuple[int, str], str],
     queue: PortableQueue | None,
     workers: int,
+    notes: MatchNotes | None = None,
     on_commit: Callable[[], None] | None = None,
 ) -> None:
     """Plan and commit ``dirty[start:end]`` for each of ``slices`` in ``workers`` processes,
@@ -129,6 +131,7 @@ def plan_in_workers(
         merged_persons=set(merged_persons),
         primaries=dict(primaries),
         queue=queue.portable() if queue is not None else None,
+        notes=notes,
     )
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(setup,)) as pool:
@@ -178,6 +181,7 @@ class _Worker:
                 self.policy,
                 merged_persons=self.setup.merged_persons,
                 primaries=self.setup.primaries,
+                notes=self.setup.notes,
                 run_id=self.setup.run_id,
                 queue=queue,
                 release_read=True,

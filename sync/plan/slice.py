@@ -4,15 +4,31 @@ op's payload through its connection's mapping, and store the plan state (uncommi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sync.canonical import FieldDict, is_empty
+from sync.canonical import FieldDict, is_empty, members
 from sync.mapping import FieldMapping
 from sync.plan.context import PlanContext
 from sync.plan.model import OpKind, Plan, PlanOp
 from sync.reconcile import ConnectionInfo, PersonView, ReconcilePolicy, RecordState, Side, covers, reconcile, same
 from sync.store import UnitOfWork
 from sync.store.persons import PersonRows, RecordRow
+
+
+@dataclass(frozen=True)
+class MatchNotes:
+    """What this run's match says about persons beyond their records: those joined by an
+    *inferred* platform merge (no signal such as ``mergeToContactId``), and per person the keys
+    (kind, value) contested by a suspected merge, not to be carried to its other platforms."""
+
+    inferred_merges: frozenset[int] = frozenset()
+    withheld: Mapping[int, frozenset[tuple[str, str]]] = field(default_factory=dict)
+
+
+_NO_NOTES = MatchNotes()
+# Key kinds -> the canonical list field holding them.
+_KEY_FIELDS = {"email": "emails", "phone": "phones"}
 
 
 def plan_slice(
@@ -24,6 +40,7 @@ def plan_slice(
     *,
     merged_persons: set[int] | frozenset[int] = frozenset(),
     primaries: Mapping[tuple[int, str], str] | None = None,
+    notes: MatchNotes | None = None,
     run_id: int | None = None,
     queue: Callable[[UnitOfWork, Plan], None] | None = None,
     save: bool = True,
@@ -40,7 +57,7 @@ def plan_slice(
     if release_read:
         tx.commit()
     ctx = PlanContext(mappings, {})
-    views = [person_view(p, infos, mappings, ctx, merged_persons, primaries) for p in people]
+    views = [person_view(p, infos, mappings, ctx, merged_persons, primaries, notes) for p in people]
     decided = reconcile(views, infos, policy)
     unplanned = _drop_skipped(decided, skip) if skip else set()
     part = render_payloads(decided, ctx)
@@ -87,6 +104,7 @@ def person_view(
     ctx: PlanContext,
     merged_persons: set[int] | frozenset[int] = frozenset(),
     primaries: Mapping[tuple[int, str], str] | None = None,
+    notes: MatchNotes | None = None,
 ) -> PersonView:
     """The reconcile view of a stored person: per connection the primary record, further live
     records, and the snapshot. Records merged away are not sides at all.
@@ -124,7 +142,28 @@ def person_view(
         if chosen[0].deleted:
             chosen = chosen[:1]
         sides[conn] = Side(conn, chosen[0], snapshot, tuple(chosen[1:]))
-    return PersonView(person.person_id, person.golden, sides, merged=person.person_id in merged_persons)
+    notes = notes or _NO_NOTES
+    pid = person.person_id
+    withheld = frozenset((_KEY_FIELDS[k], v) for k, v in notes.withheld.get(pid, ()) if k in _KEY_FIELDS)
+    return PersonView(
+        pid,
+        person.golden,
+        sides,
+        merged=pid in merged_persons,
+        merge_inferred=pid in notes.inferred_merges,
+        absorbed=_absorbed(person, mappings),
+        withheld=withheld,
+    )
+
+
+def _absorbed(person: PersonRows, mappings: Mapping[str, FieldMapping]) -> frozenset[tuple[str, str]]:
+    """The email and phone keys of the person's records merged away on their platform."""
+    out: set[tuple[str, str]] = set()
+    for rec in person.records:
+        if rec.merged_into and rec.connection in mappings:
+            fields = mappings[rec.connection].read(rec.payload).fields
+            out.update((f, v) for f in _KEY_FIELDS.values() for v in members(fields.get(f)))
+    return frozenset(out)
 
 
 def _agreement(current: FieldDict, snapshot: FieldDict) -> int:

@@ -83,13 +83,50 @@ def reconcile_person(
     out.golden = golden
 
     for name, side in live.items():
-        confirmed = _plan_side(view.person_id, connections[name], side, holds[name], golden, erased, policy, out)
+        wanted = _unblocked(golden, _blocked(view, side, connections[name].capabilities.unique_keys), holds[name])
+        confirmed = _plan_side(view.person_id, connections[name], side, holds[name], wanted, erased, policy, out)
         if side.others:
             _plan_others(view, connections[name], side, confirmed, policy, out)
     if not gone:
         for name, side in sides.items():
             if side.record is None:
-                _plan_create(view.person_id, connections[name], golden, out)
+                _plan_create(view.person_id, connections[name], _unblocked(golden, view.withheld, {}), out)
+    return out
+
+
+# Canonical list fields holding identity keys: a value here is someone's email or phone.
+_KEY_FIELDS = ("emails", "phones")
+
+
+def _blocked(view: PersonView, side: Side, unique_keys: bool) -> frozenset[tuple[str, str]]:
+    """Key values not to be added to this side's record: those a suspected merge contests, and,
+    on a platform that refuses one key on two contacts (``unique_keys``: Comm100, "identity
+    already used"), those of a record merged away that another live record of this connection
+    still holds (the merge's loser there, kept by the fallback). Plain duplicates are left as
+    they were (flagged for review)."""
+    if not unique_keys or not side.others or not view.absorbed:
+        return view.withheld
+    held = {(f, v) for other in side.others for f in _KEY_FIELDS for v in members((other.current or {}).get(f))}
+    return view.withheld | (held & view.absorbed)
+
+
+def _unblocked(golden: FieldDict, blocked: frozenset[tuple[str, str]], holds: FieldDict) -> FieldDict:
+    """``golden`` without the ``blocked`` key values the side does not already hold (what it
+    holds is kept: withholding never removes a value from a platform)."""
+    if not blocked:
+        return golden
+    out = golden
+    for name in _KEY_FIELDS:
+        values = members(golden.get(name))
+        if not any((name, v) in blocked for v in values):
+            continue
+        have = set(members(holds.get(name)))
+        keep = tuple(v for v in values if (name, v) not in blocked or v in have)
+        out = dict(out)
+        if keep:
+            out[name] = keep
+        else:
+            out.pop(name, None)
     return out
 
 
@@ -369,6 +406,10 @@ def _plan_others(
             )
             return
         fallback = policy.merges.fallback
+        if fallback == "delete" and view.merge_inferred and policy.deletes.mode != "propagate":
+            # Inferred, not signalled: the loser's contacts are never deleted unless deletes
+            # propagate; they are tagged instead, for a human to see.
+            fallback = "tag"
         for record in side.others:
             if fallback == "delete":
                 kind = OpKind.DELETE if caps.can_delete else OpKind.EXCLUDE

@@ -83,9 +83,17 @@ class Side:
 @dataclass(frozen=True)
 class PersonView:
     """A person to reconcile: the golden record as last decided, and its sides. ``merged`` is
-    set when a platform merge joined persons into this one in this run."""
+    set when a platform merge joined persons into this one in this run; ``merge_inferred`` when
+    that merge was inferred (no platform signal), so it never deletes unless deletes propagate.
+    ``withheld``: (list field, value) pairs a suspected merge contests — not carried to a
+    platform that does not hold them already."""
 
     person_id: int
     golden: FieldDict = field(default_factory=dict)
     sides: Mapping[str, Side] = field(default_factory=dict)
     merged: bool = False
+    merge_inferred: bool = False
+    # (list field, value) keys of the records merged away on their platform (a merge's losers,
+    # this run or before): not added where a loser's contact still holds them.
+    absorbed: frozenset[tuple[str, str]] = frozenset()
+    withheld: frozenset[tuple[str, str]] = frozenset()

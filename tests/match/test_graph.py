@@ -387,3 +387,66 @@ def test_weak_joins_by_cluster_decide_like_one_key_at_a_time(recs: list[R], emai
         ref.duplicates,
         ref.reviews,
     )
+
+
+# -- issue 14 E: the survivor is the record the platform says survived ---------------------------
+
+
+def test_comm100_merge_into_the_younger_person_keeps_the_survivors_person() -> None:
+    # Ada (person 1, older) merged into Grace (person 2) on Comm100: Grace's person is kept.
+    recs = [
+        R("c100", "c-ada", ("email=ada@x.com",), person=1, merged_into="c-grace"),
+        R("c100", "c-grace", ("email=grace@x.com",), person=2),
+        R("ghl", "g-ada", ("email=ada@x.com",), person=1),
+        R("ghl", "g-grace", ("email=grace@x.com",), person=2),
+    ]
+    _, result = groups(recs)
+    assert result.person_of.tolist() == [2, 2, 2, 2]
+    assert result.folds == {1: 2}
+    assert result.merge_persons == frozenset({2})
+    assert result.inferred_merge_persons == frozenset()  # signalled by mergeToContactId
+    # On GoHighLevel the contact of the survivor's person is the primary, Ada's the loser.
+    (dup,) = result.duplicates
+    assert (dup.connection, dup.records, dup.via_merge) == ("ghl", (3, 2), True)
+
+
+def test_acquire_merge_into_the_younger_person_is_inferred_and_keeps_the_survivors_person() -> None:
+    # Acquire merged Ada (person 1) into Grace (person 2): Ada's contact vanished and every key
+    # it held (email and phone) now sits on Grace's.
+    recs = [
+        R("acq", "11", ("email=ada@x.com", "phone=+14155552671"), person=1, deleted=True),
+        R("acq", "12", ("email=grace@x.com", "email=ada@x.com", "phone=+14155552671"), person=2),
+        R("ghl", "g-ada", ("email=ada@x.com", "phone=+14155552671"), person=1),
+        R("dm", "d-ada", ("phone=+14155552671",), person=1),
+    ]
+    _, result = groups(recs, MatchPolicy(infer_merges=frozenset({"acq"})))
+    assert result.merged == {0: 1}
+    assert result.person_of.tolist() == [2, 2, 2, 2]
+    assert result.folds == {1: 2}
+    assert result.merge_persons == frozenset({2}) == result.inferred_merge_persons
+    assert [r.kind for r in result.reviews] == []
+
+
+def test_vanished_record_with_only_one_key_moved_is_a_suspected_merge_not_a_fold() -> None:
+    # Ada deleted on Acquire and her email typed onto Grace's contact; her phone went nowhere.
+    recs = [
+        R("acq", "11", ("email=ada@x.com", "phone=+14155552671"), person=1, deleted=True),
+        R("acq", "12", ("email=grace@x.com", "email=ada@x.com"), person=2),
+        R("ghl", "g-ada", ("email=ada@x.com", "phone=+14155552671"), person=1),
+        R("ghl", "g-grace", ("email=grace@x.com",), person=2),
+    ]
+    policy = MatchPolicy(infer_merges=frozenset({"acq"}))
+    _, result = groups(recs, policy)
+    assert result.merged == {}
+    assert result.folds == {}
+    assert result.person_of.tolist() == [1, 2, 1, 2]
+    assert result.merge_persons == frozenset()
+    (review,) = result.reviews
+    assert (review.kind, review.key, review.records) == ("suspected_merge", "email:ada@x.com", (0, 1))
+    assert result.withheld == {2: frozenset({("email", "ada@x.com")})}
+    # A later run (the vanishing is old news) still keeps them apart.
+    later = build(recs)
+    later.vanished_now = [False] * len(recs)
+    again = match_records(later, policy)
+    assert again.person_of.tolist() == [1, 2, 1, 2]
+    assert again.folds == {} and [r.kind for r in again.reviews] == ["suspected_merge"]
