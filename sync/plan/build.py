@@ -148,7 +148,8 @@ def _build(
     plan = Plan() if keep else Plan.counted()
     dirty = tx.persons.dirty_person_ids()
     parallel = pool is not None and commit and not keep and len(dirty) >= pool.threshold
-    if parallel and queue is not None and not hasattr(queue, "portable"):
+    portable = queue if isinstance(queue, plan_pool.PortableQueue) else None
+    if parallel and queue is not None and portable is None:
         parallel = False  # a queue that cannot be rebuilt in a worker: plan here
     if on_commit is not None or parallel:
         tx.commit()
@@ -168,7 +169,7 @@ def _build(
             run_id=run_id,
             merged_persons=merged_persons,
             primaries=primaries,
-            queue=queue,  # type: ignore[arg-type]
+            queue=portable,
             workers=pool.workers,
             on_commit=on_commit,
         )
