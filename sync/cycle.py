@@ -315,6 +315,10 @@ class CycleRunner:
             # start with the first slice. "plan" is timed to its end, "push" from there.
             feed = PlanFeed(report.run_id)
             loop = asyncio.get_running_loop()
+
+            def notify_feed() -> None:  # from the planning thread, after each slice's commit
+                loop.call_soon_threadsafe(feed.notify)
+
             pushing = asyncio.create_task(
                 apply_outbox(
                     self.outbox,
@@ -336,7 +340,7 @@ class CycleRunner:
                     commit=True,
                     queue=queue,
                     replan=replan or bool(report.joined),
-                    on_commit=lambda: loop.call_soon_threadsafe(feed.notify),
+                    on_commit=notify_feed,
                     skip=failed_pulls,
                 )
                 timed("plan")

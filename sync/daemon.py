@@ -33,6 +33,10 @@ log = structlog.get_logger("contactsync.daemon")
 RunProfile = Callable[[str, threading.Event], Any]
 
 
+# What signal.signal() takes and returns (typeshed's private signal._HANDLER).
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
 @dataclass(frozen=True)
 class ScheduledProfile:
     """When one profile runs: every ``interval_seconds``, or on a 5-field ``cron`` expression."""
@@ -110,7 +114,7 @@ class Daemon:
 
     def run(self, *, install_signals: bool = True) -> int:
         """Block until SIGTERM/SIGINT (or :meth:`stop`); return the exit code."""
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, _SignalHandler] = {}
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)

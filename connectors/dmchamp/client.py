@@ -145,9 +145,9 @@ class DmChampConnector(LookupOnlyPull, HttpConnector):
                     raise RecordError(409, "dmchamp: contact already exists but cannot be found by phone", data)
                 return await self._adopt(found, body)
             inner = data.get("data") if isinstance(data, dict) else None
-            contact_id = inner.get("contactId") if isinstance(inner, dict) else None
-            if not contact_id:
+            if not isinstance(inner, dict) or not inner.get("contactId"):
                 raise RemoteUnavailable("dmchamp POST /contacts: response has no data.contactId")
+            contact_id = inner["contactId"]
             message = str(inner.get("message") or "")
             if _ALREADY_EXISTS in message.lower():
                 # The other documented answer: the existing contact's id, nothing changed.

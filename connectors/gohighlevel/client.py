@@ -343,7 +343,7 @@ def _search_after(last: Any, records: list[RawRecord]) -> tuple[Any, ...]:
 def _duplicate_of(exc: RecordError) -> str | None:
     """The existing contact id of a "does not allow duplicated contacts" refusal."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+    meta = found if isinstance(found := body.get("meta"), dict) else {}
     if exc.status == 400 and meta.get("contactId"):
         return str(meta["contactId"])
     return None

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.base import (
     ConfigurationError,
@@ -40,6 +40,8 @@ from sync.apply.storethread import StoreThread
 from sync.canonical import FieldDict, fields_to_json
 from sync.store.models import OutboxStatus, utcnow
 from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore, SendState
+
+T = TypeVar("T")
 
 KeysOf = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
 ReadFields = Callable[[Mapping[str, Any]], FieldDict]
@@ -403,7 +405,7 @@ class ConnectionApplier:
 
     # -- one row ------------------------------------------------------------------------------
 
-    async def _call(self, name: str, coro: Any) -> Any:
+    async def _call(self, name: str, coro: Awaitable[T]) -> T:
         self.report.calls[name] += 1
         return await coro
 
@@ -486,7 +488,7 @@ class ConnectionApplier:
                 return self._created(item, WriteResult(remote_id=found), body, merge_payload=True)
             if settling and self._probe:
                 raise _Unsettled("not found before the pull: sent after planning")
-        result: WriteResult = await self._call("create", self.connector.create(body))
+        result = await self._call("create", self.connector.create(body))
         if not result.created:
             # The platform handed back an existing contact (duplicate refused, or adopted).
             await self._claimable(item, str(result.remote_id), raise_=True)

@@ -153,13 +153,13 @@ def unread_record(mapping: FieldMapping, record: RawRecord, digest: str) -> Stag
     )
 
 
-def _off_loop(io: Any) -> Callable[..., Awaitable[Any]]:
+def _off_loop(io: Callable[..., Awaitable[Any]] | None) -> Callable[..., Awaitable[Any]]:
     """How the pull calls the store: on the cycle's one store thread (``io``, a
     ``sync.apply.storethread.StoreThread``), else in a worker thread. Never on the event loop:
     a blocking store call (on SQLite, waiting for the write lock) would hold up every
     connection's I/O."""
     if io is not None:
-        return io  # type: ignore[no-any-return]
+        return io
     return asyncio.to_thread
 
 
@@ -220,7 +220,7 @@ async def pull_connection(
     full: bool = False,
     stop: asyncio.Event | None = None,
     progress: PageProgress | None = None,
-    io: Any = None,
+    io: Callable[..., Awaitable[Any]] | None = None,
     deletes: DeleteLimits | None = None,
 ) -> PullReport:
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.

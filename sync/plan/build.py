@@ -17,7 +17,7 @@ import gc
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -148,7 +148,8 @@ def _build(
     plan = Plan() if keep else Plan.counted()
     dirty = tx.persons.dirty_person_ids()
     parallel = pool is not None and commit and not keep and len(dirty) >= pool.threshold
-    if parallel and queue is not None and not hasattr(queue, "portable"):
+    portable = queue if isinstance(queue, plan_pool.PortableQueue) else None
+    if parallel and queue is not None and portable is None:
         parallel = False  # a queue that cannot be rebuilt in a worker: plan here
     if on_commit is not None or parallel:
         tx.commit()
@@ -169,7 +170,7 @@ def _build(
             merged_persons=merged_persons,
             primaries=primaries,
             notes=notes,
-            queue=queue,  # type: ignore[arg-type]
+            queue=portable,
             workers=pool.workers,
             on_commit=on_commit,
         )
@@ -270,19 +271,23 @@ def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tup
 
 
 def _input(rows: MatchRows) -> MatchInput:
+    # The store hands its columns over as NumPy arrays, which matching reads through
+    # ``np.asarray``; MatchInput's fields are annotated as Sequences only, which an ndarray is
+    # not to a type checker. The casts stand until those annotations accept arrays
+    # (sync/match/graph.py; no copy to lists here, it would cost a Python object per record).
     return MatchInput(
-        record_ids=rows.record_ids,
+        record_ids=cast("Sequence[int]", rows.record_ids),
         connections=rows.connections,
         remote_ids=rows.remote_ids,
-        person_ids=rows.person_ids,
+        person_ids=cast("Sequence[int | None]", rows.person_ids),
         merged_into=rows.merged_into,
-        deleted=rows.deleted,
-        key_records=rows.key_records,
+        deleted=cast("Sequence[bool]", rows.deleted),
+        key_records=cast("Sequence[int]", rows.key_records),
         key_kinds=rows.key_kinds,
         key_values=rows.key_values,
         # A record deleted and already matched is not news: only a newly seen delete may be
         # a platform merge.
-        vanished_now=np.logical_and(rows.deleted, rows.dirty),
+        vanished_now=cast("Sequence[bool]", np.logical_and(rows.deleted, rows.dirty)),
     )
 
 

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from connectors.base import Capabilities
 from sync.plan.context import connection_info, reconcile_policy
@@ -50,6 +50,7 @@ def default_workers() -> int:
     return max(1, min(4, cores))
 
 
+@runtime_checkable
 class PortableQueue(Protocol):
     """A planning queue that can be rebuilt in a worker process (``sync.apply.PlanQueue``)."""
 

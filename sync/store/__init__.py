@@ -31,8 +31,9 @@ SQLAlchemy models, for ``sync/store`` itself and for tests that inspect the stor
 
 from __future__ import annotations
 
+from sync.store.connect import display_url
 from sync.store.cursors import CursorState, UnknownScan
-from sync.store.db import NestedSession, Store, StoreOutOfDate, UnitOfWork, display_url
+from sync.store.db import NestedSession, Store, StoreOutOfDate, UnitOfWork
 from sync.store.migrate import current_revision, head_revision, upgrade
 from sync.store.outbox import Completion, EnqueueResult, Failure, Intent, OutboxItem, OutboxStore
 from sync.store.runs import RunInfo

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -124,7 +125,9 @@ def copy_rows(session: Session, table: str, columns: Sequence[str], rows: Iterab
     return copy_lines(session, table, columns, ("\t".join([field(v) for v in row]) + "\n" for row in rows))
 
 
-def copy_numbers(session: Session, table: str, columns: Mapping[str, np.ndarray]) -> int:
+def copy_numbers(
+    session: Session, table: str, columns: Mapping[str, npt.NDArray[np.int64] | npt.NDArray[np.bool_]]
+) -> int:
     """A binary ``COPY`` of equally long NumPy columns into ``table``: int64 arrays (bigint
     columns) and bool arrays (boolean columns), no NULLs. The whole payload is one NumPy
     record array: no Python object per value. Returns the number of rows."""

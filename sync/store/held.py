@@ -179,7 +179,7 @@ class HeldDeletes:
                         .values(deleted_at=now, dirty=True)
                         .execution_options(synchronize_session=False)
                     )
-                    n += int(result.rowcount or 0)  # type: ignore[attr-defined]
+                    n += int(result.rowcount or 0)  # type: ignore[attr-defined]  # a DML statement gives a CursorResult; Session.execute is typed as returning Result
                 release_in(s, conn)
                 out[conn] = n
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -66,8 +67,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 # Partial-index predicates (migration 0002). SQLite has no boolean type and uses a partial index
 # only when the query repeats its predicate: ``dirty = 1`` is what SQLAlchemy renders there for
 # ``.where(table.c.dirty)`` (``dirty`` on PostgreSQL). Never filter with ``.is_(True)`` (``IS 1``).
-_ONLY_DIRTY = {"sqlite_where": text("dirty = 1"), "postgresql_where": text("dirty")}
-_ONLY_MERGED = {"sqlite_where": text("merged_into IS NOT NULL"), "postgresql_where": text("merged_into IS NOT NULL")}
+# Typed as Index's ``**dialect_kw: Any`` so unpacking them cannot bind to its named parameters.
+_ONLY_DIRTY: dict[str, Any] = {"sqlite_where": text("dirty = 1"), "postgresql_where": text("dirty")}
+_ONLY_MERGED: dict[str, Any] = {
+    "sqlite_where": text("merged_into IS NOT NULL"),
+    "postgresql_where": text("merged_into IS NOT NULL"),
+}
 
 
 def utcnow() -> datetime:
@@ -76,6 +81,10 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # DeclarativeBase types ``__table__`` as any FromClause (a class may be mapped to a subquery);
+    # every model here is declared with ``__tablename__``, so it is a Table (insert, update,
+    # delete and ``.indexes`` need one).
+    __table__: ClassVar[Table]
 
 
 class OutboxStatus(str, enum.Enum):

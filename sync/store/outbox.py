@@ -218,7 +218,7 @@ def _live_persons(session: Session, person_ids: set[int]) -> dict[int, int]:
     return current
 
 
-def _versions(session: Session, person_ids: set[int | None]) -> dict[int, int]:
+def _versions(session: Session, person_ids: Iterable[int | None]) -> dict[int, int]:
     """The current version of each person (as this transaction sees it)."""
     ids = sorted(p for p in person_ids if p is not None)
     out: dict[int, int] = {}
@@ -312,7 +312,8 @@ class _ResultBatch:
                 )
                 for rid, remote_id, payload in rows:
                     records[(conn, remote_id)] = _RecordState(rid, payload, set())
-        by_id = {r.id: r for r in records.values()}
+        # Every record here was just read from the store, so each has its id.
+        by_id = {r.id: r for r in records.values() if r.id is not None}
         rec_ids = sorted(by_id)
         for start in range(0, len(rec_ids), 500):
             for record_id, kind, value in self.session.execute(
@@ -512,7 +513,7 @@ class OutboxStore:
                         earlier.append(row.fields)
                         row.payload = {**intent.payload, "earlier_fields": earlier}
                         row.fields = intent.fields
-                        row.person_version = versions.get(intent.person_id)  # type: ignore[arg-type]
+                        row.person_version = versions.get(intent.person_id) if intent.person_id is not None else None
                         row.updated_at = now
                         result.refreshed_in_flight += 1
                     result.skipped_in_flight += 1
@@ -528,7 +529,7 @@ class OutboxStore:
             if same_rows:
                 row = same_rows[0]
                 keep.add(id(row))
-                row.person_version = versions.get(intent.person_id)  # type: ignore[arg-type]
+                row.person_version = versions.get(intent.person_id) if intent.person_id is not None else None
                 row.base = intent.base
                 result.kept += 1
                 continue

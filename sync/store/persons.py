@@ -31,8 +31,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
+    Row,
+    Select,
     String,
     Text,
     and_,
@@ -88,14 +92,14 @@ class MatchRows:
     which records were dirty. Records are in id order. Numbers and flags are NumPy arrays
     (``person_ids``: -1 for a record with no person yet), strings Python lists."""
 
-    record_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    record_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     connections: list[str] = field(default_factory=list)
     remote_ids: list[str] = field(default_factory=list)
-    person_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    person_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     merged_into: list[str | None] = field(default_factory=list)
-    deleted: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    dirty: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    key_records: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    deleted: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
+    dirty: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
+    key_records: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     key_kinds: list[str] = field(default_factory=list)
     key_values: list[str] = field(default_factory=list)
     full: bool = False  # every record of the store was loaded
@@ -180,7 +184,7 @@ def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows
     return _load_rows(session, sorted(ids))
 
 
-def _among(session: Session, col: Any, values: Sequence[Any]) -> Any:
+def _among(session: Session, col: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
     """``col IN (values)`` with ONE bound parameter, however many values: an array on
     PostgreSQL (``= ANY``), a JSON array read by ``json_each`` on SQLite. No chunking, and no
     per-value placeholders for SQLAlchemy or the driver to render and parse."""
@@ -241,7 +245,7 @@ def _load_rows(session: Session, ids: list[int] | None) -> MatchRows:
             _columns(session, rr, _RECORD_COLS, rr.c.id.between(lo, hi)) for lo, hi in _blocks(session, rr.c.id)
         ]
         key_parts = [_columns(session, ik, _KEY_COLS, ik.c.id.between(lo, hi)) for lo, hi in _blocks(session, ik.c.id)]
-        merged_where = rr.c.merged_into.is_not(None)
+        merged_where: ColumnElement[bool] = rr.c.merged_into.is_not(None)
     else:
         if not ids:
             return out
@@ -293,7 +297,7 @@ def _blocks(session: Session, id_col: Any) -> list[tuple[int, int]]:
 def _columns(session: Session, table: Any, cols: Sequence[tuple[str, str]], where: Any) -> list[Any]:
     """The rows of ``table`` matching ``where``, as one array or list per column of ``cols``."""
     agg = _AGG[session.get_bind().dialect.name]
-    stmt = (
+    stmt: Select[*tuple[Any, ...]] = (
         select(
             func.count(),
             *(literal_column(agg[how].format(c=expr)) for expr, how in cols),
@@ -308,7 +312,9 @@ def _columns(session: Session, table: Any, cols: Sequence[tuple[str, str]], wher
     if all(p is not None for p in parsed):
         return parsed
     # A separator inside a value: this block row by row (never in practice, always right).
-    rows = session.execute(select(*(literal_column(expr) for expr, _ in cols)).select_from(table).where(where)).all()
+    rows: Sequence[Row[*tuple[Any, ...]]] = session.execute(
+        select(*(literal_column(expr) for expr, _ in cols)).select_from(table).where(where)
+    ).all()
     out: list[Any] = []
     for (_, how), col in zip(cols, zip(*rows)):
         if how == "ints":
@@ -326,6 +332,7 @@ def _parse(text_: str | None, how: str, n: int) -> Any:
         return np.zeros(0, np.int64) if how == "ints" else np.zeros(0, bool) if how == "flags" else []
     if text_ is None:
         return None
+    values: npt.NDArray[np.int64] | npt.NDArray[np.bool_] | list[str]
     if how == "ints":
         values = np.fromstring(text_, dtype=np.int64, sep=",")
     elif how == "flags":
@@ -444,7 +451,7 @@ def save_match(
     return MatchOutcome(new_ids, set(touched_arr.tolist()), folded)
 
 
-def _insert_new_persons_pg(session: Session, n: int, now: datetime) -> np.ndarray:
+def _insert_new_persons_pg(session: Session, n: int, now: datetime) -> npt.NDArray[np.int64]:
     """PostgreSQL: ``n`` new, empty, dirty persons under ids drawn from the sequence, in ONE
     statement that returns the ids as one string (no row per id to fetch), ascending."""
     stmt = text(
@@ -460,7 +467,7 @@ def _insert_new_persons_pg(session: Session, n: int, now: datetime) -> np.ndarra
     return ids
 
 
-def _person_array(person_ids: Sequence[int | None]) -> np.ndarray:
+def _person_array(person_ids: Sequence[int | None] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Person ids as int64, -1 for none."""
     if isinstance(person_ids, np.ndarray):
         return person_ids.astype(np.int64, copy=False)
@@ -486,7 +493,11 @@ def _insert_persons(session: Session, ids: Sequence[int], now: datetime) -> None
 
 
 def _write_records(
-    session: Session, ids: np.ndarray, persons: np.ndarray, changed: np.ndarray, dirty: np.ndarray
+    session: Session,
+    ids: npt.NDArray[np.int64],
+    persons: npt.NDArray[np.int64],
+    changed: npt.NDArray[np.bool_],
+    dirty: npt.NDArray[np.bool_],
 ) -> None:
     """New person ids and cleared dirty flags in ONE write per record: a record whose person
     changed gets both in one UPDATE (each UPDATE rewrites the whole row, payload included, so
@@ -749,9 +760,9 @@ def _timestamp(value: Any) -> datetime | None:
     """A timestamp column from the driver as a UTC-aware datetime (SQLite keeps naive UTC text)."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+    # The driver gives a datetime on PostgreSQL, ISO text on SQLite.
+    stamp: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=_UTC)
 
 
 # json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) without building

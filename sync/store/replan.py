@@ -41,7 +41,7 @@ def mark_all_persons_dirty_in(session: Session) -> int:
     result = session.execute(
         update(Person).where(Person.merged_into.is_(None), Person.dirty.is_(False)).values(dirty=True)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # a DML statement gives a CursorResult; Session.execute is typed as returning Result
 
 
 def mark_persons_dirty_in(session: Session, person_ids: Sequence[int]) -> int:
@@ -56,7 +56,7 @@ def mark_persons_dirty_in(session: Session, person_ids: Sequence[int]) -> int:
             .values(dirty=True)
             .execution_options(synchronize_session=False)
         )
-        n += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        n += int(result.rowcount or 0)  # type: ignore[attr-defined]  # a DML statement gives a CursorResult; Session.execute is typed as returning Result
     return n
 
 

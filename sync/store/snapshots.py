@@ -31,7 +31,7 @@ def fields_hash(fields_json: Mapping[str, Any]) -> str:
 
 def _as_json(fields: Mapping[str, FieldValue] | Mapping[str, Any]) -> dict[str, Any]:
     # Accept a field dict (tuples/frozensets) or its JSON form; both end up as plain JSON.
-    return fields_to_json(fields)  # type: ignore[arg-type]
+    return fields_to_json(fields)
 
 
 def put_snapshot(session: Session, person_id: int, connection: str, fields: Mapping[str, Any]) -> bool:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     DateTime,
     Integer,
     Select,
@@ -49,7 +50,7 @@ from sqlalchemy.exc import DataError, DBAPIError, StatementError
 
 from sync.normalize import IdentityKey as NormalizedKey
 from sync.store import bulk
-from sync.store.models import Cursor, IdentityKey, Quarantine, RemoteRecord, utcnow
+from sync.store.models import Base, Cursor, IdentityKey, Quarantine, RemoteRecord, utcnow
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -276,15 +277,17 @@ class StagingMixin:
 
         def session(self) -> AbstractContextManager[Session]: ...
 
-    def _insert(self, model: Any) -> Any:
-        dialect = postgresql if self.dialect_name == "postgresql" else sqlite
-        return dialect.insert(model.__table__)
+    def _insert(self, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+        if self.dialect_name == "postgresql":
+            return postgresql.insert(model.__table__)
+        return sqlite.insert(model.__table__)
 
-    def _among(self, col: Any, values: Sequence[Any]) -> Any:
+    def _among(self, col: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         """``col IN (values)``; on PostgreSQL ``col = ANY(:array)``, one parameter instead of
         thousands (psycopg parses every placeholder of a query on the client)."""
         if self.dialect_name == "postgresql":
             # One array literal the server parses (psycopg adapts a list element by element).
+            item: String | BigInteger
             if isinstance(col.type, String):
                 listed, item = bulk.text_array(values), String()
             else:
@@ -299,6 +302,7 @@ class StagingMixin:
         keys are already deleted); returns the record id of each remote id."""
         rr = RemoteRecord.__table__.c
         _check_aware(connection, upserts)
+        ins: postgresql.Insert | sqlite.Insert
         if self.dialect_name == "postgresql":
             ins = postgresql.insert(RemoteRecord.__table__).from_select(
                 list(_RECORD_COLUMNS),
@@ -339,9 +343,8 @@ class StagingMixin:
                 for r in upserts
                 for kind, value in _key_pairs(r)
             ]
-            stmt = stmt.returning(rr.id, rr.remote_id)
             # One statement: the upsert's RETURNING feeds the key insert (a data-modifying CTE).
-            staged = stmt.cte("staged")
+            staged = stmt.returning(rr.id, rr.remote_id).cte("staged")
             k = _pg_recordset("staged_keys", "keys", remote_id=Text, kind=Text, value=Text)
             add_keys = IdentityKey.__table__.insert().from_select(
                 ["record_id", "kind", "value"],

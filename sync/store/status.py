@@ -234,7 +234,9 @@ def persons_with_records(session: Session, *, limit: int = 1000) -> list[PersonR
                 .where(RemoteRecord.person_id.in_(chunk))
                 .order_by(RemoteRecord.connection, RemoteRecord.id)
             ):
-                by_person[r.person_id].append(  # type: ignore[index]
+                if r.person_id is None:  # never: selected by person_id IN (...)
+                    continue
+                by_person[r.person_id].append(
                     {
                         "connection": r.connection,
                         "remote_id": r.remote_id,
