@@ -121,6 +121,9 @@ def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows
         # The look-ups below are planned from the table's statistics: after a backfill they
         # would still say every record is dirty and has no person (sequential scans).
         bulk.refresh_stats(session, "remote_records", ("dirty", "person_id", "merged_into"))
+        # The key look-ups too: with statistics from an emptier table the planner scans every
+        # key and tests each against the whole array of values (seconds for a thousand changes).
+        bulk.refresh_stats(session, "identity_keys", ("kind", "value", "record_id"))
     # Counted in the partial index of dirty rows (never ``.is_(True)``: SQLite would scan).
     n_dirty = session.execute(select(func.count()).select_from(RemoteRecord.__table__).where(rr.dirty)).scalar_one()
     if not n_dirty:
