@@ -34,7 +34,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    cast,
     column,
     delete,
     func,
@@ -49,7 +48,6 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import DataError, DBAPIError, StatementError
 
 from sync.normalize import IdentityKey as NormalizedKey
-from sync.store import bulk
 from sync.store.models import Base, Cursor, IdentityKey, Quarantine, RemoteRecord, utcnow
 
 if TYPE_CHECKING:
@@ -286,13 +284,8 @@ class StagingMixin:
         """``col IN (values)``; on PostgreSQL ``col = ANY(:array)``, one parameter instead of
         thousands (psycopg parses every placeholder of a query on the client)."""
         if self.dialect_name == "postgresql":
-            # One array literal the server parses (psycopg adapts a list element by element).
-            item: String | BigInteger
-            if isinstance(col.type, String):
-                listed, item = bulk.text_array(values), String()
-            else:
-                listed, item = bulk.int_array(values), BigInteger()
-            return col == any_(cast(bindparam(None, listed, type_=Text()), ARRAY(item)))
+            item: String | BigInteger = String() if isinstance(col.type, String) else BigInteger()
+            return col == any_(bindparam(None, list(values), type_=ARRAY(item)))
         return col.in_(values)
 
     def _upsert_records(
