@@ -69,6 +69,11 @@ FIELDS = ("last_name", "city")
 HOLDS = {"acquire": FIELDS, "ghl": FIELDS, "comm100": FIELDS, "dmchamp": ("last_name",)}
 MAX_PEOPLE = 6
 CONVERGE_CYCLES = 8
+#: Platforms an outside delete is made on. Not GoHighLevel: its pull is incremental (a search by
+#: dateUpdated) and never sees a delete, so an update planned for the deleted contact fails with
+#: "Contact not found" on every cycle for ever -- see test_ghl_outside_delete_then_edit_elsewhere
+#: (strict xfail) below, an open finding of this machine.
+DELETABLE = ("acquire", "comm100")
 WRITE_FAULTS = ("503", "422", "down", "lose", "crash", "crash_landed")
 SCAN_FAULTS = ("partial", "empty")
 
@@ -176,6 +181,7 @@ class Person:
         self.values: dict[str, str] = {"last_name": last, "city": city}
         self.edit_mark: dict[str, int] = {"last_name": 0, "city": 0}  # max conflict id at the last edit
         self.unseen: dict[str, set[str]] = {"last_name": set(), "city": set()}  # platforms edited since a pull
+        self.deleted_on: str | None = None  # deleted there by an outside hand (deletes: ignore)
 
 
 class EngineFaults(RuleBasedStateMachine):
@@ -298,6 +304,36 @@ class EngineFaults(RuleBasedStateMachine):
         person.unseen[field].add(platform)
         self.log.append(f"edit p{person.index}.{field}={value} on {platform}")
 
+    @precondition(lambda self: any(p.deleted_on is None for p in self.people))
+    @rule(data=st.data(), platform=st.sampled_from(DELETABLE))
+    def outside_delete(self, data: st.DataObject, platform: str) -> None:
+        person = data.draw(st.sampled_from([p for p in self.people if p.deleted_on is None]), label="person")
+        found = self._find(platform, person)
+        if len(found) != 1:
+            return
+        rid = str(found[0]["_raw"]["id"])
+        self._tick()
+        emu: Any = self.world.emulators[platform]
+        if platform == "acquire":
+            emu.state.delete(int(rid))
+        elif platform == "comm100":
+            emu.state.delete(rid)
+        else:  # GoHighLevel's own delete handler, without the request
+            contact = emu.contacts.pop(rid)
+            emu._emails.drop(rid)
+            emu._phones.drop(rid)
+            emu.deleted[rid] = contact
+            emu._index(rid, None)
+        person.deleted_on = platform
+        self.log.append(f"delete p{person.index} on {platform}")
+
+    @rule(approve=st.booleans())
+    def review_held_deletes(self, approve: bool) -> None:
+        held = self.world.store.held
+        done = held.approve() if approve else held.reject()
+        if any(done.values()):
+            self.log.append(f"held deletes {'approved' if approve else 'rejected'}: {done}")
+
     @rule(platform=st.sampled_from(PLATFORMS), mode=st.sampled_from(WRITE_FAULTS))
     def write_fault(self, platform: str, mode: str) -> None:
         self.faults[platform] = mode
@@ -367,14 +403,21 @@ class EngineFaults(RuleBasedStateMachine):
         self.faults.clear()
         self.engine = self._runner()
         reports = []
-        for _ in range(CONVERGE_CYCLES):
+        for i in range(CONVERGE_CYCLES):
             self._tick(1.0)
             reports.append(self._run())
+            if i == 0:
+                # A held delete is not a loss: a human approves it (deletes: ignore keeps the
+                # person everywhere else), and the cycles after carry on.
+                approved = self.world.store.held.approve()
+                if any(approved.values()):
+                    self.log.append(f"teardown: held deletes approved {approved}")
+                    continue
             if reports[-1].write_calls() == 0:
                 break
         history = "\n  ".join(self.log)
         assert reports[-1].write_calls() == 0, (
-            f"no quiet cycle in {CONVERGE_CYCLES}: {[r.counts() for r in reports]}\n  {history}"
+            f"no quiet cycle in {CONVERGE_CYCLES}: the last {_brief(reports[-1])}\nsteps:\n  {history}"
         )
         pending = self.world.store.outbox.items(
             [OutboxStatus.PENDING.value, OutboxStatus.IN_FLIGHT.value], connection=None
@@ -384,6 +427,10 @@ class EngineFaults(RuleBasedStateMachine):
         for person in self.people:
             for name in PLATFORMS:
                 found = self._find(name, person)
+                if name == person.deleted_on:
+                    if found:  # deletes: ignore: never re-created where it was deleted
+                        problems.append(f"{name}: p{person.index} re-created after its delete there")
+                    continue
                 if len(found) != 1:
                     problems.append(f"{name}: {len(found)} contacts for p{person.index}")
                     continue
@@ -409,6 +456,13 @@ class EngineFaults(RuleBasedStateMachine):
     def _golden_emails(self, person_id: int) -> str:
         views = self.world.store.persons.load_person_views([person_id])
         return " ".join(views[0].golden.get("emails") or ()) if views else ""
+
+
+def _brief(report: Any) -> str:
+    """What a cycle planned, sent and failed (the full counts are pages long)."""
+    counts = report.counts()
+    push = {n: (p.get("calls"), p.get("errors")) for n, p in counts.get("push", {}).items() if p.get("calls")}
+    return f"cycle: status {report.status}, plan {counts.get('plan')}, push {push}"
 
 
 # -- the test -----------------------------------------------------------------------------------
@@ -457,3 +511,38 @@ def store_factory(request: pytest.FixtureRequest, store_kind: str, tmp_path: Pat
 
 def test_engine_converges_under_faults(store_factory: None) -> None:
     run_state_machine_as_test(EngineFaults, settings=SETTINGS)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="open finding: GoHighLevel's incremental pull never sees a delete made there; the "
+    "update planned for the deleted contact fails 'Contact not found' on every cycle",
+)
+def test_ghl_outside_delete_then_edit_elsewhere(store_factory: None) -> None:
+    """Found by the machine (minimized): Ada and Grace synced everywhere; an agent deletes Ada's
+    GoHighLevel contact; a cycle; Ada's last name is edited on Acquire. Expected (deletes:
+    ignore): Ada stays on Acquire, Comm100 and DM Champ with the new name, is not re-created on
+    GoHighLevel, and the cycles go quiet. Actual: every cycle sends PUT /contacts/<Ada's id> to
+    GoHighLevel, gets 400 "Contact not found", and ends ``partial`` -- for ever."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Ada", "Lovelace", "London"), ("Grace", "Hopper", "Paris")])
+        ada = machine.people[0]
+        machine.outside_delete(_Draws(ada), "ghl")
+        machine.cycle()
+        machine.outside_edit(_Draws(ada, "Knuth"), "acquire", "last_name")
+        machine.cycle()
+        machine._check()
+    finally:
+        machine.world.close()
+
+
+class _Draws:
+    """Stands in for ``st.data()`` when a rule is called by hand: hands out the given values."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: Any, label: str | None = None) -> Any:
+        return self.values.pop(0)
