@@ -182,6 +182,10 @@ class Person:
         self.edit_mark: dict[str, int] = {"last_name": 0, "city": 0}  # max conflict id at the last edit
         self.unseen: dict[str, set[str]] = {"last_name": set(), "city": set()}  # platforms edited since a pull
         self.deleted_on: str | None = None  # deleted there by an outside hand (deletes: ignore)
+        self.created_on = "acquire"
+        # Has a pull of ``created_on`` seen it: "yes", "maybe" (only a partial listing ran), "no".
+        self.pulled = "yes"
+        self.vanished = "no"  # deleted where it was made before any pull: "yes", "maybe", "no"
 
 
 class EngineFaults(RuleBasedStateMachine):
@@ -273,6 +277,7 @@ class EngineFaults(RuleBasedStateMachine):
     def outside_create(self, platform: str, first: str, last: str, city: str) -> None:
         self._tick()
         person = self._add(platform, first, last, city)
+        person.created_on, person.pulled = platform, "no"
         for f in FIELDS:
             person.unseen[f].add(platform)
         self.log.append(f"create p{person.index} on {platform}")
@@ -325,6 +330,8 @@ class EngineFaults(RuleBasedStateMachine):
             emu.deleted[rid] = contact
             emu._index(rid, None)
         person.deleted_on = platform
+        if platform == person.created_on and person.pulled != "yes":
+            person.vanished = "yes" if person.pulled == "no" else "maybe"
         self.log.append(f"delete p{person.index} on {platform}")
 
     @rule(approve=st.booleans())
@@ -352,6 +359,11 @@ class EngineFaults(RuleBasedStateMachine):
         self._run()
         crashed = [n for n, m in self.faults.items() if m in ("crash", "crash_landed")]
         for person in self.people:
+            fault = self.faults.get(person.created_on)
+            if fault not in SCAN_FAULTS:
+                person.pulled = "yes"
+            elif fault == "partial" and person.pulled == "no":
+                person.pulled = "maybe"
             for f in FIELDS:
                 person.unseen[f] = {p for p in person.unseen[f] if self.faults.get(p) not in SCAN_FAULTS}
         self.log.append(f"cycle {dict(self.faults)}")
@@ -425,6 +437,14 @@ class EngineFaults(RuleBasedStateMachine):
         conflicts = self.world.store.status.conflicts(limit=10_000)
         problems: list[str] = []
         for person in self.people:
+            if person.vanished != "no":
+                # Made and deleted on one platform before a pull saw it: nowhere ("yes"), or,
+                # when only a partial listing may have seen it, nowhere or as if seen.
+                if not any(self._find(name, person) for name in PLATFORMS):
+                    continue
+                if person.vanished == "yes":
+                    problems.append(f"p{person.index} never seen before its delete, yet on some platform")
+                    continue
             for name in PLATFORMS:
                 found = self._find(name, person)
                 if name == person.deleted_on:
