@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from typing import Any
 import httpx
 import pytest
 from e2e.world import World  # tests/ is on sys.path (rootdir-relative packages)
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -154,6 +155,8 @@ def _truncate(name: str, body: Any, mode: str) -> None:
 
 # -- per-example stores ------------------------------------------------------------------------
 
+#: How often each fault met a write, over a whole run (printed at its end; see with ``-s``).
+EVENTS: Counter[str] = Counter()
 _STORE: dict[str, Any] = {}  # set by the test function: how to make a fresh store
 
 
@@ -309,6 +312,16 @@ class EngineFaults(RuleBasedStateMachine):
         person.unseen[field].add(platform)
         self.log.append(f"edit p{person.index}.{field}={value} on {platform}")
 
+    @rule(
+        data=st.data(),
+        edits=st.lists(st.tuples(st.sampled_from(READABLE), st.sampled_from(FIELDS)), min_size=2, max_size=3),
+    )
+    def outside_edits(self, data: st.DataObject, edits: list[tuple[str, str]]) -> None:
+        """A few edits at once (agents at work between two cycles): most cycles then have writes
+        for the faults to meet."""
+        for platform, field in edits:
+            self.outside_edit(data, platform, field)
+
     @precondition(lambda self: any(p.deleted_on is None for p in self.people))
     @rule(data=st.data(), platform=st.sampled_from(DELETABLE))
     def outside_delete(self, data: st.DataObject, platform: str) -> None:
@@ -343,6 +356,7 @@ class EngineFaults(RuleBasedStateMachine):
 
     @rule(platform=st.sampled_from(PLATFORMS), mode=st.sampled_from(WRITE_FAULTS))
     def write_fault(self, platform: str, mode: str) -> None:
+        """Writes to ``platform`` go wrong from the next cycle until a cycle has met one."""
         self.faults[platform] = mode
         self.log.append(f"fault {platform}: {mode}")
 
@@ -361,9 +375,18 @@ class EngineFaults(RuleBasedStateMachine):
             self.faults.setdefault(name, mode)
         for name, t in self.transports.items():
             t.mode = self.faults.get(name)
+            t.writes = 0
         self._tick(1.0)
         self._run()
-        crashed = [n for n, m in self.faults.items() if m in ("crash", "crash_landed")]
+        for name, mode in self.faults.items():
+            if mode in WRITE_FAULTS:  # --hypothesis-show-statistics: how often a fault met a write
+                label = f"{mode} met {'a write' if self.transports[name].writes else 'no write'}"
+                event(label)
+                EVENTS[label] += 1
+        met = {n for n in self.faults if self.transports[n].writes}
+        crashed = [n for n, m in self.faults.items() if m in ("crash", "crash_landed") and n in met]
+        # A write fault that met no write waits for the next cycle (a scan fault lasts one).
+        keep = {n: m for n, m in self.faults.items() if m in WRITE_FAULTS and n not in met}
         for person in self.people:
             fault = self.faults.get(person.created_on)
             if fault not in SCAN_FAULTS:
@@ -373,7 +396,7 @@ class EngineFaults(RuleBasedStateMachine):
             for f in FIELDS:
                 person.unseen[f] = {p for p in person.unseen[f] if self.faults.get(p) not in SCAN_FAULTS}
         self.log.append(f"cycle {dict(self.faults)}")
-        self.faults.clear()
+        self.faults = keep
         for t in self.transports.values():
             t.mode = None
         if crashed:
@@ -548,7 +571,9 @@ def store_factory(request: pytest.FixtureRequest, store_kind: str, tmp_path: Pat
 
 
 def test_engine_converges_under_faults(store_factory: None) -> None:
+    EVENTS.clear()
     run_state_machine_as_test(EngineFaults, settings=SETTINGS)
+    print(f"\nfaults met: {dict(sorted(EVENTS.items()))}")
 
 
 @pytest.mark.xfail(
