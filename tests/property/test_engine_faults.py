@@ -75,6 +75,8 @@ CONVERGE_CYCLES = 8
 #: "Contact not found" on every cycle for ever -- see test_ghl_outside_delete_then_edit_elsewhere
 #: (strict xfail) below, an open finding of this machine.
 DELETABLE = ("acquire", "comm100")
+#: See EngineFaults.cycle: keep clear of the open findings below ("avoid", the default) or not.
+AVOID_KNOWN = os.environ.get("CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS", "avoid") != "hit"
 WRITE_FAULTS = ("503", "422", "down", "lose", "crash", "crash_landed")
 SCAN_FAULTS = ("partial", "empty")
 
@@ -188,6 +190,9 @@ class Person:
         self.created_on = "acquire"
         # Has a pull of ``created_on`` seen it: "yes", "maybe" (only a partial listing ran), "no".
         self.pulled = "yes"
+        # Fields whose last edit was made where the contact was then deleted, before a pull saw
+        # it: that edit went with the contact; any value will do, as long as all agree.
+        self.loose: set[str] = set()
         self.vanished = "no"  # deleted where it was made before any pull: "yes", "maybe", "no"
 
 
@@ -310,6 +315,7 @@ class EngineFaults(RuleBasedStateMachine):
         person.values[field] = value
         person.edit_mark[field] = self._max_conflict_id()
         person.unseen[field].add(platform)
+        person.loose.discard(field)
         self.log.append(f"edit p{person.index}.{field}={value} on {platform}")
 
     @rule(
@@ -343,6 +349,7 @@ class EngineFaults(RuleBasedStateMachine):
             emu.deleted[rid] = contact
             emu._index(rid, None)
         person.deleted_on = platform
+        person.loose |= {f for f in FIELDS if platform in person.unseen[f]}
         if platform == person.created_on and person.pulled != "yes":
             person.vanished = "yes" if person.pulled == "no" else "maybe"
         self.log.append(f"delete p{person.index} on {platform}")
@@ -373,6 +380,14 @@ class EngineFaults(RuleBasedStateMachine):
             if name == "dmchamp" and mode in SCAN_FAULTS:
                 continue  # lookup only: no listing to tamper with
             self.faults.setdefault(name, mode)
+        if AVOID_KNOWN:
+            # Open finding (test_hidden_edit_overwritten_by_a_write_planned_without_it): a scan
+            # that hides an outside edit lets a write planned from another platform's edit
+            # overwrite it. Until it is fixed, scans are only tampered with where no edit is
+            # waiting to be pulled (set CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS=hit to hit it).
+            waiting = {p for person in self.people for f in FIELDS for p in person.unseen[f]}
+            for name in [n for n, m in self.faults.items() if m in SCAN_FAULTS and n in waiting]:
+                del self.faults[name]
         for name, t in self.transports.items():
             t.mode = self.faults.get(name)
             t.writes = 0
@@ -428,6 +443,7 @@ class EngineFaults(RuleBasedStateMachine):
         self.world.store.status.resolve_conflict(row.id, value, "hyp")
         person.values[field] = value
         person.edit_mark[field] = self._max_conflict_id()
+        person.loose.discard(field)
         self.log.append(f"resolve #{row.id} p{person.index}.{field}={value}")
 
     # -- the end state
@@ -491,7 +507,7 @@ class EngineFaults(RuleBasedStateMachine):
                     got = contact.get("last_name" if field == "last_name" else "address.city")
                     seen[field].add(got)
                     want = person.values[field]
-                    if got == want:
+                    if got == want or field in person.loose:
                         continue
                     # The last edit lost, which only a conflict recorded after it may explain.
                     excused = [
@@ -501,6 +517,7 @@ class EngineFaults(RuleBasedStateMachine):
                         and c.field == ("last_name" if field == "last_name" else "address.city")
                         and person.email in self._golden_emails(c.person_id)
                     ]
+                    EVENTS["a last edit lost, a conflict row recorded" if excused else "a last edit lost"] += 1
                     if not excused:
                         problems.append(f"{name}: p{person.index}.{field} = {got!r}, expected {want!r}")
             for field, values in seen.items():
@@ -609,3 +626,40 @@ class _Draws:
 
     def draw(self, strategy: Any, label: str | None = None) -> Any:
         return self.values.pop(0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="open finding: an update is sent without checking the remote field is still what it "
+    "was planned against; an edit the pull did not see (GoHighLevel's search lag, or a short "
+    "listing) is overwritten",
+)
+@pytest.mark.parametrize("hidden_by", ["search lag", "empty listing"])
+def test_hidden_edit_overwritten_by_a_write_planned_without_it(store_factory: None, hidden_by: str) -> None:
+    """Found by the machine (minimized): Ada synced everywhere; an agent sets her last name on
+    Comm100 ("Byron"), then another on GoHighLevel ("King", 5 s later); the next cycle's pull
+    does not see the GoHighLevel edit (its search shows it 30 s late -- the emulator's own
+    ``next_search_delay``, GoHighLevel's documented lag -- or the listing comes back empty).
+    Expected: "King" everywhere in the end (the newest edit), or a conflict row. Actual: the
+    cycle PUTs "Byron" over "King" on GoHighLevel; every platform ends "Byron", no conflict
+    row, the next cycles quiet: the newest edit is lost for good."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Ada", "Lovelace", "London")])
+        ada = machine.people[0]
+        machine.outside_edit(_Draws(ada, "Byron"), "comm100", "last_name")
+        if hidden_by == "search lag":
+            machine.world.emulators["ghl"].next_search_delay = 30.0  # type: ignore[attr-defined]
+        machine.outside_edit(_Draws(ada, "King"), "ghl", "last_name")
+        if hidden_by == "empty listing":
+            machine.faults["ghl"] = "empty"
+        global AVOID_KNOWN
+        avoid, AVOID_KNOWN = AVOID_KNOWN, False
+        try:
+            machine.cycle()
+        finally:
+            AVOID_KNOWN = avoid
+        machine._check()
+    finally:
+        machine.world.close()
