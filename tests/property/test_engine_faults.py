@@ -517,6 +517,13 @@ class EngineFaults(RuleBasedStateMachine):
                         and c.field == ("last_name" if field == "last_name" else "address.city")
                         and person.email in self._golden_emails(c.person_id)
                     ]
+                    if excused and os.environ.get("CONTACTSYNC_HYPOTHESIS_DUMP"):
+                        with open(os.environ["CONTACTSYNC_HYPOTHESIS_DUMP"], "a") as fh:
+                            fh.write(
+                                f"{name} p{person.index}.{field}={got!r} want {want!r} {excused}\n  "
+                                + "\n  ".join(self.log)
+                                + "\n"
+                            )
                     EVENTS["a last edit lost, a conflict row recorded" if excused else "a last edit lost"] += 1
                     if not excused:
                         problems.append(f"{name}: p{person.index}.{field} = {got!r}, expected {want!r}")
