@@ -54,9 +54,11 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from rich.console import Console
 from sqlalchemy import text
 
 from sync.apply import Backoff
+from sync.commands import conflicts as conflicts_cmd
 from sync.cycle import CycleRunner
 from sync.store.models import Base, OutboxStatus
 
@@ -349,6 +351,7 @@ class EngineFaults(RuleBasedStateMachine):
             emu.deleted[rid] = contact
             emu._index(rid, None)
         person.deleted_on = platform
+        EVENTS[f"outside delete on {platform}"] += 1
         person.loose |= {f for f in FIELDS if platform in person.unseen[f]}
         if platform == person.created_on and person.pulled != "yes":
             person.vanished = "yes" if person.pulled == "no" else "maybe"
@@ -359,6 +362,7 @@ class EngineFaults(RuleBasedStateMachine):
         held = self.world.store.held
         done = held.approve() if approve else held.reject()
         if any(done.values()):
+            EVENTS[f"held deletes {'approved' if approve else 'rejected'}"] += 1
             self.log.append(f"held deletes {'approved' if approve else 'rejected'}: {done}")
 
     @rule(platform=st.sampled_from(PLATFORMS), mode=st.sampled_from(WRITE_FAULTS))
@@ -409,7 +413,8 @@ class EngineFaults(RuleBasedStateMachine):
             elif fault == "partial" and person.pulled == "no":
                 person.pulled = "maybe"
             for f in FIELDS:
-                person.unseen[f] = {p for p in person.unseen[f] if self.faults.get(p) not in SCAN_FAULTS}
+                # Seen by this cycle's pull unless that platform's listing was tampered with.
+                person.unseen[f] = {p for p in person.unseen[f] if self.faults.get(p) in SCAN_FAULTS}
         self.log.append(f"cycle {dict(self.faults)}")
         self.faults = keep
         for t in self.transports.values():
@@ -421,6 +426,7 @@ class EngineFaults(RuleBasedStateMachine):
                 rows = self.world.store.outbox.due(name)
                 self.world.store.outbox.mark_in_flight([i.id for i in rows])
             self.engine = self._runner()
+            EVENTS["restart after a crash"] += 1
 
     @rule(data=st.data())
     def resolve_conflict(self, data: st.DataObject) -> None:
@@ -440,10 +446,12 @@ class EngineFaults(RuleBasedStateMachine):
             return  # an edit not pulled yet: which one is newer is not a question for this test
         person = owners[0]
         value = self._fresh(data.draw(st.sampled_from(LAST if field == "last_name" else CITIES), label="value"))
-        self.world.store.status.resolve_conflict(row.id, value, "hyp")
+        # The CLI's path (`contactsync conflicts --resolve ID --value JSON`), on its own store.
+        conflicts_cmd.resolve(self.world.config, row.id, value=json.dumps(value), console=Console(quiet=True))
         person.values[field] = value
         person.edit_mark[field] = self._max_conflict_id()
         person.loose.discard(field)
+        EVENTS["manual resolution"] += 1
         self.log.append(f"resolve #{row.id} p{person.index}.{field}={value}")
 
     # -- the end state
