@@ -517,13 +517,17 @@ class EngineFaults(RuleBasedStateMachine):
                     want = person.values[field]
                     if got == want or field in person.loose:
                         continue
-                    # The last edit lost, which only a conflict recorded after it may explain.
+                    # The last edit lost, which only a conflict recorded after it, with that edit
+                    # among its candidates, may explain (e.g. newest by record time: a later
+                    # edit of another field on the other platform made that record newer).
                     excused = [
                         c
                         for c in conflicts
                         if c.id > person.edit_mark[field]
                         and c.field == ("last_name" if field == "last_name" else "address.city")
                         and person.email in self._golden_emails(c.person_id)
+                        # the engine saw the last edit and recorded why another value won
+                        and any(cand.get("value") == want for cand in c.candidates)
                     ]
                     if excused and os.environ.get("CONTACTSYNC_HYPOTHESIS_DUMP"):
                         with open(os.environ["CONTACTSYNC_HYPOTHESIS_DUMP"], "a") as fh:
