@@ -3,32 +3,46 @@
 The World of tests/e2e (the four emulators over real HTTP in process, a config, a real store
 and a CycleRunner) is driven by random steps:
 
-* outside edits (last name, city) and creates on a readable platform (Acquire, GoHighLevel,
-  Comm100; DM Champ is lookup-only), each a little later on every platform's clock;
-* a fault for the next cycle on one platform: writes answered 503 or 422, writes refused
-  (platform down: deferred to a later run), writes applied with the response lost, a crash
-  mid-push (the platform's due rows left in flight, a fresh CycleRunner on the same store, as
-  after a kill -9; the writes either never sent or landed without their answer), a partial or
-  an empty listing on the pull;
+* outside edits (last name, city; a fresh value each time), creates on a readable platform
+  (Acquire, GoHighLevel, Comm100; DM Champ is lookup-only) and deletes (Acquire, Comm100), each
+  a little later on every platform's clock;
+* faults on a platform, set by a rule or drawn with a cycle: writes answered 503 or 422, writes
+  refused (platform down: deferred to a later run), writes applied with the response lost, a
+  crash mid-push (its due rows left in flight and a fresh CycleRunner on the same store, as
+  after a kill -9; the writes either never sent or landed without their answer) -- a write
+  fault lasts until it has met a write -- and a partial or empty listing on the pull (one
+  cycle);
 * a cycle;
-* a manual resolution of a recorded conflict (``conflicts --resolve --value``).
+* a manual resolution of a recorded conflict (``conflicts.resolve``, the CLI's path), with a
+  new value;
+* the held deletes approved or rejected (the delete breaker holds most deletes of a small
+  account: a held delete is not a loss).
 
-At the end of every example the faults are cleared, the engine restarted, and clean cycles run
-until one makes no write call (bounded). Then:
+At the end of every example the faults are cleared, the engine restarted, the held deletes
+approved, and clean cycles run until one makes no write call (at most 8). Then:
 
-* no duplicate: each person is exactly one contact on every platform that can hold it;
-* no unintended delete: no rule deletes (``deletes: ignore``), so every person is on every
-  platform (DM Champ: those with a phone, which all have);
-* no permanent disagreement, no lost edit: on every platform every checked field holds the
-  model's value (the last outside edit, or the later manual resolution), unless a conflict row
-  recorded after that edit names the person and field (then the platforms still agree);
-* the final cycle is quiet (zero write calls).
+* the final cycle is quiet (zero write calls) and nothing is left pending or in flight;
+* no duplicate: each person is exactly one contact on every platform that should hold it, and
+  each platform holds exactly that many contacts;
+* no unintended delete: ``deletes: ignore``, so a person deleted on one platform is on every
+  other (and not re-created where it was deleted); nobody else is missing anywhere;
+* no permanent disagreement: every platform holds the same value of each checked field;
+* no lost edit: that value is the model's (the last outside edit, or a later manual
+  resolution), unless a conflict row recorded after that edit, with it among its candidates,
+  says why another value won (``newest`` compares record times: a later edit of another field
+  on the other platform makes that record newer).
 
-CI runs a small derandomized budget. A long randomized run, outside CI::
+Open findings are kept as strict xfail tests at the end of this file; the machine keeps clear of
+the one its steps would otherwise hit again and again (CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS=hit to
+hit it).
+
+CI runs a small derandomized budget (15 examples). A long randomized run, outside CI (one
+process per seed; CONTACTSYNC_HYPOTHESIS_SHRINK=0 reports the first counterexample as found,
+CONTACTSYNC_HYPOTHESIS_PROGRESS=FILE appends one line per finished example)::
 
     CONTACTSYNC_HYPOTHESIS_PROFILE=long CONTACTSYNC_HYPOTHESIS_EXAMPLES=1000 \\
-        python -m pytest -q tests/property/test_engine_faults.py -p no:cacheprovider \\
-        --hypothesis-seed=1
+        python -m pytest -q -s tests/property/test_engine_faults.py -p no:cacheprovider \\
+        -k converges --hypothesis-seed=1
 """
 
 from __future__ import annotations
@@ -457,10 +471,17 @@ class EngineFaults(RuleBasedStateMachine):
     # -- the end state
 
     def teardown(self) -> None:
+        outcome = "failed"
         try:
             if self.people:
                 self._check()
+            outcome = "ok"
         finally:
+            EVENTS["examples"] += 1
+            progress = os.environ.get("CONTACTSYNC_HYPOTHESIS_PROGRESS")
+            if progress:
+                with open(progress, "a") as fh:
+                    fh.write(f"{outcome} {len(self.log)} steps\n")
             self.world.close()
             shutil.rmtree(self.workdir, ignore_errors=True)
 
