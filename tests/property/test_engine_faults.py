@@ -61,6 +61,7 @@ import pytest
 from e2e.world import World  # tests/ is on sys.path (rootdir-relative packages)
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -351,6 +352,8 @@ class EngineFaults(RuleBasedStateMachine):
         found = self._find(platform, person)
         if len(found) != 1:
             return
+        if AVOID_KNOWN and any(len(self._find(n, person)) != 1 for n in PLATFORMS):
+            return  # open finding: test_failed_create_dropped_after_a_delete_at_the_origin
         rid = str(found[0]["_raw"]["id"])
         self._tick()
         emu: Any = self.world.emulators[platform]
@@ -414,7 +417,8 @@ class EngineFaults(RuleBasedStateMachine):
         for name, mode in self.faults.items():
             if mode in WRITE_FAULTS:  # --hypothesis-show-statistics: how often a fault met a write
                 label = f"{mode} met {'a write' if self.transports[name].writes else 'no write'}"
-                event(label)
+                if currently_in_test_context():  # not when a test calls the rules by hand
+                    event(label)
                 EVENTS[label] += 1
         met = {n for n in self.faults if self.transports[n].writes}
         crashed = [n for n, m in self.faults.items() if m in ("crash", "crash_landed") and n in met]
@@ -700,6 +704,34 @@ def test_hidden_edit_overwritten_by_a_write_planned_without_it(store_factory: No
             machine.cycle()
         finally:
             AVOID_KNOWN = avoid
+        machine._check()
+    finally:
+        machine.world.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="open finding: a create that failed is superseded when its person is planned again after "
+    "a delete on another platform, and the new plan (deletes: ignore) never creates it",
+)
+def test_failed_create_dropped_after_a_delete_at_the_origin(store_factory: None) -> None:
+    """Found by the machine's long run (seed 102), minimized: Ada and Alan synced everywhere;
+    Grace is created on Comm100 by an agent; the next cycle creates her on Acquire and
+    GoHighLevel, but DM Champ answers the create 503 (the same with the platform down, or a
+    crash); an agent then deletes Grace on Comm100; the delete is held (1 of 3) and approved.
+    Expected (deletes: ignore: the person stays on the other platforms): Grace on Acquire,
+    GoHighLevel and DM Champ. Actual: DM Champ's failed create is superseded ("the person was
+    planned again") and never planned again; DM Champ never gets Grace, the cycles are quiet.
+    (With Grace made on Acquire instead, DM Champ does get her.)"""
+    machine = EngineFaults()
+    try:
+        machine.start([("Ada", "Lovelace", "London"), ("Alan", "Turing", "Paris")])
+        machine.outside_create("comm100", "Grace", "Hopper", "Boston")
+        grace = machine.people[-1]
+        machine.faults["dmchamp"] = "503"
+        machine.cycle()
+        machine.outside_delete(_Draws(grace), "comm100")
         machine._check()
     finally:
         machine.world.close()
