@@ -723,7 +723,9 @@ def test_failed_create_dropped_after_a_delete_at_the_origin(store_factory: None)
     Expected (deletes: ignore: the person stays on the other platforms): Grace on Acquire,
     GoHighLevel and DM Champ. Actual: DM Champ's failed create is superseded ("the person was
     planned again") and never planned again; DM Champ never gets Grace, the cycles are quiet.
-    (With Grace made on Acquire instead, DM Champ does get her.)"""
+    (With Grace made on Acquire instead, DM Champ does get her.) Seed 101 found the same with
+    the delete on a platform the engine had created her on (Comm100) and GoHighLevel's create
+    deferred (platform down): GoHighLevel never gets her."""
     machine = EngineFaults()
     try:
         machine.start([("Ada", "Lovelace", "London"), ("Alan", "Turing", "Paris")])
