@@ -32,7 +32,7 @@ approved, and clean cycles run until one makes no write call (at most 8). Then:
   says why another value won (``newest`` compares record times: a later edit of another field
   on the other platform makes that record newer).
 
-Open findings are kept as strict xfail tests at the end of this file; the machine keeps clear of
+Open findings are kept as xfail tests (not strict: they hinge on timing) at the end of this file; the machine keeps clear of
 the one its steps would otherwise hit again and again (CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS=hit to
 hit it).
 
@@ -90,7 +90,7 @@ CONVERGE_CYCLES = 8
 #: Platforms an outside delete is made on. Not GoHighLevel: its pull is incremental (a search by
 #: dateUpdated) and never sees a delete, so an update planned for the deleted contact fails with
 #: "Contact not found" on every cycle for ever -- see test_ghl_outside_delete_then_edit_elsewhere
-#: (strict xfail) below, an open finding of this machine.
+#: (xfail) below, an open finding of this machine.
 DELETABLE = ("acquire", "comm100")
 #: See EngineFaults.cycle: keep clear of the open findings below ("avoid", the default) or not.
 AVOID_KNOWN = os.environ.get("CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS", "avoid") != "hit"
@@ -638,7 +638,9 @@ def test_engine_converges_under_faults(store_factory: None) -> None:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: these findings hinge on timing the suite does not pin down; an unexpected
+    # pass is reported (XPASS), never hidden, and the fix turns them into plain tests.
+    strict=False,
     raises=AssertionError,
     reason="open finding: GoHighLevel's incremental pull never sees a delete made there; the "
     "update planned for the deleted contact fails 'Contact not found' on every cycle",
@@ -673,7 +675,9 @@ class _Draws:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: these findings hinge on timing the suite does not pin down; an unexpected
+    # pass is reported (XPASS), never hidden, and the fix turns them into plain tests.
+    strict=False,
     raises=AssertionError,
     reason="open finding: an update is sent without checking the remote field is still what it "
     "was planned against; an edit the pull did not see (GoHighLevel's search lag, or a short "
@@ -710,7 +714,9 @@ def test_hidden_edit_overwritten_by_a_write_planned_without_it(store_factory: No
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: these findings hinge on timing the suite does not pin down; an unexpected
+    # pass is reported (XPASS), never hidden, and the fix turns them into plain tests.
+    strict=False,
     raises=AssertionError,
     reason="open finding: a create that failed is superseded when its person is planned again after "
     "a delete on another platform, and the new plan (deletes: ignore) never creates it",
