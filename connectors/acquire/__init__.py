@@ -11,29 +11,29 @@ HTTP client or the emulator.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connectors.acquire.settings import AcquireCredentials, AcquireOptions
+from connectors.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from connectors.acquire.client import AcquireConnector
+    from connectors.acquire.client import AcquireConnector as CONNECTOR
     from connectors.acquire.emulator import AcquireEmulator
+    from connectors.acquire.emulator import AcquireEmulator as EMULATOR
 
 OPTIONS = AcquireOptions
 CREDENTIALS = AcquireCredentials
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("CONNECTOR", "AcquireConnector"):
-        from connectors.acquire.client import AcquireConnector
-
-        return AcquireConnector
-    if name in ("EMULATOR", "AcquireEmulator"):
-        from connectors.acquire.emulator import AcquireEmulator
-
-        return AcquireEmulator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "CONNECTOR": "client:AcquireConnector",
+        "AcquireConnector": "client:AcquireConnector",
+        "EMULATOR": "emulator:AcquireEmulator",
+        "AcquireEmulator": "emulator:AcquireEmulator",
+    },
+)
 
 __all__ = [
     "CONNECTOR",

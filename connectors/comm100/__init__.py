@@ -12,29 +12,29 @@ HTTP client or the emulator.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connectors.comm100.settings import Comm100Credentials, Comm100Options
+from connectors.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from connectors.comm100.client import Comm100Connector
+    from connectors.comm100.client import Comm100Connector as CONNECTOR
     from connectors.comm100.emulator import Comm100Emulator
+    from connectors.comm100.emulator import Comm100Emulator as EMULATOR
 
 OPTIONS = Comm100Options
 CREDENTIALS = Comm100Credentials
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("CONNECTOR", "Comm100Connector"):
-        from connectors.comm100.client import Comm100Connector
-
-        return Comm100Connector
-    if name in ("EMULATOR", "Comm100Emulator"):
-        from connectors.comm100.emulator import Comm100Emulator
-
-        return Comm100Emulator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "CONNECTOR": "client:Comm100Connector",
+        "Comm100Connector": "client:Comm100Connector",
+        "EMULATOR": "emulator:Comm100Emulator",
+        "Comm100Emulator": "emulator:Comm100Emulator",
+    },
+)
 
 __all__ = [
     "CONNECTOR",

@@ -11,29 +11,29 @@ HTTP client or the emulator.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connectors.dmchamp.settings import DmChampCredentials, DmChampOptions
+from connectors.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from connectors.dmchamp.client import DmChampConnector
+    from connectors.dmchamp.client import DmChampConnector as CONNECTOR
     from connectors.dmchamp.emulator import DmChampEmulator
+    from connectors.dmchamp.emulator import DmChampEmulator as EMULATOR
 
 OPTIONS = DmChampOptions
 CREDENTIALS = DmChampCredentials
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("CONNECTOR", "DmChampConnector"):
-        from connectors.dmchamp.client import DmChampConnector
-
-        return DmChampConnector
-    if name in ("EMULATOR", "DmChampEmulator"):
-        from connectors.dmchamp.emulator import DmChampEmulator
-
-        return DmChampEmulator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "CONNECTOR": "client:DmChampConnector",
+        "DmChampConnector": "client:DmChampConnector",
+        "EMULATOR": "emulator:DmChampEmulator",
+        "DmChampEmulator": "emulator:DmChampEmulator",
+    },
+)
 
 __all__ = [
     "CONNECTOR",

@@ -11,29 +11,29 @@ HTTP client or the emulator.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions
+from connectors.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from connectors.gohighlevel.client import GoHighLevelConnector
+    from connectors.gohighlevel.client import GoHighLevelConnector as CONNECTOR
     from connectors.gohighlevel.emulator import GoHighLevelEmulator
+    from connectors.gohighlevel.emulator import GoHighLevelEmulator as EMULATOR
 
 OPTIONS = GoHighLevelOptions
 CREDENTIALS = GoHighLevelCredentials
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("CONNECTOR", "GoHighLevelConnector"):
-        from connectors.gohighlevel.client import GoHighLevelConnector
-
-        return GoHighLevelConnector
-    if name in ("EMULATOR", "GoHighLevelEmulator"):
-        from connectors.gohighlevel.emulator import GoHighLevelEmulator
-
-        return GoHighLevelEmulator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "CONNECTOR": "client:GoHighLevelConnector",
+        "GoHighLevelConnector": "client:GoHighLevelConnector",
+        "EMULATOR": "emulator:GoHighLevelEmulator",
+        "GoHighLevelEmulator": "emulator:GoHighLevelEmulator",
+    },
+)
 
 __all__ = [
     "CONNECTOR",
