@@ -822,13 +822,16 @@ def save_plan_state(
                 )
                 bulk.copy_lines(session, tmp, ("id", "f", "ver"), lines)
                 guard = " AND p.version = v.ver" if vers is not None else ""
-                conn.execute(
+                saved = conn.execute(
                     text(
                         "UPDATE persons AS p SET fields = v.f, version = p.version + 1, updated_at = :now, "
-                        f"dirty = false FROM {tmp} AS v WHERE p.id = v.id{guard}"
+                        f"dirty = false FROM {tmp} AS v WHERE p.id = v.id{guard} RETURNING p.id"
                     ).bindparams(bindparam("now", type_=Person.__table__.c.updated_at.type)),
                     {"now": now},
                 )
+                if vers is not None:
+                    # The persons whose version moved meanwhile are those the UPDATE skipped.
+                    rejected = set(ids).difference(int(r[0]) for r in saved)
         elif vers is not None:
             conn.exec_driver_sql(
                 "UPDATE persons SET fields = ?, version = version + 1, updated_at = ?, dirty = 0 "
@@ -840,9 +843,10 @@ def save_plan_state(
                 "UPDATE persons SET fields = ?, version = version + 1, updated_at = ?, dirty = 0 WHERE id = ?",
                 [(f, stamp, pid) for pid, f in zip(ids, texts)],
             )
-        if vers is not None:
-            # Every person of the plan was dirty; one whose version moved was not saved and
-            # still is (the partial index of dirty persons answers this).
+        if vers is not None and not pg:
+            # (SQLite: executemany reports no per-row result.) Every person of the plan was
+            # dirty; one whose version moved was not saved and still is (the partial index of
+            # dirty persons answers this).
             flag = "dirty" if pg else "dirty = 1"
             for chunk in _chunks(sorted(ids)):
                 rejected.update(
