@@ -238,7 +238,9 @@ def conflicts(
     show_all: bool = typer.Option(False, "--all", help="Every recorded conflict, not only open ones."),
     resolve: int | None = typer.Option(None, "--resolve", help="Resolve the conflict with this id."),
     use: str | None = typer.Option(None, "--use", help="...with the value from this connection."),
-    value: str | None = typer.Option(None, "--value", help="...with this value (JSON or plain text, checked against the field's type)."),
+    value: str | None = typer.Option(
+        None, "--value", help="...with this value (JSON or plain text, checked against the field's type)."
+    ),
 ) -> None:
     """List conflicts, or resolve one by hand (--resolve ID --use CONNECTION | --value JSON)."""
     from sync.commands import conflicts as cmd

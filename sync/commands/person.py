@@ -29,7 +29,11 @@ def show(config: Config, key: str, *, as_json: bool = False, console: Console | 
         if len(hits) > 1:
             data: dict[str, Any] = {
                 "matches": [
-                    {"person": h.person_id, "name": f"{h.first_name or ''} {h.last_name or ''}".strip(), "emails": h.emails}
+                    {
+                        "person": h.person_id,
+                        "name": f"{h.first_name or ''} {h.last_name or ''}".strip(),
+                        "emails": h.emails,
+                    }
                     for h in hits
                 ]
             }
@@ -37,7 +41,10 @@ def show(config: Config, key: str, *, as_json: bool = False, console: Console | 
                 console.print_json(json.dumps(data))
                 return data
             for h in hits:
-                console.print(f"person {h.person_id}: {h.first_name or ''} {h.last_name or ''} {', '.join(h.emails)}", highlight=False)
+                console.print(
+                    f"person {h.person_id}: {h.first_name or ''} {h.last_name or ''} {', '.join(h.emails)}",
+                    highlight=False,
+                )
             raise CommandError(f"{len(hits)} persons match {key!r}; run again with one person id", 2)
         report = person_report(store, config, hits[0].person_id)
     finally:
@@ -58,7 +65,11 @@ def _print(console: Console, p: dict[str, Any]) -> None:
     console.print(golden)
     records = Table("connection", "record", "fields as read", "state", title="on each platform", title_justify="left")
     for r in p["records"]:
-        state = f"deleted {r['deleted_at']}" if r["deleted_at"] else (f"merged into {r['merged_into']}" if r["merged_into"] else "live")
+        state = (
+            f"deleted {r['deleted_at']}"
+            if r["deleted_at"]
+            else (f"merged into {r['merged_into']}" if r["merged_into"] else "live")
+        )
         ident = r["remote_id"] + (f"\n{r['link']}" if r["link"] else "")
         fields = "\n".join(f"{k}: {show_value(v)}" for k, v in r["fields"].items())
         records.add_row(r["connection"], ident, fields, state)
@@ -70,13 +81,16 @@ def _print(console: Console, p: dict[str, Any]) -> None:
         writes = Table("write", "connection", "op", "status", "values / message", title="writes", title_justify="left")
         for w in p["writes"]:
             values = ", ".join(f"{k}={show_value(v)}" for k, v in w["fields"].items())
-            writes.add_row(f"#{w['id']}", w["connection"], w["op"], w["status"], values + (f"\n{w['error']}" if w["error"] else ""))
+            writes.add_row(
+                f"#{w['id']}", w["connection"], w["op"], w["status"], values + (f"\n{w['error']}" if w["error"] else "")
+            )
         console.print(writes)
     for c in p["conflicts"]:
         cands = ", ".join(f"{x.get('connection')}={show_value(x.get('value'))}" for x in c["candidates"])
         by = f" by {c['resolved_by']}" if c["resolved_by"] else ""
         console.print(
-            f"conflict #{c['id']} {c['field']}: {cands} -> {show_value(c['decision'])} ({c['rule']}{by})", highlight=False
+            f"conflict #{c['id']} {c['field']}: {cands} -> {show_value(c['decision'])} ({c['rule']}{by})",
+            highlight=False,
         )
     for m in p["merges"]:
         console.print(f"merge: {m['detail']}", highlight=False)

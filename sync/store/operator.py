@@ -225,7 +225,12 @@ class Operator:
             if existing is None:
                 s.add(
                     MatchDecision(
-                        kind=kind, value=value, decision=decision, decided_by=by[:128], decided_at=now, review_id=review.id
+                        kind=kind,
+                        value=value,
+                        decision=decision,
+                        decided_by=by[:128],
+                        decided_at=now,
+                        review_id=review.id,
                     )
                 )
             else:
@@ -283,6 +288,8 @@ class Operator:
                     .distinct()
                 )
                 for pid in pids:
+                    if pid is None:
+                        continue
                     person = _live(s, int(pid))
                     if person is not None and person.id not in ids:
                         ids.append(person.id)
@@ -347,7 +354,9 @@ class Operator:
                 sorted(folded),
             )
             for r in s.scalars(
-                select(RemoteRecord).where(RemoteRecord.person_id == pid).order_by(RemoteRecord.connection, RemoteRecord.id)
+                select(RemoteRecord)
+                .where(RemoteRecord.person_id == pid)
+                .order_by(RemoteRecord.connection, RemoteRecord.id)
             ):
                 detail.records.append(
                     RecordDetail(

@@ -67,8 +67,8 @@ from sync.store.models import (
     Snapshot,
     utcnow,
 )
-from sync.store.replan import mark_all_persons_dirty_in
 from sync.store.operator import match_decisions
+from sync.store.replan import mark_all_persons_dirty_in
 from sync.store.status import PersonRecords, persons_with_records
 
 if TYPE_CHECKING:

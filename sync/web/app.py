@@ -94,7 +94,9 @@ class WebPage:
             status_code=status_code,
         )
 
-    def back(self, ctx: Ctx, route: str, *, done: str | None = None, problem: str | None = None, **params: Any) -> Response:
+    def back(
+        self, ctx: Ctx, route: str, *, done: str | None = None, problem: str | None = None, **params: Any
+    ) -> Response:
         url = str(ctx.request.url_for(route, **params))
         query = {k: v for k, v in (("done", done), ("problem", problem)) if v}
         if query:
@@ -137,7 +139,9 @@ class WebPage:
     def _refusal(self, request: Request, status: int) -> Response:
         if status == 401:
             msg = "authentication required: send Authorization: Bearer <token>, or sign in at the login page"
-            return Response(msg + "\n", status_code=401, media_type="text/plain", headers={**_HEADERS, "WWW-Authenticate": "Bearer"})
+            return Response(
+                msg + "\n", status_code=401, media_type="text/plain", headers={**_HEADERS, "WWW-Authenticate": "Bearer"}
+            )
         return self._plain(
             request,
             403,
@@ -251,7 +255,9 @@ class WebPage:
         except NotAllowed as exc:
             return self.back(ctx, "review", problem=str(exc))
         text = "; ".join(f"{c}: {n} records marked deleted" for c, n in sorted(done.items())) or "no held deletes"
-        return self.back(ctx, "review", done=f"{text}; the next cycle applies deletes.policy ({self.config.deletes.policy})")
+        return self.back(
+            ctx, "review", done=f"{text}; the next cycle applies deletes.policy ({self.config.deletes.policy})"
+        )
 
     def reject(self, ctx: Ctx) -> Response:
         try:

@@ -84,7 +84,9 @@ class Guard:
         if auth.lower().startswith("bearer ") and self.token_ok(auth[7:].strip()):
             return True
         cookie = request.cookies.get(SESSION_COOKIE)
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.session_value().encode())
+        if not cookie:
+            return False
+        return hmac.compare_digest(cookie.encode(), self.session_value().encode())
 
     # -- CSRF ------------------------------------------------------------------------------
 

@@ -111,7 +111,7 @@ def overview(store: Store, config: Config) -> dict[str, Any]:
         for i, (r, secs) in enumerate(zip(reversed(runs), durations, strict=True)):
             bars.append(RunBar(r.id, r.status, r.kind, r.started_at, secs, i * 14, max(2.0, 60 * secs / top)))
         conns = []
-        for cname in prof.connections:
+        for cname in prof.connections or config.enabled_connections():
             c = data["connections"].get(cname, {})
             cursor_at = cursors.get(cname)
             pull = c.get("last_pull") or {}
@@ -221,7 +221,7 @@ def person_report(store: Store, config: Config, person_id: int) -> dict[str, Any
                 "invalid": r.invalid,
             }
         )
-    writes = [
+    writes: list[dict[str, Any]] = [
         {
             "id": w.id,
             "connection": w.connection,
@@ -296,5 +296,7 @@ def person_report(store: Store, config: Config, person_id: int) -> dict[str, Any
         "writes": writes,
         "conflicts": conflicts,
         "merges": merges,
-        "reviews": [{"id": r.id, "kind": r.kind, "key": r.key, "status": r.status, "detail": r.detail} for r in d.reviews],
+        "reviews": [
+            {"id": r.id, "kind": r.kind, "key": r.key, "status": r.status, "detail": r.detail} for r in d.reviews
+        ],
     }

@@ -22,7 +22,12 @@ def seed_overlap(w: World) -> None:
     w.emulators["ghl"].seed(
         [
             {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "phone": "+14155552671"},
-            {"first_name": "Linus", "last_name": "Torvalds", "email": "linus@kernel.example", "phone": "+1 503 555 0199"},
+            {
+                "first_name": "Linus",
+                "last_name": "Torvalds",
+                "email": "linus@kernel.example",
+                "phone": "+1 503 555 0199",
+            },
         ]
     )
     w.emulators["comm100"].seed(

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sync.store.models import OutboxStatus
 from sync.cycle import CycleReport
+from sync.store.models import OutboxStatus
 from tests.e2e.world import World
 
 from . import scenarios

@@ -24,7 +24,9 @@ runner = CliRunner()
 
 def client(world: World, *, token: str | None = TOKEN, loopback: bool = False) -> TestClient:
     config = with_token(world.config, token)
-    c = TestClient(build_web_app(world.store, config), client=("127.0.0.1", 50000) if loopback else ("203.0.113.9", 50000))
+    c = TestClient(
+        build_web_app(world.store, config), client=("127.0.0.1", 50000) if loopback else ("203.0.113.9", 50000)
+    )
     return c
 
 
@@ -78,7 +80,9 @@ def test_values_that_do_not_fit_the_field_are_refused(field: str, text: str, rea
 def test_the_cli_refuses_a_mapping_for_a_text_field_and_writes_nothing(world: World) -> None:
     cid = scenarios.conflict(world)
     before = world.store.operator.conflict(cid)
-    out = runner.invoke(cli, ["conflicts", "-c", str(world.config_path), "--resolve", str(cid), "--value", '{"a": [1,2]}'])
+    out = runner.invoke(
+        cli, ["conflicts", "-c", str(world.config_path), "--resolve", str(cid), "--value", '{"a": [1,2]}']
+    )
     assert out.exit_code == 2, out.output
     assert "expects a text value, found a mapping" in out.output
     assert world.store.operator.conflict(cid) == before
@@ -129,7 +133,9 @@ def test_with_a_token_every_page_needs_it(world: World) -> None:
 def test_the_login_form_sets_a_session_that_is_not_the_token(world: World) -> None:
     c = client(world)
     form = c.get("/login")
-    bad = c.post("/login", data={"csrf": csrf_of(form.text), "token": "nope", "next": "/review"}, follow_redirects=False)
+    bad = c.post(
+        "/login", data={"csrf": csrf_of(form.text), "token": "nope", "next": "/review"}, follow_redirects=False
+    )
     assert bad.status_code == 401
     ok = c.post("/login", data={"csrf": csrf_of(form.text), "token": TOKEN, "next": "/review"}, follow_redirects=False)
     assert ok.status_code == 303 and ok.headers["location"] == "/review"
@@ -137,7 +143,9 @@ def test_the_login_form_sets_a_session_that_is_not_the_token(world: World) -> No
     assert session and TOKEN not in session
     assert c.get("/review").status_code == 200
     # An open redirect is not offered.
-    again = c.post("/login", data={"csrf": csrf_of(form.text), "token": TOKEN, "next": "//evil.example"}, follow_redirects=False)
+    again = c.post(
+        "/login", data={"csrf": csrf_of(form.text), "token": TOKEN, "next": "//evil.example"}, follow_redirects=False
+    )
     assert again.headers["location"] == "/"
 
 
@@ -186,11 +194,15 @@ def test_no_page_shows_a_credential(world: World) -> None:
     (failed,) = world.store.outbox.items([OutboxStatus.FAILED.value])
     from sync.store import Failure
 
-    world.store.outbox.record(failures=[Failure(failed.id, f"401 bad key {secrets_[0]}", status=OutboxStatus.FAILED.value)])
+    world.store.outbox.record(
+        failures=[Failure(failed.id, f"401 bad key {secrets_[0]}", status=OutboxStatus.FAILED.value)]
+    )
     c = client(world)
     c.headers["Authorization"] = f"Bearer {TOKEN}"
     pids = {i.person_id for i in world.store.outbox.items([OutboxStatus.FAILED.value, OutboxStatus.DONE.value])}
-    paths = ["/", "/failures", "/conflicts", "/review", "/persons?q=bob@example.com"] + [f"/persons/{p}" for p in pids if p]
+    paths = ["/", "/failures", "/conflicts", "/review", "/persons?q=bob@example.com"] + [
+        f"/persons/{p}" for p in pids if p
+    ]
     for path in paths:
         html = c.get(path).text
         for s in [*secrets_, TOKEN]:
@@ -206,7 +218,9 @@ def test_keep_apart_is_stored_and_matching_keeps_following_it(world: World) -> N
     (review,) = [r for r in world.store.status.reviews() if r.kind == "ambiguous_match"]
     c = client(world, token=None, loopback=True)
     page = c.get("/review")
-    r = c.post(f"/review/{review.id}/decide", data={"csrf": csrf_of(page.text), "decision": "apart"}, follow_redirects=True)
+    r = c.post(
+        f"/review/{review.id}/decide", data={"csrf": csrf_of(page.text), "decision": "apart"}, follow_redirects=True
+    )
     assert "kept apart for good" in r.text
     assert world.store.operator.decisions() == (frozenset(), frozenset({("phone", "+14155550001")}))
     # Later Bob's email disappears on Acquire: the shared phone alone would now join him to
