@@ -250,3 +250,67 @@ def test_the_cli_person_command_prints_the_person(world: World) -> None:
     assert text.exit_code == 0 and "golden record" in text.output
     missing = runner.invoke(cli, ["person", "nobody@example.com", "-c", str(world.config_path)])
     assert missing.exit_code == 1 and "no person matches" in missing.output
+
+
+# -- contactsync serve and the web: config section ---------------------------------------------
+
+
+def test_serve_refuses_to_listen_off_loopback_without_a_token(world: World) -> None:
+    out = runner.invoke(cli, ["serve", "-c", str(world.config_path), "--host", "0.0.0.0", "--port", "0"])
+    assert out.exit_code == 2, out.output
+    assert "web.auth_token" in out.output
+
+
+def test_serve_runs_the_page_for_a_store_another_process_syncs(world: World) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    scenarios.seed_overlap(world)
+    world.backfill()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CONTACTSYNC_DATABASE_URL": world.store.url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync.cli", "serve", "-c", str(world.config_path), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/persons?q=ada@example.com", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(
+                        proc.stderr.read().decode() if proc.stderr else "serve did not start"
+                    ) from None
+                time.sleep(0.2)
+        assert r.status_code == 200 and "Lovelace" in r.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_web_token_is_a_secret_of_the_config(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sync.config import load_config, summarize
+
+    monkeypatch.setenv("CS_WEB_TOKEN", "s3cret-web-token")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "connections:\n  acq:\n    platform: acquire\n    base_url: http://127.0.0.1:1\n"
+        "    credentials: {api_key: '${CS_KEY:-k-123456}'}\n"
+        "web:\n  auth_token: ${CS_WEB_TOKEN}\n"
+    )
+    config = load_config(path)
+    assert config.web.auth_token is not None and config.web.auth_token.get_secret_value() == "s3cret-web-token"
+    assert "s3cret-web-token" in config.secret_values()
+    assert "s3cret-web-token" not in summarize(config) and "s3cret-web-token" not in repr(config)
