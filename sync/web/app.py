@@ -191,14 +191,15 @@ class WebPage:
         except NotFound as exc:
             return self.back(ctx, "conflicts", problem=str(exc))
         choice = ctx.field("choice")
+        typed = ctx.field("value")
         value: Any
-        if choice.startswith("candidate:"):
+        # A value typed in the box wins (without JavaScript, typing does not move the radio).
+        if choice.startswith("candidate:") and not typed.strip():
             try:
                 value = row.candidates[int(choice.split(":", 1)[1])].get("value")
             except (ValueError, IndexError):
                 return self.back(ctx, "conflicts", problem=f"conflict #{cid}: no such candidate")
         else:
-            typed = ctx.field("value")
             if not typed.strip():
                 return self.back(ctx, "conflicts", problem=f"conflict #{cid}: pick a value or type one")
             try:

@@ -314,3 +314,34 @@ def test_the_web_token_is_a_secret_of_the_config(tmp_path, monkeypatch) -> None:
     assert config.web.auth_token is not None and config.web.auth_token.get_secret_value() == "s3cret-web-token"
     assert "s3cret-web-token" in config.secret_values()
     assert "s3cret-web-token" not in summarize(config) and "s3cret-web-token" not in repr(config)
+
+
+def test_picking_a_candidate_resolves_with_its_value_and_the_person_page_says_why(world: World) -> None:
+    cid = scenarios.conflict(world)
+    row = world.store.operator.conflict(cid)
+    older = next(i for i, c in enumerate(row.candidates) if c["value"] == "Older")
+    c = client(world, token=None, loopback=True)
+    page = c.get("/conflicts")
+    r = c.post(
+        f"/conflicts/{cid}/resolve",
+        data={"csrf": csrf_of(page.text), "choice": f"candidate:{older}"},
+        follow_redirects=True,
+    )
+    assert "last_name = Older" in r.text
+    done = world.store.operator.conflict(cid)
+    assert (done.decision, done.rule) == ("Older", "manual")
+    person = c.get(f"/persons/{row.person_id}").text
+    assert f"conflict #{cid} resolved by web" in person
+
+
+def test_skip_gives_a_failed_write_up(world: World) -> None:
+    scenarios.shared_phone(world)
+    (failed,) = world.store.outbox.items([OutboxStatus.FAILED.value])
+    c = client(world, token=None, loopback=True)
+    page = c.get("/failures")
+    r = c.post(f"/failures/{failed.id}/skip", data={"csrf": csrf_of(page.text)}, follow_redirects=True)
+    assert f"write #{failed.id} skipped" in r.text and f"write-{failed.id}" not in r.text
+    assert world.store.outbox.get(failed.id).status == OutboxStatus.SKIPPED.value  # type: ignore[union-attr]
+    # Skipping twice (or retrying a skipped write) says why it cannot.
+    again = c.post(f"/failures/{failed.id}/retry", data={"csrf": csrf_of(page.text)}, follow_redirects=True)
+    assert "is skipped, not failed" in again.text
