@@ -248,6 +248,10 @@ def test_the_cli_person_command_prints_the_person(world: World) -> None:
     assert golden["last_name"]["value"] == "Lovelace" and golden["last_name"]["why"]
     text = runner.invoke(cli, ["person", str(data["person"]), "-c", str(world.config_path)])
     assert text.exit_code == 0 and "golden record" in text.output
+    by_name = runner.invoke(cli, ["person", "lovelace", "-c", str(world.config_path), "--json"])
+    assert by_name.exit_code == 0 and json.loads(by_name.output)["person"] == data["person"]
+    by_phone = runner.invoke(cli, ["person", "(415) 555-2671", "-c", str(world.config_path), "--json"])
+    assert by_phone.exit_code == 0 and json.loads(by_phone.output)["person"] == data["person"]
     missing = runner.invoke(cli, ["person", "nobody@example.com", "-c", str(world.config_path)])
     assert missing.exit_code == 1 and "no person matches" in missing.output
 
