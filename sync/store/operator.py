@@ -247,6 +247,29 @@ class Operator:
                 )
             return _review(review)
 
+    def record_owners(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], PersonHit]:
+        """The live person of each (connection, remote id) record, for showing who a review is
+        about (a review stores the person ids of the run that asked, temporary for new ones)."""
+        out: dict[tuple[str, str], PersonHit] = {}
+        with self._sessions() as s:
+            for conn, rid in pairs:
+                pid = s.scalar(
+                    select(RemoteRecord.person_id).where(RemoteRecord.connection == conn, RemoteRecord.remote_id == rid)
+                )
+                person = _live(s, int(pid)) if pid is not None else None
+                if person is None:
+                    continue
+                f = person.fields or {}
+                out[(conn, rid)] = PersonHit(
+                    person.id,
+                    f.get("first_name"),
+                    f.get("last_name"),
+                    list(f.get("emails") or []),
+                    list(f.get("phones") or []),
+                    "record",
+                )
+        return out
+
     def decisions(self) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
         """See :func:`match_decisions`."""
         with self._sessions() as s:

@@ -216,6 +216,9 @@ class WebPage:
     def review(self, ctx: Ctx) -> Response:
         reviews = self.store.status.reviews(open_only=True, limit=300)
         decided = [r for r in self.store.status.reviews(open_only=False, limit=100) if r.status in ("linked", "apart")]
+        owners = self.store.operator.record_owners(
+            [(str(rec.get("connection")), str(rec.get("remote_id"))) for r in reviews for rec in r.records]
+        )
         held = self.store.held.rows(limit=500)
         by_conn: dict[str, list[Any]] = {}
         for h in held:
@@ -224,6 +227,7 @@ class WebPage:
             ctx,
             "review.html",
             reviews=reviews,
+            owners=owners,
             decided=decided[:30],
             held=by_conn,
             held_counts=self.store.held.counts(),

@@ -137,6 +137,8 @@ def test_link_an_ambiguous_match(world: World, served: Served, page: Page) -> No
     page.goto(f"{served.url}/review")
     card = page.locator(f"#review-{review.id}")
     expect(card).to_contain_text("phone:+14155550001")
+    expect(card).to_contain_text("ann@example.com")  # who the records belong to now
+    expect(card).to_contain_text("bob@example.com")
     shot(page, "review")
     card.get_by_role("button", name="Link: one person").click()
     expect(page.get_by_role("status")).to_contain_text("linked")
