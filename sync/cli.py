@@ -238,7 +238,9 @@ def conflicts(
     show_all: bool = typer.Option(False, "--all", help="Every recorded conflict, not only open ones."),
     resolve: int | None = typer.Option(None, "--resolve", help="Resolve the conflict with this id."),
     use: str | None = typer.Option(None, "--use", help="...with the value from this connection."),
-    value: str | None = typer.Option(None, "--value", help="...with this value (JSON)."),
+    value: str | None = typer.Option(
+        None, "--value", help="...with this value (JSON or plain text, checked against the field's type)."
+    ),
 ) -> None:
     """List conflicts, or resolve one by hand (--resolve ID --use CONNECTION | --value JSON)."""
     from sync.commands import conflicts as cmd
@@ -249,6 +251,40 @@ def conflicts(
             cmd.list_conflicts(cfg, show_all=show_all)
         else:
             cmd.resolve(cfg, resolve, use=use, value=value)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def person(
+    key: str = typer.Argument(..., help="An email, a phone, a person id or a name."),
+    config: Path = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """One person across platforms: golden record and why, records, snapshots, writes, conflicts, merges."""
+    from sync.commands.person import show as show_person
+
+    cfg = _load(config)
+    try:
+        show_person(cfg, key, as_json=as_json)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def serve(
+    config: Path = ConfigOpt,
+    host: str | None = typer.Option(None, "--host", help="Address to listen on (default web.host, 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default web.port, 8780)."),
+) -> None:
+    """Serve the operator's web page for a store that another process syncs."""
+    from sync.commands.serve import serve as run_serve
+
+    cfg = _load(config)
+    try:
+        raise typer.Exit(run_serve(cfg, host=host, port=port))
+    except typer.Exit:
+        raise
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
 

@@ -242,6 +242,19 @@ class LoggingConfig(_Model):
         return value.upper() if isinstance(value, str) else value
 
 
+class WebConfig(_Model):
+    """The operator's web page (``contactsync serve``; the daemon's listener mounts it too).
+    ``auth_token`` is a secret (``${ENV_VAR}`` or ``{file: path}``): required to serve off
+    loopback; when set, every request must present it (``Authorization: Bearer`` or the login
+    form). ``record_links``: per connection, a URL template of a contact's page on the
+    platform, ``{remote_id}`` filled in."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=0, le=65535)
+    auth_token: SecretStr | None = None
+    record_links: dict[str, str] = Field(default_factory=dict)
+
+
 class Config(_Model):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -256,6 +269,7 @@ class Config(_Model):
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
     planning: PlanningConfig = Field(default_factory=PlanningConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     _path: Path | None = PrivateAttr(default=None)
     _store_url: str = PrivateAttr(default="")
@@ -375,6 +389,8 @@ class Config(_Model):
         password = urlsplit(self._store_url).password
         if password:
             out.append(password)
+        if self.web.auth_token is not None:
+            out.append(self.web.auth_token.get_secret_value())
         return [s for s in out if s]
 
 
@@ -436,7 +452,11 @@ def _dotted(loc: Iterable[Any]) -> str:
 
 
 def _is_secret_path(loc: tuple[Any, ...]) -> bool:
-    return (len(loc) >= 3 and loc[0] == "connections" and loc[2] == "credentials") or loc[:2] == ("store", "url")
+    return (
+        (len(loc) >= 3 and loc[0] == "connections" and loc[2] == "credentials")
+        or loc[:2] == ("store", "url")
+        or loc[:2] == ("web", "auth_token")
+    )
 
 
 def _explain(err: Any) -> str:
@@ -466,7 +486,7 @@ def _explain(err: Any) -> str:
 
 def _expand(node: Any, loc: tuple[Any, ...], base_dir: Path, warnings: list[str]) -> Any:
     """Expand ``${VAR}`` references in strings; resolve credentials (env, file, literal)."""
-    if len(loc) == 4 and loc[0] == "connections" and loc[2] == "credentials":
+    if (len(loc) == 4 and loc[0] == "connections" and loc[2] == "credentials") or loc == ("web", "auth_token"):
         return _secret(node, loc, base_dir, warnings)
     if isinstance(node, dict):
         return {k: _expand(v, (*loc, k), base_dir, warnings) for k, v in node.items()}

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from sync.commands.common import CommandError, open_store
 from sync.config import Config
+from sync.fieldvalues import FieldValueError, parse_field_value
 from sync.store.status import ConflictRow
 
 
@@ -47,7 +48,9 @@ def resolve(
     by: str = "cli",
     console: Console | None = None,
 ) -> ConflictRow:
-    """Resolve a conflict with a candidate's value (``use`` = its connection) or a JSON value."""
+    """Resolve a conflict with a candidate's value (``use`` = its connection) or a typed value
+    (JSON or plain text), validated against the field's type (``sync.fieldvalues``, as the web
+    page does)."""
     console = console or Console()
     if (use is None) == (value is None):
         raise CommandError("give exactly one of --use CONNECTION or --value JSON", 2)
@@ -66,9 +69,9 @@ def resolve(
             chosen = match[0].get("value")
         else:
             try:
-                chosen = json.loads(value or "null")
-            except json.JSONDecodeError:
-                chosen = value
+                chosen = parse_field_value(row.field, value or "null", region=config.default_phone_region)
+            except FieldValueError as exc:
+                raise CommandError(f"conflict #{conflict_id}: {exc}", 2) from None
         done = queries.resolve_conflict(conflict_id, chosen, by)
     finally:
         store.close()

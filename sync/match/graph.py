@@ -158,11 +158,23 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
         # A contested key joins no existing persons (each keeps its records by the sticky edge).
         key_live &= ~(np.isin(tok, contested) & (person[key_rec] >= 0))
 
+    # Stored decisions on ambiguous matches: a linked key acts as a strong key, an apart key as
+    # none; neither is left to the weak-key guard. A C-level map, only when there are any.
+    linked_mask = np.zeros(k, dtype=bool)
+    weak_live = key_live
+    if policy.linked or policy.apart:
+        pairs_iter = zip(inp.key_kinds, inp.key_values)
+        linked_mask = np.fromiter(map(policy.linked.__contains__, pairs_iter), dtype=bool, count=k)
+        apart_mask = np.fromiter(
+            map(policy.apart.__contains__, zip(inp.key_kinds, inp.key_values)), dtype=bool, count=k
+        )
+        weak_live = key_live & ~linked_mask & ~apart_mask
+
     # Graph nodes: records [0, n), persons [n, ...). A strong key links each record holding it
     # to the first live record holding it (a star per key, no node per key: half the graph).
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
-    strong_mask = np.isin(kcode, strong_codes) & key_live
+    strong_mask = (np.isin(kcode, strong_codes) | linked_mask) & key_live
     strong_rec = key_rec[strong_mask]
     strong_tok = tok[strong_mask]
     first = np.full(len(token_key), n, dtype=np.int64)
@@ -189,7 +201,7 @@ def match_records(inp: MatchInput, policy: MatchPolicy | None = None) -> MatchRe
     comp = labels[:n].astype(np.int64)
 
     reviews: list[Review] = []
-    comp = _weak_joins(inp, policy, comp, tok, token_key, kcode, kind_codes, weak_codes, key_rec, key_live, reviews)
+    comp = _weak_joins(inp, policy, comp, tok, token_key, kcode, kind_codes, weak_codes, key_rec, weak_live, reviews)
 
     # Persons: the person of the record a platform merge says survived leads its component;
     # elsewhere the smallest existing id survives.

@@ -35,6 +35,11 @@ class MatchPolicy:
     # live record of the same connection): platforms with a native merge that leaves no signal
     # (Acquire). None: every connection. Elsewhere a vanished record is just deleted.
     infer_merges: frozenset[str] | None = None
+    # A person's answers to ambiguous matches (``store.review.decisions()``), as (kind, value)
+    # keys: a ``linked`` key joins every record holding it, as a strong key would; an ``apart``
+    # key never joins anyone, whatever the guard keys say later.
+    linked: frozenset[tuple[str, str]] = frozenset()
+    apart: frozenset[tuple[str, str]] = frozenset()
 
     def strength(self, kind: str) -> str:
         """The strength of a key kind: exact entry first, then the ``identity:*`` pattern."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -248,6 +248,9 @@ def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tup
     rows = tx.persons.load_match_input()
     if not len(rows):
         return set(), {}, MatchNotes()
+    linked, apart = tx.persons.match_decisions()
+    if linked or apart:  # a person's answers to ambiguous matches (the web page's review queue)
+        policy = replace(policy, linked=linked, apart=apart)
     result = match_records(_input(rows), policy)
     outcome = tx.persons.save_match(
         rows,

@@ -97,6 +97,8 @@ class OutboxStatus(str, enum.Enum):
     # A create whose outcome cannot be checked (a lost response, and no key or marker the
     # platform can be searched by): never sent again blind; a human decides (reason in last_error).
     HELD = "held"
+    # A failed write an operator gave up on (web page "skip"): never sent (reason in last_error).
+    SKIPPED = "skipped"
 
 
 class RemoteRecord(Base):
@@ -295,3 +297,20 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|partial|failed|interrupted
     counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class MatchDecision(Base):
+    """A person's answer to an ambiguous match (migration 0010): the weak key ``(kind, value)``
+    either links every record holding it into one person (``link``: matching treats it as a
+    strong key) or never joins anyone (``apart``: matching ignores it)."""
+
+    __tablename__ = "match_decisions"
+    __table_args__ = (UniqueConstraint("kind", "value"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(320))
+    decision: Mapped[str] = mapped_column(String(16))  # link | apart
+    decided_by: Mapped[str] = mapped_column(String(128))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    review_id: Mapped[int | None] = mapped_column(BigId)

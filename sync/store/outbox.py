@@ -21,7 +21,7 @@ must remember the keys to settle it by after a crash::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -271,6 +271,16 @@ class _ResultBatch:
             ),
             [{"b_id": c.item_id, "b_rid": c.remote_id, "b_note": c.note} for c in done],
         )
+        # A write queued for a person that was folded into another since (a merge, or an
+        # operator linking an ambiguous match) confirms a record of the survivor: link it there,
+        # never to the folded person (whose records have all moved on).
+        live = _live_persons(session, {c.person_id for c in done if c.person_id is not None})
+        done = [
+            replace(c, person_id=live[c.person_id])
+            if c.person_id is not None and live.get(c.person_id, c.person_id) != c.person_id
+            else c
+            for c in done
+        ]
         records = self._load_records(done)
         snapshots: dict[tuple[int, str], dict[str, Any] | None] = {}  # None: drop
         losers: list[tuple[str, str, str]] = []

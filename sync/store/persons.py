@@ -67,6 +67,7 @@ from sync.store.models import (
     Snapshot,
     utcnow,
 )
+from sync.store.operator import match_decisions
 from sync.store.replan import mark_all_persons_dirty_in
 from sync.store.status import PersonRecords, persons_with_records
 
@@ -1023,6 +1024,12 @@ class Persons:
         :func:`sync.store.replan.mark_all_persons_dirty_in`."""
         with self._sessions.begin() as session:
             return mark_all_persons_dirty_in(session)
+
+    def match_decisions(self) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
+        """The stored answers to ambiguous matches (linked keys, apart keys); see
+        :func:`sync.store.operator.match_decisions`."""
+        with self._sessions() as session:
+            return match_decisions(session)
 
     def with_records(self, *, limit: int = 1000) -> list[PersonRecords]:
         """See :func:`sync.store.status.persons_with_records`."""
