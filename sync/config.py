@@ -371,7 +371,12 @@ class Config(_Model):
 
     def secret_values(self) -> list[str]:
         """Every secret value (credentials, a store URL password), for log redaction."""
-        out = [s.get_secret_value() for c in self.connections.values() for s in c.credentials.values()]
+        out = [
+            s.get_secret_value()
+            for c in self.connections.values()
+            for k, s in c.credentials.items()
+            if k.removeprefix("oauth.") not in _OAUTH_PLAIN
+        ]
         password = urlsplit(self._store_url).password
         if password:
             out.append(password)
@@ -466,7 +471,11 @@ def _explain(err: Any) -> str:
 
 def _expand(node: Any, loc: tuple[Any, ...], base_dir: Path, warnings: list[str]) -> Any:
     """Expand ``${VAR}`` references in strings; resolve credentials (env, file, literal)."""
+    if len(loc) == 3 and loc[0] == "connections" and loc[2] == "credentials" and isinstance(node, dict):
+        node = _flatten_oauth(node, loc, base_dir, warnings)
     if len(loc) == 4 and loc[0] == "connections" and loc[2] == "credentials":
+        if isinstance(loc[3], str) and loc[3].startswith("oauth.") and not isinstance(node, dict):
+            return node  # flattened below (already expanded)
         return _secret(node, loc, base_dir, warnings)
     if isinstance(node, dict):
         return {k: _expand(v, (*loc, k), base_dir, warnings) for k, v in node.items()}
@@ -475,6 +484,27 @@ def _expand(node: Any, loc: tuple[Any, ...], base_dir: Path, warnings: list[str]
     if isinstance(node, str):
         return _interpolate(node, loc, secret=False)
     return node
+
+
+# OAuth settings that are not secrets (a literal is fine for them).
+_OAUTH_PLAIN = ("user_type", "company_id", "app_id", "agency")
+
+
+def _flatten_oauth(node: dict[str, Any], loc: tuple[Any, ...], base_dir: Path, warnings: list[str]) -> dict[str, Any]:
+    """``credentials: {oauth: {client_id: ..., ...}}`` (GoHighLevel marketplace mode) becomes the
+    flat credentials ``oauth.client_id`` and so on, each expanded like any credential
+    (``client_id``/``client_secret`` as secrets; the other keys as plain values)."""
+    oauth = node.get("oauth")
+    if not isinstance(oauth, dict) or set(oauth) == {"file"}:
+        return node
+    out = {k: v for k, v in node.items() if k != "oauth"}
+    for key, value in oauth.items():
+        where = (*loc, f"oauth.{key}")
+        if key in _OAUTH_PLAIN and isinstance(value, (str, int)) and not isinstance(value, bool):
+            out[f"oauth.{key}"] = _interpolate(str(value), where, secret=False)
+        else:
+            out[f"oauth.{key}"] = _secret(value, where, base_dir, warnings)
+    return out
 
 
 def _interpolate(text: str, loc: tuple[Any, ...], *, secret: bool) -> str:

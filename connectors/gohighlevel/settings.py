@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.base import ConnectorCredentials, ConnectorOptions, optional_id
 from connectors.gohighlevel.api import DEFAULT_OVERLAP_SECONDS, DEFAULT_VERSION, MAX_PAGE_LIMIT
@@ -40,7 +40,41 @@ class GoHighLevelOptions(ConnectorOptions):
         return value
 
 
-class GoHighLevelCredentials(ConnectorCredentials):
-    """``token``: a Private Integration or OAuth access token (``Authorization: Bearer``)."""
+OAUTH_KEYS = ("client_id", "client_secret", "user_type", "company_id", "app_id", "agency")
 
-    token: SecretStr = Field(description="a GoHighLevel access token")
+
+class GoHighLevelCredentials(ConnectorCredentials):
+    """Either ``token`` (a Private Integration token, ``Authorization: Bearer``) or OAuth
+    marketplace mode: ``oauth: {client_id, client_secret, user_type, company_id, app_id,
+    agency}`` in the YAML, which the config loader flattens to ``oauth.client_id`` and so on.
+    In OAuth mode the tokens themselves live in the store (``contactsync connections
+    authorize``); ``agency`` names a Company connection whose token derives this location's."""
+
+    token: SecretStr | None = Field(default=None, description="a GoHighLevel access token")
+
+    def oauth(self) -> dict[str, str]:
+        """The ``oauth.*`` values, unwrapped (empty: token mode)."""
+        extra = self.model_extra or {}
+        out = {}
+        for key in OAUTH_KEYS:
+            value = extra.get(f"oauth.{key}")
+            if value is not None:
+                out[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        return out
+
+    @model_validator(mode="after")
+    def _token_or_oauth(self) -> GoHighLevelCredentials:
+        extra = self.model_extra or {}
+        unknown = sorted(k for k in extra if k.startswith("oauth.") and k[6:] not in OAUTH_KEYS)
+        if unknown:
+            raise ValueError(f"oauth keys among {', '.join(OAUTH_KEYS)} (unknown: {', '.join(unknown)})")
+        oauth = self.oauth()
+        if self.token is not None and oauth:
+            raise ValueError("either token or oauth, not both")
+        if self.token is None and not oauth:
+            raise ValueError("token (a Private Integration token) or oauth: {client_id, client_secret}")
+        if oauth and not oauth.get("agency") and not (oauth.get("client_id") and oauth.get("client_secret")):
+            raise ValueError("oauth.client_id and oauth.client_secret")
+        if oauth.get("user_type", "Location") not in ("Company", "Location"):
+            raise ValueError("oauth.user_type Company or Location")
+        return self
