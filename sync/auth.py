@@ -241,8 +241,9 @@ def token_provider(
         agency = token_provider(
             config, store, app.agency, transports=transports, base_urls=base_urls, margin_s=margin_s
         )
-    location = config.options(name).get("location_id")
-    return StoreTokens(store, name, client, agency=agency, location_id=location, margin_s=margin_s)
+    options = config.options(name)
+    margin = float(options.get("refresh_margin_s", margin_s))
+    return StoreTokens(store, name, client, agency=agency, location_id=options.get("location_id"), margin_s=margin)
 
 
 def now() -> datetime:

@@ -183,7 +183,7 @@ class CycleRunner:
         if getattr(connector, "oauth_app", None) is not None:
             from sync.auth import token_provider
 
-            connector.bind_tokens(  # type: ignore[attr-defined]
+            connector.bind_tokens(
                 token_provider(
                     self.config,
                     self.store,
@@ -299,6 +299,8 @@ class CycleRunner:
             timed("pull")
             # A connection whose pull failed: its records are unknown this cycle, so nothing is
             # planned for it and nothing is pushed to it (its breaker opens).
+            for n, why in report.blocked.items():
+                report.pulls.setdefault(n, PullReport(n, skipped=why))
             failed_pulls = sorted({*(n for n in pulled if report.pulls[n].error), *report.blocked})
             for n in failed_pulls:
                 breakers[n].trip(f"pull failed this cycle: {report.pulls[n].error}")

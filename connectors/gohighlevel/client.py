@@ -85,7 +85,7 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
         opts = self.options
-        self.location_id = opts.location_id
+        self.location_id = opts.location_id or ""  # none only on an agency connection (it syncs nothing)
         self.version = opts.version
         self.page_size = min(opts.page_size, MAX_PAGE_LIMIT)
         # Custom field key -> id of the location: written items then carry the id the spec

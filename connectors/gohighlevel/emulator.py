@@ -27,6 +27,7 @@ Routes, parameters and bodies follow the official OpenAPI spec (``apps/contacts.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import heapq
 import itertools
@@ -171,6 +172,8 @@ class GoHighLevelEmulator(Emulator):
         self._spent_refresh: set[str] = set()
         #: Test hooks: every token request as ``(grant_type, refresh_token or code)``.
         self.token_requests: list[tuple[str, str]] = []
+        #: Test hook: seconds the token endpoint takes to answer (a refresh race needs overlap).
+        self.token_delay_s = 0.0
         self.search_delay_s = (2.0 / max(rate_scale, 1.0)) if search_delay_s is None else search_delay_s
         self.allow_duplicates = allow_duplicates
         self.strict_update_fields = strict_update_fields
@@ -290,6 +293,8 @@ class GoHighLevelEmulator(Emulator):
             # The location's custom fields as they stand (key -> id).
             "custom_field_ids": dict(self.custom_field_ids),
             **({"daily_window_s": self.day_seconds} if self.day_seconds != 86_400.0 else {}),
+            # OAuth tokens with a scaled lifetime are refreshed a tenth of it before they expire.
+            **({"refresh_margin_s": self.token_ttl_s / 10} if self.token_ttl_s < 3000 else {}),
         }
 
     # -- OAuth (marketplace apps)
@@ -338,6 +343,8 @@ class GoHighLevelEmulator(Emulator):
 
     async def oauth_token(self, request: Request) -> Response:
         form = await request.form()
+        if self.token_delay_s:
+            await asyncio.sleep(self.token_delay_s)
 
         def field(snake: str, camel: str) -> str:
             value = form.get(snake) or form.get(camel) or ""

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from connectors.base import ConnectorCredentials, ConnectorOptions, optional_id
+from connectors.base import ConnectorCredentials, ConnectorOptions, SettingsProblem, optional_id
 from connectors.gohighlevel.api import DEFAULT_OVERLAP_SECONDS, DEFAULT_VERSION, MAX_PAGE_LIMIT
 
 _LOCATION = "the GoHighLevel location (sub-account) id"
@@ -21,7 +21,11 @@ class GoHighLevelOptions(ConnectorOptions):
     documents "a few seconds" of search delay); ``custom_field_ids`` (the location's custom
     field key -> id, so written items carry the id the spec requires)."""
 
-    location_id: str = Field(description=_LOCATION)
+    #: Required, except on an agency (``oauth.user_type: Company``) connection, which only
+    #: derives location tokens and lists installed locations (see the credentials' check).
+    location_id: str | None = Field(default=None, description=_LOCATION)
+    #: OAuth mode: refresh the access token when it has less than this many seconds left.
+    refresh_margin_s: float = Field(default=300.0, ge=0, description="a number of seconds")
     version: str = Field(default=DEFAULT_VERSION, description=_VERSION)
     page_size: int = Field(default=MAX_PAGE_LIMIT, ge=1, description="a page size of at least 1")
     overlap_seconds: float = Field(default=DEFAULT_OVERLAP_SECONDS, ge=0, description="a number of seconds")
@@ -61,6 +65,10 @@ class GoHighLevelCredentials(ConnectorCredentials):
             if value is not None:
                 out[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         return out
+
+    def check_options(self, options: ConnectorOptions) -> None:
+        if getattr(options, "location_id", None) is None and self.oauth().get("user_type") != "Company":
+            raise SettingsProblem("options.location_id", _LOCATION, "nothing")
 
     @model_validator(mode="after")
     def _token_or_oauth(self) -> GoHighLevelCredentials:

@@ -324,8 +324,8 @@ class ConnectionAuth:
                     .execution_options(synchronize_session=False)
                 ).rowcount  # type: ignore[attr-defined]
                 if got == 1:
-                    row = s.execute(select(OAuthToken).where(OAuthToken.connection == connection)).scalar_one()
-                    tokens = _tokens_of(row)
+                    leased = s.execute(select(OAuthToken).where(OAuthToken.connection == connection)).scalar_one()
+                    tokens = _tokens_of(leased)
                     return _LeaseHandle(self, connection, tokens, self.owner)
                 exists = s.execute(select(OAuthToken.connection).where(OAuthToken.connection == connection)).first()
             if exists is None:
