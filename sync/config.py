@@ -185,15 +185,25 @@ class MergesConfig(_Model):
 
 
 class ScheduleConfig(_Model):
-    """When a profile runs: exactly one of ``interval_seconds`` or ``cron`` (5 fields, UTC)."""
+    """When a profile runs: exactly one of ``interval_seconds`` or ``cron`` (5 fields, UTC) for
+    the full cycle. ``adaptive: true`` adds per-connection polls between full cycles, each
+    connection's interval adapting to its changes and budget (``sync.adaptive``): from
+    ``min_interval_s`` when changes come, backing off to ``max_interval_s`` when idle, never
+    spending more than ``max_budget_share`` of a documented limit on polling."""
 
     interval_seconds: float | None = Field(default=None, gt=0)
     cron: str | None = None
+    adaptive: bool = False
+    min_interval_s: float = Field(default=5.0, gt=0)
+    max_interval_s: float = Field(default=300.0, gt=0)
+    max_budget_share: float = Field(default=0.2, gt=0, le=1)
 
     @model_validator(mode="after")
     def _one(self) -> ScheduleConfig:
         if (self.interval_seconds is None) == (self.cron is None):
             raise ValueError("exactly one of interval_seconds or cron")
+        if self.max_interval_s < self.min_interval_s:
+            raise ValueError("min_interval_s no larger than max_interval_s")
         if self.cron is not None:
             from apscheduler.triggers.cron import CronTrigger
 
@@ -698,6 +708,11 @@ def summarize(config: Config) -> str:
     for pname, profile in config.effective_profiles().items():
         sched = profile.schedule
         when = f"every {sched.interval_seconds:g}s" if sched.interval_seconds else f"cron '{sched.cron}' (UTC)"
+        if sched.adaptive:
+            when += (
+                f", adaptive polls every {sched.min_interval_s:g}-{sched.max_interval_s:g}s"
+                f" (at most {sched.max_budget_share:.0%} of a limit)"
+            )
         lines.append(
             f"  {pname}: {', '.join(profile.connections or [])} {when}, misfire grace {profile.misfire_grace_seconds}s"
         )

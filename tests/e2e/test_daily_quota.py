@@ -88,3 +88,43 @@ def test_a_spent_daily_quota_pauses_the_connection_never_429(db_url: str, tmp_pa
         assert 429 not in [e.status for e in ghl.request_log]
     finally:
         world.close()
+
+
+def test_daemon_adaptive_polls_carry_an_edit_between_full_cycles(db_url: str, tmp_path: Path) -> None:
+    """The wiring: a profile with ``schedule.adaptive`` gets polls between its (here hourly)
+    full cycles; an outside edit on Acquire reaches GoHighLevel through a poll."""
+    import threading
+
+    from connectors.fleet import last_name_edit
+    from sync.commands.run import scheduled_profiles
+    from sync.daemon import Daemon
+
+    ghl = GoHighLevelEmulator(rate_scale=RATE_SCALE)
+    acq = AcquireEmulator(rate_scale=RATE_SCALE)
+    schedule = {"interval_seconds": 3600, "adaptive": True, "min_interval_s": 0.2, "max_interval_s": 1.0}
+    extra = {"profiles": {"default": {"connections": ["ghl", "acquire"], "schedule": schedule}}}
+    world = World(db_url, tmp_path, emulators={"ghl": ghl, "acquire": acq}, extra=extra)
+    try:
+        acq.seed(3)
+        world.engine.run("default", kind="backfill", full=True)
+        profiles = scheduled_profiles(world.config, engine=world.engine)
+        poller = profiles[0].poller
+        assert poller is not None and set(poller.policies) == {"ghl", "acquire"}
+        profiles = [p.__class__(**{**p.__dict__, "run_at_start": False}) for p in profiles]
+        daemon = Daemon(profiles, lambda name, stop: world.engine.run(name, stop=stop))
+        thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
+        thread.start()
+        try:
+            rid = next(iter(acq.contacts))
+            first = acq.contacts[rid]["fields"]["name"].split()[0]
+            acq.external_edit(rid, last_name_edit("acquire", first, "Polled"))
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not any(c.get("lastName") == "Polled" for c in ghl.contacts.values()):
+                time.sleep(0.1)
+            assert any(c.get("lastName") == "Polled" for c in ghl.contacts.values())
+            assert poller.polls > 0
+        finally:
+            daemon.stop()
+            thread.join(30)
+    finally:
+        world.close()
