@@ -434,6 +434,11 @@ class HttpHooks:
         """Called before every request is sent (GoHighLevel OAuth: refresh the access token
         when it expires soon). Default: nothing."""
 
+    async def renew_credentials(self) -> bool:
+        """A request was answered 401: renew the credentials (GoHighLevel OAuth: a refreshed
+        access token) and return True to send it once more. Default: False (fail)."""
+        return False
+
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value: delta-seconds (decimals accepted, which
@@ -579,6 +584,7 @@ class HttpClient:
             self.check_origin(path)
         attempt = 0
         may_have_landed = False  # an earlier attempt of this call may have been applied
+        reauthorized = False  # a 401 is given one retry with renewed credentials (OAuth)
         while True:
             wait: float | None = None
             failure: str
@@ -614,6 +620,9 @@ class HttpClient:
                 message = self.redact(self.hooks.error_message(response))
                 failure = f"HTTP {status}"
                 if action is Action.FAIL_CONFIG:
+                    if status == 401 and not reauthorized and await self.hooks.renew_credentials():
+                        reauthorized = True  # a 401 is an answer: nothing landed; send again
+                        continue
                     raise ConfigurationError(f"{where}: HTTP {status}: {message}")
                 if action is Action.NOT_FOUND and method.upper() == "DELETE" and may_have_landed:
                     # A retried DELETE finding nothing: the earlier attempt landed.

@@ -101,8 +101,17 @@ class StoreTokens:
             return tokens.access_token
 
     async def renew(self, rejected: str) -> str:
-        self._cached = None
-        return await self.access_token()
+        """The platform answered 401 to ``rejected``: a token other than it — the stored one if
+        another process already replaced it, else a refreshed one whatever its expiry says."""
+        async with self._lock:
+            cached = self._cached
+            if cached is not None and cached.access_token != rejected:
+                return cached.access_token
+            tokens = await asyncio.to_thread(self._load)
+            if tokens is None or tokens.access_token == rejected:
+                tokens = await self._refresh(rejected=rejected)
+            self._cached = tokens
+            return tokens.access_token
 
     def _load(self) -> StoredTokens | None:
         states = self.store.auth.states([self.connection])
@@ -121,7 +130,7 @@ class StoreTokens:
             )
         return tokens
 
-    async def _refresh(self) -> StoredTokens:
+    async def _refresh(self, rejected: str | None = None) -> StoredTokens:
         if self.agency is not None:
             return await self._derive()
         try:
@@ -132,7 +141,9 @@ class StoreTokens:
             ) from None
         try:
             current = handle.tokens
-            if current.fresh(self.margin_s):  # another process rotated them while we waited
+            # Another process rotated them while we waited (or, after a 401, replaced the
+            # rejected token): nothing to spend.
+            if current.fresh(self.margin_s) and current.access_token != rejected:
                 _remember(current)
                 return current
             if not current.refresh_token:

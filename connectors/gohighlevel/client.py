@@ -123,6 +123,12 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             raise NeedsReauth(f"{self.settings.name}: OAuth mode but no token store bound to the connector")
         self._access = await self._tokens.access_token()
 
+    async def renew_credentials(self) -> bool:
+        if self.oauth_app is None or self._tokens is None or self._access is None:
+            return False
+        self._access = await self._tokens.renew(self._access)
+        return True
+
     async def aclose(self) -> None:
         closer = getattr(self._tokens, "aclose", None)
         if closer is not None:

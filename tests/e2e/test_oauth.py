@@ -264,3 +264,21 @@ def test_oauth_connection_without_tokens_needs_authorize(db_url: str, tmp_path: 
         run(provider.aclose())
     finally:
         store.close()
+
+
+def test_a_rejected_access_token_is_refreshed_once_and_the_call_retried(db_url: str, tmp_path: Path) -> None:
+    config, store, runner, ghl, acq = _world(db_url, tmp_path)
+    try:
+        acq.seed(2)
+        conncmd.authorize(config, "ghl", ghl.issue_code("Location"), store=store, transport=ghl.transport())
+        first = store.auth.load("ghl")
+        assert first is not None
+        ghl.expire_access_tokens()  # the store still believes the token good for a day
+        report = runner.run("default", kind="backfill", full=True)
+        assert report.status == "ok", report.error
+        assert len(ghl.contacts) == 2
+        assert [g for g, _ in ghl.token_requests].count("refresh_token") == 1
+        now = store.auth.load("ghl")
+        assert now is not None and now.access_token != first.access_token
+    finally:
+        store.close()
