@@ -266,6 +266,7 @@ class CycleRunner:
             c.bind_stop(astop, stop)  # rate-budget and backoff waits wake on a stop; no request after it
         # Connections left alone this cycle: needs_reauth, or a daily-quota pause not yet over.
         report.blocked = self.store.auth.blocked(list(names))
+        self._agency_blocks(report, names)
         for n, why in report.blocked.items():
             breakers[n].trip(why)
             log.warning("connection_blocked", connection=n, reason=why)
@@ -408,6 +409,26 @@ class CycleRunner:
             report.duration_s = round(time.monotonic() - started, 3)
             self._finish(report)
             structlog.contextvars.unbind_contextvars("run_id", "profile")
+
+    def _agency_blocks(self, report: CycleReport, names: Sequence[str]) -> None:
+        """A GoHighLevel location whose token comes from an agency connection in
+        ``needs_reauth`` is left alone too (with that reason)."""
+        from sync.auth import oauth_app
+
+        agencies = {
+            n: app.agency
+            for n in names
+            if n not in report.blocked and (app := oauth_app(self.config, n)) and app.agency
+        }
+        if not agencies:
+            return
+        held = self.store.auth.blocked(sorted(set(agencies.values())))
+        for n, agency in agencies.items():
+            why = held.get(agency)
+            if why is not None and why.startswith("needs_reauth"):
+                report.blocked[n] = (
+                    f"needs_reauth (its agency connection {agency}: {why.removeprefix('needs_reauth: ')})"
+                )
 
     def _note_quota(self, report: CycleReport, connectors: Mapping[str, Connector]) -> None:
         """Remember each connection's daily figures; pause one whose daily budget is spent until

@@ -244,6 +244,12 @@ def test_agency_token_derives_location_tokens_and_discover(db_url: str, tmp_path
         entry = entries["ghl-Second-Shop"]
         assert entry["options"] == {"location_id": "loc2xxxxxxxxxxxxxxxx"}
         assert entry["credentials"] == {"oauth": {"agency": "agency"}}
+        # The agency's refresh token refused: its locations are left alone with that reason.
+        store.auth.mark_needs_reauth("agency", "refresh token refused: invalid_grant")
+        before = len(ghl.request_log)
+        report = runner.run("default")
+        assert report.status == "partial" and "ghl: needs_reauth (its agency connection agency" in (report.error or "")
+        assert len(ghl.request_log) == before
         text = conncmd.render(entries, locations)
         assert "# Second Shop" in text and CLIENT_SECRET not in text
         assert config.path is not None
