@@ -130,9 +130,8 @@ class Daemon:
         self._idle = threading.Condition()
         self._running = 0
         # One worker per profile: profiles run side by side, a profile never beside itself.
-        pollers = sum(1 for p in self.profiles if p.poller is not None)
         self.scheduler = BlockingScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=len(self.profiles) + pollers)},
+            executors={"default": ThreadPoolExecutor(max_workers=len(self.profiles))},
             timezone=UTC,
         )
         self.scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
@@ -149,18 +148,13 @@ class Daemon:
                 next_run_time=datetime.now(UTC) if p.run_at_start else None,
                 replace_existing=True,
             )
-            if p.poller is not None:
-                self.scheduler.add_job(
-                    self._poll_job,
-                    trigger=IntervalTrigger(seconds=p.poller.tick_s, timezone=UTC),
-                    args=[p.name, p.poller],
-                    id=f"poll:{p.name}",
-                    name=f"adaptive polls of {p.name}",
-                    max_instances=1,
-                    coalesce=True,
-                    misfire_grace_time=max(1, int(p.poller.tick_s * 4)),
-                    replace_existing=True,
-                )
+        # Adaptive polls run on a thread of their own per profile (a tick that finds nothing
+        # due costs nothing; a poll longer than a tick simply delays the next one).
+        self._poll_threads = [
+            threading.Thread(target=self._poll_loop, args=(p.name, p.poller), name=f"poll:{p.name}", daemon=True)
+            for p in self.profiles
+            if p.poller is not None
+        ]
 
     def _job(self, profile: str) -> None:
         if self.stop_event.is_set():
@@ -176,19 +170,12 @@ class Daemon:
                 self._running -= 1
                 self._idle.notify_all()
 
-    def _poll_job(self, profile: str, poller: AdaptivePoller) -> None:
-        if self.stop_event.is_set():
-            return
-        with self._idle:
-            self._running += 1
-        try:
-            poller.tick(profile, self.stop_event)
-        except Exception:  # noqa: BLE001 - a failed poll is logged; the schedule goes on
-            log.exception("poll_failed", profile=profile)
-        finally:
-            with self._idle:
-                self._running -= 1
-                self._idle.notify_all()
+    def _poll_loop(self, profile: str, poller: AdaptivePoller) -> None:
+        while not self.stop_event.wait(poller.tick_s):
+            try:
+                poller.tick(profile, self.stop_event)
+            except Exception:  # noqa: BLE001 - a failed poll is logged; the polls go on
+                log.exception("poll_failed", profile=profile)
 
     def _on_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -211,9 +198,15 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
         log.info("daemon_started", profiles=[p.name for p in self.profiles])
+        for thread in self._poll_threads:
+            thread.start()
         try:
             self.scheduler.start()
         finally:
+            if self._poll_threads:
+                self.stop_event.set()  # the scheduler has stopped: so do the polls
+            for thread in self._poll_threads:
+                thread.join()  # the stop event ends each loop after its poll in flight
             with self._idle:
                 while self._running:
                     self._idle.wait(timeout=1.0)
