@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from connectors.base import ConfigurationError, RemoteUnavailable
 from connectors.gohighlevel.oauth import InvalidGrant, NeedsReauth, OAuthApp, OAuthClient, TokenSet
 from sync.logs import register_secret
-from sync.store.auth import NEEDS_REAUTH, StoredTokens
+from sync.store.auth import NEEDS_REAUTH, LostLease, RefreshBusy, StoredTokens, TokenKeyMissing
 
 if TYPE_CHECKING:
     import httpx
@@ -93,6 +94,14 @@ class StoreTokens:
         cached = self._cached
         if cached is not None and cached.fresh(self.margin_s):
             return cached.access_token
+        try:
+            return await self._access_token()
+        except TokenKeyMissing as exc:
+            raise ConfigurationError(f"{self.connection}: {exc}") from None
+        except (RefreshBusy, LostLease) as exc:  # try again later: the connection waits
+            raise RemoteUnavailable(f"{self.connection}: {exc}") from None
+
+    async def _access_token(self) -> str:
         async with self._lock:  # one refresh per process; the store's right covers the rest
             tokens = await asyncio.to_thread(self._load)
             if tokens is None or not tokens.fresh(self.margin_s):
@@ -103,6 +112,14 @@ class StoreTokens:
     async def renew(self, rejected: str) -> str:
         """The platform answered 401 to ``rejected``: a token other than it — the stored one if
         another process already replaced it, else a refreshed one whatever its expiry says."""
+        try:
+            return await self._renew(rejected)
+        except TokenKeyMissing as exc:
+            raise ConfigurationError(f"{self.connection}: {exc}") from None
+        except (RefreshBusy, LostLease) as exc:
+            raise RemoteUnavailable(f"{self.connection}: {exc}") from None
+
+    async def _renew(self, rejected: str) -> str:
         async with self._lock:
             cached = self._cached
             if cached is not None and cached.access_token != rejected:

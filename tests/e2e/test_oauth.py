@@ -288,3 +288,43 @@ def test_a_rejected_access_token_is_refreshed_once_and_the_call_retried(db_url: 
         assert now is not None and now.access_token != first.access_token
     finally:
         store.close()
+
+
+def test_the_refresh_right_is_exclusive_and_waits_are_bounded(db_url: str, store: Store) -> None:
+    from sync.store.auth import RefreshBusy
+
+    tokens = StoredTokens("at-1234567", "rt-1234567", datetime.now(UTC))
+    store.auth.save("ghl", tokens)
+    other = Store.open(db_url)  # another process: its own connections
+    try:
+        held = store.auth.begin_refresh("ghl")
+        with pytest.raises(RefreshBusy):
+            other.auth.begin_refresh("ghl", wait_s=0.3)
+        new = StoredTokens("at-7654321", "rt-7654321", datetime.now(UTC) + timedelta(days=1))
+        saved = held.commit(new)
+        assert saved.version == held.tokens.version + 1
+        second = other.auth.begin_refresh("ghl", wait_s=5)
+        assert second.tokens.refresh_token == "rt-7654321"  # re-read under the right: nothing to spend
+        second.release()
+        with pytest.raises(KeyError):
+            other.auth.begin_refresh("nothing-stored", wait_s=0.1)
+    finally:
+        other.close()
+
+
+def test_a_lease_left_by_a_dead_process_expires(db_url: str, store: Store, store_kind: str) -> None:
+    if store_kind != "sqlite":
+        pytest.skip("PostgreSQL's row lock ends with the dead process's connection")
+    store.auth.save("ghl", StoredTokens("at-1234567", "rt-1234567", datetime.now(UTC)))
+    store.auth.begin_refresh("ghl", lease_s=0.2)  # never released: its process "died"
+    other = Store.open(db_url)
+    try:
+        import time
+
+        time.sleep(0.3)
+        handle = other.auth.begin_refresh("ghl", wait_s=1)
+        handle.commit(StoredTokens("at-new-1234", "rt-new-1234", datetime.now(UTC) + timedelta(days=1)))
+        loaded = other.auth.load("ghl")
+        assert loaded is not None and loaded.refresh_token == "rt-new-1234"
+    finally:
+        other.close()
