@@ -21,7 +21,9 @@ Routes, parameters and bodies follow the official OpenAPI spec (``apps/contacts.
 * OAuth: ``POST /oauth/token`` (form-encoded; authorization_code, refresh_token; each refresh
   spends its token: a second use is ``invalid_grant``), ``POST /oauth/locationToken`` and
   ``GET /oauth/installedLocations`` (agency token); bearer tokens it issued are accepted until
-  they expire (``token_ttl_s``), besides the Private Integration token. Test hooks:
+  they expire (``token_ttl_s``), besides the Private Integration token. The app's client id
+  and secret are ``emulator-client-id`` / ``emulator-client-secret`` unless ``oauth_clients``
+  says otherwise. Test hooks:
   :meth:`issue_code`, :meth:`revoke_refresh_tokens`, :meth:`expire_access_tokens`.
 """
 
