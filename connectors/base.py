@@ -167,6 +167,11 @@ class ConnectorOptions(BaseModel):
     clock_skew_s: float = Field(default=300.0, ge=0, description="seconds of allowed clock skew")
     #: Pages one pull follows at most (an endless paginator fails with a clear error).
     max_pages: int = Field(default=10_000, ge=1, description="a page count of at least 1")
+    #: Daily request budget (GoHighLevel's X-RateLimit-Daily-* headers): requests kept back
+    #: from it (the connection pauses at this many left) and the length of its window (aligned
+    #: on UTC midnight for a day).
+    daily_reserve: int = Field(default=0, ge=0, description="a number of requests of at least 0")
+    daily_window_s: float = Field(default=86_400.0, gt=0, description="seconds of the daily window")
 
     @field_validator("asyncio_backend", mode="before")
     @classmethod

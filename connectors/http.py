@@ -188,6 +188,8 @@ class RateObservation:
     remaining: int | None = None
     limit: int | None = None
     interval_s: float | None = None
+    daily_limit: int | None = None
+    daily_remaining: int | None = None
 
 
 def parse_rate_headers(headers: httpx.Headers) -> RateObservation | None:
@@ -203,9 +205,78 @@ def parse_rate_headers(headers: httpx.Headers) -> RateObservation | None:
     remaining = _int("X-RateLimit-Remaining")
     limit = _int("X-RateLimit-Max")
     interval_ms = _int("X-RateLimit-Interval-Milliseconds")
-    if remaining is None and limit is None and interval_ms is None:
+    daily_limit = _int("X-RateLimit-Limit-Daily")
+    daily_remaining = _int("X-RateLimit-Daily-Remaining")
+    if all(v is None for v in (remaining, limit, interval_ms, daily_limit, daily_remaining)):
         return None
-    return RateObservation(remaining, limit, interval_ms / 1000.0 if interval_ms else None)
+    return RateObservation(
+        remaining, limit, interval_ms / 1000.0 if interval_ms else None, daily_limit, daily_remaining
+    )
+
+
+class QuotaExhausted(RemoteUnavailable):
+    """The connection's daily request budget is spent (or down to its reserve): nothing more is
+    sent until ``until`` (the start of the next daily window). Never a 429 storm: the client
+    stops before the budget runs out."""
+
+    def __init__(self, message: str, until: datetime, *, limit: int | None, remaining: int | None) -> None:
+        super().__init__(message)
+        self.until = until
+        self.limit = limit
+        self.remaining = remaining
+
+
+class DailyQuota:
+    """A daily request budget learnt from the platform's headers (GoHighLevel's
+    ``X-RateLimit-Limit-Daily`` / ``X-RateLimit-Daily-Remaining``). Windows are ``window_s``
+    long and aligned on the Unix epoch (UTC midnight for a day): no header says when the day
+    resets, so the client assumes the next UTC midnight (documented choice). Between responses
+    every request sent counts down the last remaining figure, so concurrent requests cannot
+    overrun it; once it is at ``reserve`` or below, :meth:`check` raises :class:`QuotaExhausted`."""
+
+    def __init__(self, reserve: int = 0, window_s: float = 86_400.0, clock: Callable[[], float] = time.time) -> None:
+        self.reserve = max(0, reserve)
+        self.window_s = window_s
+        self._clock = clock
+        self.limit: int | None = None
+        self.remaining: int | None = None
+        self._window: int | None = None
+
+    def _current(self) -> int:
+        return int(self._clock() // self.window_s)
+
+    def reset_at(self) -> datetime:
+        """When the current window ends."""
+        return datetime.fromtimestamp((self._current() + 1) * self.window_s, UTC)
+
+    def _roll(self) -> None:
+        if self._window is not None and self._window != self._current():
+            self.remaining, self._window = None, None
+
+    def observe(self, obs: RateObservation) -> None:
+        if obs.daily_limit is not None:
+            self.limit = obs.daily_limit
+        if obs.daily_remaining is not None:
+            self.remaining = obs.daily_remaining
+            self._window = self._current()
+
+    def exhausted(self) -> bool:
+        self._roll()
+        return self.remaining is not None and self.remaining <= self.reserve
+
+    def check(self, where: object) -> None:
+        """Raise :class:`QuotaExhausted` when the budget is spent; else count one request."""
+        if self.exhausted():
+            until = self.reset_at()
+            raise QuotaExhausted(
+                f"{where}: daily quota spent ({self.remaining} of {self.limit} left, reserve {self.reserve}); "
+                f"paused until {until:%Y-%m-%d %H:%M:%S} UTC",
+                until,
+                limit=self.limit,
+                remaining=self.remaining,
+            )
+        if self.remaining is not None:
+            self.remaining -= 1
 
 
 async def pause(seconds: float, stop: asyncio.Event | None) -> bool:
@@ -359,6 +430,15 @@ class HttpHooks:
         """The rate-limit state a response reports (GoHighLevel's header names by default)."""
         return parse_rate_headers(response.headers)
 
+    async def before_send(self) -> None:
+        """Called before every request is sent (GoHighLevel OAuth: refresh the access token
+        when it expires soon). Default: nothing."""
+
+    async def renew_credentials(self) -> bool:
+        """A request was answered 401: renew the credentials (GoHighLevel OAuth: a refreshed
+        access token) and return True to send it once more. Default: False (fail)."""
+        return False
+
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value: delta-seconds (decimals accepted, which
@@ -412,7 +492,15 @@ class HttpClient:
         self.backoff_base_s = options.backoff_base_s
         self.backoff_cap_s = options.backoff_cap_s
         self.max_retry_after_s = options.max_retry_after_s
-        self._redact = Redactor([v.get_secret_value() for v in settings.credentials.values()])
+        self.daily = DailyQuota(options.daily_reserve, options.daily_window_s)
+        self._redact = Redactor(
+            [
+                v.get_secret_value()
+                for k, v in settings.credentials.items()
+                # GoHighLevel's plain OAuth settings (user_type "Location", ...) are not secrets
+                if not k.startswith("oauth.") or k in ("oauth.client_id", "oauth.client_secret")
+            ]
+        )
         self._rng = random.Random()
         asyncio_backend = options.asyncio_backend
         if transport is None and asyncio_backend:
@@ -496,6 +584,7 @@ class HttpClient:
             self.check_origin(path)
         attempt = 0
         may_have_landed = False  # an earlier attempt of this call may have been applied
+        reauthorized = False  # a 401 is given one retry with renewed credentials (OAuth)
         while True:
             wait: float | None = None
             failure: str
@@ -524,11 +613,16 @@ class HttpClient:
                     return response
                 if status == 429:
                     self.stats.http_429 += 1
+                    if self.daily.exhausted():  # the day's budget, not the burst window: no retry
+                        self.daily.check(where)
                 elif status >= 500:
                     self.stats.http_5xx += 1
                 message = self.redact(self.hooks.error_message(response))
                 failure = f"HTTP {status}"
                 if action is Action.FAIL_CONFIG:
+                    if status == 401 and not reauthorized and await self.hooks.renew_credentials():
+                        reauthorized = True  # a 401 is an answer: nothing landed; send again
+                        continue
                     raise ConfigurationError(f"{where}: HTTP {status}: {message}")
                 if action is Action.NOT_FOUND and method.upper() == "DELETE" and may_have_landed:
                     # A retried DELETE finding nothing: the earlier attempt landed.
@@ -567,6 +661,9 @@ class HttpClient:
     ) -> httpx.Response:
         if self.stopped:
             raise Stopped
+        if self.daily.remaining is not None:
+            self.daily.check(_Where(self, method, path))
+        await self.hooks.before_send()
         async with self._sem:
             slot = await self.budget.acquire(self.stop)
             if self.stopped:  # no request starts after a stop
@@ -586,6 +683,7 @@ class HttpClient:
             obs = self.hooks.rate_headers(response)
             if obs is not None:
                 self.budget.observe(obs)
+                self.daily.observe(obs)
             return response
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:

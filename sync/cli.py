@@ -255,6 +255,53 @@ def conflicts(
         _fail(exc)
 
 
+connections_app = typer.Typer(no_args_is_help=True, help="GoHighLevel OAuth connections: authorize, discover.")
+app.add_typer(connections_app, name="connections")
+
+
+@connections_app.command("authorize")
+def connections_authorize(
+    config: Path = ConfigOpt,
+    connection: str = typer.Option(..., "--connection", help="The OAuth connection to authorize."),
+    code: str = typer.Option(..., "--code", help="The authorization code the marketplace redirect delivered."),
+    redirect_uri: str | None = typer.Option(None, "--redirect-uri", help="The redirect URI the code was issued for."),
+) -> None:
+    """Exchange an authorization code for a connection's first OAuth tokens (stored encrypted:
+    CONTACTSYNC_TOKEN_KEY must be set)."""
+    from sync.commands import connections as cmd
+
+    cfg = _load(config)
+    try:
+        typer.echo(cmd.authorize(cfg, connection, code, redirect_uri=redirect_uri))
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@connections_app.command("discover")
+def connections_discover(
+    config: Path = ConfigOpt,
+    connection: str | None = typer.Option(None, "--connection", help="The agency (Company) connection."),
+    write: bool = typer.Option(False, "--write", help="Add the entries to the config file (old one kept as .bak)."),
+) -> None:
+    """List the locations the app is installed on and print a connection entry for each new one."""
+    from sync.commands import connections as cmd
+
+    cfg = _load(config)
+    try:
+        agency, entries, locations = cmd.discover(cfg, connection)
+        typer.echo(f"# {len(locations)} locations installed for {agency}; {len(entries)} not configured yet", err=True)
+        if not entries:
+            return
+        if write:
+            backup = cmd.write(config, entries)
+            typer.echo(f"added {', '.join(entries)} to {config} (previous file: {backup})")
+        else:
+            typer.echo("connections:")
+            typer.echo("\n".join("  " + line for line in cmd.render(entries, locations).splitlines()))
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
 @app.command()
 def person(
     key: str = typer.Argument(..., help="An email, a phone, a person id or a name."),

@@ -185,15 +185,25 @@ class MergesConfig(_Model):
 
 
 class ScheduleConfig(_Model):
-    """When a profile runs: exactly one of ``interval_seconds`` or ``cron`` (5 fields, UTC)."""
+    """When a profile runs: exactly one of ``interval_seconds`` or ``cron`` (5 fields, UTC) for
+    the full cycle. ``adaptive: true`` adds per-connection polls between full cycles, each
+    connection's interval adapting to its changes and budget (``sync.adaptive``): from
+    ``min_interval_s`` when changes come, backing off to ``max_interval_s`` when idle, never
+    spending more than ``max_budget_share`` of a documented limit on polling."""
 
     interval_seconds: float | None = Field(default=None, gt=0)
     cron: str | None = None
+    adaptive: bool = False
+    min_interval_s: float = Field(default=5.0, gt=0)
+    max_interval_s: float = Field(default=300.0, gt=0)
+    max_budget_share: float = Field(default=0.2, gt=0, le=1)
 
     @model_validator(mode="after")
     def _one(self) -> ScheduleConfig:
         if (self.interval_seconds is None) == (self.cron is None):
             raise ValueError("exactly one of interval_seconds or cron")
+        if self.max_interval_s < self.min_interval_s:
+            raise ValueError("min_interval_s no larger than max_interval_s")
         if self.cron is not None:
             from apscheduler.triggers.cron import CronTrigger
 
@@ -385,7 +395,12 @@ class Config(_Model):
 
     def secret_values(self) -> list[str]:
         """Every secret value (credentials, a store URL password), for log redaction."""
-        out = [s.get_secret_value() for c in self.connections.values() for s in c.credentials.values()]
+        out = [
+            s.get_secret_value()
+            for c in self.connections.values()
+            for k, s in c.credentials.items()
+            if k.removeprefix("oauth.") not in _OAUTH_PLAIN
+        ]
         password = urlsplit(self._store_url).password
         if password:
             out.append(password)
@@ -486,7 +501,13 @@ def _explain(err: Any) -> str:
 
 def _expand(node: Any, loc: tuple[Any, ...], base_dir: Path, warnings: list[str]) -> Any:
     """Expand ``${VAR}`` references in strings; resolve credentials (env, file, literal)."""
-    if (len(loc) == 4 and loc[0] == "connections" and loc[2] == "credentials") or loc == ("web", "auth_token"):
+    if len(loc) == 3 and loc[0] == "connections" and loc[2] == "credentials" and isinstance(node, dict):
+        node = _flatten_oauth(node, loc, base_dir, warnings)
+    if len(loc) == 4 and loc[0] == "connections" and loc[2] == "credentials":
+        if isinstance(loc[3], str) and loc[3].startswith("oauth.") and not isinstance(node, dict):
+            return node  # flattened below (already expanded)
+        return _secret(node, loc, base_dir, warnings)
+    if loc == ("web", "auth_token"):
         return _secret(node, loc, base_dir, warnings)
     if isinstance(node, dict):
         return {k: _expand(v, (*loc, k), base_dir, warnings) for k, v in node.items()}
@@ -495,6 +516,27 @@ def _expand(node: Any, loc: tuple[Any, ...], base_dir: Path, warnings: list[str]
     if isinstance(node, str):
         return _interpolate(node, loc, secret=False)
     return node
+
+
+# OAuth settings that are not secrets (a literal is fine for them).
+_OAUTH_PLAIN = ("user_type", "company_id", "app_id", "agency")
+
+
+def _flatten_oauth(node: dict[str, Any], loc: tuple[Any, ...], base_dir: Path, warnings: list[str]) -> dict[str, Any]:
+    """``credentials: {oauth: {client_id: ..., ...}}`` (GoHighLevel marketplace mode) becomes the
+    flat credentials ``oauth.client_id`` and so on, each expanded like any credential
+    (``client_id``/``client_secret`` as secrets; the other keys as plain values)."""
+    oauth = node.get("oauth")
+    if not isinstance(oauth, dict) or set(oauth) == {"file"}:
+        return node
+    out = {k: v for k, v in node.items() if k != "oauth"}
+    for key, value in oauth.items():
+        where = (*loc, f"oauth.{key}")
+        if key in _OAUTH_PLAIN and isinstance(value, (str, int)) and not isinstance(value, bool):
+            out[f"oauth.{key}"] = _interpolate(str(value), where, secret=False)
+        else:
+            out[f"oauth.{key}"] = _secret(value, where, base_dir, warnings)
+    return out
 
 
 def _interpolate(text: str, loc: tuple[Any, ...], *, secret: bool) -> str:
@@ -688,6 +730,11 @@ def summarize(config: Config) -> str:
     for pname, profile in config.effective_profiles().items():
         sched = profile.schedule
         when = f"every {sched.interval_seconds:g}s" if sched.interval_seconds else f"cron '{sched.cron}' (UTC)"
+        if sched.adaptive:
+            when += (
+                f", adaptive polls every {sched.min_interval_s:g}-{sched.max_interval_s:g}s"
+                f" (at most {sched.max_budget_share:.0%} of a limit)"
+            )
         lines.append(
             f"  {pname}: {', '.join(profile.connections or [])} {when}, misfire grace {profile.misfire_grace_seconds}s"
         )

@@ -33,6 +33,8 @@ import httpx
 import structlog
 
 from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, RecordError
+from connectors.gohighlevel.oauth import NeedsReauth
+from connectors.http import QuotaExhausted
 from connectors.registry import connector_class
 from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
@@ -70,18 +72,24 @@ class CycleReport:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     joined: list[str] = field(default_factory=list)  # connections planned for the first time: all persons replanned
     breakers: dict[str, str] = field(default_factory=dict)  # connection -> why its breaker opened
+    # connection -> why the cycle left it alone (needs_reauth, a daily-quota pause)
+    blocked: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def reasons(self) -> list[str]:
         """Why this run is not ``ok``, in words, one entry per cause."""
-        out: list[str] = []
+        out: list[str] = [
+            f"{name}: {why}; nothing pulled, planned or written" for name, why in sorted(self.blocked.items())
+        ]
         for name, pull in sorted(self.pulls.items()):
+            if name in self.blocked:
+                continue
             if pull.error:
                 out.append(f"{name}: pull failed ({pull.error}); nothing planned for it")
             if pull.held:
                 out.append(f"{name}: {pull.held_reason}")
         for name, why in sorted(self.breakers.items()):
-            if name in self.pulls and self.pulls[name].error:
+            if name in self.blocked or (name in self.pulls and self.pulls[name].error):
                 continue  # said above
             out.append(f"{name}: circuit breaker open ({why}); its writes stay pending")
         for report in (self.settled, self.applied):
@@ -117,6 +125,8 @@ class CycleReport:
             out["joined"] = list(self.joined)
         if self.breakers:
             out["breakers"] = dict(self.breakers)
+        if self.blocked:
+            out["blocked"] = dict(self.blocked)
         out.update(self.extra)
         return out
 
@@ -169,7 +179,20 @@ class CycleRunner:
 
             settings = replace(settings, **overrides)
         cls = connector_class(self.config.connections[name].platform)
-        return cls(settings, self.transports.get(name))
+        connector = cls(settings, self.transports.get(name))
+        if getattr(connector, "oauth_app", None) is not None:
+            from sync.auth import token_provider
+
+            connector.bind_tokens(
+                token_provider(
+                    self.config,
+                    self.store,
+                    name,
+                    transports=self.transports,
+                    base_urls={n: str(o["base_url"]) for n, o in self.settings_overrides.items() if "base_url" in o},
+                )
+            )
+        return connector
 
     def capabilities(self, connectors: Mapping[str, Connector]) -> dict[str, Capabilities]:
         return {name: c.capabilities for name, c in connectors.items()}
@@ -241,6 +264,13 @@ class CycleRunner:
         breakers = {n: Breaker(n, self.config.breaker.max_consecutive_failures) for n in names}
         for c in connectors.values():
             c.bind_stop(astop, stop)  # rate-budget and backoff waits wake on a stop; no request after it
+        # Connections left alone this cycle: needs_reauth, or a daily-quota pause not yet over.
+        report.blocked = self.store.auth.blocked(list(names))
+        self._agency_blocks(report, names)
+        for n, why in report.blocked.items():
+            breakers[n].trip(why)
+            log.warning("connection_blocked", connection=n, reason=why)
+        pulled = [n for n in pulled if n not in report.blocked]
         io = StoreThread()
         try:
             targets = [
@@ -270,7 +300,9 @@ class CycleRunner:
             timed("pull")
             # A connection whose pull failed: its records are unknown this cycle, so nothing is
             # planned for it and nothing is pushed to it (its breaker opens).
-            failed_pulls = sorted(n for n in pulled if report.pulls[n].error)
+            for n, why in report.blocked.items():
+                report.pulls.setdefault(n, PullReport(n, skipped=why))
+            failed_pulls = sorted({*(n for n in pulled if report.pulls[n].error), *report.blocked})
             for n in failed_pulls:
                 breakers[n].trip(f"pull failed this cycle: {report.pulls[n].error}")
             if astop.is_set():
@@ -366,6 +398,9 @@ class CycleRunner:
             if watcher is not None:
                 watcher.cancel()
             report.breakers = {n: b.reason for n, b in breakers.items() if b.reason}
+            self._note_quota(report, connectors)
+            if report.status == "ok" and report.blocked:
+                report.status = "partial"
             if report.status in ("partial", "interrupted") and not report.error:
                 fallback = "stopped on request (a stop signal)" if report.status == "interrupted" else None
                 report.error = "; ".join(report.reasons()) or fallback
@@ -374,6 +409,45 @@ class CycleRunner:
             report.duration_s = round(time.monotonic() - started, 3)
             self._finish(report)
             structlog.contextvars.unbind_contextvars("run_id", "profile")
+
+    def _agency_blocks(self, report: CycleReport, names: Sequence[str]) -> None:
+        """A GoHighLevel location whose token comes from an agency connection in
+        ``needs_reauth`` is left alone too (with that reason)."""
+        from sync.auth import oauth_app
+
+        agencies = {
+            n: app.agency
+            for n in names
+            if n not in report.blocked and (app := oauth_app(self.config, n)) and app.agency
+        }
+        if not agencies:
+            return
+        held = self.store.auth.blocked(sorted(set(agencies.values())))
+        for n, agency in agencies.items():
+            why = held.get(agency)
+            if why is not None and why.startswith("needs_reauth"):
+                report.blocked[n] = (
+                    f"needs_reauth (its agency connection {agency}: {why.removeprefix('needs_reauth: ')})"
+                )
+
+    def _note_quota(self, report: CycleReport, connectors: Mapping[str, Connector]) -> None:
+        """Remember each connection's daily figures; pause one whose daily budget is spent until
+        its reset (the run is then partial with that reason, never failed with 429s)."""
+        for name, c in connectors.items():
+            daily = getattr(getattr(c, "http", None), "daily", None)
+            if daily is None or daily.remaining is None or name in report.blocked:
+                continue
+            try:
+                if daily.exhausted():
+                    until = daily.reset_at()
+                    why = f"{daily.remaining} of {daily.limit} requests left today, reserve {daily.reserve}"
+                    self.store.auth.pause_quota(name, until, why, limit=daily.limit, remaining=daily.remaining)
+                    report.blocked[name] = f"daily quota: paused until {until:%Y-%m-%d %H:%M:%S} UTC ({why})"
+                    log.warning("daily_quota_paused", connection=name, until=str(until), reason=why)
+                else:
+                    self.store.auth.note_quota(name, limit=daily.limit, remaining=daily.remaining)
+            except Exception:  # noqa: BLE001 - the store may be what failed; the run is recorded anyway
+                log.exception("daily_quota_not_recorded", connection=name)
 
     async def _pull(
         self,
@@ -470,7 +544,7 @@ def _status(report: CycleReport, stop: asyncio.Event) -> str:
     any write failed or was left for later; else ``ok``."""
     if stop.is_set():
         return "interrupted"
-    if any(p.error or p.held for p in report.pulls.values()):
+    if report.blocked or any(p.error or p.held for p in report.pulls.values()):
         return "partial"
     for applied in (report.settled, report.applied):
         if applied is None:
@@ -510,6 +584,9 @@ class Breaker:
         self.failures = 0
 
     def failure(self, exc: BaseException) -> None:
+        if isinstance(exc, (QuotaExhausted, NeedsReauth)):  # no point in asking again this cycle
+            self.trip(str(exc))
+            return
         self.failures += 1
         if self.failures >= self.limit:
             self.trip(f"{self.failures} calls in a row failed, the last with {type(exc).__name__}: {exc}")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -28,6 +29,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from sync.adaptive import AdaptivePolicy
+
 log = structlog.get_logger("contactsync.daemon")
 
 RunProfile = Callable[[str, threading.Event], Any]
@@ -39,18 +42,80 @@ _SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers 
 
 @dataclass(frozen=True)
 class ScheduledProfile:
-    """When one profile runs: every ``interval_seconds``, or on a 5-field ``cron`` expression."""
+    """When one profile runs: every ``interval_seconds``, or on a 5-field ``cron`` expression.
+    ``poller``: adaptive polls between full cycles (:class:`AdaptivePoller`)."""
 
     name: str
     interval_seconds: float | None = None
     cron: str | None = None
     misfire_grace_seconds: int = 60
     run_at_start: bool = True
+    poller: AdaptivePoller | None = None
 
     def trigger(self) -> IntervalTrigger | CronTrigger:
         if self.cron:
             return CronTrigger.from_crontab(self.cron, timezone=UTC)
         return IntervalTrigger(seconds=max(1.0, float(self.interval_seconds or 300.0)), timezone=UTC)
+
+
+#: One poll: ``(profile, connections due, stop)`` -> per connection ``(changes, requests)``
+#: (None: nothing was done, e.g. a full cycle held the profile's lock).
+PollFn = Callable[[str, list[str], threading.Event], "Mapping[str, tuple[int, int]] | None"]
+#: What is left of a connection's daily budget and the seconds to its reset (None: unknown).
+BudgetFn = Callable[[str], "tuple[int | None, float | None]"]
+
+
+class AdaptivePoller:
+    """Adaptive polls of one profile's connections between its full cycles: each connection
+    has an :class:`~sync.adaptive.AdaptivePolicy` and a due time; a short tick polls the
+    connections that are due in one focused cycle (``only`` those pulled) and folds what each
+    pull saw into its policy. Full cycles stay the safety net; both take the profile's lock, so
+    a poll that meets a running cycle is skipped (and tried at the next tick)."""
+
+    def __init__(
+        self,
+        policies: Mapping[str, AdaptivePolicy],
+        poll: PollFn,
+        *,
+        budget: BudgetFn | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policies = dict(policies)
+        self.poll = poll
+        self.budget = budget
+        self.clock = clock
+        now = clock()
+        self.due = {name: now + p.interval for name, p in self.policies.items()}
+        self.polls = 0
+
+    @property
+    def tick_s(self) -> float:
+        """How often to look for due connections."""
+        shortest = min((p.min_interval_s for p in self.policies.values()), default=5.0)
+        return max(0.1, min(shortest / 2, 5.0))
+
+    def due_now(self) -> list[str]:
+        now = self.clock()
+        return sorted(n for n, t in self.due.items() if t <= now)
+
+    def tick(self, profile: str, stop: threading.Event) -> list[str]:
+        """Poll the connections that are due; the ones polled."""
+        due = self.due_now()
+        if not due or stop.is_set():
+            return []
+        results = self.poll(profile, due, stop)
+        if results is None:
+            return []
+        self.polls += 1
+        now = self.clock()
+        for name in due:
+            policy = self.policies[name]
+            changes, requests = results.get(name, (0, 1))
+            remaining, reset = self.budget(name) if self.budget else (None, None)
+            interval = policy.observe(changes, requests, daily_remaining=remaining, seconds_to_reset=reset)
+            self.due[name] = now + interval
+            log.debug("adaptive_poll", connection=name, changes=changes, requests=requests, next_s=round(interval, 2))
+        return due
 
 
 class Daemon:
@@ -83,6 +148,13 @@ class Daemon:
                 next_run_time=datetime.now(UTC) if p.run_at_start else None,
                 replace_existing=True,
             )
+        # Adaptive polls run on a thread of their own per profile (a tick that finds nothing
+        # due costs nothing; a poll longer than a tick simply delays the next one).
+        self._poll_threads = [
+            threading.Thread(target=self._poll_loop, args=(p.name, p.poller), name=f"poll:{p.name}", daemon=True)
+            for p in self.profiles
+            if p.poller is not None
+        ]
 
     def _job(self, profile: str) -> None:
         if self.stop_event.is_set():
@@ -97,6 +169,13 @@ class Daemon:
             with self._idle:
                 self._running -= 1
                 self._idle.notify_all()
+
+    def _poll_loop(self, profile: str, poller: AdaptivePoller) -> None:
+        while not self.stop_event.wait(poller.tick_s):
+            try:
+                poller.tick(profile, self.stop_event)
+            except Exception:  # noqa: BLE001 - a failed poll is logged; the polls go on
+                log.exception("poll_failed", profile=profile)
 
     def _on_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -119,9 +198,15 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
         log.info("daemon_started", profiles=[p.name for p in self.profiles])
+        for thread in self._poll_threads:
+            thread.start()
         try:
             self.scheduler.start()
         finally:
+            if self._poll_threads:
+                self.stop_event.set()  # the scheduler has stopped: so do the polls
+            for thread in self._poll_threads:
+                thread.join()  # the stop event ends each loop after its poll in flight
             with self._idle:
                 while self._running:
                     self._idle.wait(timeout=1.0)

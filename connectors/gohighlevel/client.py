@@ -14,7 +14,8 @@
 
 Settings: :class:`~connectors.gohighlevel.settings.GoHighLevelOptions` (``location_id``
 required, ``version``, ``page_size``, ``overlap_seconds``, ``custom_field_ids``) and
-:class:`~connectors.gohighlevel.settings.GoHighLevelCredentials` (``token``).
+:class:`~connectors.gohighlevel.settings.GoHighLevelCredentials` (``token``, or ``oauth``: then the
+engine binds a token provider, see :mod:`connectors.gohighlevel.oauth`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from connectors.gohighlevel.api import (
     contact_path,
     tags_path,
 )
+from connectors.gohighlevel.oauth import NeedsReauth, OAuthApp, TokenProvider
 from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions
 from connectors.http import Action, FetchedPage, HttpConnector
 from connectors.pulls import ChangeFeedPull, UnreadablePage, UnreadableRecord, decode_json, read_items, server_now
@@ -83,17 +85,59 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     def __init__(self, settings: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
         opts = self.options
-        self.location_id = opts.location_id
+        self.location_id = opts.location_id or ""  # none only on an agency connection (it syncs nothing)
         self.version = opts.version
         self.page_size = min(opts.page_size, MAX_PAGE_LIMIT)
         # Custom field key -> id of the location: written items then carry the id the spec
         # requires (an item with only a key is sent as is, which GoHighLevel also accepts).
         self.custom_field_ids: dict[str, str] = dict(opts.custom_field_ids)
         self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=opts.overlap_seconds)
+        oauth = self.credentials.oauth() if isinstance(self.credentials, GoHighLevelCredentials) else {}
+        if oauth:
+            self.oauth_app = OAuthApp(
+                client_id=oauth.get("client_id", ""),
+                client_secret=oauth.get("client_secret", ""),
+                user_type=oauth.get("user_type", "Location"),
+                company_id=oauth.get("company_id"),
+                app_id=oauth.get("app_id"),
+                agency=oauth.get("agency"),
+            )
 
     # -- hooks
 
+    # -- OAuth mode: the tokens come from a provider bound by the engine (the store holds them)
+
+    #: The connection's OAuth app (None: a Private Integration token).
+    oauth_app: OAuthApp | None = None
+    _tokens: TokenProvider | None = None
+    _access: str | None = None
+
+    def bind_tokens(self, provider: TokenProvider) -> None:
+        """OAuth mode: every request carries ``provider``'s current access token."""
+        self._tokens = provider
+
+    async def before_send(self) -> None:
+        if self.oauth_app is None:
+            return
+        if self._tokens is None:
+            raise NeedsReauth(f"{self.settings.name}: OAuth mode but no token store bound to the connector")
+        self._access = await self._tokens.access_token()
+
+    async def renew_credentials(self) -> bool:
+        if self.oauth_app is None or self._tokens is None or self._access is None:
+            return False
+        self._access = await self._tokens.renew(self._access)
+        return True
+
+    async def aclose(self) -> None:
+        closer = getattr(self._tokens, "aclose", None)
+        if closer is not None:
+            await closer()
+        await super().aclose()
+
     def auth_headers(self) -> dict[str, str]:
+        if self.oauth_app is not None:
+            return {"Authorization": f"Bearer {self._access or ''}", "Version": self.version}
         return {"Authorization": f"Bearer {self.secret('token')}", "Version": self.version}
 
     def classify(self, response: httpx.Response) -> Action | None:

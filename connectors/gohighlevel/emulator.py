@@ -15,16 +15,28 @@ Routes, parameters and bodies follow the official OpenAPI spec (``apps/contacts.
   (the spec lists no 404 for these routes).
 * Rate limit 100 requests / 10 s (scaled by ``rate_scale``) with ``X-RateLimit-*`` headers on
   every response; 429 without Retry-After (none documented).
+* The daily budget (``daily_limit``, 200,000 by default, per ``day_seconds`` window aligned on
+  the Unix epoch) with ``X-RateLimit-Limit-Daily`` / ``X-RateLimit-Daily-Remaining``; a 429 once
+  it is spent (inferred body).
+* OAuth: ``POST /oauth/token`` (form-encoded; authorization_code, refresh_token; each refresh
+  spends its token: a second use is ``invalid_grant``), ``POST /oauth/locationToken`` and
+  ``GET /oauth/installedLocations`` (agency token); bearer tokens it issued are accepted until
+  they expire (``token_ttl_s``), besides the Private Integration token. The app's client id
+  and secret are ``emulator-client-id`` / ``emulator-client-secret`` unless ``oauth_clients``
+  says otherwise. Test hooks:
+  :meth:`issue_code`, :meth:`revoke_refresh_tokens`, :meth:`expire_access_tokens`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import heapq
 import itertools
 import random
 import re
 import string
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -54,6 +66,9 @@ from connectors.gohighlevel.api import (
     UPSERT,
     UPSERT_FIELDS,
 )
+from connectors.gohighlevel.oauth import INSTALLED_LOCATIONS as OAUTH_INSTALLED
+from connectors.gohighlevel.oauth import LOCATION_TOKEN as OAUTH_LOCATION_TOKEN
+from connectors.gohighlevel.oauth import TOKEN as OAUTH_TOKEN
 from connectors.timestamps import parse_iso
 
 JSON = dict[str, Any]
@@ -74,6 +89,14 @@ def _unprocessable(*messages: str) -> JSONResponse:
     return JSONResponse(
         {"statusCode": 422, "message": list(messages), "error": "Unprocessable Entity"}, status_code=422
     )
+
+
+def _unauthorized(message: str) -> JSONResponse:
+    return JSONResponse({"statusCode": 401, "message": message, "error": "Unauthorized"}, status_code=401)
+
+
+def _invalid_grant(description: str) -> JSONResponse:
+    return JSONResponse({"error": "invalid_grant", "error_description": description}, status_code=400)
 
 
 def _bad_request(message: str, **extra: Any) -> JSONResponse:
@@ -105,7 +128,6 @@ class GoHighLevelEmulator(Emulator):
     platform = "gohighlevel"
     documented_rate_limit = RATE_LIMIT
     default_credentials = {"token": "pit-emulator-0000-ghl-token"}
-    daily_limit = DAILY_LIMIT
 
     def __init__(
         self,
@@ -122,8 +144,38 @@ class GoHighLevelEmulator(Emulator):
         strict_update_fields: bool = False,
         auto_custom_fields: bool = True,
         id_seed: int = 0,
+        daily_limit: int | None = None,
+        day_seconds: float = 86_400.0,
+        oauth_clients: dict[str, str] | None = None,
+        token_ttl_s: float = 86_399.0,
+        refresh_ttl_s: float = 365 * 86_400.0,
+        company_id: str = "emuCompany0000000001",
+        installed_locations: list[JSON] | None = None,
     ) -> None:
         self.location_id = location_id
+        # The daily budget (documented 200,000 per app per location); windows of ``day_seconds``
+        # aligned on the Unix epoch (UTC midnight for a real day), small in tests.
+        self.daily_limit = DAILY_LIMIT if daily_limit is None else daily_limit
+        self.day_seconds = day_seconds
+        self._day = self._day_index()
+        # OAuth (marketplace apps): client id -> secret; issued tokens with their wall-clock
+        # expiry (``token_ttl_s``: a day, small in tests); each refresh spends its token.
+        self.oauth_clients = dict(oauth_clients or {"emulator-client-id": "emulator-client-secret"})
+        self.token_ttl_s = token_ttl_s
+        self.refresh_ttl_s = refresh_ttl_s
+        self.company_id = company_id
+        self.installed_locations: list[JSON] = list(
+            installed_locations
+            or [{"_id": location_id, "name": "Emulated location", "address": "1 Loopback Way", "isInstalled": True}]
+        )
+        self._codes: dict[str, JSON] = {}
+        self._access: dict[str, JSON] = {}
+        self._refresh: dict[str, JSON] = {}
+        self._spent_refresh: set[str] = set()
+        #: Test hooks: every token request as ``(grant_type, refresh_token or code)``.
+        self.token_requests: list[tuple[str, str]] = []
+        #: Test hook: seconds the token endpoint takes to answer (a refresh race needs overlap).
+        self.token_delay_s = 0.0
         self.search_delay_s = (2.0 / max(rate_scale, 1.0)) if search_delay_s is None else search_delay_s
         self.allow_duplicates = allow_duplicates
         self.strict_update_fields = strict_update_fields
@@ -165,16 +217,42 @@ class GoHighLevelEmulator(Emulator):
             Route(CONTACT, self.get, methods=["GET"]),
             Route(CONTACT, self.update, methods=["PUT"]),
             Route(CONTACT, self.delete, methods=["DELETE"]),
+            Route(OAUTH_TOKEN, self.oauth_token, methods=["POST"]),
+            Route(OAUTH_LOCATION_TOKEN, self.oauth_location_token, methods=["POST"]),
+            Route("/oauth/location-token", self.oauth_location_token, methods=["POST"]),  # the v3 SDK's spelling
+            Route(OAUTH_INSTALLED, self.oauth_installed_locations, methods=["GET"]),
+            Route("/oauth/installed-locations", self.oauth_installed_locations, methods=["GET"]),
         ]
 
+    def _day_index(self) -> int:
+        return int(time.time() // self.day_seconds)
+
+    def _roll_day(self) -> None:
+        day = self._day_index()
+        if day != self._day:
+            self._day, self._daily_used = day, 0
+
     def authenticate(self, request: Request) -> Response | None:
+        path = request.url.path
+        if path == OAUTH_TOKEN:
+            return None  # client credentials in the form, checked by the handler
+        self._roll_day()
+        if self._daily_used >= self.daily_limit:
+            return JSONResponse(
+                {"statusCode": 429, "message": "Daily request limit reached for this location"}, status_code=429
+            )
         self._daily_used += 1
         auth = request.headers.get("authorization", "")
-        if auth != f"Bearer {self.credentials['token']}":
-            return JSONResponse(
-                {"statusCode": 401, "message": "Invalid token: access token is invalid", "error": "Unauthorized"},
-                status_code=401,
-            )
+        token = auth[7:] if auth.startswith("Bearer ") else ""
+        grant = self._access.get(token)
+        if path.startswith("/oauth/"):
+            if grant is None or grant["expires"] <= time.time() or grant["userType"] != "Company":
+                return _unauthorized("This route is not yet supported by the IAM Service (an agency token is needed)")
+        elif token != self.credentials.get("token"):
+            if grant is None or grant["expires"] <= time.time():
+                return _unauthorized("Invalid token: access token is invalid")
+            if grant["userType"] != "Location":
+                return _unauthorized("This route is not yet supported by the IAM Service")
         version = request.headers.get("version")
         if version is None:
             return _bad_request("Version header was not found")
@@ -184,12 +262,14 @@ class GoHighLevelEmulator(Emulator):
 
     def rate_limit_headers(self, remaining: int) -> dict[str, str]:
         assert self.rate_limit is not None
+        self._roll_day()
         return {
             "X-RateLimit-Max": str(self.rate_limit.requests),
             "X-RateLimit-Remaining": str(max(0, remaining)),
             "X-RateLimit-Interval-Milliseconds": str(int(round(self.rate_limit.per_seconds * 1000))),
             "X-RateLimit-Limit-Daily": str(self.daily_limit),
-            "X-RateLimit-Daily-Remaining": str(max(0, self.daily_limit - self._daily_used)),
+            # This request counted (it is counted as it passes authentication).
+            "X-RateLimit-Daily-Remaining": str(max(0, self.daily_limit - self._daily_used - 1)),
         }
 
     def rate_limited_response(self, retry_after: float, headers: dict[str, str]) -> Response:
@@ -214,7 +294,108 @@ class GoHighLevelEmulator(Emulator):
             "overlap_seconds": self.search_delay_s * 1.5 + 0.001,
             # The location's custom fields as they stand (key -> id).
             "custom_field_ids": dict(self.custom_field_ids),
+            **({"daily_window_s": self.day_seconds} if self.day_seconds != 86_400.0 else {}),
+            # OAuth tokens with a scaled lifetime are refreshed a tenth of it before they expire.
+            **({"refresh_margin_s": self.token_ttl_s / 10} if self.token_ttl_s < 3000 else {}),
         }
+
+    # -- OAuth (marketplace apps)
+
+    def issue_code(self, user_type: str = "Location", *, location_id: str | None = None) -> str:
+        """An authorization code, as the marketplace's redirect delivers after an install."""
+        code = "code-" + uuid.uuid4().hex
+        self._codes[code] = {
+            "userType": user_type,
+            "companyId": self.company_id,
+            "locationId": (location_id or self.location_id) if user_type == "Location" else None,
+        }
+        return code
+
+    def revoke_refresh_tokens(self) -> None:
+        """Revoke every refresh token issued so far (the app uninstalled, or revoked by hand):
+        the next refresh answers ``invalid_grant``."""
+        self._spent_refresh.update(self._refresh)
+        self._refresh.clear()
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far expires now."""
+        for grant in self._access.values():
+            grant["expires"] = 0.0
+
+    def _issue(self, grant: JSON, *, with_refresh: bool = True) -> JSON:
+        access = "emu-at-" + uuid.uuid4().hex
+        now = time.time()
+        self._access[access] = {**grant, "expires": now + self.token_ttl_s}
+        body: JSON = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.token_ttl_s,
+            "scope": "contacts.readonly contacts.write locations.readonly oauth.readonly oauth.write",
+            "userType": grant["userType"],
+            "companyId": grant.get("companyId"),
+            "userId": "emuUser0000000000001",
+        }
+        if grant.get("locationId"):
+            body["locationId"] = grant["locationId"]
+        if with_refresh:
+            refresh = "emu-rt-" + uuid.uuid4().hex
+            self._refresh[refresh] = {**grant, "expires": now + self.refresh_ttl_s}
+            body["refresh_token"] = refresh
+        return body
+
+    async def oauth_token(self, request: Request) -> Response:
+        form = await request.form()
+        if self.token_delay_s:
+            await asyncio.sleep(self.token_delay_s)
+
+        def field(snake: str, camel: str) -> str:
+            value = form.get(snake) or form.get(camel) or ""
+            return value if isinstance(value, str) else ""
+
+        client_id, secret = field("client_id", "clientId"), field("client_secret", "clientSecret")
+        grant_type = field("grant_type", "grantType")
+        if not client_id or self.oauth_clients.get(client_id) != secret:
+            return JSONResponse({"error": "invalid_client", "error_description": "Client authentication failed"}, 401)
+        if grant_type == "authorization_code":
+            code = field("code", "code")
+            self.token_requests.append((grant_type, code))
+            grant = self._codes.pop(code, None)
+            if grant is None:
+                return _invalid_grant("Invalid authorization code")
+        elif grant_type == "refresh_token":
+            token = field("refresh_token", "refreshToken")
+            self.token_requests.append((grant_type, token))
+            grant = self._refresh.pop(token, None)
+            if grant is None or grant["expires"] <= time.time():
+                if token in self._spent_refresh:
+                    return _invalid_grant("Refresh token has already been used or revoked")
+                return _invalid_grant("Invalid refresh token")
+            self._spent_refresh.add(token)
+            grant = {k: v for k, v in grant.items() if k != "expires"}
+        else:
+            return JSONResponse({"error": "unsupported_grant_type", "error_description": grant_type}, 400)
+        user_type = field("user_type", "userType") or grant["userType"]
+        if user_type not in ("Company", "Location") or user_type != grant["userType"]:
+            return _invalid_grant(f"user_type {user_type!r} does not match the grant")
+        return JSONResponse(self._issue(grant))
+
+    async def oauth_location_token(self, request: Request) -> Response:
+        form = await request.form()
+        company, location = form.get("companyId"), form.get("locationId")
+        if company != self.company_id:
+            return _bad_request("companyId does not match the token")
+        if location not in {loc["_id"] for loc in self.installed_locations}:
+            return _bad_request("The app is not installed on this location")
+        return JSONResponse(
+            self._issue({"userType": "Location", "companyId": company, "locationId": location}, with_refresh=False)
+        )
+
+    async def oauth_installed_locations(self, request: Request) -> Response:
+        params = request.query_params
+        if params.get("companyId") != self.company_id:
+            return _bad_request("companyId does not match the token")
+        installed = [loc for loc in self.installed_locations if loc.get("isInstalled", True)]
+        return JSONResponse({"locations": installed, "count": len(installed)})
 
     def insert_person(self, person: JSON) -> str:
         body: JSON = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from connectors.base import ConnectorCredentials, ConnectorOptions, optional_id
+from connectors.base import ConnectorCredentials, ConnectorOptions, SettingsProblem, optional_id
 from connectors.gohighlevel.api import DEFAULT_OVERLAP_SECONDS, DEFAULT_VERSION, MAX_PAGE_LIMIT
 
 _LOCATION = "the GoHighLevel location (sub-account) id"
@@ -21,7 +21,11 @@ class GoHighLevelOptions(ConnectorOptions):
     documents "a few seconds" of search delay); ``custom_field_ids`` (the location's custom
     field key -> id, so written items carry the id the spec requires)."""
 
-    location_id: str = Field(description=_LOCATION)
+    #: Required, except on an agency (``oauth.user_type: Company``) connection, which only
+    #: derives location tokens and lists installed locations (see the credentials' check).
+    location_id: str | None = Field(default=None, description=_LOCATION)
+    #: OAuth mode: refresh the access token when it has less than this many seconds left.
+    refresh_margin_s: float = Field(default=300.0, ge=0, description="a number of seconds")
     version: str = Field(default=DEFAULT_VERSION, description=_VERSION)
     page_size: int = Field(default=MAX_PAGE_LIMIT, ge=1, description="a page size of at least 1")
     overlap_seconds: float = Field(default=DEFAULT_OVERLAP_SECONDS, ge=0, description="a number of seconds")
@@ -40,7 +44,45 @@ class GoHighLevelOptions(ConnectorOptions):
         return value
 
 
-class GoHighLevelCredentials(ConnectorCredentials):
-    """``token``: a Private Integration or OAuth access token (``Authorization: Bearer``)."""
+OAUTH_KEYS = ("client_id", "client_secret", "user_type", "company_id", "app_id", "agency")
 
-    token: SecretStr = Field(description="a GoHighLevel access token")
+
+class GoHighLevelCredentials(ConnectorCredentials):
+    """Either ``token`` (a Private Integration token, ``Authorization: Bearer``) or OAuth
+    marketplace mode: ``oauth: {client_id, client_secret, user_type, company_id, app_id,
+    agency}`` in the YAML, which the config loader flattens to ``oauth.client_id`` and so on.
+    In OAuth mode the tokens themselves live in the store (``contactsync connections
+    authorize``); ``agency`` names a Company connection whose token derives this location's."""
+
+    token: SecretStr | None = Field(default=None, description="a GoHighLevel access token")
+
+    def oauth(self) -> dict[str, str]:
+        """The ``oauth.*`` values, unwrapped (empty: token mode)."""
+        extra = self.model_extra or {}
+        out = {}
+        for key in OAUTH_KEYS:
+            value = extra.get(f"oauth.{key}")
+            if value is not None:
+                out[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        return out
+
+    def check_options(self, options: ConnectorOptions) -> None:
+        if getattr(options, "location_id", None) is None and self.oauth().get("user_type") != "Company":
+            raise SettingsProblem("options.location_id", _LOCATION, "nothing")
+
+    @model_validator(mode="after")
+    def _token_or_oauth(self) -> GoHighLevelCredentials:
+        extra = self.model_extra or {}
+        unknown = sorted(k for k in extra if k.startswith("oauth.") and k[6:] not in OAUTH_KEYS)
+        if unknown:
+            raise ValueError(f"oauth keys among {', '.join(OAUTH_KEYS)} (unknown: {', '.join(unknown)})")
+        oauth = self.oauth()
+        if self.token is not None and oauth:
+            raise ValueError("either token or oauth, not both")
+        if self.token is None and not oauth:
+            raise ValueError("token (a Private Integration token) or oauth: {client_id, client_secret}")
+        if oauth and not oauth.get("agency") and not (oauth.get("client_id") and oauth.get("client_secret")):
+            raise ValueError("oauth.client_id and oauth.client_secret")
+        if oauth.get("user_type", "Location") not in ("Company", "Location"):
+            raise ValueError("oauth.user_type Company or Location")
+        return self

@@ -1,30 +1,110 @@
-"""``contactsync run``: the daemon, one scheduled job per sync profile."""
+"""``contactsync run``: the daemon, one scheduled job per sync profile (and, for a profile with
+``schedule.adaptive``, adaptive polls of its connections between full cycles)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
+from connectors.base import PullMode
+from connectors.registry import connector_class
+from sync.adaptive import AdaptivePolicy, Limit
 from sync.commands.common import open_store, setup_logging
 from sync.config import Config
 from sync.cycle import CycleRunner
-from sync.daemon import Daemon, ScheduledProfile
+from sync.daemon import AdaptivePoller, BudgetFn, Daemon, PollFn, ScheduledProfile
+from sync.store import Store
+
+#: Documented daily budgets by platform (GoHighLevel: 200,000 per app per location).
+_DAILY = {"gohighlevel": 200_000}
 
 
-def scheduled_profiles(config: Config, only: str | None = None) -> list[ScheduledProfile]:
-    """The config's profiles as daemon schedules."""
+def poll_policies(config: Config, profile: str, store: Store | None = None) -> dict[str, AdaptivePolicy]:
+    """One adaptive policy per connection of ``profile`` that can be polled (not lookup-only),
+    bounded by its documented limits (the config's rate-limit override, else the connector's
+    documented one; the daily budget last reported, else the documented one)."""
+    p = config.effective_profiles()[profile]
+    sched = p.schedule
+    states = store.auth.states(list(p.connections or [])) if store is not None else {}
+    out = {}
+    for name in p.connections or []:
+        conn = config.connections[name]
+        caps = connector_class(conn.platform).capabilities
+        if caps.pull_mode is PullMode.LOOKUP_ONLY:
+            continue
+        limits = []
+        if conn.rate_limit is not None:
+            limits.append(Limit(conn.rate_limit.requests, conn.rate_limit.per_seconds))
+        elif caps.rate_limit is not None:
+            limits.append(Limit(caps.rate_limit.requests, caps.rate_limit.per_seconds))
+        st = states.get(name)
+        daily = (st.daily_limit if st is not None else None) or _DAILY.get(conn.platform)
+        if daily:
+            window = float(config.options(name).get("daily_window_s", 86_400.0))
+            limits.append(Limit(daily, window))
+        out[name] = AdaptivePolicy(
+            min_interval_s=sched.min_interval_s,
+            max_interval_s=sched.max_interval_s,
+            max_budget_share=sched.max_budget_share,
+            limits=tuple(limits),
+        )
+    return out
+
+
+def scheduled_profiles(
+    config: Config, only: str | None = None, *, engine: CycleRunner | None = None
+) -> list[ScheduledProfile]:
+    """The config's profiles as daemon schedules (with an adaptive poller when the profile
+    asks for one and an engine to poll with is given)."""
     out = []
     for name, p in config.effective_profiles().items():
         if only is not None and name != only:
             continue
+        poller = None
+        if p.schedule.adaptive and engine is not None:
+            policies = poll_policies(config, name, engine.store)
+            if policies:
+                poller = AdaptivePoller(policies, _poll_with(engine), budget=_budget_of(config, engine.store))
         out.append(
             ScheduledProfile(
                 name=name,
                 interval_seconds=p.schedule.interval_seconds,
                 cron=p.schedule.cron,
                 misfire_grace_seconds=p.misfire_grace_seconds,
+                poller=poller,
             )
         )
     return out
+
+
+def _poll_with(engine: CycleRunner) -> PollFn:
+    def poll(profile: str, connections: list[str], stop: threading.Event) -> Mapping[str, tuple[int, int]] | None:
+        report = engine.run(profile, only=connections, stop=stop)
+        if report.status == "skipped":
+            return None
+        out = {}
+        for n in connections:
+            pull = report.pulls.get(n)
+            if pull is None or pull.error or pull.skipped:
+                out[n] = (0, 1)  # no news: back off
+            else:
+                out[n] = (pull.inserted + pull.changed + len(pull.deleted), max(1, pull.pages))
+        return out
+
+    return poll
+
+
+def _budget_of(config: Config, store: Store) -> BudgetFn:
+    def budget(name: str) -> tuple[int | None, float | None]:
+        st = store.auth.states([name]).get(name)
+        if st is None or st.daily_remaining is None:
+            return None, None
+        window = float(config.options(name).get("daily_window_s", 86_400.0))
+        now = datetime.now(UTC).timestamp()
+        return st.daily_remaining, (int(now // window) + 1) * window - now
+
+    return budget
 
 
 def run_daemon(config: Config, *, profile: str | None = None) -> int:
@@ -38,6 +118,6 @@ def run_daemon(config: Config, *, profile: str | None = None) -> int:
         def run_profile(name: str, stop: threading.Event) -> None:
             engine.run(name, stop=stop)
 
-        return Daemon(scheduled_profiles(config, profile), run_profile).run()
+        return Daemon(scheduled_profiles(config, profile, engine=engine), run_profile).run()
     finally:
         store.close()

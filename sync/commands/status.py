@@ -4,6 +4,7 @@ writes, excluded records with reasons; open conflicts and ambiguous matches."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -26,6 +27,7 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
     held = store.held.counts()
     held_reasons = store.held.reasons()
     errors = last_errors(store, names)
+    states = store.auth.states(names)
     out: dict[str, Any] = {
         "store": config.store_url_display,
         "persons": overview.persons,
@@ -84,6 +86,8 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
             "held_deletes": held.get(name, 0),
             "held_reasons": held_reasons.get(name, []),
             "last_error": errors.get(name),
+            "auth": _auth_state(states.get(name)),
+            "quota": _quota_state(states.get(name)),
         }
     out["conflicts"] = [
         {
@@ -103,6 +107,26 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
     return out
 
 
+def _auth_state(st: Any) -> dict[str, Any] | None:
+    """A connection's OAuth state (None: never set): ``ok`` or ``needs_reauth`` with why."""
+    if st is None:
+        return None
+    return {"state": st.auth_state, "reason": st.auth_reason}
+
+
+def _quota_state(st: Any) -> dict[str, Any] | None:
+    """A connection's daily quota as last seen, and its pause (None: never seen)."""
+    if st is None or (st.daily_limit is None and st.quota_paused_until is None):
+        return None
+    paused = st.quota_paused_until is not None and st.quota_paused_until > datetime.now(UTC)
+    return {
+        "daily_limit": st.daily_limit,
+        "daily_remaining": st.daily_remaining,
+        "paused_until": str(st.quota_paused_until) if paused else None,
+        "reason": st.quota_reason if paused else None,
+    }
+
+
 def connection_error(counts: dict[str, Any], name: str) -> str | None:
     """What went wrong for connection ``name`` in a run with these counts, in words; None when
     nothing did (or the run did not involve it)."""
@@ -111,7 +135,10 @@ def connection_error(counts: dict[str, Any], name: str) -> str | None:
     if pull.get("error"):
         out.append(f"pull failed: {pull['error']}")
     breaker = (counts.get("breakers") or {}).get(name)
-    if breaker:
+    blocked = (counts.get("blocked") or {}).get(name)
+    if blocked:
+        out.append(blocked)
+    if breaker and not blocked:
         out.append(f"circuit breaker open: {breaker}")
     for phase in ("settled", "push"):
         r = (counts.get(phase) or {}).get(name) or {}
@@ -127,7 +154,7 @@ def connection_error(counts: dict[str, Any], name: str) -> str | None:
 
 
 def involved(counts: dict[str, Any], name: str) -> bool:
-    return any(name in (counts.get(k) or {}) for k in ("pull", "push", "settled", "breakers"))
+    return any(name in (counts.get(k) or {}) for k in ("pull", "push", "settled", "breakers", "blocked"))
 
 
 def last_errors(store: Store, names: list[str], *, look_back: int = 50) -> dict[str, str | None]:
@@ -192,6 +219,18 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
         )
     console.print(table)
     for name, c in data["connections"].items():
+        if (c.get("auth") or {}).get("state") == "needs_reauth":
+            console.print(
+                f"  [red]needs_reauth[/] {name}: {c['auth']['reason']} - its writes are stopped; "
+                f"run contactsync connections authorize --connection {name} --code CODE",
+                highlight=False,
+            )
+        if (c.get("quota") or {}).get("paused_until"):
+            console.print(
+                f"  [yellow]paused[/] {name}: daily quota spent, paused until {c['quota']['paused_until']} "
+                f"({c['quota']['reason']})",
+                highlight=False,
+            )
         if c["last_error"]:
             console.print(f"  [red]last error[/] {name}: {c['last_error']}", highlight=False)
         if c["held_deletes"]:

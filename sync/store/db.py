@@ -23,6 +23,7 @@ from typing import Protocol
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from sync.store.auth import ConnectionAuth
 from sync.store.connect import display_url, make_engine
 from sync.store.cursors import Cursors
 from sync.store.held import HeldDeletes
@@ -176,6 +177,8 @@ class Store:
         self.snapshots = SnapshotStore(per_call)
         self.status = StatusQueries(per_call)
         self.operator = Operator(per_call)
+        # Unfenced: a rotated refresh token is stored even if the profile lock was lost.
+        self.auth = ConnectionAuth(_PerCall(self, fenced=False), engine)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:

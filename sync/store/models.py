@@ -314,3 +314,37 @@ class MatchDecision(Base):
     decided_by: Mapped[str] = mapped_column(String(128))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     review_id: Mapped[int | None] = mapped_column(BigId)
+class OAuthToken(Base):
+    """A connection's OAuth tokens (GoHighLevel marketplace mode), encrypted at rest (Fernet, key
+    from ``CONTACTSYNC_TOKEN_KEY``). ``version`` moves with every rotation; ``lease_owner`` /
+    ``lease_until`` let one process at a time spend the refresh token (``sync.store.auth``)."""
+
+    __tablename__ = "oauth_tokens"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    access_token: Mapped[str] = mapped_column(Text)  # Fernet ciphertext
+    refresh_token: Mapped[str | None] = mapped_column(Text)  # Fernet ciphertext
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    user_type: Mapped[str] = mapped_column(String(16), default="Location")
+    company_id: Mapped[str | None] = mapped_column(String(128))
+    location_id: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ConnectionState(Base):
+    """Why a connection is held back across runs: ``auth_state`` ``needs_reauth`` (its refresh
+    token was refused) and a daily-quota pause until ``quota_paused_until``."""
+
+    __tablename__ = "connection_states"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    auth_state: Mapped[str] = mapped_column(String(16), default="ok")  # ok | needs_reauth
+    auth_reason: Mapped[str | None] = mapped_column(Text)
+    quota_paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    quota_reason: Mapped[str | None] = mapped_column(Text)
+    daily_limit: Mapped[int | None] = mapped_column(Integer)
+    daily_remaining: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,138 @@
+"""Adaptive polling (issue 16, item 3): the pure policy (backs off when idle, speeds up on
+changes, never above the share of a limit), the daemon's poller over it, and the wiring from
+the config."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sync.adaptive import AdaptivePolicy, Limit
+from sync.commands.run import poll_policies, scheduled_profiles
+from sync.config import ConfigError, load_config
+from sync.daemon import AdaptivePoller
+
+GHL_BURST = Limit(100, 10.0)
+GHL_DAILY = Limit(200_000, 86_400.0)
+
+
+def test_backs_off_when_idle_up_to_the_maximum() -> None:
+    p = AdaptivePolicy(min_interval_s=2, max_interval_s=60, max_budget_share=0.2, limits=(GHL_BURST, GHL_DAILY))
+    first = p.interval
+    intervals = [p.observe(0, 1) for _ in range(10)]
+    assert intervals == sorted(intervals) and intervals[0] > first
+    assert intervals[-1] == 60
+
+
+def test_speeds_up_at_once_on_changes() -> None:
+    p = AdaptivePolicy(min_interval_s=2, max_interval_s=60, max_budget_share=0.2, limits=(GHL_BURST, GHL_DAILY))
+    for _ in range(10):
+        p.observe(0, 1)
+    assert p.interval == 60
+    assert p.observe(5, 1) == p.floor() < 60
+    # GoHighLevel's daily budget is the binding one: 200,000/day at 20% is ~0.46 requests/s.
+    assert p.floor() == pytest.approx(1 / (200_000 / 86_400 * 0.2), rel=0.05)
+
+
+@pytest.mark.parametrize("share", [0.05, 0.2, 0.5])
+def test_never_above_the_share_of_any_limit(share: float) -> None:
+    burst = Limit(10, 1.0)
+    p = AdaptivePolicy(min_interval_s=0.01, max_interval_s=1, max_budget_share=share, limits=(burst,))
+    for i in range(200):
+        # Busy polls that take several pages; changes every time.
+        p.observe(changes=10, requests=1 + i % 7)
+        assert p.polls_per_second() <= share * burst.per_second + 1e-9
+    # The share wins over max_interval_s when the two disagree.
+    heavy = AdaptivePolicy(min_interval_s=0.01, max_interval_s=1, max_budget_share=0.01, limits=(Limit(1, 1.0),))
+    assert heavy.observe(0, 5) > 1
+
+
+def test_what_is_left_of_the_day_slows_polling() -> None:
+    p = AdaptivePolicy(min_interval_s=1, max_interval_s=600, max_budget_share=0.2, limits=(GHL_BURST, GHL_DAILY))
+    relaxed = p.observe(1, 1)
+    tight = p.observe(1, 1, daily_remaining=100, seconds_to_reset=3_600)
+    assert tight > relaxed
+    assert tight == pytest.approx(p.cost / (100 / 3_600 * 0.2))
+
+
+def test_policy_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        AdaptivePolicy(max_budget_share=0)
+    with pytest.raises(ValueError):
+        AdaptivePolicy(min_interval_s=10, max_interval_s=5)
+
+
+def test_poller_polls_only_due_connections_and_adapts() -> None:
+    now = [0.0]
+    calls: list[list[str]] = []
+    changes = {"busy": 3, "idle": 0}
+
+    def poll(profile: str, due: list[str], stop: threading.Event) -> dict[str, tuple[int, int]]:
+        calls.append(list(due))
+        return {n: (changes[n], 1) for n in due}
+
+    policies = {n: AdaptivePolicy(min_interval_s=1, max_interval_s=32) for n in ("busy", "idle")}
+    poller = AdaptivePoller(policies, poll, clock=lambda: now[0])
+    stop = threading.Event()
+    polled = {"busy": 0, "idle": 0}
+    while now[0] < 120:
+        for n in poller.tick("default", stop):
+            polled[n] += 1
+        now[0] += 0.5
+    assert polled["busy"] > 100  # every second while changes come
+    assert polled["idle"] < 12  # 1, 2, 4, ... 32 s
+    assert all(len(c) >= 1 for c in calls)
+    # A skipped poll (a full cycle held the lock) changes nothing: tried again next tick.
+    poller2 = AdaptivePoller(policies, lambda *a: None, clock=lambda: now[0] + 1_000)
+    assert poller2.tick("default", stop) == []
+
+
+def _config(tmp_path: Path, schedule: dict) -> Path:
+    cfg = {
+        "connections": {
+            "ghl": {
+                "platform": "gohighlevel",
+                "base_url": "https://services.leadconnectorhq.com",
+                "credentials": {"token": "${GHL_TOKEN:-pit-xxxx}"},
+                "options": {"location_id": "loc1"},
+            },
+            "dm": {
+                "platform": "dmchamp",
+                "base_url": "https://api.dmchamp.com",
+                "credentials": {"api_key": "${DM_KEY:-dm-xxxx}"},
+            },
+        },
+        "profiles": {"default": {"schedule": schedule}},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_config_and_wiring(tmp_path: Path) -> None:
+    config = load_config(
+        _config(
+            tmp_path,
+            {
+                "interval_seconds": 300,
+                "adaptive": True,
+                "min_interval_s": 2,
+                "max_interval_s": 120,
+                "max_budget_share": 0.1,
+            },
+        )
+    )
+    policies = poll_policies(config, "default")
+    assert list(policies) == ["ghl"]  # DM Champ cannot be read: never polled
+    ghl = policies["ghl"]
+    assert ghl.max_budget_share == 0.1 and ghl.max_interval_s == 120
+    assert Limit(100, 10.0) in ghl.limits and Limit(200_000, 86_400.0) in ghl.limits
+    profiles = scheduled_profiles(config)
+    assert profiles[0].interval_seconds == 300 and profiles[0].poller is None  # no engine: no poller
+    with pytest.raises(ConfigError, match="min_interval_s"):
+        load_config(
+            _config(tmp_path, {"interval_seconds": 300, "adaptive": True, "min_interval_s": 9, "max_interval_s": 3})
+        )
