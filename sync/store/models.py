@@ -314,6 +314,8 @@ class MatchDecision(Base):
     decided_by: Mapped[str] = mapped_column(String(128))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     review_id: Mapped[int | None] = mapped_column(BigId)
+
+
 class OAuthToken(Base):
     """A connection's OAuth tokens (GoHighLevel marketplace mode), encrypted at rest (Fernet, key
     from ``CONTACTSYNC_TOKEN_KEY``). ``version`` moves with every rotation; ``lease_owner`` /
