@@ -34,6 +34,7 @@ import structlog
 
 from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, RecordError
 from connectors.registry import connector_class
+from sync import metrics
 from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
 from sync.canonical import fields_to_json, is_empty
@@ -149,6 +150,7 @@ class CycleRunner:
         self.settings_overrides = {k: dict(v) for k, v in (settings or {}).items()}
         self.backoff = backoff or Backoff()
         self.chunk_size = chunk_size
+        metrics.install()  # the HTTP counters observe every connector this process makes
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class CycleRunner:
         with self.store.profile_lock(profile) as lock:
             if not lock.held:
                 report = CycleReport(profile, kind, status="skipped", skipped="another process holds this profile")
+                metrics.record_run(profile, "skipped", 0.0)
                 log.info("run_skipped", profile=profile, kind=kind, reason=report.skipped)
                 return report
             # Under the lock no other process runs this profile: a run still "running" was
@@ -435,6 +438,8 @@ class CycleRunner:
         )
 
     def _finish(self, report: CycleReport) -> None:
+        if report.kind != "plan":
+            metrics.record_run(report.profile, report.status, report.duration_s)
         counts = report.counts()
         if report.run_id is not None:
             status = report.status if report.status in ("ok", "partial", "failed", "interrupted") else "failed"

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.connect import display_url, make_engine
 from sync.store.cursors import Cursors
+from sync.store.health import HealthQueries
 from sync.store.held import HeldDeletes
 from sync.store.locks import ProfileLock
 from sync.store.migrate import current_revision, head_revision
@@ -174,6 +175,7 @@ class Store:
         self.persons = Persons(per_call)
         self.snapshots = SnapshotStore(per_call)
         self.status = StatusQueries(per_call)
+        self.health = HealthQueries(_PerCall(self, fenced=False))
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:
