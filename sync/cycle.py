@@ -49,7 +49,9 @@ from sync.store.snapshots import fields_hash
 
 log = structlog.get_logger("contactsync.engine")
 
-ProgressFn = Callable[[str, str, int], None]  # (phase "pull"|"push", connection, n)
+# (phase, connection, n): phase "pull" or "push" counts n more records done; "pull_total" says
+# the pull of that connection expects n records in all (when the platform reports a total).
+ProgressFn = Callable[[str, str, int], None]
 
 
 @dataclass
@@ -398,6 +400,7 @@ class CycleRunner:
                     full=full,
                     stop=stop,
                     progress=None if progress is None else (lambda conn, n: progress("pull", conn, n)),
+                    total=None if progress is None else (lambda conn, n: progress("pull_total", conn, n)),
                     io=io,
                     deletes=DeleteLimits(self.config.deletes.max_share, self.config.deletes.max_count),
                 )

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from sync.commands.common import open_store
+from sync.commands.tables import Column, describe_cursor, fit_table
 from sync.config import Config
 from sync.store import Store
 from sync.store.models import OutboxStatus
@@ -145,7 +145,7 @@ def last_errors(store: Store, names: list[str], *, look_back: int = 50) -> dict[
 
 def show(config: Config, *, as_json: bool = False, console: Console | None = None) -> dict[str, Any]:
     """Print the status."""
-    console = console or Console()
+    console = console or Console(width=_width())
     store = open_store(config)
     try:
         data = collect(config, store)
@@ -163,34 +163,42 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
         )
     else:
         console.print("no run yet")
-    table = Table(
-        "connection",
-        "records",
-        "linked",
-        "deleted",
-        "held",
-        "pending",
-        "in flight",
-        "failed",
-        "excluded",
-        "quarantined",
-        "cursor",
-    )
-    for name, c in data["connections"].items():
-        table.add_row(
+    # Most important first; on a narrow terminal the lowest ranks are left out (--json has all).
+    columns = [
+        Column("connection", wrap=True, keep=True, min_wrap=10),
+        Column("records", justify="right", keep=True),
+        Column("pending", justify="right", keep=True),
+        Column("failed", justify="right", keep=True),
+        Column("excluded", justify="right", rank=4),
+        Column("held", justify="right", rank=5),
+        Column("in flight", justify="right", rank=3),
+        Column("linked", justify="right", rank=2),
+        Column("deleted", justify="right", rank=1),
+        Column("quarantined", justify="right", rank=0),
+    ]
+    rows = [
+        [
             f"{name} ({c['platform']})" + ("" if c["enabled"] else " [disabled]"),
-            str(c["records"]),
-            str(c["linked"]),
-            str(c["deleted"]),
-            str(c["held_deletes"]),
-            str(c["pending"]),
-            str(c["in_flight"]),
-            str(c["failed"]),
-            str(c["excluded"]),
-            str(c["quarantined"]),
-            json.dumps(c["cursor"], default=str) if c["cursor"] else "-",
-        )
-    console.print(table)
+            *(
+                str(c[k])
+                for k in (
+                    "records",
+                    "pending",
+                    "failed",
+                    "excluded",
+                    "held_deletes",
+                    "in_flight",
+                    "linked",
+                    "deleted",
+                    "quarantined",
+                )
+            ),
+        ]
+        for name, c in data["connections"].items()
+    ]
+    console.print(fit_table(columns, rows, console=console))
+    for name, c in data["connections"].items():
+        console.print(f"  {name} cursor: {describe_cursor(c['cursor'], c['checkpoint'])}", highlight=False)
     for name, c in data["connections"].items():
         if c["last_error"]:
             console.print(f"  [red]last error[/] {name}: {c['last_error']}", highlight=False)
@@ -229,3 +237,12 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
     for r in data["reviews"]:
         console.print(f"  {r['kind']} #{r['id']} {r['key']}: {r['detail']}", highlight=False)
     return data
+
+
+def _width() -> int | None:
+    """The console width: the terminal's, or 80 columns off a terminal (pipes, files, tests)."""
+    import sys
+
+    from sync.commands.tables import DEFAULT_WIDTH
+
+    return None if sys.stdout.isatty() else DEFAULT_WIDTH
