@@ -176,8 +176,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(old)
     handler = _StderrHandler()
-    handler.setLevel(numeric)  # after _DemoteChatter: a demoted INFO line is dropped below DEBUG
-    handler.addFilter(_DemoteChatter())
+    handler.setLevel(numeric)  # a line _DemoteChatter moved to DEBUG is dropped here below DEBUG
     handler.addFilter(_RedactingFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -186,6 +185,10 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
         )
     )
     root.addHandler(handler)
+    for name in _CHATTY:  # on the loggers: their filters run before any handler's level check
+        chatty = logging.getLogger(name)
+        if not any(isinstance(f, _DemoteChatter) for f in chatty.filters):
+            chatty.addFilter(_DemoteChatter())
     logging.getLogger("httpx").setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.INFO)
     logging.getLogger("httpcore").setLevel(logging.INFO)  # its DEBUG is a socket trace
 
