@@ -118,7 +118,7 @@ def _ops_table(report: CycleReport) -> Table:
                 str(push.failed if push else 0),
             ]
         )
-    return fit_table(columns, rows)
+    return fit_table(columns, rows, hint=None)
 
 
 def _person_name(fields: Mapping[str, Any]) -> str:

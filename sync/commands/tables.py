@@ -44,6 +44,7 @@ def fit_table(
     width: int | None = None,
     console: Console | None = None,
     title: str | None = None,
+    hint: str | None = "--json has them",
 ) -> Table:
     """A rich Table of ``rows`` no wider than ``width`` (default: the console's width, at most
     :data:`DEFAULT_WIDTH` off a terminal)."""
@@ -61,6 +62,7 @@ def fit_table(
         return total
 
     dropped: list[str] = []
+    empty: list[str] = []
     while needed(kept) > width:
         droppable = [i for i in kept if not columns[i].keep]
         if not droppable:
@@ -68,8 +70,13 @@ def fit_table(
         # Columns with nothing to say (every cell 0 or empty) go first, then by rank.
         victim = min(droppable, key=lambda i: (not _blank(rows, i), columns[i].rank, -i))
         kept.remove(victim)
-        dropped.append(columns[victim].header)
-    caption = f"left out to fit {width} columns: {', '.join(dropped)} (--json has them)" if dropped else None
+        (empty if _blank(rows, victim) else dropped).append(columns[victim].header)
+    notes = []
+    if empty:
+        notes.append(f"not shown, all zero: {', '.join(empty)}")
+    if dropped:
+        notes.append(f"left out to fit {width} columns: {', '.join(dropped)}" + (f" ({hint})" if hint else ""))
+    caption = "; ".join(notes) or None
     table = Table(title=title, caption=caption, width=None, expand=False)
     for i in kept:
         col = columns[i]

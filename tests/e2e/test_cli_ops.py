@@ -214,7 +214,7 @@ def test_fit_table_wraps_then_drops_but_never_cuts_a_header() -> None:
     from rich.console import Console
 
     columns = [Column("connection", keep=True, wrap=True), *(Column(f"column {i}", rank=i) for i in range(12))]
-    rows = [["a very long connection name (gohighlevel)", *(str(i) for i in range(12))]]
+    rows = [["a very long connection name (gohighlevel)", *(str(i + 1) for i in range(12))]]
     console = Console(width=80, record=True)
     console.print(fit_table(columns, rows, console=console))
     text = console.export_text()
