@@ -333,7 +333,8 @@ if _os.environ.get("BENCH_METRICS_PORT"):  # /metrics of this engine process, li
     from starlette.applications import Starlette
     from sync.metrics import metrics_routes
     _server = uvicorn.Server(uvicorn.Config(Starlette(routes=metrics_routes(store, config)), host="127.0.0.1",
-                                            port=int(_os.environ["BENCH_METRICS_PORT"]), log_level="warning"))
+                                            port=int(_os.environ["BENCH_METRICS_PORT"]), log_level="warning",
+                                            log_config=None))
     threading.Thread(target=_server.run, daemon=True).start()
 import time
 t0, cpu0 = time.monotonic(), time.process_time()

@@ -200,6 +200,12 @@ def _library_logger(logger: Any, method: str, event: MutableMapping[str, Any]) -
     return event
 
 
+#: Pass to ``uvicorn.Config`` / ``uvicorn.run`` as ``log_config``: None keeps uvicorn from
+#: installing its own handlers (which do not propagate), so its records reach the root handler
+#: configured here and share the one format.
+UVICORN_LOG_CONFIG: None = None
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger bound with ``logger_name=name``."""
     return structlog.get_logger(name, logger_name=name)  # lazy: uses the configuration in force when used

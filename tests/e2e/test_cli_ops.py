@@ -239,17 +239,23 @@ def test_describe_cursor_in_words() -> None:
 def test_library_logs_share_the_json_format_and_requests_are_debug(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sync.logs import configure_logging
+    import uvicorn
+
+    from sync.logs import UVICORN_LOG_CONFIG, configure_logging
 
     configure_logging("INFO", "json")
+    uvicorn.Config(lambda *a: None, log_config=UVICORN_LOG_CONFIG, log_level="info")  # as a server would
     logging.getLogger("apscheduler.scheduler").info("Scheduler started")
     logging.getLogger("alembic.runtime.migration").warning("a migration note")
+    logging.getLogger("uvicorn.error").info("Uvicorn running")
+    logging.getLogger("uvicorn.access").info('127.0.0.1 - "GET /metrics HTTP/1.1" 200')
     seed_overlap(world)
     world.cycle()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     parsed = [json.loads(line) for line in lines]  # every line is JSON, libraries' included
     events = {p["event"] for p in parsed}
-    assert "Scheduler started" in events and "a migration note" in events
+    assert {"Scheduler started", "a migration note", "Uvicorn running"} <= events
+    assert not any("GET /metrics" in str(e) for e in events)  # the access log is DEBUG
     assert any(p.get("logger_name") == "apscheduler.scheduler" for p in parsed)
     assert not any(str(p["event"]).startswith("HTTP Request") for p in parsed)
     configure_logging("DEBUG", "json")
