@@ -51,6 +51,12 @@ class _Bars:
         if task is not None:
             self.progress.advance(task, n)
 
+    def finish(self) -> None:
+        """At the end, a bar without a total (a push; a lookup-only pull) ends full at its count."""
+        for task in self.progress.tasks:
+            if task.total is None or task.total < task.completed:
+                self.progress.update(task.id, total=task.completed)
+
 
 def backfill(
     config: Config,
@@ -104,6 +110,8 @@ def backfill(
                 replan=replan,
                 stop=stop,
             )
+            if report.status == "ok":
+                bars.finish()
         if as_json:
             console.print_json(json.dumps(report_json(report), default=str))
         else:
