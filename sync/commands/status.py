@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from sync.commands.common import open_store
-from sync.commands.tables import Column, describe_cursor, fit_table
+from sync.commands.tables import Column, ago, describe_cursor, fit_table
 from sync.config import Config
 from sync.store import Store
 from sync.store.models import OutboxStatus
@@ -61,6 +61,11 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
                 for q in store.staging.quarantined(name)[-detail:]
             ],
             "cursor": st.cursor if st else None,
+            "cursor_text": (
+                "lookup only: this platform has no listing to pull"
+                if _lookup_only(config.connections[name].platform)
+                else describe_cursor(st.cursor if st else None, st.checkpoint if st else None)
+            ),
             "checkpoint": st.checkpoint if st else None,
             "last_pull": last_pull,
             "pending": c.get(OutboxStatus.PENDING.value, 0),
@@ -158,7 +163,7 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
     if data["last_runs"]:
         r = data["last_runs"][0]
         console.print(
-            f"last run #{r['id']} {r['kind']} of {r['profile']}: {r['status']} (started {r['started_at']})"
+            f"last run #{r['id']} {r['kind']} of {r['profile']}: {r['status']} (started {ago(r['started_at'])})"
             + (f" error: {r['error']}" if r["error"] else "")
         )
     else:
@@ -198,7 +203,7 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
     ]
     console.print(fit_table(columns, rows, console=console))
     for name, c in data["connections"].items():
-        console.print(f"  {name} cursor: {describe_cursor(c['cursor'], c['checkpoint'])}", highlight=False)
+        console.print(f"  {name} cursor: {c['cursor_text']}", highlight=False)
     for name, c in data["connections"].items():
         if c["last_error"]:
             console.print(f"  [red]last error[/] {name}: {c['last_error']}", highlight=False)
@@ -246,3 +251,14 @@ def _width() -> int | None:
     from sync.commands.tables import DEFAULT_WIDTH
 
     return None if sys.stdout.isatty() else DEFAULT_WIDTH
+
+
+def _lookup_only(platform: str) -> bool:
+    """Whether the platform's connector can only look contacts up (DM Champ): no cursor."""
+    from connectors.base import PullMode
+    from connectors.registry import connector_class
+
+    try:
+        return bool(connector_class(platform).capabilities.pull_mode == PullMode.LOOKUP_ONLY)
+    except Exception:  # noqa: BLE001 - an unknown platform is reported elsewhere
+        return False
