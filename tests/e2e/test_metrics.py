@@ -122,3 +122,34 @@ def test_the_registry_is_not_the_global_one() -> None:
 
     assert metrics.REGISTRY is not GLOBAL
     assert "contactsync_runs_total" not in {m.name for m in GLOBAL.collect()}
+
+
+def test_readiness_window_follows_the_schedule(world: World) -> None:
+    from sync.config import ProfileConfig, ScheduleConfig
+    from sync.metrics import schedule_interval_s
+
+    cfg = world.config.model_copy(
+        update={
+            "profiles": {
+                "every5": ProfileConfig(schedule=ScheduleConfig(cron="*/5 * * * *")),
+                "every90s": ProfileConfig(schedule=ScheduleConfig(interval_seconds=90)),
+            }
+        }
+    )
+    assert schedule_interval_s(cfg, "every5") == 300
+    assert schedule_interval_s(cfg, "every90s") == 90
+    reasons = readiness(world.store, cfg)
+    assert len(reasons) == 2 and all("has not finished a run yet" in r for r in reasons)
+
+
+def test_readiness_goes_stale_after_twice_the_interval(world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    world.cycle()  # nothing seeded: an ok cycle
+    last = world.store.health.snapshot().last_run["default"]
+    if last.status != "ok":
+        return
+    assert readiness(world.store, world.config) == []
+    later = datetime.now(UTC) + timedelta(seconds=2 * 300 + 5)  # the default profile: every 300 s
+    (reason,) = readiness(world.store, world.config, now=later)
+    assert "no successful run in the last 600s" in reason
