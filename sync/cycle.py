@@ -50,7 +50,9 @@ from sync.store.snapshots import fields_hash
 log = structlog.get_logger("contactsync.engine")
 
 # (phase, connection, n): phase "pull" or "push" counts n more records done; "pull_total" says
-# the pull of that connection expects n records in all (when the platform reports a total).
+# the pull of that connection expects n records in all (when the platform reports a total);
+# "push_total", once planning is done, how many writes the plan queued there (an estimate: rows
+# left from earlier runs are sent too).
 ProgressFn = Callable[[str, str, int], None]
 
 
@@ -349,6 +351,9 @@ class CycleRunner:
                     skip=failed_pulls,
                 )
                 timed("plan")
+                if progress is not None and report.plan is not None:  # the push bars' totals
+                    for conn, ops in report.plan.summary().items():
+                        progress("push_total", conn, sum(n for k, n in ops.items() if k != "exclude"))
             finally:
                 # Whatever planning did, the slices it committed are sent before the cycle ends.
                 feed.notify(finished=True)

@@ -41,8 +41,8 @@ class _Bars:
             self.tasks[("push", name)] = progress.add_task(f"push {name}", total=None)
 
     def __call__(self, phase: str, connection: str, n: int) -> None:
-        if phase == "pull_total":  # the platform reported how many records the pull will list
-            task = self.tasks.get(("pull", connection))
+        if phase in ("pull_total", "push_total"):  # the platform's count, or the plan's writes
+            task = self.tasks.get((phase.removesuffix("_total"), connection))
             if task is not None:
                 done = self.progress.tasks[task].completed
                 self.progress.update(task, total=max(n, int(done)))
