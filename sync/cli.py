@@ -121,11 +121,16 @@ def db_upgrade(config: Path = ConfigOpt) -> None:
 
 
 @config_app.command("check")
-def config_check(config: Path = ConfigOpt) -> None:
-    """Validate a config file and print what it will sync."""
+def config_check(config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Validate a config file and print what it will sync (offline; `contactsync check` connects)."""
     from sync.config import summarize
 
     cfg = _load(config)
+    if as_json:  # secrets (and the store URL, which may hold a password) print as **********
+        import json
+
+        typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2, default=str))
+        return
     typer.echo(summarize(cfg))
 
 

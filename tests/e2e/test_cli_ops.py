@@ -204,10 +204,14 @@ def test_reports_fit_80_columns_and_speak_json(world: World) -> None:
     assert conflicts.exit_code == 0
     assert all(len(line) <= 80 for line in conflicts.stdout.splitlines())
     assert "candidates" in conflicts.stdout and "decision" in conflicts.stdout
-    for args in (["status"], ["conflicts", "--all"], ["deletes", "list"], ["plan"]):
+    for args in (["status"], ["conflicts", "--all"], ["deletes", "list"], ["plan"], ["config", "check"]):
         result = runner.invoke(app, [*args, "-c", cfg, "--json"])
         assert result.exit_code in (0, 5), (args, result.output)
         json.loads(result.stdout)
+    dumped = runner.invoke(app, ["config", "check", "-c", cfg, "--json"]).stdout
+    for emulator in world.emulators.values():
+        for secret in emulator.credentials.values():
+            assert str(secret) not in dumped
 
 
 def test_fit_table_wraps_then_drops_but_never_cuts_a_header() -> None:
