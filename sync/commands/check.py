@@ -103,7 +103,7 @@ def _skew(headers: httpx.Headers, sent: float, answered: float) -> float | None:
     return round((server - local).total_seconds(), 1)
 
 
-async def check_connection(
+async def check_one(
     config: Config, name: str, *, transport: httpx.AsyncBaseTransport | None = None, timeout_s: float = 10.0
 ) -> CheckResult:
     """Check one connection (``transport``: tests pass an emulator's)."""
@@ -158,7 +158,7 @@ async def check_all(
 ) -> list[CheckResult]:
     """Check ``names`` concurrently."""
     transports = transports or {}
-    return list(await asyncio.gather(*(check_connection(config, n, transport=transports.get(n)) for n in names)))
+    return list(await asyncio.gather(*(check_one(config, n, transport=transports.get(n)) for n in names)))
 
 
 def check(
@@ -229,4 +229,4 @@ def _print(results: list[CheckResult], console: Console) -> None:
             console.print(f"    {r.verdict()}: {r.problem}", highlight=False)
 
 
-__all__: list[str] = ["CheckResult", "check", "check_all", "check_connection"]
+__all__: list[str] = ["CheckResult", "check", "check_all", "check_one"]

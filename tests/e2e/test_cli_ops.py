@@ -127,6 +127,25 @@ def test_corrupt_sqlite_store_is_one_paragraph_and_exit_6(world: World, store_ki
     assert verbose.exit_code == 6 and "Traceback" in verbose.stderr
 
 
+def test_locked_sqlite_store_exits_6(world: World, store_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    if store_kind != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL has no whole-store write lock")
+    monkeypatch.setattr("sync.store.connect.SQLITE_BUSY_TIMEOUT_MS", 200)
+    database = world.store.engine.url.database
+    assert database
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        result = runner.invoke(app, ["backfill", "-c", str(world.config_path)])
+    finally:
+        holder.close()
+    assert result.exit_code == 6, result.output
+    _no_traceback(result)
+    assert "is locked" in result.stderr
+
+
 def _pg_server() -> str | None:
     url = os.environ.get("CONTACTSYNC_TEST_DATABASE_URL")
     if url and url.startswith("postgresql"):
