@@ -328,6 +328,14 @@ import os as _os
 if _os.environ.get("BENCH_SWITCH"): sys.setswitchinterval(float(_os.environ["BENCH_SWITCH"]))
 config = load_config(sys.argv[1])
 store = Store.open(config.store_url)
+if _os.environ.get("BENCH_METRICS_PORT"):  # /metrics of this engine process, live during the run
+    import threading, uvicorn
+    from starlette.applications import Starlette
+    from sync.metrics import metrics_routes
+    _server = uvicorn.Server(uvicorn.Config(Starlette(routes=metrics_routes(store, config)), host="127.0.0.1",
+                                            port=int(_os.environ["BENCH_METRICS_PORT"]), log_level="warning",
+                                            log_config=None))
+    threading.Thread(target=_server.run, daemon=True).start()
 import time
 t0, cpu0 = time.monotonic(), time.process_time()
 run = lambda: CycleRunner(config, store, chunk_size=256).run("default", kind=sys.argv[2], full=sys.argv[2] == "backfill")
@@ -338,6 +346,11 @@ if len(sys.argv) > 3:  # a profile of the engine process, to this file
     prof.dump_stats(sys.argv[3])
 else:
     report = run()
+if _os.environ.get("BENCH_METRICS_DIR"):  # the scrape at the end of the run, for the record
+    from prometheus_client import generate_latest
+    from sync.metrics import build_registry
+    _path = _os.path.join(_os.environ["BENCH_METRICS_DIR"], sys.argv[2] + "-" + str(_os.getpid()) + ".prom")
+    open(_path, "wb").write(generate_latest(build_registry(store, config)))
 store.close()
 wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
 print(json.dumps({"status": report.status, "timings": report.timings, "error": report.error, "wall_s": wall,
@@ -381,8 +394,20 @@ def main() -> None:
         default=REPO,
         help="run the engine from this source tree (e.g. an export of another branch, for A/B)",
     )
+    ap.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve each engine run's /metrics on 127.0.0.1:PORT while it runs (curl it to watch)",
+    )
+    ap.add_argument("--metrics-dir", type=Path, default=None, help="write each engine run's final scrape here")
     args = ap.parse_args()
     src = args.engine_src.resolve()
+    if args.metrics_port:
+        os.environ["BENCH_METRICS_PORT"] = str(args.metrics_port)
+    if args.metrics_dir:
+        args.metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["BENCH_METRICS_DIR"] = str(args.metrics_dir.resolve())
 
     configure_logging("WARNING", "json")
     n = args.contacts

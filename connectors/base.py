@@ -96,7 +96,7 @@ class RawRecord:
 class Page:
     """A page of pulled records and the cursor to resume *after* this page.
 
-    ``cursor`` is plain JSON (stored as-is in the ``cursors`` table). ``complete`` is set on
+    ``cursor`` is plain JSON (stored as-is in the ``cursors`` table); ``total`` is optional. ``complete`` is set on
     the last page of a pull; when ``full_scan`` is also set, every live record was returned
     by this pull, so a record not seen may be treated as deleted (deletion detection).
     """
@@ -105,6 +105,9 @@ class Page:
     cursor: JSON
     complete: bool = False
     full_scan: bool = False
+    #: How many records the whole pull is expected to list, when the platform says (GoHighLevel's
+    #: search ``total``, Comm100's ``total``, Acquire's count): progress bars show it with an ETA.
+    total: int | None = None
 
 
 @dataclass

@@ -650,7 +650,13 @@ def serve(
     servers = [
         _Server(
             uvicorn.Config(
-                s.emulator.app, host=host, port=s.port, log_level="warning", lifespan="off", access_log=False
+                s.emulator.app,
+                host=host,
+                port=s.port,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                log_config=None,  # uvicorn's records go to the root logger: the process's one format
             )
         )
         for s in served

@@ -319,6 +319,8 @@ class RateBudget:
         self._slots: deque[list[float]] = deque()  # [stamp]; mutable so release() can move it
         self._lock = asyncio.Lock()
         self.waited_s = 0.0
+        #: Called with each wait's length (the client reports it to the HTTP observers).
+        self.on_wait: Callable[[float], None] | None = None
 
     def _window(self) -> float:
         assert self.limit is not None
@@ -351,6 +353,8 @@ class RateBudget:
                 else:
                     wait = max(oldest + self._window() - now, 0.0005)
                 self.waited_s += wait
+                if self.on_wait is not None:
+                    self.on_wait(wait)
                 if await pause(wait, stop):
                     raise Stopped("stopped while waiting for the rate budget")
 
@@ -373,6 +377,56 @@ class RateBudget:
         missing = server_used - len(self._slots)
         for _ in range(max(0, min(missing, self.limit.requests))):
             self._slots.append([now])
+
+
+# --------------------------------------------------------------------------- observers
+
+
+class HttpObserver:
+    """Told about every response and every rate-limit wait of every :class:`HttpClient` (the
+    engine's metrics subscribe with :func:`add_http_observer`). Connectors stay free of the
+    engine: this is the whole interface. Methods must be cheap and must not raise."""
+
+    def on_response(self, connection: str, platform: str, status: str) -> None:
+        """A request ended: ``status`` is the HTTP status code as text, or the transport
+        failure's class name (``ConnectError``, ``TimeoutError``...)."""
+
+    def on_rate_wait(self, connection: str, platform: str, seconds: float) -> None:
+        """The client waited ``seconds`` for the rate budget or for a 429's Retry-After."""
+
+
+_observers: tuple[HttpObserver, ...] = ()
+
+
+def add_http_observer(observer: HttpObserver) -> None:
+    """Subscribe ``observer`` to every client's responses and waits (idempotent)."""
+    global _observers
+    if observer not in _observers:
+        _observers = (*_observers, observer)
+
+
+def remove_http_observer(observer: HttpObserver) -> None:
+    """Unsubscribe ``observer`` (no-op when it was not subscribed)."""
+    global _observers
+    _observers = tuple(o for o in _observers if o is not observer)
+
+
+def _notify_response(connection: str, platform: str, status: str) -> None:
+    for o in _observers:
+        try:
+            o.on_response(connection, platform, status)
+        except Exception:  # noqa: BLE001 - an observer never breaks a request
+            log.debug("http.observer_failed", exc_info=True)
+
+
+def _notify_wait(connection: str, platform: str, seconds: float) -> None:
+    if seconds <= 0:
+        return
+    for o in _observers:
+        try:
+            o.on_rate_wait(connection, platform, seconds)
+        except Exception:  # noqa: BLE001
+            log.debug("http.observer_failed", exc_info=True)
 
 
 # --------------------------------------------------------------------------- hooks + client
@@ -484,6 +538,7 @@ class HttpClient:
         self.platform = hooks.platform or settings.name
         self.stats = ClientStats()
         self.budget = RateBudget(settings.rate_limit or default_rate_limit)
+        self.budget.on_wait = lambda seconds: _notify_wait(settings.name, self.platform, seconds)
         #: The run's stop event (see :meth:`Connector.bind_stop`): waits wake on it and no
         #: request is sent once it is set.
         self.stop: asyncio.Event | None = None
@@ -644,6 +699,8 @@ class HttpClient:
                 raise RemoteUnavailable(f"{where}: {failure} after {attempt + 1} attempts")
             sleep = wait if wait is not None else self.backoff(attempt)
             self.stats.retries += 1
+            if failure == "HTTP 429":
+                _notify_wait(self.settings.name, self.platform, sleep)
             log.info(
                 "http.retry",
                 platform=self.platform,
@@ -678,8 +735,12 @@ class HttpClient:
                 response = await asyncio.wait_for(
                     self._client.request(method, path, **kwargs), timeout=self.settings.timeout_s
                 )
+            except Exception as exc:
+                _notify_response(self.settings.name, self.platform, type(exc).__name__)
+                raise
             finally:
                 self.budget.release(slot)
+            _notify_response(self.settings.name, self.platform, str(response.status_code))
             obs = self.hooks.rate_headers(response)
             if obs is not None:
                 self.budget.observe(obs)

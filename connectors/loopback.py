@@ -55,7 +55,14 @@ class LoopbackEmulators:
             self._loop = asyncio.get_running_loop()
             tasks = []
             for name, emulator in self.emulators.items():
-                config = uvicorn.Config(emulator.app, log_level="error", lifespan="off", access_log=False)
+                config = uvicorn.Config(
+                    # log_config=None: uvicorn's records go to the root logger (one log format)
+                    emulator.app,
+                    log_level="error",
+                    lifespan="off",
+                    access_log=False,
+                    log_config=None,
+                )
                 server = uvicorn.Server(config)
                 self._servers.append(server)
                 tasks.append(asyncio.create_task(server.serve(sockets=[self._sockets[name]])))

@@ -239,6 +239,12 @@ class PullKind(Connector):
         return checked
 
 
+def _total(page: FetchedPage) -> int | None:
+    """The record count a page reports for its whole listing (``extra["total"]``), if any."""
+    total = page.extra.get("total")
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
 class FullScanPull(PullKind):
     """List everything every time. Hooks: :meth:`fetch_page`, ``first_page`` (the token of
     the first page), and optionally :meth:`page_after` / ``read_ahead_pages`` to request pages
@@ -290,8 +296,9 @@ class FullScanPull(PullKind):
                 check.page(page)
                 for record in page.records:
                     check.record(record)
+                total = latest[-1] if latest else None
                 if page.next_token is not None:
-                    yield Page(page.records, {"next_page": page.next_token})
+                    yield Page(page.records, {"next_page": page.next_token}, total=total)
                     continue
                 full = not resumed and check.stable
                 if not full and not resumed:
@@ -306,6 +313,7 @@ class FullScanPull(PullKind):
                     {"next_page": None, "completed_at": datetime.now(UTC).isoformat()},
                     complete=True,
                     full_scan=full,
+                    total=total,
                 )
         finally:
             await pages.aclose()
@@ -378,14 +386,16 @@ class SortedScanPull(_SinceCursor):
                     keep.append(record)
                     check.record(record)
                     high = self._newest(high, record)
+                total = _total(page)
                 if not stopped and page.next_token is not None:
-                    yield Page(keep, dict(old_cursor))
+                    yield Page(keep, dict(old_cursor), total=total)
                     continue
                 yield Page(
                     keep,
                     {self.cursor_key: self.format_time(high)} if high else dict(old_cursor),
                     complete=True,
                     full_scan=since is None and not stopped and check.stable,
+                    total=total,
                 )
                 return
         finally:
@@ -418,6 +428,7 @@ class ChangeFeedPull(_SinceCursor):
                 cursor={self.cursor_key: self.format_time(high)} if high else {},
                 complete=page.next_token is None,
                 full_scan=False,
+                total=_total(page),
             )
 
 

@@ -1,10 +1,15 @@
 """The ``contactsync`` command line. Each command is a thin shell over a module that does the
-work, so the modules are testable without the CLI.
+work, so the modules are testable without the CLI. Results go to stdout, logs and progress to
+stderr. An ordinary mistake ends in one paragraph that says what happened and what to do, never
+a traceback (``-v`` adds it).
 
-Exit codes (README, "Exit codes"): 0 ok, 1 run failed, 2 bad configuration or usage, 3 store
-out of date, 4 skipped (another process holds the profile), 5 partial (the run finished but
-something was left undone: a pull failed, a breaker opened, deletes were held, writes failed
-or were deferred — ``contactsync status`` says what), 130 interrupted (Ctrl-C, SIGTERM)."""
+Exit codes (README, "Exit codes"): 0 ok, 1 run failed (or an unexpected error), 2 bad
+configuration or usage, 3 store out of date, 4 skipped (another process holds the profile),
+5 partial (the run finished but something was left undone: a pull failed, a breaker opened,
+deletes were held, writes failed or were deferred — ``contactsync status`` says what), 6 the
+store cannot be used (corrupt or locked SQLite file, missing PostgreSQL database, server down),
+7 a platform is unreachable or refuses the credentials (``check``), 130 interrupted (Ctrl-C,
+SIGTERM)."""
 
 from __future__ import annotations
 
@@ -16,13 +21,19 @@ import typer
 if TYPE_CHECKING:
     from sync.config import Config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Bidirectional contact sync.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Bidirectional contact sync.",
+    pretty_exceptions_enable=False,  # an unexpected error is one paragraph (-v: a plain traceback)
+)
 db_app = typer.Typer(no_args_is_help=True, help="The staging store.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_SKIPPED, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+EXIT_STORE_UNAVAILABLE, EXIT_PLATFORM = 6, 7
 RUN_EXIT_CODES = {
     "ok": EXIT_OK,
     "failed": EXIT_FAILED,
@@ -41,6 +52,45 @@ deletes_app = typer.Typer(no_args_is_help=True, help="Deletes held by the mass-d
 app.add_typer(deletes_app, name="deletes")
 
 ConfigOpt = typer.Option(..., "-c", "--config", help="Path to the YAML configuration file.")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"contactsync {version('contactsync')}")
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree without install
+            typer.echo("contactsync (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Log warnings and errors only."),
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Log at DEBUG (every HTTP request) and show tracebacks on errors."
+    ),
+    log_format: str | None = typer.Option(
+        None, "--log-format", help="console or json (default: the config's logging.format; auto: JSON off a terminal)."
+    ),
+) -> None:
+    """Bidirectional contact sync. Global options go before the command: contactsync -v status -c FILE."""
+    from sync.commands.common import OPTIONS
+
+    if quiet and verbose:
+        typer.echo("usage error: -q and -v cannot be used together", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if log_format is not None and log_format not in ("console", "json", "auto"):
+        typer.echo(f"usage error: --log-format must be console or json, not {log_format!r}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    OPTIONS.level = "DEBUG" if verbose else ("WARNING" if quiet else None)
+    OPTIONS.fmt = log_format
+    OPTIONS.verbose = verbose
 
 
 def _load(config: Path) -> Config:
@@ -57,19 +107,30 @@ def _load(config: Path) -> Config:
 @db_app.command("upgrade")
 def db_upgrade(config: Path = ConfigOpt) -> None:
     """Apply the store's migrations (creates the store if needed)."""
+    from sync.commands.common import remember_store, setup_logging
     from sync.store.migrate import upgrade
 
     cfg = _load(config)
-    upgrade(cfg.store_url)
+    try:
+        setup_logging(cfg)
+        remember_store(cfg)
+        upgrade(cfg.store_url)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
     typer.echo(f"store is up to date: {cfg.store_url_display}")
 
 
 @config_app.command("check")
-def config_check(config: Path = ConfigOpt) -> None:
-    """Validate a config file and print what it will sync."""
+def config_check(config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Validate a config file and print what it will sync (offline; `contactsync check` connects)."""
     from sync.config import summarize
 
     cfg = _load(config)
+    if as_json:  # secrets (and the store URL, which may hold a password) print as **********
+        import json
+
+        typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2, default=str))
+        return
     typer.echo(summarize(cfg))
 
 
@@ -104,13 +165,33 @@ def emulate(
 
 
 def _fail(exc: Exception) -> None:
-    from sync.commands.common import CommandError, explain
+    """End a command that raised: a known failure as its paragraph and exit code; anything
+    else as one paragraph and exit 1. ``-v`` prints the traceback first."""
+    import traceback
 
-    exc = explain(exc) or exc  # a known failure (a locked SQLite store) as one paragraph
-    if isinstance(exc, CommandError):
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(exc.exit_code) from None
-    raise exc
+    from sync.commands.common import OPTIONS, explain
+    from sync.logs import redact_text
+
+    if isinstance(exc, typer.Exit):
+        raise exc
+    known = explain(exc)  # a locked, corrupt or missing store, an unknown profile...
+    if OPTIONS.verbose:
+        typer.echo(redact_text("".join(traceback.format_exception(exc))), err=True)
+    if known is not None:
+        typer.echo(str(known), err=True)
+        raise typer.Exit(known.exit_code) from None
+    first = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    hint = (
+        "report it, with the traceback above, if it persists"
+        if OPTIONS.verbose
+        else "run the command again with -v to see the traceback, and report it if it persists"
+    )
+    typer.echo(
+        f"unexpected error: {type(exc).__name__}" + (f": {first}" if first else "") + ". The command stopped "
+        f"there (a run it started is recorded as failed and the next one resumes); {hint}.",
+        err=True,
+    )
+    raise typer.Exit(EXIT_FAILED) from None
 
 
 @app.command()
@@ -121,10 +202,12 @@ def plan(
     replan: bool = typer.Option(False, "--replan", help="Plan every person, not only those that changed."),
 ) -> None:
     """Dry run: pull, match and reconcile, then print what a cycle would write."""
+    from sync.commands.common import check_profile
     from sync.commands.plan import plan as run_plan
 
     cfg = _load(config)
     try:
+        check_profile(cfg, profile)
         report = run_plan(cfg, profile=profile, as_json=as_json, replan=replan)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
@@ -138,10 +221,12 @@ def run(
     profile: str | None = typer.Option(None, "--profile", help="Run only this profile."),
 ) -> None:
     """The daemon: every sync profile on its schedule until SIGTERM/SIGINT."""
+    from sync.commands.common import check_profile
     from sync.commands.run import run_daemon
 
     cfg = _load(config)
     try:
+        check_profile(cfg, profile)
         raise typer.Exit(run_daemon(cfg, profile=profile))
     except typer.Exit:
         raise
@@ -160,13 +245,17 @@ def backfill(
         "--replan",
         help="Reconcile every person, not only those that changed (after editing mappings or policies).",
     ),
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Full pull, reconcile and push, with progress bars; resumable after an interruption."""
+    """Full pull, reconcile and push, with progress bars (stderr); resumable after an
+    interruption. The summary (or --json) goes to stdout."""
     from sync.commands.backfill import backfill as run_backfill
 
     cfg = _load(config)
     try:
-        report = run_backfill(cfg, connection=connection, dry_run=dry_run, profile=profile, replan=replan)
+        report = run_backfill(
+            cfg, connection=connection, dry_run=dry_run, profile=profile, replan=replan, as_json=as_json
+        )
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
         return
@@ -241,6 +330,7 @@ def conflicts(
     value: str | None = typer.Option(
         None, "--value", help="...with this value (JSON or plain text, checked against the field's type)."
     ),
+    as_json: bool = JsonOpt,
 ) -> None:
     """List conflicts, or resolve one by hand (--resolve ID --use CONNECTION | --value JSON)."""
     from sync.commands import conflicts as cmd
@@ -248,7 +338,7 @@ def conflicts(
     cfg = _load(config)
     try:
         if resolve is None:
-            cmd.list_conflicts(cfg, show_all=show_all)
+            cmd.list_conflicts(cfg, show_all=show_all, as_json=as_json)
         else:
             cmd.resolve(cfg, resolve, use=use, value=value)
     except Exception as exc:  # noqa: BLE001
@@ -332,6 +422,23 @@ def serve(
         raise typer.Exit(run_serve(cfg, host=host, port=port))
     except typer.Exit:
         raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command("check")
+def check_platforms(
+    config: Path = ConfigOpt,
+    connection: list[str] | None = typer.Option(None, "--connection", help="Only this connection (repeatable)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Connect to each platform with its credentials: reachability, authentication, rate-limit
+    headers and clock skew per connection (exit 7 when one fails). Writes nothing."""
+    from sync.commands.check import check
+
+    cfg = _load(config)
+    try:
+        check(cfg, connections=connection or None, as_json=as_json)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
 

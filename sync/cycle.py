@@ -36,6 +36,7 @@ from connectors.base import Capabilities, ConfigurationError, Connector, Connect
 from connectors.gohighlevel.oauth import NeedsReauth
 from connectors.http import QuotaExhausted
 from connectors.registry import connector_class
+from sync import metrics
 from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
 from sync.canonical import fields_to_json, is_empty
@@ -50,7 +51,11 @@ from sync.store.snapshots import fields_hash
 
 log = structlog.get_logger("contactsync.engine")
 
-ProgressFn = Callable[[str, str, int], None]  # (phase "pull"|"push", connection, n)
+# (phase, connection, n): phase "pull" or "push" counts n more records done; "pull_total" says
+# the pull of that connection expects n records in all (when the platform reports a total);
+# "push_total", once planning is done, how many writes the plan queued there (an estimate: rows
+# left from earlier runs are sent too).
+ProgressFn = Callable[[str, str, int], None]
 
 
 @dataclass
@@ -159,6 +164,7 @@ class CycleRunner:
         self.settings_overrides = {k: dict(v) for k, v in (settings or {}).items()}
         self.backoff = backoff or Backoff()
         self.chunk_size = chunk_size
+        metrics.install()  # the HTTP counters observe every connector this process makes
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -217,6 +223,7 @@ class CycleRunner:
         with self.store.profile_lock(profile) as lock:
             if not lock.held:
                 report = CycleReport(profile, kind, status="skipped", skipped="another process holds this profile")
+                metrics.record_run(profile, "skipped", 0.0)
                 log.info("run_skipped", profile=profile, kind=kind, reason=report.skipped)
                 return report
             # Under the lock no other process runs this profile: a run still "running" was
@@ -376,6 +383,9 @@ class CycleRunner:
                     skip=failed_pulls,
                 )
                 timed("plan")
+                if progress is not None and report.plan is not None:  # the push bars' totals
+                    for conn, ops in report.plan.summary().items():
+                        progress("push_total", conn, sum(n for k, n in ops.items() if k != "exclude"))
             finally:
                 # Whatever planning did, the slices it committed are sent before the cycle ends.
                 feed.notify(finished=True)
@@ -469,6 +479,7 @@ class CycleRunner:
                     full=full,
                     stop=stop,
                     progress=None if progress is None else (lambda conn, n: progress("pull", conn, n)),
+                    total=None if progress is None else (lambda conn, n: progress("pull_total", conn, n)),
                     io=io,
                     deletes=DeleteLimits(self.config.deletes.max_share, self.config.deletes.max_count),
                 )
@@ -509,6 +520,8 @@ class CycleRunner:
         )
 
     def _finish(self, report: CycleReport) -> None:
+        if report.kind != "plan":
+            metrics.record_run(report.profile, report.status, report.duration_s)
         counts = report.counts()
         if report.run_id is not None:
             status = report.status if report.status in ("ok", "partial", "failed", "interrupted") else "failed"

@@ -8,7 +8,9 @@
   registers its credentials when loaded) with ``***`` wherever it appears in an event, nested
   values and rendered exception text included, and masks whole values under keys that look like
   credentials (Authorization, apiKey, token, secret, password).
-* Standard-library logging (uvicorn, APScheduler, httpx) goes through the same redaction.
+* Standard-library logging (alembic, uvicorn, APScheduler, httpx) goes through the same
+  processors, redaction and renderer (structlog's ``ProcessorFormatter``): one format. httpx's
+  per-request INFO lines are demoted to DEBUG (shown with ``-v``).
 """
 
 from __future__ import annotations
@@ -83,14 +85,28 @@ def redact_processor(logger: Any, method: str, event: MutableMapping[str, Any]) 
 
 
 class _RedactingFilter(logging.Filter):
-    """Masks secrets in standard-library log records (message and exception text)."""
+    """Folds a standard-library record's arguments into its message and masks secrets there
+    (the exception, rendered later by the formatter's chain, is masked by :func:`redact_processor`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact_text(record.getMessage())
         record.args = None
-        if record.exc_info:
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
+        return True
+
+
+#: Libraries whose INFO lines are per-request chatter: shown only at DEBUG (``-v``).
+_CHATTY = {"httpx": logging.INFO, "httpcore": logging.INFO, "uvicorn.access": logging.INFO}
+
+
+class _DemoteChatter(logging.Filter):
+    """Moves the INFO lines of :data:`_CHATTY` libraries (httpx's "HTTP Request: GET ...", one
+    per call; uvicorn's access log) down to DEBUG, so the default log is not a request trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        top = record.name.split(".")[0]
+        limit = _CHATTY.get(record.name, _CHATTY.get(top))
+        if limit is not None and record.levelno <= limit:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return True
 
 
@@ -123,7 +139,11 @@ def _is_tty(stream: TextIO) -> bool:
 def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
     """Configure structlog (and stdlib logging) for the process. ``fmt``: ``auto`` (JSON
     unless stderr is a terminal), ``json`` or ``console``. ``secrets`` are registered for
-    redaction. Calling it again reconfigures (tests do)."""
+    redaction. Calling it again reconfigures (tests do).
+
+    Every library's records (alembic, apscheduler, httpx, uvicorn) go through the same
+    processors and renderer as our own events (structlog's ``ProcessorFormatter`` on the root
+    handler): one format, one redaction. httpx's per-request lines are DEBUG."""
     for secret in secrets:
         register_secret(secret)
     if fmt not in ("auto", "json", "console"):
@@ -137,27 +157,53 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
         if console
         else structlog.processors.JSONRenderer(default=str)
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,  # exceptions become text, so redaction sees them
+        redact_processor,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,  # exceptions become text, so redaction sees them
-            redact_processor,
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=_StderrLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()
     root.setLevel(numeric)
-    if not any(isinstance(f, _RedactingFilter) for h in root.handlers for f in h.filters):
-        handler = _StderrHandler()
-        handler.addFilter(_RedactingFilter())
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    handler = _StderrHandler()
+    handler.setLevel(numeric)  # a line _DemoteChatter moved to DEBUG is dropped here below DEBUG
+    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _library_logger, renderer],
+        )
+    )
+    root.addHandler(handler)
+    for name in _CHATTY:  # on the loggers: their filters run before any handler's level check
+        chatty = logging.getLogger(name)
+        if not any(isinstance(f, _DemoteChatter) for f in chatty.filters):
+            chatty.addFilter(_DemoteChatter())
+    logging.getLogger("httpx").setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.INFO)
+    logging.getLogger("httpcore").setLevel(logging.INFO)  # its DEBUG is a socket trace
+
+
+def _library_logger(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A library record's logger name under the key our own events use (``logger_name``)."""
+    if "logger" in event and "logger_name" not in event:
+        event["logger_name"] = event.pop("logger")
+    return event
+
+
+#: Pass to ``uvicorn.Config`` / ``uvicorn.run`` as ``log_config``: None keeps uvicorn from
+#: installing its own handlers (which do not propagate), so its records reach the root handler
+#: configured here and share the one format.
+UVICORN_LOG_CONFIG: None = None
 
 
 def get_logger(name: str) -> Any:

@@ -205,7 +205,7 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             next_token = None
             if len(contacts) >= self.page_size and not done:
                 next_token = _search_after(contacts[-1], records)
-            return FetchedPage(records, next_token, {"server_now": server_now(response)})
+            return FetchedPage(records, next_token, {"server_now": server_now(response), "total": total})
 
         return fetch
 

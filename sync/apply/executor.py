@@ -38,6 +38,7 @@ from connectors.base import (
 )
 from sync.apply.storethread import StoreThread
 from sync.canonical import FieldDict, fields_to_json
+from sync.metrics import record_write
 from sync.store.models import OutboxStatus, utcnow
 from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore, SendState
 
@@ -180,6 +181,18 @@ def _same_json(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return sorted(map(repr, a)) == sorted(map(repr, b))
     return bool(a == b)
+
+
+def _result_label(result: Completion | Failure) -> str:
+    """The ``writes_total`` result of one row: done, failed (the platform refused it), held,
+    or deferred (left pending or in flight for a later run)."""
+    if isinstance(result, Completion):
+        return "done"
+    if result.status == OutboxStatus.HELD.value:
+        return "held"
+    if result.status == OutboxStatus.FAILED.value:
+        return "failed"
+    return "deferred"
 
 
 class ConnectionApplier:
@@ -360,6 +373,11 @@ class ConnectionApplier:
             raise _Stop
 
     async def _guarded(self, item: OutboxItem, settling: bool) -> Completion | Failure:
+        result = await self._guarded_call(item, settling)
+        record_write(self.target.name, item.op, _result_label(result))
+        return result
+
+    async def _guarded_call(self, item: OutboxItem, settling: bool) -> Completion | Failure:
         async with self._sem:
             if self._stopping():
                 # Claimed but never sent: back to pending without counting an attempt (a row

@@ -4,6 +4,7 @@ backfill (the cursor checkpoint), and the push from the outbox."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -12,9 +13,17 @@ from types import FrameType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from sync.commands.common import CommandError, check_connection, open_store, setup_logging
+from sync.commands.common import CommandError, check_connection, check_profile, open_store, setup_logging
 from sync.config import Config
 from sync.cycle import CycleReport, CycleRunner
 from sync.plan.render import render_text
@@ -32,9 +41,21 @@ class _Bars:
             self.tasks[("push", name)] = progress.add_task(f"push {name}", total=None)
 
     def __call__(self, phase: str, connection: str, n: int) -> None:
+        if phase in ("pull_total", "push_total"):  # the platform's count, or the plan's writes
+            task = self.tasks.get((phase.removesuffix("_total"), connection))
+            if task is not None:
+                done = self.progress.tasks[task].completed
+                self.progress.update(task, total=max(n, int(done)))
+            return
         task = self.tasks.get((phase, connection))
         if task is not None:
             self.progress.advance(task, n)
+
+    def finish(self) -> None:
+        """At the end, a bar without a total (a push; a lookup-only pull) ends full at its count."""
+        for task in self.progress.tasks:
+            if task.total is None or task.total < task.completed:
+                self.progress.update(task.id, total=task.completed)
 
 
 def backfill(
@@ -46,10 +67,16 @@ def backfill(
     console: Console | None = None,
     engine: CycleRunner | None = None,
     replan: bool = False,
+    as_json: bool = False,
+    progress_console: Console | None = None,
 ) -> CycleReport:
-    """Run the backfill and print what it did; raises CommandError when it failed."""
-    console = console or Console(stderr=True)
+    """Run the backfill and print what it did (the summary, or with ``as_json`` the run as
+    JSON, on ``console``: stdout by default; the progress bars on ``progress_console``: stderr
+    by default, or ``console`` when only that is given); raises CommandError when it failed."""
+    progress_console = progress_console or console or Console(stderr=True)
+    console = console or Console()
     check_connection(config, connection)
+    check_profile(config, profile)
     setup_logging(config)
     own = engine is None
     engine = engine or CycleRunner(config, open_store(config))
@@ -62,11 +89,13 @@ def backfill(
             _stop_on_signals() as stop,
             Progress(
                 SpinnerColumn(),
-                TextColumn("{task.description:<24}"),
-                BarColumn(),
+                TextColumn("{task.description:<20}"),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=console,
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=progress_console,
                 transient=False,
             ) as progress,
         ):
@@ -81,9 +110,14 @@ def backfill(
                 replan=replan,
                 stop=stop,
             )
-        print_report(report, console)
-        if dry_run and report.plan is not None:
-            console.print(render_text(report.plan))
+            if report.status == "ok":
+                bars.finish()
+        if as_json:
+            console.print_json(json.dumps(report_json(report), default=str))
+        else:
+            print_report(report, console)
+            if dry_run and report.plan is not None:
+                console.print(render_text(report.plan))
         if report.status == "failed":
             raise CommandError(f"backfill failed: {report.error}", 1)
         return report
@@ -113,6 +147,20 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def report_json(report: CycleReport) -> dict[str, Any]:
+    """A run as plain JSON (``backfill --json``)."""
+    return {
+        "run_id": report.run_id,
+        "profile": report.profile,
+        "kind": report.kind,
+        "status": report.status,
+        "duration_s": report.duration_s,
+        "skipped": report.skipped,
+        "error": report.error,
+        "counts": report.counts(),
+    }
 
 
 def print_report(report: CycleReport, console: Console) -> None:

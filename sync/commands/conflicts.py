@@ -9,15 +9,33 @@ import json
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from sync.commands.common import CommandError, open_store
+from sync.commands.tables import Column, ago, fit_table
 from sync.config import Config
 from sync.fieldvalues import FieldValueError, parse_field_value
 from sync.store.status import ConflictRow
 
 
-def list_conflicts(config: Config, *, show_all: bool = False, console: Console | None = None) -> list[ConflictRow]:
+def conflict_json(r: ConflictRow) -> dict[str, Any]:
+    """One conflict as plain JSON (``conflicts --json``)."""
+    return {
+        "id": r.id,
+        "person": r.person_id,
+        "field": r.field,
+        "candidates": r.candidates,
+        "decision": r.decision,
+        "rule": r.rule,
+        "needs_review": r.needs_review,
+        "resolved_at": str(r.resolved_at) if r.resolved_at else None,
+        "resolved_by": r.resolved_by,
+        "created_at": str(r.created_at),
+    }
+
+
+def list_conflicts(
+    config: Config, *, show_all: bool = False, console: Console | None = None, as_json: bool = False
+) -> list[ConflictRow]:
     """Print conflicts: the ones needing review, or every one with ``show_all``."""
     console = console or Console()
     store = open_store(config)
@@ -25,17 +43,31 @@ def list_conflicts(config: Config, *, show_all: bool = False, console: Console |
         rows = store.status.conflicts(open_only=not show_all)
     finally:
         store.close()
+    if as_json:
+        console.print_json(json.dumps([conflict_json(r) for r in rows], default=str))
+        return rows
     if not rows:
         console.print("no conflicts" + ("" if show_all else " need review"))
         return rows
-    table = Table("id", "person", "field", "candidates", "decision", "rule", "state")
+    columns = [
+        Column("id", keep=True, justify="right"),
+        Column("person", keep=True, justify="right"),
+        Column("field", wrap=True, keep=True, min_wrap=8),
+        Column("candidates", wrap=True, keep=True, min_wrap=16),
+        Column("decision", wrap=True, keep=True, min_wrap=8),
+        Column("rule", wrap=True, rank=1, min_wrap=6),
+        Column("state", wrap=True, rank=0, min_wrap=8),
+    ]
+    table_rows = []
     for r in rows:
         cands = "\n".join(
-            f"{c.get('connection')}: {json.dumps(c.get('value'))} @ {c.get('updated_at')}" for c in r.candidates
+            f"{c.get('connection')}: {json.dumps(c.get('value'))}"
+            + (f" ({ago(c.get('updated_at'))})" if c.get("updated_at") else "")
+            for c in r.candidates
         )
         state = f"resolved by {r.resolved_by}" if r.resolved_at else ("needs review" if r.needs_review else "decided")
-        table.add_row(str(r.id), str(r.person_id), r.field, cands, json.dumps(r.decision), r.rule, state)
-    console.print(table)
+        table_rows.append([str(r.id), str(r.person_id), r.field, cands, json.dumps(r.decision), r.rule, state])
+    console.print(fit_table(columns, table_rows, console=console))
     return rows
 
 

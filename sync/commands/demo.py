@@ -25,6 +25,7 @@ from connectors.emulation import Emulator
 from connectors.loopback import LoopbackEmulators, emulator_config
 from connectors.registry import emulator_class
 from sync.canonical import members, to_json_value
+from sync.commands.tables import Column, fit_table
 from sync.config import load_config
 from sync.cycle import CycleReport, CycleRunner
 from sync.plan import OpKind
@@ -87,26 +88,37 @@ def _seed(emulators: Mapping[str, Emulator]) -> dict[str, list[str]]:
 
 
 def _ops_table(report: CycleReport) -> Table:
-    table = Table(
-        "connection", "created", "updated", "merged", "tagged", "deleted", "excluded", "write calls", "failed"
-    )
+    columns = [
+        Column("connection", keep=True),
+        Column("created", justify="right", rank=5),
+        Column("updated", justify="right", rank=6),
+        Column("merged", justify="right", rank=4),
+        Column("tagged", justify="right", rank=1),
+        Column("deleted", justify="right", rank=2),
+        Column("excluded", justify="right", rank=3),
+        Column("write calls", justify="right", keep=True),
+        Column("failed", justify="right", rank=0),
+    ]
     plan = report.plan
     summary = plan.summary() if plan else {}
+    rows = []
     for name in CONNECTIONS:
         ops = summary.get(name, {})
         push = report.applied.connections.get(name) if report.applied else None
-        table.add_row(
-            name,
-            str(ops.get(OpKind.CREATE.value, 0)),
-            str(ops.get(OpKind.UPDATE.value, 0)),
-            str(ops.get(OpKind.MERGE.value, 0)),
-            str(ops.get(OpKind.TAG.value, 0)),
-            str(ops.get(OpKind.DELETE.value, 0)),
-            str(ops.get(OpKind.EXCLUDE.value, 0)),
-            str(push.write_calls if push else 0),
-            str(push.failed if push else 0),
+        rows.append(
+            [
+                name,
+                str(ops.get(OpKind.CREATE.value, 0)),
+                str(ops.get(OpKind.UPDATE.value, 0)),
+                str(ops.get(OpKind.MERGE.value, 0)),
+                str(ops.get(OpKind.TAG.value, 0)),
+                str(ops.get(OpKind.DELETE.value, 0)),
+                str(ops.get(OpKind.EXCLUDE.value, 0)),
+                str(push.write_calls if push else 0),
+                str(push.failed if push else 0),
+            ]
         )
-    return table
+    return fit_table(columns, rows, hint=None)
 
 
 def _person_name(fields: Mapping[str, Any]) -> str:
@@ -117,7 +129,7 @@ def _person_name(fields: Mapping[str, Any]) -> str:
 
 def _show_matches(console: Console, store: Store) -> None:
     people = store.persons.with_records()
-    table = Table("person", "who", *CONNECTIONS)
+    rows = []
     for p in people:
         cells = []
         for conn in CONNECTIONS:
@@ -129,8 +141,13 @@ def _show_matches(console: Console, store: Store) -> None:
                 for r in recs
             )
             cells.append(text or "-")
-        table.add_row(str(p.person_id), _person_name(p.fields), *cells)
-    console.print(table)
+        rows.append([str(p.person_id), _person_name(p.fields), *cells])
+    columns = [
+        Column("person", keep=True, justify="right"),
+        Column("who", wrap=True, keep=True, min_wrap=14),
+        *(Column(c, wrap=True, keep=True, min_wrap=10) for c in CONNECTIONS),
+    ]
+    console.print(fit_table(columns, rows, console=console))
 
 
 def _show_conflicts(console: Console, report: CycleReport) -> None:
@@ -237,10 +254,9 @@ def run_demo(*, workdir: Path | None = None, port: int = 0, console: Console | N
                 console.print(_ops_table(cycle))
                 ada = _views(emulators, engine, "ada.lovelace@example.com", "+14155552671")
                 grace = _views(emulators, engine, "grace@navy.example", "+12125550100")
-                table = Table("platform", "Ada", "Grace")
-                for name in CONNECTIONS:
-                    table.add_row(name, str(ada.get(name, "-")), str(grace.get(name, "-")))
-                console.print(table)
+                columns = [Column("platform", keep=True), *(Column(h, wrap=True, keep=True) for h in ("Ada", "Grace"))]
+                rows = [[name, str(ada.get(name, "-")), str(grace.get(name, "-"))] for name in CONNECTIONS]
+                console.print(fit_table(columns, rows, console=console))
                 if len({str(v.get("company")) for v in ada.values() if "company" in v}) > 1:
                     console.print(
                         "  note: GoHighLevel's update API has no companyName (official spec, UpdateContactDto),\n"

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from sync.commands.common import open_store
+from sync.commands.tables import Column, ago, describe_cursor, fit_table
 from sync.config import Config
 from sync.store import Store
 from sync.store.models import OutboxStatus
@@ -63,6 +63,11 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
                 for q in store.staging.quarantined(name)[-detail:]
             ],
             "cursor": st.cursor if st else None,
+            "cursor_text": (
+                "lookup only: this platform has no listing to pull"
+                if _lookup_only(config.connections[name].platform)
+                else describe_cursor(st.cursor if st else None, st.checkpoint if st else None)
+            ),
             "checkpoint": st.checkpoint if st else None,
             "last_pull": last_pull,
             "pending": c.get(OutboxStatus.PENDING.value, 0),
@@ -172,7 +177,7 @@ def last_errors(store: Store, names: list[str], *, look_back: int = 50) -> dict[
 
 def show(config: Config, *, as_json: bool = False, console: Console | None = None) -> dict[str, Any]:
     """Print the status."""
-    console = console or Console()
+    console = console or Console(width=_width())
     store = open_store(config)
     try:
         data = collect(config, store)
@@ -185,39 +190,47 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
     if data["last_runs"]:
         r = data["last_runs"][0]
         console.print(
-            f"last run #{r['id']} {r['kind']} of {r['profile']}: {r['status']} (started {r['started_at']})"
+            f"last run #{r['id']} {r['kind']} of {r['profile']}: {r['status']} (started {ago(r['started_at'])})"
             + (f" error: {r['error']}" if r["error"] else "")
         )
     else:
         console.print("no run yet")
-    table = Table(
-        "connection",
-        "records",
-        "linked",
-        "deleted",
-        "held",
-        "pending",
-        "in flight",
-        "failed",
-        "excluded",
-        "quarantined",
-        "cursor",
-    )
-    for name, c in data["connections"].items():
-        table.add_row(
+    # Most important first; on a narrow terminal the lowest ranks are left out (--json has all).
+    columns = [
+        Column("connection", wrap=True, keep=True, min_wrap=10),
+        Column("records", justify="right", keep=True),
+        Column("pending", justify="right", keep=True),
+        Column("failed", justify="right", keep=True),
+        Column("excluded", justify="right", rank=4),
+        Column("held", justify="right", rank=5),
+        Column("in flight", justify="right", rank=3),
+        Column("linked", justify="right", rank=2),
+        Column("deleted", justify="right", rank=1),
+        Column("quarantined", justify="right", rank=0),
+    ]
+    rows = [
+        [
             f"{name} ({c['platform']})" + ("" if c["enabled"] else " [disabled]"),
-            str(c["records"]),
-            str(c["linked"]),
-            str(c["deleted"]),
-            str(c["held_deletes"]),
-            str(c["pending"]),
-            str(c["in_flight"]),
-            str(c["failed"]),
-            str(c["excluded"]),
-            str(c["quarantined"]),
-            json.dumps(c["cursor"], default=str) if c["cursor"] else "-",
-        )
-    console.print(table)
+            *(
+                str(c[k])
+                for k in (
+                    "records",
+                    "pending",
+                    "failed",
+                    "excluded",
+                    "held_deletes",
+                    "in_flight",
+                    "linked",
+                    "deleted",
+                    "quarantined",
+                )
+            ),
+        ]
+        for name, c in data["connections"].items()
+    ]
+    console.print(fit_table(columns, rows, console=console))
+    for name, c in data["connections"].items():
+        console.print(f"  {name} cursor: {c['cursor_text']}", highlight=False)
     for name, c in data["connections"].items():
         if (c.get("auth") or {}).get("state") == "needs_reauth":
             console.print(
@@ -268,3 +281,23 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
     for r in data["reviews"]:
         console.print(f"  {r['kind']} #{r['id']} {r['key']}: {r['detail']}", highlight=False)
     return data
+
+
+def _width() -> int | None:
+    """The console width: the terminal's, or 80 columns off a terminal (pipes, files, tests)."""
+    import sys
+
+    from sync.commands.tables import DEFAULT_WIDTH
+
+    return None if sys.stdout.isatty() else DEFAULT_WIDTH
+
+
+def _lookup_only(platform: str) -> bool:
+    """Whether the platform's connector can only look contacts up (DM Champ): no cursor."""
+    from connectors.base import PullMode
+    from connectors.registry import connector_class
+
+    try:
+        return bool(connector_class(platform).capabilities.pull_mode == PullMode.LOOKUP_ONLY)
+    except Exception:  # noqa: BLE001 - an unknown platform is reported elsewhere
+        return False

@@ -220,6 +220,7 @@ async def pull_connection(
     full: bool = False,
     stop: asyncio.Event | None = None,
     progress: PageProgress | None = None,
+    total: PageProgress | None = None,
     io: Callable[..., Awaitable[Any]] | None = None,
     deletes: DeleteLimits | None = None,
 ) -> PullReport:
@@ -327,6 +328,8 @@ async def pull_connection(
         report.inserted += result.inserted
         report.changed += result.changed
         report.unchanged += result.unchanged
+        if total is not None and page.total is not None:
+            total(name, page.total)
         if progress is not None:
             progress(name, len(page.records))
         if page.complete:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sync.store.auth import ConnectionAuth
 from sync.store.connect import display_url, make_engine
 from sync.store.cursors import Cursors
+from sync.store.health import HealthQueries
 from sync.store.held import HeldDeletes
 from sync.store.locks import ProfileLock
 from sync.store.migrate import current_revision, head_revision
@@ -179,6 +180,7 @@ class Store:
         self.operator = Operator(per_call)
         # Unfenced: a rotated refresh token is stored even if the profile lock was lost.
         self.auth = ConnectionAuth(_PerCall(self, fenced=False), engine)
+        self.health = HealthQueries(_PerCall(self, fenced=False))
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:

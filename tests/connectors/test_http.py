@@ -544,3 +544,31 @@ def test_a_non_boolean_asyncio_backend_option_is_a_clear_configuration_error() -
     ) as err:
         Toy(settings)
     assert SECRET not in str(err.value)
+
+
+def test_observers_see_every_response_and_every_rate_wait() -> None:
+    from connectors.http import HttpObserver, add_http_observer, remove_http_observer
+
+    seen: list[tuple[str, str]] = []
+    waits: list[float] = []
+
+    class Watch(HttpObserver):
+        def on_response(self, connection: str, platform: str, status: str) -> None:
+            seen.append((connection, status))
+
+        def on_rate_wait(self, connection: str, platform: str, seconds: float) -> None:
+            waits.append(seconds)
+
+    watch = Watch()
+    add_http_observer(watch)
+    add_http_observer(watch)  # idempotent
+    try:
+        server = Server([fail(429, headers={"Retry-After": "0.01"}), ok(), ok(), ok()])
+        toy = make(server, rate_limit=RateLimit(1, 0.05))
+        for _ in range(3):
+            run(toy.http.request("GET", "/x"))
+        run(toy.aclose())
+    finally:
+        remove_http_observer(watch)
+    assert seen == [("toy", "429"), ("toy", "200"), ("toy", "200"), ("toy", "200")]
+    assert len(waits) >= 3 and sum(waits) > 0.05  # the 429's Retry-After and the budget's waits
