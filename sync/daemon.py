@@ -56,11 +56,20 @@ class ScheduledProfile:
 class Daemon:
     """Runs profiles on their schedules until stopped."""
 
-    def __init__(self, profiles: Sequence[ScheduledProfile], run_profile: RunProfile) -> None:
+    def __init__(
+        self,
+        profiles: Sequence[ScheduledProfile],
+        run_profile: RunProfile,
+        *,
+        services: Sequence[Any] = (),
+    ) -> None:
+        """``services``: objects with ``start()`` and ``stop(timeout)`` (the HTTP listener, the
+        inbox drain) started before the scheduler and stopped, in reverse, when it stops."""
         if not profiles:
             raise ValueError("no sync profile to run")
         self.profiles = list(profiles)
         self.run_profile = run_profile
+        self.services = list(services)
         self.stop_event = threading.Event()
         self._idle = threading.Condition()
         self._running = 0
@@ -119,9 +128,19 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
         log.info("daemon_started", profiles=[p.name for p in self.profiles])
+        started: list[Any] = []
         try:
+            for service in self.services:
+                service.start()
+                started.append(service)
             self.scheduler.start()
         finally:
+            self.stop_event.set()  # the services' work (a webhook cycle) winds down too
+            for service in reversed(started):
+                try:
+                    service.stop(2.0)
+                except Exception:  # noqa: BLE001 - stopping the others matters more
+                    log.exception("service_stop_failed", service=type(service).__name__)
             with self._idle:
                 while self._running:
                     self._idle.wait(timeout=1.0)

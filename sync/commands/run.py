@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+
+from starlette.routing import BaseRoute
 
 from sync.commands.common import open_store, setup_logging
 from sync.config import Config
 from sync.cycle import CycleRunner
 from sync.daemon import Daemon, ScheduledProfile
+from sync.serve import http_services
 
 
 def scheduled_profiles(config: Config, only: str | None = None) -> list[ScheduledProfile]:
@@ -27,9 +31,10 @@ def scheduled_profiles(config: Config, only: str | None = None) -> list[Schedule
     return out
 
 
-def run_daemon(config: Config, *, profile: str | None = None) -> int:
+def run_daemon(config: Config, *, profile: str | None = None, extra_routes: Sequence[BaseRoute] = ()) -> int:
     """Run until SIGTERM/SIGINT; every cycle takes its profile's lock, so several daemons can
-    share one PostgreSQL store."""
+    share one PostgreSQL store. With ``http.enabled`` the daemon also listens (webhooks, and
+    ``extra_routes`` mounted beside them) and drains the webhook inbox into focused cycles."""
     setup_logging(config)
     store = open_store(config)
     engine = CycleRunner(config, store)
@@ -38,6 +43,9 @@ def run_daemon(config: Config, *, profile: str | None = None) -> int:
         def run_profile(name: str, stop: threading.Event) -> None:
             engine.run(name, stop=stop)
 
-        return Daemon(scheduled_profiles(config, profile), run_profile).run()
+        daemon = Daemon(scheduled_profiles(config, profile), run_profile)
+        http = http_services(store, config, engine, daemon.stop_event, extra_routes=extra_routes)
+        daemon.services.extend(http.services)
+        return daemon.run()
     finally:
         store.close()

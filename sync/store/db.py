@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sync.store.connect import display_url, make_engine
 from sync.store.cursors import Cursors
 from sync.store.held import HeldDeletes
+from sync.store.inbox import Inbox
 from sync.store.locks import ProfileLock
 from sync.store.migrate import current_revision, head_revision
 from sync.store.outbox import OutboxStore
@@ -155,7 +156,7 @@ class Store:
 
     Repositories (each call its own transaction): :attr:`staging`, :attr:`cursors`,
     :attr:`runs`, :attr:`replan`, :attr:`held`, :attr:`outbox`, :attr:`persons`, :attr:`snapshots`,
-    :attr:`status`. Several calls in one transaction: ``with store.transaction() as tx``."""
+    :attr:`status`, :attr:`inbox`. Several calls in one transaction: ``with store.transaction() as tx``."""
 
     def __init__(self, engine: Engine, url: str) -> None:
         # The engine is for sync/store's own code (locks, migrations) and tests' assertions.
@@ -174,6 +175,7 @@ class Store:
         self.persons = Persons(per_call)
         self.snapshots = SnapshotStore(per_call)
         self.status = StatusQueries(per_call)
+        self.inbox = Inbox(per_call)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:
