@@ -32,7 +32,7 @@ def build_app(
     routes: list[BaseRoute] = []
     if config.webhooks.gohighlevel.enabled:
         receiver = GoHighLevelReceiver(store, config, counters, on_event=on_event)
-        routes.append(Route(GOHIGHLEVEL_PATH, receiver, methods=["POST"], name="webhooks_gohighlevel"))
+        routes.append(Route(GOHIGHLEVEL_PATH, receiver.handle, methods=["POST"], name="webhooks_gohighlevel"))
     routes.extend(extra_routes)
     app = Starlette(routes=routes)
     app.state.webhook_counters = counters

@@ -95,7 +95,7 @@ class GoHighLevelReceiver:
             log.info("webhook_refused", type=event_type, verdict=verdict, detail=detail)
         return JSONResponse({"status": verdict, "detail": detail}, status_code=status)
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         body = await request.body()
         if len(body) > self.settings.max_body_bytes:
             return self._answer(400, "unknown", "malformed", "body too large")
