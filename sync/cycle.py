@@ -23,9 +23,10 @@ as a dry run. Around it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +151,24 @@ class CycleRunner:
         self.settings_overrides = {k: dict(v) for k, v in (settings or {}).items()}
         self.backoff = backoff or Backoff()
         self.chunk_size = chunk_size
+        # Cycles of one profile in this process (scheduled and webhook-driven) queue for each
+        # other rather than skip: the store's profile lock still keeps other processes out.
+        self._mutexes: dict[str, threading.Lock] = {}
+        self._mutexes_guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def _turn(self, profile: str, stop: threading.Event | None) -> Iterator[bool]:
+        """Wait for this process's other cycle of ``profile`` to end; False when stopped first."""
+        with self._mutexes_guard:
+            mutex = self._mutexes.setdefault(profile, threading.Lock())
+        while not mutex.acquire(timeout=0.1):
+            if stop is not None and stop.is_set():
+                yield False
+                return
+        try:
+            yield True
+        finally:
+            mutex.release()
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -192,7 +211,9 @@ class CycleRunner:
         """Run one cycle of ``profile`` under its lock (blocking). A cycle that finds the lock
         held elsewhere returns at once with ``skipped`` set. ``replan`` reconciles every person,
         not only those that changed (after a change of mappings or policies)."""
-        with self.store.profile_lock(profile) as lock:
+        with self._turn(profile, stop) as turn, self.store.profile_lock(profile) as lock:
+            if not turn:
+                return CycleReport(profile, kind, status="skipped", skipped="stopped while another cycle ran")
             if not lock.held:
                 report = CycleReport(profile, kind, status="skipped", skipped="another process holds this profile")
                 log.info("run_skipped", profile=profile, kind=kind, reason=report.skipped)
@@ -231,7 +252,9 @@ class CycleRunner:
         platform no longer has is staged deleted), ``on_staged`` is called once they are
         committed (the inbox marks its events processed), then a cycle that pulls nothing plans
         the dirty persons — the hinted ones — and pushes through the same outbox."""
-        with self.store.profile_lock(profile) as lock:
+        with self._turn(profile, stop) as turn, self.store.profile_lock(profile) as lock:
+            if not turn:
+                return CycleReport(profile, "webhook", status="skipped", skipped="stopped while another cycle ran")
             if not lock.held:
                 report = CycleReport(profile, "webhook", status="skipped", skipped="another process holds this profile")
                 return report
