@@ -11,6 +11,7 @@ repositories hang off it, all on its one sessionmaker and its one transaction AP
 - ``store.persons``    matching and planning state (``sync.store.persons``)
 - ``store.snapshots``  the values last confirmed per person and connection
 - ``store.status``     status, conflict and review listings
+- ``store.inbox``      the webhook inbox: add (replay, backpressure) / pending / mark_processed / purge
 - ``store.profile_lock(profile)``  one process per profile (``sync.store.locks``)
 
 Each call of a store repository is a transaction of its own. Several calls in one transaction
