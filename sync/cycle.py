@@ -288,6 +288,7 @@ class CycleRunner:
                     self.config.mapping(name),
                     ids,
                     concurrency=self.config.connections[name].max_concurrency,
+                    max_deletes=self.config.deletes.max_count,
                 )
             finally:
                 await connector.aclose()

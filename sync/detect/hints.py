@@ -36,6 +36,7 @@ class HintReport:
     unchanged: int = 0
     deleted: list[str] = field(default_factory=list)
     quarantined: int = 0
+    held: int = 0  # confirmed deletes held by the mass-delete breaker (store.held)
     failed: dict[str, str] = field(default_factory=dict)  # remote id -> why it could not be read
 
     def to_json(self) -> dict[str, Any]:
@@ -45,6 +46,7 @@ class HintReport:
             "unchanged": self.unchanged,
             "deleted": len(self.deleted),
             "quarantined": self.quarantined,
+            "held": self.held,
             "failed": len(self.failed),
         }
 
@@ -58,10 +60,13 @@ async def stage_hints(
     *,
     io: Callable[..., Awaitable[Any]] | None = None,
     concurrency: int = 4,
+    max_deletes: int | None = None,
 ) -> HintReport:
     """Re-read ``remote_ids`` of connection ``name`` and stage what the platform holds now.
     A contact that cannot be read (platform down, rate limited past its retries) is left for
-    the scheduled pull and reported in ``failed``."""
+    the scheduled pull and reported in ``failed``. More than ``max_deletes`` confirmed deletes in
+    one call are not believed: they are held (``store.held``, as a scan's would be) for
+    ``contactsync deletes approve|reject``."""
     call = io or asyncio.to_thread
     report = HintReport(name)
     ids = list(dict.fromkeys(str(r) for r in remote_ids))
@@ -94,10 +99,19 @@ async def stage_hints(
             report.quarantined += 1
     if gone:
         live = await call(store.inbox.live_records, name, gone)
-        for remote_id in gone:
-            if remote_id in live:
-                staged.append(StagedRecord(remote_id, {}, "", None, [], deleted=True))
-                report.deleted.append(remote_id)
+        confirmed = [r for r in gone if r in live]
+        if max_deletes is not None and len(confirmed) > max_deletes:
+            reason = (
+                f"{len(confirmed)} contacts reported deleted by webhooks at once, more than"
+                f" deletes.max_count ({max_deletes}): held for `contactsync deletes approve`"
+            )
+            await call(store.held.hold, name, confirmed, reason)
+            log.warning("hinted_deletes_held", connection=name, count=len(confirmed))
+            report.held = len(confirmed)
+            confirmed = []
+        for remote_id in confirmed:
+            staged.append(StagedRecord(remote_id, {}, "", None, [], deleted=True))
+            report.deleted.append(remote_id)
     if staged:
         try:
             result = await call(store.staging.stage_page, name, staged, touch_unchanged=False)

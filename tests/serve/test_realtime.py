@@ -188,3 +188,24 @@ def test_the_daemon_listens_drains_and_stops_within_5s(world: World) -> None:
         assert time.monotonic() - started < 5
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"{listener.url}/webhooks/gohighlevel", content=b"{}", timeout=2)
+
+
+def test_too_many_deletes_at_once_are_held(db_url: str, tmp_path: Path) -> None:
+    world = webhook_world(db_url, tmp_path, deletes="propagate")
+    try:
+        world.config = world.config.model_copy(
+            update={"deletes": world.config.deletes.model_copy(update={"max_count": 2})}
+        )
+        world.engine.config = world.config
+        emails = synced(world)
+        ghl, drain, _ = wire(world)
+        for email in emails[:3]:
+            ghl.external_delete(ghl_id(world, email))
+        drain_all(world, drain, ghl)
+        for email in emails:
+            assert len(world.holding("acquire", email=email)) == 1
+        assert world.store.held.counts() == {"ghl": 3}
+        assert ghl.webhooks is not None
+        ghl.webhooks.close()
+    finally:
+        world.close()
