@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -44,7 +45,11 @@ def run_daemon(config: Config, *, profile: str | None = None, extra_routes: Sequ
             engine.run(name, stop=stop)
 
         daemon = Daemon(scheduled_profiles(config, profile), run_profile)
-        http = http_services(store, config, engine, daemon.stop_event, extra_routes=extra_routes)
+        try:
+            http = http_services(store, config, engine, daemon.stop_event, extra_routes=extra_routes)
+        except OSError as exc:
+            print(f"error: cannot listen on {config.http.host}:{config.http.port}: {exc}", file=sys.stderr)
+            return 1
         daemon.services.extend(http.services)
         return daemon.run()
     finally:
