@@ -658,6 +658,9 @@ def _cross_check(config: Config, base_dir: Path) -> None:
             raise ConfigError(f"profiles.{pname}.connections: expected at least one connection, found an empty list")
     if not config.enabled_connections():
         raise ConfigError(f"connections: expected at least one enabled connection, found none enabled ({known})")
+    hooks = config.webhooks.gohighlevel
+    if config.http.enabled and hooks.enabled and not (hooks.ed25519_public_key or hooks.rsa_public_key):
+        config._warnings.append("webhooks.gohighlevel: no public key configured: every delivery will be refused (401)")
 
 
 # --------------------------------------------------------------------------- summary

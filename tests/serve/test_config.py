@@ -57,3 +57,8 @@ def test_unknown_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
         load_config(write(tmp_path, http={"port": 70000}))
     with pytest.raises(BadPublicKey):
         Verifier.from_pem("not a key", None)
+
+
+def test_a_listener_without_keys_is_warned_about(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, http={"enabled": True}))
+    assert any("every delivery will be refused" in w for w in config.warnings)
