@@ -265,6 +265,36 @@ class WebConfig(_Model):
     record_links: dict[str, str] = Field(default_factory=dict)
 
 
+class HttpConfig(_Model):
+    """The daemon's HTTP listener (webhooks; other routes mounted beside them). Loopback by
+    default: put a TLS-terminating proxy in front to receive webhooks from the internet."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=0, le=65535)  # 0: any free port (tests)
+
+
+class GoHighLevelWebhooksConfig(_Model):
+    """``POST /webhooks/gohighlevel``: signature keys, the replay window, backpressure and the
+    debounce of the focused cycles the events drive."""
+
+    enabled: bool = True
+    # PEM (SPKI) public keys: ``x-ghl-signature`` (Ed25519) and the legacy ``x-wh-signature``
+    # (RSA-SHA256). Literal PEM text, ${ENV_VAR} or {file: path}. None: that scheme is refused.
+    ed25519_public_key: str | None = None
+    rsa_public_key: str | None = None
+    max_age_s: float = Field(default=300.0, gt=0)  # an older `timestamp` is refused (stale)
+    max_inbox_depth: int = Field(default=10_000, ge=1)  # over it: 429, GoHighLevel retries
+    debounce_s: float = Field(default=0.3, ge=0)  # events gathered before a focused cycle
+    max_body_bytes: int = Field(default=262_144, ge=1024)
+
+
+class WebhooksConfig(_Model):
+    """Webhook receivers, per platform (GoHighLevel only: the others send no contact events)."""
+
+    gohighlevel: GoHighLevelWebhooksConfig = Field(default_factory=GoHighLevelWebhooksConfig)
+
+
 class Config(_Model):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -280,6 +310,8 @@ class Config(_Model):
     planning: PlanningConfig = Field(default_factory=PlanningConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
 
     _path: Path | None = PrivateAttr(default=None)
     _store_url: str = PrivateAttr(default="")
@@ -509,6 +541,8 @@ def _expand(node: Any, loc: tuple[Any, ...], base_dir: Path, warnings: list[str]
         return _secret(node, loc, base_dir, warnings)
     if loc == ("web", "auth_token"):
         return _secret(node, loc, base_dir, warnings)
+    if len(loc) == 3 and loc[0] == "webhooks" and str(loc[2]).endswith("_public_key") and isinstance(node, dict):
+        return _secret(node, loc, base_dir, warnings)  # {file: path}: a key file (public, not secret)
     if isinstance(node, dict):
         return {k: _expand(v, (*loc, k), base_dir, warnings) for k, v in node.items()}
     if isinstance(node, list):
@@ -686,6 +720,9 @@ def _cross_check(config: Config, base_dir: Path) -> None:
             raise ConfigError(f"profiles.{pname}.connections: expected at least one connection, found an empty list")
     if not config.enabled_connections():
         raise ConfigError(f"connections: expected at least one enabled connection, found none enabled ({known})")
+    hooks = config.webhooks.gohighlevel
+    if config.http.enabled and hooks.enabled and not (hooks.ed25519_public_key or hooks.rsa_public_key):
+        config._warnings.append("webhooks.gohighlevel: no public key configured: every delivery will be refused (401)")
 
 
 # --------------------------------------------------------------------------- summary

@@ -23,9 +23,10 @@ as a dry run. Around it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_
 from sync.apply.storethread import StoreThread
 from sync.canonical import fields_to_json, is_empty
 from sync.config import Config
+from sync.detect.hints import HintReport, stage_hints
 from sync.detect.stage import PullReport, pull_connection, read_keys
 from sync.plan import Plan
 from sync.plan.build import build_plan
@@ -165,6 +167,24 @@ class CycleRunner:
         self.backoff = backoff or Backoff()
         self.chunk_size = chunk_size
         metrics.install()  # the HTTP counters observe every connector this process makes
+        # Cycles of one profile in this process (scheduled and webhook-driven) queue for each
+        # other rather than skip: the store's profile lock still keeps other processes out.
+        self._mutexes: dict[str, threading.Lock] = {}
+        self._mutexes_guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def _turn(self, profile: str, stop: threading.Event | None) -> Iterator[bool]:
+        """Wait for this process's other cycle of ``profile`` to end; False when stopped first."""
+        with self._mutexes_guard:
+            mutex = self._mutexes.setdefault(profile, threading.Lock())
+        while not mutex.acquire(timeout=0.1):
+            if stop is not None and stop.is_set():
+                yield False
+                return
+        try:
+            yield True
+        finally:
+            mutex.release()
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -220,7 +240,9 @@ class CycleRunner:
         """Run one cycle of ``profile`` under its lock (blocking). A cycle that finds the lock
         held elsewhere returns at once with ``skipped`` set. ``replan`` reconciles every person,
         not only those that changed (after a change of mappings or policies)."""
-        with self.store.profile_lock(profile) as lock:
+        with self._turn(profile, stop) as turn, self.store.profile_lock(profile) as lock:
+            if not turn:
+                return CycleReport(profile, kind, status="skipped", skipped="stopped while another cycle ran")
             if not lock.held:
                 report = CycleReport(profile, kind, status="skipped", skipped="another process holds this profile")
                 metrics.record_run(profile, "skipped", 0.0)
@@ -246,6 +268,67 @@ class CycleRunner:
                 )
             )
 
+    def run_hints(
+        self,
+        profile: str,
+        hints: Mapping[str, Sequence[str]],
+        *,
+        stop: threading.Event | None = None,
+        on_staged: Callable[[dict[str, HintReport]], None] | None = None,
+    ) -> CycleReport:
+        """A focused cycle driven by change hints (webhook events), under the profile's lock like
+        any cycle (a held lock skips it: the caller tries again). ``hints``: connection → remote
+        ids that changed. Each is re-read by id and staged (``sync.detect.hints``; a contact the
+        platform no longer has is staged deleted), ``on_staged`` is called once they are
+        committed (the inbox marks its events processed), then a cycle that pulls nothing plans
+        the dirty persons — the hinted ones — and pushes through the same outbox."""
+        with self._turn(profile, stop) as turn, self.store.profile_lock(profile) as lock:
+            if not turn:
+                return CycleReport(profile, "webhook", status="skipped", skipped="stopped while another cycle ran")
+            if not lock.held:
+                report = CycleReport(profile, "webhook", status="skipped", skipped="another process holds this profile")
+                return report
+            stale = self.store.runs.interrupt_stale(
+                profile, "the process running it stopped without finishing (killed or crashed)"
+            )
+            if stale:
+                log.warning("stale_runs_interrupted", profile=profile, runs=stale)
+            return asyncio.run(self._hinted(profile, hints, stop=stop, on_staged=on_staged))
+
+    async def _hinted(
+        self,
+        profile: str,
+        hints: Mapping[str, Sequence[str]],
+        *,
+        stop: threading.Event | None,
+        on_staged: Callable[[dict[str, HintReport]], None] | None,
+    ) -> CycleReport:
+        started = time.monotonic()
+        names = set(self.profile_connections(profile))
+        reports: dict[str, HintReport] = {}
+        for name, ids in hints.items():
+            if name not in names or not ids:
+                continue
+            connector = self.connector(name)
+            try:
+                reports[name] = await stage_hints(
+                    self.store,
+                    name,
+                    connector,
+                    self.config.mapping(name),
+                    ids,
+                    concurrency=self.config.connections[name].max_concurrency,
+                    max_deletes=self.config.deletes.max_count,
+                )
+            finally:
+                await connector.aclose()
+        if on_staged is not None:
+            on_staged(reports)
+        extra = {"hints": {n: r.to_json() for n, r in sorted(reports.items())}}
+        report = await self.cycle(profile, kind="webhook", only=(), stop=stop, extra=extra)
+        report.timings["hints"] = round(time.monotonic() - started - report.duration_s, 3)
+        return report
+
     async def cycle(
         self,
         profile: str = "default",
@@ -257,10 +340,13 @@ class CycleRunner:
         stop: threading.Event | None = None,
         progress: ProgressFn | None = None,
         replan: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> CycleReport:
-        """One cycle (call under the profile lock; :meth:`run` does)."""
+        """One cycle (call under the profile lock; :meth:`run` does). ``extra`` goes into the
+        run's counts as given."""
         started = time.monotonic()
         report = CycleReport(profile, "plan" if dry_run else kind)
+        report.extra.update(extra or {})
         names = self.profile_connections(profile)
         pulled = [n for n in names if only is None or n in only]
         report.run_id = self.store.runs.start_run(profile, report.kind)

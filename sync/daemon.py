@@ -121,11 +121,20 @@ class AdaptivePoller:
 class Daemon:
     """Runs profiles on their schedules until stopped."""
 
-    def __init__(self, profiles: Sequence[ScheduledProfile], run_profile: RunProfile) -> None:
+    def __init__(
+        self,
+        profiles: Sequence[ScheduledProfile],
+        run_profile: RunProfile,
+        *,
+        services: Sequence[Any] = (),
+    ) -> None:
+        """``services``: objects with ``start()`` and ``stop(timeout)`` (the HTTP listener, the
+        inbox drain) started before the scheduler and stopped, in reverse, when it stops."""
         if not profiles:
             raise ValueError("no sync profile to run")
         self.profiles = list(profiles)
         self.run_profile = run_profile
+        self.services = list(services)
         self.stop_event = threading.Event()
         self._idle = threading.Condition()
         self._running = 0
@@ -200,13 +209,21 @@ class Daemon:
         log.info("daemon_started", profiles=[p.name for p in self.profiles])
         for thread in self._poll_threads:
             thread.start()
+        started: list[Any] = []
         try:
+            for service in self.services:
+                service.start()
+                started.append(service)
             self.scheduler.start()
         finally:
-            if self._poll_threads:
-                self.stop_event.set()  # the scheduler has stopped: so do the polls
+            self.stop_event.set()  # the scheduler has stopped: so do the polls and the services' work
             for thread in self._poll_threads:
                 thread.join()  # the stop event ends each loop after its poll in flight
+            for service in reversed(started):
+                try:
+                    service.stop(2.0)
+                except Exception:  # noqa: BLE001 - stopping the others matters more
+                    log.exception("service_stop_failed", service=type(service).__name__)
             with self._idle:
                 while self._running:
                     self._idle.wait(timeout=1.0)

@@ -153,3 +153,20 @@ READ_ONLY_FIELDS: frozenset[str] = frozenset(
         "businessId",
     }
 )
+
+
+# --------------------------------------------------------------------------- webhooks
+# Contact events of a marketplace app's webhooks (docs: webhook/ContactCreate ... ), delivered
+# as a flat contact payload plus ``type``, ``locationId``, ``id``, ``timestamp``, ``webhookId``.
+CONTACT_EVENTS: tuple[str, ...] = (
+    "ContactCreate",
+    "ContactUpdate",
+    "ContactDelete",
+    "ContactDndUpdate",
+    "ContactTagUpdate",
+)
+SIGNATURE_HEADER = "x-ghl-signature"  # Ed25519 over the raw body, base64
+LEGACY_SIGNATURE_HEADER = "x-wh-signature"  # RSA-SHA256 (PKCS#1 v1.5) over the raw body, base64
+#: GoHighLevel retries a delivery only when answered 429, up to this many times (~10 min apart).
+WEBHOOK_MAX_RETRIES = 6
+WEBHOOK_RETRY_INTERVAL_S = 600.0

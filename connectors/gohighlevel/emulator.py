@@ -69,6 +69,7 @@ from connectors.gohighlevel.api import (
 from connectors.gohighlevel.oauth import INSTALLED_LOCATIONS as OAUTH_INSTALLED
 from connectors.gohighlevel.oauth import LOCATION_TOKEN as OAUTH_LOCATION_TOKEN
 from connectors.gohighlevel.oauth import TOKEN as OAUTH_TOKEN
+from connectors.gohighlevel.webhooks import WebhookSender
 from connectors.timestamps import parse_iso
 
 JSON = dict[str, Any]
@@ -195,6 +196,9 @@ class GoHighLevelEmulator(Emulator):
         self._phones = ValueIndex()
         # Test hook: the delay of the next change only (then back to random draws).
         self.next_search_delay: float | None = None
+        # Webhook deliveries (deliver_webhooks); the event type the next touch() emits.
+        self.webhooks: WebhookSender | None = None
+        self._event_type: str | None = None
         super().__init__(
             base_url=base_url,
             rate_scale=rate_scale,
@@ -424,9 +428,48 @@ class GoHighLevelEmulator(Emulator):
     def touch(self, record: JSON) -> None:
         record["dateUpdated"] = self.now_iso()
         self._index(record["id"], record)
+        event_type, self._event_type = self._event_type or "ContactUpdate", None
+        self.emit_event(event_type, record)
 
     def apply_edit(self, record: JSON, changes: JSON) -> None:
         self._apply(record, changes)
+
+    def external_edit(self, remote_id: str, changes: JSON) -> JSON:
+        keys = set(changes)
+        if keys == {"dnd"}:
+            self._event_type = "ContactDndUpdate"
+        elif keys == {"tags"}:
+            self._event_type = "ContactTagUpdate"
+        return super().external_edit(remote_id, changes)
+
+    def external_delete(self, remote_id: str) -> None:
+        """A contact deleted by a person on the platform (emits ContactDelete)."""
+        contact = self.contacts.pop(remote_id)
+        self._emails.drop(remote_id)
+        self._phones.drop(remote_id)
+        self.deleted[remote_id] = contact
+        self._index(remote_id, None)
+        self.emit_event("ContactDelete", contact)
+
+    # -- webhooks
+
+    def deliver_webhooks(self, url: str, **options: Any) -> WebhookSender:
+        """From now on, post a signed event to ``url`` for every contact change (API writes and
+        outside edits alike); ``options`` go to :class:`WebhookSender` (schemes, drop_share,
+        truncate_share, retry_interval_s, transport ...)."""
+        if self.webhooks is not None:
+            self.webhooks.close()
+        self.webhooks = WebhookSender(url, **options)
+        return self.webhooks
+
+    def emit_event(self, event_type: str, contact: JSON) -> None:
+        """Queue one contact event: the flat contact (no ``dateUpdated``, as documented) with
+        ``type`` and ``locationId``; the sender adds ``timestamp`` and ``webhookId``."""
+        if self.webhooks is None:
+            return
+        payload = {k: v for k, v in _copy(contact).items() if k != "dateUpdated"}
+        payload.update(type=event_type, locationId=self.location_id, id=contact["id"])
+        self.webhooks.emit(payload)
 
     # -- state
 
@@ -760,6 +803,7 @@ class GoHighLevelEmulator(Emulator):
         except Unprocessable as exc:
             return _unprocessable(*exc.messages)
         self._index(contact["id"], contact)
+        self.emit_event("ContactCreate", contact)
         return JSONResponse({"contact": _copy(contact)}, status_code=201)
 
     async def upsert(self, request: Request) -> Response:
@@ -777,6 +821,7 @@ class GoHighLevelEmulator(Emulator):
                 self._apply(contact, body)
         except Unprocessable as exc:
             return _unprocessable(*exc.messages)
+        self._event_type = "ContactCreate" if new else None
         self.touch(contact)
         return JSONResponse(
             {"new": new, "contact": _copy(contact), "traceId": str(uuid.UUID(int=self._id_rng.getrandbits(128)))}
@@ -809,6 +854,7 @@ class GoHighLevelEmulator(Emulator):
         self._phones.drop(rid)
         self.deleted[rid] = contact
         self._index(rid, None)
+        self.emit_event("ContactDelete", contact)
         return JSONResponse({"succeded": True})
 
     async def _tags_body(self, request: Request) -> list[str]:
@@ -828,6 +874,7 @@ class GoHighLevelEmulator(Emulator):
         if contact is None:
             return self._missing(rid)
         contact["tags"] = _dedupe(contact.get("tags", []) + tags)
+        self._event_type = "ContactTagUpdate"
         self.touch(contact)
         return JSONResponse({"tags": list(contact["tags"])}, status_code=201)
 
@@ -842,6 +889,7 @@ class GoHighLevelEmulator(Emulator):
             return self._missing(rid)
         drop = {t.lower() for t in tags}
         contact["tags"] = [t for t in contact.get("tags", []) if t.lower() not in drop]
+        self._event_type = "ContactTagUpdate"
         self.touch(contact)
         return JSONResponse({"tags": list(contact["tags"])})
 

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+
+from starlette.routing import BaseRoute
 
 from connectors.base import PullMode
 from connectors.registry import connector_class
@@ -14,6 +17,7 @@ from sync.commands.common import open_store, setup_logging
 from sync.config import Config
 from sync.cycle import CycleRunner
 from sync.daemon import AdaptivePoller, BudgetFn, Daemon, PollFn, ScheduledProfile
+from sync.serve import WebhookCounters, http_services
 from sync.store import Store
 
 #: Documented daily budgets by platform (GoHighLevel: 200,000 per app per location).
@@ -107,9 +111,29 @@ def _budget_of(config: Config, store: Store) -> BudgetFn:
     return budget
 
 
-def run_daemon(config: Config, *, profile: str | None = None) -> int:
+def operator_routes(store: Store, config: Config) -> list[BaseRoute]:
+    """What the listener serves beside the webhooks: the operator's page, ``/metrics``,
+    ``/healthz`` and ``/readyz``."""
+    from sync.metrics import metrics_routes
+    from sync.web import web_routes
+
+    return [*metrics_routes(store, config), *web_routes(store, config)]
+
+
+RoutesFactory = Callable[[Store, WebhookCounters], Sequence[BaseRoute]]
+
+
+def run_daemon(
+    config: Config,
+    *,
+    profile: str | None = None,
+    extra_routes: Sequence[BaseRoute] | RoutesFactory | None = None,
+) -> int:
     """Run until SIGTERM/SIGINT; every cycle takes its profile's lock, so several daemons can
-    share one PostgreSQL store."""
+    share one PostgreSQL store. With ``http.enabled`` the daemon also listens (webhooks, and
+    ``extra_routes`` mounted beside them) and drains the webhook inbox into focused cycles.
+    ``extra_routes`` may be a factory called with the daemon's store and webhook counters
+    (e.g. ``lambda store, counters: [*web_routes(store, config), *metrics_routes(store, counters)]``)."""
     setup_logging(config)
     store = open_store(config)
     engine = CycleRunner(config, store)
@@ -118,6 +142,20 @@ def run_daemon(config: Config, *, profile: str | None = None) -> int:
         def run_profile(name: str, stop: threading.Event) -> None:
             engine.run(name, stop=stop)
 
-        return Daemon(scheduled_profiles(config, profile, engine=engine), run_profile).run()
+        daemon = Daemon(scheduled_profiles(config, profile, engine=engine), run_profile)
+        try:
+            counters = WebhookCounters()
+            if extra_routes is None:
+                routes: Sequence[BaseRoute] = operator_routes(store, config)
+            elif callable(extra_routes):
+                routes = extra_routes(store, counters)
+            else:
+                routes = extra_routes
+            http = http_services(store, config, engine, daemon.stop_event, extra_routes=routes, counters=counters)
+        except OSError as exc:
+            print(f"error: cannot listen on {config.http.host}:{config.http.port}: {exc}", file=sys.stderr)
+            return 1
+        daemon.services.extend(http.services)
+        return daemon.run()
     finally:
         store.close()

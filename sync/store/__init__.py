@@ -13,6 +13,7 @@ repositories hang off it, all on its one sessionmaker and its one transaction AP
 - ``store.status``     status, conflict and review listings
 - ``store.operator``   operator decisions and reads: retry / skip a failed write, link or keep
                        apart an ambiguous match, person search and history (``sync.store.operator``)
+- ``store.inbox``      the webhook inbox: add (replay, backpressure) / pending / mark_processed / purge
 - ``store.profile_lock(profile)``  one process per profile (``sync.store.locks``)
 
 Each call of a store repository is a transaction of its own. Several calls in one transaction

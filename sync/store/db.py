@@ -28,6 +28,7 @@ from sync.store.connect import display_url, make_engine
 from sync.store.cursors import Cursors
 from sync.store.health import HealthQueries
 from sync.store.held import HeldDeletes
+from sync.store.inbox import Inbox
 from sync.store.locks import ProfileLock
 from sync.store.migrate import current_revision, head_revision
 from sync.store.operator import Operator
@@ -158,7 +159,8 @@ class Store:
 
     Repositories (each call its own transaction): :attr:`staging`, :attr:`cursors`,
     :attr:`runs`, :attr:`replan`, :attr:`held`, :attr:`outbox`, :attr:`persons`, :attr:`snapshots`,
-    :attr:`status`, :attr:`operator`. Several calls in one transaction: ``with store.transaction() as tx``."""
+    :attr:`status`, :attr:`operator`, :attr:`auth`, :attr:`health`, :attr:`inbox`. Several calls in one
+    transaction: ``with store.transaction() as tx``."""
 
     def __init__(self, engine: Engine, url: str) -> None:
         # The engine is for sync/store's own code (locks, migrations) and tests' assertions.
@@ -181,6 +183,7 @@ class Store:
         # Unfenced: a rotated refresh token is stored even if the profile lock was lost.
         self.auth = ConnectionAuth(_PerCall(self, fenced=False), engine)
         self.health = HealthQueries(_PerCall(self, fenced=False))
+        self.inbox = Inbox(per_call)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:

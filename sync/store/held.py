@@ -126,6 +126,12 @@ class HeldDeletes:
     def session(self) -> AbstractContextManager[Session]:
         return self._sessions.begin()
 
+    def hold(self, connection: str, remote_ids: Sequence[str], reason: str) -> None:
+        """Hold deletes confirmed outside a scan (webhook events whose contacts are gone) that
+        are too many at once to believe without a human (``deletes approve|reject``)."""
+        with self.session() as s:
+            hold_in(s, connection, list(remote_ids), reason)
+
     def counts(self) -> dict[str, int]:
         """Held deletes per connection."""
         with self.session() as s:

@@ -350,3 +350,26 @@ class ConnectionState(Base):
     daily_limit: Mapped[int | None] = mapped_column(Integer)
     daily_remaining: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookEvent(Base):
+    """A webhook delivery accepted by the listener (``sync.serve``), waiting for the daemon to
+    re-read its contact. Kept after it is processed (``processed_at``) until it is older than
+    the replay window, so a repeated ``webhookId`` is recognised; purged after."""
+
+    __tablename__ = "webhook_inbox"
+    __table_args__ = (
+        UniqueConstraint("source", "webhook_id"),
+        Index("ix_webhook_inbox_pending", "processed_at", "connection"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))  # the platform that sent it (gohighlevel)
+    webhook_id: Mapped[str] = mapped_column(String(128))
+    connection: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    remote_id: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[Any] = mapped_column(JSONType)
+    event_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

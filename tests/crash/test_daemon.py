@@ -79,3 +79,61 @@ def test_two_daemons_on_one_store_never_run_a_profile_at_once(db_url: str, tmp_p
     finally:
         store.close()
         served.stop()
+
+
+def test_the_daemon_serves_webhooks_and_sigterm_stops_it_within_5s(db_url: str, tmp_path: Path) -> None:
+    """``contactsync run`` with ``http.enabled``: the listener answers a signed delivery (and
+    refuses an unsigned one), the event reaches every platform, and SIGTERM ends it all in 5 s."""
+    import json
+    import socket
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from connectors.gohighlevel.webhooks import emulator_keys, emulator_public_keys, sign
+    from connectors.timestamps import iso_ms
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    served = fleet.start_emulators(rate_scale=20.0)
+    store = Store.open(db_url)
+    try:
+        extra = {
+            "http": {"enabled": True, "port": port},
+            "webhooks": {"gohighlevel": {**emulator_public_keys(), "debounce_s": 0.05}},
+        }
+        cfg_path, config = fleet.write_config(served, db_url, tmp_path, interval_seconds=3600.0, extra=extra)
+        proc = fleet.start_worker("run", "-c", str(cfg_path))
+        _wait_for_run(store, finished=1)
+        ghl = served.emulators["ghl"]
+        rid = fleet.raw_id(served, "ghl", config, 20)
+        assert rid is not None
+        served.call(lambda: ghl.apply_edit(ghl.contacts[rid], {"lastName": "Hooked"}))
+        body = json.dumps(
+            {
+                "type": "ContactUpdate",
+                "locationId": ghl.location_id,
+                "id": rid,  # type: ignore[attr-defined]
+                "timestamp": iso_ms(datetime.now(UTC)),
+                "webhookId": "crash-1",
+            }
+        ).encode()
+        url = f"http://127.0.0.1:{port}/webhooks/gohighlevel"
+        assert httpx.post(url, content=body, timeout=10).status_code == 401
+        ed, rs = emulator_keys()
+        assert httpx.post(url, content=body, headers=sign(body, ("ed25519",), ed, rs), timeout=10).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sum(1 for r in store.runs.recent_runs(50) if r.kind == "webhook" and r.finished_at) >= 1:
+                break
+            time.sleep(0.1)
+        names = fleet.last_names(served, config, 20)
+        assert set(names.values()) == {"Hooked"} and len(names) >= 3, names
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() - started < 5.0
+    finally:
+        store.close()
+        served.stop()
