@@ -274,6 +274,12 @@ class HttpConfig(_Model):
     port: int = Field(default=8780, ge=0, le=65535)  # 0: any free port (tests)
 
 
+#: GoHighLevel's published Ed25519 key for ``x-ghl-signature`` (its Webhook Integration Guide).
+#: The legacy RSA ``x-wh-signature`` was retired on 2026-07-01 and has no default: configure its
+#: key only to accept deliveries still signed that way.
+GOHIGHLEVEL_ED25519_PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=\n-----END PUBLIC KEY-----\n"
+
+
 class GoHighLevelWebhooksConfig(_Model):
     """``POST /webhooks/gohighlevel``: signature keys, the replay window, backpressure and the
     debounce of the focused cycles the events drive."""
@@ -281,7 +287,7 @@ class GoHighLevelWebhooksConfig(_Model):
     enabled: bool = True
     # PEM (SPKI) public keys: ``x-ghl-signature`` (Ed25519) and the legacy ``x-wh-signature``
     # (RSA-SHA256). Literal PEM text, ${ENV_VAR} or {file: path}. None: that scheme is refused.
-    ed25519_public_key: str | None = None
+    ed25519_public_key: str | None = GOHIGHLEVEL_ED25519_PUBLIC_KEY
     rsa_public_key: str | None = None
     max_age_s: float = Field(default=300.0, gt=0)  # an older `timestamp` is refused (stale)
     max_inbox_depth: int = Field(default=10_000, ge=1)  # over it: 429, GoHighLevel retries

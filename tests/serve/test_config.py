@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connectors.gohighlevel.webhooks import emulator_public_keys
-from sync.config import ConfigError, load_config
+from connectors.gohighlevel.webhooks import emulator_keys, emulator_public_keys, sign
+from sync.config import GOHIGHLEVEL_ED25519_PUBLIC_KEY, ConfigError, load_config
 from sync.serve.signatures import BadPublicKey, Verifier
 
 BASE = {
@@ -29,12 +29,17 @@ def write(tmp_path: Path, **extra: object) -> Path:
     return path
 
 
-def test_defaults_listen_on_loopback_and_refuse_every_signature(tmp_path: Path) -> None:
+def test_defaults_listen_on_loopback_and_trust_only_the_published_ed25519_key(tmp_path: Path) -> None:
     config = load_config(write(tmp_path))
     assert (config.http.enabled, config.http.host, config.http.port) == (False, "127.0.0.1", 8780)
     hooks = config.webhooks.gohighlevel
     assert hooks.enabled and hooks.max_age_s == 300 and hooks.max_inbox_depth == 10_000 and hooks.debounce_s < 1
-    assert Verifier.from_pem(hooks.ed25519_public_key, hooks.rsa_public_key).verify(b"{}", "AAAA", "AAAA") is None
+    assert hooks.ed25519_public_key == GOHIGHLEVEL_ED25519_PUBLIC_KEY and hooks.rsa_public_key is None
+    # The emulator's test signatures are refused by the published key (and an RSA one has no key).
+    body = b'{"type": "ContactUpdate"}'
+    headers = sign(body, ("ed25519", "rsa"), *emulator_keys())
+    verifier = Verifier.from_pem(hooks.ed25519_public_key, hooks.rsa_public_key)
+    assert verifier.verify(body, headers.get("x-ghl-signature"), headers.get("x-wh-signature")) is None
 
 
 def test_public_keys_from_files(tmp_path: Path) -> None:
@@ -61,4 +66,7 @@ def test_unknown_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
 
 def test_a_listener_without_keys_is_warned_about(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, http={"enabled": True}))
+    assert not any("every delivery will be refused" in w for w in config.warnings)  # the published key
+    no_keys = {"gohighlevel": {"ed25519_public_key": None, "rsa_public_key": None}}
+    config = load_config(write(tmp_path, http={"enabled": True}, webhooks=no_keys))
     assert any("every delivery will be refused" in w for w in config.warnings)
