@@ -511,7 +511,8 @@ class ListLens(Lens):
             held = paths.get(raw, self.rest)
             if isinstance(held, list) and held:
                 wanted = set(want[1:])
-                kept = [v for v in held if _normal_or_none(self.item, v, region) in wanted]
+                # (an invalid item is never dropped)
+                kept = [v for v in held if _normal_or_none(self.item, v, region) in wanted | {None}]
                 if kept != held:
                     paths.put(raw, self.rest, kept, force=True)
         elif self.first and self.rest:
