@@ -323,13 +323,22 @@ def test_update_reads_the_name_when_it_is_not_sent() -> None:
         before = len(emu.request_log)
         result = await conn.update(cid, {"company": "AE", "mergeToContactId": "ignored", "lastUpdatedTime": "x"})
         calls = [(e.method, e.status) for e in emu.request_log[before:]]
-        assert calls == [("GET", 200), ("PUT", 200)]  # the name is read; the write is not read back
+        assert calls == [("GET", 200), ("PUT", 200)]  # read first: the PUT is a full representation
         assert emu.contacts[cid]["name"] == "P1 Test" and emu.contacts[cid]["company"] == "AE"
         assert emu.contacts[cid]["mergeToContactId"] == ZERO_GUID
-        assert result.remote_id == cid and result.record is None
+        # The result is the contact as held after the write (the response, identities as read).
+        assert result.remote_id == cid and result.record is not None
+        assert result.record.payload["company"] == "AE" and result.record.payload["contactIdentities"]
         before = len(emu.request_log)
         await conn.update(cid, {"name": "Ada", "company": "AE2"})
-        assert [e.method for e in emu.request_log[before:]] == ["PUT"]  # one request when the name is sent
+        assert [e.method for e in emu.request_log[before:]] == ["GET", "PUT"]  # PUT semantics unknown
+        measured = Comm100Connector(
+            emu.connection_settings(behaviours={"comm100.put_semantics": "merge"}), emu.transport()
+        )
+        before = len(emu.request_log)
+        await measured.update(cid, {"name": "Ada", "company": "AE3"})
+        assert [e.method for e in emu.request_log[before:]] == ["PUT"]  # measured merge: one request
+        await measured.aclose()
         with pytest.raises(NotFound):
             await conn.update("00000000-0000-0000-0000-00000000abcd", {"company": "X"})
         with pytest.raises(RecordError):
@@ -347,7 +356,7 @@ def test_read_back_option_returns_the_written_contact_with_its_identities() -> N
     async def go() -> None:
         before = len(emu.request_log)
         result = await conn.update(cid, {"name": "Ada", "company": "AE"})
-        assert [e.method for e in emu.request_log[before:]] == ["PUT", "GET"]
+        assert [e.method for e in emu.request_log[before:]] == ["GET", "PUT"]
         assert result.record is not None and result.record.payload["contactIdentities"]
         assert result.record.payload["company"] == "AE"
         created = await conn.create({"firstName": "Grace", "contactIdentities": [ident("Email", "g@example.org")]})
@@ -371,7 +380,9 @@ def test_create_derives_a_name_and_lookup_confirms_identities() -> None:
                 "contactIdentities": [ident("Email", "Ada@Example.org"), ident("SMS", "+14155552671")],
             }
         )
-        assert result.created and result.record is None  # not read back (the default)
+        # Not read back (the default): the response, with the identities sent.
+        assert result.created and result.record is not None
+        assert len(result.record.payload["contactIdentities"]) == 2
         assert [e.method for e in emu.request_log[before:]] == ["POST"]
         assert emu.contacts[result.remote_id]["name"] == "Ada Lovelace"
         assert await conn.lookup({"email": "ada@example.org"}) == result.remote_id
