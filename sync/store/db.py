@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.connect import display_url, make_engine
+from sync.store.behaviours import BehaviourStore
 from sync.store.cursors import Cursors
 from sync.store.held import HeldDeletes
 from sync.store.locks import ProfileLock
@@ -174,6 +175,7 @@ class Store:
         self.persons = Persons(per_call)
         self.snapshots = SnapshotStore(per_call)
         self.status = StatusQueries(per_call)
+        self.behaviours = BehaviourStore(per_call)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:
