@@ -80,7 +80,7 @@ class BehaviourStore:
             rows = s.execute(
                 select(ProbeFinding.behaviour, ProbeFinding.variant).where(ProbeFinding.connection == connection)
             )
-            return {b: v for b, v in rows}
+            return {str(b): str(v) for b, v in rows}
 
     def findings(self, connection: str | None = None) -> list[MeasuredRow]:
         with self.session() as s:

@@ -23,8 +23,8 @@ from typing import Protocol
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.store.connect import display_url, make_engine
 from sync.store.behaviours import BehaviourStore
+from sync.store.connect import display_url, make_engine
 from sync.store.cursors import Cursors
 from sync.store.held import HeldDeletes
 from sync.store.locks import ProfileLock
