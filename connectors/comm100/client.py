@@ -118,7 +118,7 @@ class Comm100Connector(SortedScanPull, HttpConnector):
         self.behaviours = dict(getattr(settings, "behaviours", None) or {})
         if self.behaviours.get(IDENTITY_VALUES) == "shared":
             self.capabilities = dataclasses.replace(self.capabilities, unique_keys=False)
-        self._array_first_ids: list[str] | None = None
+        self._array_last_ids: list[str] | None = None
 
     # ----------------------------------------------------------------- hooks
 
@@ -169,14 +169,19 @@ class Comm100Connector(SortedScanPull, HttpConnector):
             # index; a page equal to the previous one (paging ignored) ends the listing.
             records = read_items(body, to_record, id_types=(str,))
             ids = [r.remote_id for r in records]
-            repeated = token is not None and ids == self._array_first_ids
-            self._array_first_ids = ids if token is None else self._array_first_ids
-            if repeated:
-                return FetchedPage([], None, {"total": None, "server_now": server_now(response)})
-            more = len(body) == self.page_size
+            repeated = token is not None and bool(ids) and ids == self._array_last_ids
+            self._array_last_ids = ids
             extra: dict[str, Any] = {"total": None, "server_now": server_now(response)}
-            if len(body) > self.page_size:
+            # A page of pageSize (or more: a page shifted back over the one before) has a
+            # successor; a first page longer than pageSize is everything (paging ignored).
+            more = len(body) >= self.page_size
+            if token is None and len(body) > self.page_size:
                 extra["unordered"] = "the list answered more records than pageSize: paging ignored"
+                more = False
+            if repeated:
+                # The page before, again: asked for once more (the paginator gives up on a page
+                # that keeps repeating).
+                return FetchedPage(records, index, extra)
             return FetchedPage(records, index + 1 if more else None, extra)
         if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
             raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")

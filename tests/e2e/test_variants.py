@@ -12,8 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-
-from tests.matrix import cases
+from matrix import cases
 
 from .test_sync import ADA, HUMANS, seed_overlap
 from .world import World
