@@ -86,4 +86,50 @@ def test_the_scenario_converges_under_the_variant(variant_world: World) -> None:
     assert world.cycle().write_calls() == 0
     assert world.cycle().write_calls() == 0
     assert world.write_requests() == before
+
+    # A new phone set on GoHighLevel stays there and reaches Acquire; a Comm100 that ignores
+    # phones never reads back as an edit reverting it (it is reported not writable there).
+    new_phone = "+14155559999"
+    ghl_ada = _the(world, "ghl")
+    world.emulators["ghl"].external_edit(str(ghl_ada["_raw"]["id"]), {"phone": new_phone})
+    world.converge()
+    world.converge()
+    assert new_phone in (_the(world, "ghl").get("phones") or ())
+    assert new_phone in (_the(world, "acquire").get("phones") or ())
+    c100_phones = _the(world, "comm100").get("phones") or ()
+    assert new_phone in c100_phones or "phones" in world.store.behaviours.unwritable("comm100")
+    assert world.cycle().write_calls() == 0
     del unwritable
+
+
+def test_a_comm100_merge_converges_under_the_variant(variant_world: World) -> None:
+    """An agent merges two contacts on Comm100: carried to Acquire (a native merge, whatever
+    its result shape), GoHighLevel (tagged) and DM Champ (nothing deleted); no endless rewrites."""
+    world = variant_world
+    alan = ("alan@bletchley.example", "+441234567890")
+    turing = ("turing@cambridge.example", "+441234567891")
+    world.emulators["comm100"].seed(
+        [
+            {"first_name": "Alan", "last_name": "Turing", "email": alan[0], "phone": alan[1]},
+            {"first_name": "Alan", "last_name": "Turing", "email": turing[0], "phone": turing[1]},
+        ]
+    )
+    world.backfill()
+    world.converge()
+    for name in ("acquire", "ghl", "comm100", "dmchamp"):
+        assert len(world.contacts(name)) == 2, name
+    c100 = world.emulators["comm100"]
+    survivor, loser = (str(c["_raw"]["id"]) for c in sorted(world.contacts("comm100"), key=lambda c: c["emails"][0]))
+    c100.merge_contacts(survivor, loser)  # type: ignore[attr-defined]
+    world.converge()
+    # Acquire merged natively: one contact, holding at least the survivor's primary email (the
+    # loser's details are kept or not, as the variant has it).
+    (acq,) = world.contacts("acquire")
+    assert set(acq["emails"]) & {alan[0], turing[0]}
+    if world.variants.get("acquire.merge_result", "other_fields") == "other_fields":  # type: ignore[attr-defined]
+        assert set(acq["emails"]) == {alan[0], turing[0]}
+    ghl = world.contacts("ghl")
+    live = [c for c in ghl if "contactsync:merged" not in (c.get("tags") or ())]
+    assert len(live) == 1 and len(ghl) == 2
+    assert len(world.contacts("dmchamp")) == 2
+    assert world.cycle().write_calls() == 0
