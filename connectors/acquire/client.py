@@ -179,9 +179,8 @@ class AcquireConnector(FullScanPull, HttpConnector):
         if self._more(first, count, 0) or not first:
             second, count2, response = await self._list_page(1)
             count = count2 if count2 is not None else count
-            ids = [i.get("id") for i in first if isinstance(i, dict)]
-            if first and ids == [i.get("id") for i in second[: len(first)] if isinstance(i, dict)]:
-                second = []  # page 1 repeated page 0: pages count from 1
+            if first and second and _item_id(first[0]) == _item_id(second[0]):
+                second = []  # page 1 starts as page 0 did: pages count from 1
             elif not first:
                 first, second = second, []
         items = [*first, *second]
@@ -328,6 +327,10 @@ class AcquireConnector(FullScanPull, HttpConnector):
         if record is None:
             raise NotFound(400, f"acquire: contact {item['id']} vanished after a write")
         return record
+
+
+def _item_id(item: Any) -> Any:
+    return item.get("id") if isinstance(item, dict) else None
 
 
 def _data(body: Any) -> JSON:
