@@ -133,3 +133,39 @@ def test_a_comm100_merge_converges_under_the_variant(variant_world: World) -> No
     assert len(live) == 1 and len(ghl) == 2
     assert len(world.contacts("dmchamp")) == 2
     assert world.cycle().write_calls() == 0
+
+
+def test_fields_a_platform_ignores_are_reported_not_writable_and_left_alone(db_url: str, tmp_path: Path) -> None:
+    """Comm100 ignoring phone/company/address (the strictest reading of seed 004): the first
+    write shows it, status reports each such field on that connection with its evidence, the
+    next cycle's connector is told (never written again), and the other platforms keep them."""
+    import io
+
+    from rich.console import Console
+
+    from sync.commands.status import show
+
+    world = World(db_url, tmp_path, variants={"comm100.undocumented_fields": "ignored"})
+    try:
+        seed_overlap(world)
+        world.backfill()
+        world.converge()
+        rows = {r.field: r.evidence for r in world.store.behaviours.unwritable_rows("comm100")}
+        assert "phones" in rows and "the platform holds" in rows["phones"]
+        assert not world.store.behaviours.unwritable_rows("acquire")
+        assert not world.store.behaviours.unwritable_rows("ghl")
+        data = show(world.config, as_json=True, console=Console(file=io.StringIO()))
+        assert {u["field"] for u in data["connections"]["comm100"]["unwritable"]} == set(rows)
+        text = io.StringIO()
+        show(world.config, console=Console(file=text, width=300))
+        assert "not writable comm100 phones" in text.getvalue()
+        connector = world.engine.connector("comm100")
+        assert "phones" in connector.capabilities.unwritable_fields
+        # Ada's phone is on every other platform, and nothing is sent to Comm100 again.
+        for name in ("acquire", "ghl", "dmchamp"):
+            assert world.holding(name, phone=ADA[1]), name
+        puts = sum(1 for e in world.emulators["comm100"].request_log if e.method in ("PUT", "POST"))
+        assert world.cycle().write_calls() == 0
+        assert sum(1 for e in world.emulators["comm100"].request_log if e.method in ("PUT", "POST")) == puts
+    finally:
+        world.close()
