@@ -497,3 +497,58 @@ def test_put_of_merge_target_must_name_a_live_contact() -> None:
         assert a in emu.deleted and b in emu.contacts
 
     run(go())
+
+
+@pytest.mark.parametrize("paging", ["ignored_oldest_first", "ignored_arbitrary"])
+def test_an_incremental_pull_whose_order_does_not_hold_scans_everything_with_a_warning(paging: str) -> None:
+    """comm100.list_paging ignored: the server pages its own way (nextPage links) in its own
+    order. The pull sees the order is not newest-first, warns, and reads every page: an agent's
+    edit of an old contact is not missed; measured, it scans everything without looking."""
+    from structlog.testing import capture_logs
+
+    emu = emulator(variants={"comm100.list_paging": paging})
+    ids = emu.seed([person(i) for i in range(60)])
+    emu.clock.advance(3600)
+    conn = connect(emu)
+
+    async def go() -> None:
+        first = await pull_all(conn)
+        assert {r.remote_id for p in first for r in p.records} == set(ids)
+        emu.clock.advance(3600)
+        emu.external_edit(ids[7], {"firstName": "Edited", "name": "Edited Test"})
+        with capture_logs() as logs:
+            second = await pull_all(conn, first[-1].cursor)
+        got = [r.remote_id for p in second for r in p.records]
+        assert ids[7] in got and len(got) == len(set(got)) == 60
+        assert second[-1].complete and second[-1].full_scan
+        assert any(e["event"] == "comm100.order_not_held" for e in logs), logs
+        measured = Comm100Connector(
+            emu.connection_settings(behaviours={"comm100.list_paging": paging}), emu.transport()
+        )
+        again = await pull_all(measured, second[-1].cursor)
+        assert len({r.remote_id for p in again for r in p.records}) == 60
+        await measured.aclose()
+        await conn.aclose()
+
+    run(go())
+
+
+def test_a_sorted_pull_still_stops_early_where_the_order_holds() -> None:
+    emu = emulator()
+    ids = emu.seed([person(i) for i in range(25)])
+    emu.clock.advance(3600)
+    later = emu.seed([person(i) for i in range(25, 30)])
+    emu.clock.advance(3600)
+    conn = connect(emu, options={"page_size": 5})
+
+    async def go() -> None:
+        first = await pull_all(conn)
+        emu.clock.advance(3600)
+        emu.external_edit(ids[3], {"firstName": "Edited", "name": "Edited Test"})
+        second = await pull_all(conn, first[-1].cursor)
+        got = [r.remote_id for p in second for r in p.records]
+        # The edit, and the records within the overlap of the cursor; then it stops.
+        assert got[0] == ids[3] and set(got) == {ids[3], *later} and not second[-1].full_scan
+        await conn.aclose()
+
+    run(go())
