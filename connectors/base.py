@@ -77,6 +77,9 @@ class Capabilities:
     rate_limit: RateLimit | None = None
     # How far back an incremental pull re-reads (eventually consistent search), in seconds.
     overlap_seconds: float = 0.0
+    # Canonical fields found not writable on this connection (a write the platform ignored or
+    # changed; write verification, stored in the store): read from it, never written to it.
+    unwritable_fields: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -139,6 +142,10 @@ class ConnectionSettings:
     max_concurrency: int = 4
     max_retries: int = 6
     rate_limit: RateLimit | None = None
+    #: What ``contactsync probe`` measured on this account: behaviour name (``connectors/
+    #: <platform>/behaviours.py``) -> variant. A behaviour absent here is unknown, and the
+    #: connector must then be right under every one of its variants.
+    behaviours: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- settings models

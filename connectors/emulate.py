@@ -52,14 +52,23 @@ def build_emulators(
     rate_scale: float = 1.0,
     fault_rate: float = 0.0,
     fault_seed: int = 0,
+    variants: dict[str, str] | None = None,
 ) -> list[Emulator]:
-    """The emulators ``serve`` runs, seeded, with base URLs on consecutive ports."""
+    """The emulators ``serve`` runs, seeded, with base URLs on consecutive ports.
+    ``variants`` (behaviour name ``<platform>.<what>`` -> variant) go to the emulator of the
+    platform they name; ValueError for a platform not served or a behaviour it does not have."""
     emulators = []
+    chosen = dict(variants or {})
+    stray = sorted(b for b in chosen if b.split(".", 1)[0] not in platforms)
+    if stray:
+        raise ValueError(f"--variant for a platform not served: {', '.join(stray)}")
     for i, platform in enumerate(platforms):
+        mine = {b: v for b, v in chosen.items() if b.split(".", 1)[0] == platform}
         emulator = emulator_class(platform)(
             base_url=f"http://{host}:{port + i}",
             rate_scale=rate_scale,
             faults=FaultConfig(rate=fault_rate, seed=fault_seed),
+            **({"variants": mine} if mine else {}),
         )
         if seed_contacts:
             emulator.seed(seed_contacts, rng_seed=fault_seed)
@@ -90,8 +99,10 @@ def serve(
     rate_scale: float,
     fault_rate: float,
     fault_seed: int,
+    variants: list[str] | None = None,
 ) -> int:
-    """Serve one platform (or all) until SIGINT/SIGTERM; returns the exit code."""
+    """Serve one platform (or all) until SIGINT/SIGTERM; returns the exit code. ``variants``:
+    ``behaviour=variant`` strings (``comm100.put_semantics=replace``)."""
     if all_platforms == (platform is not None):
         _err("give exactly one of --platform NAME or --all")
         return 2
@@ -102,6 +113,13 @@ def serve(
     if rate_scale <= 0 or not 0.0 <= fault_rate <= 1.0:
         _err("--rate-scale must be > 0 and --fault-rate within [0, 1]")
         return 2
+    chosen: dict[str, str] = {}
+    for item in variants or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip() or not value.strip():
+            _err(f"--variant {item!r}: expected BEHAVIOUR=VARIANT, e.g. comm100.put_semantics=replace")
+            return 2
+        chosen[name.strip()] = value.strip()
     seed = None
     if seed_file is not None:
         try:
@@ -119,9 +137,14 @@ def serve(
             rate_scale=rate_scale,
             fault_rate=fault_rate,
             fault_seed=fault_seed,
+            variants=chosen,
         )
     except ImportError as exc:
         _err(f"an emulator is not available: {exc}")
+        return 2
+    except (ValueError, TypeError) as exc:
+        # an unknown behaviour or variant (check_variants), or an emulator without variants
+        _err(f"bad --variant: {exc}")
         return 2
 
     def ready(served: list[Served]) -> None:

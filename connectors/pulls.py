@@ -366,21 +366,42 @@ class SortedScanPull(_SinceCursor):
     pull_mode = PullMode.SORTED_SCAN
 
     async def pull(self, cursor: JSON | None) -> AsyncIterator[Page]:
+        """The order is inferred (Comm100 documents no sorting), so it is verified page by page
+        before the pull stops on it: a record newer than the one before it (on its page or the
+        page before), or a page the connector flags (``extra["unordered"]``: the server pages
+        its own way, or a probe measured the order ignored), turns the pull into a complete
+        scan of the listing, with a warning. Nothing is skipped on a reading that did not hold."""
         since = self._since(cursor)
         floor = self._floor(since)
         old_cursor: JSON = {self.cursor_key: self.format_time(since) if since else None}
         high = since
         check = StableTotal()
+        unordered: str | None = None
+        last: datetime | None = None  # the updated time of the previous record listed
         pages = paginate(
             self._checked(self.fetch_page), name=f"{self.platform} {self.listing_name}", max_pages=self._page_cap()
         )
         try:
             async for _token, page in pages:
                 check.page(page)
+                if unordered is None:
+                    unordered, last = self._order_broken(page, last)
+                    if unordered is not None and floor is not None:
+                        log.warning(
+                            f"{self.platform}.order_not_held",
+                            connection=getattr(getattr(self, "settings", None), "name", None),
+                            reason=unordered,
+                            action="complete scan",
+                        )
                 keep: list[RawRecord] = []
                 stopped = False
                 for record in page.records:
-                    if floor is not None and record.updated_at is not None and record.updated_at < floor:
+                    if (
+                        unordered is None
+                        and floor is not None
+                        and record.updated_at is not None
+                        and record.updated_at < floor
+                    ):
                         stopped = True
                         break
                     keep.append(record)
@@ -394,12 +415,30 @@ class SortedScanPull(_SinceCursor):
                     keep,
                     {self.cursor_key: self.format_time(high)} if high else dict(old_cursor),
                     complete=True,
-                    full_scan=since is None and not stopped and check.stable,
+                    full_scan=(since is None or unordered is not None) and not stopped and check.stable,
                     total=total,
                 )
                 return
         finally:
             await pages.aclose()
+
+    @staticmethod
+    def _order_broken(page: FetchedPage, last: datetime | None) -> tuple[str | None, datetime | None]:
+        """Why ``page`` shows the listing is not newest-first (None: it holds so far), and the
+        updated time of its last record."""
+        flagged = page.extra.get("unordered")
+        if flagged:
+            return str(flagged), last
+        for record in page.records:
+            if record.updated_at is None or isinstance(record, UnreadableRecord):
+                continue
+            if last is not None and record.updated_at > last:
+                return (
+                    f"record {record.remote_id} ({record.updated_at.isoformat()}) listed after one "
+                    f"updated {last.isoformat()}: the list is not newest-first"
+                ), last
+            last = record.updated_at
+        return None, last
 
 
 class ChangeFeedPull(_SinceCursor):

@@ -145,6 +145,12 @@ def emulate(
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Speed rate-limit windows up by this factor."),
     fault_rate: float = typer.Option(0.0, "--fault-rate", help="Fraction of requests given an injected fault."),
     fault_seed: int = typer.Option(0, "--fault-seed"),
+    variant: list[str] | None = typer.Option(
+        None,
+        "--variant",
+        help="Run an inferred behaviour's variant, BEHAVIOUR=VARIANT (repeatable), e.g. comm100.put_semantics=replace"
+        " (docs/platform-behaviours.md).",
+    ),
 ) -> None:
     """Serve platform emulators on loopback until SIGINT/SIGTERM."""
     from connectors.emulate import serve
@@ -160,6 +166,7 @@ def emulate(
             rate_scale=rate_scale,
             fault_rate=fault_rate,
             fault_seed=fault_seed,
+            variants=variant or None,
         )
     )
 
@@ -278,6 +285,23 @@ def status(
 
 
 ConnectionsOpt = typer.Option(None, "--connection", help="Only this connection (repeatable); default: all.")
+
+
+@app.command()
+def probe(
+    config: Path = ConfigOpt,
+    connection: list[str] | None = ConnectionsOpt,
+    yes: bool = typer.Option(False, "--yes", help="Go ahead: throwaway contacts are created and deleted."),
+) -> None:
+    """Measure each inferred platform behaviour on the real accounts with throwaway contacts
+    (contactsync-probe-...), print and record the findings; cycles use them thereafter."""
+    from sync.commands.probe import run_probe
+
+    cfg = _load(config)
+    try:
+        run_probe(cfg, connections=connection or None, yes=yes)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
 
 
 @deletes_app.command("list")

@@ -198,11 +198,16 @@ class CycleRunner:
 
     def connector(self, name: str) -> Connector:
         """A fresh connector for connection ``name`` (close it with ``aclose``)."""
+        from dataclasses import replace
+
         settings = self.config.connection_settings(name)
+        # What a probe measured on this account (contactsync probe): the connector takes those
+        # readings instead of the safe ones.
+        measured = self.store.behaviours.measured(name)
+        if measured:
+            settings = replace(settings, behaviours={**measured, **settings.behaviours})
         overrides = self.settings_overrides.get(name)
         if overrides:
-            from dataclasses import replace
-
             settings = replace(settings, **overrides)
         cls = connector_class(self.config.connections[name].platform)
         connector = cls(settings, self.transports.get(name))
@@ -218,7 +223,24 @@ class CycleRunner:
                     base_urls={n: str(o["base_url"]) for n, o in self.settings_overrides.items() if "base_url" in o},
                 )
             )
+        # Fields write verification found the platform does not hold: never written there again.
+        unwritable = self.store.behaviours.unwritable(name)
+        if unwritable:
+            connector.capabilities = replace(
+                connector.capabilities, unwritable_fields=connector.capabilities.unwritable_fields | unwritable
+            )
         return connector
+
+    def _unwritable_found(self, connection: str, fields: dict[str, str]) -> None:
+        new = self.store.behaviours.mark_unwritable(connection, fields)
+        for name in new:
+            log.warning(
+                "field_not_writable",
+                connection=connection,
+                field=name,
+                evidence=fields[name],
+                action="read from this connection, never written to it again (contactsync status)",
+            )
 
     def capabilities(self, connectors: Mapping[str, Connector]) -> dict[str, Capabilities]:
         return {name: c.capabilities for name, c in connectors.items()}
@@ -373,6 +395,7 @@ class CycleRunner:
                     concurrency=self.config.connections[n].max_concurrency,
                     keys_of=_keys_of(self.config.mapping(n)),
                     read_fields=_reader(self.config.mapping(n)),
+                    on_unwritable=self._unwritable_found,
                 )
                 for n, c in connectors.items()
             ]

@@ -31,6 +31,7 @@ from connectors.acquire.api import (
     merge_path,
     parse_time,
 )
+from connectors.acquire.behaviours import PAGING_BASE, SEARCH
 from connectors.acquire.settings import AcquireCredentials, AcquireOptions
 from connectors.base import (
     Capabilities,
@@ -82,6 +83,13 @@ class AcquireConnector(FullScanPull, HttpConnector):
         self.page_size = self.options.page_size
         self.read_ahead_pages = max(0, self.options.read_ahead_pages)
         self.default_region = self.options.default_region
+        # Measured behaviours (contactsync probe); an absent one is unknown.
+        self.behaviours = dict(getattr(settings, "behaviours", None) or {})
+        #: "zero" / "one" when measured; None: found out by the first page of each scan.
+        self.paging_base: str | None = self.behaviours.get(PAGING_BASE)
+        # The most records one page has held: a server that clamps ``limit`` (behaviour
+        # acquire.max_limit) pages by its own size, and a page of that size is not the last.
+        self._served = 0
 
     # ----------------------------------------------------------------- hooks
 
@@ -107,19 +115,25 @@ class AcquireConnector(FullScanPull, HttpConnector):
     # ----------------------------------------------------------------- pull
 
     # FullScanPull owns the loop, the resume cursor and the stable-total check (``filteredCount``).
-    first_page = FIRST_PAGE
+    # Tokens are the server's page numbers; None is the start of a scan, whose numbering
+    # (behaviour acquire.paging_base: page 0 or page 1 first) is measured or found out there.
+    first_page = None
 
     def page_after(self, token: Hashable, total: int | None) -> Hashable | None:
         # Pages are numbered, so the ones after the next can be requested before it arrives;
         # none past the last page the count promises (no wasted requests when nothing
         # changes; a count that grows is still followed page by page).
-        after = int(cast(int, token)) + 1
-        if total is None or (after - 1) * self.page_size >= total:
+        if token is None:
+            after = 1 if self.paging_base == "zero" else 2
+        else:
+            after = int(cast(int, token)) + 1
+        size = self._served or self.page_size
+        index = after if self.paging_base == "zero" else after - 1  # pages before it
+        if total is None or index * size >= total:
             return None
         return after
 
-    async def fetch_page(self, token: Hashable | None) -> FetchedPage:
-        page_no = int(cast(int, token)) if token is not None else FIRST_PAGE
+    async def _list_page(self, page_no: int) -> tuple[list[Any], int | None, httpx.Response]:
         response = await self.http.request(
             "GET", CONTACTS, params={"limit": self.page_size, "page": page_no, "relations": _RELATIONS}
         )
@@ -129,10 +143,50 @@ class AcquireConnector(FullScanPull, HttpConnector):
             raise RemoteUnavailable("acquire GET /crm/objects/contact: response has no data.list")
         counts = data.get("counts")
         count = counts.get("filteredCount") if isinstance(counts, dict) else None
-        records = read_items(items, to_record, id_types=(int,))
-        more = len(items) >= self.page_size
+        self._served = max(self._served, len(items))
+        return items, count if isinstance(count, int) else None, response
+
+    def _more(self, items: list[Any], count: int | None, before: int) -> bool:
+        """Whether a page of ``items`` (``before`` records listed ahead of it) has a successor:
+        a full page (of the size asked for, or of the size the server clamps to)."""
+        if not items:
+            return False
+        if len(items) >= self.page_size:
+            return True
+        if count is not None:
+            return before + len(items) < count and len(items) >= self._served
+        return False
+
+    async def fetch_page(self, token: Hashable | None) -> FetchedPage:
+        if token is not None:
+            page_no = int(cast(int, token))
+            items, count, response = await self._list_page(page_no)
+            before = (page_no if self.paging_base == "zero" else page_no - 1) * (self._served or len(items))
+            more = self._more(items, count, before)
+            extra = {"total": count, "server_now": server_now(response)}
+            return FetchedPage(read_items(items, to_record, id_types=(int,)), page_no + 1 if more else None, extra)
+        if self.paging_base is not None:
+            page_no = 0 if self.paging_base == "zero" else FIRST_PAGE
+            items, count, response = await self._list_page(page_no)
+            more = self._more(items, count, 0)
+            extra = {"total": count, "server_now": server_now(response)}
+            return FetchedPage(read_items(items, to_record, id_types=(int,)), page_no + 1 if more else None, extra)
+        # Numbering unknown: page 0, then page 1. A server counting from 1 answers page 0 as
+        # its first page too (or as nothing), so page 1 repeats it; one counting from 0 answers
+        # the second page. Either way the scan goes on at page 2.
+        first, count, response = await self._list_page(0)
+        second: list[Any] = []
+        if self._more(first, count, 0) or not first:
+            second, count2, response = await self._list_page(1)
+            count = count2 if count2 is not None else count
+            if first and second and _item_id(first[0]) == _item_id(second[0]):
+                second = []  # page 1 starts as page 0 did: pages count from 1
+            elif not first:
+                first, second = second, []
+        items = [*first, *second]
+        more = self._more(second, count, len(first)) if second else self._more(first, count, 0)
         extra = {"total": count, "server_now": server_now(response)}
-        return FetchedPage(records, page_no + 1 if more else None, extra)
+        return FetchedPage(read_items(items, to_record, id_types=(int,)), 2 if more else None, extra)
 
     # ----------------------------------------------------------------- reads
 
@@ -160,7 +214,29 @@ class AcquireConnector(FullScanPull, HttpConnector):
             matches = sorted(int(item["id"]) for item in items if self._holds(item, kind, value))
             if matches:
                 return str(matches[0])
+        if self.behaviours.get(SEARCH) != "substring":
+            # What ``search`` matches is inferred (behaviour acquire.search): exact, or nothing
+            # at all (everything listed, the match maybe past the first page). Unless it is
+            # measured to match substrings, a lookup that found nothing reads the whole list
+            # before saying so: a miss here means a duplicate create.
+            return await self._scan_for(keys)
         return None
+
+    async def _scan_for(self, keys: Mapping[str, str]) -> str | None:
+        token: Hashable | None = None
+        found: list[int] = []
+        for _ in range(self._page_cap()):
+            page = await self.fetch_page(token)
+            for record in page.records:
+                item = record.payload
+                if isinstance(item, dict) and any(
+                    keys.get(kind) and self._holds(item, kind, keys[kind]) for kind in self.capabilities.lookup_keys
+                ):
+                    found.append(int(record.remote_id))
+            token = page.next_token
+            if token is None:
+                break
+        return str(min(found)) if found else None
 
     def _holds(self, item: JSON, kind: str, value: str) -> bool:
         fields = item.get("fields") or {}
@@ -251,6 +327,10 @@ class AcquireConnector(FullScanPull, HttpConnector):
         if record is None:
             raise NotFound(400, f"acquire: contact {item['id']} vanished after a write")
         return record
+
+
+def _item_id(item: Any) -> Any:
+    return item.get("id") if isinstance(item, dict) else None
 
 
 def _data(body: Any) -> JSON:

@@ -18,7 +18,7 @@ documents no rate limit, so none is applied unless a test asks for one.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -32,12 +32,14 @@ from connectors.acquire.api import (
     ERROR_INVALID_INPUT,
     ERROR_UNAUTHORIZED,
     FIRST_PAGE,
-    MAX_LIMIT,
     MERGE,
     error_body,
 )
+from connectors.acquire.behaviours import BEHAVIOURS, CUSTOM_ATTRIBUTES, MERGE_RESULT, PAGING_BASE, SEARCH
+from connectors.acquire.behaviours import MAX_LIMIT as MAX_LIMIT_BEHAVIOUR
 from connectors.acquire.state import AcquireError, AcquireState
 from connectors.emulation import Emulator
+from connectors.probing import check_variants
 
 JSON = dict[str, Any]
 
@@ -58,8 +60,21 @@ class AcquireEmulator(Emulator):
     documented_rate_limit = None  # "There are no API consumption limits."
     default_credentials = {"api_key": "acq-test-key"}
 
-    def __init__(self, *, state_options: JSON | None = None, **kwargs: Any) -> None:
-        self._state_options = dict(state_options or {})
+    def __init__(
+        self, *, state_options: JSON | None = None, variants: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        # ``variants``: a reading of each inferred behaviour (connectors/acquire/behaviours.py);
+        # an explicit ``state_options`` entry still overrides the state options they set.
+        self.variants = check_variants(BEHAVIOURS, variants or {})
+        v = self.variants
+        self._state_options = {
+            "merge_result": v[MERGE_RESULT],
+            "ignore_new_attributes": v[CUSTOM_ATTRIBUTES] == "ignored",
+            "search": v[SEARCH],
+            **(state_options or {}),
+        }
+        if "merge_keeps_details" in self._state_options and "merge_result" not in (state_options or {}):
+            self._state_options.pop("merge_result")
         super().__init__(**kwargs)
         self.state = AcquireState(self.clock.now, self.contacts, self.deleted, **self._state_options)
 
@@ -163,16 +178,22 @@ class AcquireEmulator(Emulator):
     async def _list(self, request: Request) -> Response:
         try:
             limit = self._int_param(request, "limit", DEFAULT_LIMIT) or DEFAULT_LIMIT
-            if limit > MAX_LIMIT:
-                raise AcquireError(400, ERROR_INVALID_INPUT, f"limit must be at most {MAX_LIMIT}")
-            # Pages are 1-based; page 0 is the first page too (inferred: the docs' example body
-            # carries "page":0).
-            page = max(self._int_param(request, "page", FIRST_PAGE), FIRST_PAGE)
+            most, _, rule = self.variants[MAX_LIMIT_BEHAVIOUR].partition("_")
+            if limit > int(most):
+                if rule == "refused":
+                    raise AcquireError(400, ERROR_INVALID_INPUT, f"limit must be at most {most}")
+                limit = int(most)
+            if self.variants[PAGING_BASE] == "zero":
+                start = self._int_param(request, "page", 0) * limit
+            else:
+                # Pages are 1-based; page 0 is the first page too (inferred: the docs' example
+                # body carries "page":0).
+                start = (max(self._int_param(request, "page", FIRST_PAGE), FIRST_PAGE) - 1) * limit
             relations = self._relations(request, ())
         except AcquireError as exc:
             return self._error(exc)
         rows = self.state.matching(request.query_params.get("search"))
-        lo, hi = self.page_window((page - 1) * limit, limit)
+        lo, hi = self.page_window(start, limit)
         # Encoded at once by the response: the stored records need no copy.
         wanted = set(relations)
         items = [self.state.view(c, wanted) for c in rows[lo:hi]]

@@ -30,6 +30,8 @@ from connectors.acquire.api import (
 from connectors.emulation import ValueIndex
 
 JSON = dict[str, Any]
+#: The standard keys of ``fields`` (documented); any other key is a custom attribute.
+STANDARD_KEYS = ("name", "email", "phone", "city", "state", "countryId")
 _DIGITS = re.compile(r"\D")
 _PHONE_LIKE = re.compile(r"^[+\d\s().\-]+$")
 
@@ -70,6 +72,12 @@ class AcquireState:
         docs: "differing details are kept on the primary"); False drops the sources' details.
       * ``null_updated_on_create``: a new contact's ``dateUpdated`` is null until its first
         update (the docs show null ``dateUpdated`` values).
+      * ``merge_result`` (variant ``acquire.merge_result``): ``other_fields`` as above,
+        ``fill_empty`` (only the primary's empty email/phone take the sources'), ``dropped``.
+      * ``ignore_new_attributes`` (variant ``acquire.custom_attributes=ignored``): a ``fields``
+        key the account does not define is silently dropped by create/update.
+      * ``search`` (variant ``acquire.search``): ``substring``, ``exact`` (equals a stored
+        email/phone) or ``none`` (the parameter is ignored).
     """
 
     def __init__(
@@ -81,8 +89,19 @@ class AcquireState:
         unique_email: bool = True,
         merge_keeps_details: bool = True,
         null_updated_on_create: bool = True,
+        merge_result: str | None = None,
+        ignore_new_attributes: bool = False,
+        search: str = "substring",
     ) -> None:
         self._now = now
+        # "other_fields" (otherEmails/otherPhones), "fill_empty" or "dropped"; the older
+        # boolean ``merge_keeps_details`` picks between the first and the last.
+        self.merge_result = merge_result or ("other_fields" if merge_keeps_details else "dropped")
+        self.ignore_new_attributes = ignore_new_attributes
+        self.search = search
+        # Custom attribute keys the account defines (seeds and console edits define them; an
+        # API write of another key is ignored when ``ignore_new_attributes``).
+        self.defined_attributes: set[str] = set(STANDARD_KEYS)
         self.unique_email = unique_email
         self.merge_keeps_details = merge_keeps_details
         self.null_updated_on_create = null_updated_on_create
@@ -108,7 +127,7 @@ class AcquireState:
         shared with a cache: read it, never change it."""
         if self._ordered is None or len(self._ordered) != len(self.contacts):
             self._ordered = sorted(self.contacts.values(), key=lambda c: int(c["id"]))
-        if search is None or not search.strip():
+        if search is None or not search.strip() or self.search == "none":
             return self._ordered
         return [c for c in self._ordered if self._matches(c, search)]
 
@@ -138,6 +157,9 @@ class AcquireState:
         if not needle:
             return True
         f = contact["fields"]
+        if self.search == "exact":
+            exact = [f.get("email"), f.get("phone"), *(f.get("otherEmails") or []), *(f.get("otherPhones") or [])]
+            return any(isinstance(t, str) and t.strip().lower() == needle for t in exact)
         others = [*(f.get("otherEmails") or []), *(f.get("otherPhones") or [])]
         texts = [f.get("name"), f.get("email"), f.get("phone"), *others]
         if any(isinstance(t, str) and needle in t.lower() for t in texts):
@@ -153,7 +175,7 @@ class AcquireState:
     # ----------------------------------------------------------------- writes
 
     def create(self, body: Mapping[str, Any]) -> JSON:
-        fields = self._fields_from_body(body)
+        fields = self._defined(self._fields_from_body(body))
         self._check_unique_email(fields.get("email"), None)
         now = format_time(self._now())
         contact_id = self._next_id()
@@ -171,7 +193,7 @@ class AcquireState:
 
     def update(self, contact_id: int, body: Mapping[str, Any]) -> JSON:
         contact = self._require(contact_id)
-        fields = self._fields_from_body(body)
+        fields = self._defined(self._fields_from_body(body))
         if "email" in fields:
             self._check_unique_email(fields["email"], contact_id)
         contact["fields"].update(fields)
@@ -199,8 +221,12 @@ class AcquireState:
         primary = self._require(primary_id)
         sources = [self._require(i) for i in ids]
         for source in sources:
-            if self.merge_keeps_details:
+            if self.merge_result == "other_fields":
                 self._fold_details(primary["fields"], source["fields"])
+            elif self.merge_result == "fill_empty":
+                for key in ("email", "phone"):
+                    if primary["fields"].get(key) in (None, "") and source["fields"].get(key) not in (None, ""):
+                        primary["fields"][key] = source["fields"][key]
             names = {t["name"] for t in primary["tags"]}
             primary["tags"].extend(copy.deepcopy(t) for t in source["tags"] if t["name"] not in names)
         for i in ids:
@@ -234,6 +260,11 @@ class AcquireState:
             if target.get(key) in (None, "") and value not in (None, ""):
                 target[key] = copy.deepcopy(value)
 
+    def _defined(self, fields: JSON) -> JSON:
+        if not self.ignore_new_attributes:
+            return fields
+        return {k: v for k, v in fields.items() if k in self.defined_attributes}
+
     # ----------------------------------------------------------------- test helpers
 
     def seed(self, record: Mapping[str, Any]) -> JSON:
@@ -253,6 +284,7 @@ class AcquireState:
             "fields": {"name": None, "email": None, "phone": None, **copy.deepcopy(dict(record.get("fields", {})))},
             "tags": [self._tag(t) for t in record.get("tags", [])],
         }
+        self.defined_attributes.update(contact["fields"])
         self._insert(contact)
         return contact  # the stored record itself (no copy: seeding is bulk work)
 
@@ -263,6 +295,7 @@ class AcquireState:
         for key, value in changes.items():
             if key == "fields":
                 contact["fields"].update(copy.deepcopy(dict(value)))
+                self.defined_attributes.update(value)
             elif key == "tags":
                 contact["tags"] = [self._tag(t) for t in value]
             elif key != "id":

@@ -50,6 +50,7 @@ from connectors.comm100.api import (
     merge_path,
     parse_time,
 )
+from connectors.comm100.behaviours import IDENTITY_VALUES, LIST_PAGING, PUT_IDENTITIES, PUT_SEMANTICS
 from connectors.comm100.settings import Comm100Credentials, Comm100Options
 from connectors.http import FetchedPage, HttpConnector
 from connectors.pulls import SortedScanPull, UnreadablePage, decode_json, read_items, server_now
@@ -112,6 +113,12 @@ class Comm100Connector(SortedScanPull, HttpConnector):
         self.page_size = min(opts.page_size, MAX_PAGE_SIZE)
         self.default_region = opts.default_region
         self.read_back = opts.read_back
+        # Measured behaviours (contactsync probe); an absent one is unknown and the safe
+        # reading is taken: PUT may replace, the list order may not hold.
+        self.behaviours = dict(getattr(settings, "behaviours", None) or {})
+        if self.behaviours.get(IDENTITY_VALUES) == "shared":
+            self.capabilities = dataclasses.replace(self.capabilities, unique_keys=False)
+        self._array_last_ids: list[str] | None = None
 
     # ----------------------------------------------------------------- hooks
 
@@ -134,16 +141,16 @@ class Comm100Connector(SortedScanPull, HttpConnector):
         return _parse(value)
 
     async def fetch_page(self, token: Hashable | None) -> FetchedPage:
-        if token is None:
-            params = {
-                "pageIndex": 1,
-                "pageSize": self.page_size,
-                "sortBy": "lastUpdatedTime",
-                "sortOrder": "desc",
-                "isIncludeDeleted": "true",
-                "include": "contactIdentity",
-            }
-            response = await self.http.request("GET", CONTACTS, params=params)
+        params = {
+            "pageSize": self.page_size,
+            "sortBy": "lastUpdatedTime",
+            "sortOrder": "desc",
+            "isIncludeDeleted": "true",
+            "include": "contactIdentity",
+        }
+        if token is None or isinstance(token, int):
+            # The first page, or page N of a bare-array listing (no nextPage links to follow).
+            response = await self.http.request("GET", CONTACTS, params={"pageIndex": token or 1, **params})
         else:
             # httpx replaces (not merges) a URL's query when params are passed, and the
             # shared layer always passes the auth params: split nextPage into path + params.
@@ -155,13 +162,41 @@ class Comm100Connector(SortedScanPull, HttpConnector):
                 "GET", str(url.copy_with(query=None)), params=dict(url.params.multi_items())
             )
         body = decode_json(response, f"comm100 GET {CONTACTS}")
+        index = token if isinstance(token, int) else 1
+        if isinstance(body, list):
+            # The page's text says "An array of Contact" (seed 004 line 39; behaviour
+            # comm100.list_shape=array): no links, no total. A full page asks for the next page
+            # index; a page equal to the previous one (paging ignored) ends the listing.
+            records = read_items(body, to_record, id_types=(str,))
+            ids = [r.remote_id for r in records]
+            repeated = token is not None and bool(ids) and ids == self._array_last_ids
+            self._array_last_ids = ids
+            extra: dict[str, Any] = {"total": None, "server_now": server_now(response)}
+            # A page of pageSize (or more: a page shifted back over the one before) has a
+            # successor; a first page longer than pageSize is everything (paging ignored).
+            more = len(body) >= self.page_size
+            if token is None and len(body) > self.page_size:
+                extra["unordered"] = "the list answered more records than pageSize: paging ignored"
+                more = False
+            if repeated:
+                # The page before, again: asked for once more (the paginator gives up on a page
+                # that keeps repeating).
+                return FetchedPage(records, index, extra)
+            return FetchedPage(records, index + 1 if more else None, extra)
         if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
             raise RemoteUnavailable("comm100 GET /global/contacts: response has no contacts array")
         next_page = body.get("nextPage") or None
         if next_page is not None and not isinstance(next_page, str):
             raise UnreadablePage(f"comm100 GET {CONTACTS}: nextPage is a {type(next_page).__name__}, not a URL")
         records = read_items(body["contacts"], to_record, id_types=(str,))
-        return FetchedPage(records, next_page, {"total": body.get("total"), "server_now": server_now(response)})
+        extra = {"total": body.get("total"), "server_now": server_now(response)}
+        if self.behaviours.get(LIST_PAGING, "honoured") != "honoured":
+            extra["unordered"] = f"measured {LIST_PAGING}={self.behaviours[LIST_PAGING]}"
+        elif next_page is not None and len(body["contacts"]) != self.page_size:
+            # A page of another size than asked for, with more to come: the server pages its
+            # own way, so it may well ignore the order asked for too.
+            extra["unordered"] = f"a page of {len(body['contacts'])} records for pageSize {self.page_size}"
+        return FetchedPage(records, next_page, extra)
 
     # ----------------------------------------------------------------- reads
 
@@ -210,7 +245,7 @@ class Comm100Connector(SortedScanPull, HttpConnector):
         return None
 
     def _oldest_holding(self, body: Any, kind: str, value: str) -> str | None:
-        contacts = body.get("contacts") if isinstance(body, dict) else None
+        contacts = body if isinstance(body, list) else body.get("contacts") if isinstance(body, dict) else None
         matches = [c for c in contacts or [] if self._holds(c, kind, value)]
         if not matches:
             return None
@@ -247,6 +282,11 @@ class Comm100Connector(SortedScanPull, HttpConnector):
             created = await self.http.json("POST", CONTACTS, json_body=body, idempotent=False)
             if not isinstance(created, dict) or not created.get("id"):
                 raise RemoteUnavailable("comm100 POST /global/contacts: response has no id")
+            if "contactIdentities" not in created:
+                # The response has no identities; a new contact holds the ones sent (or the
+                # create is refused). The rest of the response shows what was stored, so the
+                # engine can verify the write (phone, company... may be ignored).
+                created = {**created, "contactIdentities": body.get("contactIdentities") or []}
             return WriteResult(str(created["id"]), await self._record(created), created=True)
 
         async def recheck() -> WriteResult | None:
@@ -258,22 +298,52 @@ class Comm100Connector(SortedScanPull, HttpConnector):
         return await self.http.write_once(send, recheck)
 
     async def update(self, remote_id: str, changes: JSON) -> WriteResult:
-        """PUT ``changes``. Keys absent from the body are left unchanged.
+        """PUT ``changes`` - as a full representation unless PUT is measured to merge.
 
-        ``name`` is required on every PUT. The engine always sends it (the mapping's
-        ``update.always_send``: the staged name, or the one derived from the new first/last
-        name), so an update costs one request; only a caller that leaves it out pays a GET to
-        learn the current name first."""
+        ``name`` is required on every PUT, which suggests PUT replaces the contact (seed 004;
+        behaviour ``comm100.put_semantics``). Unless a probe measured ``merge``, the contact is
+        read first and the body is the whole documented representation (name, first and last
+        name, identities, and the other profile keys it holds) with ``changes`` over it: a
+        partial PUT under replace semantics would erase every key left out.
+
+        The result carries the contact as the platform holds it afterwards (the PUT response,
+        with identities: those read, or those sent when the PUT replaced them; read again when
+        an identity was to be removed and PUT may only extend), so the engine can verify the
+        write."""
         body = _body(changes)
-        if not body.get("name"):
+        current: RawRecord | None = None
+        full = self.behaviours.get(PUT_SEMANTICS) != "merge"
+        if full or not body.get("name"):
             current = await self.get(remote_id)
             if current is None or current.merged_into or current.deleted:
                 raise NotFound(404, f"comm100: no live contact {remote_id}")
+        if current is not None and full:
+            body = {**_body(_representation(current.payload)), **body}
+        if not body.get("name"):
+            assert current is not None
             body["name"] = current.payload.get("name") or _derive_name({**current.payload, **body})
         updated = await self.http.json("PUT", contact_path(remote_id), json_body=body)
         if not isinstance(updated, dict):
             raise RemoteUnavailable("comm100 PUT /global/contacts/{id}: response is not a contact")
-        return WriteResult(remote_id, await self._record({"id": remote_id, **updated}))
+        result = {"id": remote_id, **updated}
+        if "contactIdentities" not in result:
+            sent = body.get("contactIdentities")
+            held = (current.payload.get("contactIdentities") or []) if current is not None else None
+            if (
+                sent is not None
+                and (held is None or _drops_identity(held, sent))
+                and (self.behaviours.get(PUT_IDENTITIES) != "replace")
+            ):
+                # PUT may extend rather than replace the identities: see what it kept.
+                record = await self.get(remote_id)
+                if record is None:
+                    raise NotFound(404, f"comm100: contact {remote_id} vanished after a write")
+                return WriteResult(remote_id, record)
+            if sent is not None:
+                result["contactIdentities"] = sent
+            elif held is not None:
+                result["contactIdentities"] = held
+        return WriteResult(remote_id, await self._record(result))
 
     async def delete(self, remote_id: str) -> None:
         await self.http.request("DELETE", contact_path(remote_id))
@@ -340,6 +410,25 @@ def _body(payload: Mapping[str, Any]) -> JSON:
             {k: v for k, v in i.items() if k not in ("id", "contactId")} for i in idents if isinstance(i, Mapping)
         ]
     return body
+
+
+def _representation(contact: Mapping[str, Any]) -> JSON:
+    """A read contact as a full PUT body: its profile keys that hold a value and its identities."""
+    out = {
+        k: v for k, v in contact.items() if v is not None and k not in SERVER_KEYS and not isinstance(v, (dict, bool))
+    }
+    out["contactIdentities"] = list(contact.get("contactIdentities") or [])
+    return out
+
+
+def _drops_identity(held: list[Any], sent: list[Any]) -> bool:
+    """Whether ``sent`` leaves out an identity ``held`` has (where replace and extend differ)."""
+
+    def key(i: Any) -> tuple[str, str]:
+        return (str(i.get("contactIdentityType") or "").lower(), str(i.get("value") or "").lower())
+
+    wanted = {key(i) for i in sent if isinstance(i, Mapping)}
+    return any(key(i) not in wanted for i in held if isinstance(i, Mapping))
 
 
 def _derive_name(body: Mapping[str, Any]) -> str:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -31,6 +32,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from connectors.comm100.api import CONTACT, CONTACTS, DEFAULT_PAGE_SIZE, MERGE, RATE_LIMIT, ZERO_GUID
+from connectors.comm100.behaviours import (
+    BEHAVIOURS,
+    IDENTITY_VALUES,
+    LIST_PAGING,
+    LIST_SHAPE,
+    PUT_IDENTITIES,
+    PUT_SEMANTICS,
+    UNDOCUMENTED_FIELDS,
+)
 from connectors.comm100.state import (
     Comm100Error,
     Comm100State,
@@ -38,6 +48,10 @@ from connectors.comm100.state import (
     validation,
 )
 from connectors.emulation import Emulator
+from connectors.probing import check_variants
+
+#: The page size of a server that ignores pageSize (variant comm100.list_paging=ignored_*).
+SERVER_PAGE_SIZE = 25
 
 JSON = dict[str, Any]
 
@@ -68,6 +82,10 @@ class Comm100Emulator(Emulator):
     ``put_replaces``, ``unique_identities``, ``merge_via_put``, ``honor_client_times``).
     ``merge_endpoint`` (inferred: it exists in a newer API family) enables
     ``POST /contact/contacts/{id}:merge``. ``site_id`` is the site Basic auth must name.
+
+    ``variants`` picks a reading of each inferred behaviour (``connectors/comm100/behaviours.py``;
+    unnamed ones run their ``emulator_default``); they set the state options above, which an
+    explicit ``state_options`` entry still overrides.
     """
 
     platform = "comm100"
@@ -85,9 +103,18 @@ class Comm100Emulator(Emulator):
         merge_endpoint: bool = False,
         retry_after_on_429: bool = False,
         site_id: str = "10000",
+        variants: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._state_options = dict(state_options or {})
+        self.variants = check_variants(BEHAVIOURS, variants or {})
+        v = self.variants
+        self._state_options = {
+            "put_replaces": v[PUT_SEMANTICS] == "replace",
+            "unique_identities": v[IDENTITY_VALUES] == "unique",
+            "ignore_undocumented": v[UNDOCUMENTED_FIELDS] == "ignored",
+            "extend_identities": v[PUT_IDENTITIES] == "extend",
+            **(state_options or {}),
+        }
         self.merge_endpoint = merge_endpoint
         self.retry_after_on_429 = retry_after_on_429
         self.site_id = site_id
@@ -198,12 +225,16 @@ class Comm100Emulator(Emulator):
 
     async def _list(self, request: Request) -> Response:
         p = request.query_params
+        paging = self.variants[LIST_PAGING]
+        honoured = paging == "honoured"
         try:
             q = ListQuery(
-                page_index=_int_param(p.get("pageIndex"), "pageIndex", 1),
-                page_size=_int_param(p.get("pageSize"), "pageSize", DEFAULT_PAGE_SIZE),
-                sort_by=p.get("sortBy") or "createTime",
-                sort_order=(p.get("sortOrder") or "asc").lower(),
+                page_index=_int_param(p.get("pageIndex"), "pageIndex", 1) if honoured else 1,
+                page_size=_int_param(p.get("pageSize"), "pageSize", DEFAULT_PAGE_SIZE)
+                if honoured
+                else SERVER_PAGE_SIZE,
+                sort_by=(p.get("sortBy") or "createTime") if honoured else "createTime",
+                sort_order=(p.get("sortOrder") or "asc").lower() if honoured else "asc",
                 include_deleted=_bool_param(p.get("isIncludeDeleted"), "isIncludeDeleted"),
                 include_identities=self._include_identities(request),
                 identity_value_search=p.get("contactIdentityValueSearch") or None,
@@ -215,12 +246,28 @@ class Comm100Emulator(Emulator):
             rows = self.state.list(q)
         except Comm100Error as exc:
             return self._error(exc)
-        start = (q.page_index - 1) * q.page_size
+        if paging == "ignored_arbitrary":
+            rows = sorted(rows, key=lambda c: hashlib.sha256(str(c["id"]).encode()).digest())
+        if honoured:
+            start = (q.page_index - 1) * q.page_size
+        else:
+            # The server's own paging: an opaque offset in its nextPage links.
+            start = _int_param(p.get("skip"), "skip", 0)
         lo, hi = self.page_window(start, q.page_size)
         # Encoded at once by the response: the stored records need no copy.
         page = [self.state.view(c, q.include_identities) for c in rows[lo:hi]]
-        next_url = str(request.url.include_query_params(pageIndex=q.page_index + 1)) if hi < len(rows) else None
-        prev_url = str(request.url.include_query_params(pageIndex=q.page_index - 1)) if q.page_index > 1 else None
+        if self.variants[LIST_SHAPE] == "array":
+            # The text's reading ("An array of Contact"): no envelope, no links; a server that
+            # does not page answers everything at once.
+            if not honoured:
+                page = [self.state.view(c, q.include_identities) for c in rows]
+            return JSONResponse(page)
+        if honoured:
+            next_url = str(request.url.include_query_params(pageIndex=q.page_index + 1)) if hi < len(rows) else None
+            prev_url = str(request.url.include_query_params(pageIndex=q.page_index - 1)) if q.page_index > 1 else None
+        else:
+            next_url = str(request.url.include_query_params(skip=hi)) if hi < len(rows) else None
+            prev_url = str(request.url.include_query_params(skip=max(0, lo - q.page_size))) if lo > 0 else None
         return JSONResponse({"contacts": page, "nextPage": next_url, "previousPage": prev_url, "total": len(rows)})
 
     async def _create(self, request: Request) -> Response:

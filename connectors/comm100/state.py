@@ -91,6 +91,11 @@ class Comm100State:
         that one (the field is documented as writable; its effect is not).
       * ``honor_client_times``: ``createTime``/``lastUpdatedTime`` in a body are stored as sent
         (False: the server stamps them).
+      * ``ignore_undocumented``: POST/PUT store only the documented body keys (``name``,
+        ``firstName``, ``lastName``, identities); phone, company, address... are silently
+        ignored (variant ``comm100.undocumented_fields=ignored``).
+      * ``extend_identities``: identities in a PUT are added to the contact's, never removed
+        (variant ``comm100.put_identities=extend``).
     """
 
     def __init__(
@@ -105,8 +110,12 @@ class Comm100State:
         unique_identities: bool = True,
         merge_via_put: bool = True,
         honor_client_times: bool = False,
+        ignore_undocumented: bool = False,
+        extend_identities: bool = False,
     ) -> None:
         self._now = now
+        self.ignore_undocumented = ignore_undocumented
+        self.extend_identities = extend_identities
         self.utc_suffix = utc_suffix
         self.soft_delete = soft_delete
         self.put_replaces = put_replaces
@@ -241,7 +250,7 @@ class Comm100State:
         identities = self._identities(contact_id, body.get("contactIdentities") or [], [])
         now = self.stamp()
         contact: JSON = {"id": contact_id, **dict.fromkeys(PROFILE_KEYS)}
-        contact.update({k: body[k] for k in PROFILE_KEYS if k in body})
+        contact.update({k: body[k] for k in self._writable_keys() if k in body})
         contact["createTime"] = body["createTime"] if self.honor_client_times and body.get("createTime") else now
         contact["lastUpdatedTime"] = (
             body["lastUpdatedTime"] if self.honor_client_times and body.get("lastUpdatedTime") else now
@@ -262,10 +271,15 @@ class Comm100State:
             return self.render(self.deleted[contact_id], include_identities=False)
         identities = None
         if "contactIdentities" in body:
-            # Inferred: a PUT carrying identities replaces the set; identities matching an
-            # existing (type, value) keep their ids.
-            identities = self._identities(contact_id, body["contactIdentities"] or [], contact["contactIdentities"])
-        for key in PROFILE_KEYS:
+            # Inferred: a PUT carrying identities replaces the set (or, extending, adds to it);
+            # identities matching an existing (type, value) keep their ids.
+            sent = list(body["contactIdentities"] or [])
+            if self.extend_identities:
+                sent = [*contact["contactIdentities"], *sent]
+            identities = self._identities(contact_id, sent, contact["contactIdentities"])
+        elif self.put_replaces:
+            identities = []
+        for key in self._writable_keys():
             if key in body:
                 contact[key] = body[key]
             elif self.put_replaces:
@@ -362,6 +376,11 @@ class Comm100State:
 
     # ----------------------------------------------------------------- internals
 
+    def _writable_keys(self) -> tuple[str, ...]:
+        if self.ignore_undocumented:
+            return DOCUMENTED_WRITE_KEYS
+        return PROFILE_KEYS
+
     def _store(self, contact: JSON) -> None:
         self.contacts[contact["id"]] = contact
         self._order.setdefault(contact["id"], len(self._order))
@@ -438,6 +457,8 @@ class Comm100State:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The profile keys POST/PUT document (seed 004 lines 84-92, 113-121).
+DOCUMENTED_WRITE_KEYS = ("name", "firstName", "lastName")
 
 
 def _ident_key(ident: Mapping[str, Any]) -> tuple[str, str]:

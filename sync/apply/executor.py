@@ -20,11 +20,14 @@ Errors are a table:
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+
+import structlog
 
 from connectors.base import (
     ConfigurationError,
@@ -43,6 +46,7 @@ from sync.store.models import OutboxStatus, utcnow
 from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore, SendState
 
 T = TypeVar("T")
+log = structlog.get_logger("contactsync.apply")
 
 KeysOf = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
 ReadFields = Callable[[Mapping[str, Any]], FieldDict]
@@ -78,6 +82,9 @@ class Target:
     concurrency: int = 4
     keys_of: KeysOf | None = None
     read_fields: ReadFields | None = None
+    # Called (off the event loop) with {canonical field: evidence} when a write's read-back
+    # shows the platform did not hold what was sent (write verification); None: not recorded.
+    on_unwritable: Callable[[str, dict[str, str]], Any] | None = None
 
 
 @dataclass
@@ -95,6 +102,8 @@ class ConnectionReport:
     held: int = 0  # creates that could not be checked after a lost response: held for review
     stopped: str | None = None  # why this connection stopped early
     errors: list[str] = field(default_factory=list)
+    # Fields a write's read-back showed the platform did not hold (write verification).
+    unwritable: dict[str, str] = field(default_factory=dict)
 
     @property
     def write_calls(self) -> int:
@@ -111,6 +120,7 @@ class ConnectionReport:
             "found_by_lookup": self.found_by_lookup,
             "superseded": self.superseded,
             "held": self.held,
+            **({"unwritable": dict(self.unwritable)} if self.unwritable else {}),
             "stopped": self.stopped,
             "errors": self.errors[:20],
         }
@@ -221,6 +231,7 @@ class ConnectionApplier:
         self.stop = stop
         self.progress = progress
         self.report = ConnectionReport(target.name)
+        self._unwritable: dict[str, str] = {}  # found in this chunk, not yet recorded
         self._sem = asyncio.Semaphore(max(1, target.concurrency))
         self._claims: dict[str, int | None] = {}
         self._me: dict[int, int] = {}
@@ -364,6 +375,10 @@ class ConnectionApplier:
         failures = [r for r in results if isinstance(r, Failure)]
         # Store work runs off the event loop: other connections keep their calls going meanwhile.
         await self.io(self.outbox.record, completions, failures)
+        if self._unwritable:
+            found, self._unwritable = self._unwritable, {}
+            if self.target.on_unwritable is not None:
+                await self.io(self.target.on_unwritable, self.target.name, found)
         self.report.done += len(completions)
         if settling:
             self.report.settled += len(completions)
@@ -595,9 +610,12 @@ class ConnectionApplier:
         snapshot = item.fields
         if result.record is not None and self.target.read_fields is not None:
             # Only keys we did not set: what we set is confirmed as planned (a fresh record has
-            # no outside edits to lose, but our own values stay the reference).
+            # no outside edits to lose, but our own values stay the reference) - unless the
+            # platform did not hold it (write verification: then what it holds).
             back = fields_to_json(self.target.read_fields(result.record.payload))
             snapshot = {**{k: v for k, v in back.items() if k not in item.fields}, **item.fields}
+            if result.created:
+                snapshot = self._verified(item, back, item.fields, snapshot, result.remote_id)
         return Completion(
             item_id=item.id,
             remote_id=str(result.remote_id),
@@ -622,6 +640,10 @@ class ConnectionApplier:
         if remove:
             await self._call("remove_tags", self.connector.remove_tags(item.remote_id, list(remove)))
         record = result.record if result is not None else None
+        snapshot: dict[str, Any] | None = item.fields or None  # an op that confirms nothing leaves it alone
+        if record is not None and snapshot and item.base is not None and self.target.read_fields is not None:
+            back = fields_to_json(self.target.read_fields(record.payload))
+            snapshot = self._verified(item, back, item.base, dict(snapshot), item.remote_id)
         payload: dict[str, Any] | None
         if record is not None:
             payload = record.payload
@@ -640,8 +662,38 @@ class ConnectionApplier:
             merge_payload=record is None,
             record_updated_at=record.updated_at if record is not None else None,
             keys=self._keys(payload) if record is not None else None,
-            snapshot=item.fields or None,  # an op that confirms nothing leaves the snapshot alone
+            snapshot=snapshot,
         )
+
+    def _verified(
+        self,
+        item: OutboxItem,
+        back: Mapping[str, Any],
+        written: Mapping[str, Any],
+        snapshot: dict[str, Any],
+        remote_id: str,
+    ) -> dict[str, Any]:
+        """Write verification: each field the write carried (``written``'s keys) must read
+        back from the platform's answer as sent. One that does not - the platform ignored or
+        changed it - is noted not writable on this connection (recorded with the chunk, then
+        left out of every later plan for it), and the snapshot takes the value the platform
+        holds, so the next pull does not read it as an edit made there."""
+        skip = {"tags"} if self.caps.tags_via_endpoint else set()
+        for name in written:
+            if name in skip or name not in item.fields:
+                continue
+            sent, held = item.fields.get(name), back.get(name)
+            if _alike(sent, held):
+                continue
+            evidence = f"{item.op} of contact {remote_id}: sent {_short(sent)}, the platform holds {_short(held)}"
+            self._unwritable.setdefault(name, evidence)
+            self.report.unwritable.setdefault(name, evidence)
+            log.warning("write_not_held", connection=self.target.name, field=name, evidence=evidence)
+            if _blank(held):
+                snapshot.pop(name, None)
+            else:
+                snapshot[name] = held
+        return snapshot
 
     async def _delete(self, item: OutboxItem) -> Completion:
         assert item.remote_id is not None, "delete without a target"
@@ -666,6 +718,24 @@ class ConnectionApplier:
             snapshot=item.fields or None,
             merged_losers=tuple(losers),
         )
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _alike(a: Any, b: Any) -> bool:
+    """Canonical JSON values equal, blanks alike and list order aside."""
+    if _blank(a) or _blank(b):
+        return _blank(a) and _blank(b)
+    if isinstance(a, list) and isinstance(b, list):
+        return sorted(json.dumps(x, sort_keys=True) for x in a) == sorted(json.dumps(x, sort_keys=True) for x in b)
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 async def apply_outbox(

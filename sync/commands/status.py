@@ -93,6 +93,15 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
             "last_error": errors.get(name),
             "auth": _auth_state(states.get(name)),
             "quota": _quota_state(states.get(name)),
+            # contactsync probe's findings, and fields write verification found not writable
+            "measured": [
+                {"behaviour": m.behaviour, "variant": m.variant, "evidence": m.evidence, "at": str(m.measured_at)}
+                for m in store.behaviours.findings(name)
+            ],
+            "unwritable": [
+                {"field": u.field, "evidence": u.evidence, "at": str(u.detected_at)}
+                for u in store.behaviours.unwritable_rows(name)
+            ],
         }
     out["conflicts"] = [
         {
@@ -266,6 +275,13 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
             console.print(f"  excluded {name} person {e['person']}: {e['reason']}", highlight=False)
         for q in c["quarantined_records"]:
             console.print(f"  quarantined {name} record {q['remote_id'] or '(no id)'}: {q['reason']}", highlight=False)
+        for m in c["measured"]:
+            console.print(f"  measured {name} {m['behaviour']} = {m['variant']} ({m['at']})", highlight=False)
+        for u in c["unwritable"]:
+            console.print(
+                f"  [yellow]not writable[/] {name} {u['field']}: read only since {u['at']} ({u['evidence']})",
+                highlight=False,
+            )
         if c["future_stamped"]:
             console.print(
                 f"  {name}: {c['future_stamped']} record(s) stamped in the future (not believed; cursor not moved)",

@@ -235,7 +235,16 @@ def _lenses(entries: dict[str, dict[str, Any]], clear: Any, source: str) -> list
             if len(path) != 2:
                 raise MappingError(f"{where}: list_first_rest needs path [primary, rest]")
             lenses.append(
-                ListLens(name, path[0], path[1], _item(entry.get("item", "string"), where), direction, t, clear)
+                ListLens(
+                    name,
+                    path[0],
+                    path[1],
+                    _item(entry.get("item", "string"), where),
+                    direction,
+                    t,
+                    clear,
+                    write_rest=bool(entry.get("write_rest", True)),
+                )
             )
         elif t == "tags_set":
             style = entry.get("style", "strings")

@@ -416,10 +416,22 @@ class ListLens(Lens):
     ``phone``: one scalar slot; ``list``: one list slot). Items are normalized on read."""
 
     def __init__(
-        self, field: str, first: str | None, rest: str | None, item: str, direction: str, transform: str, clear: Any
+        self,
+        field: str,
+        first: str | None,
+        rest: str | None,
+        item: str,
+        direction: str,
+        transform: str,
+        clear: Any,
+        *,
+        write_rest: bool = True,
     ) -> None:
         super().__init__((field,), tuple(p for p in (first, rest) if p), direction)
         self.first, self.rest, self.item, self.transform, self.clear = first, rest, item, transform, clear
+        # False: the rest list is read, never written (Acquire's otherEmails/otherPhones: a
+        # merge may put them there, but they are no documented field to write).
+        self.write_rest = write_rest
 
     def _raw_items(self, raw: dict[str, Any]) -> list[tuple[str, Any]]:
         items: list[tuple[str, Any]] = []
@@ -492,7 +504,18 @@ class ListLens(Lens):
             except InvalidValue:
                 invalid.append(value)  # never dropped: kept in the list slot when there is one
         values = [formats.get(n, n) for n in want]
-        if self.first and self.rest:
+        if self.first and self.rest and not self.write_rest:
+            paths.put(raw, self.first, values[0] if values else self.clear)
+            # The rest list is never introduced nor added to; items the platform put there
+            # (a merge) that are no longer wanted are taken out of the list it has.
+            held = paths.get(raw, self.rest)
+            if isinstance(held, list) and held:
+                wanted = set(want[1:])
+                # (an invalid item is never dropped)
+                kept = [v for v in held if _normal_or_none(self.item, v, region) in wanted | {None}]
+                if kept != held:
+                    paths.put(raw, self.rest, kept, force=True)
+        elif self.first and self.rest:
             paths.put(raw, self.first, values[0] if values else self.clear)
             # The rest list is always set when the field changes (even to []): an update built
             # on a stale base must not leave items the platform added meanwhile (a merge).
@@ -507,12 +530,13 @@ class ListLens(Lens):
         field = self.fields[0]
         first = _putter(self.first) if self.first else None
         rest = self.rest
+        write_rest = self.write_rest
 
         def run(desired: FieldDict, raw: dict[str, Any]) -> None:
             values = list(desired[field])  # type: ignore[arg-type]
             if first is not None:
                 first(raw, values[0])
-                if rest:
+                if rest and write_rest:
                     paths.put(raw, rest, values[1:], force=True)
             else:
                 paths.put(raw, rest, values)  # type: ignore[arg-type]
@@ -525,9 +549,16 @@ class ListLens(Lens):
             return True
         if not isinstance(value, tuple) or len(set(value)) != len(value):
             return False
-        if not self.rest and len(value) > 1:
+        if (not self.rest or not self.write_rest) and len(value) > 1:
             return False
         return all(_is_normal(self.item, v, region) for v in value)
+
+
+def _normal_or_none(kind: str, value: object, region: str) -> str | None:
+    try:
+        return normalize_item(kind, value, region)
+    except InvalidValue:
+        return None
 
 
 def _is_normal(kind: str, value: object, region: str) -> bool:

@@ -64,6 +64,9 @@ def connection_info(name: str, mapping: FieldMapping, capabilities: Capabilities
     """How reconcile sees one connection: its mapping's fields narrowed by its capabilities."""
     create = frozenset(mapping.writable) if capabilities.can_create else frozenset()
     update = update_fields(mapping) if capabilities.can_update else frozenset()
+    # Fields write verification found the platform does not hold: read, never written.
+    create -= capabilities.unwritable_fields
+    update -= capabilities.unwritable_fields
     return ConnectionInfo(
         name, frozenset(mapping.readable), create, update, capabilities, shape=mapping.fit, confirm_from_payload=True
     )

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.auth import ConnectionAuth
+from sync.store.behaviours import BehaviourStore
 from sync.store.connect import display_url, make_engine
 from sync.store.cursors import Cursors
 from sync.store.health import HealthQueries
@@ -184,6 +185,7 @@ class Store:
         self.auth = ConnectionAuth(_PerCall(self, fenced=False), engine)
         self.health = HealthQueries(_PerCall(self, fenced=False))
         self.inbox = Inbox(per_call)
+        self.behaviours = BehaviourStore(per_call)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:

@@ -373,3 +373,29 @@ class WebhookEvent(Base):
     event_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ProbeFinding(Base):
+    """What ``contactsync probe`` measured on one connection: the variant of one inferred
+    behaviour (``connectors/<platform>/behaviours.py``), with its evidence. Handed to the
+    connector as ``ConnectionSettings.behaviours``."""
+
+    __tablename__ = "probe_findings"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    behaviour: Mapped[str] = mapped_column(String(128), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[str] = mapped_column(Text)
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UnwritableField(Base):
+    """A canonical field a write to this connection did not hold (the platform ignored or
+    changed it; write verification): read from the connection, never written to it again."""
+
+    __tablename__ = "unwritable_fields"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    field: Mapped[str] = mapped_column(String(128), primary_key=True)
+    evidence: Mapped[str] = mapped_column(Text)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

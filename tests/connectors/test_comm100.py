@@ -323,13 +323,22 @@ def test_update_reads_the_name_when_it_is_not_sent() -> None:
         before = len(emu.request_log)
         result = await conn.update(cid, {"company": "AE", "mergeToContactId": "ignored", "lastUpdatedTime": "x"})
         calls = [(e.method, e.status) for e in emu.request_log[before:]]
-        assert calls == [("GET", 200), ("PUT", 200)]  # the name is read; the write is not read back
+        assert calls == [("GET", 200), ("PUT", 200)]  # read first: the PUT is a full representation
         assert emu.contacts[cid]["name"] == "P1 Test" and emu.contacts[cid]["company"] == "AE"
         assert emu.contacts[cid]["mergeToContactId"] == ZERO_GUID
-        assert result.remote_id == cid and result.record is None
+        # The result is the contact as held after the write (the response, identities as read).
+        assert result.remote_id == cid and result.record is not None
+        assert result.record.payload["company"] == "AE" and result.record.payload["contactIdentities"]
         before = len(emu.request_log)
         await conn.update(cid, {"name": "Ada", "company": "AE2"})
-        assert [e.method for e in emu.request_log[before:]] == ["PUT"]  # one request when the name is sent
+        assert [e.method for e in emu.request_log[before:]] == ["GET", "PUT"]  # PUT semantics unknown
+        measured = Comm100Connector(
+            emu.connection_settings(behaviours={"comm100.put_semantics": "merge"}), emu.transport()
+        )
+        before = len(emu.request_log)
+        await measured.update(cid, {"name": "Ada", "company": "AE3"})
+        assert [e.method for e in emu.request_log[before:]] == ["PUT"]  # measured merge: one request
+        await measured.aclose()
         with pytest.raises(NotFound):
             await conn.update("00000000-0000-0000-0000-00000000abcd", {"company": "X"})
         with pytest.raises(RecordError):
@@ -347,7 +356,7 @@ def test_read_back_option_returns_the_written_contact_with_its_identities() -> N
     async def go() -> None:
         before = len(emu.request_log)
         result = await conn.update(cid, {"name": "Ada", "company": "AE"})
-        assert [e.method for e in emu.request_log[before:]] == ["PUT", "GET"]
+        assert [e.method for e in emu.request_log[before:]] == ["GET", "PUT"]
         assert result.record is not None and result.record.payload["contactIdentities"]
         assert result.record.payload["company"] == "AE"
         created = await conn.create({"firstName": "Grace", "contactIdentities": [ident("Email", "g@example.org")]})
@@ -371,7 +380,9 @@ def test_create_derives_a_name_and_lookup_confirms_identities() -> None:
                 "contactIdentities": [ident("Email", "Ada@Example.org"), ident("SMS", "+14155552671")],
             }
         )
-        assert result.created and result.record is None  # not read back (the default)
+        # Not read back (the default): the response, with the identities sent.
+        assert result.created and result.record is not None
+        assert len(result.record.payload["contactIdentities"]) == 2
         assert [e.method for e in emu.request_log[before:]] == ["POST"]
         assert emu.contacts[result.remote_id]["name"] == "Ada Lovelace"
         assert await conn.lookup({"email": "ada@example.org"}) == result.remote_id
@@ -484,5 +495,60 @@ def test_put_of_merge_target_must_name_a_live_contact() -> None:
         r = await raw(emu, "PUT", f"/global/contacts/{a}", json={"name": "A", "mergeToContactId": b})
         assert r.status_code == 200 and r.json()["mergeToContactId"] == b
         assert a in emu.deleted and b in emu.contacts
+
+    run(go())
+
+
+@pytest.mark.parametrize("paging", ["ignored_oldest_first", "ignored_arbitrary"])
+def test_an_incremental_pull_whose_order_does_not_hold_scans_everything_with_a_warning(paging: str) -> None:
+    """comm100.list_paging ignored: the server pages its own way (nextPage links) in its own
+    order. The pull sees the order is not newest-first, warns, and reads every page: an agent's
+    edit of an old contact is not missed; measured, it scans everything without looking."""
+    from structlog.testing import capture_logs
+
+    emu = emulator(variants={"comm100.list_paging": paging})
+    ids = emu.seed([person(i) for i in range(60)])
+    emu.clock.advance(3600)
+    conn = connect(emu)
+
+    async def go() -> None:
+        first = await pull_all(conn)
+        assert {r.remote_id for p in first for r in p.records} == set(ids)
+        emu.clock.advance(3600)
+        emu.external_edit(ids[7], {"firstName": "Edited", "name": "Edited Test"})
+        with capture_logs() as logs:
+            second = await pull_all(conn, first[-1].cursor)
+        got = [r.remote_id for p in second for r in p.records]
+        assert ids[7] in got and len(got) == len(set(got)) == 60
+        assert second[-1].complete and second[-1].full_scan
+        assert any(e["event"] == "comm100.order_not_held" for e in logs), logs
+        measured = Comm100Connector(
+            emu.connection_settings(behaviours={"comm100.list_paging": paging}), emu.transport()
+        )
+        again = await pull_all(measured, second[-1].cursor)
+        assert len({r.remote_id for p in again for r in p.records}) == 60
+        await measured.aclose()
+        await conn.aclose()
+
+    run(go())
+
+
+def test_a_sorted_pull_still_stops_early_where_the_order_holds() -> None:
+    emu = emulator()
+    ids = emu.seed([person(i) for i in range(25)])
+    emu.clock.advance(3600)
+    later = emu.seed([person(i) for i in range(25, 30)])
+    emu.clock.advance(3600)
+    conn = connect(emu, options={"page_size": 5})
+
+    async def go() -> None:
+        first = await pull_all(conn)
+        emu.clock.advance(3600)
+        emu.external_edit(ids[3], {"firstName": "Edited", "name": "Edited Test"})
+        second = await pull_all(conn, first[-1].cursor)
+        got = [r.remote_id for p in second for r in p.records]
+        # The edit, and the records within the overlap of the cursor; then it stops.
+        assert got[0] == ids[3] and set(got) == {ids[3], *later} and not second[-1].full_scan
+        await conn.aclose()
 
     run(go())

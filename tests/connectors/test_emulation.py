@@ -243,3 +243,25 @@ def test_loopback_listeners_say_tcp_so_asyncio_disables_nagle_on_their_connectio
         with socket.create_connection(("127.0.0.1", listener.getsockname()[1])) as client:
             client.sendall(b"GET /contacts/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             assert client.recv(12).startswith(b"HTTP/1.1")
+
+
+def test_emulate_runs_inferred_behaviour_variants() -> None:
+    """``contactsync emulate --variant comm100.put_semantics=replace``: each variant goes to the
+    emulator of the platform it names; an unknown behaviour, variant or platform is bad usage."""
+    from connectors.emulate import build_emulators, serve
+
+    emulators = build_emulators(
+        ["acquire", "comm100"],
+        host="127.0.0.1",
+        port=1,
+        variants={"comm100.put_semantics": "replace", "acquire.paging_base": "zero"},
+    )
+    acquire, comm100 = emulators
+    assert comm100.variants["comm100.put_semantics"] == "replace"  # type: ignore[attr-defined]
+    assert comm100.state.put_replaces  # type: ignore[attr-defined]
+    assert acquire.variants["acquire.paging_base"] == "zero"  # type: ignore[attr-defined]
+    args = ("127.0.0.1", 1, 0, None, 1.0, 0.0, 0)
+    assert serve("comm100", False, *args, variants=["comm100.put_semantics"]) == 2  # no =VARIANT
+    assert serve("comm100", False, *args, variants=["comm100.put_semantics=sometimes"]) == 2
+    assert serve("comm100", False, *args, variants=["comm100.nosuch=x"]) == 2
+    assert serve("comm100", False, *args, variants=["acquire.paging_base=zero"]) == 2  # not served

@@ -7,6 +7,7 @@ suite (never a skip: a broken import would otherwise pass silently as "skipped")
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -24,18 +25,41 @@ from helpers import run
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=PLATFORMS)
+def _variant_params() -> list[Any]:
+    """Each platform with its emulator's defaults, then (the variant matrix, tests/matrix.py)
+    with each non-default variant of its inferred behaviours alone, and with all of them on
+    their strictest reading at once."""
+    from matrix import platform_behaviours, single_variants, strictest
+
+    out = [pytest.param((p, {}), id=p) for p in PLATFORMS]
+    known = platform_behaviours()
+    for case_id, variants in single_variants():
+        platform = next(iter(variants)).split(".", 1)[0]
+        out.append(pytest.param((platform, variants), id=case_id))
+    for platform in known:
+        out.append(pytest.param((platform, strictest(platform)), id=f"{platform}:strictest"))
+    return out
+
+
+@pytest.fixture(params=_variant_params())
 def scenario(request: pytest.FixtureRequest) -> Scenario:
-    platform: str = request.param
+    platform, variants = request.param
     try:
         connector_class(platform)
         emulator_class(platform)
     except (ImportError, AttributeError) as exc:
         pytest.fail(f"connectors.{platform} cannot be imported: {exc!r}")
     try:
-        return load_scenario(platform)
+        loaded = load_scenario(platform)
     except ImportError as exc:
         pytest.fail(f"no contract scenario for {platform}: {exc!r}")
+    if variants:
+        loaded = dataclasses.replace(
+            loaded,
+            emulator_kwargs={**loaded.emulator_kwargs, "variants": variants},
+            variants=dict(variants),
+        )
+    return loaded
 
 
 class Harness:

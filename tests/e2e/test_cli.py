@@ -88,3 +88,12 @@ def test_plan_prints_the_writes_and_makes_none(db_url: str, tmp_path: Path) -> N
         assert writes == []
         as_json = runner.invoke(app, ["plan", "-c", str(path), "--json"])
         assert as_json.exit_code == 0 and json.loads(as_json.output)["summary"]["acquire"]["create"] == 1
+
+
+def test_probe_refuses_without_yes_and_names_a_bad_connection(world: World) -> None:
+    result = runner.invoke(app, ["probe", "-c", str(world.config_path)])
+    assert result.exit_code == 2 and "--yes" in result.output
+    result = runner.invoke(app, ["probe", "-c", str(world.config_path), "--connection", "nosuch", "--yes"])
+    assert result.exit_code == 2 and "nosuch" in result.output
+    # Nothing was created anywhere.
+    assert not any(e.method == "POST" for emu in world.emulators.values() for e in emu.request_log)

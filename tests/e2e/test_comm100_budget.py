@@ -39,6 +39,15 @@ def comm100_requests(world: World, since: int) -> Counter[str]:
     return out
 
 
+def measured(world: World) -> None:
+    """Record what contactsync probe measures on the default emulator: PUT merges, identities
+    sent replace the contact's. (Unmeasured, an update reads the contact first to send a full
+    representation, and reads it again when it drops an identity: tests/e2e/test_variants.py.)"""
+    world.store.behaviours.record_findings(
+        "comm100", [("comm100.put_semantics", "merge", "probe"), ("comm100.put_identities", "replace", "probe")]
+    )
+
+
 def live_persons(world: World) -> int:
     with world.store.engine.connect() as conn:
         return int(
@@ -73,6 +82,7 @@ def test_backfill_then_a_quiet_cycle_spend_requests_on_pages_and_writes_only(wor
     seed_overlap(world)
     crowd = seed_many(world, 150)
     log = world.emulators["comm100"].request_log
+    measured(world)
 
     start = len(log)
     report = world.backfill()
@@ -126,6 +136,7 @@ def identities(raw: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def test_an_email_change_updates_the_comm100_identity_instead_of_adding_one(world: World) -> None:
+    measured(world)
     seed_overlap(world)
     world.backfill()
     world.converge()
@@ -181,7 +192,9 @@ class AgentEditsBeforeThePut(httpx.AsyncBaseTransport):
 def test_an_outside_edit_made_between_our_pull_and_our_update_is_kept(world: World) -> None:
     """Our update carries the changed keys plus the name the store last read, and a PUT leaves
     absent keys alone: an agent's edit of the first name made after our pull, before our write,
-    survives it, and the next cycle's three-way merge carries it everywhere."""
+    survives it, and the next cycle's three-way merge carries it everywhere (PUT measured to
+    merge: unmeasured, the full representation read just before the PUT would overwrite it)."""
+    measured(world)
     seed_overlap(world)
     world.backfill()
     world.converge()

@@ -21,10 +21,20 @@ from sync.store import Store
 RATE_SCALE = 1000.0
 
 
-def make_emulators(*, faults: FaultConfig | None = None, **per_platform: Mapping[str, Any]) -> dict[str, Emulator]:
+def make_emulators(
+    *,
+    faults: FaultConfig | None = None,
+    variants: Mapping[str, str] | None = None,
+    **per_platform: Mapping[str, Any],
+) -> dict[str, Emulator]:
+    """The four emulators; ``variants`` (behaviour name -> variant, ``"<platform>.<what>"``)
+    go to the emulator of the platform each behaviour names."""
     out = {}
     for name, platform in CONNECTIONS.items():
         kwargs = dict(per_platform.get(name, {}))
+        mine = {b: v for b, v in (variants or {}).items() if b.split(".", 1)[0] == platform}
+        if mine:
+            kwargs["variants"] = {**mine, **kwargs.get("variants", {})}
         out[name] = emulator_class(platform)(rate_scale=RATE_SCALE, faults=faults, **kwargs)
     return out
 
@@ -40,8 +50,9 @@ class World:
         emulators: dict[str, Emulator] | None = None,
         conflicts: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
+        variants: Mapping[str, str] | None = None,
     ) -> None:
-        self.emulators = emulators or make_emulators()
+        self.emulators = emulators or make_emulators(variants=variants)
         urls = {n: e.base_url for n, e in self.emulators.items()}
         self.config_path = write_config(self.emulators, urls, db_url, tmp_path, conflicts=conflicts, extra=extra)
         self.config: Config = load_config(self.config_path)

@@ -105,7 +105,7 @@ def acquire_lists_only(n: int) -> Rule:
     def rule(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
         if not is_list(request, "/crm/objects/contact"):
             return None
-        page = int(request.url.params.get("page", "1"))
+        page = max(int(request.url.params.get("page", "1")), 1)  # page 0 is page 1 (the emulator's default)
         size = int(request.url.params.get("limit", "100"))
 
         def edit(body: Any) -> None:

@@ -52,8 +52,12 @@ def test_acquire_read_normalizes_and_reports_invalid_values() -> None:
 def test_acquire_changes_send_only_changed_keys_under_fields() -> None:
     m = load_mapping("acquire")
     changes = m.changes({"last_name": "King", "emails": ("ada@example.com", "ada@analytical.org", "a@k.io")}, ACQUIRE)
-    # The unchanged primary keeps its raw spelling, the invalid value is kept, not dropped.
-    assert changes == {"fields": {"name": "Ada King", "otherEmails": ["ada@analytical.org", "a@k.io", "not-an-email"]}}
+    # The unchanged primary keeps its raw spelling; otherEmails (a merge's, inferred) is never
+    # added to: a@k.io cannot be held there.
+    assert changes == {"fields": {"name": "Ada King"}}
+    # ... but an item no longer wanted leaves the list the platform has (the invalid value stays).
+    assert m.changes({"emails": ("ada@example.com",)}, ACQUIRE) == {"fields": {"otherEmails": ["not-an-email"]}}
+    assert "otherEmails" not in m.write({"emails": ("a@k.io", "b@k.io")})["fields"]
     assert m.changes(m.read(ACQUIRE).fields, ACQUIRE) == {}
     assert m.changes({"custom.plan": None}, ACQUIRE) == {"fields": {"plan": None}}
 
@@ -77,8 +81,11 @@ def test_acquire_name_split_and_what_it_cannot_hold() -> None:
 def test_list_keeps_raw_formatting_of_unchanged_items() -> None:
     m = load_mapping("acquire")
     raw = {"fields": {"phone": "(415) 555-2671", "otherPhones": ["+44 7700 900123"]}}
+    out = m.write({"phones": ("+14155552671", "+447700900123"), "address.city": "Leeds"}, raw)
+    assert out["fields"] == {"phone": "(415) 555-2671", "otherPhones": ["+44 7700 900123"], "city": "Leeds"}
+    # otherPhones (a merge's) is never added to: the swapped-out primary cannot go there.
     out = m.write({"phones": ("+447700900123", "+14155552671")}, raw)
-    assert out["fields"] == {"phone": "+44 7700 900123", "otherPhones": ["(415) 555-2671"]}
+    assert out["fields"] == {"phone": "+44 7700 900123", "otherPhones": []}
 
 
 def test_default_region_reads_national_numbers() -> None:

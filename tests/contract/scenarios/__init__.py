@@ -69,6 +69,11 @@ class Scenario:
     applied: Callable[[JSON, JSON], bool] = lambda record, changes: subset_of(changes, record)
     tags_of: Callable[[JSON], set[str]] | None = None
     lagged_edit: Callable[[Emulator, str, JSON, float], None] | None = None
+    #: The emulator's behaviour variants in this run (tests/matrix.py); {}: its defaults.
+    variants: dict[str, str] = field(default_factory=dict)
+    #: The part of a write's raw changes the platform stores under ``variants`` (a variant may
+    #: ignore undocumented keys): what ``applied`` checks after a write.
+    stored: Callable[[JSON, dict[str, str]], JSON] = lambda changes, variants: changes
     probe: Callable[[Connector, RawRecord], Awaitable[Any]] = default_probe
 
 

@@ -12,6 +12,14 @@ def _keys(payload: JSON) -> dict[str, str]:
     return {"email": fields.get("email", ""), "phone": fields.get("phone", "")}
 
 
+def _stored(changes: JSON, variants: dict[str, str]) -> JSON:
+    """Under acquire.custom_attributes=ignored a new custom attribute is not stored."""
+    if variants.get("acquire.custom_attributes") != "ignored" or not isinstance(changes.get("fields"), dict):
+        return changes
+    standard = ("name", "email", "phone", "city", "state", "countryId")
+    return {**changes, "fields": {k: v for k, v in changes["fields"].items() if k in standard}}
+
+
 SCENARIO = Scenario(
     platform="acquire",
     settings_options={"page_size": 5},
@@ -32,4 +40,5 @@ SCENARIO = Scenario(
     keys_of_create=_keys,
     update={"fields": {"city": "London", "plan": "enterprise"}},
     edit={"fields": {"name": "Edited Name"}},
+    stored=_stored,
 )

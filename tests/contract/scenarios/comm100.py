@@ -36,6 +36,13 @@ def _applied(record: JSON, changes: JSON) -> bool:
     return pairs(changes["contactIdentities"]) <= pairs(record.get("contactIdentities"))
 
 
+def _stored(changes: JSON, variants: dict[str, str]) -> JSON:
+    """Under comm100.undocumented_fields=ignored only the documented body keys are stored."""
+    if variants.get("comm100.undocumented_fields") != "ignored":
+        return changes
+    return {k: v for k, v in changes.items() if k in ("name", "firstName", "lastName", "contactIdentities")}
+
+
 SCENARIO = Scenario(
     platform="comm100",
     settings_options={"page_size": 5, "overlap_seconds": 1.0},
@@ -72,4 +79,5 @@ SCENARIO = Scenario(
     update={"company": "Analytical Engines", "city": "London"},
     edit={"firstName": "Edited"},
     applied=_applied,
+    stored=_stored,
 )
