@@ -136,6 +136,9 @@ class ConnectionSettings:
     max_concurrency: int = 4
     max_retries: int = 6
     rate_limit: RateLimit | None = None
+    #: Measured variants of the platform's inferred behaviours (behaviour name -> variant), as
+    #: ``contactsync probe`` found them (connectors/probing.py); empty when never measured.
+    behaviours: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- settings models

@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 
 from connectors.base import ConnectorCredentials, ConnectorOptions, optional_id
-from connectors.gohighlevel.api import DEFAULT_OVERLAP_SECONDS, DEFAULT_VERSION, MAX_PAGE_LIMIT
+from connectors.gohighlevel.api import DEFAULT_OVERLAP_SECONDS, DEFAULT_VERSION, MAX_PAGE_LIMIT, SDK_VERSION
 
 _LOCATION = "the GoHighLevel location (sub-account) id"
-_VERSION = f"an API version date such as {DEFAULT_VERSION}"
+_VERSION = f"an API version date such as {DEFAULT_VERSION}, or {SDK_VERSION}"
 
 
 class GoHighLevelOptions(ConnectorOptions):
@@ -35,9 +35,28 @@ class GoHighLevelOptions(ConnectorOptions):
     @field_validator("version", mode="before")
     @classmethod
     def _version(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if not isinstance(value, str) or not (value == SDK_VERSION or re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
             raise ValueError(_VERSION)
         return value
+
+    @field_validator("custom_field_ids", mode="after")
+    @classmethod
+    def _custom_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        # key -> id. An id written as the key (the pair reversed) would make that id a field key
+        # on every other platform: refused at load time.
+        for key, fid in value.items():
+            if looks_like_field_id(key) and not looks_like_field_id(fid):
+                raise ValueError(
+                    f"a mapping of custom field key to id; {key!r} looks like a field id used as a key "
+                    f"(write {fid}: {key})"
+                )
+        return value
+
+
+def looks_like_field_id(text: str) -> bool:
+    """Whether ``text`` looks like a GoHighLevel id (20 letters and digits, mixed case), not a
+    key a person would choose."""
+    return bool(re.fullmatch(r"[A-Za-z0-9]{20}", text) and re.search(r"[A-Z]", text) and re.search(r"[a-z]", text))
 
 
 class GoHighLevelCredentials(ConnectorCredentials):
