@@ -44,6 +44,8 @@ CREATE_KEYS = frozenset(
         "do_not_disturb",
     }
 )
+#: Documented defaults of a create (the boolean ones: firstName/lastName "Unknown" are not data).
+CREATE_DEFAULTS = {"do_not_disturb": False, "is_bot_active": True}
 BOOL_KEYS = frozenset({"is_bot_active", "do_not_disturb", "isChatWindowOpen"})
 
 #: The message of a create refused (409) or answered with the existing contact's id because

@@ -35,6 +35,7 @@ from connectors.dmchamp.api import (
     ALREADY_EXISTS_MESSAGE,
     CONTACT_LISTS,
     CONTACTS,
+    CREATE_DEFAULTS,
     CREATE_KEYS,
     PLACEHOLDER_EMAIL,
     UPDATABLE_KEYS,
@@ -194,13 +195,13 @@ class DmChampConnector(LookupOnlyPull, HttpConnector):
             if _ALREADY_EXISTS in message.lower():
                 # The other documented answer: the existing contact's id, nothing changed.
                 return await self._adopt(str(contact_id), body)
-            return WriteResult(str(contact_id), RawRecord(str(contact_id), dict(body)), created=True)
+            return WriteResult(str(contact_id), RawRecord(str(contact_id), _with_defaults(body)), created=True)
 
         async def recheck() -> WriteResult | None:
             found = await self.find_phone(str(phone))
             if found is None:
                 return None
-            return WriteResult(found, RawRecord(found, dict(body)), created=True)
+            return WriteResult(found, RawRecord(found, _with_defaults(body)), created=True)
 
         return await self.http.write_once(send, recheck)
 
@@ -258,6 +259,14 @@ class DmChampConnector(LookupOnlyPull, HttpConnector):
         except NotFound:
             return False
         return True
+
+
+def _with_defaults(body: JSON) -> JSON:
+    """What a contact we created holds: what we sent, plus the documented defaults of the keys
+    we did not send (``do_not_disturb`` false, ``is_bot_active`` true). The engine's snapshot
+    then knows them, so a platform-filled value elsewhere (GoHighLevel's ``dnd: false``) is no
+    change to write here (issue 15)."""
+    return {**CREATE_DEFAULTS, **body}
 
 
 def _json(response: httpx.Response) -> Any:

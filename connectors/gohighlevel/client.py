@@ -29,7 +29,6 @@ import structlog
 
 from connectors.base import (
     Capabilities,
-    ConfigurationError,
     ConnectionSettings,
     NotFound,
     PullMode,
@@ -56,7 +55,7 @@ from connectors.gohighlevel.api import (
     custom_fields_path,
     tags_path,
 )
-from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions
+from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions, looks_like_field_id
 from connectors.http import Action, FetchedPage, HttpConnector
 from connectors.pulls import ChangeFeedPull, UnreadablePage, UnreadableRecord, decode_json, read_items, server_now
 from connectors.timestamps import iso_ms, parse_iso
@@ -111,14 +110,15 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
         # Custom fields: the location's own (GET /locations/{id}/customFields, discovered on first
         # use), plus ``custom_field_ids`` (key -> id) as configured, which win. A mapping names a
         # custom field by its key (fieldKey without "contact.") or its name; an id read back is
-        # given its key; a key that resolves to no field is never sent (GoHighLevel would take it
-        # as a new field or refuse it) and is reported (``unresolved_custom_fields``).
+        # given its key; a key that resolves to no field is sent as a key and reported
+        # (``unresolved_custom_fields``), never when it looks like a raw id.
         self.custom_field_ids: dict[str, str] = dict(opts.custom_field_ids)
         self._configured_custom_ids = dict(opts.custom_field_ids)
         self.custom_field_keys: dict[str, str] = {v: k for k, v in self.custom_field_ids.items()}  # id -> key
         self._custom_aliases: dict[str, str] = {}  # lower-cased fieldKey / name -> id
         self._custom_discovered = False
         self.unresolved_custom_fields: set[str] = set()
+        self._rediscovered: set[str] = set()
         self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=opts.overlap_seconds)
 
     # -- hooks
@@ -237,10 +237,17 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             return dict(self.custom_field_ids)
         self._custom_discovered = True
         try:
-            data = await self.http.json("GET", custom_fields_path(self.location_id))
-        except (RecordError, ConfigurationError) as exc:
-            log.warning("gohighlevel.custom_fields_unreadable", connection=self.settings.name, error=str(exc))
+            # 401 stays a configuration error (a bad token fails fast); a token without the
+            # custom-fields scope (403) or a 4xx leaves the configured ids only.
+            response = await self.http.request("GET", custom_fields_path(self.location_id), allow=(403, 404, 422))
+        except RecordError as exc:
+            response, error = None, str(exc)
+        else:
+            error = f"HTTP {response.status_code}" if response.status_code >= 300 else ""
+        if response is None or error:
+            log.warning("gohighlevel.custom_fields_unreadable", connection=self.settings.name, error=error)
             return dict(self.custom_field_ids)
+        data = decode_json(response, f"{self.platform} GET {custom_fields_path(self.location_id)}")
         items = data.get("customFields") if isinstance(data, dict) else None
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict) or not item.get("id") or item.get("model", "contact") != "contact":
@@ -258,6 +265,17 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             self.custom_field_ids[key] = fid
             self.custom_field_keys[fid] = key
         return dict(self.custom_field_ids)
+
+    async def _resolve_custom_keys(self, payload: JSON) -> None:
+        """Discover the location's custom fields (once), and again once for each key this
+        payload names that is not known yet (a field defined in the location since)."""
+        await self.discover_custom_fields()
+        items = payload.get("customFields")
+        keys = {str(i["key"]) for i in items or [] if isinstance(i, dict) and i.get("key") and not i.get("id")}
+        missing = {k for k in keys if self.resolve_custom_field(k) is None and k not in self._rediscovered}
+        if missing:
+            self._rediscovered |= missing
+            await self.discover_custom_fields(force=True)
 
     def resolve_custom_field(self, key: str) -> str | None:
         """The id of the custom field a mapping calls ``key`` (its key, fieldKey or name)."""
@@ -327,19 +345,23 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
         return body
 
     def _custom_item(self, item: JSON) -> JSON | None:
-        """An item as sent: ``{id, field_value}``; None (not sent, reported) when its key names
-        no custom field of the location."""
+        """An item as sent: ``{id, field_value}`` when its key names a custom field of the
+        location; ``{key, field_value}`` (documented: GoHighLevel takes a key too) when not, and
+        that key is reported (``unresolved_custom_fields``); None (never sent) when the key
+        looks like a raw field id, which would make a new field named after an id."""
         item = dict(item)
         if not item.get("id"):
             key = str(item.get("key") or "")
             fid = self.resolve_custom_field(key) if key else None
-            if fid is None:
+            if fid is not None:
+                item.pop("key", None)
+                item["id"] = fid
+            else:
                 if key not in self.unresolved_custom_fields:
                     log.warning("gohighlevel.custom_field_unresolved", connection=self.settings.name, key=key)
                 self.unresolved_custom_fields.add(key)
-                return None
-            item.pop("key", None)
-            item["id"] = fid
+                if not key or looks_like_field_id(key):
+                    return None
         else:
             item.pop("key", None)
         if "field_value" not in item and "value" in item:
@@ -349,7 +371,7 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     async def create(self, payload: JSON) -> WriteResult:
         """Create a contact at most once. A duplicate refusal (the location disallows
         duplicates) returns the existing contact with ``created=False``."""
-        await self.discover_custom_fields()
+        await self._resolve_custom_keys(payload)
         body = self._write_body(payload, CREATE_FIELDS)
         body["locationId"] = self.location_id
         keys = {"email": body.get("email", ""), "phone": body.get("phone", "")}
@@ -395,7 +417,7 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             raise RecordError(422, f"{self.platform}: fields not updatable: {sorted(unknown)}")
         # The spec has no nullable strings: a cleared value is sent as "" (inferred).
         cleared = {k: ("" if v is None else v) for k, v in changes.items() if k not in READ_ONLY_FIELDS}
-        await self.discover_custom_fields()
+        await self._resolve_custom_keys(cleared)
         body = self._write_body(cleared, UPDATE_FIELDS)
         record: RawRecord | None = None
         if body:
@@ -436,7 +458,7 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     async def upsert(self, payload: JSON) -> WriteResult:
         """Create or update by the location's duplicate rule (email, then phone). Safe to
         repeat, so it is retried like a read."""
-        await self.discover_custom_fields()
+        await self._resolve_custom_keys(payload)
         body = self._write_body(payload, UPSERT_FIELDS)
         body["locationId"] = self.location_id
         data = await self.http.json("POST", UPSERT, json_body=body)

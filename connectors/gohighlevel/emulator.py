@@ -236,8 +236,8 @@ class GoHighLevelEmulator(Emulator):
             "version": DEFAULT_VERSION,
             # The overlap must cover the longest search delay.
             "overlap_seconds": self.search_delay_s * 1.5 + 0.001,
-            # The location's custom fields as they stand (key -> id).
-            "custom_field_ids": dict(self.custom_field_ids),
+            # No custom_field_ids: the connector discovers them from the location, as it would
+            # from a copied config.example.yaml.
         }
 
     def insert_person(self, person: JSON) -> str:
