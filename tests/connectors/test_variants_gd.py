@@ -243,7 +243,7 @@ def test_ghl_probe_reports_the_variant_the_emulator_runs(behaviour: str, variant
     found = run(go())
     assert found == emu.variants, (found, emu.variants)
     # Cleaned up; nobody else touched.
-    assert {rid: c for rid, c in emu.contacts.items()} == untouched
+    assert dict(emu.contacts) == untouched
     assert all(marker in str(c.get("lastName")) for c in emu.deleted.values())
 
 
