@@ -241,11 +241,14 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             # custom-fields scope (403) or a 4xx leaves the configured ids only.
             response = await self.http.request("GET", custom_fields_path(self.location_id), allow=(403, 404, 422))
         except RecordError as exc:
-            response, error = None, str(exc)
-        else:
-            error = f"HTTP {response.status_code}" if response.status_code >= 300 else ""
-        if response is None or error:
-            log.warning("gohighlevel.custom_fields_unreadable", connection=self.settings.name, error=error)
+            log.warning("gohighlevel.custom_fields_unreadable", connection=self.settings.name, error=str(exc))
+            return dict(self.custom_field_ids)
+        if response.status_code >= 300:
+            log.warning(
+                "gohighlevel.custom_fields_unreadable",
+                connection=self.settings.name,
+                error=f"HTTP {response.status_code}",
+            )
             return dict(self.custom_field_ids)
         data = decode_json(response, f"{self.platform} GET {custom_fields_path(self.location_id)}")
         items = data.get("customFields") if isinstance(data, dict) else None
