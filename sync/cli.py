@@ -65,12 +65,25 @@ def db_upgrade(config: Path = ConfigOpt) -> None:
 
 
 @config_app.command("check")
-def config_check(config: Path = ConfigOpt) -> None:
+def config_check(
+    config: Path = ConfigOpt,
+    remote: bool = typer.Option(
+        False, "--remote", help="Also ask the platforms (GoHighLevel custom fields); exit 2 if one does not resolve."
+    ),
+) -> None:
     """Validate a config file and print what it will sync."""
     from sync.config import summarize
 
     cfg = _load(config)
     typer.echo(summarize(cfg))
+    if remote:
+        from sync.commands.configcheck import remote_check
+
+        lines, ok = remote_check(cfg)
+        for line in lines:
+            typer.echo(line)
+        if not ok:
+            raise typer.Exit(2)
 
 
 @app.command()

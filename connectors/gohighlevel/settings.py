@@ -63,3 +63,29 @@ class GoHighLevelCredentials(ConnectorCredentials):
     """``token``: a Private Integration or OAuth access token (``Authorization: Bearer``)."""
 
     token: SecretStr = Field(description="a GoHighLevel access token")
+
+
+def custom_field_warnings(where: str, options: Any, mapping_overrides: Any, conflict_fields: Any) -> list[str]:
+    """Config-level checks of a GoHighLevel connection's custom fields (``config check``): a raw
+    field id used where a key belongs would be written as a field *named* after that id on every
+    other platform (issue 15). ``custom_field_ids`` reversed is refused by the options model."""
+    out: list[str] = []
+    fields = (mapping_overrides or {}).get("fields") if isinstance(mapping_overrides, dict) else None
+    entry = fields.get("custom.*") if isinstance(fields, dict) else None
+    ids = entry.get("ids") if isinstance(entry, dict) else None
+    for fid, key in (ids or {}).items() if isinstance(ids, dict) else ():
+        if looks_like_field_id(str(key)):
+            out.append(
+                f"{where}.mapping_overrides.fields.custom.*.ids.{fid}: the key {key!r} looks like a GoHighLevel "
+                "field id; ids map a field id to the key it is known by elsewhere (id: key)"
+            )
+    names = [*(fields or {})] if isinstance(fields, dict) else []
+    names += [*(conflict_fields or {})] if isinstance(conflict_fields, dict) else []
+    for name in names:
+        key = str(name).removeprefix("custom.")
+        if str(name).startswith("custom.") and looks_like_field_id(key):
+            out.append(
+                f"{where}: custom.{key} looks like a GoHighLevel field id used as a key; name the field by its "
+                "key (fieldKey without 'contact.') or name: ids are discovered from the location"
+            )
+    return out

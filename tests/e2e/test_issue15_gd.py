@@ -223,3 +223,86 @@ def test_the_engine_converges_under_every_ghl_and_dmchamp_variant(
         assert dm_ada["last_name"] == "Lovelace"
     finally:
         w.close()
+
+
+# --------------------------------------------------------------------------- item 5
+
+
+def test_config_example_as_is_writes_no_field_id_anywhere(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.example.yaml copied as it is, against the emulators (``contactsync emulate --all``
+    with generated contacts, whose GoHighLevel custom field "plan" has a location id): no
+    Acquire contact gets a field named after that id, GoHighLevel gets no pointless update, and
+    ``config check --remote`` finds the field."""
+    from connectors.gohighlevel.settings import looks_like_field_id
+    from connectors.loopback import LoopbackEmulators
+    from connectors.registry import emulator_class
+    from sync.config import load_config
+    from sync.cycle import CycleRunner
+    from sync.store import Store
+
+    repo = Path(__file__).resolve().parents[2]
+    platforms = {"acquire": "acquire", "dmchamp": "dmchamp", "ghl": "gohighlevel", "comm100": "comm100"}
+    factories = {n: (lambda url, p=p: emulator_class(p)(base_url=url, rate_scale=1000.0)) for n, p in platforms.items()}
+    with LoopbackEmulators(factories) as served:
+        served.emulators["ghl"].seed(6, rng_seed=1)
+        served.emulators["acquire"].seed(4, rng_seed=2)
+        for name, env in (
+            ("acquire", "ACQUIRE_URL"),
+            ("dmchamp", "DMCHAMP_URL"),
+            ("ghl", "GHL_URL"),
+            ("comm100", "COMM100_URL"),
+        ):
+            monkeypatch.setenv(env, served.urls[name])
+        monkeypatch.setenv("CONTACTSYNC_DATABASE_URL", db_url)
+        config_path = tmp_path / "config.yaml"
+        config_path.write_text((repo / "config.example.yaml").read_text())
+        store = Store.open(db_url)
+        try:
+            config = load_config(config_path)
+            engine = CycleRunner(config, store)
+            name = next(iter(config.effective_profiles()))
+            assert engine.run(name, kind="backfill", full=True).status in ("ok", "partial")
+            for _ in range(4):
+                if engine.run(name).write_calls() == 0:
+                    break
+            else:
+                raise AssertionError("no quiet cycle")
+            ghl_writes = [
+                e for e in served.emulators["ghl"].request_log if e.method in ("PUT", "POST") and "search" not in e.path
+            ]
+            served.emulators["ghl"].request_log.clear()
+            assert engine.run(name).write_calls() == 0
+            assert not [e for e in served.emulators["ghl"].request_log if e.method == "PUT"]
+        finally:
+            store.close()
+        plan_ids = served.emulators["ghl"].custom_field_ids  # type: ignore[attr-defined]
+        assert set(plan_ids) == {"plan"}, plan_ids
+        for contact in served.emulators["acquire"].records():
+            keys = set((contact.get("fields") or {}))
+            assert not {k for k in keys if looks_like_field_id(k)}, keys
+        assert any("plan" in (c.get("fields") or {}) for c in served.emulators["acquire"].records())
+        assert ghl_writes  # the Acquire people were created there
+        result = CliRunner().invoke(app, ["config", "check", "-c", str(config_path), "--remote"])
+        assert result.exit_code == 0, result.output
+        assert f"plan ({plan_ids['plan']})" in result.output
+
+
+def test_config_check_flags_raw_ids_where_keys_belong(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "config.example.yaml").read_text()
+    bad = text.replace("custom.*: {ids: {}}", "custom.*: {ids: {abc: nGisiWgNZqITZMjtgUeR}}")
+    assert bad != text
+    path = tmp_path / "bad.yaml"
+    path.write_text(bad)
+    result = CliRunner().invoke(app, ["config", "check", "-c", str(path)])
+    assert "looks like a GoHighLevel field id" in result.output, result.output
+    reversed_ids = text.replace(
+        '      version: "2021-07-28"\n',
+        '      version: "2021-07-28"\n      custom_field_ids: {nGisiWgNZqITZMjtgUeR: plan}\n',
+    )
+    assert reversed_ids != text
+    path.write_text(reversed_ids)
+    result = CliRunner().invoke(app, ["config", "check", "-c", str(path)])
+    assert result.exit_code == 2 and "looks like a field id used as a key" in result.output, result.output
