@@ -280,7 +280,7 @@ def test_config_example_as_is_writes_no_field_id_anywhere(
         plan_ids = served.emulators["ghl"].custom_field_ids  # type: ignore[attr-defined]
         assert set(plan_ids) == {"plan"}, plan_ids
         for contact in served.emulators["acquire"].records():
-            keys = set((contact.get("fields") or {}))
+            keys = set(contact.get("fields") or {})
             assert not {k for k in keys if looks_like_field_id(k)}, keys
         assert any("plan" in (c.get("fields") or {}) for c in served.emulators["acquire"].records())
         assert ghl_writes  # the Acquire people were created there
