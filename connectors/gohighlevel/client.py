@@ -130,7 +130,8 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
         # The spec lists no 404 for contact routes: a missing contact is a 400 "not found".
         if response.status_code == 400:
             message = self.error_message(response).lower()
-            if "version" in message and ("not supported" in message or "not found" in message):
+            refused = ("not supported", "unsupported", "not found", "invalid")
+            if "version" in message and any(word in message for word in refused):
                 other = DEFAULT_VERSION if self.version == SDK_VERSION else SDK_VERSION
                 if other in self._versions_tried:
                     return Action.FAIL_CONFIG  # neither spelling is taken: nothing else to try
@@ -199,13 +200,18 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             try:
                 response = await self.http.request("POST", SEARCH, json_body=body)
             except RecordError as exc:
-                if start is None or exc.status != 422 or "range value" not in str(exc):
+                if start is None or exc.status != 422:
                     raise
-                # gohighlevel.date_filter: this location takes the other format; kept from now on.
+                # gohighlevel.date_filter: perhaps this location takes the other format (its 422
+                # wording is not documented): tried once; kept if it is taken.
                 self.date_format = "epoch_ms" if self.date_format == "iso" else "iso"
-                log.warning("gohighlevel.date_filter_switched", connection=self.settings.name, now=self.date_format)
                 body["filters"] = [self._date_filter(start)]
-                response = await self.http.request("POST", SEARCH, json_body=body)
+                try:
+                    response = await self.http.request("POST", SEARCH, json_body=body)
+                except RecordError:
+                    self.date_format = "epoch_ms" if self.date_format == "iso" else "iso"
+                    raise exc from None
+                log.warning("gohighlevel.date_filter_switched", connection=self.settings.name, now=self.date_format)
             data = decode_json(response, f"{self.platform} POST {SEARCH}")
             contacts = _contacts_of(data)
             records = read_items(contacts, self._record, id_types=(str,))
