@@ -673,7 +673,9 @@ class GoHighLevelEmulator(Emulator):
         except Unprocessable as exc:
             return _unprocessable(*exc.messages)
         self.touch(contact)
-        return JSONResponse({"succeded": True, "contact": _copy(contact)})
+        # The v2 spec spells it "succeded" (sic); the v3 models of the official SDK "succeeded".
+        flag = "succeeded" if request.headers.get("version") == SDK_VERSION else "succeded"
+        return JSONResponse({flag: True, "contact": _copy(contact)})
 
     async def delete(self, request: Request) -> Response:
         rid = request.path_params["contactId"]

@@ -77,6 +77,11 @@ def test_official_sdk_create_get_update_search_delete(monkeypatch: pytest.Monkey
     assert result["got"]["contact"]["email"] == "ada@example.test"
     assert result["got"]["contact"]["phone"] == "+14155557181"
     assert result["updated"]["contact"]["city"] == "London" and result["updated"]["contact"]["tags"] == ["vip"]
+    # The answers read as the SDK's own v3 response models.
+    from highlevel.services.contacts.models import contacts as models
+
+    assert models.UpdateContactsSuccessfulResponseDtoV3.model_validate(result["updated"]).succeeded is True
+    assert models.ContactsByIdSuccessfulResponseDtoV3.model_validate(result["got"]).contact["id"] == contact_id
     assert [c["id"] for c in result["found"]["contacts"]] == [contact_id]
     # The deleted contact is gone from the emulator's own view, and was there with every value.
     assert result["deleted"] == {"succeded": True}
