@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from connectors.dmchamp import behaviours as dm_bh
 from connectors.emulation import RecordingTransport
+from connectors.gohighlevel import EMULATOR as GHL
 from connectors.gohighlevel import behaviours as ghl_bh
 from sync.cli import app
 from sync.store.models import OutboxStatus
@@ -306,3 +307,25 @@ def test_config_check_flags_raw_ids_where_keys_belong(tmp_path: Path) -> None:
     path.write_text(reversed_ids)
     result = CliRunner().invoke(app, ["config", "check", "-c", str(path)])
     assert result.exit_code == 2 and "looks like a field id used as a key" in result.output, result.output
+
+
+def test_config_check_remote_reports_a_custom_field_the_location_lacks(db_url: str, tmp_path: Path) -> None:
+    import yaml
+
+    from connectors.loopback import LoopbackEmulators, emulator_config
+
+    with LoopbackEmulators({"ghl": lambda url: GHL(base_url=url)}) as served:
+        served.emulators["ghl"].add_custom_field("plan", "Plan")  # type: ignore[attr-defined]
+        cfg = emulator_config(
+            served.emulators,
+            served.urls,
+            db_url,
+            secrets_dir=tmp_path / "secrets",
+            conflicts={"fields": {"custom.plan": "newest", "custom.tier": "newest"}},
+        )
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        result = CliRunner().invoke(app, ["config", "check", "-c", str(path), "--remote"])
+    assert result.exit_code == 2, result.output
+    assert "custom field 'tier' named by the config is not a field of the location" in result.output
+    assert "'plan'" not in result.output.split("custom fields of location")[1].split("\n", 1)[1]
