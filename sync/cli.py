@@ -121,8 +121,15 @@ def db_upgrade(config: Path = ConfigOpt) -> None:
 
 
 @config_app.command("check")
-def config_check(config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
-    """Validate a config file and print what it will sync (offline; `contactsync check` connects)."""
+def config_check(
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+    remote: bool = typer.Option(
+        False, "--remote", help="Also ask the platforms (GoHighLevel custom fields); exit 2 if one does not resolve."
+    ),
+) -> None:
+    """Validate a config file and print what it will sync (offline; `contactsync check` connects;
+    --remote resolves GoHighLevel custom fields against the location)."""
     from sync.config import summarize
 
     cfg = _load(config)
@@ -132,6 +139,14 @@ def config_check(config: Path = ConfigOpt, as_json: bool = JsonOpt) -> None:
         typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2, default=str))
         return
     typer.echo(summarize(cfg))
+    if remote:
+        from sync.commands.configcheck import remote_check
+
+        lines, ok = remote_check(cfg)
+        for line in lines:
+            typer.echo(line)
+        if not ok:
+            raise typer.Exit(2)
 
 
 @app.command()

@@ -674,6 +674,11 @@ def _cross_check(config: Config, base_dir: Path) -> None:
         )
         if problems:
             raise ConfigError("\n".join(f"{where}.{p.key}: expected {p.expected}, found {p.found}" for p in problems))
+        if conn.platform == "gohighlevel":
+            from connectors.gohighlevel.settings import custom_field_warnings
+
+            conflict_fields = {k: v for k, v in config.conflicts.fields.items() if k.startswith("custom.")}
+            config._warnings += custom_field_warnings(where, conn.options, conn.mapping_overrides, conflict_fields)
         unknown = options_model(conn.platform).unknown(conn.options)
         if unknown:
             config._warnings.append(

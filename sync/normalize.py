@@ -47,7 +47,9 @@ def normalize_email(raw: str) -> str:
     if not value:
         raise InvalidValue("email", raw, "empty")
     try:
-        result = validate_email(value, check_deliverability=False, allow_smtputf8=True)
+        # test_environment: the reserved ".test" domain is a valid address here (test accounts
+        # use it); syntax and the other special-use names (.invalid, .local, ...) still fail.
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=True, test_environment=True)
     except EmailNotValidError as exc:
         raise InvalidValue("email", raw, str(exc)) from None
     return result.normalized.lower()

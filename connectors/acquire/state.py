@@ -380,7 +380,8 @@ class AcquireState:
             if not isinstance(email, str):
                 raise AcquireError(400, ERROR_INVALID_INPUT, "fields.email must be a string")
             try:
-                validate_email(email, check_deliverability=False)
+                # The reserved .test domain is accepted (test accounts); syntax still checked.
+                validate_email(email, check_deliverability=False, test_environment=True)
             except EmailNotValidError:
                 raise AcquireError(400, ERROR_INVALID_INPUT, "fields.email is not a valid email address") from None
         phone = fields.get("phone")

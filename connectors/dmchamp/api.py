@@ -44,8 +44,14 @@ CREATE_KEYS = frozenset(
         "do_not_disturb",
     }
 )
+#: Documented defaults of a create (the boolean ones: firstName/lastName "Unknown" are not data).
+CREATE_DEFAULTS = {"do_not_disturb": False, "is_bot_active": True}
 BOOL_KEYS = frozenset({"is_bot_active", "do_not_disturb", "isChatWindowOpen"})
 
 #: The message of a create refused (409) or answered with the existing contact's id because
 #: the phone number is taken; matched case-insensitively by "already exists".
 ALREADY_EXISTS_MESSAGE = "Contact already exists"
+
+#: The email a create without one may be given (dmchamp.default_email "placeholder", inferred:
+#: the seed shows an email default whose address is obfuscated in our copy). Never looked up.
+PLACEHOLDER_EMAIL = "user@example.com"

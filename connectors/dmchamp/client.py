@@ -30,11 +30,14 @@ from connectors.base import (
     RemoteUnavailable,
     WriteResult,
 )
+from connectors.dmchamp import behaviours as bh
 from connectors.dmchamp.api import (
     ALREADY_EXISTS_MESSAGE,
     CONTACT_LISTS,
     CONTACTS,
+    CREATE_DEFAULTS,
     CREATE_KEYS,
+    PLACEHOLDER_EMAIL,
     UPDATABLE_KEYS,
     contact_path,
     tags_path,
@@ -74,6 +77,10 @@ class DmChampConnector(LookupOnlyPull, HttpConnector):
     def __init__(self, settings: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport)
         self.list_id: str | None = self.options.list_id
+        # dmchamp.phone_lookup: unless measured "normalized", a number may be stored as written
+        # in the DM Champ UI (14155557181) while we look up +14155557181, and a miss is a
+        # duplicate that can be neither listed nor deleted: both spellings are looked up.
+        self.phone_spellings_differ = settings.behaviours.get(bh.PHONE_LOOKUP) != "normalized"
 
     # ----------------------------------------------------------------- hooks
 
@@ -94,13 +101,38 @@ class DmChampConnector(LookupOnlyPull, HttpConnector):
     # ----------------------------------------------------------------- lookups
 
     async def lookup(self, keys: Mapping[str, str]) -> str | None:
-        """The contact id for ``keys["phone"]`` (E.164), else ``keys["email"]``."""
+        """The contact id for ``keys["phone"]`` (E.164, and its spelling without "+" unless the
+        lookup is measured to normalize), else ``keys["email"]`` (never the placeholder email a
+        create may be given, dmchamp.default_email)."""
         for kind in self.capabilities.lookup_keys:
             value = keys.get(kind)
-            if value:
-                found = await self._find(**{("phone" if kind == "phone" else "email"): value})
-                if found is not None:
-                    return found
+            if not value:
+                continue
+            if kind == "phone":
+                found = await self.find_phone(value)
+            elif value.strip().lower() == PLACEHOLDER_EMAIL:
+                continue
+            else:
+                found = await self._find(email=value)
+            if found is not None:
+                return found
+        return None
+
+    def phone_spellings(self, phone: str) -> list[str]:
+        """The spellings of one number a lookup tries: as given, then without (or with) "+"."""
+        spellings = [phone]
+        if self.phone_spellings_differ:
+            other = phone[1:] if phone.startswith("+") else f"+{phone}"
+            if other.strip("+").isdigit():
+                spellings.append(other)
+        return spellings
+
+    async def find_phone(self, phone: str) -> str | None:
+        """The contact holding this phone number, in any spelling the lookup may tell apart."""
+        for spelling in self.phone_spellings(phone):
+            found = await self._find(phone=spelling)
+            if found is not None:
+                return found
         return None
 
     async def _find(self, phone: str | None = None, email: str | None = None) -> str | None:
@@ -131,18 +163,29 @@ class DmChampConnector(LookupOnlyPull, HttpConnector):
         body = {k: v for k, v in payload.items() if k in CREATE_KEYS and v is not None}
         # The list is validated and joined atomically with the create (documented).
         send_body = {**body, "listId": self.list_id} if self.list_id else body
-        existing = await self._find(phone=str(phone))
+        existing = await self.find_phone(str(phone))
         if existing is not None:
             return await self._adopt(existing, body)
 
         async def send() -> WriteResult:
-            response = await self.http.request("POST", CONTACTS, json_body=send_body, idempotent=False, allow=(409,))
+            # dmchamp.duplicate_create: "Contact already exists" as a 409, as another 4xx, or a
+            # 200 carrying the existing contact's id; all three adopt that contact.
+            response = await self.http.request(
+                "POST", CONTACTS, json_body=send_body, idempotent=False, allow=(400, 409, 422)
+            )
             data = _json(response)
-            if response.status_code == 409:
-                # "Contact already exists": it appeared since our lookup.
-                found = await self._find(phone=str(phone))
+            if response.status_code >= 400:
+                message = self.error_message(response)
+                if _ALREADY_EXISTS not in message.lower():
+                    raise RecordError(
+                        response.status_code, f"dmchamp POST {CONTACTS}: {self.http.redact(message)}", data
+                    )
+                # It appeared since our lookup.
+                found = await self.find_phone(str(phone))
                 if found is None:
-                    raise RecordError(409, "dmchamp: contact already exists but cannot be found by phone", data)
+                    raise RecordError(
+                        response.status_code, "dmchamp: contact already exists but cannot be found by phone", data
+                    )
                 return await self._adopt(found, body)
             inner = data.get("data") if isinstance(data, dict) else None
             if not isinstance(inner, dict) or not inner.get("contactId"):
@@ -152,13 +195,13 @@ class DmChampConnector(LookupOnlyPull, HttpConnector):
             if _ALREADY_EXISTS in message.lower():
                 # The other documented answer: the existing contact's id, nothing changed.
                 return await self._adopt(str(contact_id), body)
-            return WriteResult(str(contact_id), RawRecord(str(contact_id), dict(body)), created=True)
+            return WriteResult(str(contact_id), RawRecord(str(contact_id), _with_defaults(body)), created=True)
 
         async def recheck() -> WriteResult | None:
-            found = await self._find(phone=str(phone))
+            found = await self.find_phone(str(phone))
             if found is None:
                 return None
-            return WriteResult(found, RawRecord(found, dict(body)), created=True)
+            return WriteResult(found, RawRecord(found, _with_defaults(body)), created=True)
 
         return await self.http.write_once(send, recheck)
 
@@ -216,6 +259,14 @@ class DmChampConnector(LookupOnlyPull, HttpConnector):
         except NotFound:
             return False
         return True
+
+
+def _with_defaults(body: JSON) -> JSON:
+    """What a contact we created holds: what we sent, plus the documented defaults of the keys
+    we did not send (``do_not_disturb`` false, ``is_bot_active`` true). The engine's snapshot
+    then knows them, so a platform-filled value elsewhere (GoHighLevel's ``dnd: false``) is no
+    change to write here (issue 15)."""
+    return {**CREATE_DEFAULTS, **body}
 
 
 def _json(response: httpx.Response) -> Any:

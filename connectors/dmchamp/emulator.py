@@ -17,13 +17,14 @@ list, no get-by-id and no delete; the full state is still available to tests (:m
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from connectors.dmchamp import behaviours as bh
 from connectors.dmchamp.api import (
     ALREADY_EXISTS_MESSAGE,
     CONTACT,
@@ -34,20 +35,31 @@ from connectors.dmchamp.api import (
 )
 from connectors.dmchamp.state import DmChampError, DmChampState, bad_request
 from connectors.emulation import Emulator
+from connectors.probing import check_variants
 
 JSON = dict[str, Any]
 
 
 class DmChampEmulator(Emulator):
     """In-memory DM Champ account. ``state_options`` go to :class:`DmChampState`
-    (``on_duplicate_phone``, ``extra_update_keys``, ``auto_create_lists``)."""
+    (``on_duplicate_phone``, ``extra_update_keys``, ``auto_create_lists``, ...); ``variants``
+    choose the inferred behaviours (``connectors/dmchamp/behaviours.py``) and win over them."""
 
     platform = "dmchamp"
     documented_rate_limit = None  # none documented
     default_credentials = {"api_key": "dmc-test-key"}
 
-    def __init__(self, *, state_options: JSON | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, state_options: JSON | None = None, variants: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> None:
         self._state_options = dict(state_options or {})
+        self.variants = check_variants(bh.BEHAVIOURS, variants or {})
+        if variants is not None or "on_duplicate_phone" not in self._state_options:
+            duplicate = self.variants[bh.DUPLICATE_CREATE]
+            self._state_options["on_duplicate_phone"] = "return_existing" if duplicate == "200_existing" else "error"
+            self._state_options["duplicate_status"] = 400 if duplicate == "400" else 409
+        self._state_options.setdefault("phone_lookup", self.variants[bh.PHONE_LOOKUP])
+        self._state_options.setdefault("default_email", self.variants[bh.DEFAULT_EMAIL])
         super().__init__(**kwargs)
         self.state = DmChampState(self.clock.now, self.contacts, **self._state_options)
 

@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 
 from email_validator import EmailNotValidError, validate_email
 
-from connectors.dmchamp.api import ALREADY_EXISTS_MESSAGE, BOOL_KEYS, CREATE_KEYS, UPDATABLE_KEYS
+from connectors.dmchamp.api import ALREADY_EXISTS_MESSAGE, BOOL_KEYS, CREATE_KEYS, PLACEHOLDER_EMAIL, UPDATABLE_KEYS
 from connectors.emulation import ValueIndex
 
 JSON = dict[str, Any]
@@ -57,6 +57,11 @@ def compact_phone(raw: str) -> str:
     return _PHONE_JUNK.sub("", raw.strip())
 
 
+def phone_digits(raw: str) -> str:
+    """The digits of a phone number (the ``normalized`` phone lookup compares these)."""
+    return re.sub(r"\D", "", raw)
+
+
 class DmChampState:
     """All contacts, lists and tags of one DM Champ account.
 
@@ -68,6 +73,13 @@ class DmChampState:
         documented ones is ``"reject"``-ed with a 400 or has them ``"ignore"``-d.
       * ``auto_create_lists`` (inferred): a list id never seen before is created on first use
         instead of answering "List not found".
+      * ``duplicate_status`` (``dmchamp.duplicate_create``): the status of the "Contact already
+        exists" error (409 or 400); ``on_duplicate_phone`` says whether it is an error at all.
+      * ``phone_lookup`` (``dmchamp.phone_lookup``): ``"exact"`` matches the number as stored
+        (separators aside: ``14155557181`` is not ``+14155557181``), ``"normalized"`` its digits;
+        the same rule decides whether a create is a duplicate.
+      * ``default_email`` (``dmchamp.default_email``): ``"placeholder"`` stores
+        :data:`PLACEHOLDER_EMAIL` on a create without an email.
     """
 
     def __init__(
@@ -78,6 +90,9 @@ class DmChampState:
         on_duplicate_phone: DuplicatePolicy = "error",
         extra_update_keys: ExtraKeyPolicy = "reject",
         auto_create_lists: bool = False,
+        duplicate_status: int = 409,
+        phone_lookup: str = "exact",
+        default_email: str = "none",
     ) -> None:
         if on_duplicate_phone not in ("error", "return_existing"):
             raise ValueError("on_duplicate_phone must be 'error' or 'return_existing'")
@@ -87,6 +102,10 @@ class DmChampState:
         self.on_duplicate_phone = on_duplicate_phone
         self.extra_update_keys = extra_update_keys
         self.auto_create_lists = auto_create_lists
+        self.duplicate_status = duplicate_status
+        self.phone_lookup = phone_lookup
+        self.default_email = default_email
+        self._digits: dict[str, str] = {}  # phone digits -> contact id (the normalized lookup)
         # Keyed by contact id (the emulator framework's ``contacts``); each stored record is
         # the contact in full, its ``id`` included.
         self.contacts: dict[str, JSON] = {} if contacts is None else contacts
@@ -131,12 +150,14 @@ class DmChampState:
         existing = self._by_phone(phone)
         if existing is not None:
             if self.on_duplicate_phone == "error":
-                raise DmChampError(409, {"success": False, "message": ALREADY_EXISTS_MESSAGE})
+                raise DmChampError(self.duplicate_status, {"success": False, "message": ALREADY_EXISTS_MESSAGE})
             return existing, False
         contact: JSON = {k: copy.deepcopy(v) for k, v in body.items() if k in CREATE_KEYS}
         contact["phoneNumber"] = phone
         contact.setdefault("firstName", "Unknown")
         contact.setdefault("lastName", "Unknown")
+        if self.default_email == "placeholder" and not contact.get("email"):
+            contact["email"] = PLACEHOLDER_EMAIL
         contact.setdefault("is_bot_active", True)
         contact.setdefault("do_not_disturb", False)
         contact.setdefault("isChatWindowOpen", False)
@@ -146,6 +167,7 @@ class DmChampState:
         contact["updatedAt"] = contact["createdAt"]
         self.contacts[contact_id] = contact
         self._phones[phone] = contact_id
+        self._digits.setdefault(phone_digits(phone), contact_id)
         self._index_email(contact)
         for list_id in list_ids:
             self.lists[list_id]["members"].add(contact_id)
@@ -196,6 +218,7 @@ class DmChampState:
         if contact.get("phoneNumber"):
             contact["phoneNumber"] = compact_phone(str(contact["phoneNumber"]))
             self._phones.setdefault(contact["phoneNumber"], contact_id)
+            self._digits.setdefault(phone_digits(contact["phoneNumber"]), contact_id)
         contact.setdefault("is_bot_active", True)
         contact.setdefault("do_not_disturb", False)
         contact.setdefault("createdAt", self.stamp())
@@ -222,9 +245,12 @@ class DmChampState:
         if "phoneNumber" in changes:
             if self._phones.get(str(old_phone)) == contact["id"]:
                 del self._phones[str(old_phone)]
+            if self._digits.get(phone_digits(str(old_phone))) == contact["id"]:
+                del self._digits[phone_digits(str(old_phone))]
             if changes["phoneNumber"]:
                 contact["phoneNumber"] = compact_phone(str(changes["phoneNumber"]))
                 self._phones.setdefault(contact["phoneNumber"], contact["id"])
+                self._digits.setdefault(phone_digits(contact["phoneNumber"]), contact["id"])
 
     # ----------------------------------------------------------------- internals
 
@@ -237,7 +263,7 @@ class DmChampState:
         self._emails.put(contact["id"], email.strip().lower() if isinstance(email, str) else None)
 
     def _by_phone(self, phone: str) -> str | None:
-        found = self._phones.get(phone)
+        found = self._digits.get(phone_digits(phone)) if self.phone_lookup == "normalized" else self._phones.get(phone)
         return found if found is not None and found in self.contacts else None
 
     def _require(self, contact_id: str) -> JSON:
@@ -278,7 +304,9 @@ class DmChampState:
         if not isinstance(email, str):
             raise bad_request("email must be a string")
         try:
-            validate_email(email, check_deliverability=False)
+            # test_environment: the reserved ``.test`` domain is accepted (test accounts use it);
+            # the syntax and the other special-use names are still checked.
+            validate_email(email, check_deliverability=False, test_environment=True)
         except EmailNotValidError:
             raise bad_request("email must be a valid email address") from None
 

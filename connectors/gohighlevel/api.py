@@ -12,7 +12,9 @@ from typing import Any, TypedDict
 
 from connectors.base import RateLimit
 
-API_VERSIONS: tuple[str, ...] = ("2021-07-28", "2021-04-15")  # spec, seed page
+DATED_VERSIONS: tuple[str, ...] = ("2021-07-28", "2021-04-15")  # spec, seed page
+SDK_VERSION = "v3"  # what the official PyPI SDK 3.x sends on every call
+API_VERSIONS: tuple[str, ...] = (*DATED_VERSIONS, SDK_VERSION)
 DEFAULT_VERSION = "2021-07-28"
 BASE_URL = "https://services.leadconnectorhq.com"
 
@@ -23,6 +25,13 @@ UPSERT = "/contacts/upsert"
 CREATE = "/contacts/"  # the trailing slash is the spec's
 CONTACT = "/contacts/{contactId}"
 CONTACT_TAGS = "/contacts/{contactId}/tags"  # POST|DELETE {tags: [...]}
+# GET -> {customFields: [{id, name, fieldKey: "contact.<key>", dataType, model, ...}]} (the
+# official SDK's locations service; not in the contacts spec).
+CUSTOM_FIELDS = "/locations/{locationId}/customFields"
+
+
+def custom_fields_path(location_id: str) -> str:
+    return CUSTOM_FIELDS.format(locationId=location_id)
 
 
 def contact_path(contact_id: str) -> str:

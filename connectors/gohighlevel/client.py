@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import structlog
 
 from connectors.base import (
     Capabilities,
@@ -36,28 +37,33 @@ from connectors.base import (
     RecordError,
     WriteResult,
 )
+from connectors.gohighlevel import behaviours as bh
 from connectors.gohighlevel.api import (
     CREATE,
     CREATE_FIELDS,
     DEFAULT_OVERLAP_SECONDS,
+    DEFAULT_VERSION,
     DUPLICATE,
     MAX_PAGE_LIMIT,
     RATE_LIMIT,
     READ_ONLY_FIELDS,
+    SDK_VERSION,
     SEARCH,
     UPDATE_FIELDS,
     UPSERT,
     UPSERT_FIELDS,
     contact_path,
+    custom_fields_path,
     tags_path,
 )
 from connectors.gohighlevel.oauth import NeedsReauth, OAuthApp, TokenProvider
-from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions
+from connectors.gohighlevel.settings import GoHighLevelCredentials, GoHighLevelOptions, looks_like_field_id
 from connectors.http import Action, FetchedPage, HttpConnector
 from connectors.pulls import ChangeFeedPull, UnreadablePage, UnreadableRecord, decode_json, read_items, server_now
 from connectors.timestamps import iso_ms, parse_iso
 
 JSON = dict[str, Any]
+log = structlog.get_logger("contactsync.gohighlevel")
 
 
 class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
@@ -86,11 +92,35 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
         super().__init__(settings, transport)
         opts = self.options
         self.location_id = opts.location_id or ""  # none only on an agency connection (it syncs nothing)
-        self.version = opts.version
         self.page_size = min(opts.page_size, MAX_PAGE_LIMIT)
-        # Custom field key -> id of the location: written items then carry the id the spec
-        # requires (an item with only a key is sent as is, which GoHighLevel also accepts).
+        measured = settings.behaviours
+        # The Version header: as configured, unless a probe measured which one the server takes
+        # (gohighlevel.version). A request refused for its Version is retried once with the other
+        # spelling (classify), so an unmeasured connection still finds the one that works.
+        self.version = opts.version
+        if measured.get(bh.VERSION) == "v3":
+            self.version = SDK_VERSION
+        elif measured.get(bh.VERSION) == "2021-07-28" and self.version == SDK_VERSION:
+            self.version = DEFAULT_VERSION
+        self._versions_tried = {self.version}
+        # gohighlevel.date_filter: the dateUpdated range value as ISO (default) or epoch ms; a
+        # search refusing one format (422) is sent again in the other, which is then kept.
+        self.date_format = measured.get(bh.DATE_FILTER, "iso")
+        # gohighlevel.duplicate_create "allowed": the location keeps duplicates, so a create
+        # looks the person's email/phone up first (one more call per create, only then).
+        self.lookup_before_create = measured.get(bh.DUPLICATE_CREATE) == "allowed"
+        # Custom fields: the location's own (GET /locations/{id}/customFields, discovered on first
+        # use), plus ``custom_field_ids`` (key -> id) as configured, which win. A mapping names a
+        # custom field by its key (fieldKey without "contact.") or its name; an id read back is
+        # given its key; a key that resolves to no field is sent as a key and reported
+        # (``unresolved_custom_fields``), never when it looks like a raw id.
         self.custom_field_ids: dict[str, str] = dict(opts.custom_field_ids)
+        self._configured_custom_ids = dict(opts.custom_field_ids)
+        self.custom_field_keys: dict[str, str] = {v: k for k, v in self.custom_field_ids.items()}  # id -> key
+        self._custom_aliases: dict[str, str] = {}  # lower-cased fieldKey / name -> id
+        self._custom_discovered = False
+        self.unresolved_custom_fields: set[str] = set()
+        self._rediscovered: set[str] = set()
         self.capabilities = dataclasses.replace(type(self).capabilities, overlap_seconds=opts.overlap_seconds)
         oauth = self.credentials.oauth() if isinstance(self.credentials, GoHighLevelCredentials) else {}
         if oauth:
@@ -142,8 +172,23 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
 
     def classify(self, response: httpx.Response) -> Action | None:
         # The spec lists no 404 for contact routes: a missing contact is a 400 "not found".
-        if response.status_code == 400 and "not found" in self.error_message(response).lower():
-            return Action.NOT_FOUND
+        if response.status_code == 400:
+            message = self.error_message(response).lower()
+            refused = ("not supported", "unsupported", "not found", "invalid")
+            if "version" in message and any(word in message for word in refused):
+                other = DEFAULT_VERSION if self.version == SDK_VERSION else SDK_VERSION
+                if other in self._versions_tried:
+                    return Action.FAIL_CONFIG  # neither spelling is taken: nothing else to try
+                log.warning(
+                    "gohighlevel.version_switched", connection=self.settings.name, refused=self.version, now=other
+                )
+                self.version = other
+                self._versions_tried.add(other)
+                # Refused before anything was applied: sent again at once (with the new header),
+                # like a 429, also for a create.
+                return Action.RATE_LIMITED
+            if "not found" in message:
+                return Action.NOT_FOUND
         return None
 
     def error_message(self, response: httpx.Response) -> str:
@@ -160,6 +205,8 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
 
     def _record(self, contact: JSON) -> RawRecord:
         payload = {k: v for k, v in contact.items() if k != "searchAfter"}
+        if isinstance(payload.get("customFields"), list):
+            payload["customFields"] = [self._keyed(item) for item in payload["customFields"]]
         updated = payload.get("dateUpdated") or payload.get("dateAdded")
         return RawRecord(
             remote_id=str(payload["id"]),
@@ -185,19 +232,36 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             "pageLimit": self.page_size,
             "sort": [{"field": "dateUpdated", "direction": "asc"}],
         }
-        if start is not None:
-            base["filters"] = [{"field": "dateUpdated", "operator": "range", "value": {"gte": iso_ms(start)}}]
         seen_ids: set[str] = set()
 
         async def fetch(token: Hashable | None) -> FetchedPage:
+            await self.discover_custom_fields()
             body = dict(base)
+            if start is not None:
+                body["filters"] = [self._date_filter(start)]
             if token is not None:
                 body["searchAfter"] = list(token)  # type: ignore[call-overload]
-            response = await self.http.request("POST", SEARCH, json_body=body)
+            try:
+                response = await self.http.request("POST", SEARCH, json_body=body)
+            except RecordError as exc:
+                if start is None or exc.status != 422:
+                    raise
+                # gohighlevel.date_filter: perhaps this location takes the other format (its 422
+                # wording is not documented): tried once; kept if it is taken.
+                self.date_format = "epoch_ms" if self.date_format == "iso" else "iso"
+                body["filters"] = [self._date_filter(start)]
+                try:
+                    response = await self.http.request("POST", SEARCH, json_body=body)
+                except RecordError:
+                    self.date_format = "epoch_ms" if self.date_format == "iso" else "iso"
+                    raise exc from None
+                log.warning("gohighlevel.date_filter_switched", connection=self.settings.name, now=self.date_format)
             data = decode_json(response, f"{self.platform} POST {SEARCH}")
             contacts = _contacts_of(data)
             records = read_items(contacts, self._record, id_types=(str,))
             seen_ids.update(r.remote_id for r in records if r.remote_id)
+            # gohighlevel.search_count: only a ``total`` is trusted as the number of matches; the
+            # spec's ``count`` may as well be the page's length, so it never ends a pull early.
             total = data.get("total")
             # Stop on a short page, or once every match the search counts has been seen
             # (saves the empty request after a full last page).
@@ -209,7 +273,80 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
 
         return fetch
 
+    def _date_filter(self, start: datetime) -> JSON:
+        value: Any = int(start.timestamp() * 1000) if self.date_format == "epoch_ms" else iso_ms(start)
+        return {"field": "dateUpdated", "operator": "range", "value": {"gte": value}}
+
+    # -- custom fields
+
+    async def discover_custom_fields(self, *, force: bool = False) -> dict[str, str]:
+        """The location's custom fields, key -> id (``GET /locations/{id}/customFields``), merged
+        with the configured ``custom_field_ids`` (which win). Asked once per connector; a token
+        that may not read them leaves the configured ones (warned)."""
+        if self._custom_discovered and not force:
+            return dict(self.custom_field_ids)
+        self._custom_discovered = True
+        try:
+            # 401 stays a configuration error (a bad token fails fast); a token without the
+            # custom-fields scope (403) or a 4xx leaves the configured ids only.
+            response = await self.http.request("GET", custom_fields_path(self.location_id), allow=(403, 404, 422))
+        except RecordError as exc:
+            log.warning("gohighlevel.custom_fields_unreadable", connection=self.settings.name, error=str(exc))
+            return dict(self.custom_field_ids)
+        if response.status_code >= 300:
+            log.warning(
+                "gohighlevel.custom_fields_unreadable",
+                connection=self.settings.name,
+                error=f"HTTP {response.status_code}",
+            )
+            return dict(self.custom_field_ids)
+        data = decode_json(response, f"{self.platform} GET {custom_fields_path(self.location_id)}")
+        items = data.get("customFields") if isinstance(data, dict) else None
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or not item.get("id") or item.get("model", "contact") != "contact":
+                continue
+            fid = str(item["id"])
+            field_key = str(item.get("fieldKey") or "")
+            key = field_key.removeprefix("contact.") or str(item.get("name") or fid)
+            self.custom_field_ids.setdefault(key, fid)
+            self.custom_field_keys.setdefault(fid, key)
+            for alias in (field_key, key, str(item.get("name") or "")):
+                if alias:
+                    self._custom_aliases.setdefault(alias.lower(), fid)
+        # Configured key -> id pairs win over what the location calls them.
+        for key, fid in self._configured_custom_ids.items():
+            self.custom_field_ids[key] = fid
+            self.custom_field_keys[fid] = key
+        return dict(self.custom_field_ids)
+
+    async def _resolve_custom_keys(self, payload: JSON) -> None:
+        """Discover the location's custom fields (once), and again once for each key this
+        payload names that is not known yet (a field defined in the location since)."""
+        await self.discover_custom_fields()
+        items = payload.get("customFields")
+        keys = {str(i["key"]) for i in items or [] if isinstance(i, dict) and i.get("key") and not i.get("id")}
+        missing = {k for k in keys if self.resolve_custom_field(k) is None and k not in self._rediscovered}
+        if missing:
+            self._rediscovered |= missing
+            await self.discover_custom_fields(force=True)
+
+    def resolve_custom_field(self, key: str) -> str | None:
+        """The id of the custom field a mapping calls ``key`` (its key, fieldKey or name)."""
+        if key in self.custom_field_ids:
+            return self.custom_field_ids[key]
+        if key in self.custom_field_keys:
+            return key  # already an id of this location
+        return self._custom_aliases.get(key.lower()) or self._custom_aliases.get(f"contact.{key}".lower())
+
+    def _keyed(self, item: Any) -> Any:
+        """A ``customFields`` item as read, given its ``key`` when its id is known."""
+        if not isinstance(item, dict) or item.get("key") or not item.get("id"):
+            return item
+        key = self.custom_field_keys.get(str(item["id"]))
+        return {**item, "key": key} if key else item
+
     async def get(self, remote_id: str) -> RawRecord | None:
+        await self.discover_custom_fields()
         try:
             data = await self.http.json("GET", contact_path(remote_id))
         except NotFound:
@@ -254,13 +391,32 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     def _write_body(self, payload: JSON, allowed: frozenset[str]) -> JSON:
         body = {k: v for k, v in payload.items() if k in allowed and v is not None}
         if "customFields" in body:
-            body["customFields"] = [self._custom_item(item) for item in body["customFields"]]
+            items = [self._custom_item(item) for item in body["customFields"]]
+            body["customFields"] = [item for item in items if item is not None]
+            if not body["customFields"]:
+                del body["customFields"]
         return body
 
-    def _custom_item(self, item: JSON) -> JSON:
+    def _custom_item(self, item: JSON) -> JSON | None:
+        """An item as sent: ``{id, field_value}`` when its key names a custom field of the
+        location; ``{key, field_value}`` (documented: GoHighLevel takes a key too) when not, and
+        that key is reported (``unresolved_custom_fields``); None (never sent) when the key
+        looks like a raw field id, which would make a new field named after an id."""
         item = dict(item)
-        if "id" not in item and item.get("key") in self.custom_field_ids:
-            item["id"] = self.custom_field_ids[item["key"]]
+        if not item.get("id"):
+            key = str(item.get("key") or "")
+            fid = self.resolve_custom_field(key) if key else None
+            if fid is not None:
+                item.pop("key", None)
+                item["id"] = fid
+            else:
+                if key not in self.unresolved_custom_fields:
+                    log.warning("gohighlevel.custom_field_unresolved", connection=self.settings.name, key=key)
+                self.unresolved_custom_fields.add(key)
+                if not key or looks_like_field_id(key):
+                    return None
+        else:
+            item.pop("key", None)
         if "field_value" not in item and "value" in item:
             item["field_value"] = item.pop("value")
         return item
@@ -268,15 +424,26 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     async def create(self, payload: JSON) -> WriteResult:
         """Create a contact at most once. A duplicate refusal (the location disallows
         duplicates) returns the existing contact with ``created=False``."""
+        await self._resolve_custom_keys(payload)
         body = self._write_body(payload, CREATE_FIELDS)
         body["locationId"] = self.location_id
         keys = {"email": body.get("email", ""), "phone": body.get("phone", "")}
+        if self.lookup_before_create and any(keys.values()):
+            # The location keeps duplicates (measured): only a look-up keeps this create single.
+            found = await self._lookup_contact(keys)
+            if found is not None:
+                record = self._record(found)
+                return WriteResult(record.remote_id, record, created=False, extra={"duplicate_of": record.remote_id})
 
         async def send() -> WriteResult:
             try:
                 response = await self.http.request("POST", CREATE, json_body=body, idempotent=False)
             except RecordError as exc:
                 existing = _duplicate_of(exc)
+                if existing is None and _is_duplicate_refusal(exc) and any(keys.values()):
+                    # gohighlevel.duplicate_create "400_plain": no contact id in the refusal.
+                    found = await self._lookup_contact(keys)
+                    existing = str(found["id"]) if found else None
                 if existing is None:
                     raise
                 record = await self.get(existing)
@@ -303,6 +470,7 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
             raise RecordError(422, f"{self.platform}: fields not updatable: {sorted(unknown)}")
         # The spec has no nullable strings: a cleared value is sent as "" (inferred).
         cleared = {k: ("" if v is None else v) for k, v in changes.items() if k not in READ_ONLY_FIELDS}
+        await self._resolve_custom_keys(cleared)
         body = self._write_body(cleared, UPDATE_FIELDS)
         record: RawRecord | None = None
         if body:
@@ -343,6 +511,7 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
     async def upsert(self, payload: JSON) -> WriteResult:
         """Create or update by the location's duplicate rule (email, then phone). Safe to
         repeat, so it is retried like a read."""
+        await self._resolve_custom_keys(payload)
         body = self._write_body(payload, UPSERT_FIELDS)
         body["locationId"] = self.location_id
         data = await self.http.json("POST", UPSERT, json_body=body)
@@ -382,6 +551,11 @@ def _search_after(last: Any, records: list[RawRecord]) -> tuple[Any, ...]:
     if after is None:
         raise UnreadablePage(f"gohighlevel POST {SEARCH}: no searchAfter to continue from")
     return tuple(after)
+
+
+def _is_duplicate_refusal(exc: RecordError) -> bool:
+    """A 400 refusing a create as a duplicate ("does not allow duplicated contacts")."""
+    return exc.status == 400 and "duplicate" in str(exc).lower()
 
 
 def _duplicate_of(exc: RecordError) -> str | None:

@@ -10,7 +10,11 @@ Routes, parameters and bodies follow the official OpenAPI spec (``apps/contacts.
   drawn from ``[0, search_delay_s]``, so visibility is not in update order.
 * ``GET|PUT|DELETE /contacts/{contactId}``, ``POST /contacts/``, ``POST /contacts/upsert``,
   ``GET /contacts/search/duplicate``, ``POST|DELETE /contacts/{contactId}/tags``.
-* Bearer token + ``Version`` header (2021-07-28 and 2021-04-15 accepted); 401 as
+* ``GET /locations/{locationId}/customFields`` - the location's custom fields (``id``, ``name``,
+  ``fieldKey`` ``contact.<key>``, ``dataType``, ``model``), per the official SDK's locations
+  service (the contacts spec does not cover it).
+* Bearer token + ``Version`` header (2021-07-28, 2021-04-15 and the SDK's v3 accepted unless
+  the ``gohighlevel.version`` variant requires one); 401 as
   UnauthorizedDTO; 422 as UnprocessableDTO (``message`` is a list); a missing contact is a 400
   (the spec lists no 404 for these routes).
 * Rate limit 100 requests / 10 s (scaled by ``rate_scale``) with ``X-RateLimit-*`` headers on
@@ -25,6 +29,10 @@ Routes, parameters and bodies follow the official OpenAPI spec (``apps/contacts.
   and secret are ``emulator-client-id`` / ``emulator-client-secret`` unless ``oauth_clients``
   says otherwise. Test hooks:
   :meth:`issue_code`, :meth:`revoke_refresh_tokens`, :meth:`expire_access_tokens`.
+
+Every inferred behaviour is a switch (``variants``, see ``connectors/gohighlevel/behaviours.py``):
+search count key ``total``/``count``; the Version(s) required; a refused duplicate create as 400
+with ``meta.contactId``, a plain 400, or allowed; the ``dateUpdated`` range value as ISO or epoch ms.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import re
 import string
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -48,18 +57,22 @@ from starlette.routing import Route
 
 from connectors.base import RateLimit
 from connectors.emulation import Clock, Emulator, FaultConfig, ValueIndex
+from connectors.gohighlevel import behaviours as bh
 from connectors.gohighlevel.api import (
     API_VERSIONS,
     CONTACT,
     CONTACT_TAGS,
     CREATE,
     CREATE_FIELDS,
+    CUSTOM_FIELDS,
     DAILY_LIMIT,
+    DATED_VERSIONS,
     DEFAULT_VERSION,
     DUPLICATE,
     MAX_PAGE_LIMIT,
     MAX_STANDARD_RESULTS,
     RATE_LIMIT,
+    SDK_VERSION,
     SEARCH,
     UPDATE_FIELDS,
     UPDATE_FIELDS_SPEC,
@@ -70,6 +83,7 @@ from connectors.gohighlevel.oauth import INSTALLED_LOCATIONS as OAUTH_INSTALLED
 from connectors.gohighlevel.oauth import LOCATION_TOKEN as OAUTH_LOCATION_TOKEN
 from connectors.gohighlevel.oauth import TOKEN as OAUTH_TOKEN
 from connectors.gohighlevel.webhooks import WebhookSender
+from connectors.probing import check_variants
 from connectors.timestamps import parse_iso
 
 JSON = dict[str, Any]
@@ -152,7 +166,11 @@ class GoHighLevelEmulator(Emulator):
         refresh_ttl_s: float = 365 * 86_400.0,
         company_id: str = "emuCompany0000000001",
         installed_locations: list[JSON] | None = None,
+        variants: Mapping[str, str] | None = None,
     ) -> None:
+        self.variants = check_variants(bh.BEHAVIOURS, variants or {})
+        if self.variants[bh.DUPLICATE_CREATE] == "allowed":
+            allow_duplicates = True
         self.location_id = location_id
         # The daily budget (documented 200,000 per app per location); windows of ``day_seconds``
         # aligned on the Unix epoch (UTC midnight for a real day), small in tests.
@@ -183,7 +201,8 @@ class GoHighLevelEmulator(Emulator):
         self.auto_custom_fields = auto_custom_fields
         self._id_rng = random.Random(id_seed)
         self._delay_rng = random.Random(id_seed + 1)
-        self.custom_field_ids: dict[str, str] = {}
+        self.custom_field_ids: dict[str, str] = {}  # key -> id (fieldKey "contact.<key>")
+        self.custom_field_names: dict[str, str] = {}  # key -> display name
         # What search sees: id -> contact, plus changes not visible yet (a heap by visible time).
         self._visible: dict[str, JSON] = {}
         self._pending: list[tuple[datetime, int, str, JSON | None]] = []
@@ -212,6 +231,7 @@ class GoHighLevelEmulator(Emulator):
 
     def routes(self) -> list[Route]:
         return [
+            Route(CUSTOM_FIELDS, self.custom_fields, methods=["GET"]),
             Route(SEARCH, self.search, methods=["POST"]),
             Route(DUPLICATE, self.duplicate, methods=["GET"]),
             Route(UPSERT, self.upsert, methods=["POST"]),
@@ -260,7 +280,9 @@ class GoHighLevelEmulator(Emulator):
         version = request.headers.get("version")
         if version is None:
             return _bad_request("Version header was not found")
-        if version not in API_VERSIONS:
+        required = self.variants[bh.VERSION]
+        accepted = API_VERSIONS if required == "both" else (DATED_VERSIONS if required != "v3" else (SDK_VERSION,))
+        if version not in accepted:
             return _bad_request(f"Version {version} is not supported")
         return None
 
@@ -277,7 +299,9 @@ class GoHighLevelEmulator(Emulator):
         }
 
     def rate_limited_response(self, retry_after: float, headers: dict[str, str]) -> Response:
-        return JSONResponse({"statusCode": 429, "message": "Too Many Requests"}, status_code=429, headers=headers)
+        # The X-RateLimit-* headers are added to every response by the emulator's gate; adding
+        # ``headers`` here as well sent each of them twice.
+        return JSONResponse({"statusCode": 429, "message": "Too Many Requests"}, status_code=429)
 
     def error_response(self, status: int, headers: dict[str, str]) -> Response:
         messages = {
@@ -296,11 +320,11 @@ class GoHighLevelEmulator(Emulator):
             "version": DEFAULT_VERSION,
             # The overlap must cover the longest search delay.
             "overlap_seconds": self.search_delay_s * 1.5 + 0.001,
-            # The location's custom fields as they stand (key -> id).
-            "custom_field_ids": dict(self.custom_field_ids),
             **({"daily_window_s": self.day_seconds} if self.day_seconds != 86_400.0 else {}),
             # OAuth tokens with a scaled lifetime are refreshed a tenth of it before they expire.
             **({"refresh_margin_s": self.token_ttl_s / 10} if self.token_ttl_s < 3000 else {}),
+            # No custom_field_ids: the connector discovers them from the location, as it would
+            # from a copied config.example.yaml.
         }
 
     # -- OAuth (marketplace apps)
@@ -481,10 +505,21 @@ class GoHighLevelEmulator(Emulator):
                 return rid
 
     def _custom_id(self, key: str) -> str | None:
+        key = key.removeprefix("contact.")
         if key not in self.custom_field_ids:
             if not self.auto_custom_fields:
                 return None
-            self.custom_field_ids[key] = "".join(self._id_rng.choice(string.ascii_letters) for _ in range(20))
+            self.add_custom_field(key)
+        return self.custom_field_ids[key]
+
+    def add_custom_field(self, key: str, name: str | None = None, field_id: str | None = None) -> str:
+        """Define a contact custom field in the location (done in the GoHighLevel UI); its id."""
+        key = key.removeprefix("contact.")
+        if key not in self.custom_field_ids:
+            self.custom_field_ids[key] = field_id or "".join(
+                self._id_rng.choice(string.ascii_letters) for _ in range(20)
+            )
+            self.custom_field_names[key] = name or key.replace("_", " ").title()
         return self.custom_field_ids[key]
 
     def _index(self, rid: str, record: JSON | None) -> None:
@@ -673,6 +708,25 @@ class GoHighLevelEmulator(Emulator):
             )
         return None
 
+    async def custom_fields(self, request: Request) -> Response:
+        denied = self._check_location(request.path_params["locationId"])
+        if denied is not None:
+            return denied
+        fields = [
+            {
+                "id": fid,
+                "name": self.custom_field_names.get(key, key),
+                "fieldKey": f"contact.{key}",
+                "placeholder": "",
+                "dataType": "TEXT",
+                "position": position,
+                "locationId": self.location_id,
+                "model": "contact",
+            }
+            for position, (key, fid) in enumerate(self.custom_field_ids.items())
+        ]
+        return JSONResponse({"customFields": fields})
+
     def _missing(self, rid: str) -> JSONResponse:
         return _bad_request("Contact not found")
 
@@ -696,7 +750,7 @@ class GoHighLevelEmulator(Emulator):
             if search_after is not None and (not isinstance(search_after, list) or len(search_after) != 2):
                 raise Unprocessable("searchAfter must be an array of 2 values")
             filters = body.get("filters") or []
-            _check_filters(filters)
+            _check_filters(filters, self.variants[bh.DATE_FILTER])
             sort = body.get("sort") or [{"field": "dateAdded", "direction": "desc"}]
             if not isinstance(sort, list) or not sort or "field" not in sort[0]:
                 raise Unprocessable("sort must be an array of {field, direction}")
@@ -747,7 +801,7 @@ class GoHighLevelEmulator(Emulator):
             contact = dict(self._visible[rid])
             contact["searchAfter"] = [_sort_value(contact, field), rid]
             out.append(contact)
-        return JSONResponse({"contacts": out, "total": total})
+        return JSONResponse({"contacts": out, self.variants[bh.SEARCH_COUNT]: total})
 
     def _sorted_view(self, field: str, descending: bool) -> tuple[list[tuple[Any, str]], list[str]]:
         key = (field, "desc" if descending else "asc")
@@ -790,6 +844,8 @@ class GoHighLevelEmulator(Emulator):
                     if body.get("email") and existing.get("email", "").lower() == str(body["email"]).lower()
                     else "phone"
                 )
+                if self.variants[bh.DUPLICATE_CREATE] == "400_plain":
+                    return _bad_request("This location does not allow duplicated contacts.")
                 return _bad_request(
                     "This location does not allow duplicated contacts.",
                     meta={
@@ -843,7 +899,9 @@ class GoHighLevelEmulator(Emulator):
         except Unprocessable as exc:
             return _unprocessable(*exc.messages)
         self.touch(contact)
-        return JSONResponse({"succeded": True, "contact": _copy(contact)})
+        # The v2 spec spells it "succeded" (sic); the v3 models of the official SDK "succeeded".
+        flag = "succeeded" if request.headers.get("version") == SDK_VERSION else "succeded"
+        return JSONResponse({flag: True, "contact": _copy(contact)})
 
     async def delete(self, request: Request) -> Response:
         rid = request.path_params["contactId"]
@@ -925,7 +983,7 @@ def _neg(v: Any) -> Any:
     return -v if isinstance(v, (int, float)) and not isinstance(v, bool) else _Neg(v)
 
 
-def _check_filters(filters: Any) -> None:
+def _check_filters(filters: Any, date_format: str = "iso") -> None:
     if not isinstance(filters, list):
         raise Unprocessable("filters must be an array")
     for f in filters:
@@ -934,7 +992,7 @@ def _check_filters(filters: Any) -> None:
         if "group" in f:
             if f["group"] not in ("AND", "OR"):
                 raise Unprocessable("group must be one of AND, OR")
-            _check_filters(f.get("filters"))
+            _check_filters(f.get("filters"), date_format)
             continue
         if f.get("operator") not in _OPERATORS:
             raise Unprocessable(f"operator must be one of {', '.join(sorted(_OPERATORS))}")
@@ -944,6 +1002,25 @@ def _check_filters(filters: Any) -> None:
             value = f.get("value")
             if not isinstance(value, dict) or not set(value) <= {"gte", "lte", "gt", "lt"} or not value:
                 raise Unprocessable("range value must have gte, lte, gt or lt")
+            if f["field"] in ("dateUpdated", "dateAdded"):
+                _check_date_values(f["field"], value, date_format)
+
+
+def _check_date_values(field: str, value: JSON, date_format: str) -> None:
+    """The ``gohighlevel.date_filter`` variant: a date range takes ISO strings or epoch ms only."""
+    for bound in value.values():
+        if date_format == "epoch_ms":
+            if not isinstance(bound, int) or isinstance(bound, bool):
+                raise Unprocessable(f"{field} range value must be a number (epoch milliseconds)")
+        else:
+            ok = isinstance(bound, str)
+            if ok:
+                try:
+                    parse_iso(bound)
+                except ValueError:
+                    ok = False
+            if not ok:
+                raise Unprocessable(f"{field} range value must be a valid ISO 8601 date string")
 
 
 def _range_on(filters: list[JSON], field: str) -> tuple[Any, bool, Any, bool] | None:

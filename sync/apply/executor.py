@@ -34,6 +34,7 @@ from connectors.base import (
     Connector,
     NotFound,
     PullMode,
+    RawRecord,
     RecordError,
     RemoteUnavailable,
     Stopped,
@@ -181,6 +182,10 @@ class _Unsettled(Exception):
 
 class _Held(Exception):
     """A create that may have landed and cannot be checked: held for a human."""
+
+
+#: Ops that remove a merge's loser: sent before the other rows of their person.
+_LOSERS_FIRST = frozenset({"merge", "delete"})
 
 
 def _same_json(a: Any, b: Any) -> bool:
@@ -360,11 +365,15 @@ class ConnectionApplier:
                 return
         await self._prefetch(items)
         self._probe = probe
-        # Rows of one person run in id order (a merge before the update that relies on it);
-        # different persons run concurrently.
+        # Rows of one person run in id order, except that a merge's losers go first (their merge
+        # or delete before the survivor's update or create, which may carry the loser's keys: a
+        # platform that holds a key value on one contact only refuses it while the loser still
+        # has it - Comm100 "identity already used"); different persons run concurrently.
         groups: dict[Any, list[OutboxItem]] = {}
         for item in items:
             groups.setdefault(item.person_id if item.person_id is not None else ("row", item.id), []).append(item)
+        for group in groups.values():
+            group.sort(key=lambda i: (i.op not in _LOSERS_FIRST, i.id))
 
         async def in_order(group: list[OutboxItem]) -> list[Completion | Failure]:
             return [await self._guarded(item, settling) for item in group]
@@ -525,6 +534,11 @@ class ConnectionApplier:
         if not result.created:
             # The platform handed back an existing contact (duplicate refused, or adopted).
             await self._claimable(item, str(result.remote_id), raise_=True)
+            if result.record is not None:
+                # Its own values (made outside, perhaps moments ago and not yet seen by a pull)
+                # are not ours: reconciled like any contact found by lookup, never taken as
+                # already in sync (issue 15: a GoHighLevel contact not yet in search).
+                return self._adopt_record(item, str(result.remote_id), result.record, body, ours_possible=False)
         return self._created(item, result, body, merge_payload=not result.created)
 
     def _marker_field(self) -> str:
@@ -554,10 +568,25 @@ class ConnectionApplier:
         else, and it is linked without a snapshot, so the next plan reconciles its values with
         the person's (the outside values count as edits) instead of overwriting them."""
         record = await self._call("get", self.connector.get(found))
-        if record is None or self.target.read_fields is None:
+        if record is None:
+            return self._created(item, WriteResult(remote_id=found), body, merge_payload=True)
+        return self._adopt_record(item, found, record, body)
+
+    def _adopt_record(
+        self,
+        item: OutboxItem,
+        found: str,
+        record: RawRecord,
+        body: Mapping[str, Any],
+        *,
+        ours_possible: bool = True,
+    ) -> Completion:
+        """``ours_possible`` False: the platform refused our create as a duplicate of this
+        contact, so nothing on it is ours, whatever it holds."""
+        if self.target.read_fields is None:
             return self._created(item, WriteResult(remote_id=found), body, merge_payload=True)
         held = fields_to_json(self.target.read_fields(record.payload))
-        versions = [item.fields, *(item.payload.get("earlier_fields") or [])]
+        versions = [item.fields, *(item.payload.get("earlier_fields") or [])] if ours_possible else []
         ours = next((v for v in versions if all(_same_json(held.get(k), x) for k, x in v.items())), None)
         completion = self._created(item, WriteResult(remote_id=found, record=record), body)
         if ours is None:

@@ -625,7 +625,10 @@ class CustomLens(Lens):
     """Custom fields ``custom.<key>``: keys of a dict (``style: keys``, Acquire's ``fields``
     minus its built-in keys) or a list of entries (``style: id_value``, GoHighLevel: read as
     ``[{id, value}]``, written as ``[{id|key, field_value}]``; ``ids`` maps platform field ids
-    to keys, unknown ids are used as keys)."""
+    to keys, else an entry's own ``key`` names it (the GoHighLevel connector gives each item
+    read back the key of its id, from the location's custom fields). An entry whose id names
+    no key is not read: a raw id used as a key would be written as a field of that name on
+    every other platform (issue 15))."""
 
     transform = "custom_fields"
 
@@ -641,11 +644,11 @@ class CustomLens(Lens):
         return name.startswith(CUSTOM_PREFIX)
 
     def _entry_key(self, entry: dict[str, Any]) -> str | None:
-        key = entry.get("key")
-        if key:
-            return str(key)
         ident = entry.get("id")
-        return self.ids.get(str(ident), str(ident)) if ident else None
+        if ident and str(ident) in self.ids:
+            return self.ids[str(ident)]
+        key = entry.get("key")
+        return str(key) if key else None
 
     @staticmethod
     def _entry_value(entry: dict[str, Any]) -> Any:

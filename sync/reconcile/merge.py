@@ -83,7 +83,8 @@ def reconcile_person(
     out.golden = golden
 
     for name, side in live.items():
-        wanted = _unblocked(golden, _blocked(view, side, connections[name].capabilities.unique_keys), holds[name])
+        unique = connections[name].capabilities.unique_keys and not _others_removed(view, connections[name], policy)
+        wanted = _unblocked(golden, _blocked(view, side, unique), holds[name])
         confirmed = _plan_side(view.person_id, connections[name], side, holds[name], wanted, erased, policy, out)
         if side.others:
             _plan_others(view, connections[name], side, confirmed, policy, out)
@@ -96,6 +97,23 @@ def reconcile_person(
 
 # Canonical list fields holding identity keys: a value here is someone's email or phone.
 _KEY_FIELDS = ("emails", "phones")
+
+
+def _others_removed(view: PersonView, info: ConnectionInfo, policy: ReconcilePolicy) -> bool:
+    """Whether this plan removes a merge's losers on this connection (native merge, or the
+    delete fallback where deleting is possible; see :func:`_plan_others`). Their keys then do
+    not block the survivor's: the applier sends the loser's merge or delete before the survivor's
+    update (sync/apply), so the merge converges in one cycle even where a key value may sit on
+    one contact only (Comm100, "identity already used")."""
+    if not view.merged:
+        return False
+    caps = info.capabilities
+    if caps.can_merge:
+        return True
+    fallback = policy.merges.fallback
+    if fallback == "delete" and view.merge_inferred and policy.deletes.mode != "propagate":
+        return False
+    return fallback == "delete" and caps.can_delete
 
 
 def _blocked(view: PersonView, side: Side, unique_keys: bool) -> frozenset[tuple[str, str]]:

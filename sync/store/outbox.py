@@ -350,7 +350,8 @@ class _ResultBatch:
                 "merged_into": None,
                 "person_id": c.person_id,
                 "dirty": c.dirty,
-                "invalid": None,
+                # No "invalid": a Python None in a JSON column is stored as JSON null, which
+                # ``status`` counted as an invalid record; left out, the column is SQL NULL.
                 "last_scan": None,
             }
         else:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, case, cast, func, select
+from sqlalchemy import Text, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from sync.store.models import Conflict, Cursor, MatchReview, Person, Quarantine, RemoteRecord, Run, utcnow
@@ -95,13 +95,14 @@ class StatusQueries:
                     func.count(rr.person_id),
                     func.count(rr.deleted_at),
                     func.sum(case((rr.dirty.is_(True), 1), else_=0)),
-                    func.count(rr.invalid),
+                    # Rows written before the fix may hold JSON null rather than SQL NULL.
+                    func.sum(case((and_(rr.invalid.is_not(None), cast(rr.invalid, Text) != "null"), 1), else_=0)),
                 ).group_by(rr.connection)
             )
             for conn, total, linked, deleted, dirty, invalid in rows:
                 st = out.connections.setdefault(conn, ConnectionStatus(conn))
                 st.records, st.linked, st.deleted = int(total), int(linked), int(deleted)
-                st.dirty, st.invalid = int(dirty or 0), int(invalid)
+                st.dirty, st.invalid = int(dirty or 0), int(invalid or 0)
             for conn, n in s.execute(select(Quarantine.connection, func.count()).group_by(Quarantine.connection)):
                 out.connections.setdefault(conn, ConnectionStatus(conn)).quarantined = int(n)
             future = cast(rr.invalid, Text).like('%"future_timestamp"%')  # sync.detect.stage.FUTURE_TIMESTAMP

@@ -156,7 +156,9 @@ def test_create_never_makes_a_second_contact(policy: str) -> None:
 
     async def go() -> None:
         first = await conn.create(dict(ADA))
-        assert first.created and first.record is not None and first.record.payload == ADA
+        # What we sent, plus the documented defaults of what we did not (issue 15).
+        defaults = {"do_not_disturb": False, "is_bot_active": True}
+        assert first.created and first.record is not None and first.record.payload == {**defaults, **ADA}
         again = await conn.create({**ADA, "firstName": "Augusta", "instagramId": "ada"})
         assert not again.created and again.remote_id == first.remote_id and again.extra == {"existing": True}
         assert len(emu.contacts) == 1

@@ -129,6 +129,14 @@ def test_connector_requests_and_emulator_responses_follow_the_spec(spec: OpenAPI
     problems = []
     for request, response in recorder.exchanges:
         where = f"{request.method} {request.url.path} -> {response.status_code}"
+        if request.url.path.startswith("/locations/"):
+            # The location's custom fields (locations API, not in the contacts spec the reference
+            # holds): checked against the official SDK's response model instead.
+            if response.status_code == 200:
+                sdk_models = pytest.importorskip("highlevel.services.locations.models.locations")
+                listing = sdk_models.CustomFieldsListSuccessfulResponseDto.model_validate(response.json())
+                assert listing.customFields and all(f.id and f.fieldKey for f in listing.customFields)
+            continue
         try:
             spec.validate_request(SpecRequest(request))
         except Exception as exc:  # noqa: BLE001 - collect every violation, then fail once

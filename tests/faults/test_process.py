@@ -167,8 +167,10 @@ def test_a_run_that_lost_its_profile_lock_stops_before_its_next_commit(world: Wo
 def test_a_stop_during_a_rate_budget_wait_takes_effect_within_seconds(world: World) -> None:
     for name in ("acquire", "comm100"):
         world.emulators[name].seed(30, rng_seed=3 if name == "acquire" else 4)
-    # GoHighLevel allows 4 requests per 2 minutes: one search, three writes, then a long wait.
-    world.engine.settings_overrides["ghl"] = {"rate_limit": RateLimit(4, 120.0)}
+    # GoHighLevel allows 6 requests per 2 minutes: one search, the location's custom fields
+    # (read once, and once more for the "plan" key it does not define yet), three writes, then
+    # a long wait.
+    world.engine.settings_overrides["ghl"] = {"rate_limit": RateLimit(6, 120.0)}
     stop = threading.Event()
     stopped_at: list[float] = []
     ghl_writes: list[float] = []

@@ -54,6 +54,8 @@ def _wanted(mapping: FieldMapping, fields: dict[str, Any]) -> dict[str, Any]:
 
 async def _round_trip(platform: str) -> None:
     emulator = emulator_class(platform)(rate_limit=False)
+    if platform == "gohighlevel":
+        emulator.add_custom_field("plan")  # defined in the location (the connector writes known fields only)
     connector = connector_class(platform)(emulator.connection_settings(), transport=emulator.transport())
     try:
         mapping = _mapping(platform, emulator)
