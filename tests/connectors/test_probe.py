@@ -54,8 +54,16 @@ def test_the_probe_reports_the_variant_the_emulator_runs(platform: str, variants
         assert all(f.evidence for f in findings)
 
     run(go())
-    # Nothing left behind, nothing else changed.
-    assert emulator.records() == before
+    after = emulator.records()
+    if connector_class(platform).capabilities.can_delete:
+        # Nothing left behind, nothing else changed.
+        assert after == before
+    else:
+        # A platform whose API cannot delete (DM Champ) keeps the throwaway contact (its findings
+        # name it for a person to remove); every other contact is as it was.
+        left = [r for r in after if r not in before]
+        assert left and all("contactsync probe" in str(r) or "contactsync-probe" in str(r) for r in left), left
+        assert [r for r in after if r in before] == before
 
 
 def test_the_command_records_findings_status_shows_them_and_cycles_use_them(db_url: str, tmp_path: Path) -> None:
