@@ -87,10 +87,13 @@ def reconcile_person(
         confirmed = _plan_side(view.person_id, connections[name], side, holds[name], wanted, erased, policy, out)
         if side.others:
             _plan_others(view, connections[name], side, confirmed, policy, out)
-    if not gone:
-        for name, side in sides.items():
-            if side.record is None:
-                _plan_create(view.person_id, connections[name], _unblocked(golden, view.withheld, {}), out)
+    # Deleted somewhere but kept (``ignore``/``tag``): the person still belongs on every
+    # platform it has not reached yet (a create that failed before the delete, a connection
+    # that joined later); where it was deleted its side holds the deleted record, not None,
+    # so it is never re-created there.
+    for name, side in sides.items():
+        if side.record is None:
+            _plan_create(view.person_id, connections[name], _unblocked(golden, view.withheld, {}), out)
     return out
 
 
