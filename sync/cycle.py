@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import structlog
 
-from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, RecordError
+from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, PullMode, RecordError
 from connectors.registry import connector_class
 from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_outbox
 from sync.apply.storethread import StoreThread
@@ -271,6 +271,8 @@ class CycleRunner:
             # A connection whose pull failed: its records are unknown this cycle, so nothing is
             # planned for it and nothing is pushed to it (its breaker opens).
             failed_pulls = sorted(n for n in pulled if report.pulls[n].error)
+            for t in targets:
+                t.verify_updates = _verify_updates(connectors[t.name], report.pulls.get(t.name))
             for n in failed_pulls:
                 breakers[n].trip(f"pull failed this cycle: {report.pulls[n].error}")
             if astop.is_set():
@@ -464,6 +466,27 @@ class CycleRunner:
         log.info("run_finished", run_id=report.run_id, **summary)
 
 
+def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
+    """Whether updates to this connection read the contact first (issue 14 A: a write is sent
+    only if the remote field is still what it was planned against). Not when this cycle's pull
+    was a complete full scan the delete breaker believed: every staged payload is then as of
+    this cycle (Acquire, the common case: no extra call). Otherwise a contact may hold an edit
+    the pull did not show (an incremental listing that came back short, GoHighLevel's search
+    lag), so one GET by id precedes each update. Never on a platform that cannot be read."""
+    caps = connector.capabilities
+    if caps.pull_mode is PullMode.LOOKUP_ONLY:
+        return False
+    trusted = (
+        pull is not None
+        and caps.pull_mode is PullMode.FULL_SCAN
+        and pull.complete
+        and not pull.error
+        and not pull.held
+        and not pull.resumed
+    )
+    return not trusted
+
+
 def _status(report: CycleReport, stop: asyncio.Event) -> str:
     """How a cycle that ran to its end went: ``interrupted`` when a stop was requested,
     ``partial`` when any connection's pull failed, any deletes were held, any breaker opened or
@@ -543,7 +566,10 @@ class _Guarded:
             except Exception as exc:
                 breaker.failure(exc)
                 raise
-            breaker.success()
+            if name != "get":
+                # A read by id (the check before an update) that answers says nothing about
+                # the writes: a platform that reads but fails every write still opens.
+                breaker.success()
             return result
 
         return call

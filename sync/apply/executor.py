@@ -31,6 +31,7 @@ from connectors.base import (
     Connector,
     NotFound,
     PullMode,
+    RawRecord,
     RecordError,
     RemoteUnavailable,
     Stopped,
@@ -77,6 +78,11 @@ class Target:
     concurrency: int = 4
     keys_of: KeysOf | None = None
     read_fields: ReadFields | None = None
+    # Read each contact by id just before an update that was planned against its values, and
+    # send nothing if they are no longer those (set per cycle: on when this cycle's pull cannot
+    # vouch that the staged payloads are current - an incremental or eventually consistent
+    # listing, a scan that failed, was held or came back short).
+    verify_updates: bool = False
 
 
 @dataclass
@@ -92,6 +98,7 @@ class ConnectionReport:
     found_by_lookup: int = 0
     superseded: int = 0  # stale rows found at send time: superseded, their persons planned again
     held: int = 0  # creates that could not be checked after a lost response: held for review
+    vanished: int = 0  # contacts found deleted on the platform when a write was about to be sent
     stopped: str | None = None  # why this connection stopped early
     errors: list[str] = field(default_factory=list)
 
@@ -110,6 +117,7 @@ class ConnectionReport:
             "found_by_lookup": self.found_by_lookup,
             "superseded": self.superseded,
             "held": self.held,
+            "vanished": self.vanished,
             "stopped": self.stopped,
             "errors": self.errors[:20],
         }
@@ -351,11 +359,12 @@ class ConnectionApplier:
         failures = [r for r in results if isinstance(r, Failure)]
         # Store work runs off the event loop: other connections keep their calls going meanwhile.
         await self.io(self.outbox.record, completions, failures)
-        self.report.done += len(completions)
+        sent = len(completions) - sum(1 for c in completions if c.superseded)
+        self.report.done += sent
         if settling:
-            self.report.settled += len(completions)
-        if self.progress is not None and completions:
-            self.progress(self.target.name, len(completions))
+            self.report.settled += sent
+        if self.progress is not None and sent:
+            self.progress(self.target.name, sent)
         if self.report.stopped is not None:
             raise _Stop
 
@@ -592,12 +601,82 @@ class ConnectionApplier:
             snapshot=snapshot,
         )
 
+    async def _read(self, remote_id: str) -> RawRecord | None | bool:
+        """The contact by id (None: not found; False: this platform cannot be read by id)."""
+        try:
+            return await self._call("get", self.connector.get(remote_id))
+        except NotImplementedError:
+            return False
+
+    def _vanished(self, item: OutboxItem) -> Completion:
+        """The contact a write was meant for is gone from the platform (read by id: not found):
+        evidence of a delete made there, which no listing may ever show (GoHighLevel's search
+        cannot prove absence). Nothing is sent; the record is marked deleted and the person
+        planned again under the delete policy."""
+        assert item.remote_id is not None
+        self.report.vanished += 1
+        return Completion(
+            item.id,
+            item.remote_id,
+            item.person_id,
+            item.connection,
+            vanished=True,
+            superseded=f"stale: contact {item.remote_id} was deleted on {item.connection}; planned again",
+        )
+
+    def _changed(self, item: OutboxItem, record: RawRecord) -> str | None:
+        """The first field the row writes whose value on the platform (``record``, just read)
+        is no longer the one the row was planned against."""
+        if not item.base or self.target.read_fields is None:
+            return None
+        held = fields_to_json(self.target.read_fields(record.payload))
+        return next((name for name, value in item.base.items() if not _same_json(held.get(name), value)), None)
+
+    async def _verified(self, item: OutboxItem) -> Completion | None:
+        """Read the contact before an update planned against its values (``verify_updates``):
+        None when it still holds them (send), else the result that settles the row unsent - the
+        contact gone, or changed outside (its read is staged, the person planned again)."""
+        assert item.remote_id is not None
+        record = await self._read(item.remote_id)
+        if record is False:
+            return None
+        if record is None:
+            return self._vanished(item)
+        assert isinstance(record, RawRecord)
+        name = self._changed(item, record)
+        if name is None:
+            return None
+        self.report.superseded += 1
+        return Completion(
+            item_id=item.id,
+            remote_id=item.remote_id,
+            person_id=item.person_id,
+            connection=item.connection,
+            record_payload=record.payload,
+            record_updated_at=record.updated_at,
+            keys=self._keys(record.payload),
+            dirty=True,
+            superseded=f"stale: {name} changed on {item.connection} since this write was planned "
+            "(read before sending); planned again",
+        )
+
     async def _update(self, item: OutboxItem) -> Completion:
         assert item.remote_id is not None, "update without a target"
         body = item.body
         result: WriteResult | None = None
+        if body and item.base and self.target.verify_updates:
+            settled = await self._verified(item)
+            if settled is not None:
+                return settled
         if body:
-            result = await self._call("update", self.connector.update(item.remote_id, body))
+            try:
+                result = await self._call("update", self.connector.update(item.remote_id, body))
+            except NotFound:
+                # A "not found" is evidence of a delete made there: confirmed by a read by id,
+                # it settles the row (never retried for ever); otherwise it is a plain failure.
+                if await self._read(item.remote_id) is None:
+                    return self._vanished(item)
+                raise
         add, remove = item.payload.get("add_tags") or [], item.payload.get("remove_tags") or []
         if add:
             await self._call("add_tags", self.connector.add_tags(item.remote_id, list(add)))

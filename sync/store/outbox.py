@@ -134,6 +134,14 @@ class Completion:
     note: str | None = None
     # Leave the record dirty (a contact found by lookup whose values must be reconciled).
     dirty: bool = False
+    # The write was not sent: what was read just before it shows it stale (``record_payload``
+    # is that read) or the contact gone (``vanished``). The row is superseded with this reason
+    # and its person marked dirty with a new version, so the next plan decides again.
+    superseded: str | None = None
+    # The contact was found deleted on the platform (a read by id answered "not found"): the
+    # record is marked deleted and dirty, as a scan that misses it would (snapshot kept), and
+    # the next plan applies the delete policy.
+    vanished: bool = False
 
 
 @dataclass
@@ -271,12 +279,32 @@ class _ResultBatch:
             ),
             [{"b_id": c.item_id, "b_rid": c.remote_id, "b_note": c.note} for c in done],
         )
+        stale = [c for c in done if c.superseded]
+        if stale:
+            session.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("b_id"))
+                .values(status=OutboxStatus.SUPERSEDED.value, last_error=bindparam("b_reason")),
+                [{"b_id": c.item_id, "b_reason": (c.superseded or "")[:2000]} for c in stale],
+            )
+            pids = sorted({c.person_id for c in stale if c.person_id is not None})
+            for start in range(0, len(pids), 500):
+                session.execute(
+                    update(Person)
+                    .where(Person.id.in_(pids[start : start + 500]))
+                    .values(dirty=True, version=Person.version + 1, updated_at=now)
+                )
         records = self._load_records(done)
         snapshots: dict[tuple[int, str], dict[str, Any] | None] = {}  # None: drop
         losers: list[tuple[str, str, str]] = []
         for c in done:
             pair = (c.connection, c.remote_id)
             rec = records.get(pair)
+            if c.vanished:
+                if rec is not None:
+                    rec.values["deleted_at"] = now
+                    rec.values["dirty"] = True
+                continue
             if c.deleted:
                 if rec is not None:
                     rec.values["deleted_at"] = now
