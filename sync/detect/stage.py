@@ -332,7 +332,14 @@ async def pull_connection(
         if page.complete:
             report.complete = True
             if page.full_scan and scan_id is not None and not report.resumed:
-                closed = await call(store.cursors.close_full_scan, name, scan_id, seen=listed, limits=deletes)
+                closed = await call(
+                    store.cursors.close_full_scan,
+                    name,
+                    scan_id,
+                    seen=listed,
+                    limits=deletes,
+                    merges=connector.capabilities.can_merge,
+                )
                 report.deleted = closed.deleted
                 report.held, report.held_reason = len(closed.held), closed.reason
             break

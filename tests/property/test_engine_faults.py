@@ -87,13 +87,9 @@ FIELDS = ("last_name", "city")
 HOLDS = {"acquire": FIELDS, "ghl": FIELDS, "comm100": FIELDS, "dmchamp": ("last_name",)}
 MAX_PEOPLE = 6
 CONVERGE_CYCLES = 8
-#: Platforms an outside delete is made on. Not GoHighLevel: its pull is incremental (a search by
-#: dateUpdated) and never sees a delete, so an update planned for the deleted contact fails with
-#: "Contact not found" on every cycle for ever -- see test_ghl_outside_delete_then_edit_elsewhere
-#: (xfail) below, an open finding of this machine.
-DELETABLE = ("acquire", "comm100")
-#: See EngineFaults.cycle: keep clear of the open findings below ("avoid", the default) or not.
-AVOID_KNOWN = os.environ.get("CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS", "avoid") != "hit"
+#: Platforms an outside delete is made on. GoHighLevel's pull (a search by dateUpdated) never
+#: sees a delete: the engine learns of it when an update finds the contact gone.
+DELETABLE = READABLE
 WRITE_FAULTS = ("503", "422", "down", "lose", "crash", "crash_landed")
 SCAN_FAULTS = ("partial", "empty")
 
@@ -399,14 +395,6 @@ class EngineFaults(RuleBasedStateMachine):
             if name == "dmchamp" and mode in SCAN_FAULTS:
                 continue  # lookup only: no listing to tamper with
             self.faults.setdefault(name, mode)
-        if AVOID_KNOWN:
-            # Open finding (test_hidden_edit_overwritten_by_a_write_planned_without_it): a scan
-            # that hides an outside edit lets a write planned from another platform's edit
-            # overwrite it. Until it is fixed, scans are only tampered with where no edit is
-            # waiting to be pulled (set CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS=hit to hit it).
-            waiting = {p for person in self.people for f in FIELDS for p in person.unseen[f]}
-            for name in [n for n, m in self.faults.items() if m in SCAN_FAULTS and n in waiting]:
-                del self.faults[name]
         for name, t in self.transports.items():
             t.mode = self.faults.get(name)
             t.writes = 0
@@ -635,20 +623,14 @@ def test_engine_converges_under_faults(store_factory: None) -> None:
     print(f"\nfaults met: {dict(sorted(EVENTS.items()))}")
 
 
-@pytest.mark.xfail(
-    # Not strict: these findings hinge on timing the suite does not pin down; an unexpected
-    # pass is reported (XPASS), never hidden, and the fix turns them into plain tests.
-    strict=False,
-    raises=AssertionError,
-    reason="open finding: GoHighLevel's incremental pull never sees a delete made there; the "
-    "update planned for the deleted contact fails 'Contact not found' on every cycle",
-)
 def test_ghl_outside_delete_then_edit_elsewhere(store_factory: None) -> None:
     """Found by the machine (minimized): Ada and Grace synced everywhere; an agent deletes Ada's
     GoHighLevel contact; a cycle; Ada's last name is edited on Acquire. Expected (deletes:
     ignore): Ada stays on Acquire, Comm100 and DM Champ with the new name, is not re-created on
-    GoHighLevel, and the cycles go quiet. Actual: every cycle sends PUT /contacts/<Ada's id> to
-    GoHighLevel, gets 400 "Contact not found", and ends ``partial`` -- for ever."""
+    GoHighLevel, and the cycles go quiet. It was: every cycle sent PUT /contacts/<Ada's id> to
+    GoHighLevel, got 400 "Contact not found", and ended ``partial`` -- for ever. Fixed: the read
+    by id before the update (or a "not found" answer, confirmed by one) is evidence of the
+    delete; the record is marked deleted and the delete policy decides."""
     machine = EngineFaults()
     try:
         machine.start([("Ada", "Lovelace", "London"), ("Grace", "Hopper", "Paris")])
@@ -672,24 +654,18 @@ class _Draws:
         return self.values.pop(0)
 
 
-@pytest.mark.xfail(
-    # Not strict: these findings hinge on timing the suite does not pin down; an unexpected
-    # pass is reported (XPASS), never hidden, and the fix turns them into plain tests.
-    strict=False,
-    raises=AssertionError,
-    reason="open finding: an update is sent without checking the remote field is still what it "
-    "was planned against; an edit the pull did not see (GoHighLevel's search lag, or a short "
-    "listing) is overwritten",
-)
 @pytest.mark.parametrize("hidden_by", ["search lag", "empty listing"])
 def test_hidden_edit_overwritten_by_a_write_planned_without_it(store_factory: None, hidden_by: str) -> None:
     """Found by the machine (minimized): Ada synced everywhere; an agent sets her last name on
     Comm100 ("Byron"), then another on GoHighLevel ("King", 5 s later); the next cycle's pull
     does not see the GoHighLevel edit (its search shows it 30 s late -- the emulator's own
     ``next_search_delay``, GoHighLevel's documented lag -- or the listing comes back empty).
-    Expected: "King" everywhere in the end (the newest edit), or a conflict row. Actual: the
-    cycle PUTs "Byron" over "King" on GoHighLevel; every platform ends "Byron", no conflict
-    row, the next cycles quiet: the newest edit is lost for good."""
+    Expected: "King" everywhere in the end (the newest edit), or a conflict row. It was: the
+    cycle PUT "Byron" over "King" on GoHighLevel; every platform ended "Byron", no conflict
+    row, the next cycles quiet: the newest edit lost for good. Fixed: where the pull cannot
+    vouch for a contact, the update reads it by id first and, finding "King" where it was
+    planned against "Lovelace", sends nothing: the read is staged and the person planned again
+    (staging then never takes the search's older copy over that read)."""
     machine = EngineFaults()
     try:
         machine.start([("Ada", "Lovelace", "London")])
@@ -700,12 +676,7 @@ def test_hidden_edit_overwritten_by_a_write_planned_without_it(store_factory: No
         machine.outside_edit(_Draws(ada, "King"), "ghl", "last_name")
         if hidden_by == "empty listing":
             machine.faults["ghl"] = "empty"
-        global AVOID_KNOWN
-        avoid, AVOID_KNOWN = AVOID_KNOWN, False
-        try:
-            machine.cycle()
-        finally:
-            AVOID_KNOWN = avoid
+        machine.cycle()
         machine._check()
     finally:
         machine.world.close()
