@@ -150,11 +150,31 @@ def test_a3_create_in_flight_takes_the_newer_edit(ada_everywhere: World) -> None
 
 
 def test_a4_failed_create_never_overwrites_a_contact_made_by_hand(ada_everywhere: World) -> None:
+    """A create to GoHighLevel fails 422; an agent then makes the contact by hand ("Grace Hand").
+    GoHighLevel's search shows it only a minute later (its documented lag), so the next cycle's
+    pull does not see it and the failed create is retried as it was: the retry's lookup by email
+    finds the hand-made contact, which must not get the stale body ("Hopper") written over it.
+    In the end "Hand" (the newer, outside value) is everywhere."""
     w = ada_everywhere
     w.emulators["acquire"].seed([{"first_name": "Grace", "last_name": "Hopper", "email": "grace@navy.example"}])
     run(runner(w, ghl=lambda r: "422" if r.method == "POST" and r.url.path.rstrip("/").endswith("/contacts") else None))
     assert [i for i in w.store.outbox.items([OutboxStatus.FAILED.value], connection="ghl") if i.op == "create"]
-    w.emulators["ghl"].seed([{"first_name": "Grace", "last_name": "Hand", "email": "grace@navy.example"}])
+    ghl: Any = w.emulators["ghl"]
+    for emu in w.emulators.values():
+        emu.clock.advance(5)
+    (rid,) = ghl.seed([{"first_name": "Grace", "last_name": "Hand", "email": "grace@navy.example"}])
+    # Made by an agent just now (seeding indexes at once): it reaches search a minute late.
+    ghl._visible.pop(rid)
+    ghl._sorted.clear()
+    ghl.next_search_delay = 60.0
+    ghl._index(rid, ghl.contacts[rid])
+    report = run(runner(w))  # the retry: its pull does not list the contact yet; its lookup finds it
+    assert report.applied.connections["ghl"].found_by_lookup == 1, report.counts()
+    (g,) = w.holding("ghl", email="grace@navy.example")
+    assert g["last_name"] == "Hand", "the retried create wrote its stale body over the hand-made contact"
+    w.converge()
+    for emu in w.emulators.values():
+        emu.clock.advance(61)  # now search shows it too: nothing changes
     w.converge()
     for name in READABLE:
         (g,) = w.holding(name, email="grace@navy.example")
