@@ -489,8 +489,8 @@ def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
 
 def _status(report: CycleReport, stop: asyncio.Event) -> str:
     """How a cycle that ran to its end went: ``interrupted`` when a stop was requested,
-    ``partial`` when any connection's pull failed, any deletes were held, any breaker opened or
-    any write failed or was left for later; else ``ok``."""
+    ``partial`` when any connection's pull failed, any deletes or creates were held, any breaker
+    opened or any write failed or was left for later; else ``ok``."""
     if stop.is_set():
         return "interrupted"
     if any(p.error or p.held for p in report.pulls.values()):
@@ -498,7 +498,7 @@ def _status(report: CycleReport, stop: asyncio.Event) -> str:
     for applied in (report.settled, report.applied):
         if applied is None:
             continue
-        if any(r.failed or r.deferred or r.stopped for r in applied.connections.values()):
+        if any(r.failed or r.deferred or r.stopped or r.held for r in applied.connections.values()):
             return "partial"
     return "ok"
 

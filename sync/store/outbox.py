@@ -765,6 +765,64 @@ class OutboxStore:
                 q = q.limit(limit)
             return [_item(r) for r in session.scalars(q)]
 
+    # -- held creates -------------------------------------------------------------------------
+
+    def held(self, connections: Sequence[str] | None = None, *, limit: int | None = 200) -> list[OutboxItem]:
+        """Creates held for review (a create that may have landed and that nothing can find
+        again: no email or phone, no marker), oldest first, with their reason (``last_error``)."""
+        with self._sessions() as session:
+            q = select(Outbox).where(Outbox.status == OutboxStatus.HELD.value)
+            if connections is not None:
+                q = q.where(Outbox.connection.in_(list(connections)))
+            q = q.order_by(Outbox.id)
+            if limit is not None:
+                q = q.limit(limit)
+            return [_item(r) for r in session.scalars(q)]
+
+    def _settle_held(
+        self, connections: Sequence[str] | None, ids: Sequence[int] | None, values: dict[str, Any]
+    ) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._sessions.begin() as session:
+            q = select(Outbox.id, Outbox.connection).where(Outbox.status == OutboxStatus.HELD.value)
+            if connections is not None:
+                q = q.where(Outbox.connection.in_(list(connections)))
+            if ids is not None:
+                q = q.where(Outbox.id.in_(list(ids)))
+            rows = session.execute(q).all()
+            for start in range(0, len(rows), 500):
+                part = [int(r[0]) for r in rows[start : start + 500]]
+                session.execute(
+                    update(Outbox)
+                    .where(Outbox.id.in_(part), Outbox.status == OutboxStatus.HELD.value)
+                    .values(**values, updated_at=utcnow())
+                )
+            for _, conn in rows:
+                out[str(conn)] = out.get(str(conn), 0) + 1
+        return out
+
+    def release_held(
+        self, connections: Sequence[str] | None = None, ids: Sequence[int] | None = None
+    ) -> dict[str, int]:
+        """A human checked the platform and the contact is not there: the held creates (of
+        ``connections`` / with these ``ids``; all when None) are sent by the next cycle (looked
+        up first wherever a key allows). Returns the rows released per connection."""
+        return self._settle_held(
+            connections,
+            ids,
+            {"status": OutboxStatus.PENDING.value, "next_attempt_at": None, "last_error": "released at review"},
+        )
+
+    def reject_held(self, connections: Sequence[str] | None = None, ids: Sequence[int] | None = None) -> dict[str, int]:
+        """Drop the held creates: nothing is sent (the human found the contact there, or does
+        not want it). The row is superseded; the person is planned again at its next change.
+        Returns the rows dropped per connection."""
+        return self._settle_held(
+            connections,
+            ids,
+            {"status": OutboxStatus.SUPERSEDED.value, "last_error": "held create rejected at review: not sent"},
+        )
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Per connection, the number of rows in each status."""
         with self._sessions() as session:
