@@ -213,6 +213,6 @@ def test_a_ghl_contact_deleted_outside_is_learnt_from_the_update_and_the_policy_
         # Alan untouched everywhere.
         for n in ("acquire", "ghl", "comm100"):
             assert len(w.holding(n, email="alan@example.com")) == 1, n
-        assert not [i for i in w.store.outbox.items(["pending", "failed", "in_flight"], connection=None)]
+        assert not w.store.outbox.items(["pending", "failed", "in_flight"], connection=None)
     finally:
         w.close()
