@@ -283,6 +283,14 @@ class CycleRunner:
             # payloads; those that read as we confirmed them are not changes. (A dry run too:
             # like staging, this only says what changed, and the plan it prints must be the
             # one a cycle would carry out.)
+            # Updates sent earlier whose answer was lost, read back by this pull: ours, not edits.
+            landed = {
+                n: await io(self.outbox.confirm_landed, n, _reader(self.config.mapping(n)))
+                for n in pulled
+                if not dry_run and n in report.pulls and not report.pulls[n].error
+            }
+            if any(landed.values()):
+                report.extra["landed"] = {n: k for n, k in landed.items() if k}
             echoes = {
                 n: await io(self.outbox.clear_echoes, n, _snapshot_digest(self.config.mapping(n)))
                 for n in pulled

@@ -177,6 +177,16 @@ class SendState:
     payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Canonical JSON values equal (empties alike, lists as sets of their items' text)."""
+    empty: tuple[Any, ...] = (None, "", [], {})
+    if a in empty or b in empty:
+        return a in empty and b in empty
+    if isinstance(a, list) and isinstance(b, list):
+        return sorted(map(repr, a)) == sorted(map(repr, b))
+    return bool(a == b)
+
+
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -885,6 +895,62 @@ class OutboxStore:
                     )
                 )
             )
+
+    def confirm_landed(self, connection: str, read_fields: Callable[[dict[str, Any]], Mapping[str, Any]]) -> int:
+        """Settle the updates of ``connection`` that were sent and may have landed (pending or
+        failed after an attempt: a lost response, a crash) when the pull just read their values
+        back: the row is done and the snapshot takes the fields it wrote. Returns how many.
+
+        Otherwise the next reconcile takes our own landed write for an edit made there (the
+        record changed against its snapshot) and lets it beat newer decisions, e.g. a manual
+        resolution made since (issue 14, machine finding seed 103). One query on the outbox's
+        (status, connection) index; nothing is read when no such row exists."""
+        rr = RemoteRecord.__table__
+        snap = Snapshot.__table__
+        ob = Outbox.__table__
+        now = utcnow()
+        done = 0
+        with self._sessions.begin() as session:
+            rows = session.execute(
+                select(ob.c.id, ob.c.person_id, ob.c.fields, ob.c.base, rr.c.payload, snap.c.fields)
+                .join(rr, and_(rr.c.connection == ob.c.connection, rr.c.remote_id == ob.c.remote_id))
+                .join(snap, and_(snap.c.person_id == ob.c.person_id, snap.c.connection == ob.c.connection))
+                .where(
+                    ob.c.status.in_(REPLACEABLE),
+                    ob.c.connection == connection,
+                    ob.c.op == "update",
+                    ob.c.attempts > 0,
+                    rr.c.deleted_at.is_(None),
+                )
+                .order_by(ob.c.id)
+            ).all()
+            for item_id, person_id, fields, base, payload, snapshot in rows:
+                if not base or not isinstance(payload, dict) or not fields:
+                    continue
+                held = fields_to_json(dict(read_fields(payload)))
+                if not all(_same_value(held.get(k), fields.get(k)) for k in base):
+                    continue
+                data = fields_to_json({**dict(snapshot or {}), **{k: fields.get(k) for k in base if k in fields}})
+                for k in base:
+                    if k not in fields:
+                        data.pop(k, None)
+                session.execute(
+                    update(ob)
+                    .where(ob.c.id == item_id, ob.c.status.in_(REPLACEABLE))
+                    .values(
+                        status=OutboxStatus.DONE.value,
+                        last_error="landed: its values were read back by the pull",
+                        next_attempt_at=None,
+                        updated_at=now,
+                    )
+                )
+                session.execute(
+                    update(snap)
+                    .where(snap.c.person_id == person_id, snap.c.connection == connection)
+                    .values(fields=data, hash=fields_hash(data), updated_at=now)
+                )
+                done += 1
+        return done
 
     def clear_echoes(self, connection: str, digest_of: Callable[[dict[str, Any]], str | None]) -> int:
         """Mark clean the dirty records of ``connection`` that read exactly as their person's

@@ -732,3 +732,31 @@ def test_failed_create_dropped_after_a_delete_at_the_origin(store_factory: None)
         machine._check()
     finally:
         machine.world.close()
+
+
+@pytest.mark.parametrize("delete_on_acquire", [False, True])
+def test_manual_resolution_not_lost_to_a_landed_write_read_back(store_factory: None, delete_on_acquire: bool) -> None:
+    """Found by the machine's long run (seed 103), minimized: Ada synced everywhere; an agent
+    sets her city on GoHighLevel ("Paris"), another later on Acquire ("Boston"); the cycle
+    records the conflict (newest: "Boston") and writes "Boston" to Comm100, which lands but whose
+    answer is lost (the row stays pending); a human resolves the conflict ("Paris" again, a
+    fresh value); (the run found it with Ada then deleted on Acquire: the delete is held, then
+    approved). Expected: the resolution everywhere Ada is. It was: the next pull read Comm100's
+    "Boston" -- our own landed write -- as an edit made there (changed against its snapshot),
+    which beat the resolution; every platform ended "Boston". Fixed: a pending update that was
+    sent, whose values the pull reads back, is settled as landed (row done, snapshot moved)
+    before reconcile (``store.outbox.confirm_landed``)."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Ada", "Lovelace", "London"), ("Alan", "Turing", "Paris")])
+        ada = machine.people[0]
+        machine.outside_edit(_Draws(ada, "Paris"), "ghl", "city")
+        machine.outside_edit(_Draws(ada, "Boston"), "acquire", "city")
+        machine.cycle({"comm100": "lose"})
+        (row,) = [r for r in machine.world.store.status.conflicts(limit=10) if r.field == "address.city"]
+        machine.resolve_conflict(_Draws(row, "Paris"))
+        if delete_on_acquire:
+            machine.outside_delete(_Draws(ada), "acquire")
+        machine._check()
+    finally:
+        machine.world.close()
