@@ -180,6 +180,16 @@ class _Held(Exception):
     """A create that may have landed and cannot be checked: held for a human."""
 
 
+def _deep_merge_raw(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge_raw(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _same_json(a: Any, b: Any) -> bool:
     """Canonical JSON values equal (empties alike, lists as sets of their items' text)."""
     empty: tuple[Any, ...] = (None, "", [], {})
@@ -632,10 +642,11 @@ class ConnectionApplier:
         held = fields_to_json(self.target.read_fields(record.payload))
         return next((name for name, value in item.base.items() if not _same_json(held.get(name), value)), None)
 
-    async def _verified(self, item: OutboxItem) -> Completion | None:
+    async def _verified(self, item: OutboxItem) -> Completion | RawRecord | None:
         """Read the contact before an update planned against its values (``verify_updates``):
-        None when it still holds them (send), else the result that settles the row unsent - the
-        contact gone, or changed outside (its read is staged, the person planned again)."""
+        the record read when it still holds them (send; None when it cannot be read), else the
+        result that settles the row unsent - the contact gone, or changed outside (its read is
+        staged, the person planned again)."""
         assert item.remote_id is not None
         record = await self._read(item.remote_id)
         if record is False:
@@ -645,7 +656,7 @@ class ConnectionApplier:
         assert isinstance(record, RawRecord)
         name = self._changed(item, record)
         if name is None:
-            return None
+            return record
         self.report.superseded += 1
         return Completion(
             item_id=item.id,
@@ -664,10 +675,12 @@ class ConnectionApplier:
         assert item.remote_id is not None, "update without a target"
         body = item.body
         result: WriteResult | None = None
+        read: RawRecord | None = None
         if body and item.base and self.target.verify_updates:
             settled = await self._verified(item)
-            if settled is not None:
+            if isinstance(settled, Completion):
                 return settled
+            read = settled
         if body:
             try:
                 result = await self._call("update", self.connector.update(item.remote_id, body))
@@ -684,8 +697,14 @@ class ConnectionApplier:
             await self._call("remove_tags", self.connector.remove_tags(item.remote_id, list(remove)))
         record = result.record if result is not None else None
         payload: dict[str, Any] | None
+        merge = record is None
         if record is not None:
             payload = record.payload
+        elif body and read is not None:
+            # Read just before the write: that record with our body on top is what it holds.
+            payload, merge, record = _deep_merge_raw(read.payload, body), False, read
+            if add or remove:
+                payload.pop("tags", None)
         elif body:
             payload = dict(body)
             if add or remove:
@@ -698,11 +717,24 @@ class ConnectionApplier:
             person_id=item.person_id,
             connection=item.connection,
             record_payload=payload,
-            merge_payload=record is None,
-            record_updated_at=record.updated_at if record is not None else None,
+            merge_payload=merge,
+            record_updated_at=record.updated_at if record is not None and result is not None else None,
             keys=self._keys(payload) if record is not None else None,
             snapshot=item.fields or None,  # an op that confirms nothing leaves the snapshot alone
+            # The contact as returned (or read) holds other values than the snapshot in fields
+            # this row did not write: an outside edit the pull did not show. Left dirty, so the
+            # next plan reconciles it instead of the record passing for confirmed.
+            dirty=self._news(item, payload) if record is not None else False,
         )
+
+    def _news(self, item: OutboxItem, payload: Mapping[str, Any] | None) -> bool:
+        if payload is None or self.target.read_fields is None or not item.fields:
+            return False
+        if not item.base:
+            return False  # which fields it wrote is not known: nothing to tell apart
+        held = fields_to_json(self.target.read_fields(payload))
+        others = (set(item.fields) | set(held)) - set(item.base)
+        return any(not _same_json(held.get(k), item.fields.get(k)) for k in others)
 
     async def _delete(self, item: OutboxItem) -> Completion:
         assert item.remote_id is not None, "delete without a target"

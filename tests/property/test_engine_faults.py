@@ -760,3 +760,31 @@ def test_manual_resolution_not_lost_to_a_landed_write_read_back(store_factory: N
         machine._check()
     finally:
         machine.world.close()
+
+
+@pytest.mark.parametrize("listing", ["partial", "empty"])
+def test_outside_edit_hidden_by_a_short_listing_not_lost_behind_an_update_of_another_field(
+    store_factory: None, listing: str
+) -> None:
+    """Found by the machine's long run (seeds 1 and 2, minimized): Alan synced everywhere (with
+    two more people made on Comm100); an agent sets his last name on GoHighLevel and, a little
+    later, his city on Acquire; the next cycle's Acquire listing comes back short (half of it,
+    or empty, with a count that agrees), so the city edit is not seen, while the last name is
+    written to Acquire (read first: the last name there is still what it was planned against).
+    Expected: the city reaches every platform once Acquire lists it again. It was: Acquire's
+    answer to our PUT held the new city, the record was stored with it and the snapshot kept
+    the old city, so the record passed for confirmed and every later scan found it unchanged:
+    the edit never left Acquire. Fixed: a write whose returned (or just read) contact differs
+    from the snapshot in fields it did not write leaves the record dirty for the next plan."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Alan", "Byron", "Austin")])
+        alan = machine.people[0]
+        machine.outside_create("comm100", "Donald", "Lovelace", "Berlin")
+        machine.outside_create("comm100", "Edsger", "Byron", "Boston")
+        machine.outside_edit(_Draws(alan, "King"), "ghl", "last_name")
+        machine.outside_edit(_Draws(alan, "London"), "acquire", "city")
+        machine.cycle({"acquire": listing})
+        machine._check()
+    finally:
+        machine.world.close()
