@@ -272,7 +272,10 @@ class CycleRunner:
             # planned for it and nothing is pushed to it (its breaker opens).
             failed_pulls = sorted(n for n in pulled if report.pulls[n].error)
             for t in targets:
-                t.verify_updates = _verify_updates(connectors[t.name], report.pulls.get(t.name))
+                pull = report.pulls.get(t.name)
+                t.verify_updates = _verify_updates(connectors[t.name], pull)
+                current = connectors[t.name].capabilities.listing_current
+                t.fresh = pull.listed if current and pull is not None and pull.complete and not pull.error else set()
             for n in failed_pulls:
                 breakers[n].trip(f"pull failed this cycle: {report.pulls[n].error}")
             if astop.is_set():
@@ -478,9 +481,11 @@ def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
     """Whether updates to this connection read the contact first (issue 14 A: a write is sent
     only if the remote field is still what it was planned against). Not when this cycle's pull
     was a complete full scan the delete breaker believed: every staged payload is then as of
-    this cycle (Acquire, the common case: no extra call). Otherwise a contact may hold an edit
-    the pull did not show (an incremental listing that came back short, GoHighLevel's search
-    lag), so one GET by id precedes each update. Never on a platform that cannot be read."""
+    this cycle (Acquire, the common case: no extra call). Otherwise a contact the pull did not
+    list may hold an edit it did not show (an incremental listing that came back short,
+    GoHighLevel's search lag), so one GET by id precedes each update of such a contact (a
+    contact listed this cycle is current: ``Target.fresh``). Never on a platform that cannot
+    be read."""
     caps = connector.capabilities
     if caps.pull_mode is PullMode.LOOKUP_ONLY:
         return False

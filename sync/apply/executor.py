@@ -83,6 +83,8 @@ class Target:
     # vouch that the staged payloads are current - an incremental or eventually consistent
     # listing, a scan that failed, was held or came back short).
     verify_updates: bool = False
+    # Remote ids this cycle's pull listed: their staged payloads are current, no read needed.
+    fresh: frozenset[str] | set[str] = frozenset()
 
 
 @dataclass
@@ -676,7 +678,7 @@ class ConnectionApplier:
         body = item.body
         result: WriteResult | None = None
         read: RawRecord | None = None
-        if body and item.base and self.target.verify_updates:
+        if body and item.base and self.target.verify_updates and item.remote_id not in self.target.fresh:
             settled = await self._verified(item)
             if isinstance(settled, Completion):
                 return settled

@@ -54,6 +54,8 @@ class PullReport:
     error: str | None = None
     held: int = 0  # deletes the scan implied that the mass-delete breaker holds (store.held)
     held_reason: str | None = None
+    # Every remote id this pull listed (read this cycle: its staged payload is current).
+    listed: set[str] = field(default_factory=set, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -282,6 +284,7 @@ async def pull_connection(
             raise UnreadablePage(f"{name}: page cannot be read: {type(exc).__name__}: {str(exc)[:200]}") from None
         if listed is not None:
             listed.update(str(r.remote_id) for r in page.records if r.remote_id)
+        report.listed.update(str(r.remote_id) for r in page.records if r.remote_id and not r.deleted)
         if known is None and report.records >= KNOWN_HASHES_AFTER:
             known = await call(store.staging.staged_hashes, name)
         staged: list[StagedRecord] = []
