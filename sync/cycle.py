@@ -282,10 +282,6 @@ class CycleRunner:
                 report.status = "interrupted"
                 report.error = "stopped before planning"
                 return report
-            # Contacts we wrote without reading them back come back from this pull as changed
-            # payloads; those that read as we confirmed them are not changes. (A dry run too:
-            # like staging, this only says what changed, and the plan it prints must be the
-            # one a cycle would carry out.)
             # Updates sent earlier whose answer was lost, read back by this pull: ours, not edits.
             landed = {
                 n: await io(self.outbox.confirm_landed, n, _reader(self.config.mapping(n)))
@@ -294,6 +290,10 @@ class CycleRunner:
             }
             if any(landed.values()):
                 report.extra["landed"] = {n: k for n, k in landed.items() if k}
+            # Contacts we wrote without reading them back come back from this pull as changed
+            # payloads; those that read as we confirmed them are not changes. (A dry run too:
+            # like staging, this only says what changed, and the plan it prints must be the
+            # one a cycle would carry out.)
             echoes = {
                 n: await io(self.outbox.clear_echoes, n, _snapshot_digest(self.config.mapping(n)))
                 for n in pulled

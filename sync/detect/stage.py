@@ -270,6 +270,8 @@ async def pull_connection(
     # deletes are what the store holds live and the scan did not list). Quarantined records
     # count as listed: they exist there, they only could not be read.
     listed: set[str] | None = set() if scan_id is not None else None
+    if listed is not None:
+        report.listed = listed  # the same set: what the scan listed is what it read
     # Quarantined ids of this connection: a record staged cleanly later leaves quarantine.
     quarantined: set[str] = set(await call(store.staging.quarantined_ids, name))
     pages = connector.pull(position)
@@ -284,7 +286,8 @@ async def pull_connection(
             raise UnreadablePage(f"{name}: page cannot be read: {type(exc).__name__}: {str(exc)[:200]}") from None
         if listed is not None:
             listed.update(str(r.remote_id) for r in page.records if r.remote_id)
-        report.listed.update(str(r.remote_id) for r in page.records if r.remote_id and not r.deleted)
+        elif connector.capabilities.listing_current:
+            report.listed.update(str(r.remote_id) for r in page.records if r.remote_id)
         if known is None and report.records >= KNOWN_HASHES_AFTER:
             known = await call(store.staging.staged_hashes, name)
         staged: list[StagedRecord] = []
