@@ -74,6 +74,10 @@ class Capabilities:
     unique_keys: bool = False
     # True when a full scan can prove a record is gone (deletion detection is allowed).
     deletes_detectable: bool = True
+    # True when a listing shows each record as it is now. False for an eventually consistent
+    # search (GoHighLevel): a record listed may still show an earlier version, so the engine
+    # reads it by id before writing over it.
+    listing_current: bool = True
     rate_limit: RateLimit | None = None
     # How far back an incremental pull re-reads (eventually consistent search), in seconds.
     overlap_seconds: float = 0.0

@@ -50,6 +50,8 @@ def exit_code(status: str) -> int:
 
 deletes_app = typer.Typer(no_args_is_help=True, help="Deletes held by the mass-delete circuit breaker.")
 app.add_typer(deletes_app, name="deletes")
+held_app = typer.Typer(no_args_is_help=True, help="Creates held for review (a lost create nothing can find again).")
+app.add_typer(held_app, name="held")
 
 ConfigOpt = typer.Option(..., "-c", "--config", help="Path to the YAML configuration file.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
@@ -356,6 +358,53 @@ def deletes_reject(config: Path = ConfigOpt, connection: list[str] | None = Conn
     cfg = _load(config)
     try:
         cmd.reject(cfg, connections=connection or None)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+IdsOpt = typer.Option(None, "--id", help="Only the held row with this id (repeatable); default: all.")
+
+
+@held_app.command("list")
+def held_list(
+    config: Path = ConfigOpt,
+    connection: list[str] | None = ConnectionsOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """The held creates, with the reason each is held."""
+    from sync.commands import held as cmd
+
+    cfg = _load(config)
+    try:
+        cmd.list_held(cfg, connections=connection or None, as_json=as_json)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@held_app.command("release")
+def held_release(
+    config: Path = ConfigOpt, connection: list[str] | None = ConnectionsOpt, ids: list[int] | None = IdsOpt
+) -> None:
+    """The contact is not on the platform (checked by hand): the next cycle sends the create."""
+    from sync.commands import held as cmd
+
+    cfg = _load(config)
+    try:
+        cmd.release(cfg, connections=connection or None, ids=ids or None)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@held_app.command("reject")
+def held_reject(
+    config: Path = ConfigOpt, connection: list[str] | None = ConnectionsOpt, ids: list[int] | None = IdsOpt
+) -> None:
+    """The contact is there (or not wanted): drop the held create, nothing is sent."""
+    from sync.commands import held as cmd
+
+    cfg = _load(config)
+    try:
+        cmd.reject(cfg, connections=connection or None, ids=ids or None)
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
 

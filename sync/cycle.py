@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import structlog
 
-from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, RecordError
+from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, PullMode, RecordError
 from connectors.gohighlevel.oauth import NeedsReauth
 from connectors.http import QuotaExhausted
 from connectors.registry import connector_class
@@ -419,12 +419,25 @@ class CycleRunner:
             for n, why in report.blocked.items():
                 report.pulls.setdefault(n, PullReport(n, skipped=why))
             failed_pulls = sorted({*(n for n in pulled if report.pulls[n].error), *report.blocked})
+            for t in targets:
+                pull = report.pulls.get(t.name)
+                t.verify_updates = _verify_updates(connectors[t.name], pull)
+                current = connectors[t.name].capabilities.listing_current
+                t.fresh = pull.listed if current and pull is not None and pull.complete and not pull.error else set()
             for n in failed_pulls:
                 breakers[n].trip(f"pull failed this cycle: {report.pulls[n].error}")
             if astop.is_set():
                 report.status = "interrupted"
                 report.error = "stopped before planning"
                 return report
+            # Updates sent earlier whose answer was lost, read back by this pull: ours, not edits.
+            landed = {
+                n: await io(self.outbox.confirm_landed, n, _reader(self.config.mapping(n)))
+                for n in pulled
+                if not dry_run and n in report.pulls and not report.pulls[n].error
+            }
+            if any(landed.values()):
+                report.extra["landed"] = {n: k for n, k in landed.items() if k}
             # Contacts we wrote without reading them back come back from this pull as changed
             # payloads; those that read as we confirmed them are not changes. (A dry run too:
             # like staging, this only says what changed, and the plan it prints must be the
@@ -660,10 +673,33 @@ class CycleRunner:
         log.info("run_finished", run_id=report.run_id, **summary)
 
 
+def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
+    """Whether updates to this connection read the contact first (issue 14 A: a write is sent
+    only if the remote field is still what it was planned against). Not when this cycle's pull
+    was a complete full scan the delete breaker believed: every staged payload is then as of
+    this cycle (Acquire, the common case: no extra call). Otherwise a contact the pull did not
+    list may hold an edit it did not show (an incremental listing that came back short,
+    GoHighLevel's search lag), so one GET by id precedes each update of such a contact (a
+    contact listed this cycle is current: ``Target.fresh``). Never on a platform that cannot
+    be read."""
+    caps = connector.capabilities
+    if caps.pull_mode is PullMode.LOOKUP_ONLY:
+        return False
+    trusted = (
+        pull is not None
+        and caps.pull_mode is PullMode.FULL_SCAN
+        and pull.complete
+        and not pull.error
+        and not pull.held
+        and not pull.resumed
+    )
+    return not trusted
+
+
 def _status(report: CycleReport, stop: asyncio.Event) -> str:
     """How a cycle that ran to its end went: ``interrupted`` when a stop was requested,
-    ``partial`` when any connection's pull failed, any deletes were held, any breaker opened or
-    any write failed or was left for later; else ``ok``."""
+    ``partial`` when any connection's pull failed, any deletes or creates were held, any breaker
+    opened or any write failed or was left for later; else ``ok``."""
     if stop.is_set():
         return "interrupted"
     if report.blocked or any(p.error or p.held for p in report.pulls.values()):
@@ -671,7 +707,7 @@ def _status(report: CycleReport, stop: asyncio.Event) -> str:
     for applied in (report.settled, report.applied):
         if applied is None:
             continue
-        if any(r.failed or r.deferred or r.stopped for r in applied.connections.values()):
+        if any(r.failed or r.deferred or r.stopped or r.held for r in applied.connections.values()):
             return "partial"
     return "ok"
 
@@ -742,7 +778,10 @@ class _Guarded:
             except Exception as exc:
                 breaker.failure(exc)
                 raise
-            breaker.success()
+            if name != "get":
+                # A read by id (the check before an update) that answers says nothing about
+                # the writes: a platform that reads but fails every write still opens.
+                breaker.success()
             return result
 
         return call

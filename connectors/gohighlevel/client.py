@@ -84,6 +84,7 @@ class GoHighLevelConnector(ChangeFeedPull, HttpConnector):
         updatable_fields=UPDATE_FIELDS - {"tags"},
         lookup_keys=("email", "phone"),
         deletes_detectable=False,
+        listing_current=False,
         rate_limit=RATE_LIMIT,
         overlap_seconds=DEFAULT_OVERLAP_SECONDS,
     )

@@ -86,6 +86,13 @@ class Target:
     # Called (off the event loop) with {canonical field: evidence} when a write's read-back
     # shows the platform did not hold what was sent (write verification); None: not recorded.
     on_unwritable: Callable[[str, dict[str, str]], Any] | None = None
+    # Read each contact by id just before an update that was planned against its values, and
+    # send nothing if they are no longer those (set per cycle: on when this cycle's pull cannot
+    # vouch that the staged payloads are current - an incremental or eventually consistent
+    # listing, a scan that failed, was held or came back short).
+    verify_updates: bool = False
+    # Remote ids this cycle's pull listed: their staged payloads are current, no read needed.
+    fresh: frozenset[str] | set[str] = frozenset()
 
 
 @dataclass
@@ -101,6 +108,7 @@ class ConnectionReport:
     found_by_lookup: int = 0
     superseded: int = 0  # stale rows found at send time: superseded, their persons planned again
     held: int = 0  # creates that could not be checked after a lost response: held for review
+    vanished: int = 0  # contacts found deleted on the platform when a write was about to be sent
     stopped: str | None = None  # why this connection stopped early
     errors: list[str] = field(default_factory=list)
     # Fields a write's read-back showed the platform did not hold (write verification).
@@ -122,6 +130,7 @@ class ConnectionReport:
             "superseded": self.superseded,
             "held": self.held,
             **({"unwritable": dict(self.unwritable)} if self.unwritable else {}),
+            "vanished": self.vanished,
             "stopped": self.stopped,
             "errors": self.errors[:20],
         }
@@ -186,6 +195,16 @@ class _Held(Exception):
 
 #: Ops that remove a merge's loser: sent before the other rows of their person.
 _LOSERS_FIRST = frozenset({"merge", "delete"})
+
+
+def _deep_merge_raw(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge_raw(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _same_json(a: Any, b: Any) -> bool:
@@ -388,11 +407,12 @@ class ConnectionApplier:
             found, self._unwritable = self._unwritable, {}
             if self.target.on_unwritable is not None:
                 await self.io(self.target.on_unwritable, self.target.name, found)
-        self.report.done += len(completions)
+        sent = len(completions) - sum(1 for c in completions if c.superseded)
+        self.report.done += sent
         if settling:
-            self.report.settled += len(completions)
-        if self.progress is not None and completions:
-            self.progress(self.target.name, len(completions))
+            self.report.settled += sent
+        if self.progress is not None and sent:
+            self.progress(self.target.name, sent)
         if self.report.stopped is not None:
             raise _Stop
 
@@ -644,7 +664,7 @@ class ConnectionApplier:
             back = fields_to_json(self.target.read_fields(result.record.payload))
             snapshot = {**{k: v for k, v in back.items() if k not in item.fields}, **item.fields}
             if result.created:
-                snapshot = self._verified(item, back, item.fields, snapshot, result.remote_id)
+                snapshot = self._verify_written(item, back, item.fields, snapshot, result.remote_id)
         return Completion(
             item_id=item.id,
             remote_id=str(result.remote_id),
@@ -657,12 +677,85 @@ class ConnectionApplier:
             snapshot=snapshot,
         )
 
+    async def _read(self, remote_id: str) -> RawRecord | None | bool:
+        """The contact by id (None: not found; False: this platform cannot be read by id)."""
+        try:
+            return await self._call("get", self.connector.get(remote_id))
+        except NotImplementedError:
+            return False
+
+    def _vanished(self, item: OutboxItem) -> Completion:
+        """The contact a write was meant for is gone from the platform (read by id: not found):
+        evidence of a delete made there, which no listing may ever show (GoHighLevel's search
+        cannot prove absence). Nothing is sent; the record is marked deleted and the person
+        planned again under the delete policy."""
+        assert item.remote_id is not None
+        self.report.vanished += 1
+        return Completion(
+            item.id,
+            item.remote_id,
+            item.person_id,
+            item.connection,
+            vanished=True,
+            superseded=f"stale: contact {item.remote_id} was deleted on {item.connection}; planned again",
+        )
+
+    def _changed(self, item: OutboxItem, record: RawRecord) -> str | None:
+        """The first field the row writes whose value on the platform (``record``, just read)
+        is no longer the one the row was planned against."""
+        if not item.base or self.target.read_fields is None:
+            return None
+        held = fields_to_json(self.target.read_fields(record.payload))
+        return next((name for name, value in item.base.items() if not _same_json(held.get(name), value)), None)
+
+    async def _verified(self, item: OutboxItem) -> Completion | RawRecord | None:
+        """Read the contact before an update planned against its values (``verify_updates``):
+        the record read when it still holds them (send; None when it cannot be read), else the
+        result that settles the row unsent - the contact gone, or changed outside (its read is
+        staged, the person planned again)."""
+        assert item.remote_id is not None
+        record = await self._read(item.remote_id)
+        if record is False:
+            return None
+        if record is None:
+            return self._vanished(item)
+        assert isinstance(record, RawRecord)
+        name = self._changed(item, record)
+        if name is None:
+            return record
+        self.report.superseded += 1
+        return Completion(
+            item_id=item.id,
+            remote_id=item.remote_id,
+            person_id=item.person_id,
+            connection=item.connection,
+            record_payload=record.payload,
+            record_updated_at=record.updated_at,
+            keys=self._keys(record.payload),
+            dirty=True,
+            superseded=f"stale: {name} changed on {item.connection} since this write was planned "
+            "(read before sending); planned again",
+        )
+
     async def _update(self, item: OutboxItem) -> Completion:
         assert item.remote_id is not None, "update without a target"
         body = item.body
         result: WriteResult | None = None
+        read: RawRecord | None = None
+        if body and item.base and self.target.verify_updates and item.remote_id not in self.target.fresh:
+            settled = await self._verified(item)
+            if isinstance(settled, Completion):
+                return settled
+            read = settled
         if body:
-            result = await self._call("update", self.connector.update(item.remote_id, body))
+            try:
+                result = await self._call("update", self.connector.update(item.remote_id, body))
+            except NotFound:
+                # A "not found" is evidence of a delete made there: confirmed by a read by id,
+                # it settles the row (never retried for ever); otherwise it is a plain failure.
+                if await self._read(item.remote_id) is None:
+                    return self._vanished(item)
+                raise
         add, remove = item.payload.get("add_tags") or [], item.payload.get("remove_tags") or []
         if add:
             await self._call("add_tags", self.connector.add_tags(item.remote_id, list(add)))
@@ -672,10 +765,16 @@ class ConnectionApplier:
         snapshot: dict[str, Any] | None = item.fields or None  # an op that confirms nothing leaves it alone
         if record is not None and snapshot and item.base is not None and self.target.read_fields is not None:
             back = fields_to_json(self.target.read_fields(record.payload))
-            snapshot = self._verified(item, back, item.base, dict(snapshot), item.remote_id)
+            snapshot = self._verify_written(item, back, item.base, dict(snapshot), item.remote_id)
         payload: dict[str, Any] | None
+        merge = record is None
         if record is not None:
             payload = record.payload
+        elif body and read is not None:
+            # Read just before the write: that record with our body on top is what it holds.
+            payload, merge, record = _deep_merge_raw(read.payload, body), False, read
+            if add or remove:
+                payload.pop("tags", None)
         elif body:
             payload = dict(body)
             if add or remove:
@@ -688,13 +787,17 @@ class ConnectionApplier:
             person_id=item.person_id,
             connection=item.connection,
             record_payload=payload,
-            merge_payload=record is None,
-            record_updated_at=record.updated_at if record is not None else None,
+            merge_payload=merge,
+            record_updated_at=record.updated_at if record is not None and result is not None else None,
             keys=self._keys(payload) if record is not None else None,
             snapshot=snapshot,
+            # The contact as returned (or read) holds other values than the snapshot in fields
+            # this row did not write: an outside edit the pull did not show. Left dirty, so the
+            # next plan reconciles it instead of the record passing for confirmed.
+            dirty=self._news(item, payload) if record is not None else False,
         )
 
-    def _verified(
+    def _verify_written(
         self,
         item: OutboxItem,
         back: Mapping[str, Any],
@@ -723,6 +826,15 @@ class ConnectionApplier:
             else:
                 snapshot[name] = held
         return snapshot
+
+    def _news(self, item: OutboxItem, payload: Mapping[str, Any] | None) -> bool:
+        if payload is None or self.target.read_fields is None or not item.fields:
+            return False
+        if not item.base:
+            return False  # which fields it wrote is not known: nothing to tell apart
+        held = fields_to_json(self.target.read_fields(payload))
+        others = (set(item.fields) | set(held)) - set(item.base)
+        return any(not _same_json(held.get(k), item.fields.get(k)) for k in others)
 
     async def _delete(self, item: OutboxItem) -> Completion:
         assert item.remote_id is not None, "delete without a target"

@@ -26,6 +26,9 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
     last = overview.last_runs[0] if overview.last_runs else None
     held = store.held.counts()
     held_reasons = store.held.reasons()
+    held_creates: dict[str, list[Any]] = {}
+    for item in store.outbox.held(limit=None):
+        held_creates.setdefault(item.connection, []).append(item)
     errors = last_errors(store, names)
     states = store.auth.states(names)
     out: dict[str, Any] = {
@@ -88,6 +91,11 @@ def collect(config: Config, store: Store, *, detail: int = 10) -> dict[str, Any]
                 for i in failed
             ],
             "excluded_records": [{"person": i.person_id, "reason": i.last_error} for i in excluded],
+            "held": c.get(OutboxStatus.HELD.value, 0),
+            "held_writes": [
+                {"id": i.id, "op": i.op, "person": i.person_id, "reason": i.last_error}
+                for i in held_creates.get(name, [])[:detail]
+            ],
             "held_deletes": held.get(name, 0),
             "held_reasons": held_reasons.get(name, []),
             "last_error": errors.get(name),
@@ -263,6 +271,13 @@ def show(config: Config, *, as_json: bool = False, console: Console | None = Non
             )
             for reason in c["held_reasons"]:
                 console.print(f"    reason: {reason}", highlight=False)
+        if c["held"]:
+            console.print(
+                f"  [yellow]held[/] {name}: {c['held']} writes held for review (contactsync held release|reject)",
+                highlight=False,
+            )
+            for h in c["held_writes"]:
+                console.print(f"    #{h['id']} {h['op']} person {h['person']}: {h['reason']}", highlight=False)
     for name, c in data["connections"].items():
         for f in c["failed_writes"]:
             console.print(

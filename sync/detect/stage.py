@@ -54,6 +54,8 @@ class PullReport:
     error: str | None = None
     held: int = 0  # deletes the scan implied that the mass-delete breaker holds (store.held)
     held_reason: str | None = None
+    # Every remote id this pull listed (read this cycle: its staged payload is current).
+    listed: set[str] = field(default_factory=set, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -269,6 +271,8 @@ async def pull_connection(
     # deletes are what the store holds live and the scan did not list). Quarantined records
     # count as listed: they exist there, they only could not be read.
     listed: set[str] | None = set() if scan_id is not None else None
+    if listed is not None:
+        report.listed = listed  # the same set: what the scan listed is what it read
     # Quarantined ids of this connection: a record staged cleanly later leaves quarantine.
     quarantined: set[str] = set(await call(store.staging.quarantined_ids, name))
     pages = connector.pull(position)
@@ -283,6 +287,8 @@ async def pull_connection(
             raise UnreadablePage(f"{name}: page cannot be read: {type(exc).__name__}: {str(exc)[:200]}") from None
         if listed is not None:
             listed.update(str(r.remote_id) for r in page.records if r.remote_id)
+        elif connector.capabilities.listing_current:
+            report.listed.update(str(r.remote_id) for r in page.records if r.remote_id)
         if known is None and report.records >= KNOWN_HASHES_AFTER:
             known = await call(store.staging.staged_hashes, name)
         staged: list[StagedRecord] = []
@@ -335,7 +341,14 @@ async def pull_connection(
         if page.complete:
             report.complete = True
             if page.full_scan and scan_id is not None and not report.resumed:
-                closed = await call(store.cursors.close_full_scan, name, scan_id, seen=listed, limits=deletes)
+                closed = await call(
+                    store.cursors.close_full_scan,
+                    name,
+                    scan_id,
+                    seen=listed,
+                    limits=deletes,
+                    merges=connector.capabilities.can_merge,
+                )
                 report.deleted = closed.deleted
                 report.held, report.held_reason = len(closed.held), closed.reason
             break

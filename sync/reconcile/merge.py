@@ -11,7 +11,7 @@ so a value we wrote and read back is never a change, and a quiet cycle plans not
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from connectors.base import PullMode
@@ -88,10 +88,13 @@ def reconcile_person(
         confirmed = _plan_side(view.person_id, connections[name], side, holds[name], wanted, erased, policy, out)
         if side.others:
             _plan_others(view, connections[name], side, confirmed, policy, out)
-    if not gone:
-        for name, side in sides.items():
-            if side.record is None:
-                _plan_create(view.person_id, connections[name], _unblocked(golden, view.withheld, {}), out)
+    # Deleted somewhere but kept (``ignore``/``tag``): the person still belongs on every
+    # platform it has not reached yet (a create that failed before the delete, a connection
+    # that joined later); where it was deleted its side holds the deleted record, not None,
+    # so it is never re-created there.
+    for name, side in sides.items():
+        if side.record is None:
+            _plan_create(view.person_id, connections[name], _unblocked(golden, view.withheld, {}), out)
     return out
 
 
@@ -240,18 +243,23 @@ def _decide_fields(
             if not is_empty(g):
                 golden[name] = g
             continue
-        first = changes[0].value
-        if not is_empty(first) and all(c.value == first for c in changes[1:]):
-            # One side moved, or every side moved to the same value: it wins (what ``decide``
-            # gives when all changes agree), no conflict.
-            golden[name] = first
-            continue
 
         def holds_as(conn: str, value: FieldValue, _name: str = name) -> FieldValue:
             info = connections[conn]
             if is_empty(value) or not covers(info.create_fields | info.update_fields, _name):
                 return value
             return info.shaped({_name: value}).get(_name)
+
+        if len(changes) == 1:
+            rival = _golden_rival(name, g, changes[0], live, holds, connections, holds_as)
+            if rival is not None:
+                changes.append(rival)
+        first = changes[0].value
+        if not is_empty(first) and all(c.value == first for c in changes[1:]):
+            # One side moved, or every side moved to the same value: it wins (what ``decide``
+            # gives when all changes agree), no conflict.
+            golden[name] = first
+            continue
 
         outcome = decide(name, g, changes, rule or rules(name), holds_as)
         if outcome.rule is not None:
@@ -265,6 +273,48 @@ def _decide_fields(
         if not is_empty(outcome.value):
             golden[name] = outcome.value
     return golden, erased
+
+
+def _golden_rival(
+    name: str,
+    g: FieldValue,
+    change: Change,
+    live: Mapping[str, Side],
+    holds: Mapping[str, FieldDict],
+    connections: Mapping[str, ConnectionInfo],
+    holds_as: Callable[[str, FieldValue], FieldValue],
+) -> Change | None:
+    """The golden value as a rival of a lone change on a side that never confirmed it.
+
+    A side whose snapshot is not the golden value (a write of it there was found stale and
+    superseded: an outside edit a short listing or a lagging search hid) and that now shows
+    another value changed from an older base than the golden one: both moved from that base,
+    which is a conflict, not a lone change -- the edit seen late must not simply win over a
+    newer one decided meanwhile. The rival is the golden value, held by the other sides; its
+    time is the earliest of theirs (when it appeared: the sides we wrote it to are later).
+    None in the ordinary case (the side had the golden value), or when no other side holds it."""
+    if is_empty(g) or is_empty(change.value):
+        return None
+    side = live[change.connection]
+    if side.snapshot is None or same(change.base, holds_as(change.connection, g)):
+        return None
+    if same(change.value, holds_as(change.connection, g)):
+        return None
+    holders: list[tuple[str, Side]] = [
+        (m, other)
+        for m, other in live.items()
+        if m != change.connection
+        and other.record is not None
+        and covers(connections[m].readable, name)
+        and same(holds[m].get(name), holds_as(m, g))
+    ]
+    if not holders:
+        return None
+    timed = [(other.record.updated_at, m) for m, other in holders if other.record and other.record.updated_at]
+    conn = min(timed)[1] if timed else holders[0][0]
+    when = min(timed)[0] if timed else None
+    snap = live[conn].snapshot
+    return Change(conn, g, snap.get(name) if snap is not None else None, when)
 
 
 def _plan_side(

@@ -6,14 +6,14 @@ The pull *position* advances only together with the rows it covers (see
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
 from sync.store.held import DeleteLimits, hold_in, judge, release_in
-from sync.store.models import Cursor, RemoteRecord, utcnow
+from sync.store.models import Cursor, IdentityKey, RemoteRecord, utcnow
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -108,6 +108,7 @@ class Cursors:
         *,
         seen: Collection[str] | None = None,
         limits: DeleteLimits | None = None,
+        merges: bool = False,
     ) -> ScanClose:
         """Close a full scan: records of the connection that the scan did not see (and that are
         not already deleted or merged away) are marked deleted (``deleted_at``, dirty) and their
@@ -122,7 +123,13 @@ class Cursors:
         Call this ONLY after a complete, successful scan: every page pulled and staged with
         this ``scan_id``. Never call it after a partial, interrupted or failed scan: records on
         the pages not pulled would be marked deleted. Raises :class:`UnknownScan` if a newer
-        scan has begun since (its pages would not carry this id)."""
+        scan has begun since (its pages would not carry this id).
+
+        ``merges``: the connection merges contacts natively (Acquire). A missing record every
+        key of which (emails and phones) now sits on one live record of the connection looks
+        like a merge, not a delete (matching infers the merge): it is not counted by the
+        mass-delete breaker, and is marked like any missing record even when the deletes are
+        held."""
         with self.session() as s:
             row = _cursor_row(s, connection)
             if scan_id != row.full_scan_id or scan_id <= 0:
@@ -141,15 +148,25 @@ class Cursors:
                 known = [r for r, _ in rows]
                 gone = sorted(r for r, last in rows if last is None or last != scan_id)
             reason = None
+            merged: list[str] = []
             if limits is not None:
-                reason = judge(
-                    connection, live=len(known), gone=len(gone), overlap=len(known) - len(gone), limits=limits
-                )
-            if reason is not None:
-                release_in(s, connection, keep=set(gone))
-                hold_in(s, connection, gone, reason)
-                return ScanClose(deleted=[], held=gone, reason=reason)
+                if merges and gone:
+                    merged = _merge_like(s, connection, gone)
+                counted = len(gone) - len(merged)
+                reason = judge(connection, live=len(known), gone=counted, overlap=len(known) - len(gone), limits=limits)
             now = utcnow()
+            if reason is not None:
+                held = sorted(set(gone) - set(merged))
+                release_in(s, connection, keep=set(held))
+                hold_in(s, connection, held, reason)
+                for start in range(0, len(merged), 500):
+                    s.execute(
+                        update(RemoteRecord)
+                        .where(*live, RemoteRecord.remote_id.in_(merged[start : start + 500]))
+                        .values(deleted_at=now, dirty=True)
+                        .execution_options(synchronize_session=False)
+                    )
+                return ScanClose(deleted=merged, held=held, reason=reason)
             for start in range(0, len(gone), 500):
                 s.execute(
                     update(RemoteRecord)
@@ -159,3 +176,44 @@ class Cursors:
                 )
             release_in(s, connection)
             return ScanClose(deleted=gone)
+
+
+_MERGE_KINDS = ("email", "phone")
+
+
+def _merge_like(session: Session, connection: str, gone: Sequence[str]) -> list[str]:
+    """The records of ``gone`` (missing from a complete scan) every email and phone of which now
+    sits on one single live record of ``connection``: what a native merge leaves (the inference
+    matching makes, see ``sync.match.graph``). Two queries per 500 missing records."""
+    rr, ik = RemoteRecord, IdentityKey
+    keys: dict[str, set[tuple[str, str]]] = {}
+    for start in range(0, len(gone), 500):
+        for rid, kind, value in session.execute(
+            select(rr.remote_id, ik.kind, ik.value)
+            .join(ik, ik.record_id == rr.id)
+            .where(rr.connection == connection, rr.remote_id.in_(gone[start : start + 500]), ik.kind.in_(_MERGE_KINDS))
+        ):
+            keys.setdefault(str(rid), set()).add((str(kind), str(value)))
+    values = sorted({v for ks in keys.values() for _, v in ks})
+    missing = set(gone)
+    holders: dict[tuple[str, str], set[str]] = {}
+    for start in range(0, len(values), 500):
+        for rid, kind, value in session.execute(
+            select(rr.remote_id, ik.kind, ik.value)
+            .join(ik, ik.record_id == rr.id)
+            .where(
+                rr.connection == connection,
+                rr.deleted_at.is_(None),
+                rr.merged_into.is_(None),
+                ik.kind.in_(_MERGE_KINDS),
+                ik.value.in_(values[start : start + 500]),
+            )
+        ):
+            if str(rid) not in missing:
+                holders.setdefault((str(kind), str(value)), set()).add(str(rid))
+    out = []
+    for rid, ks in keys.items():
+        owners = [holders.get(k, set()) for k in ks]
+        if owners and all(owners) and len(set().union(*owners)) == 1:
+            out.append(rid)
+    return sorted(out)

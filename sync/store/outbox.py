@@ -134,6 +134,14 @@ class Completion:
     note: str | None = None
     # Leave the record dirty (a contact found by lookup whose values must be reconciled).
     dirty: bool = False
+    # The write was not sent: what was read just before it shows it stale (``record_payload``
+    # is that read) or the contact gone (``vanished``). The row is superseded with this reason
+    # and its person marked dirty with a new version, so the next plan decides again.
+    superseded: str | None = None
+    # The contact was found deleted on the platform (a read by id answered "not found"): the
+    # record is marked deleted and dirty, as a scan that misses it would (snapshot kept), and
+    # the next plan applies the delete policy.
+    vanished: bool = False
 
 
 @dataclass
@@ -167,6 +175,16 @@ class SendState:
 
     persons: dict[int, tuple[int, bool]] = field(default_factory=dict)
     payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Canonical JSON values equal (empties alike, lists as sets of their items' text)."""
+    empty: tuple[Any, ...] = (None, "", [], {})
+    if a in empty or b in empty:
+        return a in empty and b in empty
+    if isinstance(a, list) and isinstance(b, list):
+        return sorted(map(repr, a)) == sorted(map(repr, b))
+    return bool(a == b)
 
 
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -281,12 +299,32 @@ class _ResultBatch:
             else c
             for c in done
         ]
+        stale = [c for c in done if c.superseded]
+        if stale:
+            session.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("b_id"))
+                .values(status=OutboxStatus.SUPERSEDED.value, last_error=bindparam("b_reason")),
+                [{"b_id": c.item_id, "b_reason": (c.superseded or "")[:2000]} for c in stale],
+            )
+            pids = sorted({c.person_id for c in stale if c.person_id is not None})
+            for start in range(0, len(pids), 500):
+                session.execute(
+                    update(Person)
+                    .where(Person.id.in_(pids[start : start + 500]))
+                    .values(dirty=True, version=Person.version + 1, updated_at=now)
+                )
         records = self._load_records(done)
         snapshots: dict[tuple[int, str], dict[str, Any] | None] = {}  # None: drop
         losers: list[tuple[str, str, str]] = []
         for c in done:
             pair = (c.connection, c.remote_id)
             rec = records.get(pair)
+            if c.vanished:
+                if rec is not None:
+                    rec.values["deleted_at"] = now
+                    rec.values["dirty"] = True
+                continue
             if c.deleted:
                 if rec is not None:
                     rec.values["deleted_at"] = now
@@ -748,6 +786,64 @@ class OutboxStore:
                 q = q.limit(limit)
             return [_item(r) for r in session.scalars(q)]
 
+    # -- held creates -------------------------------------------------------------------------
+
+    def held(self, connections: Sequence[str] | None = None, *, limit: int | None = 200) -> list[OutboxItem]:
+        """Creates held for review (a create that may have landed and that nothing can find
+        again: no email or phone, no marker), oldest first, with their reason (``last_error``)."""
+        with self._sessions() as session:
+            q = select(Outbox).where(Outbox.status == OutboxStatus.HELD.value)
+            if connections is not None:
+                q = q.where(Outbox.connection.in_(list(connections)))
+            q = q.order_by(Outbox.id)
+            if limit is not None:
+                q = q.limit(limit)
+            return [_item(r) for r in session.scalars(q)]
+
+    def _settle_held(
+        self, connections: Sequence[str] | None, ids: Sequence[int] | None, values: dict[str, Any]
+    ) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._sessions.begin() as session:
+            q = select(Outbox.id, Outbox.connection).where(Outbox.status == OutboxStatus.HELD.value)
+            if connections is not None:
+                q = q.where(Outbox.connection.in_(list(connections)))
+            if ids is not None:
+                q = q.where(Outbox.id.in_(list(ids)))
+            rows = session.execute(q).all()
+            for start in range(0, len(rows), 500):
+                part = [int(r[0]) for r in rows[start : start + 500]]
+                session.execute(
+                    update(Outbox)
+                    .where(Outbox.id.in_(part), Outbox.status == OutboxStatus.HELD.value)
+                    .values(**values, updated_at=utcnow())
+                )
+            for _, conn in rows:
+                out[str(conn)] = out.get(str(conn), 0) + 1
+        return out
+
+    def release_held(
+        self, connections: Sequence[str] | None = None, ids: Sequence[int] | None = None
+    ) -> dict[str, int]:
+        """A human checked the platform and the contact is not there: the held creates (of
+        ``connections`` / with these ``ids``; all when None) are sent by the next cycle (looked
+        up first wherever a key allows). Returns the rows released per connection."""
+        return self._settle_held(
+            connections,
+            ids,
+            {"status": OutboxStatus.PENDING.value, "next_attempt_at": None, "last_error": "released at review"},
+        )
+
+    def reject_held(self, connections: Sequence[str] | None = None, ids: Sequence[int] | None = None) -> dict[str, int]:
+        """Drop the held creates: nothing is sent (the human found the contact there, or does
+        not want it). The row is superseded; the person is planned again at its next change.
+        Returns the rows dropped per connection."""
+        return self._settle_held(
+            connections,
+            ids,
+            {"status": OutboxStatus.SUPERSEDED.value, "last_error": "held create rejected at review: not sent"},
+        )
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Per connection, the number of rows in each status."""
         with self._sessions() as session:
@@ -810,6 +906,62 @@ class OutboxStore:
                     )
                 )
             )
+
+    def confirm_landed(self, connection: str, read_fields: Callable[[dict[str, Any]], Mapping[str, Any]]) -> int:
+        """Settle the updates of ``connection`` that were sent and may have landed (pending or
+        failed after an attempt: a lost response, a crash) when the pull just read their values
+        back: the row is done and the snapshot takes the fields it wrote. Returns how many.
+
+        Otherwise the next reconcile takes our own landed write for an edit made there (the
+        record changed against its snapshot) and lets it beat newer decisions, e.g. a manual
+        resolution made since (issue 14, machine finding seed 103). One query on the outbox's
+        (status, connection) index; nothing is read when no such row exists."""
+        rr = RemoteRecord.__table__
+        snap = Snapshot.__table__
+        ob = Outbox.__table__
+        now = utcnow()
+        done = 0
+        with self._sessions.begin() as session:
+            rows = session.execute(
+                select(ob.c.id, ob.c.person_id, ob.c.fields, ob.c.base, rr.c.payload, snap.c.fields)
+                .join(rr, and_(rr.c.connection == ob.c.connection, rr.c.remote_id == ob.c.remote_id))
+                .join(snap, and_(snap.c.person_id == ob.c.person_id, snap.c.connection == ob.c.connection))
+                .where(
+                    ob.c.status.in_(REPLACEABLE),
+                    ob.c.connection == connection,
+                    ob.c.op == "update",
+                    ob.c.attempts > 0,
+                    rr.c.deleted_at.is_(None),
+                )
+                .order_by(ob.c.id)
+            ).all()
+            for item_id, person_id, fields, base, payload, snapshot in rows:
+                if not base or not isinstance(payload, dict) or not fields:
+                    continue
+                held = fields_to_json(dict(read_fields(payload)))
+                if not all(_same_value(held.get(k), fields.get(k)) for k in base):
+                    continue
+                data = fields_to_json({**dict(snapshot or {}), **{k: fields.get(k) for k in base if k in fields}})
+                for k in base:
+                    if k not in fields:
+                        data.pop(k, None)
+                session.execute(
+                    update(ob)
+                    .where(ob.c.id == item_id, ob.c.status.in_(REPLACEABLE))
+                    .values(
+                        status=OutboxStatus.DONE.value,
+                        last_error="landed: its values were read back by the pull",
+                        next_attempt_at=None,
+                        updated_at=now,
+                    )
+                )
+                session.execute(
+                    update(snap)
+                    .where(snap.c.person_id == person_id, snap.c.connection == connection)
+                    .values(fields=data, hash=fields_hash(data), updated_at=now)
+                )
+                done += 1
+        return done
 
     def clear_echoes(self, connection: str, digest_of: Callable[[dict[str, Any]], str | None]) -> int:
         """Mark clean the dirty records of ``connection`` that read exactly as their person's

@@ -543,13 +543,16 @@ class StagingMixin:
         _check(connection, page.values())
 
         existing: dict[str, tuple[int, str, bool, str | None]] = {}
+        stamps: dict[str, datetime] = {}
         for chunk in _chunks(list(page)):
-            for rid, remote_id, h, deleted_at, merged_into in s.execute(
-                select(rr.id, rr.remote_id, rr.payload_hash, rr.deleted_at, rr.merged_into).where(
+            for rid, remote_id, h, deleted_at, merged_into, stamp in s.execute(
+                select(rr.id, rr.remote_id, rr.payload_hash, rr.deleted_at, rr.merged_into, rr.remote_updated_at).where(
                     rr.connection == connection, self._among(rr.remote_id, chunk)
                 )
             ):
                 existing[remote_id] = (rid, h, deleted_at is not None, merged_into)
+                if stamp is not None:
+                    stamps[remote_id] = stamp
 
         upserts: list[StagedRecord] = []  # new, or changed content/state: full row written
         newly_deleted: list[int] = []  # stored row, now a tombstone: keep payload and keys
@@ -570,6 +573,16 @@ class StagingMixin:
                 else:
                     newly_deleted.append(rid)
                     newly_deleted_ids.append(r.remote_id)
+            elif (
+                h != r.payload_hash
+                and not was_deleted
+                and merged == r.merged_into
+                and _older(r.remote_updated_at, stamps.get(r.remote_id))
+            ):
+                # An older version than the one staged (read by id, or written by us): an
+                # eventually consistent listing (GoHighLevel's search) still shows what the
+                # record was. Staging it would undo a newer read; it is not news.
+                unchanged.append(rid)
             elif h != r.payload_hash or was_deleted or merged != r.merged_into:
                 upserts.append(r)
                 changed_ids.append(rid)
@@ -712,3 +725,14 @@ class Staging(StagingMixin):
 
     def session(self) -> AbstractContextManager[Session]:
         return self._sessions.begin()
+
+
+def _older(listed: datetime | None, staged: datetime | None) -> bool:
+    """``listed`` is strictly older than ``staged`` (both known; naive means UTC)."""
+    if listed is None or staged is None:
+        return False
+    if listed.tzinfo is None:
+        listed = listed.replace(tzinfo=UTC)
+    if staged.tzinfo is None:
+        staged = staged.replace(tzinfo=UTC)
+    return listed < staged

@@ -165,3 +165,54 @@ def test_bad_breaker_settings_name_the_key(tmp_path: Path, extra: str, path: str
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
     assert str(info.value).startswith(path + ":"), str(info.value)
+
+
+@pytest.mark.parametrize("policy", ["propagate", "ignore", "tag"])
+def test_a_ghl_contact_deleted_outside_is_learnt_from_the_update_and_the_policy_applies(
+    db_url: str, tmp_path: Path, policy: str
+) -> None:
+    """GoHighLevel's search cannot prove absence, so a contact deleted there is learnt when an
+    update finds it gone (the read by id before it answers "not found"): the write is settled,
+    never retried for ever, and the delete is handled under ``deletes.policy``."""
+    w = World(db_url, tmp_path, extra={"deletes": {"policy": policy, "tag": "gone-elsewhere"}})
+    try:
+        w.emulators["acquire"].seed(
+            [
+                {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "phone": "+14155552671"},
+                {"first_name": "Alan", "last_name": "Turing", "email": "alan@example.com", "phone": "+14155552672"},
+            ]
+        )
+        w.backfill()
+        w.converge()
+        ghl = w.emulators["ghl"]
+        (ada_ghl,) = w.holding("ghl", email="ada@example.com")
+        rid = str(ada_ghl["_raw"]["id"])
+        contact = ghl.contacts.pop(rid)  # type: ignore[attr-defined]
+        ghl._emails.drop(rid)  # type: ignore[attr-defined]
+        ghl._phones.drop(rid)  # type: ignore[attr-defined]
+        ghl.deleted[rid] = contact  # type: ignore[attr-defined]
+        ghl._index(rid, None)  # type: ignore[attr-defined]
+        (ada_acq,) = w.holding("acquire", email="ada@example.com")
+        for emu in w.emulators.values():
+            emu.clock.advance(5)
+        w.emulators["acquire"].external_edit(str(ada_acq["_raw"]["id"]), {"fields": {"name": "Ada Byron"}})
+        report = w.cycle()
+        assert report.applied.connections["ghl"].vanished == 1, report.counts()
+        w.converge()
+        assert not w.holding("ghl", email="ada@example.com")  # never re-created there
+        others = [n for n in PLATFORMS if n != "ghl"]
+        if policy == "propagate":
+            for n in ("acquire", "comm100"):  # (DM Champ cannot delete: excluded, with the reason)
+                assert not w.holding(n, email="ada@example.com"), n
+        else:
+            # ignore / tag: Ada stays everywhere else with the edit (only GoHighLevel writes
+            # tags, and that is where she was deleted: the tag stays in her golden record).
+            for n in others:
+                found = w.holding(n, phone="+14155552671") if n == "dmchamp" else w.holding(n, email="ada@example.com")
+                assert [a["last_name"] for a in found] == ["Byron"], n
+        # Alan untouched everywhere.
+        for n in ("acquire", "ghl", "comm100"):
+            assert len(w.holding(n, email="alan@example.com")) == 1, n
+        assert not w.store.outbox.items(["pending", "failed", "in_flight"], connection=None)
+    finally:
+        w.close()

@@ -32,9 +32,10 @@ approved, and clean cycles run until one makes no write call (at most 8). Then:
   says why another value won (``newest`` compares record times: a later edit of another field
   on the other platform makes that record newer).
 
-Open findings are kept as xfail tests (not strict: they hinge on timing) at the end of this file; the machine keeps clear of
-the one its steps would otherwise hit again and again (CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS=hit to
-hit it).
+Findings of this machine are kept as plain tests at the end of this file, each with the
+steps that found it and what was fixed: an unseen outside edit overwritten (search lag, a
+short listing), a GoHighLevel contact deleted outside never seen, a failed create dropped
+after a delete at its origin. The machine no longer keeps clear of any of them.
 
 CI runs a small derandomized budget (15 examples). A long randomized run, outside CI (one
 process per seed; CONTACTSYNC_HYPOTHESIS_SHRINK=0 reports the first counterexample as found,
@@ -50,12 +51,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import e2e.world as world_module
 import httpx
 import pytest
 from e2e.world import World  # tests/ is on sys.path (rootdir-relative packages)
@@ -74,6 +75,7 @@ from sqlalchemy import text
 
 from sync.apply import Backoff
 from sync.commands import conflicts as conflicts_cmd
+from sync.config import load_config
 from sync.cycle import CycleRunner
 from sync.store.models import Base, OutboxStatus
 
@@ -87,13 +89,9 @@ FIELDS = ("last_name", "city")
 HOLDS = {"acquire": FIELDS, "ghl": FIELDS, "comm100": FIELDS, "dmchamp": ("last_name",)}
 MAX_PEOPLE = 6
 CONVERGE_CYCLES = 8
-#: Platforms an outside delete is made on. Not GoHighLevel: its pull is incremental (a search by
-#: dateUpdated) and never sees a delete, so an update planned for the deleted contact fails with
-#: "Contact not found" on every cycle for ever -- see test_ghl_outside_delete_then_edit_elsewhere
-#: (xfail) below, an open finding of this machine.
-DELETABLE = ("acquire", "comm100")
-#: See EngineFaults.cycle: keep clear of the open findings below ("avoid", the default) or not.
-AVOID_KNOWN = os.environ.get("CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS", "avoid") != "hit"
+#: Platforms an outside delete is made on. GoHighLevel's pull (a search by dateUpdated) never
+#: sees a delete: the engine learns of it when an update finds the contact gone.
+DELETABLE = READABLE
 WRITE_FAULTS = ("503", "422", "down", "lose", "crash", "crash_landed")
 SCAN_FAULTS = ("partial", "empty")
 
@@ -191,6 +189,19 @@ def fresh_store(workdir: Path) -> str:
     return f"sqlite:///{path}"
 
 
+_CONFIGS: dict[str, Any] = {}
+
+
+def _cached_load_config(path: Path) -> Any:
+    """``load_config`` once per distinct config (its text and its secret files): parsing and
+    checking the mappings costs about a tenth of an example, and every example writes the same."""
+    secrets = sorted((path.parent / "secrets").glob("*")) if (path.parent / "secrets").is_dir() else []
+    key = path.read_text() + "".join(f"\n{p.name}={p.read_text()}" for p in secrets)
+    if key not in _CONFIGS:
+        _CONFIGS[key] = load_config(path)
+    return _CONFIGS[key]
+
+
 # -- the machine --------------------------------------------------------------------------------
 
 
@@ -211,6 +222,10 @@ class Person:
         # it: that edit went with the contact; any value will do, as long as all agree.
         self.loose: set[str] = set()
         self.vanished = "no"  # deleted where it was made before any pull: "yes", "maybe", "no"
+        # Deleted (``deleted_on``) where the engine never knew its contact: a create whose answer
+        # was lost, deleted before any pull or lookup found it. Nothing can tell the engine it
+        # ever landed, so it may be created there again (then checked like any other).
+        self.deleted_unknown = False
 
 
 class EngineFaults(RuleBasedStateMachine):
@@ -218,7 +233,11 @@ class EngineFaults(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.workdir = Path(tempfile.mkdtemp(prefix="hyp-", dir=_STORE["tmp"]))
+        # One directory per test, emptied for each example: the same store path and config
+        # text every time, so the config is parsed once (see _cached_load_config).
+        self.workdir = Path(_STORE["tmp"]) / "example"
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
         self.world = World(fresh_store(self.workdir), self.workdir)
         self.people: list[Person] = []
         self.faults: dict[str, str] = {}
@@ -289,7 +308,8 @@ class EngineFaults(RuleBasedStateMachine):
             self._add("acquire", first, last, city)
         report = self.engine.run("default", kind="backfill", full=True)
         assert report.status == "ok", report.error
-        self.world.converge(CONVERGE_CYCLES)
+        # No converging here: the backfill wrote everywhere; the next cycle (a step, or the
+        # checks at the end) reads those writes back, faults and all.
         self.log.append(f"start {people}")
 
     @precondition(lambda self: len(self.people) < MAX_PEOPLE)
@@ -352,9 +372,8 @@ class EngineFaults(RuleBasedStateMachine):
         found = self._find(platform, person)
         if len(found) != 1:
             return
-        if AVOID_KNOWN and any(len(self._find(n, person)) != 1 for n in PLATFORMS):
-            return  # open finding: test_failed_create_dropped_after_a_delete_at_the_origin
         rid = str(found[0]["_raw"]["id"])
+        person.deleted_unknown = self.world.store.outbox.owner(platform, rid) is None
         self._tick()
         emu: Any = self.world.emulators[platform]
         if platform == "acquire":
@@ -401,14 +420,6 @@ class EngineFaults(RuleBasedStateMachine):
             if name == "dmchamp" and mode in SCAN_FAULTS:
                 continue  # lookup only: no listing to tamper with
             self.faults.setdefault(name, mode)
-        if AVOID_KNOWN:
-            # Open finding (test_hidden_edit_overwritten_by_a_write_planned_without_it): a scan
-            # that hides an outside edit lets a write planned from another platform's edit
-            # overwrite it. Until it is fixed, scans are only tampered with where no edit is
-            # waiting to be pulled (set CONTACTSYNC_HYPOTHESIS_KNOWN_BUGS=hit to hit it).
-            waiting = {p for person in self.people for f in FIELDS for p in person.unseen[f]}
-            for name in [n for n, m in self.faults.items() if m in SCAN_FAULTS and n in waiting]:
-                del self.faults[name]
         for name, t in self.transports.items():
             t.mode = self.faults.get(name)
             t.writes = 0
@@ -528,9 +539,10 @@ class EngineFaults(RuleBasedStateMachine):
             for name in PLATFORMS:
                 found = self._find(name, person)
                 if name == person.deleted_on:
-                    if found:  # deletes: ignore: never re-created where it was deleted
+                    if found and not person.deleted_unknown:  # deletes: ignore: never re-created there
                         problems.append(f"{name}: p{person.index} re-created after its delete there")
-                    continue
+                    if not (found and person.deleted_unknown):
+                        continue
                 expected_count[name] += 1
                 if len(found) != 1:
                     problems.append(f"{name}: {len(found)} contacts for p{person.index}")
@@ -620,13 +632,17 @@ else:
 
 
 @pytest.fixture
-def store_factory(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) -> Iterator[None]:
+def store_factory(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     if store_kind == "postgresql":
         _STORE.update(kind="postgresql", engine=request.getfixturevalue("_pg_engine"))
         _STORE["url"] = os.environ["CONTACTSYNC_TEST_DATABASE_URL"]
     else:
         _STORE.update(kind="sqlite", template=request.getfixturevalue("_sqlite_template"))
     _STORE["tmp"] = tmp_path
+    monkeypatch.setattr(world_module, "load_config", _cached_load_config)
+    _CONFIGS.clear()
     yield
     _STORE.clear()
 
@@ -637,20 +653,14 @@ def test_engine_converges_under_faults(store_factory: None) -> None:
     print(f"\nfaults met: {dict(sorted(EVENTS.items()))}")
 
 
-@pytest.mark.xfail(
-    # Not strict: these findings hinge on timing the suite does not pin down; an unexpected
-    # pass is reported (XPASS), never hidden, and the fix turns them into plain tests.
-    strict=False,
-    raises=AssertionError,
-    reason="open finding: GoHighLevel's incremental pull never sees a delete made there; the "
-    "update planned for the deleted contact fails 'Contact not found' on every cycle",
-)
 def test_ghl_outside_delete_then_edit_elsewhere(store_factory: None) -> None:
     """Found by the machine (minimized): Ada and Grace synced everywhere; an agent deletes Ada's
     GoHighLevel contact; a cycle; Ada's last name is edited on Acquire. Expected (deletes:
     ignore): Ada stays on Acquire, Comm100 and DM Champ with the new name, is not re-created on
-    GoHighLevel, and the cycles go quiet. Actual: every cycle sends PUT /contacts/<Ada's id> to
-    GoHighLevel, gets 400 "Contact not found", and ends ``partial`` -- for ever."""
+    GoHighLevel, and the cycles go quiet. It was: every cycle sent PUT /contacts/<Ada's id> to
+    GoHighLevel, got 400 "Contact not found", and ended ``partial`` -- for ever. Fixed: the read
+    by id before the update (or a "not found" answer, confirmed by one) is evidence of the
+    delete; the record is marked deleted and the delete policy decides."""
     machine = EngineFaults()
     try:
         machine.start([("Ada", "Lovelace", "London"), ("Grace", "Hopper", "Paris")])
@@ -674,24 +684,18 @@ class _Draws:
         return self.values.pop(0)
 
 
-@pytest.mark.xfail(
-    # Not strict: these findings hinge on timing the suite does not pin down; an unexpected
-    # pass is reported (XPASS), never hidden, and the fix turns them into plain tests.
-    strict=False,
-    raises=AssertionError,
-    reason="open finding: an update is sent without checking the remote field is still what it "
-    "was planned against; an edit the pull did not see (GoHighLevel's search lag, or a short "
-    "listing) is overwritten",
-)
 @pytest.mark.parametrize("hidden_by", ["search lag", "empty listing"])
 def test_hidden_edit_overwritten_by_a_write_planned_without_it(store_factory: None, hidden_by: str) -> None:
     """Found by the machine (minimized): Ada synced everywhere; an agent sets her last name on
     Comm100 ("Byron"), then another on GoHighLevel ("King", 5 s later); the next cycle's pull
     does not see the GoHighLevel edit (its search shows it 30 s late -- the emulator's own
     ``next_search_delay``, GoHighLevel's documented lag -- or the listing comes back empty).
-    Expected: "King" everywhere in the end (the newest edit), or a conflict row. Actual: the
-    cycle PUTs "Byron" over "King" on GoHighLevel; every platform ends "Byron", no conflict
-    row, the next cycles quiet: the newest edit is lost for good."""
+    Expected: "King" everywhere in the end (the newest edit), or a conflict row. It was: the
+    cycle PUT "Byron" over "King" on GoHighLevel; every platform ended "Byron", no conflict
+    row, the next cycles quiet: the newest edit lost for good. Fixed: where the pull cannot
+    vouch for a contact, the update reads it by id first and, finding "King" where it was
+    planned against "Lovelace", sends nothing: the read is staged and the person planned again
+    (staging then never takes the search's older copy over that read)."""
     machine = EngineFaults()
     try:
         machine.start([("Ada", "Lovelace", "London")])
@@ -702,27 +706,16 @@ def test_hidden_edit_overwritten_by_a_write_planned_without_it(store_factory: No
         machine.outside_edit(_Draws(ada, "King"), "ghl", "last_name")
         if hidden_by == "empty listing":
             machine.faults["ghl"] = "empty"
-        global AVOID_KNOWN
-        avoid, AVOID_KNOWN = AVOID_KNOWN, False
-        try:
-            machine.cycle()
-        finally:
-            AVOID_KNOWN = avoid
+        machine.cycle()
         machine._check()
     finally:
         machine.world.close()
 
 
-@pytest.mark.xfail(
-    # Not strict: these findings hinge on timing the suite does not pin down; an unexpected
-    # pass is reported (XPASS), never hidden, and the fix turns them into plain tests.
-    strict=False,
-    raises=AssertionError,
-    reason="open finding: a create that failed is superseded when its person is planned again after "
-    "a delete on another platform, and the new plan (deletes: ignore) never creates it",
-)
 def test_failed_create_dropped_after_a_delete_at_the_origin(store_factory: None) -> None:
-    """Found by the machine's long run (seed 102), minimized: Ada and Alan synced everywhere;
+    """Found by the machine's long run (seed 102), minimized (fixed: reconcile planned creates
+    only for a person deleted nowhere; under ``ignore``/``tag`` a person deleted on one platform
+    is still created where it has never been): Ada and Alan synced everywhere;
     Grace is created on Comm100 by an agent; the next cycle creates her on Acquire and
     GoHighLevel, but DM Champ answers the create 503 (the same with the platform down, or a
     crash); an agent then deletes Grace on Comm100; the delete is held (1 of 3) and approved.
@@ -739,14 +732,110 @@ def test_failed_create_dropped_after_a_delete_at_the_origin(store_factory: None)
         grace = machine.people[-1]
         machine.faults["dmchamp"] = "503"
         machine.cycle()
-        global AVOID_KNOWN
-        avoid, AVOID_KNOWN = AVOID_KNOWN, False
-        try:
-            machine.outside_delete(_Draws(grace), "comm100")
-        finally:
-            AVOID_KNOWN = avoid
+        machine.outside_delete(_Draws(grace), "comm100")
         if grace.deleted_on != "comm100":  # not an AssertionError: that is the expected failure
             raise RuntimeError("the delete was not made")
+        machine._check()
+    finally:
+        machine.world.close()
+
+
+@pytest.mark.parametrize("delete_on_acquire", [False, True])
+def test_manual_resolution_not_lost_to_a_landed_write_read_back(store_factory: None, delete_on_acquire: bool) -> None:
+    """Found by the machine's long run (seed 103), minimized: Ada synced everywhere; an agent
+    sets her city on GoHighLevel ("Paris"), another later on Acquire ("Boston"); the cycle
+    records the conflict (newest: "Boston") and writes "Boston" to Comm100, which lands but whose
+    answer is lost (the row stays pending); a human resolves the conflict ("Paris" again, a
+    fresh value); (the run found it with Ada then deleted on Acquire: the delete is held, then
+    approved). Expected: the resolution everywhere Ada is. It was: the next pull read Comm100's
+    "Boston" -- our own landed write -- as an edit made there (changed against its snapshot),
+    which beat the resolution; every platform ended "Boston". Fixed: a pending update that was
+    sent, whose values the pull reads back, is settled as landed (row done, snapshot moved)
+    before reconcile (``store.outbox.confirm_landed``)."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Ada", "Lovelace", "London"), ("Alan", "Turing", "Paris")])
+        ada = machine.people[0]
+        machine.outside_edit(_Draws(ada, "Paris"), "ghl", "city")
+        machine.outside_edit(_Draws(ada, "Boston"), "acquire", "city")
+        machine.cycle({"comm100": "lose"})
+        (row,) = [r for r in machine.world.store.status.conflicts(limit=10) if r.field == "address.city"]
+        machine.resolve_conflict(_Draws(row, "Paris"))
+        if delete_on_acquire:
+            machine.outside_delete(_Draws(ada), "acquire")
+        machine._check()
+    finally:
+        machine.world.close()
+
+
+@pytest.mark.parametrize("listing", ["partial", "empty"])
+def test_outside_edit_hidden_by_a_short_listing_not_lost_behind_an_update_of_another_field(
+    store_factory: None, listing: str
+) -> None:
+    """Found by the machine's long run (seeds 1 and 2, minimized): Alan synced everywhere (with
+    two more people made on Comm100); an agent sets his last name on GoHighLevel and, a little
+    later, his city on Acquire; the next cycle's Acquire listing comes back short (half of it,
+    or empty, with a count that agrees), so the city edit is not seen, while the last name is
+    written to Acquire (read first: the last name there is still what it was planned against).
+    Expected: the city reaches every platform once Acquire lists it again. It was: Acquire's
+    answer to our PUT held the new city, the record was stored with it and the snapshot kept
+    the old city, so the record passed for confirmed and every later scan found it unchanged:
+    the edit never left Acquire. Fixed: a write whose returned (or just read) contact differs
+    from the snapshot in fields it did not write leaves the record dirty for the next plan."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Alan", "Byron", "Austin")])
+        alan = machine.people[0]
+        machine.outside_create("comm100", "Donald", "Lovelace", "Berlin")
+        machine.outside_create("comm100", "Edsger", "Byron", "Boston")
+        machine.outside_edit(_Draws(alan, "King"), "ghl", "last_name")
+        machine.outside_edit(_Draws(alan, "London"), "acquire", "city")
+        machine.cycle({"acquire": listing})
+        machine._check()
+    finally:
+        machine.world.close()
+
+
+@pytest.mark.parametrize("hidden_on", ["acquire", "ghl"])
+def test_an_edit_seen_late_competes_with_the_newer_one_decided_meanwhile(store_factory: None, hidden_on: str) -> None:
+    """Found by the machine's long run (seeds 21 and 22, minimized): Ada synced everywhere; an
+    agent edits her field on ``hidden_on``, another agent later edits it on Comm100; the cycle's
+    listing of ``hidden_on`` hides the first edit (empty on Acquire, half on GoHighLevel), so
+    the plan carries Comm100's value there; the read before the write finds the hidden edit and
+    sends nothing. Expected: the newer edit (Comm100's) everywhere, or a conflict row. It was:
+    the next plan saw the hidden edit as the only change (Comm100's had been taken into the
+    golden record and its snapshot) and it won everywhere -- the newer edit lost, no conflict
+    row. Fixed: a lone change on a side that never confirmed the golden value competes with
+    that value (held by the other sides, timed by the earliest of them) under the policy."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Grace", "Hopper", "London"), ("Ada", "Liskov", "Berlin")])
+        ada = machine.people[1]
+        field = "last_name" if hidden_on == "acquire" else "city"
+        machine.outside_edit(_Draws(ada, "King" if field == "last_name" else "Austin"), hidden_on, field)
+        machine.outside_edit(_Draws(ada, "Hopper" if field == "last_name" else "Paris"), "comm100", field)
+        machine.cycle({hidden_on: "empty" if hidden_on == "acquire" else "partial"})
+        machine._check()
+    finally:
+        machine.world.close()
+
+
+def test_a_contact_deleted_before_the_engine_knew_it_may_be_created_again(store_factory: None) -> None:
+    """Found by the machine's long run (seed 41): Ada is made on Acquire; the cycle creates her
+    on GoHighLevel, the answer is lost; an agent edits and then deletes that contact on
+    GoHighLevel before any pull or lookup has found it. The engine cannot know it ever landed
+    (search finds nothing, its id never came back), so the create is sent again: one contact
+    there, agreeing with the others (the model allows this; a delete of a contact the engine
+    knew is never undone)."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Ada", "Knuth", "Austin"), ("Donald", "Hopper", "Boston")])
+        machine.outside_create("acquire", "Grace", "Hopper", "London")
+        grace = machine.people[-1]
+        machine.cycle({"ghl": "lose"})
+        machine.outside_edit(_Draws(grace, "Boston"), "ghl", "city")
+        machine.outside_delete(_Draws(grace), "ghl")
+        assert grace.deleted_unknown
         machine._check()
     finally:
         machine.world.close()
