@@ -7,6 +7,11 @@
   CASCADE) before each test.
 - ``store``: ``Store.open(db_url)``, closed after the test.
 - ``store_kind``: ``"sqlite"`` or ``"postgresql"``.
+
+On PostgreSQL the suite runs the tests that can meet the store: those using ``db_url`` (directly
+or through another fixture) or naming the store kind. A test that never touches a store (a
+connector against its emulator, a mapping, the planner's pure code) cannot give another result
+there and runs on the SQLite pass only; ``CONTACTSYNC_TEST_ALL=1`` runs it on PostgreSQL too.
 """
 
 from __future__ import annotations
@@ -36,8 +41,35 @@ def _pg_url() -> str | None:
 def pytest_report_header(config: pytest.Config) -> str:
     url = _pg_url()
     if url:
-        return f"contactsync test store: {display_url(url)} (truncated before each test)"
+        return (
+            f"contactsync test store: {display_url(url)} (truncated before each test); "
+            "tests that never touch a store run on the SQLite pass (CONTACTSYNC_TEST_ALL=1: here too)"
+        )
     return "contactsync test store: a fresh SQLite file per test"
+
+
+_STORE_FIXTURES = frozenset({"db_url", "store", "store_kind", "_pg_engine"})
+_STORE_WORDS = (TEST_DATABASE_ENV, "TEST_DATABASE_ENV", "store_kind", "_pg_url")
+_module_words: dict[str, bool] = {}
+
+
+def _meets_the_store(item: pytest.Item) -> bool:
+    if _STORE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    path = str(item.path)
+    if path not in _module_words:
+        text_ = item.path.read_text(encoding="utf-8") if item.path.suffix == ".py" else ""
+        _module_words[path] = any(word in text_ for word in _STORE_WORDS)
+    return _module_words[path]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _pg_url() or os.environ.get("CONTACTSYNC_TEST_ALL"):
+        return
+    keep = [item for item in items if _meets_the_store(item)]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not _meets_the_store(item)])
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
