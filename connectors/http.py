@@ -241,6 +241,7 @@ class DailyQuota:
         self.limit: int | None = None
         self.remaining: int | None = None
         self._window: int | None = None
+        self._unknown_sent = 0  # requests sent while nothing was known
 
     def _current(self) -> int:
         return int(self._clock() // self.window_s)
@@ -257,7 +258,17 @@ class DailyQuota:
         if obs.daily_limit is not None:
             self.limit = obs.daily_limit
         if obs.daily_remaining is not None:
-            self.remaining = obs.daily_remaining
+            self._roll()
+            seen = obs.daily_remaining
+            if self.remaining is None:
+                # Requests sent before anything was known and still unanswered are not in the
+                # server's figure yet (this answer's own request is).
+                seen -= max(0, self._unknown_sent - 1)
+            else:
+                # Answers overtake each other, and requests sent since the server counted are
+                # not in its figure: within a window, the lower count wins.
+                seen = min(seen, self.remaining)
+            self.remaining, self._unknown_sent = max(0, seen), 0
             self._window = self._current()
 
     def exhausted(self) -> bool:
@@ -277,6 +288,8 @@ class DailyQuota:
             )
         if self.remaining is not None:
             self.remaining -= 1
+        else:
+            self._unknown_sent += 1
 
 
 async def pause(seconds: float, stop: asyncio.Event | None) -> bool:
@@ -317,7 +330,10 @@ class RateBudget:
         self._safety = safety
         self._safety_min_s = safety_min_s
         self._slots: deque[list[float]] = deque()  # [stamp]; mutable so release() can move it
-        self._lock = asyncio.Lock()
+        # A thread lock, not an asyncio one: one budget serves every cycle of a process (each
+        # on an event loop of its own: scheduled, webhook-driven, adaptive polls), never held
+        # across an await.
+        self._guard = threading.Lock()
         self.waited_s = 0.0
         #: Called with each wait's length (the client reports it to the HTTP observers).
         self.on_wait: Callable[[float], None] | None = None
@@ -339,8 +355,8 @@ class RateBudget:
         is set, however long the window still is."""
         if self.limit is None:
             return None
-        async with self._lock:  # FIFO: waiters queue on the lock while the holder sleeps
-            while True:
+        while True:
+            with self._guard:
                 now = time.monotonic()
                 self._expire(now)
                 if len(self._slots) < self.limit.requests:
@@ -353,10 +369,10 @@ class RateBudget:
                 else:
                     wait = max(oldest + self._window() - now, 0.0005)
                 self.waited_s += wait
-                if self.on_wait is not None:
-                    self.on_wait(wait)
-                if await pause(wait, stop):
-                    raise Stopped("stopped while waiting for the rate budget")
+            if self.on_wait is not None:
+                self.on_wait(wait)
+            if await pause(wait, stop):
+                raise Stopped("stopped while waiting for the rate budget")
 
     def release(self, slot: list[float] | None) -> None:
         """The request of ``slot`` is answered: it arrived by now at the latest."""
@@ -371,12 +387,13 @@ class RateBudget:
             self.limit = RateLimit(obs.limit, obs.interval_s)
         if self.limit is None or obs.remaining is None:
             return
-        now = time.monotonic()
-        self._expire(now)
-        server_used = (obs.limit or self.limit.requests) - obs.remaining
-        missing = server_used - len(self._slots)
-        for _ in range(max(0, min(missing, self.limit.requests))):
-            self._slots.append([now])
+        with self._guard:
+            now = time.monotonic()
+            self._expire(now)
+            server_used = (obs.limit or self.limit.requests) - obs.remaining
+            missing = server_used - len(self._slots)
+            for _ in range(max(0, min(missing, self.limit.requests))):
+                self._slots.append([now])
 
 
 # --------------------------------------------------------------------------- observers
@@ -718,8 +735,7 @@ class HttpClient:
     ) -> httpx.Response:
         if self.stopped:
             raise Stopped
-        if self.daily.remaining is not None:
-            self.daily.check(_Where(self, method, path))
+        self.daily.check(_Where(self, method, path))
         await self.hooks.before_send()
         async with self._sem:
             slot = await self.budget.acquire(self.stop)

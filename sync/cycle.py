@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -35,7 +36,7 @@ import structlog
 
 from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, PullMode, RecordError
 from connectors.gohighlevel.oauth import NeedsReauth
-from connectors.http import QuotaExhausted
+from connectors.http import DailyQuota, QuotaExhausted, RateBudget
 from connectors.registry import connector_class
 from sync import metrics
 from sync.apply import ApplyReport, Backoff, PlanFeed, PlanQueue, Target, apply_outbox
@@ -170,6 +171,8 @@ class CycleRunner:
         # Cycles of one profile in this process (scheduled and webhook-driven) queue for each
         # other rather than skip: the store's profile lock still keeps other processes out.
         self._mutexes: dict[str, threading.Lock] = {}
+        self._budgets: dict[str, RateBudget] = {}
+        self._dailies: dict[str, DailyQuota] = {}
         self._mutexes_guard = threading.Lock()
 
     @contextlib.contextmanager
@@ -223,6 +226,30 @@ class CycleRunner:
                     base_urls={n: str(o["base_url"]) for n, o in self.settings_overrides.items() if "base_url" in o},
                 )
             )
+        # One rate budget per connection for the whole process: every cycle (scheduled, webhook
+        # driven, adaptive poll) makes its connectors afresh, and a fresh budget would forget
+        # the requests the last cycle sent within the platform's window.
+        http: Any = getattr(connector, "http", None)
+        fresh = getattr(http, "budget", None)
+        if isinstance(fresh, RateBudget):
+            budget = self._budgets.setdefault(name, fresh)
+            if budget.limit == fresh.limit or fresh.limit is None:
+                http.budget = budget
+            else:  # the configured limit changed: start a budget for it
+                self._budgets[name] = fresh
+        # And one daily quota countdown: a second connector of the connection (a cycle's pull
+        # and its push, the next cycle) starts from what the last answer said is left today.
+        daily = getattr(http, "daily", None)
+        if isinstance(daily, DailyQuota):
+            shared = self._dailies.setdefault(name, daily)
+            if shared.exhausted():
+                # The store's pause is the authority on when the day turned (a reset the
+                # headers never announce): once it is over, start counting afresh.
+                state = self.store.auth.states([name]).get(name)
+                until = state.quota_paused_until if state is not None else None
+                if until is None or until <= datetime.now(UTC):
+                    shared.remaining = None
+            http.daily = shared
         # Fields write verification found the platform does not hold: never written there again.
         unwritable = self.store.behaviours.unwritable(name)
         if unwritable:
