@@ -820,6 +820,24 @@ def test_an_edit_seen_late_competes_with_the_newer_one_decided_meanwhile(store_f
         machine.world.close()
 
 
+def test_two_edits_seen_late_compete_with_the_newer_one_decided_meanwhile(store_factory: None) -> None:
+    """Found by the machine's long run (seed 51, on the fix above): the same with two hidden
+    edits (GoHighLevel's listing empty, Acquire's short) and the newest edit on Comm100: the two
+    late edits used to compete only with each other and Comm100's newer value was lost."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Alan", "Lovelace", "Austin")])
+        machine.outside_create("ghl", "Alan", "Knuth", "London")
+        alan = machine.people[0]
+        machine.outside_edit(_Draws(alan, "Boston"), "ghl", "city")
+        machine.outside_edit(_Draws(alan, "Boston"), "acquire", "city")
+        machine.outside_edit(_Draws(alan, "Berlin"), "comm100", "city")
+        machine.cycle({"ghl": "empty", "acquire": "partial"})
+        machine._check()
+    finally:
+        machine.world.close()
+
+
 def test_a_contact_deleted_before_the_engine_knew_it_may_be_created_again(store_factory: None) -> None:
     """Found by the machine's long run (seed 41): Ada is made on Acquire; the cycle creates her
     on GoHighLevel, the answer is lost; an agent edits and then deletes that contact on
