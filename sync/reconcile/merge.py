@@ -250,10 +250,9 @@ def _decide_fields(
                 return value
             return info.shaped({_name: value}).get(_name)
 
-        if len(changes) == 1:
-            rival = _golden_rival(name, g, changes[0], live, holds, connections, holds_as)
-            if rival is not None:
-                changes.append(rival)
+        rival = _golden_rival(name, g, changes, live, holds, connections, holds_as)
+        if rival is not None:
+            changes.append(rival)
         first = changes[0].value
         if not is_empty(first) and all(c.value == first for c in changes[1:]):
             # One side moved, or every side moved to the same value: it wins (what ``decide``
@@ -278,13 +277,13 @@ def _decide_fields(
 def _golden_rival(
     name: str,
     g: FieldValue,
-    change: Change,
+    changes: list[Change],
     live: Mapping[str, Side],
     holds: Mapping[str, FieldDict],
     connections: Mapping[str, ConnectionInfo],
     holds_as: Callable[[str, FieldValue], FieldValue],
 ) -> Change | None:
-    """The golden value as a rival of a lone change on a side that never confirmed it.
+    """The golden value as a rival of the changes of sides that never confirmed it.
 
     A side whose snapshot is not the golden value (a write of it there was found stale and
     superseded: an outside edit a short listing or a lagging search hid) and that now shows
@@ -293,17 +292,23 @@ def _golden_rival(
     newer one decided meanwhile. The rival is the golden value, held by the other sides; its
     time is the earliest of theirs (when it appeared: the sides we wrote it to are later).
     None in the ordinary case (the side had the golden value), or when no other side holds it."""
-    if is_empty(g) or is_empty(change.value):
+    if is_empty(g):
         return None
-    side = live[change.connection]
-    if side.snapshot is None or same(change.base, holds_as(change.connection, g)):
+    late = [
+        c
+        for c in changes
+        if not is_empty(c.value)
+        and live[c.connection].snapshot is not None
+        and not same(c.base, holds_as(c.connection, g))
+        and not same(c.value, holds_as(c.connection, g))
+    ]
+    if not late or any(same(c.value, holds_as(c.connection, g)) for c in changes):
         return None
-    if same(change.value, holds_as(change.connection, g)):
-        return None
+    moved = {c.connection for c in changes}
     holders: list[tuple[str, Side]] = [
         (m, other)
         for m, other in live.items()
-        if m != change.connection
+        if m not in moved
         and other.record is not None
         and covers(connections[m].readable, name)
         and same(holds[m].get(name), holds_as(m, g))
