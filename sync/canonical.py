@@ -204,3 +204,25 @@ class Contact(BaseModel):
             custom_fields=custom,
             identities=frozenset(Identity.from_token(t) for t in (f.get("identities") or ())),  # type: ignore[union-attr]
         )
+
+
+def same_json_value(a: Any, b: Any) -> bool:
+    """Canonical JSON values equal (empties alike, lists as sets of their items' text)."""
+    empty: tuple[Any, ...] = (None, "", [], {})
+    if a in empty or b in empty:
+        return a in empty and b in empty
+    if isinstance(a, list) and isinstance(b, list):
+        return sorted(map(repr, a)) == sorted(map(repr, b))
+    return bool(a == b)
+
+
+def deep_merge_json(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` on top, nested objects merged key by key (a raw payload with a
+    partial write's body applied)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge_json(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -41,7 +41,7 @@ from connectors.base import (
     WriteResult,
 )
 from sync.apply.storethread import StoreThread
-from sync.canonical import FieldDict, fields_to_json
+from sync.canonical import FieldDict, deep_merge_json, fields_to_json, same_json_value
 from sync.metrics import record_write
 from sync.store.models import OutboxStatus, utcnow
 from sync.store.outbox import Completion, Failure, OutboxItem, OutboxStore, SendState
@@ -197,26 +197,6 @@ class _Held(Exception):
 _LOSERS_FIRST = frozenset({"merge", "delete"})
 
 
-def _deep_merge_raw(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge_raw(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _same_json(a: Any, b: Any) -> bool:
-    """Canonical JSON values equal (empties alike, lists as sets of their items' text)."""
-    empty: tuple[Any, ...] = (None, "", [], {})
-    if a in empty or b in empty:
-        return a in empty and b in empty
-    if isinstance(a, list) and isinstance(b, list):
-        return sorted(map(repr, a)) == sorted(map(repr, b))
-    return bool(a == b)
-
-
 def _result_label(result: Completion | Failure) -> str:
     """The ``writes_total`` result of one row: done, failed (the platform refused it), held,
     or deferred (left pending or in flight for a later run)."""
@@ -361,7 +341,7 @@ class ConnectionApplier:
             if payload is not None:
                 held = fields_to_json(self.target.read_fields(payload))
                 for name, value in item.base.items():
-                    if not _same_json(held.get(name), value):
+                    if not same_json_value(held.get(name), value):
                         return f"stale: {name} changed on {item.connection} since this write was planned; planned again"
         return None
 
@@ -607,7 +587,7 @@ class ConnectionApplier:
             return self._created(item, WriteResult(remote_id=found), body, merge_payload=True)
         held = fields_to_json(self.target.read_fields(record.payload))
         versions = [item.fields, *(item.payload.get("earlier_fields") or [])] if ours_possible else []
-        ours = next((v for v in versions if all(_same_json(held.get(k), x) for k, x in v.items())), None)
+        ours = next((v for v in versions if all(same_json_value(held.get(k), x) for k, x in v.items())), None)
         completion = self._created(item, WriteResult(remote_id=found, record=record), body)
         if ours is None:
             completion.snapshot = None
@@ -706,7 +686,7 @@ class ConnectionApplier:
         if not item.base or self.target.read_fields is None:
             return None
         held = fields_to_json(self.target.read_fields(record.payload))
-        return next((name for name, value in item.base.items() if not _same_json(held.get(name), value)), None)
+        return next((name for name, value in item.base.items() if not same_json_value(held.get(name), value)), None)
 
     async def _verified(self, item: OutboxItem) -> Completion | RawRecord | None:
         """Read the contact before an update planned against its values (``verify_updates``):
@@ -772,7 +752,7 @@ class ConnectionApplier:
             payload = record.payload
         elif body and read is not None:
             # Read just before the write: that record with our body on top is what it holds.
-            payload, merge, record = _deep_merge_raw(read.payload, body), False, read
+            payload, merge, record = deep_merge_json(read.payload, body), False, read
             if add or remove:
                 payload.pop("tags", None)
         elif body:
@@ -834,7 +814,7 @@ class ConnectionApplier:
             return False  # which fields it wrote is not known: nothing to tell apart
         held = fields_to_json(self.target.read_fields(payload))
         others = (set(item.fields) | set(held)) - set(item.base)
-        return any(not _same_json(held.get(k), item.fields.get(k)) for k in others)
+        return any(not same_json_value(held.get(k), item.fields.get(k)) for k in others)
 
     async def _delete(self, item: OutboxItem) -> Completion:
         assert item.remote_id is not None, "delete without a target"

@@ -10,13 +10,14 @@ is there, or not wanted: nothing is sent)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
 
 from sync.commands.common import check_connection, open_store
 from sync.config import Config
+from sync.store import Store
 
 
 def _check(config: Config, connections: Sequence[str] | None) -> None:
@@ -69,6 +70,25 @@ def _report(console: Console, done: dict[str, int], what: str) -> None:
         console.print(f"{name}: {n} held creates {what}", highlight=False)
 
 
+def _settle(
+    config: Config,
+    connections: Sequence[str] | None,
+    ids: Sequence[int] | None,
+    console: Console | None,
+    act: Callable[[Store], dict[str, int]],
+    what: str,
+) -> dict[str, int]:
+    _check(config, connections)
+    console = console or Console()
+    store = open_store(config)
+    try:
+        done = act(store)
+    finally:
+        store.close()
+    _report(console, done, what)
+    return done
+
+
 def release(
     config: Config,
     *,
@@ -77,15 +97,14 @@ def release(
     console: Console | None = None,
 ) -> dict[str, int]:
     """The contact is not on the platform: the next cycle sends the held creates."""
-    _check(config, connections)
-    console = console or Console()
-    store = open_store(config)
-    try:
-        done = store.outbox.release_held(connections, ids)
-    finally:
-        store.close()
-    _report(console, done, "released: the next cycle sends them")
-    return done
+    return _settle(
+        config,
+        connections,
+        ids,
+        console,
+        lambda store: store.outbox.release_held(connections, ids),
+        "released: the next cycle sends them",
+    )
 
 
 def reject(
@@ -96,12 +115,11 @@ def reject(
     console: Console | None = None,
 ) -> dict[str, int]:
     """The contact is there (or not wanted): the held creates are dropped, nothing is sent."""
-    _check(config, connections)
-    console = console or Console()
-    store = open_store(config)
-    try:
-        done = store.outbox.reject_held(connections, ids)
-    finally:
-        store.close()
-    _report(console, done, "dropped: nothing sent")
-    return done
+    return _settle(
+        config,
+        connections,
+        ids,
+        console,
+        lambda store: store.outbox.reject_held(connections, ids),
+        "dropped: nothing sent",
+    )

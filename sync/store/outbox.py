@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from sync.canonical import fields_to_json
+from sync.canonical import deep_merge_json, fields_to_json, same_json_value
 from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, Snapshot, utcnow
 from sync.store.snapshots import fields_hash
 from sync.store.staging import payload_hash
@@ -175,26 +175,6 @@ class SendState:
 
     persons: dict[int, tuple[int, bool]] = field(default_factory=dict)
     payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    """Canonical JSON values equal (empties alike, lists as sets of their items' text)."""
-    empty: tuple[Any, ...] = (None, "", [], {})
-    if a in empty or b in empty:
-        return a in empty and b in empty
-    if isinstance(a, list) and isinstance(b, list):
-        return sorted(map(repr, a)) == sorted(map(repr, b))
-    return bool(a == b)
-
-
-def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _live_person(session: Session, person_id: int | None) -> int | None:
@@ -396,7 +376,9 @@ class _ResultBatch:
             if c.person_id is not None:
                 rec.values["person_id"] = c.person_id
             if c.record_payload is not None:
-                body = _deep_merge(rec.payload or {}, c.record_payload) if c.merge_payload else dict(c.record_payload)
+                body = (
+                    deep_merge_json(rec.payload or {}, c.record_payload) if c.merge_payload else dict(c.record_payload)
+                )
                 rec.payload = body
                 rec.values["payload"] = body
                 rec.values["payload_hash"] = record_hash(body)
@@ -939,7 +921,7 @@ class OutboxStore:
                 if not base or not isinstance(payload, dict) or not fields:
                     continue
                 held = fields_to_json(dict(read_fields(payload)))
-                if not all(_same_value(held.get(k), fields.get(k)) for k in base):
+                if not all(same_json_value(held.get(k), fields.get(k)) for k in base):
                     continue
                 data = fields_to_json({**dict(snapshot or {}), **{k: fields.get(k) for k in base if k in fields}})
                 for k in base:
