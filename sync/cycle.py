@@ -402,6 +402,14 @@ class CycleRunner:
         structlog.contextvars.bind_contextvars(run_id=report.run_id, profile=profile)
         astop = asyncio.Event()
         watcher = asyncio.create_task(_watch(stop, astop)) if stop is not None else None
+
+        def halted() -> bool:
+            """A stop was asked for: the thread-world event is read too, since the watcher only
+            polls it and a connector may already have stopped on it."""
+            if stop is not None and stop.is_set():
+                astop.set()
+            return astop.is_set()
+
         connectors = {n: self.connector(n) for n in names}
         breakers = {n: Breaker(n, self.config.breaker.max_consecutive_failures) for n in names}
         for c in connectors.values():
@@ -453,7 +461,7 @@ class CycleRunner:
                 t.fresh = pull.listed if current and pull is not None and pull.complete and not pull.error else set()
             for n in failed_pulls:
                 breakers[n].trip(f"pull failed this cycle: {report.pulls[n].error}")
-            if astop.is_set():
+            if halted():
                 report.status = "interrupted"
                 report.error = "stopped before planning"
                 return report
@@ -495,7 +503,7 @@ class CycleRunner:
                     skip=failed_pulls,
                 )
                 timed("plan")
-                report.status = _status(report, astop)
+                report.status = _status(report, astop) if not halted() else "interrupted"
                 return report
             push = None if progress is None else (lambda conn, n: progress("push", conn, n))
             # Planning runs in a worker thread and commits slice by slice; the push sends each
@@ -541,7 +549,7 @@ class CycleRunner:
                 report.applied = await pushing
             report.queued = queue.result
             timed("push")
-            report.status = _status(report, astop)
+            report.status = _status(report, astop) if not halted() else "interrupted"
             return report
         except Exception as exc:
             report.status = "failed"
