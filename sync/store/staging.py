@@ -49,6 +49,7 @@ from sqlalchemy.exc import DataError, DBAPIError, StatementError
 
 from sync.normalize import IdentityKey as NormalizedKey
 from sync.store.models import Base, Cursor, IdentityKey, Quarantine, RemoteRecord, utcnow
+from sync.store.replan import mark_persons_dirty_in
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -621,6 +622,9 @@ class StagingMixin:
             )
         for chunk in _chunks(unchanged) if touch_unchanged else ():
             s.execute(update(RemoteRecord.__table__).where(self._among(rr.id, chunk)).values(**extra))
+        revived = [existing[r.remote_id][0] for r in upserts if r.remote_id in existing and existing[r.remote_id][2]]
+        if revived:
+            self._replan_revived(s, revived)
 
         return StageResult(
             inserted=inserted,
@@ -629,6 +633,25 @@ class StagingMixin:
             record_ids={remote_id: record_ids[remote_id] for remote_id in page},
             dirty=[r.remote_id for r in upserts] + newly_deleted_ids,
         )
+
+    def _replan_revived(self, s: Session, record_ids: Sequence[int]) -> None:
+        """Mark dirty the live persons of records believed deleted that a pull lists again (a
+        delete approved after a short listing, a contact restored on the platform).
+
+        While such a record was gone its person was planned without it: no write went there,
+        so it may hold values its person has since moved past. Coming back it can read exactly
+        as its snapshot, and then the echo check (``OutboxStore.clear_echoes``) marks it clean
+        before matching, which would leave its person unplanned and the platform behind for
+        good. Its person is planned again instead, and the revived side gets what it missed."""
+        rr = RemoteRecord.__table__.c
+        persons: set[int] = set()
+        for chunk in _chunks(list(record_ids)):
+            persons.update(
+                int(p)
+                for p in s.scalars(select(rr.person_id).where(self._among(rr.id, chunk), rr.person_id.is_not(None)))
+            )
+        if persons:
+            mark_persons_dirty_in(s, sorted(persons))
 
     def _note_inserted(self, n: int) -> None:
         """Refresh PostgreSQL's planner statistics as a bulk load grows the tables (at 10k, 20k,

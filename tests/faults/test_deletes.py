@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -20,7 +22,7 @@ from connectors.registry import emulator_class
 from sync.cli import app
 from tests.e2e.world import RATE_SCALE, World
 
-from .tamper import Tamper, acquire_lists_nothing, acquire_lists_only, comm100_lists_nothing
+from .tamper import Tamper, acquire_lists_nothing, acquire_lists_only, comm100_lists_nothing, is_list, rewrite_json
 
 runner = CliRunner()
 N = 30
@@ -216,3 +218,70 @@ def test_a_ghl_contact_deleted_outside_is_learnt_from_the_update_and_the_policy_
         assert not w.store.outbox.items(["pending", "failed", "in_flight"], connection=None)
     finally:
         w.close()
+
+
+def test_a_delete_approved_after_a_short_listing_does_not_leave_the_contact_behind_when_it_lists_again(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Found by tests/property/test_engine_faults.py (seed 72, after 59 examples), minimized.
+
+    Ada and Alan synced everywhere (``deletes: ignore``, the default). Acquire's listing leaves
+    Alan out with a count that agrees, so the scan looks complete: his delete is held (1 of 2)
+    and a human approves it. An agent then sets Alan's last name on Comm100 ("Byron"); the
+    cycle carries it to GoHighLevel and DM Champ, not to Acquire, where the engine believes
+    Alan deleted. Acquire lists honestly again: Alan was never deleted there. Expected:
+    "Byron" on every platform, one contact each, nothing deleted, the cycles quiet. It was:
+    Acquire's contact came back reading exactly as its snapshot ("Turing"), the echo check
+    marked it clean before matching, his person was never planned again, and Acquire kept
+    "Turing" for good."""
+    world = World(db_url, tmp_path)
+    try:
+        ada, alan = ("ada@example.com", "+14155550101"), ("alan@example.com", "+14155550102")
+        world.emulators["acquire"].seed(
+            [
+                {"first_name": "Ada", "last_name": "Lovelace", "email": ada[0], "phone": ada[1]},
+                {"first_name": "Alan", "last_name": "Turing", "email": alan[0], "phone": alan[1]},
+            ]
+        )
+        world.backfill()
+        world.converge()
+        (alan_acq,) = world.holding("acquire", email=alan[0])
+        alan_id = alan_acq["_raw"]["id"]
+
+        def without_alan(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
+            if not is_list(request, "/crm/objects/contact"):
+                return None
+
+            def edit(body: Any) -> None:
+                body["data"]["list"] = [c for c in body["data"]["list"] if c["id"] != alan_id]
+                body["data"].setdefault("counts", {})["filteredCount"] = len(body["data"]["list"])
+
+            return rewrite_json(request, response, edit)
+
+        short = tamper(world, "acquire").rule(without_alan)
+        assert world.cycle().status == "partial"  # the delete is held
+        approved = runner.invoke(app, ["deletes", "approve", "-c", str(world.config_path)])
+        assert approved.exit_code == 0 and "acquire: 1 records marked deleted" in approved.output, approved.output
+        for emu in world.emulators.values():
+            emu.clock.advance(5)
+        (alan_c100,) = world.holding("comm100", email=alan[0])
+        world.emulators["comm100"].external_edit(  # type: ignore[attr-defined]
+            str(alan_c100["_raw"]["id"]), {"lastName": "Byron", "name": "Alan Byron"}
+        )
+        world.cycle()  # Acquire still lists without Alan: "Byron" goes everywhere else
+        assert world.holding("ghl", email=alan[0])[0]["last_name"] == "Byron"
+        short.clear()  # Acquire answers honestly again
+        world.converge()
+        for name in PLATFORMS:
+            assert [c["last_name"] for c in _holding(world, name, *alan)] == ["Byron"], name
+            assert [c["last_name"] for c in _holding(world, name, *ada)] == ["Lovelace"], name
+            assert len(world.contacts(name)) == 2, name
+        assert world.converge()[-1].write_calls() == 0
+        assert status_json(world)["connections"]["acquire"]["held_deletes"] == 0
+    finally:
+        world.close()
+
+
+def _holding(world: World, name: str, email: str, phone: str) -> list[dict[str, Any]]:
+    """The contacts of one person on a platform (DM Champ: by phone, it is lookup only)."""
+    return world.holding(name, phone=phone) if name == "dmchamp" else world.holding(name, email=email)
