@@ -65,6 +65,8 @@ def field_kind(name: str) -> str:
 
 def is_empty(value: FieldValue) -> bool:
     """An absent value: None, "", or an empty collection (False is a value, not empty)."""
+    if value:  # a non-empty string or collection, True: most values (one truth test)
+        return False
     return value is None or value == "" or (isinstance(value, (tuple, frozenset)) and len(value) == 0)
 
 

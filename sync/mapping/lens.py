@@ -13,7 +13,7 @@ from typing import Any
 
 from sync.canonical import FieldDict, is_empty, members
 from sync.mapping import paths
-from sync.mapping.transforms import Issue, Lens, deep_copy, value_equal
+from sync.mapping.transforms import Issue, Lens, Reader, ScalarLens, deep_copy, value_equal
 from sync.normalize import IdentityKey, InvalidValue, normalize_identity
 
 
@@ -71,6 +71,10 @@ class FieldMapping:
         self._writing = [l for l in lenses if l.writable]
         # Each reading lens compiled once for the region (see Lens.reader), called per record.
         self._readers = [l.reader(default_region) for l in self._reading]
+        # The same readers with each run of plain text lenses at top-level keys folded into one
+        # loop (a platform maps a dozen such keys, most absent from a given payload): what
+        # ``read`` calls per record.
+        self._read_all = _batched(self._reading, self._readers)
         # Per writing lens, the top-level raw keys it reads: a lens none of whose keys is in
         # a payload reads nothing from it (a create's payload is built from empty).
         self._tops = [frozenset(paths.split(p)[0] for p in l.paths) for l in self._writing]
@@ -105,7 +109,7 @@ class FieldMapping:
         that do not normalize are reported in ``issues`` and left out of ``fields``."""
         out: FieldDict = {}
         issues: list[Issue] = []
-        for read in self._readers:
+        for read in self._read_all:
             read(raw, out, issues)
         return ReadResult(out, issues)
 
@@ -315,6 +319,52 @@ class FieldMapping:
             if key not in out:
                 out.append(key)
         return out
+
+
+def _batched(lenses: list[Lens], readers: list[Reader]) -> list[Reader]:
+    """``readers`` (one per lens of ``lenses``, in order) with each run of two or more plain
+    text lenses (:class:`ScalarLens` of kind ``identity`` at a one-segment path) replaced by
+    one reader doing what theirs do, in the same order: a stripped, non-blank string is the
+    value; a key absent or None reads nothing; anything else goes to the lens's own reader."""
+    out: list[Reader] = []
+    run: list[tuple[str, str, Reader]] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(run[0][2])
+        elif run:
+            out.append(_text_keys(tuple(run)))
+        run.clear()
+
+    for lens, reader in zip(lenses, readers):
+        if type(lens) is ScalarLens and lens.kind == "identity" and len(paths.split(lens.paths[0])) == 1:
+            run.append((paths.split(lens.paths[0])[0], lens.fields[0], reader))
+            continue
+        flush()
+        out.append(reader)
+    flush()
+    return out
+
+
+def _text_keys(items: tuple[tuple[str, str, Reader], ...]) -> Reader:
+    def run(raw: dict[str, Any], out: FieldDict, issues: list[Issue]) -> None:
+        if type(raw) is not dict:
+            for _, _, single in items:
+                single(raw, out, issues)
+            return
+        get = raw.get
+        for key, field_, single in items:
+            value = get(key)
+            if value is None:
+                continue
+            if type(value) is str:
+                text = value.strip()
+                if text:
+                    out[field_] = text
+                continue
+            single(raw, out, issues)
+
+    return run
 
 
 def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
