@@ -92,6 +92,8 @@ class FieldMapping:
             j for j, r in enumerate(self._reading) if _overlaps(tuple(d.path for d in derived), r.paths)
         )
         self._backs: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        # (field, value) -> ``fit({field: value})`` (see ``fit``), bounded.
+        self._fits: dict[tuple[str, Any], FieldDict] = {}
         self._create_steps: dict[tuple[str, ...], tuple[tuple[int, tuple[str, ...]], ...]] = {}
         # Canonical name -> indexes of the writing lenses owning it (filled on first use).
         self._owners: dict[str, tuple[int, ...]] = {}
@@ -300,6 +302,23 @@ class FieldMapping:
         """What this platform reads back after ``fields`` are written to a new record: the
         part of ``fields`` it can hold (writable and readable fields only). Snapshots of this
         connection should store this, so a lossy platform (one email slot) is no change."""
+        if len(fields) == 1:
+            # One field (reconcile asks how a platform would hold one value, again and again
+            # for the same values): remembered, as the answer depends on nothing else.
+            ((name, value),) = fields.items()
+            try:
+                hit = self._fits.get((name, value))
+            except TypeError:  # an unhashable value: not remembered
+                return self._fit(fields)
+            if hit is None:
+                hit = self._fit(fields)
+                if len(self._fits) >= 4096:
+                    self._fits.clear()
+                self._fits[(name, value)] = hit
+            return dict(hit)
+        return self._fit(fields)
+
+    def _fit(self, fields: Mapping[str, Any]) -> FieldDict:
         _, back = self.create(fields)  # writing ignores the fields no writing lens owns
         return {k: v for k, v in back.items() if self._owners.get(k) or self._owners_of(k)}
 
