@@ -192,7 +192,8 @@ class FieldMapping:
             found = set(self._derived_overlap)
             for i in written:
                 found |= self._overlap[i]
-            readers = tuple(self._readers[j] for j in sorted(found))
+            js = sorted(found)
+            readers = tuple(_batched([self._reading[j] for j in js], [self._readers[j] for j in js]))
             if len(self._backs) < 1024:
                 self._backs[key] = readers
         fields: FieldDict = {}
