@@ -104,9 +104,17 @@ def fields_to_json(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
     return {k: to_json_value(v) for k, v in sorted(fields.items())}
 
 
+# Fields whose values are not plain strings (``field_kind`` other than ``scalar``).
+_NOT_SCALAR = frozenset(LIST_FIELDS + SET_FIELDS + BOOL_FIELDS)
+
+
 def fields_from_json(data: Mapping[str, Any]) -> FieldDict:
     """Inverse of :func:`fields_to_json`."""
-    return {k: coerce_value(k, v) for k, v in data.items()}
+    out: FieldDict = {}
+    for k, v in data.items():
+        # A string of a scalar field is its own canonical value (``coerce_value``: ``str(v)``).
+        out[k] = v if type(v) is str and k not in _NOT_SCALAR else coerce_value(k, v)
+    return out
 
 
 class Address(BaseModel):
