@@ -60,7 +60,7 @@ def reconcile_person(
     """Decide one person: field values, then per connection create / update / delete / merge /
     tag / exclude. Sides on connections not in ``connections`` are ignored."""
     out = PersonPlan(view.person_id, golden=dict(view.golden))
-    sides = {name: view.sides.get(name) or Side(name) for name in sorted(connections)}
+    sides = {name: view.sides.get(name) or _empty_side(name) for name in sorted(connections)}
     live = {n: s for n, s in sides.items() if s.record is not None and not s.record.deleted}
     gone = sorted(n for n, s in sides.items() if s.record is not None and s.record.deleted)
     if not live:
@@ -96,6 +96,19 @@ def reconcile_person(
         if side.record is None:
             _plan_create(view.person_id, connections[name], _unblocked(golden, view.withheld, {}), out)
     return out
+
+
+# Connection -> ``Side(connection)``: the side of a person not there (frozen, so shared).
+_EMPTY_SIDES: dict[str, Side] = {}
+
+
+def _empty_side(name: str) -> Side:
+    side = _EMPTY_SIDES.get(name)
+    if side is None:
+        side = Side(name)
+        if len(_EMPTY_SIDES) < 1024:
+            _EMPTY_SIDES[name] = side
+    return side
 
 
 # Canonical list fields holding identity keys: a value here is someone's email or phone.
