@@ -101,7 +101,8 @@ def to_json_value(value: FieldValue) -> Any:
 
 def fields_to_json(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
     """A field dict as plain JSON (for snapshots, plans and the outbox)."""
-    return {k: to_json_value(v) for k, v in sorted(fields.items())}
+    # (a string is its own JSON form: most values, without the call)
+    return {k: v if type(v) is str else to_json_value(v) for k, v in sorted(fields.items())}
 
 
 # Fields whose values are not plain strings (``field_kind`` other than ``scalar``).

@@ -343,7 +343,7 @@ class FieldMapping:
 
 def _batched(lenses: list[Lens], readers: list[Reader]) -> list[Reader]:
     """``readers`` (one per lens of ``lenses``, in order) with each run of two or more plain
-    text lenses (:class:`ScalarLens` of kind ``identity`` at a one-segment path) replaced by
+    text lenses (:class:`ScalarLens` not of kind ``bool``, at a one-segment path) replaced by
     one reader doing what theirs do, in the same order: a stripped, non-blank string is the
     value; a key absent or None reads nothing; anything else goes to the lens's own reader."""
     out: list[Reader] = []
@@ -357,7 +357,7 @@ def _batched(lenses: list[Lens], readers: list[Reader]) -> list[Reader]:
         run.clear()
 
     for lens, reader in zip(lenses, readers):
-        if type(lens) is ScalarLens and lens.kind == "identity" and len(paths.split(lens.paths[0])) == 1:
+        if type(lens) is ScalarLens and lens.kind != "bool" and len(paths.split(lens.paths[0])) == 1:
             run.append((paths.split(lens.paths[0])[0], lens.fields[0], reader))
             continue
         flush()
