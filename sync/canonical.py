@@ -65,6 +65,8 @@ def field_kind(name: str) -> str:
 
 def is_empty(value: FieldValue) -> bool:
     """An absent value: None, "", or an empty collection (False is a value, not empty)."""
+    if value:  # a non-empty string or collection, True: most values (one truth test)
+        return False
     return value is None or value == "" or (isinstance(value, (tuple, frozenset)) and len(value) == 0)
 
 
@@ -99,12 +101,21 @@ def to_json_value(value: FieldValue) -> Any:
 
 def fields_to_json(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
     """A field dict as plain JSON (for snapshots, plans and the outbox)."""
-    return {k: to_json_value(v) for k, v in sorted(fields.items())}
+    # (a string is its own JSON form: most values, without the call)
+    return {k: v if type(v) is str else to_json_value(v) for k, v in sorted(fields.items())}
+
+
+# Fields whose values are not plain strings (``field_kind`` other than ``scalar``).
+_NOT_SCALAR = frozenset(LIST_FIELDS + SET_FIELDS + BOOL_FIELDS)
 
 
 def fields_from_json(data: Mapping[str, Any]) -> FieldDict:
     """Inverse of :func:`fields_to_json`."""
-    return {k: coerce_value(k, v) for k, v in data.items()}
+    out: FieldDict = {}
+    for k, v in data.items():
+        # A string of a scalar field is its own canonical value (``coerce_value``: ``str(v)``).
+        out[k] = v if type(v) is str and k not in _NOT_SCALAR else coerce_value(k, v)
+    return out
 
 
 class Address(BaseModel):

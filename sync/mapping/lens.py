@@ -13,7 +13,7 @@ from typing import Any
 
 from sync.canonical import FieldDict, is_empty, members
 from sync.mapping import paths
-from sync.mapping.transforms import Issue, Lens, deep_copy, value_equal
+from sync.mapping.transforms import Issue, Lens, Reader, ScalarLens, deep_copy, value_equal
 from sync.normalize import IdentityKey, InvalidValue, normalize_identity
 
 
@@ -71,6 +71,10 @@ class FieldMapping:
         self._writing = [l for l in lenses if l.writable]
         # Each reading lens compiled once for the region (see Lens.reader), called per record.
         self._readers = [l.reader(default_region) for l in self._reading]
+        # The same readers with each run of plain text lenses at top-level keys folded into one
+        # loop (a platform maps a dozen such keys, most absent from a given payload): what
+        # ``read`` calls per record.
+        self._read_all = _batched(self._reading, self._readers)
         # Per writing lens, the top-level raw keys it reads: a lens none of whose keys is in
         # a payload reads nothing from it (a create's payload is built from empty).
         self._tops = [frozenset(paths.split(p)[0] for p in l.paths) for l in self._writing]
@@ -88,6 +92,8 @@ class FieldMapping:
             j for j, r in enumerate(self._reading) if _overlaps(tuple(d.path for d in derived), r.paths)
         )
         self._backs: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        # (field, value) -> ``fit({field: value})`` (see ``fit``), bounded.
+        self._fits: dict[tuple[str, Any], FieldDict] = {}
         self._create_steps: dict[tuple[str, ...], tuple[tuple[int, tuple[str, ...]], ...]] = {}
         # Canonical name -> indexes of the writing lenses owning it (filled on first use).
         self._owners: dict[str, tuple[int, ...]] = {}
@@ -105,7 +111,7 @@ class FieldMapping:
         that do not normalize are reported in ``issues`` and left out of ``fields``."""
         out: FieldDict = {}
         issues: list[Issue] = []
-        for read in self._readers:
+        for read in self._read_all:
             read(raw, out, issues)
         return ReadResult(out, issues)
 
@@ -186,7 +192,8 @@ class FieldMapping:
             found = set(self._derived_overlap)
             for i in written:
                 found |= self._overlap[i]
-            readers = tuple(self._readers[j] for j in sorted(found))
+            js = sorted(found)
+            readers = tuple(_batched([self._reading[j] for j in js], [self._readers[j] for j in js]))
             if len(self._backs) < 1024:
                 self._backs[key] = readers
         fields: FieldDict = {}
@@ -296,6 +303,23 @@ class FieldMapping:
         """What this platform reads back after ``fields`` are written to a new record: the
         part of ``fields`` it can hold (writable and readable fields only). Snapshots of this
         connection should store this, so a lossy platform (one email slot) is no change."""
+        if len(fields) == 1:
+            # One field (reconcile asks how a platform would hold one value, again and again
+            # for the same values): remembered, as the answer depends on nothing else.
+            ((name, value),) = fields.items()
+            try:
+                hit = self._fits.get((name, value))
+            except TypeError:  # an unhashable value: not remembered
+                return self._fit(fields)
+            if hit is None:
+                hit = self._fit(fields)
+                if len(self._fits) >= 4096:
+                    self._fits.clear()
+                self._fits[(name, value)] = hit
+            return dict(hit)
+        return self._fit(fields)
+
+    def _fit(self, fields: Mapping[str, Any]) -> FieldDict:
         _, back = self.create(fields)  # writing ignores the fields no writing lens owns
         return {k: v for k, v in back.items() if self._owners.get(k) or self._owners_of(k)}
 
@@ -315,6 +339,52 @@ class FieldMapping:
             if key not in out:
                 out.append(key)
         return out
+
+
+def _batched(lenses: list[Lens], readers: list[Reader]) -> list[Reader]:
+    """``readers`` (one per lens of ``lenses``, in order) with each run of two or more plain
+    text lenses (:class:`ScalarLens` not of kind ``bool``, at a one-segment path) replaced by
+    one reader doing what theirs do, in the same order: a stripped, non-blank string is the
+    value; a key absent or None reads nothing; anything else goes to the lens's own reader."""
+    out: list[Reader] = []
+    run: list[tuple[str, str, Reader]] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(run[0][2])
+        elif run:
+            out.append(_text_keys(tuple(run)))
+        run.clear()
+
+    for lens, reader in zip(lenses, readers):
+        if type(lens) is ScalarLens and lens.kind != "bool" and len(paths.split(lens.paths[0])) == 1:
+            run.append((paths.split(lens.paths[0])[0], lens.fields[0], reader))
+            continue
+        flush()
+        out.append(reader)
+    flush()
+    return out
+
+
+def _text_keys(items: tuple[tuple[str, str, Reader], ...]) -> Reader:
+    def run(raw: dict[str, Any], out: FieldDict, issues: list[Issue]) -> None:
+        if type(raw) is not dict:
+            for _, _, single in items:
+                single(raw, out, issues)
+            return
+        get = raw.get
+        for key, field_, single in items:
+            value = get(key)
+            if value is None:
+                continue
+            if type(value) is str:
+                text = value.strip()
+                if text:
+                    out[field_] = text
+                continue
+            single(raw, out, issues)
+
+    return run
 
 
 def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -470,11 +470,14 @@ class ListLens(Lens):
             values: list[Any] = []
             if first is not None:
                 value = first(raw)
-                if not _blank(value):
+                # (``_blank``, inlined)
+                if value is not None and not (isinstance(value, str) and not value.strip()):
                     values.append(value)
             if rest is not None:
                 more = rest(raw)
-                if isinstance(more, list):
+                if more is None:
+                    pass
+                elif isinstance(more, list):
                     values.extend(v for v in more if not _blank(v))
                 elif not _blank(more):
                     values.append(more)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sync.canonical import FieldDict, is_empty, members
 from sync.mapping import FieldMapping
@@ -27,6 +27,7 @@ class MatchNotes:
 
 
 _NO_NOTES = MatchNotes()
+_T = TypeVar("_T")
 # Key kinds -> the canonical list field holding them.
 _KEY_FIELDS = {"email": "emails", "phone": "phones"}
 
@@ -125,7 +126,10 @@ def person_view(
             rec = recs[0]
             ctx.payloads[(conn, rec.remote_id)] = rec.payload
             current = mappings[conn].read(rec.payload).fields
-            sides[conn] = Side(conn, RecordState(rec.remote_id, current, rec.updated_at, rec.deleted), snapshot)
+            state = _new(
+                RecordState, remote_id=rec.remote_id, current=current, updated_at=rec.updated_at, deleted=rec.deleted
+            )
+            sides[conn] = _new(Side, connection=conn, record=state, snapshot=snapshot, others=())
             continue
         preferred = (primaries or {}).get((person.person_id, conn))
         states: list[tuple[tuple[int, bool, int], RecordState]] = []
@@ -145,15 +149,24 @@ def person_view(
     notes = notes or _NO_NOTES
     pid = person.person_id
     withheld = frozenset((_KEY_FIELDS[k], v) for k, v in notes.withheld.get(pid, ()) if k in _KEY_FIELDS)
-    return PersonView(
-        pid,
-        person.golden,
-        sides,
+    return _new(
+        PersonView,
+        person_id=pid,
+        golden=person.golden,
+        sides=sides,
         merged=pid in merged_persons,
         merge_inferred=pid in notes.inferred_merges,
         absorbed=_absorbed(person, mappings),
         withheld=withheld,
     )
+
+
+def _new(cls: type[_T], **values: Any) -> _T:
+    """``cls(**values)`` for a frozen dataclass given every field, without its per-field
+    ``object.__setattr__`` calls (a backfill builds millions of views and states)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 def _absorbed(person: PersonRows, mappings: Mapping[str, FieldMapping]) -> frozenset[tuple[str, str]]:

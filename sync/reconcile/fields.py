@@ -22,6 +22,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def same(a: FieldValue, b: FieldValue) -> bool:
     """Value equality where None, "" and empty collections are all "no value"."""
+    if a:  # not empty (see ``is_empty``): plain equality
+        return a == b
     if is_empty(a):
         return is_empty(b)
     return a == b

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from connectors.base import PullMode
-from sync.canonical import FieldDict, FieldValue, is_empty, members
+from sync.canonical import CUSTOM_PREFIX, FieldDict, FieldValue, is_empty, members
 from sync.plan import ConflictDecision, OpKind, Plan, PlanOp, new_op
 from sync.reconcile.fields import Change, candidates, decide, same
 from sync.reconcile.policy import ReconcilePolicy
-from sync.reconcile.view import ConnectionInfo, PersonView, RecordState, Side, covers
+from sync.reconcile.view import ALL_CUSTOM, ConnectionInfo, PersonView, RecordState, Side, covers
 
 
 @dataclass
@@ -60,7 +60,7 @@ def reconcile_person(
     """Decide one person: field values, then per connection create / update / delete / merge /
     tag / exclude. Sides on connections not in ``connections`` are ignored."""
     out = PersonPlan(view.person_id, golden=dict(view.golden))
-    sides = {name: view.sides.get(name) or Side(name) for name in sorted(connections)}
+    sides = {name: view.sides.get(name) or _empty_side(name) for name in sorted(connections)}
     live = {n: s for n, s in sides.items() if s.record is not None and not s.record.deleted}
     gone = sorted(n for n, s in sides.items() if s.record is not None and s.record.deleted)
     if not live:
@@ -96,6 +96,19 @@ def reconcile_person(
         if side.record is None:
             _plan_create(view.person_id, connections[name], _unblocked(golden, view.withheld, {}), out)
     return out
+
+
+# Connection -> ``Side(connection)``: the side of a person not there (frozen, so shared).
+_EMPTY_SIDES: dict[str, Side] = {}
+
+
+def _empty_side(name: str) -> Side:
+    side = _EMPTY_SIDES.get(name)
+    if side is None:
+        side = Side(name)
+        if len(_EMPTY_SIDES) < 1024:
+            _EMPTY_SIDES[name] = side
+    return side
 
 
 # Canonical list fields holding identity keys: a value here is someone's email or phone.
@@ -186,13 +199,30 @@ def _holds(info: ConnectionInfo, side: Side) -> FieldDict:
     out: FieldDict = {}
     readable = info.readable
     for name, value in current.items():
-        if (name in readable or covers(readable, name)) and not is_empty(value):
+        if (name in readable or covers(readable, name)) and (value or not is_empty(value)):
             out[name] = value
-    for name, value in snap.items():
-        if not covers(info.readable, name) and covers(info.update_fields | info.create_fields, name):
-            if not is_empty(value):
-                out[name] = value
+    if snap:
+        writable = _writable(info)
+        for name, value in snap.items():
+            if not (name in readable or covers(readable, name)) and covers(writable, name):
+                if value or not is_empty(value):
+                    out[name] = value
     return out
+
+
+# ConnectionInfo -> its update and create fields together (a handful of connections).
+_WRITABLE: dict[int, tuple[ConnectionInfo, frozenset[str]]] = {}
+
+
+def _writable(info: ConnectionInfo) -> frozenset[str]:
+    """``info.update_fields | info.create_fields``, built once per connection info."""
+    hit = _WRITABLE.get(id(info))
+    if hit is None or hit[0] is not info:
+        if len(_WRITABLE) >= 256:
+            _WRITABLE.clear()
+        hit = (info, info.update_fields | info.create_fields)
+        _WRITABLE[id(info)] = hit
+    return hit[1]
 
 
 def _decide_fields(
@@ -211,17 +241,20 @@ def _decide_fields(
     golden: FieldDict = {}
     erased: set[str] = set()
     rules = policy.conflicts.for_field
+    view_golden = view.golden
+    # Per live side, what the loop below reads of it (looked up once, not once per field).
+    looks = [(n, side, connections[n].readable, holds[n], side.snapshot) for n, side in live.items()]
     for name in sorted(names):
         rule = None  # looked up only when needed (most fields did not move)
-        g = view.golden.get(name)
+        g = view_golden.get(name)
+        custom = name.startswith(CUSTOM_PREFIX)
         changes: list[Change] = []
-        for n, side in live.items():
-            info = connections[n]
-            if not covers(info.readable, name):
-                continue
-            now = holds[n].get(name)
-            base = side.snapshot.get(name) if side.snapshot is not None else g
-            if same(now, base):
+        for n, side, readable, held, snapshot in looks:
+            if name not in readable and not (custom and ALL_CUSTOM in readable):
+                continue  # (``covers``, inlined)
+            now = held.get(name)
+            base = snapshot.get(name) if snapshot is not None else g
+            if (now == base and now is not None) or same(now, base):
                 # Unchanged, but the golden record lacks what this side holds (a person folded
                 # into another brings values the survivor's golden record never had): adopt it.
                 if is_empty(g) and not is_empty(now):
@@ -240,7 +273,7 @@ def _decide_fields(
             changes.append(Change(n, now, base, side.record.updated_at))
 
         if not changes:  # the common case: nothing moved, the golden value stands
-            if not is_empty(g):
+            if g or not is_empty(g):
                 golden[name] = g
             continue
 
@@ -336,16 +369,21 @@ def _plan_side(
     which is returned."""
     assert side.record is not None
     tracked = info.tracked
-    confirmed = {k: v for k, v in holds.items() if covers(tracked, k)}
+    confirmed = {k: v for k, v in holds.items() if k in tracked or covers(tracked, k)}
     if not _same_dict(confirmed, side.snapshot or {}):
         out.snapshots[info.name] = confirmed
 
-    wanted = {k: v for k, v in golden.items() if covers(info.update_fields, k)}
+    update = info.update_fields
+    wanted = {k: v for k, v in golden.items() if k in update or covers(update, k)}
     changes: FieldDict = {}
     before: FieldDict = {}
-    for name in sorted(set(wanted) | {k for k in holds if covers(info.update_fields, k)}):
+    names = set(wanted)
+    names.update(k for k in holds if k in update or covers(update, k))
+    for name in sorted(names):
         want = wanted.get(name)
         have = holds.get(name)
+        if want and want == have:
+            continue  # the common case: held as wanted (``same``)
         if is_empty(want):
             if is_empty(have) or name not in erased:
                 continue
@@ -548,5 +586,9 @@ def _tag_record(
 
 
 def _same_dict(a: FieldDict, b: FieldDict) -> bool:
+    if a == b:
+        # Equal dicts: every key holds an equal value on both sides, and ``same`` of two
+        # equal canonical values is true (empty or not).
+        return True
     keys = set(a) | set(b)
     return all(same(a.get(k), b.get(k)) for k in keys)

@@ -26,6 +26,7 @@ import itertools
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import AddConstraint, DropConstraint
 
 from sync.arrays import sorted_unique
 from sync.canonical import FieldDict, fields_from_json, fields_to_json
@@ -413,7 +415,15 @@ def save_match(
     changed = old != final
     ids = np.asarray(rows.record_ids, dtype=np.int64)
     n_changed = int(np.count_nonzero(changed))
-    if rows.full and n_changed >= _BIG and 4 * n_changed >= len(rows) and session.get_bind().dialect.name == "sqlite":
+    rewrite = rows.full and n_changed >= _BIG and 4 * n_changed >= len(rows)
+    if rewrite and bulk.is_postgres(session):
+        # The same on PostgreSQL, and the foreign key to persons too: checked row by row (a
+        # trigger firing a look-up and a row lock per record), where adding it back afterwards
+        # validates every row in one join. Both inside this transaction, as above; the
+        # constraint and the index come back under their own names and definitions.
+        with _person_links_rebuilt(session):
+            _write_records(session, ids, final, changed, dirty)
+    elif rewrite:
         # A backfill moves (nearly) every record: maintaining the person_id index row by row
         # (random B-tree edits competing with the row pages for the cache) costs more than
         # the rewrite itself; building it again afterwards is one sort. Inside this
@@ -453,6 +463,21 @@ def save_match(
     if reviews:
         _save_reviews(session, reviews, now)
     return MatchOutcome(new_ids, set(touched_arr.tolist()), folded)
+
+
+@contextmanager
+def _person_links_rebuilt(session: Session) -> Iterator[None]:
+    """PostgreSQL: ``remote_records.person_id``'s index and foreign key dropped for the block
+    and created again after it (a rewrite of most records: see :func:`save_match`)."""
+    table = RemoteRecord.__table__
+    index = next(ix for ix in table.indexes if ix.name == "ix_remote_records_person_id")
+    fk = next(c for c in table.foreign_key_constraints if c.column_keys == ["person_id"])
+    conn = session.connection()
+    conn.execute(DropConstraint(fk))
+    index.drop(conn)
+    yield
+    index.create(conn)
+    conn.execute(AddConstraint(fk))
 
 
 def _insert_new_persons_pg(session: Session, n: int, now: datetime) -> npt.NDArray[np.int64]:
