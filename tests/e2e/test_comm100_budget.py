@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import func, select
 
 from connectors.comm100 import CONNECTOR as Comm100Connector
-
 from sync.apply import Backoff
 from sync.cycle import CycleRunner
 from sync.store.models import Person, RemoteRecord
