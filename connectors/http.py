@@ -143,14 +143,35 @@ def redact_url(url: httpx.URL | str) -> str:
     return str(clean)
 
 
+class _RedactedUrl:
+    """A URL argument of a log record that reads as its redacted form: redacted when the
+    record is formatted, so a record no handler emits (httpx's per-request line below DEBUG,
+    once per request) costs no URL parsing. The raw URL is not kept."""
+
+    __slots__ = ("_text", "_url")
+
+    def __init__(self, url: httpx.URL) -> None:
+        self._url: httpx.URL | None = url
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            assert self._url is not None
+            self._text, self._url = redact_url(self._url), None
+        return self._text
+
+    __repr__ = __str__
+
+
 class _RedactHttpxUrls(logging.Filter):
     """httpx logs every request's full URL at INFO ("HTTP Request: GET https://...?apiKey=...");
     a platform that takes its key as a query parameter (DM Champ) would leak it there. This filter
-    rewrites URL arguments of httpx's records to their redacted form before any handler sees them."""
+    replaces URL arguments of httpx's records by their redacted form before any handler sees them
+    (lazily: see :class:`_RedactedUrl`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            record.args = tuple(redact_url(a) if isinstance(a, httpx.URL) else a for a in record.args)
+            record.args = tuple(_RedactedUrl(a) if isinstance(a, httpx.URL) else a for a in record.args)
         return True
 
 

@@ -297,7 +297,11 @@ class Comm100Connector(SortedScanPull, HttpConnector):
 
         return await self.http.write_once(send, recheck)
 
-    async def update(self, remote_id: str, changes: JSON) -> WriteResult:
+    #: ``update`` takes ``current=``: the contact as the caller read it by id just before (the
+    #: engine's read before an update), used instead of reading it again.
+    update_takes_current = True
+
+    async def update(self, remote_id: str, changes: JSON, *, current: RawRecord | None = None) -> WriteResult:
         """PUT ``changes`` - as a full representation unless PUT is measured to merge.
 
         ``name`` is required on every PUT, which suggests PUT replaces the contact (seed 004;
@@ -309,14 +313,18 @@ class Comm100Connector(SortedScanPull, HttpConnector):
         The result carries the contact as the platform holds it afterwards (the PUT response,
         with identities: those read, or those sent when the PUT replaced them; read again when
         an identity was to be removed and PUT may only extend), so the engine can verify the
-        write."""
+        write.
+
+        ``current``: the contact read by id by the caller just before this call (the engine
+        reads it to check the update is still current); it stands for the read here, so one GET
+        serves both and the representation sent is the one that was checked."""
         body = _body(changes)
-        current: RawRecord | None = None
         full = self.behaviours.get(PUT_SEMANTICS) != "merge"
-        if full or not body.get("name"):
+        needed = full or not body.get("name")
+        if current is None and needed:
             current = await self.get(remote_id)
-            if current is None or current.merged_into or current.deleted:
-                raise NotFound(404, f"comm100: no live contact {remote_id}")
+        if (needed or current is not None) and (current is None or current.merged_into or current.deleted):
+            raise NotFound(404, f"comm100: no live contact {remote_id}")
         if current is not None and full:
             body = {**_body(_representation(current.payload)), **body}
         if not body.get("name"):

@@ -728,8 +728,14 @@ class ConnectionApplier:
                 return settled
             read = settled
         if body:
+            # A connector that reads the contact itself before its write (Comm100's full
+            # representation) takes the read just made instead of a second GET: the body it
+            # sends is then built on exactly the values that were checked.
+            extra = (
+                {"current": read} if read is not None and getattr(self.connector, "update_takes_current", False) else {}
+            )
             try:
-                result = await self._call("update", self.connector.update(item.remote_id, body))
+                result = await self._call("update", self.connector.update(item.remote_id, body, **extra))
             except NotFound:
                 # A "not found" is evidence of a delete made there: confirmed by a read by id,
                 # it settles the row (never retried for ever); otherwise it is a plain failure.

@@ -6,13 +6,16 @@ Counts come from the Comm100 emulator's own request log."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
+from connectors.comm100 import CONNECTOR as Comm100Connector
 from sync.apply import Backoff
 from sync.cycle import CycleRunner
 from sync.store.models import Person, RemoteRecord
@@ -217,3 +220,75 @@ def test_an_outside_edit_made_between_our_pull_and_our_update_is_kept(world: Wor
         (ada,) = world.holding(name, email=ADA[0])
         assert ada.get("first_name") == "Augusta", (name, ada)
         assert ada.get("company", "Analytical Engines") == "Analytical Engines", (name, ada)
+
+
+class AgentEditsBeforeTheRead(httpx.AsyncBaseTransport):
+    """The Comm100 emulator's transport, with an agent editing a contact just before our first
+    read of it by id arrives."""
+
+    def __init__(self, world: World, contact_id: str, changes: dict[str, Any]) -> None:
+        self.emulator = world.emulators["comm100"]
+        self.inner = self.emulator.transport()
+        self.contact_id, self.changes = contact_id, changes
+        self.done = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and not self.done and request.url.path.endswith(self.contact_id):
+            self.emulator.external_edit(self.contact_id, self.changes)
+            self.done = True
+        return await self.inner.handle_async_request(request)
+
+
+def _unvouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Comm100's listing vouches for no contact: every update there is checked by a read."""
+    caps = dataclasses.replace(Comm100Connector.capabilities, listing_current=False)
+    monkeypatch.setattr(Comm100Connector, "capabilities", caps)
+
+
+def _requests_for(world: World, since: int, contact_id: str) -> list[str]:
+    return [
+        e.method
+        for e in world.emulators["comm100"].request_log[since:]
+        if e.path.split("?", 1)[0].rstrip("/").endswith(contact_id)
+    ]
+
+
+@pytest.mark.parametrize("agent", [False, True])
+def test_the_read_before_an_update_is_the_one_its_full_representation_is_built_on(
+    world: World, monkeypatch: pytest.MonkeyPatch, agent: bool
+) -> None:
+    """PUT semantics unmeasured: an update sends the contact's full representation, read just
+    before. Where the pull cannot vouch for the contact, that read is also the check that the
+    fields the update writes still hold what it was planned against: one GET, then the PUT
+    built on it. An agent's edit of the written field that the read shows stops the write (the
+    person is planned again), exactly as before."""
+    seed_overlap(world)
+    world.backfill()
+    world.converge()
+    _unvouched(monkeypatch)
+    target = comm100_contact(world, ADA[0])
+    (ada_ghl,) = world.holding("ghl", email=ADA[0])
+    world.emulators["ghl"].external_edit(str(ada_ghl["_raw"]["id"]), {"companyName": "Analytical Engines"})
+    transports = {n: e.transport() for n, e in world.emulators.items()}
+    if agent:
+        reader = AgentEditsBeforeTheRead(world, target["id"], {"company": "Difference Engines"})
+        transports["comm100"] = reader  # type: ignore[assignment]
+    world.engine = CycleRunner(world.config, world.store, transports=transports, backoff=Backoff(base_s=0.0))
+    start = len(world.emulators["comm100"].request_log)
+    report = world.cycle()
+    raw = world.emulators["comm100"].contacts[target["id"]]
+    if not agent:
+        assert _requests_for(world, start, target["id"]) == ["GET", "PUT"]
+        assert raw["company"] == "Analytical Engines"
+        assert raw["firstName"] == target["firstName"] and raw["name"] == target["name"]
+    else:
+        assert reader.done
+        assert _requests_for(world, start, target["id"]) == ["GET"]  # read, found changed: nothing sent
+        assert raw["company"] == "Difference Engines"
+        assert report.applied is not None and report.applied.connections["comm100"].superseded >= 1
+    if not agent:
+        # (With the agent's edit, what the next cycles make of the two competing companies is
+        # reconcile's business, not this test's.)
+        world.converge()
+        companies = {name: world.holding(name, email=ADA[0])[0].get("company") for name in ("ghl", "comm100")}
+        assert len(set(companies.values())) == 1, companies  # Acquire holds no company
