@@ -90,6 +90,29 @@ def test_poller_polls_only_due_connections_and_adapts() -> None:
     assert poller2.tick("default", stop) == []
 
 
+def test_poller_lanes_tick_apart() -> None:
+    """A long full scan polls in a lane of its own: a tick of one lane never polls the other's
+    connections, so the daemon's thread per lane keeps the quick polls going meanwhile."""
+    now = [10.0]
+    calls: list[list[str]] = []
+
+    def poll(profile: str, due: list[str], stop: threading.Event) -> dict[str, tuple[int, int]]:
+        calls.append(list(due))
+        return dict.fromkeys(due, (1, 1))
+
+    policies = {n: AdaptivePolicy(min_interval_s=1, max_interval_s=8) for n in ("acquire", "ghl", "comm100")}
+    poller = AdaptivePoller(
+        policies, poll, clock=lambda: now[0], lanes={"acquire": "scan", "ghl": "poll", "comm100": "poll"}
+    )
+    assert poller.lane_names() == ["poll", "scan"]
+    stop = threading.Event()
+    now[0] += 2
+    assert poller.tick("default", stop, "poll") == ["comm100", "ghl"]
+    assert poller.tick("default", stop, "scan") == ["acquire"]
+    assert calls == [["comm100", "ghl"], ["acquire"]] and poller.polls == 2
+    assert AdaptivePoller(policies, poll).lane_names() == ["default"]
+
+
 def _config(tmp_path: Path, schedule: dict) -> Path:
     cfg = {
         "connections": {

@@ -69,7 +69,17 @@ def scheduled_profiles(
         if p.schedule.adaptive and engine is not None:
             policies = poll_policies(config, name, engine.store)
             if policies:
-                poller = AdaptivePoller(policies, _poll_with(engine), budget=_budget_of(config, engine.store))
+                # Full scans (every page, every time) poll in a lane of their own, so they
+                # never hold up the quick polls of the change feeds and sorted scans.
+                lanes = {
+                    n: "scan"
+                    if connector_class(config.connections[n].platform).capabilities.pull_mode is PullMode.FULL_SCAN
+                    else "poll"
+                    for n in policies
+                }
+                poller = AdaptivePoller(
+                    policies, _poll_with(engine), budget=_budget_of(config, engine.store), lanes=lanes
+                )
         out.append(
             ScheduledProfile(
                 name=name,

@@ -889,6 +889,29 @@ class OutboxStore:
                 )
             )
 
+    def touched_since(self, connection: str, since: datetime) -> tuple[set[str], bool]:
+        """What writes may have changed on ``connection`` since ``since`` (a listing fetched
+        from then on may be older than what the store holds): the remote ids of the rows that
+        moved since (sent, answered, failed) or are in flight, and whether any of them deletes
+        or merges (which change which records exist, not only their values)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Outbox.op, Outbox.remote_id, Outbox.result_remote_id, Outbox.payload).where(
+                    Outbox.connection == connection,
+                    or_(Outbox.updated_at >= since, Outbox.status == OutboxStatus.IN_FLIGHT.value),
+                    Outbox.op != "exclude",
+                )
+            ).all()
+        ids: set[str] = set()
+        structural = False
+        for op, remote_id, result_id, payload in rows:
+            ids.update(str(i) for i in (remote_id, result_id) if i)
+            if op in ("delete", "merge"):
+                structural = True
+            for loser in (payload or {}).get("loser_ids") or ():
+                ids.add(str(loser))
+        return ids, structural
+
     def confirm_landed(self, connection: str, read_fields: Callable[[dict[str, Any]], Mapping[str, Any]]) -> int:
         """Settle the updates of ``connection`` that were sent and may have landed (pending or
         failed after an attempt: a lost response, a crash) when the pull just read their values
