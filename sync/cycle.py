@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -192,6 +195,8 @@ class CycleRunner:
         self._budgets: dict[str, RateBudget] = {}
         self._dailies: dict[str, DailyQuota] = {}
         self._mutexes_guard = threading.Lock()
+        self._owner = rate_window_owner()  # this runner's rows of store.rate_windows
+        self._saved_windows: dict[str, tuple[int, float]] = {}
 
     @contextlib.contextmanager
     def _turn(self, profile: str, stop: threading.Event | None) -> Iterator[bool]:
@@ -250,11 +255,14 @@ class CycleRunner:
         http: Any = getattr(connector, "http", None)
         fresh = getattr(http, "budget", None)
         if isinstance(fresh, RateBudget):
-            budget = self._budgets.setdefault(name, fresh)
-            if budget.limit == fresh.limit or fresh.limit is None:
-                http.budget = budget
-            else:  # the configured limit changed: start a budget for it
-                self._budgets[name] = fresh
+            with self._mutexes_guard:
+                budget = self._budgets.get(name)
+                if budget is None or (budget.limit != fresh.limit and fresh.limit is not None):
+                    # The first budget of this connection here (or the configured limit
+                    # changed): it starts with what other processes sent within the window.
+                    self._budgets[name] = budget = fresh
+                    load_rate_window(self.store, name, fresh, self._owner)
+            http.budget = budget
         # And one daily quota countdown: a second connector of the connection (a cycle's pull
         # and its push, the next cycle) starts from what the last answer said is left today.
         daily = getattr(http, "daily", None)
@@ -275,6 +283,20 @@ class CycleRunner:
                 connector.capabilities, unwritable_fields=connector.capabilities.unwritable_fields | unwritable
             )
         return connector
+
+    def _save_windows(self, names: Sequence[str]) -> None:
+        """Record in the store what this process sent within each limited connection's window
+        (when it changed since the last save), for the next process to count."""
+        for name in names:
+            budget = self._budgets.get(name)
+            if budget is None or budget.limit is None:
+                continue
+            stamps = budget.window_stamps()
+            mark = (len(stamps), stamps[-1] if stamps else 0.0)
+            if self._saved_windows.get(name) == mark:
+                continue
+            if save_rate_window(self.store, name, budget, self._owner, stamps):
+                self._saved_windows[name] = mark
 
     def _unwritable_found(self, connection: str, fields: dict[str, str]) -> None:
         new = self.store.behaviours.mark_unwritable(connection, fields)
@@ -676,6 +698,7 @@ class CycleRunner:
                 fallback = "stopped on request (a stop signal)" if report.status == "interrupted" else None
                 report.error = "; ".join(report.reasons()) or fallback
             await asyncio.gather(*(c.aclose() for c in connectors.values()), return_exceptions=True)
+            self._save_windows(names)
             io.close()
             report.duration_s = round(time.monotonic() - started, 3)
             self._finish(report)
@@ -818,6 +841,47 @@ class CycleRunner:
         if report.error:
             summary["error"] = report.error
         log.info("run_finished", run_id=report.run_id, **summary)
+
+
+def rate_window_owner() -> str:
+    """A name for one user of rate windows (this host, this process, this runner)."""
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def load_rate_window(store: Store, name: str, budget: RateBudget, owner: str) -> int:
+    """Count in ``budget`` the requests other processes of ours (``store.rate_windows``) sent
+    to connection ``name`` within its window: a daemon started just after a backfill or a
+    probe would otherwise start from an empty window and overrun the platform's limit (429s
+    the headers of a platform like Comm100 never warned of). How many were counted."""
+    if budget.limit is None:
+        return 0
+    try:
+        wall, mono = time.time(), time.monotonic()
+        since = wall - budget.limit.per_seconds * 1.05
+        stamps = store.rate_windows.sent_by_others(name, owner, since)
+        counted = budget.count_sent(mono - (wall - t) for t in stamps)
+    except Exception:  # noqa: BLE001 - a budget that starts empty is the old behaviour, not a failure
+        log.exception("rate_window_not_loaded", connection=name)
+        return 0
+    if counted:
+        log.info("rate_window_loaded", connection=name, requests=counted, window_s=budget.limit.per_seconds)
+    return counted
+
+
+def save_rate_window(
+    store: Store, name: str, budget: RateBudget, owner: str, stamps: Sequence[float] | None = None
+) -> bool:
+    """Record what ``budget`` sent within its window as ``owner``'s row (wall-clock)."""
+    if budget.limit is None:
+        return False
+    try:
+        wall, mono = time.time(), time.monotonic()
+        stamps = budget.window_stamps() if stamps is None else stamps
+        store.rate_windows.save(name, owner, [round(wall - (mono - t), 3) for t in stamps])
+    except Exception:  # noqa: BLE001 - the store may be what failed; the run goes on
+        log.exception("rate_window_not_saved", connection=name)
+        return False
+    return True
 
 
 def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
