@@ -95,6 +95,15 @@ class AdaptivePoller:
         self.polls = 0
         self._guard = threading.Lock()  # due times and counts, updated from each lane's thread
 
+    def nudge(self, name: str) -> None:
+        """Activity on ``name`` seen another way (a webhook of it): poll it at its floor from
+        now on (deliveries can be lost; polling finds the lost ones)."""
+        with self._guard:
+            policy = self.policies.get(name)
+            if policy is None:
+                return
+            self.due[name] = min(self.due[name], self.clock() + policy.nudge())
+
     def lane_names(self) -> list[str]:
         """The lanes, each ticked on a thread of its own."""
         return sorted(set(self.lanes.values())) or ["default"]
@@ -115,6 +124,7 @@ class AdaptivePoller:
         due = self.due_now(lane)
         if not due or stop.is_set():
             return []
+        started = self.clock()
         results = self.poll(profile, due, stop)
         if results is None:
             return []
@@ -125,7 +135,9 @@ class AdaptivePoller:
                 policy = self.policies[name]
                 changes, requests = results.get(name, (0, 1))
                 remaining, reset = self.budget(name) if self.budget else (None, None)
-                interval = policy.observe(changes, requests, daily_remaining=remaining, seconds_to_reset=reset)
+                interval = policy.observe(
+                    changes, requests, daily_remaining=remaining, seconds_to_reset=reset, seconds=now - started
+                )
                 self.due[name] = now + interval
                 log.debug(
                     "adaptive_poll", connection=name, changes=changes, requests=requests, next_s=round(interval, 2)

@@ -159,3 +159,26 @@ def test_config_and_wiring(tmp_path: Path) -> None:
         load_config(
             _config(tmp_path, {"interval_seconds": 300, "adaptive": True, "min_interval_s": 9, "max_interval_s": 3})
         )
+
+
+def test_no_documented_limit_bounds_the_time_spent_polling() -> None:
+    """Acquire documents no limit, and each poll is a scan of every page: a poll is repeated
+    at most every ``busy / share`` seconds. A platform with a limit keeps its request floor."""
+    scan = AdaptivePolicy(min_interval_s=2, max_interval_s=60, max_budget_share=0.2)
+    assert scan.observe(5, 100, seconds=3.0) == pytest.approx(15.0)  # 3 s busy at most 20% of the time
+    limited = AdaptivePolicy(min_interval_s=2, max_interval_s=60, max_budget_share=0.2, limits=(Limit(100, 10),))
+    assert limited.observe(5, 1, seconds=3.0) == 2.0
+
+
+def test_a_webhook_nudges_the_poll_back_to_its_floor() -> None:
+    now = [0.0]
+    policies = {"ghl": AdaptivePolicy(min_interval_s=2, max_interval_s=20)}
+    poller = AdaptivePoller(policies, lambda p, due, stop: dict.fromkeys(due, (0, 1)), clock=lambda: now[0])
+    stop = threading.Event()
+    for _ in range(200):  # idle: backs off to 20 s
+        poller.tick("default", stop)
+        now[0] += 0.5
+    assert policies["ghl"].interval == 20.0
+    poller.nudge("ghl")
+    assert policies["ghl"].interval == 2.0 and poller.due["ghl"] <= now[0] + 2.0
+    poller.nudge("unknown")  # a connection not polled: nothing

@@ -15,7 +15,7 @@ from connectors.registry import connector_class
 from sync.adaptive import AdaptivePolicy, Limit
 from sync.commands.common import open_store, setup_logging
 from sync.config import Config
-from sync.cycle import CycleRunner
+from sync.cycle import CycleReport, CycleRunner
 from sync.daemon import AdaptivePoller, BudgetFn, Daemon, PollFn, ScheduledProfile
 from sync.serve import WebhookCounters, http_services
 from sync.store import Store
@@ -165,6 +165,19 @@ def run_daemon(
         except OSError as exc:
             print(f"error: cannot listen on {config.http.host}:{config.http.port}: {exc}", file=sys.stderr)
             return 1
+        if http.drain is not None:
+            pollers = {p.name: p.poller for p in daemon.profiles if p.poller is not None}
+
+            def nudge(report: CycleReport) -> None:
+                # A webhook cycle: its platform is active, and some of its deliveries may be
+                # lost: its adaptive polls go back to their floor.
+                poller = pollers.get(report.profile)
+                if poller is None:
+                    return
+                for name in report.extra.get("hints") or {}:
+                    poller.nudge(name)
+
+            http.drain.on_cycle = nudge
         daemon.services.extend(http.services)
         return daemon.run()
     finally:
