@@ -322,7 +322,7 @@ def main() -> int:
     ap.add_argument(
         "--poll-seconds",
         type=float,
-        default=5.0,
+        default=2.0,
         help="adaptive polls' shortest interval (with --fixed-schedule: the cycle's)",
     )
     ap.add_argument("--max-poll-seconds", type=float, default=20.0, help="adaptive polls' longest interval (idle)")
