@@ -4,9 +4,14 @@ what the daemon spends while nothing changes.
 The four emulators serve loopback sockets at their documented rate limits (not scaled:
 GoHighLevel 100 per 10 s, Comm100 300 per 5 min; Acquire and DM Champ document none), each
 seeded with ``--contacts`` people (the same people everywhere, typed the way each platform's
-users type them). A backfill links them; then ``contactsync run`` starts as a process of its
-own, with its HTTP listener and the GoHighLevel emulator delivering signed webhooks to it
-(``--drop-share`` of them lost; ``--no-webhooks``: no listener, no deliveries, polling only).
+users type them). ``contactsync probe`` measures the accounts (``--no-probe``: not), a backfill
+links them; then ``contactsync run`` starts as a process of its own (the worktree's code:
+``python -m sync.cli`` with this checkout first on the path), with its HTTP listener and the
+GoHighLevel emulator delivering signed webhooks to it (``--drop-share`` of them lost;
+``--no-webhooks``: no listener, no deliveries, polling only). The schedule is adaptive: polls
+every ``--poll-seconds`` while changes come, backing off to ``--max-poll-seconds``, never more
+than ``--budget-share`` of a documented limit, a full cycle every ``--full-seconds``
+(``--fixed-schedule``: a full cycle every ``--poll-seconds`` instead).
 
 1. Idle: ``--idle-seconds`` with no edit; the requests each platform saw, as a share of its
    documented limit over that time (null where none is documented).
@@ -17,7 +22,8 @@ own, with its HTTP listener and the GoHighLevel emulator delivering signed webho
    An edit not everywhere ``--grace`` seconds after the last edit is lost.
 
 Printed per origin platform: p50, p95 and max latency; then the idle shares, the lost edits
-and the 429s the platforms answered during the run; the last line is one JSON object::
+and the 429s the platforms answered from the daemon's start (with each platform's requests as
+a share of its limit over the run); the last line is one JSON object::
 
     {"latency_s": {"gohighlevel": {"p50":…, "p95":…, "max":…}, "acquire": {…}, "comm100": {…}},
      "idle_budget_share": {…}, "lost_edits": N, "http_429": N}
