@@ -58,9 +58,12 @@ class ScheduledProfile:
         return IntervalTrigger(seconds=max(1.0, float(self.interval_seconds or 300.0)), timezone=UTC)
 
 
-#: One poll: ``(profile, connections due, stop)`` -> per connection ``(changes, requests)``
+#: What one poll saw of one connection: ``(changes, requests)``, or ``(changes, requests,
+#: seconds)`` with the time the polling itself took (else the whole poll is timed).
+PollResult = tuple[int, int] | tuple[int, int, float]
+#: One poll: ``(profile, connections due, stop)`` -> per connection a :data:`PollResult`
 #: (None: nothing was done, e.g. a full cycle held the profile's lock).
-PollFn = Callable[[str, list[str], threading.Event], "Mapping[str, tuple[int, int]] | None"]
+PollFn = Callable[[str, list[str], threading.Event], "Mapping[str, PollResult] | None"]
 #: What is left of a connection's daily budget and the seconds to its reset (None: unknown).
 BudgetFn = Callable[[str], "tuple[int | None, float | None]"]
 
@@ -133,10 +136,12 @@ class AdaptivePoller:
             self.polls += 1
             for name in due:
                 policy = self.policies[name]
-                changes, requests = results.get(name, (0, 1))
+                result = results.get(name, (0, 1))
+                changes, requests = result[0], result[1]
+                took = result[2] if len(result) > 2 else now - started
                 remaining, reset = self.budget(name) if self.budget else (None, None)
                 interval = policy.observe(
-                    changes, requests, daily_remaining=remaining, seconds_to_reset=reset, seconds=now - started
+                    changes, requests, daily_remaining=remaining, seconds_to_reset=reset, seconds=took
                 )
                 self.due[name] = now + interval
                 log.debug(

@@ -182,3 +182,19 @@ def test_a_webhook_nudges_the_poll_back_to_its_floor() -> None:
     poller.nudge("ghl")
     assert policies["ghl"].interval == 2.0 and poller.due["ghl"] <= now[0] + 2.0
     poller.nudge("unknown")  # a connection not polled: nothing
+
+
+def test_a_poll_that_says_how_long_its_polling_took_is_timed_by_that() -> None:
+    """The wait for the profile and the poll's writes are not polling: a poll result may carry
+    the seconds its reading took, which bound a platform with no documented limit."""
+    now = [0.0]
+
+    def poll(profile: str, due: list[str], stop: threading.Event) -> dict[str, tuple[int, int, float]]:
+        now[0] += 30.0  # waited for the profile, then wrote
+        return dict.fromkeys(due, (1, 100, 1.0))
+
+    policies = {"acquire": AdaptivePolicy(min_interval_s=2, max_interval_s=60, max_budget_share=0.2)}
+    poller = AdaptivePoller(policies, poll, clock=lambda: now[0])
+    now[0] += 3
+    assert poller.tick("default", threading.Event()) == ["acquire"]
+    assert policies["acquire"].interval == pytest.approx(5.0)  # 1 s of scanning at 20%, not 30 s

@@ -16,7 +16,7 @@ from sync.adaptive import AdaptivePolicy, Limit
 from sync.commands.common import open_store, setup_logging
 from sync.config import Config
 from sync.cycle import CycleReport, CycleRunner
-from sync.daemon import AdaptivePoller, BudgetFn, Daemon, PollFn, ScheduledProfile
+from sync.daemon import AdaptivePoller, BudgetFn, Daemon, PollFn, PollResult, ScheduledProfile
 from sync.serve import WebhookCounters, http_services
 from sync.store import Store
 
@@ -93,17 +93,20 @@ def scheduled_profiles(
 
 
 def _poll_with(engine: CycleRunner) -> PollFn:
-    def poll(profile: str, connections: list[str], stop: threading.Event) -> Mapping[str, tuple[int, int]] | None:
+    def poll(profile: str, connections: list[str], stop: threading.Event) -> Mapping[str, PollResult] | None:
         report = engine.run(profile, only=connections, stop=stop)
         if report.status == "skipped":
             return None
-        out = {}
+        out: dict[str, tuple[int, int] | tuple[int, int, float]] = {}
+        # What the polling itself took (reading the pages and staging them), not the wait for
+        # the profile nor the writes the poll's plan made.
+        seconds = float(report.timings.get("prefetch", 0.0)) + float(report.timings.get("pull", 0.0))
         for n in connections:
             pull = report.pulls.get(n)
             if pull is None or pull.error or pull.skipped:
                 out[n] = (0, 1)  # no news: back off
             else:
-                out[n] = (pull.inserted + pull.changed + len(pull.deleted), max(1, pull.pages))
+                out[n] = (pull.inserted + pull.changed + len(pull.deleted), max(1, pull.pages), seconds)
         return out
 
     return poll
