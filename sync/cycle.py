@@ -413,7 +413,7 @@ class CycleRunner:
             return None
         return Prefetch(state, since, pages, round(time.monotonic() - started, 3))
 
-    def _usable(self, name: str, pre: Prefetch) -> tuple[list[Page] | None, set[str]]:
+    def _usable(self, name: str, pre: Prefetch) -> tuple[list[Page] | None, dict[str, list[dict[str, Any] | None]]]:
         """Under the lock: the prefetched pages of ``name`` if they can still be staged, and
         the remote ids not to stage. Not when another pull of it ran meanwhile (the store holds
         newer rows than the listing), nor when a delete or merge was sent there since it
@@ -427,11 +427,11 @@ class CycleRunner:
             before.full_scan_id,
         ):
             log.info("prefetch_not_used", connection=name, reason="pulled meanwhile")
-            return None, set()
+            return None, {}
         touched, structural = self.store.outbox.touched_since(name, pre.since)
         if structural:
             log.info("prefetch_not_used", connection=name, reason="a delete or merge was sent meanwhile")
-            return None, set()
+            return None, {}
         return pre.pages, touched
 
     def run_hints(
@@ -756,7 +756,7 @@ class CycleRunner:
     ) -> dict[str, PullReport]:
         async def one(name: str) -> PullReport:
             pages: list[Page] | None = None
-            skip: set[str] = set()
+            skip: dict[str, list[dict[str, Any] | None]] = {}
             pre = (prefetched or {}).get(name)
             if pre is not None:
                 pages, skip = await io(self._usable, name, pre)

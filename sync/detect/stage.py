@@ -15,7 +15,7 @@ that moved between pages): the checkpoint row says whether the previous pull fin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -210,6 +210,22 @@ async def _stage_one_by_one(
     return _Summed(totals["inserted"], totals["changed"], totals["unchanged"]), refused
 
 
+def holds(payload: Any, body: Mapping[str, Any]) -> bool:
+    """Whether a listed payload already holds every value of a body we sent (nested objects
+    compared key by key): the write landed before the listing read it."""
+    if not isinstance(payload, Mapping):
+        return False
+    for key, value in body.items():
+        if key not in payload:
+            return False
+        if isinstance(value, Mapping):
+            if not holds(payload[key], value):
+                return False
+        elif payload[key] != value:
+            return False
+    return True
+
+
 async def _replay(pages: Sequence[Page]) -> AsyncIterator[Page]:
     for page in pages:
         yield page
@@ -235,7 +251,7 @@ async def pull_connection(
     io: Callable[..., Awaitable[Any]] | None = None,
     deletes: DeleteLimits | None = None,
     prefetched: Sequence[Page] | None = None,
-    skip: Collection[str] = (),
+    skip: Mapping[str, Sequence[Mapping[str, Any] | None]] | None = None,
 ) -> PullReport:
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
 
@@ -294,7 +310,7 @@ async def pull_connection(
     pages = connector.pull(position) if prefetched is None else _replay(prefetched)
     if prefetched is not None:
         report.prefetched = True
-        if listed is not None:
+        if listed is not None and skip:
             listed.update(skip)  # created by us after the listing was read: not missing
     while True:
         try:
@@ -314,8 +330,9 @@ async def pull_connection(
         staged: list[StagedRecord] = []
         unreadable: list[tuple[str | None, str, str]] = []
         for record in page.records:
-            if skip and str(record.remote_id) in skip:
-                report.skipped_stale += 1
+            sent = skip.get(str(record.remote_id)) if skip else None
+            if sent is not None and not all(b is not None and holds(record.payload, b) for b in sent):
+                report.skipped_stale += 1  # read before our write landed: the store is newer
                 continue
             try:
                 seen = (

@@ -889,11 +889,12 @@ class OutboxStore:
                 )
             )
 
-    def touched_since(self, connection: str, since: datetime) -> tuple[set[str], bool]:
+    def touched_since(self, connection: str, since: datetime) -> tuple[dict[str, list[dict[str, Any] | None]], bool]:
         """What writes may have changed on ``connection`` since ``since`` (a listing fetched
-        from then on may be older than what the store holds): the remote ids of the rows that
-        moved since (sent, answered, failed) or are in flight, and whether any of them deletes
-        or merges (which change which records exist, not only their values)."""
+        from then on may be older than what the store holds): per remote id of the rows that
+        moved since (sent, answered, failed) or are in flight, the bodies they sent (None: a
+        call whose effect a listing cannot show, such as a tag call), and whether any of them
+        deletes or merges (which change which records exist, not only their values)."""
         with self._sessions() as session:
             rows = session.execute(
                 select(Outbox.op, Outbox.remote_id, Outbox.result_remote_id, Outbox.payload).where(
@@ -902,15 +903,24 @@ class OutboxStore:
                     Outbox.op != "exclude",
                 )
             ).all()
-        ids: set[str] = set()
+        out: dict[str, list[dict[str, Any] | None]] = {}
         structural = False
         for op, remote_id, result_id, payload in rows:
-            ids.update(str(i) for i in (remote_id, result_id) if i)
+            envelope = payload or {}
+            body = envelope.get("body")
+            sent = (
+                body
+                if isinstance(body, dict) and not envelope.get("add_tags") and not envelope.get("remove_tags")
+                else None
+            )
+            for i in (remote_id, result_id):
+                if i:
+                    out.setdefault(str(i), []).append(sent)
             if op in ("delete", "merge"):
                 structural = True
-            for loser in (payload or {}).get("loser_ids") or ():
-                ids.add(str(loser))
-        return ids, structural
+            for loser in envelope.get("loser_ids") or ():
+                out.setdefault(str(loser), []).append(None)
+        return out, structural
 
     def confirm_landed(self, connection: str, read_fields: Callable[[dict[str, Any]], Mapping[str, Any]]) -> int:
         """Settle the updates of ``connection`` that were sent and may have landed (pending or
