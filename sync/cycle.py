@@ -162,6 +162,9 @@ class Prefetch:
     since: datetime
     pages: list[Page]
     seconds: float
+    # The staged rows' hashes when it began: a row that changed by the time it is staged was
+    # written meanwhile (by our writes) and may be newer than its page.
+    hashes: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)
 
 
 class CycleRunner:
@@ -398,6 +401,7 @@ class CycleRunner:
         connector.bind_stop(astop, stop)
         started = time.monotonic()
         since = datetime.now(UTC) - timedelta(seconds=PREFETCH_MARGIN_S)
+        hashes = await asyncio.to_thread(self.store.staging.staged_hashes, name)
         pages: list[Page] = []
         try:
             async for page in connector.pull(state.position):
@@ -411,14 +415,16 @@ class CycleRunner:
             await connector.aclose()
         if not pages or not pages[-1].complete:
             return None
-        return Prefetch(state, since, pages, round(time.monotonic() - started, 3))
+        return Prefetch(state, since, pages, round(time.monotonic() - started, 3), hashes)
 
-    def _usable(self, name: str, pre: Prefetch) -> tuple[list[Page] | None, dict[str, list[dict[str, Any] | None]]]:
+    def _usable(self, name: str, pre: Prefetch) -> tuple[list[Page] | None, set[str]]:
         """Under the lock: the prefetched pages of ``name`` if they can still be staged, and
         the remote ids not to stage. Not when another pull of it ran meanwhile (the store holds
         newer rows than the listing), nor when a delete or merge was sent there since it
-        started (which records exist changed); the records our other writes touched since are
-        listed but not staged (the store holds what we wrote, newer than the page)."""
+        started (which records exist changed). Otherwise the rows whose staged payload changed
+        since the listing began (our writes landed) are listed but not staged; every other row
+        is as it was when the listing began, so staging its page is what a pull then would
+        have done."""
         now = self.store.cursors.get_cursor(name)
         before = pre.state
         if (now.position, now.checkpoint, now.full_scan_id) != (
@@ -427,12 +433,14 @@ class CycleRunner:
             before.full_scan_id,
         ):
             log.info("prefetch_not_used", connection=name, reason="pulled meanwhile")
-            return None, {}
-        touched, structural = self.store.outbox.touched_since(name, pre.since)
+            return None, set()
+        _touched, structural = self.store.outbox.touched_since(name, pre.since)
         if structural:
             log.info("prefetch_not_used", connection=name, reason="a delete or merge was sent meanwhile")
-            return None, {}
-        return pre.pages, touched
+            return None, set()
+        hashes = self.store.staging.staged_hashes(name)
+        changed = {rid for rid in pre.hashes.keys() | hashes.keys() if pre.hashes.get(rid) != hashes.get(rid)}
+        return pre.pages, changed
 
     def run_hints(
         self,
@@ -756,7 +764,7 @@ class CycleRunner:
     ) -> dict[str, PullReport]:
         async def one(name: str) -> PullReport:
             pages: list[Page] | None = None
-            skip: dict[str, list[dict[str, Any] | None]] = {}
+            skip: set[str] = set()
             pre = (prefetched or {}).get(name)
             if pre is not None:
                 pages, skip = await io(self._usable, name, pre)

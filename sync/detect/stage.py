@@ -15,7 +15,7 @@ that moved between pages): the checkpoint row says whether the previous pull fin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -210,22 +210,6 @@ async def _stage_one_by_one(
     return _Summed(totals["inserted"], totals["changed"], totals["unchanged"]), refused
 
 
-def holds(payload: Any, body: Mapping[str, Any]) -> bool:
-    """Whether a listed payload already holds every value of a body we sent (nested objects
-    compared key by key): the write landed before the listing read it."""
-    if not isinstance(payload, Mapping):
-        return False
-    for key, value in body.items():
-        if key not in payload:
-            return False
-        if isinstance(value, Mapping):
-            if not holds(payload[key], value):
-                return False
-        elif payload[key] != value:
-            return False
-    return True
-
-
 async def _replay(pages: Sequence[Page]) -> AsyncIterator[Page]:
     for page in pages:
         yield page
@@ -251,14 +235,15 @@ async def pull_connection(
     io: Callable[..., Awaitable[Any]] | None = None,
     deletes: DeleteLimits | None = None,
     prefetched: Sequence[Page] | None = None,
-    skip: Mapping[str, Sequence[Mapping[str, Any] | None]] | None = None,
+    skip: Collection[str] = (),
 ) -> PullReport:
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
 
     ``prefetched``: the pages of this pull, already fetched (a long scan read before the cycle's
     turn, :meth:`sync.cycle.CycleRunner.run`): staged as if pulled now. ``skip``: remote ids
-    whose listed payload is not staged (our own writes landed after their page was read: the
-    store holds newer values) but that count as listed (they exist there).
+    whose staged row changed since the listing began (our writes landed meanwhile: the store
+    may hold newer values than the page): not staged, but counted as listed (they exist there,
+    or we created them after the listing was read).
 
     A lookup-only platform (DM Champ) has nothing to pull: its records are the ones we write.
     ``io`` (a ``sync.apply.storethread.StoreThread``) runs every store call — cursor, page
@@ -330,9 +315,8 @@ async def pull_connection(
         staged: list[StagedRecord] = []
         unreadable: list[tuple[str | None, str, str]] = []
         for record in page.records:
-            sent = skip.get(str(record.remote_id)) if skip else None
-            if sent is not None and not all(b is not None and holds(record.payload, b) for b in sent):
-                report.skipped_stale += 1  # read before our write landed: the store is newer
+            if skip and str(record.remote_id) in skip:
+                report.skipped_stale += 1  # the store's row changed since the listing began
                 continue
             try:
                 seen = (
