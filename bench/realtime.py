@@ -4,9 +4,14 @@ what the daemon spends while nothing changes.
 The four emulators serve loopback sockets at their documented rate limits (not scaled:
 GoHighLevel 100 per 10 s, Comm100 300 per 5 min; Acquire and DM Champ document none), each
 seeded with ``--contacts`` people (the same people everywhere, typed the way each platform's
-users type them). A backfill links them; then ``contactsync run`` starts as a process of its
-own, with its HTTP listener and the GoHighLevel emulator delivering signed webhooks to it
-(``--drop-share`` of them lost; ``--no-webhooks``: no listener, no deliveries, polling only).
+users type them). ``contactsync probe`` measures the accounts (``--no-probe``: not), a backfill
+links them; then ``contactsync run`` starts as a process of its own (the worktree's code:
+``python -m sync.cli`` with this checkout first on the path), with its HTTP listener and the
+GoHighLevel emulator delivering signed webhooks to it (``--drop-share`` of them lost;
+``--no-webhooks``: no listener, no deliveries, polling only). The schedule is adaptive: polls
+every ``--poll-seconds`` while changes come, backing off to ``--max-poll-seconds``, never more
+than ``--budget-share`` of a documented limit, a full cycle every ``--full-seconds``
+(``--fixed-schedule``: a full cycle every ``--poll-seconds`` instead).
 
 1. Idle: ``--idle-seconds`` with no edit; the requests each platform saw, as a share of its
    documented limit over that time (null where none is documented).
@@ -17,7 +22,8 @@ own, with its HTTP listener and the GoHighLevel emulator delivering signed webho
    An edit not everywhere ``--grace`` seconds after the last edit is lost.
 
 Printed per origin platform: p50, p95 and max latency; then the idle shares, the lost edits
-and the 429s the platforms answered during the run; the last line is one JSON object::
+and the 429s the platforms answered from the daemon's start (with each platform's requests as
+a share of its limit over the run); the last line is one JSON object::
 
     {"latency_s": {"gohighlevel": {"p50":…, "p95":…, "max":…}, "acquire": {…}, "comm100": {…}},
      "idle_budget_share": {…}, "lost_edits": N, "http_429": N}
@@ -121,6 +127,23 @@ class Bench:
             "webhooks": {"gohighlevel": {**emulator_public_keys(), "enabled": webhooks}},
             "logging": {"level": "WARNING", "format": "json"},
         }
+        if not self.args.fixed_schedule:
+            # Adaptive polls of each connection between full cycles (README, schedule.adaptive):
+            # every --poll-seconds while changes come, backing off to --max-poll-seconds when
+            # idle, never more than --budget-share of a documented limit on polling.
+            extra["profiles"] = {
+                "default": {
+                    "connections": list(self.emulators),
+                    "schedule": {
+                        "interval_seconds": self.args.full_seconds,
+                        "adaptive": True,
+                        "min_interval_s": self.args.poll_seconds,
+                        "max_interval_s": self.args.max_poll_seconds,
+                        "max_budget_share": self.args.budget_share,
+                    },
+                    "misfire_grace_seconds": 30,
+                }
+            }
         urls = dict(self.served.urls)
         self.config_path = write_config(
             self.emulators, urls, self.store_url, self.dir, interval_seconds=self.args.poll_seconds, extra=extra
@@ -128,6 +151,17 @@ class Bench:
         self.config = load_config(self.config_path)
         upgrade(self.store_url)
         configure_logging("WARNING", "json")
+        if not self.args.no_probe:
+            # What a user does once per account: measure the behaviours the vendor docs leave
+            # open (contactsync probe), so the engine takes the cheaper path where it is safe
+            # (e.g. Comm100 PUT measured to merge: no GET before each update).
+            from rich.console import Console
+
+            from sync.commands.probe import run_probe
+
+            t = time.monotonic()
+            run_probe(self.config, yes=True, console=Console(file=sys.stderr, quiet=True))
+            print(f"probe: {time.monotonic() - t:.1f} s", file=sys.stderr)
         store = Store.open(self.store_url)
         try:
             engine = CycleRunner(self.config, store)
@@ -291,7 +325,19 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--no-webhooks", action="store_true", help="no listener, no deliveries: polling only")
     ap.add_argument("--drop-share", type=float, default=0.10, help="share of webhooks lost (default 0.10)")
-    ap.add_argument("--poll-seconds", type=float, default=5.0, help="the profile's schedule (the safety-net poll)")
+    ap.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="adaptive polls' shortest interval (with --fixed-schedule: the cycle's)",
+    )
+    ap.add_argument("--max-poll-seconds", type=float, default=20.0, help="adaptive polls' longest interval (idle)")
+    ap.add_argument("--budget-share", type=float, default=0.2, help="adaptive polls' share of a documented limit")
+    ap.add_argument("--full-seconds", type=float, default=120.0, help="the full cycle's interval (the safety net)")
+    ap.add_argument(
+        "--fixed-schedule", action="store_true", help="no adaptive polls: a full cycle every --poll-seconds"
+    )
+    ap.add_argument("--no-probe", action="store_true", help="do not run contactsync probe before the backfill")
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--grace", type=float, default=120.0, help="seconds after the last edit before one is lost")
     ap.add_argument("--retry-interval-s", type=float, default=600.0, help="the emulator's 429 retry interval")
@@ -306,8 +352,8 @@ def main() -> int:
     try:
         bench.setup()
         print(f"setup: {time.monotonic() - t0:.1f} s ({args.contacts} contacts each)", file=sys.stderr)
+        marks = bench.log_marks()  # the run is measured from the daemon's start
         bench.start_daemon()
-        marks = bench.log_marks()
         idle = bench.idle()
         done, lost = bench.edits()
         after = bench.log_marks()
@@ -323,6 +369,22 @@ def main() -> int:
         if entry.status == 429
     )
     latency = {PLATFORM[o]: {"p50": pct(v, 0.5), "p95": pct(v, 0.95), "max": pct(v, 1.0)} for o, v in done.items()}
+    # Where the 429s and the requests of the measured span went, per platform.
+    for name, e in bench.emulators.items():
+        span = e.request_log[marks[name] : after[name]]
+        if not span:
+            continue
+        seconds = max(1e-9, span[-1].time - span[0].time)
+        limited = [x for x in span if x.status == 429]
+        limit = e.rate_limit
+        share = f" = {len(span) / (limit.requests / limit.per_seconds * seconds):.0%} of its limit" if limit else ""
+        line = f"requests {PLATFORM[name]}: {len(span)} in {seconds:.0f} s{share}"
+        if limited:
+            paths: dict[str, int] = {}
+            for x in limited:
+                paths[f"{x.method} {x.path}"] = paths.get(f"{x.method} {x.path}", 0) + 1
+            line += f"; 429 x{len(limited)} at {limited[0].time - span[0].time:.0f}-{limited[-1].time - span[0].time:.0f} s {paths}"
+        print(line)
     mode = "polling only" if args.no_webhooks else f"webhooks on ({args.drop_share:.0%} dropped)"
     print(f"mode: {mode}; poll every {args.poll_seconds:g} s; daemon stopped in {stopped_in:.1f} s")
     for origin, values in done.items():

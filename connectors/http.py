@@ -34,7 +34,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -331,6 +331,7 @@ async def pause(seconds: float, stop: asyncio.Event | None) -> bool:
 
 
 _IN_FLIGHT = math.inf  # the stamp of a slot whose request is not answered yet
+_OTHERS = 0.0  # the second item of a slot counted for requests another client sent
 
 
 class RateBudget:
@@ -400,6 +401,30 @@ class RateBudget:
         if slot is not None:
             slot[0] = time.monotonic()
 
+    def window_stamps(self, *, own: bool = True) -> list[float]:
+        """The ``time.monotonic()`` stamps of the requests this budget sent still inside the
+        window (one in flight counts as sent now; ``own=False``: with those counted for others
+        too): what another process using the same account must count (``sync.cycle`` keeps
+        them in the store)."""
+        if self.limit is None:
+            return []
+        with self._guard:
+            now = time.monotonic()
+            self._expire(now)
+            return sorted(now if s[0] == _IN_FLIGHT else s[0] for s in self._slots if not own or len(s) == 1)
+
+    def count_sent(self, stamps: Iterable[float]) -> int:
+        """Count requests another process sent at these ``time.monotonic()`` stamps (those
+        still inside the window) as if sent here; how many were counted."""
+        if self.limit is None:
+            return 0
+        with self._guard:
+            now = time.monotonic()
+            cutoff = now - self._window()
+            fresh = [min(t, now) for t in stamps if t > cutoff]
+            self._slots.extend([t, _OTHERS] for t in fresh)  # a second item: not sent here
+            return len(fresh)
+
     def observe(self, obs: RateObservation) -> None:
         """Fold what the server reported into the budget: adopt its limit when ours is
         unknown, and when the server has counted more requests than we hold in the window
@@ -414,7 +439,7 @@ class RateBudget:
             server_used = (obs.limit or self.limit.requests) - obs.remaining
             missing = server_used - len(self._slots)
             for _ in range(max(0, min(missing, self.limit.requests))):
-                self._slots.append([now])
+                self._slots.append([now, _OTHERS])
 
 
 # --------------------------------------------------------------------------- observers

@@ -14,7 +14,13 @@ with every other client of the account. The policy:
   limits are the documented burst limit, the daily budget, and — when the platform reports it —
   what is left of today's budget spread over the time to its reset (so a connection that spent
   much of its day on writes polls more slowly, never into a pause). The share wins over
-  ``max_interval_s``: a floor above it is kept.
+  ``max_interval_s``: a floor above it is kept;
+* **no documented limit** (Acquire: a full scan of every page each poll) → the share bounds
+  time instead: a poll taking ``busy`` seconds (learnt like the cost) is repeated at most every
+  ``busy / max_budget_share`` seconds, so polling never keeps the platform (nor our process)
+  busy more than that share of the time;
+* **activity seen another way** (a webhook of that platform, :meth:`AdaptivePolicy.nudge`) →
+  back to the floor too: deliveries can be lost, and polling is what finds the lost ones.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class AdaptivePolicy:
     cost: float = 1.0  # requests one poll takes (learnt)
     interval: float = field(default=0.0)
     remaining: Limit | None = None  # today's budget left over the time to its reset
+    busy: float = 0.0  # seconds one poll takes (learnt; bounds polling where no limit is known)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_budget_share <= 1:
@@ -62,7 +69,14 @@ class AdaptivePolicy:
         for limit in (*self.limits, *((self.remaining,) if self.remaining else ())):
             rate = limit.per_second * self.max_budget_share
             floor = max(floor, self.cost / rate if rate > 0 else float("inf"))
+        if not self.limits and self.busy > 0:
+            floor = max(floor, self.busy / self.max_budget_share)
         return floor
+
+    def nudge(self) -> float:
+        """Activity seen another way (a webhook): poll at the floor again; the interval."""
+        self.interval = self.floor()
+        return self.interval
 
     def observe(
         self,
@@ -71,10 +85,15 @@ class AdaptivePolicy:
         *,
         daily_remaining: int | None = None,
         seconds_to_reset: float | None = None,
+        seconds: float | None = None,
     ) -> float:
-        """Fold one poll's outcome in (``changes`` records changed, ``requests`` it took, and
-        what the platform said is left of today's budget) and return the next interval."""
+        """Fold one poll's outcome in (``changes`` records changed, ``requests`` it took, what
+        the platform said is left of today's budget, and how many ``seconds`` it took) and
+        return the next interval."""
         self.cost = (1 - self.cost_weight) * self.cost + self.cost_weight * max(1, requests)
+        if seconds is not None:
+            w = self.cost_weight if self.busy else 1.0
+            self.busy = (1 - w) * self.busy + w * max(0.0, seconds)
         if daily_remaining is not None and seconds_to_reset:
             self.remaining = Limit(max(0, daily_remaining), max(1.0, seconds_to_reset))
         floor = self.floor()

@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import structlog
 
-from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, PullMode, RecordError
+from connectors.base import Capabilities, ConfigurationError, Connector, ConnectorError, Page, PullMode, RecordError
 from connectors.gohighlevel.oauth import NeedsReauth
 from connectors.http import DailyQuota, QuotaExhausted, RateBudget
 from connectors.registry import connector_class
@@ -48,6 +51,7 @@ from sync.detect.stage import PullReport, pull_connection, read_keys
 from sync.plan import Plan
 from sync.plan.build import build_plan
 from sync.store import Store
+from sync.store.cursors import CursorState
 from sync.store.held import DeleteLimits
 from sync.store.outbox import EnqueueResult
 from sync.store.snapshots import fields_hash
@@ -143,6 +147,26 @@ class CycleReport:
         return n + (self.settled.write_calls if self.settled else 0)
 
 
+#: How much earlier than its first request a prefetched listing is taken to be (clocks of
+#: several processes sharing one store, writes recorded a little after they landed).
+PREFETCH_MARGIN_S = 5.0
+
+
+@dataclass
+class Prefetch:
+    """A full scan read before its cycle's turn (:meth:`CycleRunner.run`): the cursor it
+    started from, when it started (less :data:`PREFETCH_MARGIN_S`), its pages and how long it
+    took."""
+
+    state: CursorState
+    since: datetime
+    pages: list[Page]
+    seconds: float
+    # The staged rows' hashes when it began: a row that changed by the time it is staged was
+    # written meanwhile (by our writes) and may be newer than its page.
+    hashes: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)
+
+
 class CycleRunner:
     """Runs cycles of one configuration against one store.
 
@@ -174,6 +198,8 @@ class CycleRunner:
         self._budgets: dict[str, RateBudget] = {}
         self._dailies: dict[str, DailyQuota] = {}
         self._mutexes_guard = threading.Lock()
+        self._owner = rate_window_owner()  # this runner's rows of store.rate_windows
+        self._saved_windows: dict[str, tuple[int, float]] = {}
 
     @contextlib.contextmanager
     def _turn(self, profile: str, stop: threading.Event | None) -> Iterator[bool]:
@@ -232,11 +258,14 @@ class CycleRunner:
         http: Any = getattr(connector, "http", None)
         fresh = getattr(http, "budget", None)
         if isinstance(fresh, RateBudget):
-            budget = self._budgets.setdefault(name, fresh)
-            if budget.limit == fresh.limit or fresh.limit is None:
-                http.budget = budget
-            else:  # the configured limit changed: start a budget for it
-                self._budgets[name] = fresh
+            with self._mutexes_guard:
+                budget = self._budgets.get(name)
+                if budget is None or (budget.limit != fresh.limit and fresh.limit is not None):
+                    # The first budget of this connection here (or the configured limit
+                    # changed): it starts with what other processes sent within the window.
+                    self._budgets[name] = budget = fresh
+                    load_rate_window(self.store, name, fresh, self._owner)
+            http.budget = budget
         # And one daily quota countdown: a second connector of the connection (a cycle's pull
         # and its push, the next cycle) starts from what the last answer said is left today.
         daily = getattr(http, "daily", None)
@@ -257,6 +286,20 @@ class CycleRunner:
                 connector.capabilities, unwritable_fields=connector.capabilities.unwritable_fields | unwritable
             )
         return connector
+
+    def _save_windows(self, names: Sequence[str]) -> None:
+        """Record in the store what this process sent within each limited connection's window
+        (when it changed since the last save), for the next process to count."""
+        for name in names:
+            budget = self._budgets.get(name)
+            if budget is None or budget.limit is None:
+                continue
+            stamps = budget.window_stamps()
+            mark = (len(stamps), stamps[-1] if stamps else 0.0)
+            if self._saved_windows.get(name) == mark:
+                continue
+            if save_rate_window(self.store, name, budget, self._owner, stamps):
+                self._saved_windows[name] = mark
 
     def _unwritable_found(self, connection: str, fields: dict[str, str]) -> None:
         new = self.store.behaviours.mark_unwritable(connection, fields)
@@ -288,7 +331,13 @@ class CycleRunner:
     ) -> CycleReport:
         """Run one cycle of ``profile`` under its lock (blocking). A cycle that finds the lock
         held elsewhere returns at once with ``skipped`` set. ``replan`` reconciles every person,
-        not only those that changed (after a change of mappings or policies)."""
+        not only those that changed (after a change of mappings or policies).
+
+        A full scan among the connections pulled (Acquire: every page, every time) is read
+        first, before waiting for the turn and the lock, so a webhook's focused cycle never
+        queues behind its pages; under the lock it is staged as if pulled then, except what
+        our own writes changed since it was read (see :meth:`_usable`)."""
+        prefetched = {} if dry_run or full else self._prefetch(profile, only, stop)
         with self._turn(profile, stop) as turn, self.store.profile_lock(profile) as lock:
             if not turn:
                 return CycleReport(profile, kind, status="skipped", skipped="stopped while another cycle ran")
@@ -314,8 +363,84 @@ class CycleRunner:
                     stop=stop,
                     progress=progress,
                     replan=replan,
+                    prefetched=prefetched,
                 )
             )
+
+    def _prefetch(self, profile: str, only: Sequence[str] | None, stop: threading.Event | None) -> dict[str, Prefetch]:
+        """Read the full scans of this cycle (connections whose pull mode is a full scan, not
+        left alone, with no interrupted pull to resume) without the turn or the lock."""
+        try:
+            names = [n for n in self.profile_connections(profile) if only is None or n in only]
+            scans = [
+                n
+                for n in names
+                if connector_class(self.config.connections[n].platform).capabilities.pull_mode is PullMode.FULL_SCAN
+            ]
+            if scans:
+                blocked = self.store.auth.blocked(scans)
+                scans = [n for n in scans if n not in blocked]
+            if not scans:
+                return {}
+
+            async def all_of() -> list[Prefetch | None]:
+                return list(await asyncio.gather(*(self._prefetch_one(n, stop) for n in scans)))
+
+            found = asyncio.run(all_of())
+        except Exception:  # noqa: BLE001 - the cycle pulls under its lock as ever
+            log.exception("prefetch_failed", profile=profile)
+            return {}
+        return {n: p for n, p in zip(scans, found, strict=True) if p is not None}
+
+    async def _prefetch_one(self, name: str, stop: threading.Event | None) -> Prefetch | None:
+        state = await asyncio.to_thread(self.store.cursors.get_cursor, name)
+        if state.checkpoint is not None:
+            return None  # an interrupted pull resumes under the lock
+        connector = self.connector(name)
+        astop = asyncio.Event()
+        connector.bind_stop(astop, stop)
+        started = time.monotonic()
+        since = datetime.now(UTC) - timedelta(seconds=PREFETCH_MARGIN_S)
+        hashes = await asyncio.to_thread(self.store.staging.staged_hashes, name)
+        pages: list[Page] = []
+        try:
+            async for page in connector.pull(state.position):
+                pages.append(page)
+                if page.complete or (stop is not None and stop.is_set()):
+                    break
+        except Exception as exc:  # noqa: BLE001 - pulled again under the lock, where it is reported
+            log.info("prefetch_not_used", connection=name, reason=f"{type(exc).__name__}: {exc}")
+            return None
+        finally:
+            await connector.aclose()
+        if not pages or not pages[-1].complete:
+            return None
+        return Prefetch(state, since, pages, round(time.monotonic() - started, 3), hashes)
+
+    def _usable(self, name: str, pre: Prefetch) -> tuple[list[Page] | None, set[str]]:
+        """Under the lock: the prefetched pages of ``name`` if they can still be staged, and
+        the remote ids not to stage. Not when another pull of it ran meanwhile (the store holds
+        newer rows than the listing), nor when a delete or merge was sent there since it
+        started (which records exist changed). Otherwise the rows whose staged payload changed
+        since the listing began (our writes landed) are listed but not staged; every other row
+        is as it was when the listing began, so staging its page is what a pull then would
+        have done."""
+        now = self.store.cursors.get_cursor(name)
+        before = pre.state
+        if (now.position, now.checkpoint, now.full_scan_id) != (
+            before.position,
+            before.checkpoint,
+            before.full_scan_id,
+        ):
+            log.info("prefetch_not_used", connection=name, reason="pulled meanwhile")
+            return None, set()
+        _touched, structural = self.store.outbox.touched_since(name, pre.since)
+        if structural:
+            log.info("prefetch_not_used", connection=name, reason="a delete or merge was sent meanwhile")
+            return None, set()
+        hashes = self.store.staging.staged_hashes(name)
+        changed = {rid for rid in pre.hashes.keys() | hashes.keys() if pre.hashes.get(rid) != hashes.get(rid)}
+        return pre.pages, changed
 
     def run_hints(
         self,
@@ -390,9 +515,10 @@ class CycleRunner:
         progress: ProgressFn | None = None,
         replan: bool = False,
         extra: Mapping[str, Any] | None = None,
+        prefetched: Mapping[str, Prefetch] | None = None,
     ) -> CycleReport:
         """One cycle (call under the profile lock; :meth:`run` does). ``extra`` goes into the
-        run's counts as given."""
+        run's counts as given; ``prefetched``: full scans read before the lock (:meth:`run`)."""
         started = time.monotonic()
         report = CycleReport(profile, "plan" if dry_run else kind)
         report.extra.update(extra or {})
@@ -447,7 +573,11 @@ class CycleRunner:
                     self.outbox, targets, backoff=self.backoff, settle_only=True, io=io, stop=astop
                 )
                 timed("settle")
-            report.pulls = await self._pull(connectors, pulled, full=full, stop=astop, progress=progress, io=io)
+            if prefetched:
+                report.timings["prefetch"] = max(p.seconds for p in prefetched.values())
+            report.pulls = await self._pull(
+                connectors, pulled, full=full, stop=astop, progress=progress, io=io, prefetched=prefetched
+            )
             timed("pull")
             # A connection whose pull failed: its records are unknown this cycle, so nothing is
             # planned for it and nothing is pushed to it (its breaker opens).
@@ -458,7 +588,11 @@ class CycleRunner:
                 pull = report.pulls.get(t.name)
                 t.verify_updates = _verify_updates(connectors[t.name], pull)
                 current = connectors[t.name].capabilities.listing_current
-                t.fresh = pull.listed if current and pull is not None and pull.complete and not pull.error else set()
+                t.fresh = (
+                    pull.listed
+                    if current and pull is not None and pull.complete and not pull.error and not pull.prefetched
+                    else set()
+                )
             for n in failed_pulls:
                 breakers[n].trip(f"pull failed this cycle: {report.pulls[n].error}")
             if halted():
@@ -572,6 +706,7 @@ class CycleRunner:
                 fallback = "stopped on request (a stop signal)" if report.status == "interrupted" else None
                 report.error = "; ".join(report.reasons()) or fallback
             await asyncio.gather(*(c.aclose() for c in connectors.values()), return_exceptions=True)
+            self._save_windows(names)
             io.close()
             report.duration_s = round(time.monotonic() - started, 3)
             self._finish(report)
@@ -625,8 +760,14 @@ class CycleRunner:
         stop: asyncio.Event,
         progress: ProgressFn | None,
         io: StoreThread,
+        prefetched: Mapping[str, Prefetch] | None = None,
     ) -> dict[str, PullReport]:
         async def one(name: str) -> PullReport:
+            pages: list[Page] | None = None
+            skip: set[str] = set()
+            pre = (prefetched or {}).get(name)
+            if pre is not None:
+                pages, skip = await io(self._usable, name, pre)
             try:
                 return await pull_connection(
                     self.store,
@@ -639,6 +780,8 @@ class CycleRunner:
                     total=None if progress is None else (lambda conn, n: progress("pull_total", conn, n)),
                     io=io,
                     deletes=DeleteLimits(self.config.deletes.max_share, self.config.deletes.max_count),
+                    prefetched=pages,
+                    skip=skip,
                 )
             except ConnectorError as exc:
                 # One platform down never stops the others; its staged rows stay as they were.
@@ -708,6 +851,47 @@ class CycleRunner:
         log.info("run_finished", run_id=report.run_id, **summary)
 
 
+def rate_window_owner() -> str:
+    """A name for one user of rate windows (this host, this process, this runner)."""
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def load_rate_window(store: Store, name: str, budget: RateBudget, owner: str) -> int:
+    """Count in ``budget`` the requests other processes of ours (``store.rate_windows``) sent
+    to connection ``name`` within its window: a daemon started just after a backfill or a
+    probe would otherwise start from an empty window and overrun the platform's limit (429s
+    the headers of a platform like Comm100 never warned of). How many were counted."""
+    if budget.limit is None:
+        return 0
+    try:
+        wall, mono = time.time(), time.monotonic()
+        since = wall - budget.limit.per_seconds * 1.05
+        stamps = store.rate_windows.sent_by_others(name, owner, since)
+        counted = budget.count_sent(mono - (wall - t) for t in stamps)
+    except Exception:  # noqa: BLE001 - a budget that starts empty is the old behaviour, not a failure
+        log.exception("rate_window_not_loaded", connection=name)
+        return 0
+    if counted:
+        log.info("rate_window_loaded", connection=name, requests=counted, window_s=budget.limit.per_seconds)
+    return counted
+
+
+def save_rate_window(
+    store: Store, name: str, budget: RateBudget, owner: str, stamps: Sequence[float] | None = None
+) -> bool:
+    """Record what ``budget`` sent within its window as ``owner``'s row (wall-clock)."""
+    if budget.limit is None:
+        return False
+    try:
+        wall, mono = time.time(), time.monotonic()
+        stamps = budget.window_stamps() if stamps is None else stamps
+        store.rate_windows.save(name, owner, [round(wall - (mono - t), 3) for t in stamps])
+    except Exception:  # noqa: BLE001 - the store may be what failed; the run goes on
+        log.exception("rate_window_not_saved", connection=name)
+        return False
+    return True
+
+
 def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
     """Whether updates to this connection read the contact first (issue 14 A: a write is sent
     only if the remote field is still what it was planned against). Not when this cycle's pull
@@ -723,6 +907,7 @@ def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
     trusted = (
         pull is not None
         and caps.pull_mode is PullMode.FULL_SCAN
+        and not pull.prefetched  # read before the turn: maybe seconds older than the push
         and pull.complete
         and not pull.error
         and not pull.held

@@ -58,9 +58,12 @@ class ScheduledProfile:
         return IntervalTrigger(seconds=max(1.0, float(self.interval_seconds or 300.0)), timezone=UTC)
 
 
-#: One poll: ``(profile, connections due, stop)`` -> per connection ``(changes, requests)``
+#: What one poll saw of one connection: ``(changes, requests)``, or ``(changes, requests,
+#: seconds)`` with the time the polling itself took (else the whole poll is timed).
+PollResult = tuple[int, int] | tuple[int, int, float]
+#: One poll: ``(profile, connections due, stop)`` -> per connection a :data:`PollResult`
 #: (None: nothing was done, e.g. a full cycle held the profile's lock).
-PollFn = Callable[[str, list[str], threading.Event], "Mapping[str, tuple[int, int]] | None"]
+PollFn = Callable[[str, list[str], threading.Event], "Mapping[str, PollResult] | None"]
 #: What is left of a connection's daily budget and the seconds to its reset (None: unknown).
 BudgetFn = Callable[[str], "tuple[int | None, float | None]"]
 
@@ -70,7 +73,11 @@ class AdaptivePoller:
     has an :class:`~sync.adaptive.AdaptivePolicy` and a due time; a short tick polls the
     connections that are due in one focused cycle (``only`` those pulled) and folds what each
     pull saw into its policy. Full cycles stay the safety net; both take the profile's lock, so
-    a poll that meets a running cycle is skipped (and tried at the next tick)."""
+    a poll that meets a running cycle is skipped (and tried at the next tick).
+
+    ``lanes`` (connection -> lane name) puts connections in lanes the daemon ticks on threads
+    of their own: a long poll (a full scan of every page) then never delays the quick ones of
+    another lane. One lane by default."""
 
     def __init__(
         self,
@@ -79,6 +86,7 @@ class AdaptivePoller:
         *,
         budget: BudgetFn | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lanes: Mapping[str, str] | None = None,
     ) -> None:
         self.policies = dict(policies)
         self.poll = poll
@@ -86,7 +94,22 @@ class AdaptivePoller:
         self.clock = clock
         now = clock()
         self.due = {name: now + p.interval for name, p in self.policies.items()}
+        self.lanes = {name: str((lanes or {}).get(name, "default")) for name in self.policies}
         self.polls = 0
+        self._guard = threading.Lock()  # due times and counts, updated from each lane's thread
+
+    def nudge(self, name: str) -> None:
+        """Activity on ``name`` seen another way (a webhook of it): poll it at its floor from
+        now on (deliveries can be lost; polling finds the lost ones)."""
+        with self._guard:
+            policy = self.policies.get(name)
+            if policy is None:
+                return
+            self.due[name] = min(self.due[name], self.clock() + policy.nudge())
+
+    def lane_names(self) -> list[str]:
+        """The lanes, each ticked on a thread of its own."""
+        return sorted(set(self.lanes.values())) or ["default"]
 
     @property
     def tick_s(self) -> float:
@@ -94,27 +117,36 @@ class AdaptivePoller:
         shortest = min((p.min_interval_s for p in self.policies.values()), default=5.0)
         return max(0.1, min(shortest / 2, 5.0))
 
-    def due_now(self) -> list[str]:
+    def due_now(self, lane: str | None = None) -> list[str]:
         now = self.clock()
-        return sorted(n for n, t in self.due.items() if t <= now)
+        with self._guard:
+            return sorted(n for n, t in self.due.items() if t <= now and (lane is None or self.lanes[n] == lane))
 
-    def tick(self, profile: str, stop: threading.Event) -> list[str]:
-        """Poll the connections that are due; the ones polled."""
-        due = self.due_now()
+    def tick(self, profile: str, stop: threading.Event, lane: str | None = None) -> list[str]:
+        """Poll the connections that are due (of ``lane``; all with None); the ones polled."""
+        due = self.due_now(lane)
         if not due or stop.is_set():
             return []
+        started = self.clock()
         results = self.poll(profile, due, stop)
         if results is None:
             return []
-        self.polls += 1
         now = self.clock()
-        for name in due:
-            policy = self.policies[name]
-            changes, requests = results.get(name, (0, 1))
-            remaining, reset = self.budget(name) if self.budget else (None, None)
-            interval = policy.observe(changes, requests, daily_remaining=remaining, seconds_to_reset=reset)
-            self.due[name] = now + interval
-            log.debug("adaptive_poll", connection=name, changes=changes, requests=requests, next_s=round(interval, 2))
+        with self._guard:
+            self.polls += 1
+            for name in due:
+                policy = self.policies[name]
+                result = results.get(name, (0, 1))
+                changes, requests = result[0], result[1]
+                took = result[2] if len(result) > 2 else now - started
+                remaining, reset = self.budget(name) if self.budget else (None, None)
+                interval = policy.observe(
+                    changes, requests, daily_remaining=remaining, seconds_to_reset=reset, seconds=took
+                )
+                self.due[name] = now + interval
+                log.debug(
+                    "adaptive_poll", connection=name, changes=changes, requests=requests, next_s=round(interval, 2)
+                )
         return due
 
 
@@ -160,9 +192,12 @@ class Daemon:
         # Adaptive polls run on a thread of their own per profile (a tick that finds nothing
         # due costs nothing; a poll longer than a tick simply delays the next one).
         self._poll_threads = [
-            threading.Thread(target=self._poll_loop, args=(p.name, p.poller), name=f"poll:{p.name}", daemon=True)
+            threading.Thread(
+                target=self._poll_loop, args=(p.name, p.poller, lane), name=f"poll:{p.name}:{lane}", daemon=True
+            )
             for p in self.profiles
             if p.poller is not None
+            for lane in p.poller.lane_names()
         ]
 
     def _job(self, profile: str) -> None:
@@ -179,10 +214,10 @@ class Daemon:
                 self._running -= 1
                 self._idle.notify_all()
 
-    def _poll_loop(self, profile: str, poller: AdaptivePoller) -> None:
+    def _poll_loop(self, profile: str, poller: AdaptivePoller, lane: str) -> None:
         while not self.stop_event.wait(poller.tick_s):
             try:
-                poller.tick(profile, self.stop_event)
+                poller.tick(profile, self.stop_event, lane)
             except Exception:  # noqa: BLE001 - a failed poll is logged; the polls go on
                 log.exception("poll_failed", profile=profile)
 

@@ -90,6 +90,29 @@ def test_poller_polls_only_due_connections_and_adapts() -> None:
     assert poller2.tick("default", stop) == []
 
 
+def test_poller_lanes_tick_apart() -> None:
+    """A long full scan polls in a lane of its own: a tick of one lane never polls the other's
+    connections, so the daemon's thread per lane keeps the quick polls going meanwhile."""
+    now = [10.0]
+    calls: list[list[str]] = []
+
+    def poll(profile: str, due: list[str], stop: threading.Event) -> dict[str, tuple[int, int]]:
+        calls.append(list(due))
+        return dict.fromkeys(due, (1, 1))
+
+    policies = {n: AdaptivePolicy(min_interval_s=1, max_interval_s=8) for n in ("acquire", "ghl", "comm100")}
+    poller = AdaptivePoller(
+        policies, poll, clock=lambda: now[0], lanes={"acquire": "scan", "ghl": "poll", "comm100": "poll"}
+    )
+    assert poller.lane_names() == ["poll", "scan"]
+    stop = threading.Event()
+    now[0] += 2
+    assert poller.tick("default", stop, "poll") == ["comm100", "ghl"]
+    assert poller.tick("default", stop, "scan") == ["acquire"]
+    assert calls == [["comm100", "ghl"], ["acquire"]] and poller.polls == 2
+    assert AdaptivePoller(policies, poll).lane_names() == ["default"]
+
+
 def _config(tmp_path: Path, schedule: dict) -> Path:
     cfg = {
         "connections": {
@@ -136,3 +159,42 @@ def test_config_and_wiring(tmp_path: Path) -> None:
         load_config(
             _config(tmp_path, {"interval_seconds": 300, "adaptive": True, "min_interval_s": 9, "max_interval_s": 3})
         )
+
+
+def test_no_documented_limit_bounds_the_time_spent_polling() -> None:
+    """Acquire documents no limit, and each poll is a scan of every page: a poll is repeated
+    at most every ``busy / share`` seconds. A platform with a limit keeps its request floor."""
+    scan = AdaptivePolicy(min_interval_s=2, max_interval_s=60, max_budget_share=0.2)
+    assert scan.observe(5, 100, seconds=3.0) == pytest.approx(15.0)  # 3 s busy at most 20% of the time
+    limited = AdaptivePolicy(min_interval_s=2, max_interval_s=60, max_budget_share=0.2, limits=(Limit(100, 10),))
+    assert limited.observe(5, 1, seconds=3.0) == 2.0
+
+
+def test_a_webhook_nudges_the_poll_back_to_its_floor() -> None:
+    now = [0.0]
+    policies = {"ghl": AdaptivePolicy(min_interval_s=2, max_interval_s=20)}
+    poller = AdaptivePoller(policies, lambda p, due, stop: dict.fromkeys(due, (0, 1)), clock=lambda: now[0])
+    stop = threading.Event()
+    for _ in range(200):  # idle: backs off to 20 s
+        poller.tick("default", stop)
+        now[0] += 0.5
+    assert policies["ghl"].interval == 20.0
+    poller.nudge("ghl")
+    assert policies["ghl"].interval == 2.0 and poller.due["ghl"] <= now[0] + 2.0
+    poller.nudge("unknown")  # a connection not polled: nothing
+
+
+def test_a_poll_that_says_how_long_its_polling_took_is_timed_by_that() -> None:
+    """The wait for the profile and the poll's writes are not polling: a poll result may carry
+    the seconds its reading took, which bound a platform with no documented limit."""
+    now = [0.0]
+
+    def poll(profile: str, due: list[str], stop: threading.Event) -> dict[str, tuple[int, int, float]]:
+        now[0] += 30.0  # waited for the profile, then wrote
+        return dict.fromkeys(due, (1, 100, 1.0))
+
+    policies = {"acquire": AdaptivePolicy(min_interval_s=2, max_interval_s=60, max_budget_share=0.2)}
+    poller = AdaptivePoller(policies, poll, clock=lambda: now[0])
+    now[0] += 3
+    assert poller.tick("default", threading.Event()) == ["acquire"]
+    assert policies["acquire"].interval == pytest.approx(5.0)  # 1 s of scanning at 20%, not 30 s

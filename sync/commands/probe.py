@@ -17,10 +17,13 @@ from typing import Any
 
 from rich.console import Console
 
+from connectors.http import RateBudget
 from connectors.probing import Finding
 from connectors.registry import connector_class
 from sync.commands.common import CommandError, open_store
 from sync.config import Config
+from sync.cycle import load_rate_window, rate_window_owner, save_rate_window
+from sync.store import Store
 
 
 def probe_module(platform: str) -> Any | None:
@@ -33,19 +36,29 @@ def probe_module(platform: str) -> Any | None:
         return None
 
 
-async def probe_connection(config: Config, name: str, *, transport: Any = None) -> list[Finding] | None:
-    """The findings of the probe of connection ``name`` (None: its platform has no probe)."""
+async def probe_connection(
+    config: Config, name: str, *, transport: Any = None, store: Store | None = None
+) -> list[Finding] | None:
+    """The findings of the probe of connection ``name`` (None: its platform has no probe).
+    With ``store``, the probe's requests count in the connection's rate window as the other
+    processes' do (``store.rate_windows``): the daemon started next knows them."""
     platform = config.connections[name].platform
     module = probe_module(platform)
     if module is None:
         return None
     connector = connector_class(platform)(config.connection_settings(name), transport)
+    budget = getattr(getattr(connector, "http", None), "budget", None)
+    owner = rate_window_owner()
+    if store is not None and isinstance(budget, RateBudget):
+        load_rate_window(store, name, budget, owner)
     try:
         marker = f"contactsync-probe-{secrets.token_hex(4)}"
         findings: list[Finding] = await module.probe(connector, marker=marker)
         return findings
     finally:
         await connector.aclose()
+        if store is not None and isinstance(budget, RateBudget):
+            save_rate_window(store, name, budget, owner)
 
 
 def run_probe(
@@ -75,7 +88,9 @@ def run_probe(
         for name in names:
             platform = config.connections[name].platform
             try:
-                findings = asyncio.run(probe_connection(config, name, transport=(transports or {}).get(name)))
+                findings = asyncio.run(
+                    probe_connection(config, name, transport=(transports or {}).get(name), store=store)
+                )
             except Exception as exc:  # noqa: BLE001 - one connection's failure is reported, the others go on
                 console.print(f"{name} ({platform}): probe failed: {type(exc).__name__}: {exc}", highlight=False)
                 failed.append(name)

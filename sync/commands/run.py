@@ -15,8 +15,8 @@ from connectors.registry import connector_class
 from sync.adaptive import AdaptivePolicy, Limit
 from sync.commands.common import open_store, setup_logging
 from sync.config import Config
-from sync.cycle import CycleRunner
-from sync.daemon import AdaptivePoller, BudgetFn, Daemon, PollFn, ScheduledProfile
+from sync.cycle import CycleReport, CycleRunner
+from sync.daemon import AdaptivePoller, BudgetFn, Daemon, PollFn, PollResult, ScheduledProfile
 from sync.serve import WebhookCounters, http_services
 from sync.store import Store
 
@@ -69,7 +69,17 @@ def scheduled_profiles(
         if p.schedule.adaptive and engine is not None:
             policies = poll_policies(config, name, engine.store)
             if policies:
-                poller = AdaptivePoller(policies, _poll_with(engine), budget=_budget_of(config, engine.store))
+                # Full scans (every page, every time) poll in a lane of their own, so they
+                # never hold up the quick polls of the change feeds and sorted scans.
+                lanes = {
+                    n: "scan"
+                    if connector_class(config.connections[n].platform).capabilities.pull_mode is PullMode.FULL_SCAN
+                    else "poll"
+                    for n in policies
+                }
+                poller = AdaptivePoller(
+                    policies, _poll_with(engine), budget=_budget_of(config, engine.store), lanes=lanes
+                )
         out.append(
             ScheduledProfile(
                 name=name,
@@ -83,17 +93,20 @@ def scheduled_profiles(
 
 
 def _poll_with(engine: CycleRunner) -> PollFn:
-    def poll(profile: str, connections: list[str], stop: threading.Event) -> Mapping[str, tuple[int, int]] | None:
+    def poll(profile: str, connections: list[str], stop: threading.Event) -> Mapping[str, PollResult] | None:
         report = engine.run(profile, only=connections, stop=stop)
         if report.status == "skipped":
             return None
-        out = {}
+        out: dict[str, tuple[int, int] | tuple[int, int, float]] = {}
+        # What the polling itself took (reading the pages and staging them), not the wait for
+        # the profile nor the writes the poll's plan made.
+        seconds = float(report.timings.get("prefetch", 0.0)) + float(report.timings.get("pull", 0.0))
         for n in connections:
             pull = report.pulls.get(n)
             if pull is None or pull.error or pull.skipped:
                 out[n] = (0, 1)  # no news: back off
             else:
-                out[n] = (pull.inserted + pull.changed + len(pull.deleted), max(1, pull.pages))
+                out[n] = (pull.inserted + pull.changed + len(pull.deleted), max(1, pull.pages), seconds)
         return out
 
     return poll
@@ -155,6 +168,19 @@ def run_daemon(
         except OSError as exc:
             print(f"error: cannot listen on {config.http.host}:{config.http.port}: {exc}", file=sys.stderr)
             return 1
+        if http.drain is not None:
+            pollers = {p.name: p.poller for p in daemon.profiles if p.poller is not None}
+
+            def nudge(report: CycleReport) -> None:
+                # A webhook cycle: its platform is active, and some of its deliveries may be
+                # lost: its adaptive polls go back to their floor.
+                poller = pollers.get(report.profile)
+                if poller is None:
+                    return
+                for name in report.extra.get("hints") or {}:
+                    poller.nudge(name)
+
+            http.drain.on_cycle = nudge
         daemon.services.extend(http.services)
         return daemon.run()
     finally:

@@ -15,12 +15,12 @@ that moved between pages): the checkpoint row says whether the previous pull fin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.base import Connector, ConnectorError, PullMode, RawRecord
+from connectors.base import Connector, ConnectorError, Page, PullMode, RawRecord
 from connectors.pulls import FutureRecord, UnreadablePage, UnreadableRecord
 from sync.detect.sanitize import BadPayload, check_fields, clean_text, quarantine_text, reason_text, sanitize
 from sync.mapping import FieldMapping
@@ -56,6 +56,9 @@ class PullReport:
     held_reason: str | None = None
     # Every remote id this pull listed (read this cycle: its staged payload is current).
     listed: set[str] = field(default_factory=set, repr=False)
+    # Read before the cycle's turn (a long scan): listed payloads may be some seconds old.
+    prefetched: bool = False
+    skipped_stale: int = 0  # listed records not staged: our writes landed after their page was read
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,7 @@ class PullReport:
             "error": self.error,
             "held": self.held,
             "held_reason": self.held_reason,
+            **({"prefetched": True, "skipped_stale": self.skipped_stale} if self.prefetched else {}),
         }
 
 
@@ -206,6 +210,11 @@ async def _stage_one_by_one(
     return _Summed(totals["inserted"], totals["changed"], totals["unchanged"]), refused
 
 
+async def _replay(pages: Sequence[Page]) -> AsyncIterator[Page]:
+    for page in pages:
+        yield page
+
+
 @dataclass
 class _Summed:
     inserted: int
@@ -225,8 +234,16 @@ async def pull_connection(
     total: PageProgress | None = None,
     io: Callable[..., Awaitable[Any]] | None = None,
     deletes: DeleteLimits | None = None,
+    prefetched: Sequence[Page] | None = None,
+    skip: Collection[str] = (),
 ) -> PullReport:
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
+
+    ``prefetched``: the pages of this pull, already fetched (a long scan read before the cycle's
+    turn, :meth:`sync.cycle.CycleRunner.run`): staged as if pulled now. ``skip``: remote ids
+    whose staged row changed since the listing began (our writes landed meanwhile: the store
+    may hold newer values than the page): not staged, but counted as listed (they exist there,
+    or we created them after the listing was read).
 
     A lookup-only platform (DM Champ) has nothing to pull: its records are the ones we write.
     ``io`` (a ``sync.apply.storethread.StoreThread``) runs every store call — cursor, page
@@ -275,7 +292,11 @@ async def pull_connection(
         report.listed = listed  # the same set: what the scan listed is what it read
     # Quarantined ids of this connection: a record staged cleanly later leaves quarantine.
     quarantined: set[str] = set(await call(store.staging.quarantined_ids, name))
-    pages = connector.pull(position)
+    pages = connector.pull(position) if prefetched is None else _replay(prefetched)
+    if prefetched is not None:
+        report.prefetched = True
+        if listed is not None and skip:
+            listed.update(skip)  # created by us after the listing was read: not missing
     while True:
         try:
             page = await anext(pages)
@@ -294,6 +315,9 @@ async def pull_connection(
         staged: list[StagedRecord] = []
         unreadable: list[tuple[str | None, str, str]] = []
         for record in page.records:
+            if skip and str(record.remote_id) in skip:
+                report.skipped_stale += 1  # the store's row changed since the listing began
+                continue
             try:
                 seen = (
                     known.get(str(record.remote_id))

@@ -35,6 +35,7 @@ from sync.store.migrate import current_revision, head_revision
 from sync.store.operator import Operator
 from sync.store.outbox import OutboxStore
 from sync.store.persons import Persons
+from sync.store.ratewindows import RateWindows
 from sync.store.replan import Replan
 from sync.store.runs import Runs
 from sync.store.snapshots import SnapshotStore
@@ -186,6 +187,8 @@ class Store:
         self.health = HealthQueries(_PerCall(self, fenced=False))
         self.inbox = Inbox(per_call)
         self.behaviours = BehaviourStore(per_call)
+        # Unfenced: what was sent is worth recording whoever holds the profile.
+        self.rate_windows = RateWindows(_PerCall(self, fenced=False))
 
     @classmethod
     def open(cls, url: str, *, check: bool = True) -> Store:

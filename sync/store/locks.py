@@ -140,14 +140,18 @@ class ProfileLock:
             return None
 
     def _file_lost(self) -> str | None:
-        if self._file is None:
-            return None
-        path = self._lock_path()
-        try:
-            same = path is not None and os.path.samestat(os.fstat(self._file.fileno()), os.stat(path))
-        except OSError:
-            same = False
-        return None if same else f"its lock file {path} was removed or replaced"
+        # Under the guard: a release on another thread closes the file meanwhile, and a closed
+        # descriptor is no evidence of a lost lock (a webhook's inbox commit, fenced by the
+        # cycle's lock, once failed that way while the cycle gave its lock back).
+        with self._guard:
+            if self._file is None or not self.held:
+                return None
+            path = self._lock_path()
+            try:
+                same = path is not None and os.path.samestat(os.fstat(self._file.fileno()), os.stat(path))
+            except OSError:
+                same = False
+            return None if same else f"its lock file {path} was removed or replaced"
 
     def release(self) -> None:
         """Give the lock back (idempotent)."""
@@ -165,11 +169,13 @@ class ProfileLock:
                 self._conn.close()
                 self._conn = None
         if self._file is not None:
-            try:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            finally:
-                self._file.close()
-                self._file = None
+            with self._guard:
+                self.held = False  # first: a check from another thread now finds nothing held
+                try:
+                    fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+                finally:
+                    self._file.close()
+                    self._file = None
         self.held = False
 
     def _lock_path(self) -> Path | None:

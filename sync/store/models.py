@@ -399,3 +399,17 @@ class UnwritableField(Base):
     field: Mapped[str] = mapped_column(String(128), primary_key=True)
     evidence: Mapped[str] = mapped_column(Text)
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RateWindow(Base):
+    """The requests one process sent to a connection within its rate limit's window (wall-clock
+    stamps, epoch seconds), so the next process to use the connection — a daemon started after
+    a backfill or a probe — counts them in its own budget instead of starting from an empty
+    window. One row per connection and process (``owner``)."""
+
+    __tablename__ = "rate_windows"
+
+    connection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stamps: Mapped[list[float]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

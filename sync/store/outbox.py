@@ -889,6 +889,39 @@ class OutboxStore:
                 )
             )
 
+    def touched_since(self, connection: str, since: datetime) -> tuple[dict[str, list[dict[str, Any] | None]], bool]:
+        """What writes may have changed on ``connection`` since ``since`` (a listing fetched
+        from then on may be older than what the store holds): per remote id of the rows that
+        moved since (sent, answered, failed) or are in flight, the bodies they sent (None: a
+        call whose effect a listing cannot show, such as a tag call), and whether any of them
+        deletes or merges (which change which records exist, not only their values)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Outbox.op, Outbox.remote_id, Outbox.result_remote_id, Outbox.payload).where(
+                    Outbox.connection == connection,
+                    or_(Outbox.updated_at >= since, Outbox.status == OutboxStatus.IN_FLIGHT.value),
+                    Outbox.op != "exclude",
+                )
+            ).all()
+        out: dict[str, list[dict[str, Any] | None]] = {}
+        structural = False
+        for op, remote_id, result_id, payload in rows:
+            envelope = payload or {}
+            body = envelope.get("body")
+            sent = (
+                body
+                if isinstance(body, dict) and not envelope.get("add_tags") and not envelope.get("remove_tags")
+                else None
+            )
+            for i in (remote_id, result_id):
+                if i:
+                    out.setdefault(str(i), []).append(sent)
+            if op in ("delete", "merge"):
+                structural = True
+            for loser in envelope.get("loser_ids") or ():
+                out.setdefault(str(loser), []).append(None)
+        return out, structural
+
     def confirm_landed(self, connection: str, read_fields: Callable[[dict[str, Any]], Mapping[str, Any]]) -> int:
         """Settle the updates of ``connection`` that were sent and may have landed (pending or
         failed after an attempt: a lost response, a crash) when the pull just read their values

@@ -110,6 +110,7 @@ def test_daemon_adaptive_polls_carry_an_edit_between_full_cycles(db_url: str, tm
         profiles = scheduled_profiles(world.config, engine=world.engine)
         poller = profiles[0].poller
         assert poller is not None and set(poller.policies) == {"ghl", "acquire"}
+        assert poller.lanes == {"ghl": "poll", "acquire": "scan"}  # the full scan polls apart
         profiles = [p.__class__(**{**p.__dict__, "run_at_start": False}) for p in profiles]
         daemon = Daemon(profiles, lambda name, stop: world.engine.run(name, stop=stop))
         thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
