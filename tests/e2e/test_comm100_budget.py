@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from connectors.comm100 import CONNECTOR as Comm100Connector
 from sync.apply import Backoff
 from sync.cycle import CycleRunner
-from sync.store.models import Person, RemoteRecord
+from sync.store.models import Conflict, Person, RemoteRecord
 
 from .test_sync import ADA, HUMANS, seed_overlap
 from .world import World
@@ -292,3 +292,40 @@ def test_the_read_before_an_update_is_the_one_its_full_representation_is_built_o
         world.converge()
         companies = {name: world.holding(name, email=ADA[0])[0].get("company") for name in ("ghl", "comm100")}
         assert len(set(companies.values())) == 1, companies  # Acquire holds no company
+
+
+def _open_conflicts(world: World, field_name: str) -> list[Conflict]:
+    with world.store.engine.connect() as conn:
+        rows = conn.execute(
+            select(Conflict).where(
+                Conflict.field == field_name, Conflict.needs_review.is_(True), Conflict.resolved_at.is_(None)
+            )
+        ).all()
+    return [r[0] if not isinstance(r, Conflict) else r for r in rows]
+
+
+def test_a_late_edit_the_read_stops_ends_in_one_value_everywhere_or_an_open_conflict(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: GoHighLevel's company is edited; an agent edits Comm100's just before our read
+    by id (before the PUT), and the read stops the write. Whatever the next cycles decide, the
+    platforms never disagree for good in silence: the same company everywhere, or an open
+    conflict left for a human."""
+    seed_overlap(world)
+    world.backfill()
+    world.converge()
+    _unvouched(monkeypatch)
+    target = comm100_contact(world, ADA[0])
+    (ada_ghl,) = world.holding("ghl", email=ADA[0])
+    world.emulators["ghl"].external_edit(str(ada_ghl["_raw"]["id"]), {"companyName": "Analytical Engines"})
+    transports = {n: e.transport() for n, e in world.emulators.items()}
+    reader = AgentEditsBeforeTheRead(world, target["id"], {"company": "Difference Engines"})
+    transports["comm100"] = reader  # type: ignore[assignment]
+    world.engine = CycleRunner(world.config, world.store, transports=transports, backoff=Backoff(base_s=0.0))
+    world.cycle()
+    assert reader.done
+    assert world.emulators["comm100"].contacts[target["id"]]["company"] == "Difference Engines"
+    world.converge()
+    companies = {name: world.holding(name, email=ADA[0])[0].get("company") for name in ("ghl", "comm100")}
+    if len(set(companies.values())) != 1:
+        assert _open_conflicts(world, "company"), companies
