@@ -295,16 +295,36 @@ def _decide_fields(
 
         outcome = decide(name, g, changes, rule or rules(name), holds_as)
         if outcome.rule is not None:
+            review = outcome.needs_review or _stranded(name, outcome.value, changes, connections, holds_as)
             out.conflicts.append(
-                ConflictDecision(
-                    view.person_id, name, candidates(changes), outcome.value, outcome.rule, outcome.needs_review
-                )
+                ConflictDecision(view.person_id, name, candidates(changes), outcome.value, outcome.rule, review)
             )
         if outcome.erased:
             erased.add(name)
         if not is_empty(outcome.value):
             golden[name] = outcome.value
     return golden, erased
+
+
+def _stranded(
+    name: str,
+    value: FieldValue,
+    changes: list[Change],
+    connections: Mapping[str, ConnectionInfo],
+    holds_as: Callable[[str, FieldValue], FieldValue],
+) -> bool:
+    """Whether a conflict's decided ``value`` can never reach a competing side: one holding
+    another value in a field its platform cannot update (GoHighLevel's company is set on
+    create only). No write will ever make the sides agree, so the conflict is left for a
+    person (``needs_review``) instead of passing for settled while they disagree for good."""
+    for c in changes:
+        if same(c.value, value) or same(c.value, holds_as(c.connection, value)):
+            continue
+        info = connections[c.connection]
+        update = info.update_fields
+        if not info.capabilities.can_update or not (name in update or covers(update, name)):
+            return True
+    return False
 
 
 def _golden_rival(

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from connectors.comm100 import CONNECTOR as Comm100Connector
 from sync.apply import Backoff
 from sync.cycle import CycleRunner
-from sync.store.models import Person, RemoteRecord
+from sync.store.models import Conflict, Person, RemoteRecord
 
 from .test_sync import ADA, HUMANS, seed_overlap
 from .world import World
@@ -292,3 +292,91 @@ def test_the_read_before_an_update_is_the_one_its_full_representation_is_built_o
         world.converge()
         companies = {name: world.holding(name, email=ADA[0])[0].get("company") for name in ("ghl", "comm100")}
         assert len(set(companies.values())) == 1, companies  # Acquire holds no company
+
+
+def _open_conflicts(world: World, field_name: str) -> list[Conflict]:
+    """Conflicts on ``field_name`` left for a person: flagged for review, not resolved."""
+    with world.store.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(Conflict).where(
+                    Conflict.field == field_name, Conflict.needs_review.is_(True), Conflict.resolved_at.is_(None)
+                )
+            ).all()
+        )
+
+
+class EditsBeforeTheRead(httpx.AsyncBaseTransport):
+    """A platform emulator's transport, with someone editing a contact there just before our
+    first read of it by id arrives (after our pull, before our update)."""
+
+    def __init__(self, world: World, name: str, contact_id: str, changes: dict[str, Any]) -> None:
+        self.emulator = world.emulators[name]
+        self.inner = self.emulator.transport()
+        self.contact_id, self.changes = contact_id, changes
+        self.done = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and not self.done and request.url.path.endswith(self.contact_id):
+            self.emulator.external_edit(self.contact_id, self.changes)
+            self.done = True
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize(
+    ("edited", "read", "field_name", "edit", "late"),
+    [
+        # Issue 14: GoHighLevel's company (set on create only there) against an agent's edit
+        # of Comm100's, seen by the read before the Comm100 update.
+        ("ghl", "comm100", "company", {"companyName": "Analytical Engines"}, {"company": "Difference Engines"}),
+        # A field both can update: the decided value must reach both.
+        ("ghl", "comm100", "first_name", {"firstName": "Augusta"}, {"firstName": "Adelaide"}),
+        # The read before a GoHighLevel update (its search never vouches) sees an edit made there.
+        ("comm100", "ghl", "first_name", {"firstName": "Augusta"}, {"firstName": "Adelaide"}),
+    ],
+)
+def test_a_late_edit_the_read_stops_ends_in_one_value_everywhere_or_an_open_conflict(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    edited: str,
+    read: str,
+    field_name: str,
+    edit: dict[str, Any],
+    late: dict[str, Any],
+) -> None:
+    """An edit on one platform is planned to the other; just before our read by id there
+    (before the update), someone edits the same field there, and the read stops the write.
+    The next cycles decide the two competing values as a conflict. Whatever they decide, the
+    platforms never disagree for good in silence: the same value everywhere, or an open
+    conflict left for a person (issue 14: GoHighLevel takes a company on create only, so a
+    decision for Comm100's company can never reach it)."""
+    seed_overlap(world)
+    world.backfill()
+    world.converge()
+    _unvouched(monkeypatch)
+    (source,) = world.holding(edited, email=ADA[0])
+    (target,) = world.holding(read, email=ADA[0])
+    world.emulators[edited].external_edit(str(source["_raw"]["id"]), edit)
+    transports = {n: e.transport() for n, e in world.emulators.items()}
+    reader = EditsBeforeTheRead(world, read, str(target["_raw"]["id"]), late)
+    transports[read] = reader  # type: ignore[assignment]
+    world.engine = CycleRunner(world.config, world.store, transports=transports, backoff=Backoff(base_s=0.0))
+    report = world.cycle()
+    assert reader.done  # the late edit was made, and the read saw it: nothing sent there
+    assert report.applied is not None and report.applied.connections[read].superseded >= 1
+    world.engine = CycleRunner(
+        world.config,
+        world.store,
+        transports={n: e.transport() for n, e in world.emulators.items()},
+        backoff=Backoff(base_s=0.0),
+    )
+    world.converge()
+    world.converge()  # and it stays so
+    held = {name: world.holding(name, email=ADA[0])[0].get(field_name) for name in ("ghl", "comm100")}
+    if len(set(held.values())) == 1:
+        assert not _open_conflicts(world, field_name), held
+        if field_name == "first_name":
+            (acquire,) = world.holding("acquire", email=ADA[0])
+            assert acquire.get("first_name") in held.values(), acquire
+    else:
+        assert len(_open_conflicts(world, field_name)) == 1, held  # left for a person, once

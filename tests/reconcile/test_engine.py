@@ -23,7 +23,7 @@ from sync.reconcile import (
     reconcile_person,
 )
 
-from .helpers import CONNECTIONS, at
+from .helpers import CONNECTIONS, GHL_FIELDS, at
 
 ADA: FieldDict = {
     "first_name": "Ada",
@@ -183,6 +183,37 @@ def test_priority_without_any_competing_connection_listed_is_flagged_for_review(
     unlisted = ReconcilePolicy(conflicts=ConflictPolicy(rule="priority", priority=("c100",)))
     (conflict,) = run(_conflict_view(), unlisted).conflicts
     assert conflict.decision == "Augusta" and conflict.needs_review  # "acq" < "ghl" by name only
+
+
+def test_a_decision_a_competing_side_cannot_be_updated_to_is_flagged_for_review() -> None:
+    """Issue 14: GoHighLevel takes a company on create only. A conflict decided for another
+    side's company can never reach it: the platforms would disagree for good under a conflict
+    that passes for settled, so it is left for a person. Decided for the side that cannot be
+    updated, the value reaches the others and nothing needs review."""
+    conns = dict(CONNECTIONS)
+    conns["ghl"] = replace(conns["ghl"], update_fields=GHL_FIELDS - {"company"})
+    base = {**ADA, "company": "Babbage & Co"}
+    sides = everywhere(base)
+    sides["ghl"] = replace(
+        sides["ghl"], record=RecordState("ghl-1", {**sides["ghl"].snapshot, "company": "Analytical Engines"}, at(5))
+    )  # type: ignore[dict-item]
+    sides["c100"] = replace(
+        sides["c100"], record=RecordState("c100-1", {**sides["c100"].snapshot, "company": "Difference Engines"}, at(9))
+    )  # type: ignore[dict-item]
+    view = PersonView(1, dict(base), sides)
+    (conflict,) = reconcile_person(view, conns, ReconcilePolicy()).conflicts
+    assert (conflict.decision, conflict.rule, conflict.needs_review) == ("Difference Engines", "newest", True)
+    # Where every competing side can take the decision, the rule settles it.
+    (conflict,) = reconcile_person(view, CONNECTIONS, ReconcilePolicy()).conflicts
+    assert (conflict.decision, conflict.needs_review) == ("Difference Engines", False)
+    # Decided for GoHighLevel's own company: it reaches Comm100, nothing left for review.
+    sides["ghl"] = replace(sides["ghl"], record=replace(sides["ghl"].record, updated_at=at(10)))  # type: ignore[arg-type]
+    result = reconcile_person(PersonView(1, dict(base), sides), conns, ReconcilePolicy())
+    (conflict,) = result.conflicts
+    assert (conflict.decision, conflict.needs_review) == ("Analytical Engines", False)
+    assert {op.connection: op.fields for op in ops_of(result, OpKind.UPDATE)}["c100"] == {
+        "company": "Analytical Engines"
+    }
 
 
 def test_union_merges_set_changes_element_wise() -> None:
