@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,18 @@ def test_tokens_are_encrypted_and_refused_without_a_key(store: Store, monkeypatc
 
 
 def test_authorize_sync_and_refresh_rotation_without_token_in_logs(db_url: str, tmp_path: Path) -> None:
+    """The code's access token expires (2 s, refreshed a tenth of that before its end); the next
+    cycle rotates the pair once — proactively, no request ever sees a 401 — and writes with the
+    new access token; the cycle after it spends nothing.
+
+    Only the authorization's token is short-lived, and the test waits for its end on the
+    store's own freshness test, not for a guessed number of seconds: the tokens issued by the
+    refresh live an hour. With every token 2 s, a cycle slowed past 1.8 s by CPU load (backfills
+    took up to 3.9 s with four busy loops on two cores) rotated a second time — legitimately, each
+    refresh token spent once — and the assertion of one refresh failed."""
     config, store, runner, ghl, acq = _world(db_url, tmp_path, token_ttl_s=2.0)
+    margin = float(config.options("ghl")["refresh_margin_s"])
+    assert margin == pytest.approx(0.2)
     try:
         acq.seed(3)
         with structlog.testing.capture_logs() as logs:
@@ -115,19 +127,24 @@ def test_authorize_sync_and_refresh_rotation_without_token_in_logs(db_url: str, 
             assert "authorized (Location" in msg
             first = store.auth.load("ghl")
             assert first is not None
+            ghl.token_ttl_s = 3600.0  # the rotated tokens: no load outlives them
+            # Wait for the code's token to be due by the provider's own test (expiry - margin).
+            while first.fresh(margin):
+                time.sleep(0.05)
             report = runner.run("default", kind="backfill", full=True)
             assert report.status == "ok", report.error
-            assert len(ghl.contacts) == 3  # written with the OAuth access token
-            # The access token expires (2 s, refreshed 0.2 s before): the next cycle rotates.
-            import time
-
-            time.sleep(2.0)
-            report = runner.run("default")
+            assert len(ghl.contacts) == 3  # written with the rotated OAuth access token
+            rotated = store.auth.load("ghl")
+            assert rotated is not None
+            report = runner.run("default")  # the rotated token is fresh: nothing to spend
             assert report.status == "ok", report.error
         now = store.auth.load("ghl")
-        assert now is not None and now.refresh_token != first.refresh_token and now.version > first.version
+        assert now is not None and now.refresh_token != first.refresh_token and now.version == first.version + 1
+        assert now == rotated
         refreshes = [t for g, t in ghl.token_requests if g == "refresh_token"]
         assert refreshes == [first.refresh_token]  # spent once, the new one stored
+        assert ghl.count_status(401) == 0  # refreshed before the expired token was sent
+        assert now.refresh_token in ghl._refresh  # the stored refresh token is the live one
         text = repr(logs) + msg + repr(report.counts()) + str(report.error)
         for secret in (first.access_token, first.refresh_token, now.access_token, now.refresh_token):
             assert secret and secret not in text
@@ -319,8 +336,6 @@ def test_a_lease_left_by_a_dead_process_expires(db_url: str, store: Store, store
     store.auth.begin_refresh("ghl", lease_s=0.2)  # never released: its process "died"
     other = Store.open(db_url)
     try:
-        import time
-
         time.sleep(0.3)
         handle = other.auth.begin_refresh("ghl", wait_s=1)
         handle.commit(StoredTokens("at-new-1234", "rt-new-1234", datetime.now(UTC) + timedelta(days=1)))
