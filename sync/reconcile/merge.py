@@ -320,11 +320,23 @@ def _stranded(
     for c in changes:
         if same(c.value, value) or same(c.value, holds_as(c.connection, value)):
             continue
+        if _kept_in(c.value, value):
+            # A union that kept this side's items: the side lacks only what the others added,
+            # the documented limit of a field it cannot update (Acquire's tags), not a decision
+            # against it — nothing a person could settle.
+            continue
         info = connections[c.connection]
         update = info.update_fields
         if not info.capabilities.can_update or not (name in update or covers(update, name)):
             return True
     return False
+
+
+def _kept_in(side: FieldValue, decided: FieldValue) -> bool:
+    """Whether a list or set field's ``decided`` value holds every item of ``side``'s."""
+    if not isinstance(side, (tuple, frozenset)) or not isinstance(decided, (tuple, frozenset)):
+        return False
+    return set(members(side)) <= set(members(decided))
 
 
 def _golden_rival(

@@ -9,7 +9,7 @@ import pytest
 
 from connectors.base import Capabilities, PullMode
 from sync.canonical import FieldDict
-from sync.plan import OpKind, PlanOp
+from sync.plan import ConflictDecision, OpKind, PlanOp
 from sync.reconcile import (
     ConflictPolicy,
     DeletePolicy,
@@ -439,3 +439,29 @@ def test_values_missing_from_the_golden_record_are_adopted_from_the_sides() -> N
     result = run(PersonView(1, {"first_name": "Ada"}, sides))
     assert result.golden == ADA
     assert result.ops == [] and result.conflicts == []
+
+
+def test_a_union_that_keeps_a_side_it_cannot_update_is_not_left_for_review() -> None:
+    """A union decision holding every tag of the side that cannot take updates leaves that side
+    lacking only the others' additions — the documented limit of a read-only field, nothing a
+    person could settle — so it is not raised for review. A decision that drops one of that
+    side's tags (another side removed it) is: the sides would disagree for good."""
+    base = {**ADA, "tags": frozenset({"lead", "old"})}
+    union = ReconcilePolicy(conflicts=ConflictPolicy(overrides={"tags": FieldRule(rule="union")}))
+
+    def decide_with_read_only(read_only: str) -> ConflictDecision:
+        conns = {
+            "ghl": CONNECTIONS["ghl"],
+            "g2": replace(CONNECTIONS["ghl"], name="g2"),
+        }
+        conns[read_only] = replace(conns[read_only], update_fields=GHL_FIELDS - {"tags"})
+        sides = {
+            "ghl": Side("ghl", RecordState("a", {**base, "tags": frozenset({"lead", "old", "vip"})}, at(1)), base),
+            "g2": Side("g2", RecordState("b", {**base, "tags": frozenset({"lead"})}, at(2)), base),
+        }
+        (conflict,) = reconcile_person(PersonView(1, dict(base), sides), conns, union).conflicts
+        assert conflict.decision == frozenset({"lead", "vip"})  # g2 removed "old", ghl added "vip"
+        return conflict
+
+    assert decide_with_read_only("g2").needs_review is False  # g2's {"lead"} is kept: it lacks "vip" only
+    assert decide_with_read_only("ghl").needs_review is True  # ghl keeps "old", which the others dropped
