@@ -150,6 +150,10 @@ class CycleReport:
 #: How much earlier than its first request a prefetched listing is taken to be (clocks of
 #: several processes sharing one store, writes recorded a little after they landed).
 PREFETCH_MARGIN_S = 5.0
+#: A prefetched scan staged within this long of its last page, with nothing skipped as
+#: written meanwhile, is as current as one pulled under the lock (which also lists its pages
+#: before the push): it vouches for its contacts like that pull would (no read before update).
+PREFETCH_CURRENT_S = 1.0
 
 
 @dataclass
@@ -162,6 +166,7 @@ class Prefetch:
     since: datetime
     pages: list[Page]
     seconds: float
+    ended: float  # time.monotonic() when its last page was read
     # The staged rows' hashes when it began: a row that changed by the time it is staged was
     # written meanwhile (by our writes) and may be newer than its page.
     hashes: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)
@@ -415,7 +420,8 @@ class CycleRunner:
             await connector.aclose()
         if not pages or not pages[-1].complete:
             return None
-        return Prefetch(state, since, pages, round(time.monotonic() - started, 3), hashes)
+        ended = time.monotonic()
+        return Prefetch(state, since, pages, round(ended - started, 3), ended, hashes)
 
     def _usable(self, name: str, pre: Prefetch) -> tuple[list[Page] | None, set[str]]:
         """Under the lock: the prefetched pages of ``name`` if they can still be staged, and
@@ -590,7 +596,7 @@ class CycleRunner:
                 current = connectors[t.name].capabilities.listing_current
                 t.fresh = (
                     pull.listed
-                    if current and pull is not None and pull.complete and not pull.error and not pull.prefetched
+                    if current and pull is not None and pull.complete and not pull.error and _as_current(pull)
                     else set()
                 )
             for n in failed_pulls:
@@ -766,10 +772,12 @@ class CycleRunner:
             pages: list[Page] | None = None
             skip: set[str] = set()
             pre = (prefetched or {}).get(name)
+            age: float | None = None
             if pre is not None:
                 pages, skip = await io(self._usable, name, pre)
+                age = round(time.monotonic() - pre.ended, 3)  # its wait for the turn and the lock
             try:
-                return await pull_connection(
+                report = await pull_connection(
                     self.store,
                     name,
                     connectors[name],
@@ -783,6 +791,9 @@ class CycleRunner:
                     prefetched=pages,
                     skip=skip,
                 )
+                if pages is not None:
+                    report.prefetch_age_s = age
+                return report
             except ConnectorError as exc:
                 # One platform down never stops the others; its staged rows stay as they were.
                 log.warning("pull_failed", connection=name, error=str(exc))
@@ -892,6 +903,15 @@ def save_rate_window(
     return True
 
 
+def _as_current(pull: PullReport) -> bool:
+    """Whether a pull's listing is as current as one made under this cycle's lock: not
+    prefetched, or prefetched and staged at once (it did not wait behind another cycle) with
+    no row skipped as written meanwhile (:data:`PREFETCH_CURRENT_S`)."""
+    if not pull.prefetched:
+        return True
+    return pull.skipped_stale == 0 and pull.prefetch_age_s is not None and pull.prefetch_age_s <= PREFETCH_CURRENT_S
+
+
 def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
     """Whether updates to this connection read the contact first (issue 14 A: a write is sent
     only if the remote field is still what it was planned against). Not when this cycle's pull
@@ -907,7 +927,7 @@ def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
     trusted = (
         pull is not None
         and caps.pull_mode is PullMode.FULL_SCAN
-        and not pull.prefetched  # read before the turn: maybe seconds older than the push
+        and _as_current(pull)  # a scan read before the turn may be older than the push
         and pull.complete
         and not pull.error
         and not pull.held

@@ -59,6 +59,7 @@ class PullReport:
     # Read before the cycle's turn (a long scan): listed payloads may be some seconds old.
     prefetched: bool = False
     skipped_stale: int = 0  # listed records not staged: our writes landed after their page was read
+    prefetch_age_s: float | None = None  # from its last page read to the start of its staging
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,7 +77,11 @@ class PullReport:
             "error": self.error,
             "held": self.held,
             "held_reason": self.held_reason,
-            **({"prefetched": True, "skipped_stale": self.skipped_stale} if self.prefetched else {}),
+            **(
+                {"prefetched": True, "skipped_stale": self.skipped_stale, "prefetch_age_s": self.prefetch_age_s}
+                if self.prefetched
+                else {}
+            ),
         }
 
 

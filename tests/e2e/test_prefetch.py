@@ -6,9 +6,11 @@ a reason to take a contact we created since for deleted."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from connectors.fleet import last_name_edit
+from sync.cycle import PREFETCH_CURRENT_S
 
 from .world import World
 
@@ -103,3 +105,42 @@ def test_a_contact_we_created_after_the_prefetch_is_not_taken_for_deleted(world:
     world.converge()
     for name in ("acquire", "ghl", "comm100"):
         assert len(world.holding(name, email="alan@bletchley.example")) == 1, name
+
+
+def test_a_prefetch_that_waited_for_its_turn_does_not_vouch_for_its_contacts(world: World) -> None:
+    """A scan staged promptly vouches for what it listed, as a pull under the lock does; one
+    that waited longer than ``PREFETCH_CURRENT_S`` (behind another cycle) may be older than the
+    push: each update there reads the contact first, so an agent's Acquire edit made after the
+    pages were read wins (newest) instead of being overwritten blind."""
+    _linked(world)
+    pre = world.engine._prefetch("default", None, None)
+    assert set(pre) == {"acquire"}
+    world.emulators["ghl"].external_edit(_rid(world, "ghl", "ada@example.com"), last_name_edit("ghl", "Ada", "Byron"))
+    time.sleep(0.05)
+    world.emulators["acquire"].external_edit(
+        _rid(world, "acquire", "ada@example.com"), last_name_edit("acquire", "Ada", "King")
+    )
+    time.sleep(PREFETCH_CURRENT_S + 0.3)  # the wait for the turn
+    report = _cycle_with(world, pre)
+    pull = report.pulls["acquire"]
+    assert pull.prefetched and pull.prefetch_age_s is not None and pull.prefetch_age_s > PREFETCH_CURRENT_S, pull
+    world.converge()
+    for name in ("acquire", "ghl", "comm100"):
+        assert _last(world, name, "ada@example.com") == "King", name
+
+
+def test_a_prompt_prefetch_vouches_like_a_pull_under_the_lock(world: World) -> None:
+    """Staged at once with nothing written meanwhile, the prefetched scan is the read: the
+    cycle's Acquire updates go without a read by id first (the speed of a full scan)."""
+    _linked(world)
+    world.emulators["ghl"].external_edit(_rid(world, "ghl", "ada@example.com"), last_name_edit("ghl", "Ada", "Byron"))
+    log = world.emulators["acquire"].request_log
+    seen = len(log)
+    report = world.cycle()
+    pull = report.pulls["acquire"]
+    assert pull.prefetched and pull.skipped_stale == 0 and pull.prefetch_age_s is not None, pull
+    assert pull.prefetch_age_s <= PREFETCH_CURRENT_S, pull
+    rid = _rid(world, "acquire", "ada@example.com")
+    about_ada = [e.method for e in log[seen:] if e.path.split("?", 1)[0].rstrip("/").endswith("/" + rid)]
+    assert about_ada and "GET" not in about_ada, about_ada  # the update alone: no read of it first
+    assert _last(world, "acquire", "ada@example.com") == "Byron"
