@@ -177,8 +177,14 @@ def test_ctrl_c_is_recorded_interrupted(world: World) -> None:
             os.kill(os.getpid(), signal.SIGINT)
 
     tamper(world, "acquire").before(sigint_once)  # type: ignore[arg-type]
-    with pytest.raises(KeyboardInterrupt):
-        world.engine.run("default", kind="backfill", full=True)
+    # Ctrl-C as a terminal delivers it: a suite started in the background (nohup, `&`) inherits
+    # SIGINT ignored, which would make this test depend on how pytest was launched.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            world.engine.run("default", kind="backfill", full=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     (run, *_) = world.store.runs.recent_runs(1)
     assert (
         run.status == "interrupted" and "KeyboardInterrupt" in (run.error or "") or "Cancelled" in (run.error or "")
