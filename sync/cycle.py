@@ -440,8 +440,7 @@ class CycleRunner:
         ):
             log.info("prefetch_not_used", connection=name, reason="pulled meanwhile")
             return None, set()
-        _touched, structural = self.store.outbox.touched_since(name, pre.since)
-        if structural:
+        if self.store.outbox.structural_since(name, pre.since):
             log.info("prefetch_not_used", connection=name, reason="a delete or merge was sent meanwhile")
             return None, set()
         hashes = self.store.staging.staged_hashes(name)

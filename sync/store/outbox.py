@@ -889,38 +889,21 @@ class OutboxStore:
                 )
             )
 
-    def touched_since(self, connection: str, since: datetime) -> tuple[dict[str, list[dict[str, Any] | None]], bool]:
-        """What writes may have changed on ``connection`` since ``since`` (a listing fetched
-        from then on may be older than what the store holds): per remote id of the rows that
-        moved since (sent, answered, failed) or are in flight, the bodies they sent (None: a
-        call whose effect a listing cannot show, such as a tag call), and whether any of them
-        deletes or merges (which change which records exist, not only their values)."""
+    def structural_since(self, connection: str, since: datetime) -> bool:
+        """Whether a delete or merge on ``connection`` moved since ``since`` (sent, answered,
+        failed) or is in flight: it changes which records exist there, so a listing fetched from
+        then on may be wrong about more than values (the cycle drops such a prefetched scan)."""
         with self._sessions() as session:
-            rows = session.execute(
-                select(Outbox.op, Outbox.remote_id, Outbox.result_remote_id, Outbox.payload).where(
+            found = session.execute(
+                select(Outbox.id)
+                .where(
                     Outbox.connection == connection,
                     or_(Outbox.updated_at >= since, Outbox.status == OutboxStatus.IN_FLIGHT.value),
-                    Outbox.op != "exclude",
+                    Outbox.op.in_(("delete", "merge")),
                 )
-            ).all()
-        out: dict[str, list[dict[str, Any] | None]] = {}
-        structural = False
-        for op, remote_id, result_id, payload in rows:
-            envelope = payload or {}
-            body = envelope.get("body")
-            sent = (
-                body
-                if isinstance(body, dict) and not envelope.get("add_tags") and not envelope.get("remove_tags")
-                else None
-            )
-            for i in (remote_id, result_id):
-                if i:
-                    out.setdefault(str(i), []).append(sent)
-            if op in ("delete", "merge"):
-                structural = True
-            for loser in envelope.get("loser_ids") or ():
-                out.setdefault(str(loser), []).append(None)
-        return out, structural
+                .limit(1)
+            ).first()
+        return found is not None
 
     def confirm_landed(self, connection: str, read_fields: Callable[[dict[str, Any]], Mapping[str, Any]]) -> int:
         """Settle the updates of ``connection`` that were sent and may have landed (pending or

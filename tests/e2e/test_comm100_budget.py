@@ -175,18 +175,19 @@ def test_an_email_change_updates_the_comm100_identity_instead_of_adding_one(worl
     world.assert_one_each([("ada@analytical.example", ADA[1]), *HUMANS[1:]])
 
 
-class AgentEditsBeforeThePut(httpx.AsyncBaseTransport):
-    """The Comm100 emulator's transport, with an agent editing a contact in the console just
-    before our first PUT to it arrives: an outside edit made after our pull, before our write."""
+class EditsBefore(httpx.AsyncBaseTransport):
+    """A platform emulator's transport, with someone editing a contact there in its console
+    just before our first request of ``method`` to that contact arrives (after our pull: before
+    our read by id with ``"GET"``, before our write with ``"PUT"``)."""
 
-    def __init__(self, world: World, contact_id: str, changes: dict[str, Any]) -> None:
-        self.emulator = world.emulators["comm100"]
+    def __init__(self, world: World, name: str, method: str, contact_id: str, changes: dict[str, Any]) -> None:
+        self.emulator = world.emulators[name]
         self.inner = self.emulator.transport()
-        self.contact_id, self.changes = contact_id, changes
+        self.method, self.contact_id, self.changes = method, contact_id, changes
         self.done = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "PUT" and not self.done and request.url.path.endswith(self.contact_id):
+        if request.method == self.method and not self.done and request.url.path.endswith(self.contact_id):
             self.emulator.external_edit(self.contact_id, self.changes)
             self.done = True
         return await self.inner.handle_async_request(request)
@@ -204,7 +205,7 @@ def test_an_outside_edit_made_between_our_pull_and_our_update_is_kept(world: Wor
     target = comm100_contact(world, ADA[0])
     (ada_ghl,) = world.holding("ghl", email=ADA[0])
     world.emulators["ghl"].external_edit(str(ada_ghl["_raw"]["id"]), {"companyName": "Analytical Engines"})
-    agent = AgentEditsBeforeThePut(world, target["id"], {"firstName": "Augusta"})
+    agent = EditsBefore(world, "comm100", "PUT", target["id"], {"firstName": "Augusta"})
     transports = {n: e.transport() for n, e in world.emulators.items()}
     world.engine = CycleRunner(
         world.config, world.store, transports={**transports, "comm100": agent}, backoff=Backoff(base_s=0.0)
@@ -220,23 +221,6 @@ def test_an_outside_edit_made_between_our_pull_and_our_update_is_kept(world: Wor
         (ada,) = world.holding(name, email=ADA[0])
         assert ada.get("first_name") == "Augusta", (name, ada)
         assert ada.get("company", "Analytical Engines") == "Analytical Engines", (name, ada)
-
-
-class AgentEditsBeforeTheRead(httpx.AsyncBaseTransport):
-    """The Comm100 emulator's transport, with an agent editing a contact just before our first
-    read of it by id arrives."""
-
-    def __init__(self, world: World, contact_id: str, changes: dict[str, Any]) -> None:
-        self.emulator = world.emulators["comm100"]
-        self.inner = self.emulator.transport()
-        self.contact_id, self.changes = contact_id, changes
-        self.done = False
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET" and not self.done and request.url.path.endswith(self.contact_id):
-            self.emulator.external_edit(self.contact_id, self.changes)
-            self.done = True
-        return await self.inner.handle_async_request(request)
 
 
 def _unvouched(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,7 +255,7 @@ def test_the_read_before_an_update_is_the_one_its_full_representation_is_built_o
     world.emulators["ghl"].external_edit(str(ada_ghl["_raw"]["id"]), {"companyName": "Analytical Engines"})
     transports = {n: e.transport() for n, e in world.emulators.items()}
     if agent:
-        reader = AgentEditsBeforeTheRead(world, target["id"], {"company": "Difference Engines"})
+        reader = EditsBefore(world, "comm100", "GET", target["id"], {"company": "Difference Engines"})
         transports["comm100"] = reader  # type: ignore[assignment]
     world.engine = CycleRunner(world.config, world.store, transports=transports, backoff=Backoff(base_s=0.0))
     start = len(world.emulators["comm100"].request_log)
@@ -304,23 +288,6 @@ def _open_conflicts(world: World, field_name: str) -> list[Conflict]:
                 )
             ).all()
         )
-
-
-class EditsBeforeTheRead(httpx.AsyncBaseTransport):
-    """A platform emulator's transport, with someone editing a contact there just before our
-    first read of it by id arrives (after our pull, before our update)."""
-
-    def __init__(self, world: World, name: str, contact_id: str, changes: dict[str, Any]) -> None:
-        self.emulator = world.emulators[name]
-        self.inner = self.emulator.transport()
-        self.contact_id, self.changes = contact_id, changes
-        self.done = False
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET" and not self.done and request.url.path.endswith(self.contact_id):
-            self.emulator.external_edit(self.contact_id, self.changes)
-            self.done = True
-        return await self.inner.handle_async_request(request)
 
 
 @pytest.mark.parametrize(
@@ -358,7 +325,7 @@ def test_a_late_edit_the_read_stops_ends_in_one_value_everywhere_or_an_open_conf
     (target,) = world.holding(read, email=ADA[0])
     world.emulators[edited].external_edit(str(source["_raw"]["id"]), edit)
     transports = {n: e.transport() for n, e in world.emulators.items()}
-    reader = EditsBeforeTheRead(world, read, str(target["_raw"]["id"]), late)
+    reader = EditsBefore(world, read, "GET", str(target["_raw"]["id"]), late)
     transports[read] = reader  # type: ignore[assignment]
     world.engine = CycleRunner(world.config, world.store, transports=transports, backoff=Backoff(base_s=0.0))
     report = world.cycle()
