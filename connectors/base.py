@@ -115,6 +115,10 @@ class Page:
     #: How many records the whole pull is expected to list, when the platform says (GoHighLevel's
     #: search ``total``, Comm100's ``total``, Acquire's count): progress bars show it with an ETA.
     total: int | None = None
+    #: On the last page of an incremental listing sorted newest first: it went back past its
+    #: cursor (met a record older than the cursor less the overlap, in an order that held), so
+    #: every record changed since then is among those listed.
+    caught_up: bool = False
 
 
 @dataclass
@@ -394,6 +398,12 @@ class Connector(ABC):
     async def update(self, remote_id: str, changes: JSON) -> WriteResult:
         """Send only ``changes`` (raw payload keys); the platform keeps the rest."""
         raise NotImplementedError(f"{self.platform}: update")
+
+    def update_reads_current(self, changes: JSON) -> bool:
+        """Whether :meth:`update` of ``changes`` reads the contact by id before its write (a
+        connector whose ``update`` takes ``current=`` is then given the staged record where the
+        cycle's pull vouches for it, saving that read)."""
+        return False
 
     async def delete(self, remote_id: str) -> None:
         raise NotImplementedError(f"{self.platform}: delete")

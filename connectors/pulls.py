@@ -417,6 +417,7 @@ class SortedScanPull(_SinceCursor):
                     complete=True,
                     full_scan=(since is None or unordered is not None) and not stopped and check.stable,
                     total=total,
+                    caught_up=stopped,
                 )
                 return
         finally:

@@ -915,7 +915,9 @@ def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
     """Whether updates to this connection read the contact first (issue 14 A: a write is sent
     only if the remote field is still what it was planned against). Not when this cycle's pull
     was a complete full scan the delete breaker believed: every staged payload is then as of
-    this cycle (Acquire, the common case: no extra call). Otherwise a contact the pull did not
+    this cycle (Acquire, the common case: no extra call); nor when it was a sorted listing that
+    caught up (``PullReport.caught_up``: it went back past its cursor and its total matches
+    the store, so no change made since is missing; Comm100). Otherwise a contact the pull did not
     list may hold an edit it did not show (an incremental listing that came back short,
     GoHighLevel's search lag), so one GET by id precedes each update of such a contact (a
     contact listed this cycle is current: ``Target.fresh``). Never on a platform that cannot
@@ -925,7 +927,7 @@ def _verify_updates(connector: Connector, pull: PullReport | None) -> bool:
         return False
     trusted = (
         pull is not None
-        and caps.pull_mode is PullMode.FULL_SCAN
+        and (caps.pull_mode is PullMode.FULL_SCAN or (pull.caught_up and caps.listing_current))
         and _as_current(pull)  # a scan read before the turn may be older than the push
         and pull.complete
         and not pull.error

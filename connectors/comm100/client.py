@@ -301,6 +301,12 @@ class Comm100Connector(SortedScanPull, HttpConnector):
     #: engine's read before an update), used instead of reading it again.
     update_takes_current = True
 
+    def update_reads_current(self, changes: JSON) -> bool:
+        """Whether :meth:`update` of ``changes`` reads the contact first when no ``current``
+        is given: for a full representation (PUT semantics not measured to merge) or the
+        required ``name`` it does not carry."""
+        return self.behaviours.get(PUT_SEMANTICS) != "merge" or not _body(changes).get("name")
+
     async def update(self, remote_id: str, changes: JSON, *, current: RawRecord | None = None) -> WriteResult:
         """PUT ``changes`` - as a full representation unless PUT is measured to merge.
 

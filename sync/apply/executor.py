@@ -239,6 +239,9 @@ class ConnectionApplier:
         self._sem = asyncio.Semaphore(max(1, target.concurrency))
         self._claims: dict[str, int | None] = {}
         self._me: dict[int, int] = {}
+        # The chunk's target records as staged (SendState): what an update's connector builds
+        # its body on when this cycle's pull vouches for them, instead of reading each first.
+        self._staged: SendState = SendState()
         self._key_owners: dict[str, set[int]] = {}
         self._probe = False
 
@@ -309,6 +312,7 @@ class ConnectionApplier:
         last pulled) the values the row was planned against."""
         current = self.feed.run_id if self.feed is not None else None
         state = await self.io(self.outbox.send_state, items)
+        self._staged = state
         stale: list[tuple[int, str]] = []
         for item in items:
             reason = self._staleness(item, state, current)
@@ -358,6 +362,7 @@ class ConnectionApplier:
         )
 
     async def _chunk(self, items: Sequence[OutboxItem], *, settling: bool, probe: bool = False) -> None:
+        self._staged = SendState()
         if not settling:
             items = await self._fresh(items)
             if not items:
@@ -457,17 +462,25 @@ class ConnectionApplier:
         return self.target.keys_of(payload)
 
     async def _execute(self, item: OutboxItem, settling: bool) -> Completion:
-        if item.op == "create":
-            return await self._create(item, settling)
-        if settling and self._probe:
-            raise _Unsettled("left in flight by an earlier run: planned again after the pull")
-        if item.op in ("update", "tag"):
-            return await self._update(item)
-        if item.op == "delete":
-            return await self._delete(item)
-        if item.op == "merge":
-            return await self._merge(item)
-        raise RecordError(0, f"unknown outbox op {item.op!r}")
+        try:
+            if item.op == "create":
+                return await self._create(item, settling)
+            if settling and self._probe:
+                raise _Unsettled("left in flight by an earlier run: planned again after the pull")
+            if item.op in ("update", "tag"):
+                return await self._update(item)
+            if item.op == "delete":
+                return await self._delete(item)
+            if item.op == "merge":
+                return await self._merge(item)
+            raise RecordError(0, f"unknown outbox op {item.op!r}")
+        finally:
+            # A record this row wrote (or tried to) is no longer as staged: a later row of the
+            # chunk for it (after a merge into it, say) reads it rather than build on that.
+            touched = [item.remote_id, *(str(x) for x in item.payload.get("loser_ids") or [])]
+            for remote_id in touched:
+                if remote_id is not None:
+                    self._staged.payloads.pop(remote_id, None)
 
     async def _lookup(self, keys: Mapping[str, str]) -> str | None:
         """The remote id holding these keys; None when not found. Raises NotImplementedError
@@ -722,7 +735,8 @@ class ConnectionApplier:
         body = item.body
         result: WriteResult | None = None
         read: RawRecord | None = None
-        if body and item.base and self.target.verify_updates and item.remote_id not in self.target.fresh:
+        vouched = not self.target.verify_updates or item.remote_id in self.target.fresh
+        if body and item.base and not vouched:
             settled = await self._verified(item)
             if isinstance(settled, Completion):
                 return settled
@@ -730,10 +744,14 @@ class ConnectionApplier:
         if body:
             # A connector that reads the contact itself before its write (Comm100's full
             # representation) takes the read just made instead of a second GET: the body it
-            # sends is then built on exactly the values that were checked.
-            extra = (
-                {"current": read} if read is not None and getattr(self.connector, "update_takes_current", False) else {}
-            )
+            # sends is then built on exactly the values that were checked. Where this cycle's
+            # pull vouches for the staged payload (a scan, a listing that caught up, a contact
+            # listed this cycle), that payload stands for the read.
+            takes = getattr(self.connector, "update_takes_current", False)
+            current = read
+            if current is None and vouched and takes and self.connector.update_reads_current(body):
+                current = self._staged_record(item.remote_id)
+            extra = {"current": current} if current is not None and takes else {}
             try:
                 result = await self._call("update", self.connector.update(item.remote_id, body, **extra))
             except NotFound:
@@ -782,6 +800,14 @@ class ConnectionApplier:
             # next plan reconciles it instead of the record passing for confirmed.
             dirty=self._news(item, payload) if record is not None else False,
         )
+
+    def _staged_record(self, remote_id: str) -> RawRecord | None:
+        """The live staged record ``remote_id`` as loaded for this chunk (None: not loaded, or
+        deleted or merged away there: the connector reads it and finds out)."""
+        payload = self._staged.payloads.get(remote_id)
+        if payload is None or remote_id in self._staged.gone:
+            return None
+        return RawRecord(remote_id, payload)
 
     def _verify_written(
         self,

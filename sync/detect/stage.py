@@ -60,6 +60,10 @@ class PullReport:
     prefetched: bool = False
     skipped_stale: int = 0  # listed records not staged: our writes landed after their page was read
     prefetch_age_s: float | None = None  # from its last page read to the start of its staging
+    # An incremental listing sorted newest first that went back past its cursor, with a total
+    # equal to the records the store holds of the connection: nothing changed since the cursor
+    # is missing from it, so every staged payload is current (no read before an update).
+    caught_up: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -369,6 +373,10 @@ async def pull_connection(
             progress(name, len(page.records))
         if page.complete:
             report.complete = True
+            if page.caught_up and page.total is not None and not report.quarantined:
+                # A listing cut short with a total to match (half a page, or none) fails this:
+                # the count is checked against what the store already knew.
+                report.caught_up = page.total == await call(store.staging.record_count, name)
             if page.full_scan and scan_id is not None and not report.resumed:
                 closed = await call(
                     store.cursors.close_full_scan,

@@ -171,10 +171,14 @@ class EnqueueResult:
 @dataclass
 class SendState:
     """What a chunk's rows are checked against just before they are sent: per person its
-    (version, dirty), per target remote id its payload as last pulled (rows with a base)."""
+    (version, dirty), per target remote id its payload as last pulled (rows with a base, and
+    updates: a connector that builds its body on the contact's current values takes the staged
+    one where this cycle's pull vouches for it)."""
 
     persons: dict[int, tuple[int, bool]] = field(default_factory=dict)
     payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Target remote ids whose staged record is deleted or merged away.
+    gone: set[str] = field(default_factory=set)
 
 
 def _live_person(session: Session, person_id: int | None) -> int | None:
@@ -1010,7 +1014,7 @@ class OutboxStore:
         pids = sorted({i.person_id for i in items if i.person_id is not None})
         targets: dict[str, set[str]] = {}
         for i in items:
-            if i.base and i.remote_id is not None:
+            if i.remote_id is not None and (i.base or i.op == "update"):
                 targets.setdefault(i.connection, set()).add(i.remote_id)
         with self._sessions() as session:
             for start in range(0, len(pids), 500):
@@ -1021,12 +1025,19 @@ class OutboxStore:
             for conn, rids in targets.items():
                 wanted = sorted(rids)
                 for start in range(0, len(wanted), 500):
-                    for rid, payload in session.execute(
-                        select(RemoteRecord.remote_id, RemoteRecord.payload).where(
+                    for rid, payload, merged_into, deleted_at in session.execute(
+                        select(
+                            RemoteRecord.remote_id,
+                            RemoteRecord.payload,
+                            RemoteRecord.merged_into,
+                            RemoteRecord.deleted_at,
+                        ).where(
                             RemoteRecord.connection == conn, RemoteRecord.remote_id.in_(wanted[start : start + 500])
                         )
                     ):
                         state.payloads[rid] = dict(payload or {})
+                        if merged_into is not None or deleted_at is not None:
+                            state.gone.add(rid)
         return state
 
     def supersede_stale(self, rows: Sequence[tuple[int, str]], persons: Iterable[int]) -> None:

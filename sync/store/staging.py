@@ -680,6 +680,16 @@ class StagingMixin:
         with self.session() as s:
             return {remote_id: (h, merged, len(invalid or ())) for remote_id, h, merged, invalid in s.execute(q)}
 
+    def record_count(self, connection: str) -> int:
+        """How many records of ``connection`` the store holds, deleted and merged ones included
+        (a listing that includes them reports the same total when nothing is missing)."""
+        with self.session() as s:
+            return int(
+                s.execute(
+                    select(func.count()).select_from(RemoteRecord).where(RemoteRecord.connection == connection)
+                ).scalar_one()
+            )
+
     def quarantine(self, connection: str, remote_id: str | None, raw: str, reason: str) -> int:
         """Keep a payload that could not be staged (malformed), with the reason; returns its id.
         ``raw`` is stored as given: the caller passes the payload text, never credentials.

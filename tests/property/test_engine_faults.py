@@ -811,6 +811,32 @@ def test_outside_edit_hidden_by_a_short_listing_not_lost_behind_an_update_of_ano
         machine.world.close()
 
 
+@pytest.mark.parametrize("listing", ["partial", "empty"])
+def test_comm100_edit_hidden_by_a_short_incremental_listing_is_read_before_an_update(
+    store_factory: None, listing: str
+) -> None:
+    """Comm100's incremental listing vouches for the contacts it did not list (no read before
+    an update; the staged contact stands for it in the full-representation PUT) only when it
+    went back past its cursor with a total equal to the records the store holds. Alan synced
+    everywhere, with two more people on Comm100; an agent sets his city on Comm100, another his
+    last name on Acquire; Comm100's listing then comes back short (half, or empty, with a total
+    that agrees with it). Expected: the total gives it away, the update reads Alan's contact
+    first, and the city edit is neither overwritten there nor lost: it reaches every platform."""
+    machine = EngineFaults()
+    try:
+        machine.start([("Alan", "Byron", "Austin")])
+        alan = machine.people[0]
+        machine.outside_create("comm100", "Donald", "Lovelace", "Berlin")
+        machine.outside_create("comm100", "Edsger", "Byron", "Boston")
+        machine.cycle({})
+        machine.outside_edit(_Draws(alan, "London"), "comm100", "city")
+        machine.outside_edit(_Draws(alan, "King"), "acquire", "last_name")
+        machine.cycle({"comm100": listing})
+        machine._check()
+    finally:
+        machine.world.close()
+
+
 @pytest.mark.parametrize("hidden_on", ["acquire", "ghl"])
 def test_an_edit_seen_late_competes_with_the_newer_one_decided_meanwhile(store_factory: None, hidden_on: str) -> None:
     """Found by the machine's long run (seeds 21 and 22, minimized): Ada synced everywhere; an
