@@ -50,7 +50,7 @@ from sync.detect.hints import HintReport, stage_hints
 from sync.detect.stage import PullReport, pull_connection, read_keys
 from sync.plan import Plan
 from sync.plan.build import build_plan
-from sync.store import Store
+from sync.store import StagedHash, Store
 from sync.store.cursors import CursorState
 from sync.store.held import DeleteLimits
 from sync.store.outbox import EnqueueResult
@@ -169,7 +169,10 @@ class Prefetch:
     ended: float  # time.monotonic() when its last page was read
     # The staged rows' hashes when it began: a row that changed by the time it is staged was
     # written meanwhile (by our writes) and may be newer than its page.
-    hashes: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)
+    hashes: dict[str, StagedHash] = field(default_factory=dict)
+    # The platform's refusal or failure that stopped the listing (after the client's retries):
+    # the cycle reports it as this connection's pull error rather than ask again under the lock.
+    error: str | None = None
 
 
 class CycleRunner:
@@ -338,10 +341,11 @@ class CycleRunner:
         held elsewhere returns at once with ``skipped`` set. ``replan`` reconciles every person,
         not only those that changed (after a change of mappings or policies).
 
-        A full scan among the connections pulled (Acquire: every page, every time) is read
-        first, before waiting for the turn and the lock, so a webhook's focused cycle never
-        queues behind its pages; under the lock it is staged as if pulled then, except what
-        our own writes changed since it was read (see :meth:`_usable`)."""
+        The listings of the connections pulled (Acquire's full scan: every page, every time;
+        the others' incremental polls) are read first, together, before waiting for the turn
+        and the lock, so a webhook's focused cycle never queues behind their pages; under the
+        lock each is staged as if pulled then, except what our own writes changed since it was
+        read (see :meth:`_usable`)."""
         prefetched = {} if dry_run or full else self._prefetch(profile, only, stop)
         with self._turn(profile, stop) as turn, self.store.profile_lock(profile) as lock:
             if not turn:
@@ -373,17 +377,20 @@ class CycleRunner:
             )
 
     def _prefetch(self, profile: str, only: Sequence[str] | None, stop: threading.Event | None) -> dict[str, Prefetch]:
-        """Read the full scans of this cycle (connections whose pull mode is a full scan, not
-        left alone, with no interrupted pull to resume) without the turn or the lock."""
+        """Read the listings of this cycle (every connection pulled that has one, not left
+        alone, with no interrupted pull to resume) without the turn or the lock, all at once:
+        under the lock they are only staged, so the cycle holds its turn for no network wait
+        and the short polls cost no time beside the long scans."""
         try:
             names = [n for n in self.profile_connections(profile) if only is None or n in only]
             scans = [
                 n
                 for n in names
-                if connector_class(self.config.connections[n].platform).capabilities.pull_mode is PullMode.FULL_SCAN
+                if connector_class(self.config.connections[n].platform).capabilities.pull_mode
+                is not PullMode.LOOKUP_ONLY
             ]
             if scans:
-                blocked = self.store.auth.blocked(scans)
+                blocked = self._blocked(scans)
                 scans = [n for n in scans if n not in blocked]
             if not scans:
                 return {}
@@ -413,6 +420,9 @@ class CycleRunner:
                 pages.append(page)
                 if page.complete or (stop is not None and stop.is_set()):
                     break
+        except ConnectorError as exc:
+            ended = time.monotonic()
+            return Prefetch(state, since, [], round(ended - started, 3), ended, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - pulled again under the lock, where it is reported
             log.info("prefetch_not_used", connection=name, reason=f"{type(exc).__name__}: {exc}")
             return None
@@ -423,7 +433,7 @@ class CycleRunner:
         ended = time.monotonic()
         return Prefetch(state, since, pages, round(ended - started, 3), ended, hashes)
 
-    def _usable(self, name: str, pre: Prefetch) -> tuple[list[Page] | None, set[str]]:
+    def _usable(self, name: str, pre: Prefetch) -> tuple[list[Page] | None, set[str], dict[str, StagedHash] | None]:
         """Under the lock: the prefetched pages of ``name`` if they can still be staged, and
         the remote ids not to stage. Not when another pull of it ran meanwhile (the store holds
         newer rows than the listing), nor when a delete or merge was sent there since it
@@ -439,13 +449,13 @@ class CycleRunner:
             before.full_scan_id,
         ):
             log.info("prefetch_not_used", connection=name, reason="pulled meanwhile")
-            return None, set()
+            return None, set(), None
         if self.store.outbox.structural_since(name, pre.since):
             log.info("prefetch_not_used", connection=name, reason="a delete or merge was sent meanwhile")
-            return None, set()
+            return None, set(), None
         hashes = self.store.staging.staged_hashes(name)
         changed = {rid for rid in pre.hashes.keys() | hashes.keys() if pre.hashes.get(rid) != hashes.get(rid)}
-        return pre.pages, changed
+        return pre.pages, changed, hashes
 
     def run_hints(
         self,
@@ -546,8 +556,7 @@ class CycleRunner:
         for c in connectors.values():
             c.bind_stop(astop, stop)  # rate-budget and backoff waits wake on a stop; no request after it
         # Connections left alone this cycle: needs_reauth, or a daily-quota pause not yet over.
-        report.blocked = self.store.auth.blocked(list(names))
-        self._agency_blocks(report, names)
+        report.blocked = self._blocked(names)
         for n, why in report.blocked.items():
             breakers[n].trip(why)
             log.warning("connection_blocked", connection=n, reason=why)
@@ -717,25 +726,24 @@ class CycleRunner:
             self._finish(report)
             structlog.contextvars.unbind_contextvars("run_id", "profile")
 
-    def _agency_blocks(self, report: CycleReport, names: Sequence[str]) -> None:
-        """A GoHighLevel location whose token comes from an agency connection in
-        ``needs_reauth`` is left alone too (with that reason)."""
+    def _blocked(self, names: Sequence[str]) -> dict[str, str]:
+        """Connections a cycle leaves alone, with the reason: ``needs_reauth`` or a daily-quota
+        pause not yet over (``store.auth.blocked``), and a GoHighLevel location whose token
+        comes from an agency connection in ``needs_reauth``."""
         from sync.auth import oauth_app
 
+        blocked = self.store.auth.blocked(list(names))
         agencies = {
-            n: app.agency
-            for n in names
-            if n not in report.blocked and (app := oauth_app(self.config, n)) and app.agency
+            n: app.agency for n in names if n not in blocked and (app := oauth_app(self.config, n)) and app.agency
         }
         if not agencies:
-            return
+            return blocked
         held = self.store.auth.blocked(sorted(set(agencies.values())))
         for n, agency in agencies.items():
             why = held.get(agency)
             if why is not None and why.startswith("needs_reauth"):
-                report.blocked[n] = (
-                    f"needs_reauth (its agency connection {agency}: {why.removeprefix('needs_reauth: ')})"
-                )
+                blocked[n] = f"needs_reauth (its agency connection {agency}: {why.removeprefix('needs_reauth: ')})"
+        return blocked
 
     def _note_quota(self, report: CycleReport, connectors: Mapping[str, Connector]) -> None:
         """Remember each connection's daily figures; pause one whose daily budget is spent until
@@ -770,10 +778,16 @@ class CycleRunner:
         async def one(name: str) -> PullReport:
             pages: list[Page] | None = None
             skip: set[str] = set()
+            known: dict[str, StagedHash] | None = None  # the staged rows as of now, when just read
             pre = (prefetched or {}).get(name)
             age: float | None = None
+            if pre is not None and pre.error is not None:
+                # Its listing failed moments ago, after the client's retries: one platform down
+                # never stops the others, and is not asked again until the next cycle.
+                log.warning("pull_failed", connection=name, error=pre.error)
+                return PullReport(name, error=pre.error)
             if pre is not None:
-                pages, skip = await io(self._usable, name, pre)
+                pages, skip, known = await io(self._usable, name, pre)
                 age = round(time.monotonic() - pre.ended, 3)  # its wait for the turn and the lock
             try:
                 report = await pull_connection(
@@ -789,6 +803,7 @@ class CycleRunner:
                     deletes=DeleteLimits(self.config.deletes.max_share, self.config.deletes.max_count),
                     prefetched=pages,
                     skip=skip,
+                    known=known,
                 )
                 if pages is not None:
                     report.prefetch_age_s = age

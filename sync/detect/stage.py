@@ -25,7 +25,7 @@ from connectors.pulls import FutureRecord, UnreadablePage, UnreadableRecord
 from sync.detect.sanitize import BadPayload, check_fields, clean_text, quarantine_text, reason_text, sanitize
 from sync.mapping import FieldMapping
 from sync.normalize import IdentityKey
-from sync.store import MAX_REMOTE_ID_LENGTH, StagedRecord, StageError, Store, payload_hash
+from sync.store import MAX_REMOTE_ID_LENGTH, StagedHash, StagedRecord, StageError, Store, payload_hash
 from sync.store.held import DeleteLimits
 
 PageProgress = Callable[[str, int], None]
@@ -245,8 +245,12 @@ async def pull_connection(
     deletes: DeleteLimits | None = None,
     prefetched: Sequence[Page] | None = None,
     skip: Collection[str] = (),
+    known: dict[str, StagedHash] | None = None,
 ) -> PullReport:
     """Pull ``connector`` since its stored cursor (everything with ``full``) and stage every page.
+
+    ``known``: the connection's staged hashes (``Staging.staged_hashes``) just read by the
+    caller under the same lock, so a scan does not read them again.
 
     ``prefetched``: the pages of this pull, already fetched (a long scan read before the cycle's
     turn, :meth:`sync.cycle.CycleRunner.run`): staged as if pulled now. ``skip``: remote ids
@@ -290,8 +294,7 @@ async def pull_connection(
     # A scan lists every record each time, most of them unchanged: knowing the staged hashes
     # lets it skip reading those. An incremental pull returns changes only, not worth a query of
     # every staged row, unless it turns out long (e.g. the first pull after our own writes).
-    known: dict[str, tuple[str, str | None, int]] | None = None
-    if connector.capabilities.pull_mode is PullMode.FULL_SCAN or full:
+    if known is None and (connector.capabilities.pull_mode is PullMode.FULL_SCAN or full):
         known = await call(store.staging.staged_hashes, name)
     # A scan keeps the ids it lists, so the records it finds unchanged need no write each (the
     # deletes are what the store holds live and the scan did not list). Quarantined records

@@ -43,6 +43,7 @@ from sync.store.runs import RunInfo
 from sync.store.staging import (
     MAX_REMOTE_ID_LENGTH,
     QuarantineEntry,
+    StagedHash,
     StagedRecord,
     StageError,
     StageResult,
@@ -63,6 +64,7 @@ __all__ = [
     "RunInfo",
     "StageError",
     "StageResult",
+    "StagedHash",
     "StagedRecord",
     "Store",
     "StoreOutOfDate",

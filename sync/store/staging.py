@@ -78,6 +78,11 @@ _COPY_CHUNK = 200
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+#: A staged record as :meth:`StagingMixin.staged_hashes` gives it: (payload hash, merged_into,
+#: number of invalid values).
+StagedHash = tuple[str, str | None, int]
+
+
 class StageError(ValueError):
     """A page that cannot be staged as given (e.g. a remote id longer than the column)."""
 
@@ -669,7 +674,7 @@ class StagingMixin:
                 s.execute(text("ANALYZE remote_records (connection, remote_id), identity_keys (record_id)"))
             self._next_analyze = next_analyze * 2
 
-    def staged_hashes(self, connection: str) -> dict[str, tuple[str, str | None, int]]:
+    def staged_hashes(self, connection: str) -> dict[str, StagedHash]:
         """Every live (not deleted) staged record of ``connection``: remote id -> (payload hash,
         merged_into, number of invalid values). Lets a pull skip reading records it would stage
         unchanged."""
