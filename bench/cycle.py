@@ -338,7 +338,8 @@ if _os.environ.get("BENCH_METRICS_PORT"):  # /metrics of this engine process, li
     threading.Thread(target=_server.run, daemon=True).start()
 import time
 t0, cpu0 = time.monotonic(), time.process_time()
-run = lambda: CycleRunner(config, store, chunk_size=256).run("default", kind=sys.argv[2], full=sys.argv[2] == "backfill")
+prefetch = bool(_os.environ.get("BENCH_PREFETCH"))  # --prefetch: listings read before the turn, as the daemon does
+run = lambda: CycleRunner(config, store, chunk_size=256, prefetch=prefetch).run("default", kind=sys.argv[2], full=sys.argv[2] == "backfill")
 if len(sys.argv) > 3:  # a profile of the engine process, to this file
     import cProfile
     prof = cProfile.Profile()
@@ -401,7 +402,14 @@ def main() -> None:
         help="serve each engine run's /metrics on 127.0.0.1:PORT while it runs (curl it to watch)",
     )
     ap.add_argument("--metrics-dir", type=Path, default=None, help="write each engine run's final scrape here")
+    ap.add_argument(
+        "--prefetch",
+        action="store_true",
+        help="cycles read their listings before their turn, as the daemon's do (default: a one-shot process's cycle)",
+    )
     args = ap.parse_args()
+    if args.prefetch:
+        os.environ["BENCH_PREFETCH"] = "1"
     src = args.engine_src.resolve()
     if args.metrics_port:
         os.environ["BENCH_METRICS_PORT"] = str(args.metrics_port)

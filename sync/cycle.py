@@ -191,9 +191,16 @@ class CycleRunner:
         settings: Mapping[str, Mapping[str, Any]] | None = None,
         backoff: Backoff | None = None,
         chunk_size: int = 64,
+        prefetch: bool = False,
     ) -> None:
         self.config = config
         self.store = store
+        #: Read each cycle's listings before its turn and lock (:meth:`_prefetch`): for a
+        #: runner whose cycles queue behind each other (the daemon: scheduled cycles, poll
+        #: lanes and webhook cycles share it), so none waits behind another's network reads.
+        #: A one-shot process has nobody to wait for: reading first would only forgo staging
+        #: pages while the next ones are read.
+        self.prefetch = prefetch
         self.outbox = store.outbox
         self.transports = dict(transports or {})
         self.settings_overrides = {k: dict(v) for k, v in (settings or {}).items()}
@@ -341,12 +348,12 @@ class CycleRunner:
         held elsewhere returns at once with ``skipped`` set. ``replan`` reconciles every person,
         not only those that changed (after a change of mappings or policies).
 
-        The listings of the connections pulled (Acquire's full scan: every page, every time;
-        the others' incremental polls) are read first, together, before waiting for the turn
-        and the lock, so a webhook's focused cycle never queues behind their pages; under the
+        With ``prefetch`` (the daemon), the listings of the connections pulled (Acquire's full
+        scan: every page, every time; the others' incremental polls) are read first, together,
+        before waiting for the turn and the lock, so a webhook's focused cycle never queues behind their pages; under the
         lock each is staged as if pulled then, except what our own writes changed since it was
         read (see :meth:`_usable`)."""
-        prefetched = {} if dry_run or full else self._prefetch(profile, only, stop)
+        prefetched = self._prefetch(profile, only, stop) if self.prefetch and not (dry_run or full) else {}
         with self._turn(profile, stop) as turn, self.store.profile_lock(profile) as lock:
             if not turn:
                 return CycleReport(profile, kind, status="skipped", skipped="stopped while another cycle ran")

@@ -149,7 +149,9 @@ def run_daemon(
     (e.g. ``lambda store, counters: [*web_routes(store, config), *metrics_routes(store, counters)]``)."""
     setup_logging(config)
     store = open_store(config)
-    engine = CycleRunner(config, store)
+    # Scheduled cycles, poll lanes and webhook cycles share this runner: each reads its
+    # listings before queueing for the turn.
+    engine = CycleRunner(config, store, prefetch=True)
     try:
 
         def run_profile(name: str, stop: threading.Event) -> None:

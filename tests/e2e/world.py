@@ -62,6 +62,7 @@ class World:
             self.store,
             transports={n: e.transport() for n, e in self.emulators.items()},
             backoff=Backoff(base_s=0.0),
+            prefetch=True,  # as the daemon runs it (tests that build their own runner do not)
         )
 
     def close(self) -> None:

@@ -271,6 +271,7 @@ class EngineFaults(RuleBasedStateMachine):
             transports=self.transports,
             settings={n: {"max_retries": 0} for n in self.world.emulators},
             backoff=Backoff(base_s=0.0),
+            prefetch=True,  # as the daemon runs it: listings read before the turn
         )
         self.world.engine = engine
         return engine
