@@ -24,7 +24,7 @@ plans are planned in worker processes, one per core, ``--workers``; ``sync.plan.
     {"records", "persons", "match_s", "match_io_s", "reconcile_plan_s", "peak_rss_mb",
      "incremental_changes", "incremental_s", "postgres": {the same keys}}
 
-    .venv/bin/python bench/reconcile.py [--records 1000000] [--store URL] [--seed 7] [--profile FILE]
+    .venv/bin/python bench/reconcile.py [--records 1000000] [--store URL] [--seed 7] [--profile FILE] [--profile-incremental FILE]
                                         [--cache DIR]
 
 ``--cache DIR`` (SQLite only) keeps a copy of the staged store (and the incremental edits) in
@@ -320,6 +320,7 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="store URL (default: a new SQLite file)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--profile", default=None, help="write a cProfile of the reconcile + plan phase to this file")
+    ap.add_argument("--profile-incremental", default=None, help="write a cProfile of the incremental plan to this file")
     ap.add_argument("--cache", default=None, help="directory keeping staged SQLite stores between runs")
     ap.add_argument(
         "--workers",
@@ -450,9 +451,18 @@ def measure(args: argparse.Namespace, given: str | None, *, empty: bool = False)
 
     # Incremental: a few records edited on their platform, staged, then one planning run.
     stage_all(store, cfg, edited)
+    inc_profiler = None
+    if args.profile_incremental:
+        import cProfile
+
+        inc_profiler = cProfile.Profile()
+        inc_profiler.enable()
     t = time.perf_counter()
     inc = build_plan(store, cfg, NAMES, caps, commit=True, keep_ops=False, workers=args.workers)
     incremental_s = time.perf_counter() - t
+    if inc_profiler is not None:
+        inc_profiler.disable()
+        inc_profiler.dump_stats(args.profile_incremental)
     log(f"incremental: {incremental_s:.3f}s for {args.changes} changes, summary {inc.summary()}")
 
     peak = rss.peak_mb()
