@@ -174,6 +174,9 @@ def _build(
             workers=pool.workers,
             on_commit=on_commit,
         )
+        # The slices are committed: statistics of what they rewrote, taken now rather than
+        # by the next cycle's match (PostgreSQL; see Persons.refresh_statistics).
+        tx.persons.refresh_statistics()
         return plan
     # In slices, so a backfill holds one slice of views and raw payloads at a time.
     for start, end in slices:

@@ -120,13 +120,7 @@ def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows
     (partial index on merged records) and the records of the persons all these belong to."""
     rr = RemoteRecord.__table__.c
     ik = IdentityKey.__table__.c
-    if bulk.is_postgres(session):
-        # The look-ups below are planned from the table's statistics: after a backfill they
-        # would still say every record is dirty and has no person (sequential scans).
-        bulk.refresh_stats(session, "remote_records", ("dirty", "person_id", "merged_into"))
-        # The key look-ups too: with statistics from an emptier table the planner scans every
-        # key and tests each against the whole array of values (seconds for a thousand changes).
-        bulk.refresh_stats(session, "identity_keys", ("kind", "value", "record_id"))
+    refresh_statistics(session)
     # Counted in the partial index of dirty rows (never ``.is_(True)``: SQLite would scan).
     n_dirty = session.execute(select(func.count()).select_from(RemoteRecord.__table__).where(rr.dirty)).scalar_one()
     if not n_dirty:
@@ -188,6 +182,25 @@ def load_match_input(session: Session, *, full: bool | None = None) -> MatchRows
     if persons:
         ids.update(session.execute(select(rr.id).where(_among(session, rr.person_id, persons))).scalars())
     return _load_rows(session, sorted(ids))
+
+
+def refresh_statistics(session: Session) -> None:
+    """PostgreSQL: fresh statistics for matching's and planning's look-ups where their tables
+    changed much since last analyzed (:func:`sync.store.bulk.refresh_stats`). Called before
+    every match, and after a large plan (so the next cycle does not pay for the backfill's)."""
+    if not bulk.is_postgres(session):
+        return
+    # The look-ups of an incremental match are planned from the table's statistics: after a
+    # backfill they would still say every record is dirty and has no person (sequential scans).
+    bulk.refresh_stats(session, "remote_records", ("dirty", "person_id", "merged_into"))
+    # The key look-ups too: with statistics from an emptier table the planner scans every
+    # key and tests each against the whole array of values (seconds for a thousand changes).
+    bulk.refresh_stats(session, "identity_keys", ("kind", "value", "record_id"))
+    # And what the plan reads and writes by person: a backfill's plan fills ``snapshots``
+    # (never analyzed, the snapshots of a thousand persons were read by a scan of all of a
+    # million, half a second) and rewrites every person.
+    bulk.refresh_stats(session, "persons", ("dirty", "merged_into"))
+    bulk.refresh_stats(session, "snapshots", ("person_id",))
 
 
 def _among(session: Session, col: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
@@ -422,7 +435,8 @@ def save_match(
         # validates every row in one join. Both inside this transaction, as above; the
         # constraint and the index come back under their own names and definitions.
         with _person_links_rebuilt(session):
-            _write_records(session, ids, final, changed, dirty)
+            if not _rewrite_records_pg(session, ids, final, changed, dirty):
+                _write_records(session, ids, final, changed, dirty)
     elif rewrite:
         # A backfill moves (nearly) every record: maintaining the person_id index row by row
         # (random B-tree edits competing with the row pages for the cache) costs more than
@@ -478,6 +492,63 @@ def _person_links_rebuilt(session: Session) -> Iterator[None]:
     yield
     index.create(conn)
     conn.execute(AddConstraint(fk))
+
+
+# Ids spanned by one whole-table rewrite at most (its arrays are statement literals: 1M ids
+# make some 9 MB of SQL text).
+_REWRITE_SPAN = 20_000_000
+
+
+def _rewrite_records_pg(
+    session: Session,
+    ids: npt.NDArray[np.int64],
+    persons: npt.NDArray[np.int64],
+    changed: npt.NDArray[np.bool_],
+    dirty: npt.NDArray[np.bool_],
+) -> bool:
+    """PostgreSQL, a backfill's match: what :func:`_write_records` writes, as ONE rewrite of
+    the table (``ALTER TABLE ... ALTER COLUMN ... TYPE ... USING``) instead of an UPDATE of
+    every row. An UPDATE writes a new version of each wide row (payload and all) next to the
+    old one, with a WAL record and new index entries per row: 20-28 s for a million records,
+    and a table twice its size until vacuumed. The rewrite writes each page once, rebuilds
+    the indexes by sorting, and leaves no dead rows: 7 s. The person and the loaded-dirty
+    flag of each record are two array constants indexed by record id (the statement cannot
+    take parameters); rows outside them (staged after the load) keep their values, and only
+    rows loaded dirty are cleared, as in the UPDATE. The table's ACCESS EXCLUSIVE lock is
+    already held (see :func:`_person_links_rebuilt`). Returns False where it does not apply
+    (ids too sparse, or a record left without a person), for the caller to UPDATE instead."""
+    touch = changed | dirty
+    if not len(ids) or not touch.any():
+        return True
+    lo, hi = int(ids.min()), int(ids.max())
+    if hi - lo + 1 > _REWRITE_SPAN or hi - lo + 1 > 4 * len(ids) or bool((persons[touch] < 1).any()):
+        return False
+    span = hi - lo + 1
+    # 0: keep the row's person (ids are >= 1); dense, so subscripting is a direct offset
+    # (an array holding NULLs would be scanned from its start for every row).
+    person_at = np.zeros(span, np.int64)
+    person_at[ids[touch] - lo] = persons[touch]
+    clear_at = np.zeros(span, bool)
+    clear_at[ids[dirty] - lo] = True
+    p_literal = "{" + _joined(person_at) + "}"
+    c_literal = "{" + ",".join(np.where(clear_at, "t", "f").tolist()) + "}"
+    at = f"(id - {lo - 1})"
+    session.connection().exec_driver_sql(
+        "ALTER TABLE remote_records "
+        f"ALTER COLUMN person_id TYPE bigint USING coalesce(nullif(('{p_literal}'::bigint[])[{at}], 0), person_id), "
+        f"ALTER COLUMN dirty TYPE boolean USING dirty AND NOT coalesce(('{c_literal}'::boolean[])[{at}], false)"
+    )
+    # A rewrite counts as no change to PostgreSQL's statistics and drops the two columns'
+    # statistics: taken again here, in this transaction (it holds the table's lock), so the
+    # next incremental match finds its few dirty rows by the partial index, not a scan.
+    bulk.analyze(session, "remote_records", ("dirty", "person_id", "merged_into"))
+    return True
+
+
+def _joined(values: npt.NDArray[np.int64], block: int = 65_536) -> str:
+    """Integers as one comma-separated string, formatted a block at a time (a Python int and
+    str per value for a million values at once would hold some 100 MB until joined)."""
+    return ",".join(",".join(map(str, values[i : i + block].tolist())) for i in range(0, len(values), block))
 
 
 def _insert_new_persons_pg(session: Session, n: int, now: datetime) -> npt.NDArray[np.int64]:
@@ -709,7 +780,8 @@ def load_person_views(session: Session, person_ids: Sequence[int]) -> list[Perso
 
     Read through the driver's cursor (a backfill loads a million records with their payloads:
     SQLAlchemy's per-row result processing cost more than the query), JSON and timestamps
-    decoded here the way the column types would."""
+    decoded here the way the column types would. JSON columns are read as text and parsed
+    here on both stores (psycopg's own jsonb loader costs a third more per value)."""
     out: dict[int, PersonRows] = {}
     ids = sorted({int(p) for p in person_ids})
     loads = json.loads
@@ -721,12 +793,15 @@ def load_person_views(session: Session, person_ids: Sequence[int]) -> list[Perso
             within = f"BETWEEN {chunk[0]} AND {chunk[-1]}"
         else:
             within = f"IN ({','.join(map(str, chunk))})"  # ints only: safe to inline
-        for pid, fields, version in _raw(session, f"SELECT id, fields, version FROM persons WHERE id {within}"):
+        for pid, fields, version in _raw(
+            session, f"SELECT id, CAST(fields AS TEXT), version FROM persons WHERE id {within}"
+        ):
             if pid in wanted:
                 out[pid] = PersonRows(pid, fields_from_json(_json(fields) or {}), version=int(version or 0))
         rows = _raw(
             session,
-            "SELECT id, connection, remote_id, payload, remote_updated_at, deleted_at IS NOT NULL, merged_into, "
+            "SELECT id, connection, remote_id, CAST(payload AS TEXT), remote_updated_at, deleted_at IS NOT NULL, "
+            "merged_into, "
             f"person_id FROM remote_records WHERE person_id {within} ORDER BY id",
         )
         for rid, connection, remote_id, payload, updated_at, deleted, merged_into, pid in rows:
@@ -745,7 +820,7 @@ def load_person_views(session: Session, person_ids: Sequence[int]) -> list[Perso
                 )
         del rows
         for pid, connection, fields in _raw(
-            session, f"SELECT person_id, connection, fields FROM snapshots WHERE person_id {within}"
+            session, f"SELECT person_id, connection, CAST(fields AS TEXT) FROM snapshots WHERE person_id {within}"
         ):
             person = out.get(pid)
             if person is not None:
@@ -989,6 +1064,7 @@ __all__ = [
     "dirty_person_ids",
     "load_match_input",
     "load_person_views",
+    "refresh_statistics",
     "save_match",
     "save_plan_state",
 ]
@@ -1021,6 +1097,11 @@ class Persons:
             return save_match(
                 session, rows, person_of, folds=folds, merged=merged, reviews=reviews, new_persons=new_persons
             )
+
+    def refresh_statistics(self) -> None:
+        """See :func:`refresh_statistics`."""
+        with self._sessions() as session:
+            refresh_statistics(session)
 
     def dirty_person_ids(self) -> list[int]:
         """See :func:`dirty_person_ids`."""

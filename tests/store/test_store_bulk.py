@@ -141,6 +141,38 @@ def test_statistics_are_refreshed_only_when_stale(store: Store, pg_only: None, m
     assert common == "{f}"
 
 
+def test_a_partial_analyze_is_not_repeated_until_the_table_changes_again(
+    store: Store, pg_only: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ANALYZE of some columns leaves PostgreSQL's count of changes as it was: the refresh
+    counts from its own ANALYZE, so the next run does not analyze an unchanged table again."""
+    monkeypatch.setattr(bulk, "_MIN_CHANGES", 1)
+    monkeypatch.setattr(bulk, "_analyzed", {})
+    # The writer's counts reach the statistics views when its transaction ends (forced: at
+    # most a second later otherwise).
+    flush = text("SELECT pg_stat_force_next_flush()")
+    with store.session() as s:
+        for pid in range(1, 201):
+            s.add(Person(id=pid, fields={}, version=0, updated_at=T, dirty=True))
+        s.flush()
+        s.execute(flush)
+    with store.session() as s:
+        assert bulk.refresh_stats(s, "persons", ("dirty",))
+        assert not bulk.refresh_stats(s, "persons", ("dirty",))  # the same transaction
+    with store.session() as s:
+        assert not bulk.refresh_stats(s, "persons", ("dirty",))  # a later one
+        s.execute(text("UPDATE persons SET dirty = false"))
+        s.execute(flush)
+    with store.session() as s:
+        assert bulk.refresh_stats(s, "persons", ("dirty",))  # changed since
+    with store.session() as s:
+        s.execute(text("UPDATE persons SET dirty = true WHERE id <= 100"))  # half the rows
+        bulk.analyze(s, "persons", ("dirty",))  # in the transaction that wrote them
+        s.execute(flush)
+    with store.session() as s:
+        assert not bulk.refresh_stats(s, "persons", ("dirty",))
+
+
 # -- the writes that use them (both stores) -----------------------------------------------------
 
 

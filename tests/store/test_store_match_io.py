@@ -344,3 +344,42 @@ def test_an_incremental_load_finds_neighbours_by_any_unicode_key(store: Store) -
         rows = load_match_input(s, full=False)
     assert rows.record_ids.tolist() == ids[:2]
     assert sorted(rows.remote_ids) == ["1", "g\u00f1-😀"]
+
+
+def test_a_backfill_rewrite_moves_only_what_the_match_wrote(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backfill's write-back (PostgreSQL: one rewrite of the table) sets the persons of the
+    records loaded, clears only the flags loaded dirty, and leaves a record staged after the
+    load, and one the match left where it was, as they are."""
+    import sync.store.persons as persons
+    from sync.store.persons import save_match
+
+    monkeypatch.setattr(persons, "_BIG", 2)
+    with store.session() as s:
+        for pid in (1001, 1002):  # above the ids the sequence gives a new person
+            s.add(Person(id=pid, fields={}, version=0, updated_at=T0, dirty=False))
+    ids = insert_records(
+        store,
+        [
+            {"connection": "acq", "remote_id": "1"},
+            {"connection": "ghl", "remote_id": "g1"},
+            {"connection": "acq", "remote_id": "2", "dirty": False, "person_id": 1002},  # stays put
+            {"connection": "ghl", "remote_id": "g2"},
+        ],
+        [(0, "email", "a@x.com"), (1, "email", "a@x.com"), (2, "email", "b@x.com"), (3, "email", "c@x.com")],
+    )
+    with store.session() as s:
+        rows = load_match_input(s, full=True)
+    late = insert_records(store, [{"connection": "acq", "remote_id": "3"}], [])[0]  # staged meanwhile
+    with store.session() as s:
+        outcome = save_match(s, rows, [1001, 1001, 1002, -1], folds={}, merged={}, reviews=[], new_persons=1)
+    new = outcome.new_person_ids[-1]
+    rr = RemoteRecord.__table__.c
+    with store.session() as s:
+        got = {i: (p, d) for i, p, d in s.execute(select(rr.id, rr.person_id, rr.dirty))}
+    assert got == {
+        ids[0]: (1001, False),
+        ids[1]: (1001, False),
+        ids[2]: (1002, False),
+        ids[3]: (new, False),
+        late: (None, True),
+    }
