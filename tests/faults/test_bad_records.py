@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sync.commands.status import collect
 from tests.e2e.world import World
@@ -24,13 +21,6 @@ ADA = ("ada@example.com", "+14155552671")
 GRACE = ("grace@navy.example", "+12125550100")
 LINUS = ("linus@kernel.example", "+15035550199")
 ALAN = ("alan@bletchley.example", "+441234567890")
-
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[World]:
-    w = World(db_url, tmp_path)
-    yield w
-    w.close()
 
 
 def seed(w: World) -> dict[str, list[str]]:

@@ -8,9 +8,7 @@ still be pulled and carried everywhere, the cursor must stay at or before now pl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,13 +25,6 @@ FUTURE = "2099-01-01T00:00:00.000Z"
 
 # platform -> (its updated-time key, its cursor key)
 STAMP = {"ghl": ("dateUpdated", "date_updated"), "comm100": ("lastUpdatedTime", "since")}
-
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[World]:
-    w = World(db_url, tmp_path)
-    yield w
-    w.close()
 
 
 def stamp_in_future(name: str, remote_id: str) -> Any:

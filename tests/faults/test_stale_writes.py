@@ -8,7 +8,6 @@ human must decide."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,13 +71,6 @@ def run(engine: CycleRunner) -> Any:
 
 def is_write(method: str, path_part: str) -> Rule:
     return lambda r: r.method == method and path_part in r.url.path
-
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[World]:
-    w = World(db_url, tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ have overwritten wins. Checked through the emulators' own views and request log.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +21,6 @@ from faults.listing_tamper import install
 
 ADA = ("ada@example.com", "+14155552671")
 READABLE = ("acquire", "ghl", "comm100")
-
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[World]:
-    w = World(db_url, tmp_path)
-    yield w
-    w.close()
 
 
 def comm100_at(w: World, seconds_ago: float) -> None:
