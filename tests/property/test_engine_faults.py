@@ -700,6 +700,15 @@ class _Draws:
         return self.values.pop(0)
 
 
+def _alan_with_two_more_on_comm100(machine: EngineFaults) -> Any:
+    """Start ``machine`` with Alan synced everywhere and two more people made on Comm100 (so a
+    short listing there still lists someone); returns Alan."""
+    machine.start([("Alan", "Byron", "Austin")])
+    machine.outside_create("comm100", "Donald", "Lovelace", "Berlin")
+    machine.outside_create("comm100", "Edsger", "Byron", "Boston")
+    return machine.people[0]
+
+
 @pytest.mark.parametrize("hidden_by", ["search lag", "empty listing"])
 def test_hidden_edit_overwritten_by_a_write_planned_without_it(store_factory: None, hidden_by: str) -> None:
     """Found by the machine (minimized): Ada synced everywhere; an agent sets her last name on
@@ -800,10 +809,7 @@ def test_outside_edit_hidden_by_a_short_listing_not_lost_behind_an_update_of_ano
     from the snapshot in fields it did not write leaves the record dirty for the next plan."""
     machine = EngineFaults()
     try:
-        machine.start([("Alan", "Byron", "Austin")])
-        alan = machine.people[0]
-        machine.outside_create("comm100", "Donald", "Lovelace", "Berlin")
-        machine.outside_create("comm100", "Edsger", "Byron", "Boston")
+        alan = _alan_with_two_more_on_comm100(machine)
         machine.outside_edit(_Draws(alan, "King"), "ghl", "last_name")
         machine.outside_edit(_Draws(alan, "London"), "acquire", "city")
         machine.cycle({"acquire": listing})
@@ -825,10 +831,7 @@ def test_comm100_edit_hidden_by_a_short_incremental_listing_is_read_before_an_up
     first, and the city edit is neither overwritten there nor lost: it reaches every platform."""
     machine = EngineFaults()
     try:
-        machine.start([("Alan", "Byron", "Austin")])
-        alan = machine.people[0]
-        machine.outside_create("comm100", "Donald", "Lovelace", "Berlin")
-        machine.outside_create("comm100", "Edsger", "Byron", "Boston")
+        alan = _alan_with_two_more_on_comm100(machine)
         machine.cycle({})
         machine.outside_edit(_Draws(alan, "London"), "comm100", "city")
         machine.outside_edit(_Draws(alan, "King"), "acquire", "last_name")
