@@ -17,6 +17,7 @@ import gc
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
@@ -248,6 +249,9 @@ def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tup
     """Match the dirty records and store the result. Returns the persons a platform merge
     joined this run, the primary record (remote id) per (person, connection) where a
     person has several, and the notes planning needs (inferred merges, contested keys)."""
+    # Taken before the records are read: an answer given after this moment stays pending for
+    # the next match, even if this one happens to read it.
+    started = datetime.now(UTC)
     rows = tx.persons.load_match_input()
     if not len(rows):
         return set(), {}, MatchNotes()
@@ -263,6 +267,8 @@ def match_dirty(tx: UnitOfWork, policy: MatchPolicy) -> tuple[set[int], dict[tup
         reviews=_reviews(rows, result),
         new_persons=result.new_persons,
     )
+    if linked or apart:
+        tx.persons.mark_decisions_applied(started)
 
     def real(p: int) -> int:
         return outcome.new_person_ids.get(p, p)

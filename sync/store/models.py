@@ -302,7 +302,9 @@ class Run(Base):
 class MatchDecision(Base):
     """A person's answer to an ambiguous match (migration 0010): the weak key ``(kind, value)``
     either links every record holding it into one person (``link``: matching treats it as a
-    strong key) or never joins anyone (``apart``: matching ignores it)."""
+    strong key) or never joins anyone (``apart``: matching ignores it). ``applied_at`` is NULL
+    until a committed match run has read the answer (migration 0012): until then the echo
+    check leaves the dirty mark of a linked key's records alone."""
 
     __tablename__ = "match_decisions"
     __table_args__ = (UniqueConstraint("kind", "value"),)
@@ -314,6 +316,7 @@ class MatchDecision(Base):
     decided_by: Mapped[str] = mapped_column(String(128))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     review_id: Mapped[int | None] = mapped_column(BigId)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class OAuthToken(Base):

@@ -4,8 +4,8 @@ person`` go through here.
 * failed writes: :meth:`Operator.retry_write` (due again at once) and :meth:`Operator.skip_write`
   (given up: ``skipped``, never sent; a later change of the person plans it afresh);
 * ambiguous matches: :meth:`Operator.decide_match` stores ``link`` or ``apart`` for the weak
-  key (migration 0010); :func:`match_decisions` is what matching reads back (a linked key joins
-  like a strong key, an apart key joins nobody);
+  key (migration 0010); :mod:`sync.store.decisions` is what matching reads back (a linked key
+  joins like a strong key, an apart key joins nobody);
 * persons: :meth:`Operator.search` by email, phone, name or id, and :meth:`Operator.person`
   — the golden record, the record on each platform, snapshots, writes, conflicts and merges;
 * :meth:`Operator.runs` — the run log per profile, for the runs-over-time view.
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Text, cast, func, or_, select, update
 
+from sync.store.decisions import match_decisions
 from sync.store.models import (
     Conflict,
     IdentityKey,
@@ -63,17 +64,6 @@ def split_key(key: str) -> tuple[str, str]:
         return f"identity:{kind}", value
     kind, _, value = key.partition(":")
     return kind, value
-
-
-def match_decisions(session: Session) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
-    """The stored answers to ambiguous matches: (linked keys, apart keys), each (kind, value)."""
-    linked: set[tuple[str, str]] = set()
-    apart: set[tuple[str, str]] = set()
-    for kind, value, decision in session.execute(
-        select(MatchDecision.kind, MatchDecision.value, MatchDecision.decision)
-    ):
-        (linked if decision == "link" else apart).add((str(kind), str(value)))
-    return frozenset(linked), frozenset(apart)
 
 
 @dataclass
@@ -207,8 +197,10 @@ class Operator:
 
     def decide_match(self, review_id: int, decision: str, by: str) -> ReviewRow:
         """Answer an ambiguous match: ``link`` joins every record holding its key into one
-        person on the next cycle (its records are marked dirty, so matching sees them), ``apart``
-        keeps them apart for good. The answer is stored per key and read by matching."""
+        person on the next cycle (its records are marked dirty, so matching sees them, and the
+        answer stays pending until a match has read it, so the echo check after the next pull
+        cannot clear that mark), ``apart`` keeps them apart for good. The answer is stored per
+        key and read by matching."""
         if decision not in DECISIONS:
             raise NotAllowed(f"a match decision is one of {DECISIONS}, not {decision!r}")
         with self._sessions.begin() as s:
@@ -231,11 +223,12 @@ class Operator:
                         decided_by=by[:128],
                         decided_at=now,
                         review_id=review.id,
+                        applied_at=None,
                     )
                 )
             else:
                 existing.decision, existing.decided_by, existing.decided_at = decision, by[:128], now
-                existing.review_id = review.id
+                existing.review_id, existing.applied_at = review.id, None
             review.status = "linked" if decision == "link" else "apart"
             if decision == "link":
                 holders = select(IdentityKey.record_id).where(IdentityKey.kind == kind, IdentityKey.value == value)

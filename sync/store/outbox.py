@@ -29,6 +29,7 @@ from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select,
 from sqlalchemy.orm import Session
 
 from sync.canonical import deep_merge_json, fields_to_json, same_json_value
+from sync.store.decisions import pending_link_holders
 from sync.store.models import IdentityKey, Outbox, OutboxStatus, Person, RemoteRecord, Snapshot, utcnow
 from sync.store.snapshots import fields_hash
 from sync.store.staging import payload_hash
@@ -974,7 +975,9 @@ class OutboxStore:
         ids) and stages it dirty. When its values are the ones we confirmed (``digest_of`` the
         payload equals the snapshot's hash) there is nothing to match or reconcile: its keys
         are the snapshot's, and a side equal to its snapshot brings no change. Only live,
-        linked, valid records of live persons qualify; anything else stays dirty."""
+        linked, valid records of live persons qualify; anything else stays dirty, and so do the
+        records holding a key an operator linked that no match has read yet (their dirty mark
+        is the answer waiting for matching: :mod:`sync.store.decisions`)."""
         rr = RemoteRecord.__table__
         snap = Snapshot.__table__
         person = Person.__table__
@@ -990,6 +993,9 @@ class OutboxStore:
                     rr.c.deleted_at.is_(None),
                     rr.c.merged_into.is_(None),
                     person.c.merged_into.is_(None),
+                    # An operator's link answer marked these dirty for matching, not for a
+                    # changed payload: theirs is no echo until a match has read the answer.
+                    rr.c.id.not_in(pending_link_holders()),
                 )
             ).all()
             echoes = [

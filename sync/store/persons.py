@@ -60,6 +60,7 @@ from sync.arrays import sorted_unique
 from sync.canonical import FieldDict, fields_from_json, fields_to_json
 from sync.plan.model import Plan
 from sync.store import bulk
+from sync.store.decisions import mark_decisions_applied, match_decisions
 from sync.store.models import (
     Conflict,
     IdentityKey,
@@ -69,7 +70,6 @@ from sync.store.models import (
     Snapshot,
     utcnow,
 )
-from sync.store.operator import match_decisions
 from sync.store.replan import mark_all_persons_dirty_in
 from sync.store.status import PersonRecords, persons_with_records
 
@@ -1133,9 +1133,14 @@ class Persons:
 
     def match_decisions(self) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
         """The stored answers to ambiguous matches (linked keys, apart keys); see
-        :func:`sync.store.operator.match_decisions`."""
+        :func:`sync.store.decisions.match_decisions`."""
         with self._sessions() as session:
             return match_decisions(session)
+
+    def mark_decisions_applied(self, decided_by: datetime) -> int:
+        """See :func:`sync.store.decisions.mark_decisions_applied`."""
+        with self._sessions() as session:
+            return mark_decisions_applied(session, decided_by)
 
     def with_records(self, *, limit: int = 1000) -> list[PersonRecords]:
         """See :func:`sync.store.status.persons_with_records`."""

@@ -3,8 +3,10 @@ credential ever shown, value validation shared with the CLI, and every page rend
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -233,6 +235,53 @@ def test_keep_apart_is_stored_and_matching_keeps_following_it(world: World) -> N
     person = world.store.operator.person(ann[0].person_id)
     assert {r.connection for r in person.records} >= {"ghl"}
     assert not any(r.connection == "acquire" and r.remote_id == str(bob["_raw"]["id"]) for r in person.records)
+
+
+class _ListsLate(httpx.AsyncBaseTransport):
+    """Forwards to ``inner``, answering its platform's contact listing late: the other
+    platforms' listings are staged first, so their records get the lower record and person ids."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, path: str) -> None:
+        self.inner, self.path = inner, path
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.rstrip("/").endswith(self.path) and "search" not in request.url.params:
+            await asyncio.sleep(0.2)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize(("late", "path"), [("ghl", "/contacts/search"), ("acquire", "/crm/objects/contact")])
+def test_link_joins_the_two_whichever_platform_was_staged_first(world: World, late: str, path: str) -> None:
+    # The records the answer marks dirty read exactly as their snapshots on the next pull: the
+    # echo check must leave them dirty for matching (in one of these orders every one of them
+    # is such an echo, and the link was once lost).
+    world.engine.transports[late] = _ListsLate(world.emulators[late].transport(), path)
+    scenarios.shared_phone(world)
+    (review,) = [r for r in world.store.status.reviews() if r.kind == "ambiguous_match"]
+    assert world.store.operator.search("email", scenarios.ANN[0])[0].person_id != (
+        world.store.operator.search("email", scenarios.BOB[0])[0].person_id
+    )
+    c = client(world, token=None, loopback=True)
+    r = c.post(
+        f"/review/{review.id}/decide",
+        data={"csrf": csrf_of(c.get("/review").text), "decision": "link"},
+        follow_redirects=True,
+    )
+    assert "linked" in r.text
+    world.cycle()
+    (ann,) = world.store.operator.search("email", scenarios.ANN[0])
+    (bob,) = world.store.operator.search("email", scenarios.BOB[0])
+    assert ann.person_id == bob.person_id
+    person = world.store.operator.person(ann.person_id)
+    assert {r.connection for r in person.records if r.deleted_at is None} >= {"acquire", "ghl"}
+    # Later cycles keep them together (the answer, now applied, still steers matching).
+    world.emulators["acquire"].external_edit(
+        str(world.holding("acquire", email=scenarios.BOB[0])[0]["_raw"]["id"]), {"first_name": "Robert"}
+    )
+    world.cycle()
+    (ann2,) = world.store.operator.search("email", scenarios.ANN[0])
+    (bob2,) = world.store.operator.search("email", scenarios.BOB[0])
+    assert ann2.person_id == bob2.person_id == ann.person_id
 
 
 def test_the_cli_person_command_prints_the_person(world: World) -> None:
